@@ -1,0 +1,97 @@
+"""The exception tree of virtpolicy.
+
+Every error a user can see derives from :class:`VirtpolicyError`. Each class
+carries the process exit status the CLI uses for it and the HTTP status the API
+will map it to, so the interfaces translate errors by walking the class
+hierarchy instead of keeping tables of their own.
+
+Exit statuses: 0 ok, 1 operation failed, 2 bad usage or invalid policy,
+3 conflict.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_CONFLICT = 3
+
+
+class VirtpolicyError(Exception):
+    """Root of every error virtpolicy reports to a person."""
+
+    exit_code: int = EXIT_FAILED
+    http_status: int = 500
+
+
+class PolicyError(VirtpolicyError, ValueError):
+    """A policy (or a request to change one) is invalid; nothing was written.
+
+    ``field`` is the dotted path of the offending field (``cpu.vcpupin[1]``)
+    when one is known. The message already names field and value; ``field`` is
+    kept separately for machine consumers such as the API.
+
+    It also derives from :class:`ValueError` so that validators of the model
+    may raise it and pydantic reports it in place.
+    """
+
+    exit_code = EXIT_INVALID
+    http_status = 422
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class CpusetError(PolicyError):
+    """A cpuset string does not follow libvirt's syntax."""
+
+    def __init__(self, text: str, reason: str, position: int) -> None:
+        super().__init__(f'"{text}" is not a cpuset: {reason} (at {position})')
+        self.text = text
+        self.reason = reason
+        self.position = position
+
+
+class CycleError(PolicyError):
+    """The dependency graph would contain a cycle; ``cycle`` lists it, closed."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__("dependency cycle: " + " -> ".join(cycle), field="requires")
+        self.cycle = cycle
+
+
+class DocumentError(PolicyError):
+    """A policy file cannot be read as policy documents."""
+
+
+class StoreError(VirtpolicyError):
+    """The policy store failed to read or write."""
+
+
+class NotFoundError(StoreError):
+    """The guest, or the revision asked for, does not exist in the store."""
+
+    http_status = 404
+
+
+class ConflictError(StoreError):
+    """A write said "only if the current revision is N" and it is not."""
+
+    exit_code = EXIT_CONFLICT
+    http_status = 409
+
+    def __init__(self, guest: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"{guest}: revision is {actual}, not {expected}: "
+            "someone else changed it; read it again and retry"
+        )
+        self.guest = guest
+        self.expected = expected
+        self.actual = actual
+
+
+class ConfigError(VirtpolicyError):
+    """A setting is invalid; the message names the key and the value."""
+
+    exit_code = EXIT_INVALID

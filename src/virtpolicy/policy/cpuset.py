@@ -1,0 +1,110 @@
+"""libvirt's cpuset syntax: ``0-3,^2,8``.
+
+A cpuset is a comma-separated list of items, read left to right: ``N`` adds a
+CPU, ``N-M`` adds a range, ``^N`` (or ``^N-M``) removes what earlier items
+added. This follows libvirt's own bitmap parser, which also applies items in
+order, so ``^2,0-3`` selects 2 again. Blanks around items are allowed.
+
+:func:`format_cpuset` writes the canonical form (ascending, ranges merged, no
+exclusions), and ``format_cpuset(parse_cpuset(s))`` is what virtpolicy stores,
+so a policy has exactly one spelling of each set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from virtpolicy.errors import CpusetError
+
+#: CPU numbers must be below this: libvirt's ``VIR_DOMAIN_CPUMASK_LEN``.
+MAX_CPUS = 16384
+
+
+def parse_cpuset(text: str) -> frozenset[int]:
+    """Parse ``text`` into the set of CPU numbers it selects.
+
+    Raises :class:`CpusetError` naming the text, the reason and the position
+    (0-based character offset) of the first problem. A set that selects no CPU
+    at all is an error: libvirt rejects an empty pinning.
+    """
+    cpus: set[int] = set()
+    pos = 0
+    end = len(text)
+    if not text.strip():
+        raise CpusetError(text, "it is empty", 0)
+    while True:
+        pos = _skip_blanks(text, pos)
+        negate = pos < end and text[pos] == "^"
+        if negate:
+            pos += 1
+        first, pos = _read_number(text, pos)
+        last = first
+        pos = _skip_blanks(text, pos)
+        if pos < end and text[pos] == "-":
+            dash = pos
+            pos = _skip_blanks(text, pos + 1)
+            if pos >= end or not text[pos].isdigit():
+                raise CpusetError(text, "range has no end", pos if pos < end else dash + 1)
+            last, pos = _read_number(text, pos)
+            if last < first:
+                raise CpusetError(text, f"range {first}-{last} runs backwards", dash)
+        if negate:
+            cpus.difference_update(range(first, last + 1))
+        else:
+            cpus.update(range(first, last + 1))
+        pos = _skip_blanks(text, pos)
+        if pos >= end:
+            break
+        if text[pos] != ",":
+            raise CpusetError(text, f"unexpected {text[pos]!r}", pos)
+        pos += 1
+    if not cpus:
+        raise CpusetError(text, "it selects no CPU", 0)
+    return frozenset(cpus)
+
+
+def format_cpuset(cpus: Iterable[int]) -> str:
+    """Write ``cpus`` in canonical form: ascending, consecutive CPUs as ranges."""
+    ordered = sorted(set(cpus))
+    if not ordered:
+        raise ValueError("an empty set of CPUs has no cpuset spelling")
+    parts: list[str] = []
+    start = prev = ordered[0]
+    for cpu in ordered[1:]:
+        if cpu == prev + 1:
+            prev = cpu
+            continue
+        parts.append(_span(start, prev))
+        start = prev = cpu
+    parts.append(_span(start, prev))
+    return ",".join(parts)
+
+
+def normalize_cpuset(text: str) -> str:
+    """Return the canonical spelling of ``text`` (parse, then format)."""
+    return format_cpuset(parse_cpuset(text))
+
+
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def _skip_blanks(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    return pos
+
+
+def _read_number(text: str, pos: int) -> tuple[int, int]:
+    start = pos
+    while pos < len(text) and "0" <= text[pos] <= "9":
+        pos += 1
+    if pos == start:
+        if start >= len(text):
+            raise CpusetError(text, "expected a CPU number, found the end", start)
+        raise CpusetError(text, f"expected a CPU number, found {text[start]!r}", start)
+    if pos - start > 6 or int(text[start:pos]) >= MAX_CPUS:
+        raise CpusetError(
+            text, f"CPU {text[start:pos]} is beyond libvirt's limit of {MAX_CPUS} CPUs", start
+        )
+    return int(text[start:pos]), pos

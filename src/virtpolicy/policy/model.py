@@ -1,0 +1,292 @@
+"""The policy of one guest, as stored and as written in policy files.
+
+Values are immutable pydantic models. Field names follow libvirt's words
+(``vcpupin``, ``emulatorpin``) and systemd's (``requires``, ``wants``); the
+meaning of each is in DESIGN.md. cpusets and conditions are kept in their
+canonical spelling, so two policies that mean the same are equal and serialize
+to the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import reprlib
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from virtpolicy.errors import PolicyError
+from virtpolicy.policy.condition import normalize_condition
+from virtpolicy.policy.cpuset import MAX_CPUS, normalize_cpuset
+
+#: Relative CPU weight, on the cgroup v2 ``cpu.weight`` scale.
+WEIGHT_MIN, WEIGHT_MAX = 1, 10000
+#: Cap in percent of one host CPU; no host has more than MAX_CPUS CPUs.
+CAP_MIN, CAP_MAX = 1, MAX_CPUS * 100
+#: Longest wait for a dependency, and longest stop timeout or start delay.
+TIMEOUT_MAX = 86400
+DEFAULT_DEPENDENCY_TIMEOUT = 300
+DEFAULT_STOP_TIMEOUT = 300
+
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,62})")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _cpuset(value: object) -> object:
+    # YAML reads ``vcpus: 3`` as an integer; it is still a cpuset.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        return normalize_cpuset(value)
+    return value
+
+
+def _condition(value: object) -> object:
+    return normalize_condition(value) if isinstance(value, str) else value
+
+
+def _vcpupin_keys(value: object) -> object:
+    # JSON object keys are strings; vCPU numbers written as "1" are numbers.
+    if isinstance(value, dict):
+        return {
+            int(k) if isinstance(k, str) and k.isdigit() and len(k) < 7 else k: v
+            for k, v in value.items()
+        }
+    return value
+
+
+def check_guest_name(value: object) -> object:
+    """Validate a libvirt domain name: 1-255 characters, no ``/``, no controls."""
+    if not isinstance(value, str):
+        return value
+    if not value or len(value) > 255:
+        raise PolicyError(f'"{value[:40]}" is not a guest name: it must be 1-255 characters')
+    if "/" in value or _CONTROL.search(value) or value != value.strip():
+        raise PolicyError(
+            f"{json.dumps(value)} is not a guest name: no '/', control characters or outer blanks"
+        )
+    return value
+
+
+def _label_key(value: object) -> object:
+    if isinstance(value, str) and not _LABEL_KEY.fullmatch(value):
+        raise PolicyError(
+            f'"{value}" is not a label key: 1-63 of letters, digits and ._/-, '
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _label_value(value: object) -> object:
+    if isinstance(value, str) and (len(value) > 255 or _CONTROL.search(value)):
+        raise PolicyError(
+            f"{json.dumps(value[:40])} is not a label value: "
+            "at most 255 characters, no control characters"
+        )
+    return value
+
+
+Cpuset = Annotated[str, BeforeValidator(_cpuset)]
+Condition = Annotated[str, BeforeValidator(_condition)]
+GuestName = Annotated[str, BeforeValidator(check_guest_name)]
+LabelKey = Annotated[str, BeforeValidator(_label_key)]
+LabelValue = Annotated[str, BeforeValidator(_label_value)]
+VcpuIndex = Annotated[int, Field(ge=0, lt=MAX_CPUS)]
+Seconds = Annotated[int, Field(ge=1, le=TIMEOUT_MAX)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CpuPolicy(_Model):
+    """CPU tuning: where vCPUs and the emulator may run, and how much CPU."""
+
+    vcpupin: Annotated[dict[VcpuIndex, Cpuset], BeforeValidator(_vcpupin_keys)] = {}
+    vcpus: Cpuset | None = None
+    emulatorpin: Cpuset | None = None
+    weight: Annotated[int, Field(ge=WEIGHT_MIN, le=WEIGHT_MAX)] | None = None
+    cap: Annotated[int, Field(ge=CAP_MIN, le=CAP_MAX)] | None = None
+
+
+class Dependency(_Model):
+    """Another guest that must (``requires``) or should (``wants``) be up first."""
+
+    guest: GuestName
+    when: Condition = "running"
+    timeout: Seconds = DEFAULT_DEPENDENCY_TIMEOUT
+
+
+class StartPolicy(_Model):
+    """How the guest is started by virtpolicy."""
+
+    autostart: bool = False
+    delay: Annotated[int, Field(ge=0, le=TIMEOUT_MAX)] = 0
+
+
+class StopPolicy(_Model):
+    """How the guest is stopped by virtpolicy."""
+
+    timeout: Seconds = DEFAULT_STOP_TIMEOUT
+    action: Literal["shutdown", "destroy", "managedsave"] = "shutdown"
+
+
+class GuestPolicy(_Model):
+    """Everything virtpolicy holds about one guest."""
+
+    guest: GuestName
+    cpu: CpuPolicy = CpuPolicy()
+    # Lists in documents; tuples here so that a policy stays immutable.
+    requires: Annotated[tuple[Dependency, ...], Field(strict=False)] = ()
+    wants: Annotated[tuple[Dependency, ...], Field(strict=False)] = ()
+    start: StartPolicy = StartPolicy()
+    stop: StopPolicy = StopPolicy()
+    labels: dict[LabelKey, LabelValue] = {}
+
+    @model_validator(mode="after")
+    def _check_dependencies(self) -> GuestPolicy:
+        seen: dict[str, str] = {}
+        for kind in ("requires", "wants"):
+            deps: tuple[Dependency, ...] = getattr(self, kind)
+            for i, dep in enumerate(deps):
+                field = f"{kind}[{i}].guest"
+                if dep.guest == self.guest:
+                    raise PolicyError(f'"{dep.guest}" is the guest itself', field=field)
+                if dep.guest in seen:
+                    raise PolicyError(
+                        f'"{dep.guest}" is already listed in {seen[dep.guest]}', field=field
+                    )
+                seen[dep.guest] = kind
+        return self
+
+    def dependencies(self) -> list[tuple[str, str]]:
+        """``(guest, kind)`` for every dependency, kind ``requires`` or ``wants``."""
+        return [(d.guest, "requires") for d in self.requires] + [
+            (d.guest, "wants") for d in self.wants
+        ]
+
+    def to_document(self) -> dict[str, Any]:
+        """The policy as a plain document, leaving out every field at its default.
+
+        This is the shape of policy files and of ``policy get -o yaml``.
+        """
+        doc: dict[str, Any] = self.model_dump(mode="python", exclude_defaults=True)
+        for kind in ("requires", "wants"):
+            if kind in doc:
+                doc[kind] = list(doc[kind])
+        cpu = doc.get("cpu")
+        if cpu and "vcpupin" in cpu:
+            cpu["vcpupin"] = dict(sorted(cpu["vcpupin"].items()))
+        if "labels" in doc:
+            doc["labels"] = dict(sorted(doc["labels"].items()))
+        return doc
+
+    def canonical_json(self) -> str:
+        """Compact, key-sorted JSON of :meth:`to_document`: equal policies, equal text."""
+        return json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"))
+
+
+def parse_policy(doc: object) -> GuestPolicy:
+    """Validate a document into a policy, or raise one :class:`PolicyError`.
+
+    The error's message is one line naming the field and the value, e.g.
+    ``cpu.vcpupin[1]: "0-" is not a cpuset: range has no end (at 2)``.
+    """
+    try:
+        return GuestPolicy.model_validate(doc)
+    except ValidationError as exc:
+        raise describe_validation_error(exc) from None
+
+
+def describe_validation_error(exc: ValidationError) -> PolicyError:
+    """The first error of ``exc`` as a :class:`PolicyError` (the rest are counted)."""
+    errors = exc.errors()
+    first = errors[0]
+    field, message = _describe(first)
+    more = len(errors) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    text = f"{field}: {message}{suffix}" if field else message + suffix
+    return PolicyError(text, field=field or None)
+
+
+# Fields whose values are mappings: their keys print as [key], not as .key.
+_MAPPINGS = frozenset({"vcpupin", "labels"})
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 60
+_SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = 4
+_SHORT.maxlevel = 2
+
+
+def _describe(error: ErrorDetails) -> tuple[str, str]:
+    loc = list(error["loc"])
+    key_error = bool(loc) and loc[-1] == "[key]"
+    if key_error:
+        loc.pop()
+    field = _field_path(loc)
+    ctx = error.get("ctx") or {}
+    value = _show(error["input"])
+    kind = error["type"]
+    inner = ctx.get("error")
+    if isinstance(inner, PolicyError):
+        if inner.field:
+            field = inner.field
+        message = str(inner)
+    elif kind == "extra_forbidden":
+        message = "unknown field"
+    elif kind == "missing":
+        message = "is required"
+    elif kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        message = f"{value} is below the minimum {bound}"
+        if kind == "greater_than":
+            message = f"{value} must be greater than {bound}"
+    elif kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        message = f"{value} is above the maximum {bound}"
+        if kind == "less_than":
+            message = f"{value} must be less than {bound}"
+    elif kind == "literal_error":
+        message = f"{value} is not one of {ctx.get('expected')}"
+    elif kind in ("int_type", "int_parsing", "int_from_float"):
+        message = f"{value} is not a whole number"
+    elif kind in ("string_type",):
+        message = f"{value} is not a string (quote it)"
+    elif kind in ("bool_type", "bool_parsing"):
+        message = f"{value} is not true or false"
+    elif kind in ("dict_type", "model_type", "model_attributes_type"):
+        message = f"{value} is not a mapping"
+    elif kind in ("tuple_type", "list_type"):
+        message = f"{value} is not a list"
+    else:
+        message = f"{value}: {error['msg']}"
+    if key_error and not isinstance(inner, PolicyError):
+        message = f"key {message}"
+    return field, message
+
+
+def _field_path(loc: list[int | str]) -> str:
+    path = ""
+    for i, part in enumerate(loc):
+        parent = loc[i - 1] if i else None
+        if isinstance(part, int) or parent in _MAPPINGS:
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return json.dumps(shown, ensure_ascii=False)
+    return _SHORT.repr(value)

@@ -1,0 +1,82 @@
+"""The tables of the policy store (SQLAlchemy Core; SQLite and PostgreSQL).
+
+- ``store_state``: one row, the global revision counter. Every write
+  transaction increments it first, which also serializes writers (a row lock
+  on PostgreSQL, the write lock on SQLite), so a reader that remembers the
+  counter notices any change by any process with one cheap query.
+- ``policies``: the current policy of each guest, as canonical JSON, with its
+  per-guest revision number. ``doc`` is NULL once deleted, so that revision
+  numbers of a guest keep counting up if it is created again.
+- ``revisions``: every version ever written, numbered per guest and
+  globally (``seq``, the value the counter had after the write).
+- ``dependencies`` and ``labels``: derived from ``policies`` and rewritten
+  with it, so that plans and label selections need no JSON decoding.
+
+Timestamps are ISO 8601 UTC strings, the same on every backend.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+#: The Alembic revision this code expects; a test checks it is the head.
+SCHEMA_REVISION = "0001"
+
+metadata = MetaData()
+
+store_state = Table(
+    "store_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("guest", String(255), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("doc", Text, nullable=True),
+    Column("updated_at", String(32), nullable=False),
+    Column("updated_by", String(255), nullable=False),
+)
+
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("guest", String(255), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("doc", Text, nullable=True),
+    UniqueConstraint("guest", "revision", name="uq_revisions_guest_revision"),
+)
+
+dependencies = Table(
+    "dependencies",
+    metadata,
+    Column("guest", String(255), primary_key=True),
+    Column("target", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),
+)
+
+labels = Table(
+    "labels",
+    metadata,
+    Column("guest", String(255), primary_key=True),
+    Column("key", String(63), primary_key=True),
+    Column("value", String(255), nullable=False),
+    Index("ix_labels_key_value", "key", "value"),
+)

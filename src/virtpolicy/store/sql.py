@@ -1,0 +1,374 @@
+"""The policy store on SQL: SQLite by default, any SQLAlchemy URL otherwise.
+
+SQLite runs in WAL mode with a busy timeout, so readers never wait for a
+writer and writers queue instead of failing. Write transactions start with
+``BEGIN IMMEDIATE`` on SQLite and, on every backend, begin by updating the
+single ``store_state`` row, which serializes writers: what a write reads to
+check revisions and the graph cannot change under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, StoreError
+from virtpolicy.policy.graph import check_acyclic
+from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.store.base import Change, Delete, Outcome, Put, Revision, StoredPolicy
+from virtpolicy.store.schema import (
+    SCHEMA_REVISION,
+    dependencies,
+    labels,
+    policies,
+    revisions,
+    store_state,
+)
+
+log = logging.getLogger(__name__)
+
+#: Rows per ``IN (...)`` list, well under every backend's parameter limit.
+_CHUNK = 500
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def to_url(db: str) -> URL:
+    """A database URL from ``db``: a SQLAlchemy URL, or a path to a SQLite file."""
+    try:
+        if "://" in db:
+            return make_url(db)
+        return make_url("sqlite:///" + str(Path(db).expanduser().absolute()))
+    except ArgumentError as exc:
+        raise StoreError(f"db: {db!r} is not a database URL or path: {exc}") from None
+
+
+class SqlStore:
+    """A :class:`~virtpolicy.store.base.PolicyStore` on a SQL database."""
+
+    def __init__(self, db: str, *, migrate: bool = True) -> None:
+        self.url = to_url(db)
+        self._sqlite = self.url.get_backend_name() == "sqlite"
+        if self._sqlite and self.url.database not in (None, "", ":memory:"):
+            _prepare_sqlite_file(Path(self.url.database))
+        with _db_errors(self.url):
+            self.engine: Engine = create_engine(self.url)
+            if self._sqlite:
+                _tune_sqlite(self.engine)
+            if migrate:
+                self._migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- reading ---------------------------------------------------------
+
+    def global_revision(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(store_state.c.revision)).scalar_one())
+
+    def get(self, guest: str) -> StoredPolicy:
+        with self._read() as conn:
+            row = conn.execute(
+                select(policies).where(policies.c.guest == guest, policies.c.doc.is_not(None))
+            ).first()
+        if row is None:
+            raise NotFoundError(f"{guest}: no policy")
+        return _stored(row)
+
+    def list(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
+        query = select(policies).where(policies.c.doc.is_not(None))
+        for key, value in (labels or {}).items():
+            query = query.where(policies.c.guest.in_(_with_label(key, value)))
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(policies.c.guest)).all()
+        return [_stored(row) for row in rows]
+
+    def edges(self) -> dict[str, list[tuple[str, str]]]:
+        with self._read() as conn:
+            return _edges(conn)
+
+    def history(self, guest: str) -> list[Revision]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(revisions).where(revisions.c.guest == guest).order_by(revisions.c.revision)
+            ).all()
+        if not rows:
+            raise NotFoundError(f"{guest}: no policy history")
+        return [_revision(row) for row in rows]
+
+    def revision(self, guest: str, number: int) -> Revision:
+        with self._read() as conn:
+            row = conn.execute(
+                select(revisions).where(
+                    revisions.c.guest == guest, revisions.c.revision == number
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"{guest}: no revision {number}")
+        return _revision(row)
+
+    # -- writing ---------------------------------------------------------
+
+    def write(
+        self, changes: Sequence[Change], actor: str, *, dry_run: bool = False
+    ) -> list[Outcome]:
+        guests = [change.guest for change in changes]
+        if len(set(guests)) != len(guests):
+            dup = next(g for g in guests if guests.count(g) > 1)
+            raise PolicyError(f'guest "{dup}" appears twice in one write', field="guest")
+        with _db_errors(self.url), self.engine.connect() as conn:
+            if self._sqlite:
+                conn = conn.execution_options(virtpolicy_write=True)
+            with conn.begin() as tx:
+                # Take the writers' lock before reading anything.
+                base = conn.execute(
+                    update(store_state)
+                    .values(revision=store_state.c.revision)
+                    .returning(store_state.c.revision)
+                ).scalar_one()
+                outcomes = self._plan(conn, changes)
+                written = [o for o in outcomes if o.action != "unchanged"]
+                if dry_run or not written:
+                    tx.rollback()
+                    return outcomes
+                self._record(conn, written, int(base), actor)
+        for o in written:
+            log.info("policy %s: %s revision %d by %s", o.guest, o.action, o.revision, actor)
+        return outcomes
+
+    def _plan(self, conn: Connection, changes: Sequence[Change]) -> list[Outcome]:
+        current = _current(conn, [c.guest for c in changes])
+        outcomes: list[Outcome] = []
+        graph_changed = False
+        for change in changes:
+            revision, doc = current.get(change.guest, (0, None))
+            if change.expect is not None and change.expect != revision:
+                raise ConflictError(change.guest, change.expect, revision)
+            before = _decode(change.guest, doc) if doc is not None else None
+            if isinstance(change, Delete):
+                if before is None:
+                    raise NotFoundError(f"{change.guest}: no policy")
+                outcomes.append(Outcome(change.guest, "delete", revision + 1, before, None))
+                continue
+            if before is not None and before == change.policy:
+                outcomes.append(Outcome(change.guest, "unchanged", revision, before, before))
+                continue
+            action = "create" if before is None else "update"
+            outcomes.append(Outcome(change.guest, action, revision + 1, before, change.policy))
+            old_deps = before.dependencies() if before else []
+            graph_changed |= change.policy.dependencies() != old_deps
+        if graph_changed:
+            graph = _edges(conn)
+            for o in outcomes:
+                if o.after is None:
+                    graph.pop(o.guest, None)
+                else:
+                    graph[o.guest] = o.after.dependencies()
+            check_acyclic(graph, first=[o.guest for o in outcomes if o.action != "unchanged"])
+        return outcomes
+
+    def _record(self, conn: Connection, written: Sequence[Outcome], base: int, actor: str) -> None:
+        now = _now()
+        rows = [
+            {
+                "seq": base + i,
+                "guest": o.guest,
+                "revision": o.revision,
+                "action": o.action,
+                "actor": actor,
+                "created_at": now,
+                "doc": o.after.canonical_json() if o.after else None,
+            }
+            for i, o in enumerate(written, start=1)
+        ]
+        conn.execute(update(store_state).values(revision=base + len(written)))
+        conn.execute(insert(revisions), rows)
+        # Revision 1 is a guest's first row; later ones (after a delete too) update it.
+        fresh = [r for r in rows if r["revision"] == 1]
+        known = [r for r in rows if r["revision"] > 1]
+        if fresh:
+            conn.execute(
+                insert(policies),
+                [
+                    {
+                        "guest": r["guest"],
+                        "revision": 1,
+                        "doc": r["doc"],
+                        "updated_at": now,
+                        "updated_by": actor,
+                    }
+                    for r in fresh
+                ],
+            )
+        if known:
+            conn.execute(
+                update(policies)
+                .where(policies.c.guest == bindparam("g"))
+                .values(revision=bindparam("r"), doc=bindparam("d"), updated_at=now, updated_by=actor),
+                [{"g": r["guest"], "r": r["revision"], "d": r["doc"]} for r in known],
+            )
+        touched = [o.guest for o in written]
+        for chunk in _chunks(touched):
+            conn.execute(delete(dependencies).where(dependencies.c.guest.in_(chunk)))
+            conn.execute(delete(labels).where(labels.c.guest.in_(chunk)))
+        deps = [
+            {"guest": o.guest, "target": target, "kind": kind}
+            for o in written
+            if o.after
+            for target, kind in o.after.dependencies()
+        ]
+        tags = [
+            {"guest": o.guest, "key": k, "value": v}
+            for o in written
+            if o.after
+            for k, v in o.after.labels.items()
+        ]
+        if deps:
+            conn.execute(insert(dependencies), deps)
+        if tags:
+            conn.execute(insert(labels), tags)
+
+    # -- plumbing ----------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with _db_errors(self.url), self.engine.connect() as conn:
+            yield conn
+
+    def _migrate(self) -> None:
+        with self.engine.connect() as conn:
+            current = None
+            if inspect(conn).has_table("alembic_version"):
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        if current == SCHEMA_REVISION:
+            return
+        from alembic import command
+        from alembic.config import Config
+        from alembic.util.exc import CommandError
+
+        log.info("store %s: upgrading schema %s -> %s", self.url, current, SCHEMA_REVISION)
+        config = Config()
+        config.set_main_option("script_location", "virtpolicy.store:migrations")
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            try:
+                command.upgrade(config, SCHEMA_REVISION)
+            except CommandError as exc:
+                raise StoreError(
+                    f"{self.url}: schema revision {current!r} is unknown to this virtpolicy "
+                    f"(it knows up to {SCHEMA_REVISION}); is the store from a newer version?"
+                ) from exc
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    # Policies are the host's configuration: only the owner reads them.
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise StoreError(f"db: cannot create {path}: {exc.strerror}") from None
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("virtpolicy_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def _db_errors(url: URL) -> Iterator[None]:
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        raise StoreError(f"store {url.render_as_string()}: {cause}") from exc
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _with_label(key: str, value: str) -> Any:
+    return select(labels.c.guest).where(and_(labels.c.key == key, labels.c.value == value))
+
+
+def _current(conn: Connection, guests: Sequence[str]) -> dict[str, tuple[int, str | None]]:
+    found: dict[str, tuple[int, str | None]] = {}
+    for chunk in _chunks(guests):
+        query = select(policies.c.guest, policies.c.revision, policies.c.doc).where(
+            policies.c.guest.in_(chunk)
+        )
+        for guest, revision, doc in conn.execute(query):
+            found[guest] = (revision, doc)
+    return found
+
+
+def _edges(conn: Connection) -> dict[str, list[tuple[str, str]]]:
+    graph: dict[str, list[tuple[str, str]]] = {
+        guest: [] for guest in conn.execute(
+            select(policies.c.guest).where(policies.c.doc.is_not(None))
+        ).scalars()
+    }
+    for guest, target, kind in conn.execute(
+        select(dependencies.c.guest, dependencies.c.target, dependencies.c.kind)
+    ):
+        graph.setdefault(guest, []).append((target, kind))
+    return graph
+
+
+def _decode(guest: str, doc: str) -> GuestPolicy:
+    try:
+        return GuestPolicy.model_validate_json(doc)
+    except ValidationError as exc:
+        raise StoreError(f"{guest}: stored policy no longer validates: {exc}") from None
+
+
+def _stored(row: Any) -> StoredPolicy:
+    return StoredPolicy(_decode(row.guest, row.doc), row.revision, row.updated_at, row.updated_by)
+
+
+def _revision(row: Any) -> Revision:
+    policy = _decode(row.guest, row.doc) if row.doc is not None else None
+    return Revision(
+        row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy
+    )

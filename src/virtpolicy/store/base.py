@@ -88,6 +88,9 @@ class PolicyStore(Protocol):
     def list(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         """Current policies, by guest name, having all of ``labels``."""
 
+    def guests(self) -> list[str]:
+        """Names of the guests that have a policy, sorted."""
+
     def edges(self) -> dict[str, list[tuple[str, str]]]:
         """The dependency graph of all current policies."""
 

@@ -106,6 +106,16 @@ class SqlStore:
             rows = conn.execute(query.order_by(policies.c.guest)).all()
         return [_stored(row) for row in rows]
 
+    def guests(self) -> list[str]:
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    select(policies.c.guest)
+                    .where(policies.c.doc.is_not(None))
+                    .order_by(policies.c.guest)
+                ).scalars()
+            )
+
     def edges(self) -> dict[str, list[tuple[str, str]]]:
         with self._read() as conn:
             return _edges(conn)

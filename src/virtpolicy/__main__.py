@@ -1,0 +1,3 @@
+from virtpolicy.cli.main import main
+
+main()

@@ -1,0 +1,220 @@
+"""The commands: ``policy ...``, ``apply``, ``export`` and ``plan``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from virtpolicy.cli import output
+from virtpolicy.cli.files import read_documents
+from virtpolicy.cli.main import App, cli, fail_usage, pass_app
+from virtpolicy.engine import changes, planning
+from virtpolicy.errors import PolicyError
+from virtpolicy.policy.diff import field_changes, unified_diff
+from virtpolicy.policy.edit import clear_path, dependency_patch, merge_patches, vcpupin_patch
+from virtpolicy.store.base import Outcome
+
+_OUTPUT = click.Choice(output.FORMATS)
+
+
+def _labels(specs: tuple[str, ...], option: str = "--label") -> dict[str, str]:
+    selected = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise fail_usage(f'{option}: "{spec}" is not KEY=VALUE')
+        selected[key] = value
+    return selected
+
+
+@cli.group()
+def policy() -> None:
+    """Read and change the policy of one guest."""
+
+
+@policy.command("set")
+@click.argument("guest")
+@click.option("--vcpupin", multiple=True, metavar="VCPU:CPUSET", help="Pin one vCPU, e.g. 0:2-3.")
+@click.option("--vcpus", metavar="CPUSET", help="Where every vCPU not pinned alone may run.")
+@click.option("--emulatorpin", metavar="CPUSET", help="Where the emulator threads may run.")
+@click.option("--weight", type=int, help="Relative CPU weight, 1-10000 (100 is normal).")
+@click.option("--cap", type=int, metavar="PCT", help="Most CPU, in percent of one host CPU.")
+@click.option("--requires", multiple=True, metavar="GUEST[@WHEN]", help="Hard dependency.")
+@click.option("--wants", multiple=True, metavar="GUEST[@WHEN]", help="Soft dependency.")
+@click.option("--autostart/--no-autostart", default=None, help="Start with the host.")
+@click.option("--start-delay", type=int, metavar="SECONDS", help="Wait after the guest is up.")
+@click.option("--stop-timeout", type=int, metavar="SECONDS", help="Wait for shutdown this long.")
+@click.option(
+    "--stop-action", type=click.Choice(["shutdown", "destroy", "managedsave"]), help="How to stop."
+)
+@click.option("--label", multiple=True, metavar="KEY=VALUE", help="Set a label.")
+@click.option(
+    "--clear", multiple=True, metavar="FIELD", help="Remove a field first (cpu.cap, labels.tier, ...)."
+)
+@click.option("--if-revision", type=int, metavar="N", help="Only if the policy is at revision N.")
+@pass_app
+def policy_set(
+    app: App,
+    guest: str,
+    vcpupin: tuple[str, ...],
+    vcpus: str | None,
+    emulatorpin: str | None,
+    weight: int | None,
+    cap: int | None,
+    requires: tuple[str, ...],
+    wants: tuple[str, ...],
+    autostart: bool | None,
+    start_delay: int | None,
+    stop_timeout: int | None,
+    stop_action: str | None,
+    label: tuple[str, ...],
+    clear: tuple[str, ...],
+    if_revision: int | None,
+) -> None:
+    """Create or change GUEST's policy; fields not given stay as they are."""
+    cpu: dict[str, Any] = {"vcpus": vcpus, "emulatorpin": emulatorpin, "weight": weight, "cap": cap}
+    for spec in vcpupin:
+        cpu.setdefault("vcpupin", {}).update(vcpupin_patch(spec))
+    patch: dict[str, Any] = {
+        "cpu": {k: v for k, v in cpu.items() if v is not None},
+        "start": {k: v for k, v in {"autostart": autostart, "delay": start_delay}.items() if v is not None},
+        "stop": {k: v for k, v in {"timeout": stop_timeout, "action": stop_action}.items() if v is not None},
+        "labels": _labels(label),
+        "requires": {},
+        "wants": {},
+    }
+    for spec in requires:
+        patch["requires"].update(dependency_patch(spec, "--requires"))
+    for spec in wants:
+        patch["wants"].update(dependency_patch(spec, "--wants"))
+    merged = merge_patches(*(clear_path(path) for path in clear), patch)
+    outcome = changes.set_policy(app.store, guest, merged, actor=app.actor, expect=if_revision)
+    click.echo(_describe(outcome))
+
+
+@policy.command("get")
+@click.argument("guest")
+@click.option("-o", "--output", "fmt", type=_OUTPUT, default="yaml", show_default=True)
+@pass_app
+def policy_get(app: App, guest: str, fmt: str) -> None:
+    """Show GUEST's policy."""
+    stored = app.store.get(guest)
+    if fmt == "json":
+        click.echo(output.dump_json_one(stored.policy), nl=False)
+    else:
+        click.echo(output.policies([stored], fmt), nl=False)
+
+
+@policy.command("list")
+@click.option("--label", "-l", multiple=True, metavar="KEY=VALUE", help="Only guests with it.")
+@click.option("-o", "--output", "fmt", type=_OUTPUT, default="table", show_default=True)
+@pass_app
+def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
+    """List policies, optionally only those with all the given labels."""
+    click.echo(output.policies(app.store.list(_labels(label)), fmt), nl=False)
+
+
+@policy.command("delete")
+@click.argument("guest")
+@click.option("--if-revision", type=int, metavar="N", help="Only if the policy is at revision N.")
+@pass_app
+def policy_delete(app: App, guest: str, if_revision: int | None) -> None:
+    """Delete GUEST's policy (its history stays)."""
+    click.echo(_describe(changes.delete_policy(app.store, guest, actor=app.actor, expect=if_revision)))
+
+
+@policy.command("history")
+@click.argument("guest")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def policy_history(app: App, guest: str, fmt: str) -> None:
+    """Every revision of GUEST's policy: when, who, what changed."""
+    entries = changes.history(app.store, guest)
+    if fmt == "json":
+        click.echo(output.history_json(entries), nl=False)
+        return
+    rows = [
+        [e.revision.revision, e.revision.created_at, e.revision.actor, e.revision.action, e.change]
+        for e in entries
+    ]
+    click.echo(output.table(["REV", "TIME", "ACTOR", "ACTION", "CHANGE"], rows), nl=False)
+
+
+@policy.command("diff")
+@click.argument("guest")
+@click.argument("rev1", type=click.IntRange(min=1))
+@click.argument("rev2", type=click.IntRange(min=1), required=False)
+@pass_app
+def policy_diff(app: App, guest: str, rev1: int, rev2: int | None) -> None:
+    """Show what changed from REV1 to REV2 (default: the latest) as a unified diff."""
+    old = app.store.revision(guest, rev1)
+    new = app.store.revision(guest, rev2) if rev2 else app.store.history(guest)[-1]
+    click.echo(
+        unified_diff(old.policy, new.policy, f"{guest}@{old.revision}", f"{guest}@{new.revision}"),
+        nl=False,
+    )
+
+
+@cli.command("apply")
+@click.option("-f", "--filename", "files", multiple=True, required=True, metavar="FILE",
+              help="Policy file (YAML or JSON), directory, or - for standard input; repeatable.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--prune", is_flag=True, help="Delete the policies of guests not in the files.")
+@pass_app
+def apply_cmd(app: App, files: tuple[str, ...], dry_run: bool, prune: bool) -> None:
+    """Make the store hold the policies in the files: all of them or, on any error, none."""
+    docs = read_documents(files)
+    outcomes = changes.apply_policies(
+        app.store, [d.policy for d in docs], actor=app.actor, prune=prune, dry_run=dry_run
+    )
+    for o in outcomes:
+        if o.action == "unchanged":
+            continue
+        if dry_run:
+            old = f"{o.guest}@{o.revision - 1}" if o.before else "/dev/null"
+            new = f"{o.guest}@{o.revision}" if o.after else "/dev/null"
+            click.echo(unified_diff(o.before, o.after, old, new), nl=False)
+        else:
+            click.echo(_describe(o))
+    counts = {a: sum(o.action == a for o in outcomes) for a in ("create", "update", "delete", "unchanged")}
+    click.echo(
+        ("dry run, nothing written: " if dry_run else "")
+        + f"{counts['create']} created, {counts['update']} updated, "
+        f"{counts['delete']} deleted, {counts['unchanged']} unchanged"
+    )
+
+
+@cli.command("export")
+@click.option("-o", "--output", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
+@pass_app
+def export_cmd(app: App, fmt: str) -> None:
+    """Print every policy (desired state only), ready for ``apply -f``."""
+    click.echo(output.policies(app.store.list(), fmt), nl=False)
+
+
+@cli.command("plan")
+@click.argument("operation", type=click.Choice(["start", "stop"]))
+@click.argument("guests", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every guest in the graph.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def plan_cmd(app: App, operation: str, guests: tuple[str, ...], everything: bool, fmt: str) -> None:
+    """Print the waves in which to start or stop GUESTS (and what they depend on)."""
+    if everything == bool(guests):
+        raise fail_usage("plan: name guests or give --all, not both or neither")
+    waves = planning.plan(app.store, "start" if operation == "start" else "stop", guests or None)
+    click.echo(output.plan(waves, fmt), nl=False)
+
+
+def _describe(o: Outcome) -> str:
+    if o.action == "unchanged":
+        return f"{o.guest}: unchanged (revision {o.revision})"
+    if o.action == "delete":
+        return f"{o.guest}: deleted (revision {o.revision})"
+    what = ", ".join(str(c) for c in field_changes(o.before, o.after))
+    verb = "created" if o.action == "create" else "updated"
+    return f"{o.guest}: {verb} (revision {o.revision})" + (f": {what}" if what else "")
+
+
+__all__ = ["PolicyError", "policy"]

@@ -1,0 +1,97 @@
+"""Rendering for the terminal: tables, documents and plans.
+
+Tables follow kubectl's plain style (upper-case headers, columns separated by
+blanks, no borders) so they read well and ``grep``/``awk`` well.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from virtpolicy.engine.changes import HistoryEntry
+from virtpolicy.policy.document import dump_json, dump_yaml
+from virtpolicy.policy.graph import Waves
+from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.store.base import StoredPolicy
+
+FORMATS = ("yaml", "json", "table")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("   ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def policies(stored: Sequence[StoredPolicy], fmt: str) -> str:
+    """Policies as YAML documents, a JSON array, or a one-line-per-guest table."""
+    plain = [s.policy for s in stored]
+    if fmt == "yaml":
+        return dump_yaml(plain)
+    if fmt == "json":
+        return dump_json(plain)
+    return table(
+        ["GUEST", "REV", "PINNING", "WEIGHT", "CAP", "REQUIRES", "WANTS", "LABELS"],
+        [
+            [
+                s.policy.guest,
+                s.revision,
+                pinning(s.policy),
+                s.policy.cpu.weight or "-",
+                f"{s.policy.cpu.cap}%" if s.policy.cpu.cap else "-",
+                ",".join(d.guest for d in s.policy.requires) or "-",
+                ",".join(d.guest for d in s.policy.wants) or "-",
+                ",".join(f"{k}={v}" for k, v in s.policy.labels.items()) or "-",
+            ]
+            for s in stored
+        ],
+    )
+
+
+def dump_json_one(policy: GuestPolicy) -> str:
+    """One policy as an indented JSON object."""
+    return json.dumps(policy.to_document(), indent=2, ensure_ascii=False) + "\n"
+
+
+def history_json(entries: Sequence[HistoryEntry]) -> str:
+    """History as a JSON array of revisions, each with its change summary."""
+    return json.dumps(
+        [
+            {
+                "revision": e.revision.revision,
+                "seq": e.revision.seq,
+                "time": e.revision.created_at,
+                "actor": e.revision.actor,
+                "action": e.revision.action,
+                "change": e.change,
+                "policy": e.revision.policy.to_document() if e.revision.policy else None,
+            }
+            for e in entries
+        ],
+        indent=2,
+    ) + "\n"
+
+
+def pinning(policy: GuestPolicy) -> str:
+    """Compact pinning summary: ``0:2 1:3 *:0-7 emu:0``."""
+    cpu = policy.cpu
+    parts = [f"{vcpu}:{cpus}" for vcpu, cpus in sorted(cpu.vcpupin.items())]
+    if cpu.vcpus:
+        parts.append(f"*:{cpu.vcpus}")
+    if cpu.emulatorpin:
+        parts.append(f"emu:{cpu.emulatorpin}")
+    return " ".join(parts) or "-"
+
+
+def plan(waves: Waves, fmt: str) -> str:
+    """A start or stop plan: a table of waves, or ``{"waves": [...]}``."""
+    if fmt == "json":
+        return json.dumps({"waves": waves}) + "\n"
+    return table(["WAVE", "GUESTS"], [[i, " ".join(w)] for i, w in enumerate(waves, start=1)])

@@ -1,0 +1,104 @@
+"""Partial changes to a policy: what ``policy set`` and a PATCH request do.
+
+A patch is a JSON merge patch (RFC 7386) over the policy document, with one
+twist: ``requires`` and ``wants`` are addressed as maps from guest name to
+the rest of the dependency, so that a patch adds, replaces or (with null)
+removes one dependency without restating the others. Example::
+
+    {"cpu": {"weight": 200, "vcpupin": {"1": "3"}, "cap": None},
+     "requires": {"db": {"when": "tcp:db:5432"}}, "labels": {"tier": None}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from virtpolicy.errors import PolicyError
+from virtpolicy.policy.model import GuestPolicy, parse_policy
+
+_KEYED = ("requires", "wants")
+_MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}
+_FIELDS = {
+    "cpu": {"vcpupin", "vcpus", "emulatorpin", "weight", "cap"},
+    "start": {"autostart", "delay"},
+    "stop": {"timeout", "action"},
+}
+
+
+def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, Any]) -> GuestPolicy:
+    """Apply ``patch`` to ``current`` (or to an empty policy for ``guest``)."""
+    doc: dict[str, Any] = current.to_document() if current else {"guest": guest}
+    for kind in _KEYED:
+        doc[kind] = {d["guest"]: {k: v for k, v in d.items() if k != "guest"} for d in doc.get(kind, ())}
+    merged = _merge(_str_vcpus(doc), _str_vcpus(patch))
+    for kind in _KEYED:
+        merged[kind] = [{"guest": g, **rest} for g, rest in merged.get(kind, {}).items()]
+    merged["guest"] = guest
+    return parse_policy(merged)
+
+
+def clear_path(path: str) -> dict[str, Any]:
+    """The patch that removes the field at ``path``.
+
+    Paths: ``cpu.weight``, ``cpu.vcpupin``, ``cpu.vcpupin.1``, ``requires``,
+    ``requires.db``, ``labels``, ``labels.tier``, ``start.delay``, ...
+    Map keys may themselves contain dots (``labels.app.example.com/tier``).
+    """
+    head, _, rest = path.partition(".")
+    if head in ("labels", *_KEYED):
+        return {head: {rest: None} if rest else None}
+    if head in _FIELDS and rest:
+        field, _, key = rest.partition(".")
+        if field in _FIELDS[head] and (not key or f"{head}.{field}" in _MAPS):
+            return {head: {field: {key: None} if key else None}}
+    raise PolicyError(
+        f'"{path}" is not a field to clear (e.g. cpu.weight, cpu.vcpupin.1, requires.db, labels.tier)',
+        field="clear",
+    )
+
+
+def dependency_patch(spec: str, option: str) -> dict[str, Any]:
+    """``GUEST[@WHEN]`` (as given to ``--requires``) as a keyed patch entry."""
+    guest, sep, when = spec.partition("@")
+    if not guest:
+        raise PolicyError(f'{option}: "{spec}" is not GUEST[@WHEN]', field=option)
+    return {guest: {"when": when} if sep else {}}
+
+
+def vcpupin_patch(spec: str) -> dict[int, str]:
+    """``VCPU:CPUSET`` (as given to ``--vcpupin``) as a patch entry."""
+    vcpu, sep, cpuset = spec.partition(":")
+    if not sep or not vcpu.strip().isdigit() or not cpuset.strip():
+        raise PolicyError(f'--vcpupin: "{spec}" is not VCPU:CPUSET (e.g. 0:2-3)', field="cpu.vcpupin")
+    return {int(vcpu): cpuset.strip()}
+
+
+def merge_patches(*patches: Mapping[str, Any]) -> dict[str, Any]:
+    """Several patches as one, later ones winning."""
+    out: dict[str, Any] = {}
+    for patch in patches:
+        out = _merge(out, patch, keep_nulls=True)
+    return out
+
+
+def _str_vcpus(doc: Mapping[str, Any]) -> dict[str, Any]:
+    # vCPU numbers arrive as int (documents) or str (paths, JSON): one spelling.
+    out = dict(doc)
+    cpu = out.get("cpu")
+    if isinstance(cpu, Mapping) and isinstance(cpu.get("vcpupin"), Mapping):
+        out["cpu"] = {**cpu, "vcpupin": {str(k): v for k, v in cpu["vcpupin"].items()}}
+    return out
+
+
+def _merge(target: Mapping[str, Any], patch: Mapping[str, Any], *, keep_nulls: bool = False) -> dict[str, Any]:
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None and not keep_nulls:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):
+            base = out.get(key)
+            out[key] = _merge(base if isinstance(base, Mapping) else {}, value, keep_nulls=keep_nulls)
+        else:
+            out[key] = value
+    return out

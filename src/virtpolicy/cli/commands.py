@@ -8,7 +8,7 @@ import click
 
 from virtpolicy.cli import output
 from virtpolicy.cli.files import read_documents
-from virtpolicy.cli.main import App, cli, fail_usage, pass_app
+from virtpolicy.cli.app import App, cli, fail_usage, pass_app
 from virtpolicy.engine import changes, planning
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.diff import field_changes, unified_diff

@@ -1,0 +1,82 @@
+"""The ``virtpolicy`` command group: global options, shared state, errors.
+
+Exit statuses: 0 ok, 1 operation failed, 2 bad usage or invalid policy,
+3 conflict (a stale ``--if-revision``).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import IO, Any
+
+import click
+
+from virtpolicy import __version__
+from virtpolicy.config import default_db, local_actor
+from virtpolicy.errors import EXIT_INVALID, VirtpolicyError
+from virtpolicy.store import PolicyStore, open_store
+
+
+class App:
+    """What every command shares: the store (opened on first use) and the actor."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.actor = local_actor()
+
+    @cached_property
+    def store(self) -> PolicyStore:
+        return open_store(self.db)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class CommandError(click.ClickException):
+    """A virtpolicy error on its way out: one line on stderr and its exit status."""
+
+    def __init__(self, error: VirtpolicyError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class Group(click.Group):
+    """A command group that reports :class:`VirtpolicyError` as a one-line error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VirtpolicyError as exc:
+            raise CommandError(exc) from exc
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--db",
+    metavar="URL",
+    help="Policy store: a SQLAlchemy URL or a SQLite file path "
+    "[default: $VIRTPOLICY_DB, else /var/lib/virtpolicy/policies.db for root, "
+    "else $XDG_DATA_HOME/virtpolicy/policies.db]",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what is done to standard error.")
+@click.version_option(__version__, prog_name="virtpolicy")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, verbose: bool) -> None:
+    """Policy manager for libvirt guests: CPU pinning, weight and cap, start
+    dependencies and start/stop behaviour, every change a revision."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = App(db or default_db())
+
+
+def fail_usage(message: str) -> click.UsageError:
+    """A usage error (exit status 2) with ``message``."""
+    err = click.UsageError(message)
+    err.exit_code = EXIT_INVALID
+    return err

@@ -1,0 +1,100 @@
+"""Partial changes (merge patches) to a policy."""
+
+import pytest
+
+from virtpolicy.errors import PolicyError
+from virtpolicy.policy.edit import (
+    clear_path,
+    dependency_patch,
+    merge_patches,
+    patch_policy,
+    vcpupin_patch,
+)
+from virtpolicy.policy.model import parse_policy
+
+CURRENT = parse_policy(
+    {
+        "guest": "web",
+        "cpu": {"vcpupin": {0: "1", 1: "2"}, "weight": 100, "cap": 50},
+        "requires": [{"guest": "db"}],
+        "labels": {"tier": "fe", "app": "shop"},
+    }
+)
+
+
+def test_patch_changes_only_given_fields() -> None:
+    """Fields not in the patch keep their values."""
+    after = patch_policy(CURRENT, "web", {"cpu": {"weight": 200}})
+    assert after.cpu.weight == 200
+    assert after.cpu.cap == 50
+    assert after.labels == CURRENT.labels
+    assert after.requires == CURRENT.requires
+
+
+def test_patch_adds_and_removes_one_dependency() -> None:
+    """Dependencies are addressed by guest: one added, one removed, others kept."""
+    after = patch_policy(CURRENT, "web", {"requires": {"cache": {"when": "tcp:c:6379"}}})
+    assert [(d.guest, d.when) for d in after.requires] == [("db", "running"), ("cache", "tcp:c:6379")]
+    after = patch_policy(after, "web", clear_path("requires.db"))
+    assert [d.guest for d in after.requires] == ["cache"]
+
+
+@pytest.mark.parametrize(
+    ("path", "check"),
+    [
+        ("cpu.cap", lambda p: p.cpu.cap is None),
+        ("cpu.vcpupin.1", lambda p: p.cpu.vcpupin == {0: "1"}),
+        ("cpu.vcpupin", lambda p: p.cpu.vcpupin == {}),
+        ("labels.tier", lambda p: p.labels == {"app": "shop"}),
+        ("labels", lambda p: p.labels == {}),
+        ("requires", lambda p: p.requires == ()),
+    ],
+)
+def test_clear_path(path: str, check: object) -> None:
+    """Clearing a path removes exactly that field."""
+    after = patch_policy(CURRENT, "web", clear_path(path))
+    assert check(after)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("path", ["cpu", "cpu.foo", "color", "cpu.weight.1", "stop.x"])
+def test_clear_unknown_path(path: str) -> None:
+    """Clearing an unknown field is refused, naming it."""
+    with pytest.raises(PolicyError, match=f'"{path}" is not a field to clear'):
+        clear_path(path)
+
+
+def test_patch_on_nothing_creates() -> None:
+    """Patching a guest with no policy starts from an empty one."""
+    assert patch_policy(None, "new", {"cpu": {"weight": 7}}).to_document() == {
+        "guest": "new",
+        "cpu": {"weight": 7},
+    }
+
+
+def test_invalid_patch_names_the_field() -> None:
+    """A patch that makes the policy invalid fails like any invalid policy."""
+    with pytest.raises(PolicyError, match="cpu.weight: 0 is below the minimum 1"):
+        patch_policy(CURRENT, "web", {"cpu": {"weight": 0}})
+
+
+def test_later_patches_win() -> None:
+    """merge_patches keeps nulls (removals) and lets later values override."""
+    assert merge_patches({"cpu": {"cap": None}}, {"cpu": {"weight": 1}}) == {
+        "cpu": {"cap": None, "weight": 1}
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("db", {"db": {}}), ("db@tcp:db:5432", {"db": {"when": "tcp:db:5432"}}), ("db@agent", {"db": {"when": "agent"}})],
+)
+def test_dependency_spec(spec: str, expected: dict[str, dict[str, str]]) -> None:
+    """GUEST[@WHEN] names the guest and, optionally, the condition."""
+    assert dependency_patch(spec, "--requires") == expected
+
+
+@pytest.mark.parametrize("spec", ["1", "x:1", ":1", "1:"])
+def test_vcpupin_spec_invalid(spec: str) -> None:
+    """--vcpupin needs VCPU:CPUSET."""
+    with pytest.raises(PolicyError, match=f'--vcpupin: "{spec}" is not VCPU:CPUSET'):
+        vcpupin_patch(spec)

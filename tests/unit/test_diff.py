@@ -3,9 +3,15 @@
 from virtpolicy.policy.diff import field_changes, summarize, unified_diff
 from virtpolicy.policy.model import parse_policy
 
-OLD = parse_policy({"guest": "w", "cpu": {"weight": 100}, "requires": [{"guest": "db"}], "labels": {"a": "1"}})
+OLD = parse_policy(
+    {"guest": "w", "cpu": {"weight": 100}, "requires": [{"guest": "db"}], "labels": {"a": "1"}}
+)
 NEW = parse_policy(
-    {"guest": "w", "cpu": {"weight": 200, "vcpupin": {0: "1"}}, "requires": [{"guest": "db", "when": "agent"}]}
+    {
+        "guest": "w",
+        "cpu": {"weight": 200, "vcpupin": {0: "1"}},
+        "requires": [{"guest": "db", "when": "agent"}],
+    }
 )
 
 

@@ -22,7 +22,10 @@ def test_yaml_stream() -> None:
 
 def test_json_array_and_object() -> None:
     """JSON is one object or an array of them."""
-    assert [d.policy.guest for d in parse_documents(b'[{"guest": "a"}, {"guest": "b"}]', "x")] == ["a", "b"]
+    assert [d.policy.guest for d in parse_documents(b'[{"guest": "a"}, {"guest": "b"}]', "x")] == [
+        "a",
+        "b",
+    ]
     assert [d.policy.guest for d in parse_documents(b'{"guest": "a"}', "x")] == ["a"]
 
 
@@ -45,8 +48,14 @@ def test_dumps_parse_back() -> None:
         (b'{"guest": ', "f.yaml: not valid JSON: Expecting value (line 1, column 11)"),
         (b"- 1\n- 2\n", "f.yaml, document 1: [1, 2] is not a mapping"),
         (b"guest: web\ncolour: red\n", "f.yaml, document 1 (web): colour: unknown field"),
-        (b"guest: a\n---\nguest: b\ncpu: {weight: 0}\n", "f.yaml, document 2 (b): cpu.weight: 0 is below the minimum 1"),
-        (b"x: &a [1]\ny: *a\n", "f.yaml, document 1: YAML aliases (*name) are not allowed in policies"),
+        (
+            b"guest: a\n---\nguest: b\ncpu: {weight: 0}\n",
+            "f.yaml, document 2 (b): cpu.weight: 0 is below the minimum 1",
+        ),
+        (
+            b"x: &a [1]\ny: *a\n",
+            "f.yaml, document 1: YAML aliases (*name) are not allowed in policies",
+        ),
     ],
 )
 def test_refused(data: bytes, message: str) -> None:
@@ -69,3 +78,9 @@ def test_duplicate_guests_name_both_places() -> None:
     with pytest.raises(DocumentError) as info:
         check_unique(docs)
     assert str(info.value) == 'guest "web" appears twice: a.yaml, document 2 and b.yaml, document 1'
+
+
+def test_empty_documents_are_skipped_but_counted() -> None:
+    """Empty YAML documents are skipped; later documents keep their numbers."""
+    docs = parse_documents(b"---\n---\nguest: a\n---\n\n---\nguest: b\n", "x")
+    assert [(d.policy.guest, d.index) for d in docs] == [("a", 2), ("b", 4)]

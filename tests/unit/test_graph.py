@@ -1,5 +1,7 @@
 """The dependency graph: cycles, start and stop waves."""
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -57,7 +59,11 @@ def test_dependents_follow_requires_only_by_default() -> None:
 @pytest.mark.parametrize(
     ("edges", "first", "cycle"),
     [
-        ({"web": [("api", "requires")], "api": [("web", "requires")]}, ["web"], ["web", "api", "web"]),
+        (
+            {"web": [("api", "requires")], "api": [("web", "requires")]},
+            ["web"],
+            ["web", "api", "web"],
+        ),
         ({"web": [("api", "requires")], "api": [("web", "wants")]}, ["api"], ["api", "web", "api"]),
         (
             {"a": [("b", "requires")], "b": [("c", "wants")], "c": [("a", "requires")], "d": []},
@@ -76,7 +82,9 @@ def test_cycles_are_named(edges: Edges, first: list[str], cycle: list[str]) -> N
 def test_plans_refuse_a_cyclic_graph() -> None:
     """A cycle that slipped into a store is refused at plan time, named."""
     edges = {"web": [("api", "requires")], "api": [("web", "requires")]}
-    with pytest.raises(CycleError, match="web -> api -> web|api -> web -> api"):
+    with pytest.raises(
+        CycleError, match=r"^dependency cycle: (web -> api -> web|api -> web -> api)$"
+    ):
         start_waves(edges)
     with pytest.raises(CycleError):
         stop_waves(edges)
@@ -88,7 +96,11 @@ def dags(draw: st.DrawFn) -> dict[str, list[tuple[str, str]]]:
     names = [f"g{i}" for i in range(n)]
     edges: dict[str, list[tuple[str, str]]] = {}
     for i, name in enumerate(names):
-        targets = draw(st.sets(st.integers(min_value=0, max_value=max(i - 1, 0)), max_size=3)) if i else set()
+        targets = (
+            draw(st.sets(st.integers(min_value=0, max_value=max(i - 1, 0)), max_size=3))
+            if i
+            else set()
+        )
         kind = draw(st.sampled_from(["requires", "wants"]))
         edges[name] = [(names[t], kind) for t in sorted(targets)]
     return edges
@@ -120,7 +132,9 @@ def test_stop_waves_reverse_every_edge(edges: dict[str, list[tuple[str, str]]]) 
 
 
 @given(dags(), st.data())
-def test_adding_a_back_edge_is_a_cycle(edges: dict[str, list[tuple[str, str]]], data: st.DataObject) -> None:
+def test_adding_a_back_edge_is_a_cycle(
+    edges: dict[str, list[tuple[str, str]]], data: st.DataObject
+) -> None:
     """An edge from a guest to one of its dependents always closes a named cycle."""
     guest = data.draw(st.sampled_from(sorted(edges)))
     below = dependents(edges, [guest], kinds=("requires", "wants")) - {guest}
@@ -132,5 +146,5 @@ def test_adding_a_back_edge_is_a_cycle(edges: dict[str, list[tuple[str, str]]], 
     cycle = find_cycle(cyclic, [guest])
     assert cycle is not None
     assert cycle[0] == cycle[-1]
-    for a, b in zip(cycle, cycle[1:], strict=False):
+    for a, b in itertools.pairwise(cycle):
         assert b in {d for d, _ in cyclic[a]}

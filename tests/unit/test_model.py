@@ -35,59 +35,103 @@ def test_values_are_canonical() -> None:
 
 def test_equal_meaning_gives_equal_json() -> None:
     """Two spellings of one policy serialize to the same canonical JSON."""
-    a = parse_policy({"guest": "w", "cpu": {"vcpupin": {0: "0-3,^2"}}, "labels": {"b": "1", "a": "2"}})
-    b = parse_policy({"guest": "w", "cpu": {"vcpupin": {"0": "0,1,3"}}, "labels": {"a": "2", "b": "1"}})
+    a = parse_policy(
+        {"guest": "w", "cpu": {"vcpupin": {0: "0-3,^2"}}, "labels": {"b": "1", "a": "2"}}
+    )
+    b = parse_policy(
+        {"guest": "w", "cpu": {"vcpupin": {"0": "0,1,3"}}, "labels": {"a": "2", "b": "1"}}
+    )
     assert a.canonical_json() == b.canonical_json()
     assert GuestPolicy.model_validate_json(a.canonical_json()) == a
 
 
 BAD: list[tuple[dict[str, Any], str]] = [
-    ({"guest": "web", "cpu": {"vcpupin": {1: "0-"}}},
-     'cpu.vcpupin[1]: "0-" is not a cpuset: range has no end (at 2)'),
-    ({"guest": "web", "cpu": {"vcpus": "1-x"}},
-     "cpu.vcpus: \"1-x\" is not a cpuset: range has no end (at 2)"),
-    ({"guest": "web", "cpu": {"emulatorpin": ""}}, 'cpu.emulatorpin: "" is not a cpuset: it is empty (at 0)'),
-    ({"guest": "web", "cpu": {"vcpupin": {"x": "1"}}}, 'cpu.vcpupin[x]: key "x" is not a whole number'),
-    ({"guest": "web", "cpu": {"vcpupin": {-1: "1"}}}, "cpu.vcpupin[-1]: key -1 is below the minimum 0"),
+    (
+        {"guest": "web", "cpu": {"vcpupin": {1: "0-"}}},
+        'cpu.vcpupin[1]: "0-" is not a cpuset: range has no end (at 2)',
+    ),
+    (
+        {"guest": "web", "cpu": {"vcpus": "1-x"}},
+        'cpu.vcpus: "1-x" is not a cpuset: range has no end (at 2)',
+    ),
+    (
+        {"guest": "web", "cpu": {"emulatorpin": ""}},
+        'cpu.emulatorpin: "" is not a cpuset: it is empty (at 0)',
+    ),
+    (
+        {"guest": "web", "cpu": {"vcpupin": {"x": "1"}}},
+        'cpu.vcpupin[x]: key "x" is not a whole number',
+    ),
+    (
+        {"guest": "web", "cpu": {"vcpupin": {-1: "1"}}},
+        "cpu.vcpupin[-1]: key -1 is below the minimum 0",
+    ),
     ({"guest": "web", "cpu": {"weight": 0}}, "cpu.weight: 0 is below the minimum 1"),
     ({"guest": "web", "cpu": {"weight": -5}}, "cpu.weight: -5 is below the minimum 1"),
     ({"guest": "web", "cpu": {"weight": 10001}}, "cpu.weight: 10001 is above the maximum 10000"),
-    ({"guest": "web", "cpu": {"weight": 10**30}},
-     f"cpu.weight: {10**30} is above the maximum 10000"),
+    (
+        {"guest": "web", "cpu": {"weight": 10**30}},
+        f"cpu.weight: {10**30} is above the maximum 10000",
+    ),
     ({"guest": "web", "cpu": {"weight": "heavy"}}, 'cpu.weight: "heavy" is not a whole number'),
     ({"guest": "web", "cpu": {"weight": True}}, "cpu.weight: True is not a whole number"),
     ({"guest": "web", "cpu": {"weight": 1.5}}, "cpu.weight: 1.5 is not a whole number"),
     ({"guest": "web", "cpu": {"cap": 0}}, "cpu.cap: 0 is below the minimum 1"),
     ({"guest": "web", "cpu": {"cap": -100}}, "cpu.cap: -100 is below the minimum 1"),
     ({"guest": "web", "cpu": {"cap": 10**9}}, "cpu.cap: 1000000000 is above the maximum 1638400"),
-    ({"guest": "web", "requires": [{"guest": "db", "when": "http:db"}]},
-     'requires[0].when: "http:db" is not a condition: unknown kind "http" '
-     "(running, tcp:HOST:PORT, exec:COMMAND, agent)"),
-    ({"guest": "web", "wants": [{"guest": "db", "when": "tcp:db"}]},
-     'wants[0].when: "tcp:db" is not a condition: tcp needs HOST:PORT'),
-    ({"guest": "web", "requires": [{"guest": "db", "timeout": 0}]},
-     "requires[0].timeout: 0 is below the minimum 1"),
-    ({"guest": "web", "requires": [{"guest": "web"}]}, 'requires[0].guest: "web" is the guest itself'),
+    (
+        {"guest": "web", "requires": [{"guest": "db", "when": "http:db"}]},
+        'requires[0].when: "http:db" is not a condition: unknown kind "http" '
+        "(running, tcp:HOST:PORT, exec:COMMAND, agent)",
+    ),
+    (
+        {"guest": "web", "wants": [{"guest": "db", "when": "tcp:db"}]},
+        'wants[0].when: "tcp:db" is not a condition: tcp needs HOST:PORT',
+    ),
+    (
+        {"guest": "web", "requires": [{"guest": "db", "timeout": 0}]},
+        "requires[0].timeout: 0 is below the minimum 1",
+    ),
+    (
+        {"guest": "web", "requires": [{"guest": "web"}]},
+        'requires[0].guest: "web" is the guest itself',
+    ),
     ({"guest": "web", "wants": [{"guest": "web"}]}, 'wants[0].guest: "web" is the guest itself'),
-    ({"guest": "web", "requires": [{"guest": "db"}], "wants": [{"guest": "db"}]},
-     'wants[0].guest: "db" is already listed in requires'),
-    ({"guest": "web", "requires": [{"guest": "db"}, {"guest": "db"}]},
-     'requires[1].guest: "db" is already listed in requires'),
+    (
+        {"guest": "web", "requires": [{"guest": "db"}], "wants": [{"guest": "db"}]},
+        'wants[0].guest: "db" is already listed in requires',
+    ),
+    (
+        {"guest": "web", "requires": [{"guest": "db"}, {"guest": "db"}]},
+        'requires[1].guest: "db" is already listed in requires',
+    ),
     ({"guest": "web", "cpu": {"wieght": 3}}, "cpu.wieght: unknown field"),
     ({"guest": "web", "color": "red"}, "color: unknown field"),
-    ({"guest": "web", "stop": {"action": "kill"}},
-     "stop.action: \"kill\" is not one of 'shutdown', 'destroy' or 'managedsave'"),
-    ({"guest": "web", "start": {"autostart": "yes"}}, 'start.autostart: "yes" is not true or false'),
+    (
+        {"guest": "web", "stop": {"action": "kill"}},
+        "stop.action: \"kill\" is not one of 'shutdown', 'destroy' or 'managedsave'",
+    ),
+    (
+        {"guest": "web", "start": {"autostart": "yes"}},
+        'start.autostart: "yes" is not true or false',
+    ),
     ({"guest": "web", "labels": {"tier": 1}}, "labels[tier]: 1 is not a string (quote it)"),
-    ({"guest": "web", "labels": {"-x": "1"}},
-     'labels[-x]: "-x" is not a label key: 1-63 of letters, digits and ._/-, '
-     "starting with a letter or digit"),
-    ({"guest": "a/b"}, "guest: \"a/b\" is not a guest name: no '/', control characters or outer blanks"),
+    (
+        {"guest": "web", "labels": {"-x": "1"}},
+        'labels[-x]: "-x" is not a label key: 1-63 of letters, digits and ._/-, '
+        "starting with a letter or digit",
+    ),
+    (
+        {"guest": "a/b"},
+        "guest: \"a/b\" is not a guest name: no '/', control characters or outer blanks",
+    ),
     ({"guest": ""}, 'guest: "" is not a guest name: it must be 1-255 characters'),
     ({"cpu": {}}, "guest: is required"),
     ({"guest": "web", "requires": "db"}, 'requires: "db" is not a list'),
-    ({"guest": "web", "cpu": {"weight": 0, "cap": 0}},
-     "cpu.weight: 0 is below the minimum 1 (and 1 more error)"),
+    (
+        {"guest": "web", "cpu": {"weight": 0, "cap": 0}},
+        "cpu.weight: 0 is below the minimum 1 (and 1 more error)",
+    ),
 ]
 
 

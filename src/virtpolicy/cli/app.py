@@ -38,7 +38,7 @@ class CommandError(click.ClickException):
 
     def __init__(self, error: VirtpolicyError) -> None:
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code  # type: ignore[misc]  # click reads it per instance
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True, file=file)
@@ -54,7 +54,9 @@ class Group(click.Group):
             raise CommandError(exc) from exc
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.option(
     "--db",
     metavar="URL",
@@ -78,5 +80,5 @@ def cli(ctx: click.Context, db: str | None, verbose: bool) -> None:
 def fail_usage(message: str) -> click.UsageError:
     """A usage error (exit status 2) with ``message``."""
     err = click.UsageError(message)
-    err.exit_code = EXIT_INVALID
+    err.exit_code = EXIT_INVALID  # type: ignore[misc]  # click reads it per instance
     return err

@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from virtpolicy.cli import output
-from virtpolicy.cli.files import read_documents
 from virtpolicy.cli.app import App, cli, fail_usage, pass_app
+from virtpolicy.cli.files import read_documents
 from virtpolicy.engine import changes, planning
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.diff import field_changes, unified_diff
@@ -50,7 +50,10 @@ def policy() -> None:
 )
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="Set a label.")
 @click.option(
-    "--clear", multiple=True, metavar="FIELD", help="Remove a field first (cpu.cap, labels.tier, ...)."
+    "--clear",
+    multiple=True,
+    metavar="FIELD",
+    help="Remove a field first (cpu.cap, labels.tier, ...).",
 )
 @click.option("--if-revision", type=int, metavar="N", help="Only if the policy is at revision N.")
 @pass_app
@@ -78,8 +81,14 @@ def policy_set(
         cpu.setdefault("vcpupin", {}).update(vcpupin_patch(spec))
     patch: dict[str, Any] = {
         "cpu": {k: v for k, v in cpu.items() if v is not None},
-        "start": {k: v for k, v in {"autostart": autostart, "delay": start_delay}.items() if v is not None},
-        "stop": {k: v for k, v in {"timeout": stop_timeout, "action": stop_action}.items() if v is not None},
+        "start": {
+            k: v for k, v in {"autostart": autostart, "delay": start_delay}.items() if v is not None
+        },
+        "stop": {
+            k: v
+            for k, v in {"timeout": stop_timeout, "action": stop_action}.items()
+            if v is not None
+        },
         "labels": _labels(label),
         "requires": {},
         "wants": {},
@@ -112,7 +121,7 @@ def policy_get(app: App, guest: str, fmt: str) -> None:
 @pass_app
 def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
     """List policies, optionally only those with all the given labels."""
-    click.echo(output.policies(app.store.list(_labels(label)), fmt), nl=False)
+    click.echo(output.policies(app.store.list_policies(_labels(label)), fmt), nl=False)
 
 
 @policy.command("delete")
@@ -121,7 +130,9 @@ def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
 @pass_app
 def policy_delete(app: App, guest: str, if_revision: int | None) -> None:
     """Delete GUEST's policy (its history stays)."""
-    click.echo(_describe(changes.delete_policy(app.store, guest, actor=app.actor, expect=if_revision)))
+    click.echo(
+        _describe(changes.delete_policy(app.store, guest, actor=app.actor, expect=if_revision))
+    )
 
 
 @policy.command("history")
@@ -157,8 +168,15 @@ def policy_diff(app: App, guest: str, rev1: int, rev2: int | None) -> None:
 
 
 @cli.command("apply")
-@click.option("-f", "--filename", "files", multiple=True, required=True, metavar="FILE",
-              help="Policy file (YAML or JSON), directory, or - for standard input; repeatable.")
+@click.option(
+    "-f",
+    "--filename",
+    "files",
+    multiple=True,
+    required=True,
+    metavar="FILE",
+    help="Policy file (YAML or JSON), directory, or - for standard input; repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--prune", is_flag=True, help="Delete the policies of guests not in the files.")
 @pass_app
@@ -177,7 +195,9 @@ def apply_cmd(app: App, files: tuple[str, ...], dry_run: bool, prune: bool) -> N
             click.echo(unified_diff(o.before, o.after, old, new), nl=False)
         else:
             click.echo(_describe(o))
-    counts = {a: sum(o.action == a for o in outcomes) for a in ("create", "update", "delete", "unchanged")}
+    counts = {
+        a: sum(o.action == a for o in outcomes) for a in ("create", "update", "delete", "unchanged")
+    }
     click.echo(
         ("dry run, nothing written: " if dry_run else "")
         + f"{counts['create']} created, {counts['update']} updated, "
@@ -190,7 +210,7 @@ def apply_cmd(app: App, files: tuple[str, ...], dry_run: bool, prune: bool) -> N
 @pass_app
 def export_cmd(app: App, fmt: str) -> None:
     """Print every policy (desired state only), ready for ``apply -f``."""
-    click.echo(output.policies(app.store.list(), fmt), nl=False)
+    click.echo(output.policies(app.store.list_policies(), fmt), nl=False)
 
 
 @cli.command("plan")

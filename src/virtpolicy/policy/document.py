@@ -73,7 +73,9 @@ def parse_documents(data: bytes, source: str) -> list[Document]:
         except PolicyError as exc:
             guest = raw.get("guest") if isinstance(raw, dict) else None
             named = f" ({guest})" if isinstance(guest, str) and len(guest) <= 80 else ""
-            raise DocumentError(f"{source}, document {index}{named}: {exc}", field=exc.field) from None
+            raise DocumentError(
+                f"{source}, document {index}{named}: {exc}", field=exc.field
+            ) from None
         docs.append(Document(policy, source, index))
     return docs
 
@@ -133,6 +135,8 @@ def _load_yaml(text: str, source: str) -> list[tuple[int, Any]]:
         while loader.check_node():
             index += 1
             node = loader.get_node()
+            if node is None:
+                break
             _refuse_aliases(node, source, index)
             docs.append((index, loader.construct_document(node)))
     except yaml.YAMLError as exc:

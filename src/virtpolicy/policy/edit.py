@@ -30,7 +30,9 @@ def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, An
     """Apply ``patch`` to ``current`` (or to an empty policy for ``guest``)."""
     doc: dict[str, Any] = current.to_document() if current else {"guest": guest}
     for kind in _KEYED:
-        doc[kind] = {d["guest"]: {k: v for k, v in d.items() if k != "guest"} for d in doc.get(kind, ())}
+        doc[kind] = {
+            d["guest"]: {k: v for k, v in d.items() if k != "guest"} for d in doc.get(kind, ())
+        }
     merged = _merge(_str_vcpus(doc), _str_vcpus(patch))
     for kind in _KEYED:
         merged[kind] = [{"guest": g, **rest} for g, rest in merged.get(kind, {}).items()]
@@ -53,7 +55,8 @@ def clear_path(path: str) -> dict[str, Any]:
         if field in _FIELDS[head] and (not key or f"{head}.{field}" in _MAPS):
             return {head: {field: {key: None} if key else None}}
     raise PolicyError(
-        f'"{path}" is not a field to clear (e.g. cpu.weight, cpu.vcpupin.1, requires.db, labels.tier)',
+        f'"{path}" is not a field to clear '
+        "(e.g. cpu.weight, cpu.vcpupin.1, requires.db, labels.tier)",
         field="clear",
     )
 
@@ -70,7 +73,9 @@ def vcpupin_patch(spec: str) -> dict[int, str]:
     """``VCPU:CPUSET`` (as given to ``--vcpupin``) as a patch entry."""
     vcpu, sep, cpuset = spec.partition(":")
     if not sep or not vcpu.strip().isdigit() or not cpuset.strip():
-        raise PolicyError(f'--vcpupin: "{spec}" is not VCPU:CPUSET (e.g. 0:2-3)', field="cpu.vcpupin")
+        raise PolicyError(
+            f'--vcpupin: "{spec}" is not VCPU:CPUSET (e.g. 0:2-3)', field="cpu.vcpupin"
+        )
     return {int(vcpu): cpuset.strip()}
 
 
@@ -91,14 +96,18 @@ def _str_vcpus(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _merge(target: Mapping[str, Any], patch: Mapping[str, Any], *, keep_nulls: bool = False) -> dict[str, Any]:
+def _merge(
+    target: Mapping[str, Any], patch: Mapping[str, Any], *, keep_nulls: bool = False
+) -> dict[str, Any]:
     out = dict(target)
     for key, value in patch.items():
         if value is None and not keep_nulls:
             out.pop(key, None)
         elif isinstance(value, Mapping):
             base = out.get(key)
-            out[key] = _merge(base if isinstance(base, Mapping) else {}, value, keep_nulls=keep_nulls)
+            out[key] = _merge(
+                base if isinstance(base, Mapping) else {}, value, keep_nulls=keep_nulls
+            )
         else:
             out[key] = value
     return out

@@ -68,7 +68,9 @@ def requirements(edges: Edges, roots: Iterable[str]) -> set[str]:
     return seen
 
 
-def dependents(edges: Edges, roots: Iterable[str], kinds: Sequence[str] = ("requires",)) -> set[str]:
+def dependents(
+    edges: Edges, roots: Iterable[str], kinds: Sequence[str] = ("requires",)
+) -> set[str]:
     """``roots`` and every guest that depends on them by one of ``kinds``, transitively."""
     reverse: dict[str, list[str]] = {}
     for guest, deps in edges.items():

@@ -218,6 +218,28 @@ def describe_validation_error(exc: ValidationError) -> PolicyError:
     return PolicyError(text, field=field or None)
 
 
+# Our wording for pydantic's error types; {value} is the offending input.
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "is required",
+    "greater_than_equal": "{value} is below the minimum {bound}",
+    "greater_than": "{value} must be greater than {bound}",
+    "less_than_equal": "{value} is above the maximum {bound}",
+    "less_than": "{value} must be less than {bound}",
+    "literal_error": "{value} is not one of {expected}",
+    "int_type": "{value} is not a whole number",
+    "int_parsing": "{value} is not a whole number",
+    "int_from_float": "{value} is not a whole number",
+    "string_type": "{value} is not a string (quote it)",
+    "bool_type": "{value} is not true or false",
+    "bool_parsing": "{value} is not true or false",
+    "dict_type": "{value} is not a mapping",
+    "model_type": "{value} is not a mapping",
+    "model_attributes_type": "{value} is not a mapping",
+    "tuple_type": "{value} is not a list",
+    "list_type": "{value} is not a list",
+}
+
 # Fields whose values are mappings: their keys print as [key], not as .key.
 _MAPPINGS = frozenset({"vcpupin", "labels"})
 _SHORT = reprlib.Repr()
@@ -235,40 +257,16 @@ def _describe(error: ErrorDetails) -> tuple[str, str]:
     field = _field_path(loc)
     ctx = error.get("ctx") or {}
     value = _show(error["input"])
-    kind = error["type"]
     inner = ctx.get("error")
     if isinstance(inner, PolicyError):
-        if inner.field:
-            field = inner.field
+        field = inner.field or field
         message = str(inner)
-    elif kind == "extra_forbidden":
-        message = "unknown field"
-    elif kind == "missing":
-        message = "is required"
-    elif kind in ("greater_than_equal", "greater_than"):
-        bound = ctx.get("ge", ctx.get("gt"))
-        message = f"{value} is below the minimum {bound}"
-        if kind == "greater_than":
-            message = f"{value} must be greater than {bound}"
-    elif kind in ("less_than_equal", "less_than"):
-        bound = ctx.get("le", ctx.get("lt"))
-        message = f"{value} is above the maximum {bound}"
-        if kind == "less_than":
-            message = f"{value} must be less than {bound}"
-    elif kind == "literal_error":
-        message = f"{value} is not one of {ctx.get('expected')}"
-    elif kind in ("int_type", "int_parsing", "int_from_float"):
-        message = f"{value} is not a whole number"
-    elif kind in ("string_type",):
-        message = f"{value} is not a string (quote it)"
-    elif kind in ("bool_type", "bool_parsing"):
-        message = f"{value} is not true or false"
-    elif kind in ("dict_type", "model_type", "model_attributes_type"):
-        message = f"{value} is not a mapping"
-    elif kind in ("tuple_type", "list_type"):
-        message = f"{value} is not a list"
     else:
-        message = f"{value}: {error['msg']}"
+        template = _MESSAGES.get(error["type"], "{value}: {msg}")
+        bound = next((ctx[k] for k in ("ge", "gt", "le", "lt") if k in ctx), None)
+        message = template.format(
+            value=value, bound=bound, expected=ctx.get("expected"), msg=error["msg"]
+        )
     if key_error and not isinstance(inner, PolicyError):
         message = f"key {message}"
     return field, message

@@ -85,7 +85,7 @@ class PolicyStore(Protocol):
     def get(self, guest: str) -> StoredPolicy:
         """The current policy of ``guest``; NotFoundError if it has none."""
 
-    def list(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
+    def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         """Current policies, by guest name, having all of ``labels``."""
 
     def guests(self) -> list[str]:

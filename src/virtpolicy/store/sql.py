@@ -38,7 +38,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.graph import check_acyclic
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import Change, Delete, Outcome, Put, Revision, StoredPolicy
+from virtpolicy.store.base import Action, Change, Delete, Outcome, Revision, StoredPolicy
 from virtpolicy.store.schema import (
     SCHEMA_REVISION,
     dependencies,
@@ -98,7 +98,7 @@ class SqlStore:
             raise NotFoundError(f"{guest}: no policy")
         return _stored(row)
 
-    def list(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
+    def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         query = select(policies).where(policies.c.doc.is_not(None))
         for key, value in (labels or {}).items():
             query = query.where(policies.c.guest.in_(_with_label(key, value)))
@@ -132,9 +132,7 @@ class SqlStore:
     def revision(self, guest: str, number: int) -> Revision:
         with self._read() as conn:
             row = conn.execute(
-                select(revisions).where(
-                    revisions.c.guest == guest, revisions.c.revision == number
-                )
+                select(revisions).where(revisions.c.guest == guest, revisions.c.revision == number)
             ).first()
         if row is None:
             raise NotFoundError(f"{guest}: no revision {number}")
@@ -149,9 +147,8 @@ class SqlStore:
         if len(set(guests)) != len(guests):
             dup = next(g for g in guests if guests.count(g) > 1)
             raise PolicyError(f'guest "{dup}" appears twice in one write', field="guest")
-        with _db_errors(self.url), self.engine.connect() as conn:
-            if self._sqlite:
-                conn = conn.execution_options(virtpolicy_write=True)
+        with _db_errors(self.url), self.engine.connect() as plain:
+            conn = plain.execution_options(virtpolicy_write=True) if self._sqlite else plain
             with conn.begin() as tx:
                 # Take the writers' lock before reading anything.
                 base = conn.execute(
@@ -186,7 +183,7 @@ class SqlStore:
             if before is not None and before == change.policy:
                 outcomes.append(Outcome(change.guest, "unchanged", revision, before, before))
                 continue
-            action = "create" if before is None else "update"
+            action: Action = "create" if before is None else "update"
             outcomes.append(Outcome(change.guest, action, revision + 1, before, change.policy))
             old_deps = before.dependencies() if before else []
             graph_changed |= change.policy.dependencies() != old_deps
@@ -202,7 +199,7 @@ class SqlStore:
 
     def _record(self, conn: Connection, written: Sequence[Outcome], base: int, actor: str) -> None:
         now = _now()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "seq": base + i,
                 "guest": o.guest,
@@ -237,7 +234,9 @@ class SqlStore:
             conn.execute(
                 update(policies)
                 .where(policies.c.guest == bindparam("g"))
-                .values(revision=bindparam("r"), doc=bindparam("d"), updated_at=now, updated_by=actor),
+                .values(
+                    revision=bindparam("r"), doc=bindparam("d"), updated_at=now, updated_by=actor
+                ),
                 [{"g": r["guest"], "r": r["revision"], "d": r["doc"]} for r in known],
             )
         touched = [o.guest for o in written]
@@ -275,9 +274,10 @@ class SqlStore:
                 current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         if current == SCHEMA_REVISION:
             return
-        from alembic import command
-        from alembic.config import Config
-        from alembic.util.exc import CommandError
+        # Alembic is imported only when a migration is due: it costs start-up time.
+        from alembic import command  # noqa: PLC0415
+        from alembic.config import Config  # noqa: PLC0415
+        from alembic.util.exc import CommandError  # noqa: PLC0415
 
         log.info("store %s: upgrading schema %s -> %s", self.url, current, SCHEMA_REVISION)
         config = Config()
@@ -355,7 +355,8 @@ def _current(conn: Connection, guests: Sequence[str]) -> dict[str, tuple[int, st
 
 def _edges(conn: Connection) -> dict[str, list[tuple[str, str]]]:
     graph: dict[str, list[tuple[str, str]]] = {
-        guest: [] for guest in conn.execute(
+        guest: []
+        for guest in conn.execute(
             select(policies.c.guest).where(policies.c.doc.is_not(None))
         ).scalars()
     }
@@ -379,6 +380,4 @@ def _stored(row: Any) -> StoredPolicy:
 
 def _revision(row: Any) -> Revision:
     policy = _decode(row.guest, row.doc) if row.doc is not None else None
-    return Revision(
-        row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy
-    )
+    return Revision(row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy)

@@ -1,0 +1,366 @@
+"""The command line against a real SQLite store, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Cli, snapshot
+from virtpolicy.policy.document import MAX_FILE_BYTES
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "policies.yaml"
+
+
+@pytest.fixture
+def seeded(run: Cli) -> Cli:
+    """A store holding the example policies."""
+    result = run("apply", "-f", str(EXAMPLES))
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_set_get_roundtrip(run: Cli) -> None:
+    """policy set stores the fields, policy get prints them as a document."""
+    result = run(
+        "policy",
+        "set",
+        "web",
+        "--vcpupin",
+        "0:2",
+        "--vcpupin",
+        "1:3-4",
+        "--weight",
+        "200",
+        "--cap",
+        "150",
+        "--requires",
+        "db@tcp:db:5432",
+        "--wants",
+        "cache",
+        "--label",
+        "tier=fe",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("web: created (revision 1): ")
+    doc = yaml.safe_load(run("policy", "get", "web").output)
+    assert doc == {
+        "guest": "web",
+        "cpu": {"vcpupin": {0: "2", 1: "3-4"}, "weight": 200, "cap": 150},
+        "requires": [{"guest": "db", "when": "tcp:db:5432"}],
+        "wants": [{"guest": "cache"}],
+        "labels": {"tier": "fe"},
+    }
+    assert json.loads(run("policy", "get", "web", "-o", "json").output) == json.loads(
+        json.dumps(doc)
+    )
+
+
+def test_set_changes_only_given_fields(run: Cli) -> None:
+    """A second set keeps what it does not mention; --clear removes a field."""
+    run("policy", "set", "web", "--weight", "200", "--cap", "50", "--label", "a=1")
+    result = run("policy", "set", "web", "--weight", "300", "--clear", "cpu.cap")
+    assert result.output == "web: updated (revision 2): -cpu.cap, cpu.weight: 200 -> 300\n"
+    doc = yaml.safe_load(run("policy", "get", "web").output)
+    assert doc == {"guest": "web", "cpu": {"weight": 300}, "labels": {"a": "1"}}
+
+
+def test_set_same_value_is_unchanged(run: Cli) -> None:
+    """Setting a field to its current value makes no revision."""
+    run("policy", "set", "web", "--weight", "200")
+    assert run("policy", "set", "web", "--weight", "200").output == "web: unchanged (revision 1)\n"
+
+
+def test_if_revision_conflict_exit_3(db: str, run: Cli) -> None:
+    """A stale --if-revision exits 3 and writes nothing; the right one writes."""
+    run("policy", "set", "web", "--weight", "1")
+    run("policy", "set", "web", "--weight", "2")
+    before = snapshot(db)
+    result = run("policy", "set", "web", "--weight", "3", "--if-revision", "1")
+    assert result.exit_code == 3
+    assert result.output == (
+        "error: web: revision is 2, not 1: someone else changed it; read it again and retry\n"
+    )
+    assert snapshot(db) == before
+    assert run("policy", "set", "web", "--weight", "3", "--if-revision", "2").exit_code == 0
+    assert run("policy", "delete", "web", "--if-revision", "2").exit_code == 3
+
+
+def test_list_and_label_selector(seeded: Cli) -> None:
+    """policy list shows one row per guest; --label narrows it."""
+    lines = seeded("policy", "list").output.splitlines()
+    assert lines[0].split() == [
+        "GUEST",
+        "REV",
+        "PINNING",
+        "WEIGHT",
+        "CAP",
+        "REQUIRES",
+        "WANTS",
+        "LABELS",
+    ]
+    assert [line.split()[0] for line in lines[1:]] == ["api", "batch", "cache", "db", "web"]
+    data = json.loads(seeded("policy", "list", "--label", "tier=data", "-o", "json").output)
+    assert [d["guest"] for d in data] == ["cache", "db"]
+
+
+def test_history_and_diff(seeded: Cli) -> None:
+    """history lists each revision with its change; diff shows it as a unified diff."""
+    seeded("policy", "set", "web", "--weight", "300")
+    seeded("policy", "delete", "web")
+    rows = [line.split(None, 4) for line in seeded("policy", "history", "web").output.splitlines()]
+    assert [r[0] for r in rows] == ["REV", "1", "2", "3"]
+    assert [r[3] for r in rows[1:]] == ["create", "update", "delete"]
+    assert rows[2][4] == "cpu.weight: 100 -> 300"
+    assert rows[3][4] == "deleted"
+    diff = seeded("policy", "diff", "web", "1", "2").output
+    assert "-  weight: 100\n+  weight: 300\n" in diff
+    entries = json.loads(seeded("policy", "history", "web", "-o", "json").output)
+    assert [e["action"] for e in entries] == ["create", "update", "delete"]
+    assert entries[2]["policy"] is None
+
+
+def test_export_apply_export_is_byte_identical(seeded: Cli, tmp_path: Path) -> None:
+    """export -> apply -f (fresh store) -> export gives the same bytes, YAML and JSON."""
+    for fmt in ("yaml", "json"):
+        first = seeded("export", "-o", fmt).output
+        path = tmp_path / f"export.{fmt}"
+        path.write_text(first)
+        other = Cli(str(tmp_path / f"other-{fmt}.db"))
+        assert other("apply", "-f", str(path)).exit_code == 0
+        assert other("export", "-o", fmt).output == first
+
+
+def test_apply_is_idempotent(seeded: Cli, db: str) -> None:
+    """Applying the same file again changes nothing."""
+    before = snapshot(db)
+    result = seeded("apply", "-f", str(EXAMPLES))
+    assert result.output == "0 created, 0 updated, 0 deleted, 5 unchanged\n"
+    assert snapshot(db) == before
+
+
+def test_apply_dry_run_shows_diff_writes_nothing(seeded: Cli, db: str, tmp_path: Path) -> None:
+    """--dry-run prints the diff of each change and leaves the store alone."""
+    changed = tmp_path / "c.yaml"
+    changed.write_text("guest: db\ncpu: {weight: 500}\n---\nguest: new\n")
+    before = snapshot(db)
+    result = seeded("apply", "-f", str(changed), "--dry-run", "--prune")
+    assert result.exit_code == 0
+    assert "--- db@1\n+++ db@2\n" in result.output
+    assert "--- /dev/null\n+++ new@1\n" in result.output
+    assert result.output.endswith(
+        "dry run, nothing written: 1 created, 1 updated, 4 deleted, 0 unchanged\n"
+    )
+    assert snapshot(db) == before
+
+
+def test_apply_prune_deletes_the_rest(seeded: Cli) -> None:
+    """--prune deletes the policies of guests not in the files."""
+    result = seeded("apply", "-f", "-", "--prune", input="guest: db\n")
+    assert result.output.endswith("0 created, 1 updated, 4 deleted, 0 unchanged\n")
+    assert [line.split()[0] for line in seeded("policy", "list").output.splitlines()[1:]] == ["db"]
+
+
+def test_apply_directory_and_stdin(run: Cli, tmp_path: Path) -> None:
+    """-f takes a directory of files and - for standard input."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.yaml").write_text("guest: a\n")
+    (tmp_path / "d" / "b.json").write_text('{"guest": "b"}')
+    (tmp_path / "d" / "notes.txt").write_text("ignored")
+    result = run("apply", "-f", str(tmp_path / "d"), "-f", "-", input="guest: c\n")
+    assert result.output.endswith("3 created, 0 updated, 0 deleted, 0 unchanged\n")
+
+
+def test_plan(seeded: Cli) -> None:
+    """plan prints start and stop waves from the stored graph."""
+    assert json.loads(seeded("plan", "start", "--all", "-o", "json").output) == {
+        "waves": [["batch", "db"], ["api", "cache"], ["web"]]
+    }
+    assert json.loads(seeded("plan", "start", "api", "-o", "json").output) == {
+        "waves": [["db"], ["api"]]
+    }
+    assert json.loads(seeded("plan", "stop", "db", "-o", "json").output) == {
+        "waves": [["web"], ["api", "cache"], ["db"]]
+    }
+    table = seeded("plan", "start", "web").output.splitlines()
+    assert table == ["WAVE   GUESTS", "1      db", "2      api cache", "3      web"]
+
+
+def test_plan_usage(run: Cli) -> None:
+    """plan needs guests or --all, not both."""
+    assert run("plan", "start").exit_code == 2
+    assert run("plan", "start", "a", "--all").exit_code == 2
+
+
+# -- bad input: one line naming field and value, exit 2, store unchanged --------
+
+BAD_SETS = [
+    (["--vcpupin", "1:0-"], 'error: cpu.vcpupin[1]: "0-" is not a cpuset: range has no end (at 2)'),
+    (
+        ["--vcpus", "3-1"],
+        'error: cpu.vcpus: "3-1" is not a cpuset: range 3-1 runs backwards (at 1)',
+    ),
+    (
+        ["--emulatorpin", "0,,1"],
+        "error: cpu.emulatorpin: \"0,,1\" is not a cpuset: expected a CPU number, found ',' (at 2)",
+    ),
+    (["--vcpupin", "x"], 'error: --vcpupin: "x" is not VCPU:CPUSET (e.g. 0:2-3)'),
+    (["--weight", "0"], "error: cpu.weight: 0 is below the minimum 1"),
+    (["--weight", "-3"], "error: cpu.weight: -3 is below the minimum 1"),
+    (["--weight", "99999999"], "error: cpu.weight: 99999999 is above the maximum 10000"),
+    (["--cap", "0"], "error: cpu.cap: 0 is below the minimum 1"),
+    (["--cap", "-50"], "error: cpu.cap: -50 is below the minimum 1"),
+    (["--cap", "999999999"], "error: cpu.cap: 999999999 is above the maximum 1638400"),
+    (
+        ["--requires", "db@http:db"],
+        'error: requires[1].when: "http:db" is not a condition: unknown kind "http" (running, tcp:HOST:PORT, exec:COMMAND, agent)',
+    ),
+    (
+        ["--requires", "db@tcp:db"],
+        'error: requires[1].when: "tcp:db" is not a condition: tcp needs HOST:PORT',
+    ),
+    (
+        ["--wants", "db@tcp:db:"],
+        'error: wants[1].when: "tcp:db:" is not a condition: port "" is not 1-65535',
+    ),
+    (["--requires", "web"], 'error: requires[1].guest: "web" is the guest itself'),
+    (["--requires", "@running"], 'error: --requires: "@running" is not GUEST[@WHEN]'),
+    (["--label", "novalue"], 'Error: --label: "novalue" is not KEY=VALUE'),
+    (
+        ["--clear", "cpu.nope"],
+        'error: "cpu.nope" is not a field to clear (e.g. cpu.weight, cpu.vcpupin.1, requires.db, labels.tier)',
+    ),
+    (["--stop-timeout", "0"], "error: stop.timeout: 0 is below the minimum 1"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_SETS)
+def test_bad_set_is_refused(seeded: Cli, db: str, args: list[str], message: str) -> None:
+    """Each bad `policy set` is refused with one line and exit 2, changing nothing."""
+    seeded("policy", "set", "web", "--requires", "api")
+    before = snapshot(db)
+    result = seeded("policy", "set", "web", *args)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == message
+    assert snapshot(db) == before
+
+
+def test_cycle_via_set_is_refused(seeded: Cli, db: str) -> None:
+    """A set that closes a cycle names it and changes nothing."""
+    before = snapshot(db)
+    result = seeded("policy", "set", "db", "--wants", "web")
+    assert (result.exit_code, result.output) == (
+        2,
+        "error: dependency cycle: db -> web -> api -> db\n",
+    )
+    assert snapshot(db) == before
+
+
+BAD_FILES = [
+    (
+        "cpuset.yaml",
+        b"guest: a\n---\nguest: web\ncpu:\n  vcpupin: {1: '0-'}\n",
+        'error: {d}/cpuset.yaml, document 2 (web): cpu.vcpupin[1]: "0-" is not a cpuset: range has no end (at 2)',
+    ),
+    (
+        "weight.yaml",
+        b"guest: web\ncpu: {weight: 0}\n",
+        "error: {d}/weight.yaml, document 1 (web): cpu.weight: 0 is below the minimum 1",
+    ),
+    (
+        "cap.json",
+        b'{"guest": "web", "cpu": {"cap": 100000000000}}',
+        "error: {d}/cap.json, document 1 (web): cpu.cap: 100000000000 is above the maximum 1638400",
+    ),
+    (
+        "cond.yaml",
+        b"guest: web\nrequires: [{guest: db, when: 'ping:db'}]\n",
+        'error: {d}/cond.yaml, document 1 (web): requires[0].when: "ping:db" is not a condition: unknown kind "ping" (running, tcp:HOST:PORT, exec:COMMAND, agent)',
+    ),
+    (
+        "tcp.yaml",
+        b"guest: web\nrequires: [{guest: db, when: 'tcp:db'}]\n",
+        'error: {d}/tcp.yaml, document 1 (web): requires[0].when: "tcp:db" is not a condition: tcp needs HOST:PORT',
+    ),
+    (
+        "self.yaml",
+        b"guest: web\nwants: [{guest: web}]\n",
+        'error: {d}/self.yaml, document 1 (web): wants[0].guest: "web" is the guest itself',
+    ),
+    (
+        "unknown.yaml",
+        b"guest: web\ncpu: {weigth: 5}\n",
+        "error: {d}/unknown.yaml, document 1 (web): cpu.weigth: unknown field",
+    ),
+    (
+        "dup.yaml",
+        b"guest: x\n---\nguest: web\n---\nguest: x\n",
+        'error: guest "x" appears twice: {d}/dup.yaml, document 1 and {d}/dup.yaml, document 3',
+    ),
+    (
+        "latin1.yaml",
+        b"guest: web\nlabels: {owner: Jos\xe9}\n",
+        "error: {d}/latin1.yaml: not UTF-8 text (byte 0xe9 at offset 30)",
+    ),
+    ("empty.yaml", b"", "error: {d}/empty.yaml: holds no policy documents"),
+    (
+        "huge.yaml",
+        b"# " + b"x" * (10 * 1024 * 1024) + b"\nguest: web\n",
+        "error: {d}/huge.yaml: 10485774 bytes is over the limit of 8 MiB for one policy file; split it into several files",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "message"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_file_is_refused(
+    seeded: Cli, db: str, tmp_path: Path, name: str, data: bytes, message: str
+) -> None:
+    """Each bad file is refused with one line and exit 2; nothing at all is written."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    good = tmp_path / "good.yaml"
+    good.write_text("guest: fresh\n---\nguest: db\ncpu: {weight: 1}\n")
+    before = snapshot(db)
+    result = seeded("apply", "-f", str(good), "-f", str(path), "--prune")
+    assert result.exit_code == 2
+    assert result.output == message.format(d=tmp_path) + "\n"
+    assert snapshot(db) == before
+
+
+def test_cycle_across_files_is_refused(seeded: Cli, db: str, tmp_path: Path) -> None:
+    """A cycle formed by documents in different files is refused whole."""
+    (tmp_path / "a.yaml").write_text("guest: x\nrequires: [{guest: y}]\n")
+    (tmp_path / "b.yaml").write_text("guest: y\nwants: [{guest: z}]\n")
+    (tmp_path / "c.yaml").write_text(
+        "guest: z\nrequires: [{guest: x}]\n---\nguest: db\ncpu: {cap: 5}\n"
+    )
+    before = snapshot(db)
+    result = seeded("apply", *(f"-f{tmp_path / n}" for n in ("a.yaml", "b.yaml", "c.yaml")))
+    assert (result.exit_code, result.output) == (2, "error: dependency cycle: x -> y -> z -> x\n")
+    assert snapshot(db) == before
+
+
+def test_missing_file_is_refused(seeded: Cli, db: str, tmp_path: Path) -> None:
+    """A file that does not exist is named; nothing is written."""
+    before = snapshot(db)
+    result = seeded("apply", "-f", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert result.output == f"error: {tmp_path}/nope.yaml: cannot read: No such file or directory\n"
+    assert snapshot(db) == before
+
+
+def test_not_found_exits_1(run: Cli) -> None:
+    """Reading a guest without a policy is an operation failure, exit 1."""
+    result = run("policy", "get", "nope")
+    assert (result.exit_code, result.output) == (1, "error: nope: no policy\n")
+    run("policy", "set", "web")
+    assert run("policy", "diff", "web", "7").output == "error: web: no revision 7\n"
+
+
+def test_size_limit_is_checked_before_reading(tmp_path: Path) -> None:
+    """The size limit used in the tests is the one the code enforces."""
+    assert MAX_FILE_BYTES < 10 * 1024 * 1024

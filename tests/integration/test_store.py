@@ -1,0 +1,216 @@
+"""The SQL store on a real SQLite file: revisions, concurrency, atomicity."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from tests.conftest import snapshot
+from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
+from virtpolicy.policy.model import parse_policy
+from virtpolicy.store import Delete, Put, SqlStore
+from virtpolicy.store.schema import SCHEMA_REVISION
+
+pytestmark = pytest.mark.integration
+
+
+def p(guest: str, **fields: object) -> Put:
+    return Put(parse_policy({"guest": guest, **fields}))
+
+
+def test_schema_revision_is_alembic_head() -> None:
+    """The schema revision the code expects is the newest migration."""
+    config = Config()
+    config.set_main_option("script_location", "virtpolicy.store:migrations")
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+
+
+def test_new_store_file_is_private(db: str, store: SqlStore) -> None:
+    """The SQLite file is created 0600 in a 0700 directory."""
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(Path(db).parent).st_mode) == 0o700
+
+
+def test_write_then_read(store: SqlStore) -> None:
+    """A written policy reads back equal, at revision 1, with its writer."""
+    [outcome] = store.write([p("web", cpu={"weight": 200})], "alice")
+    assert (outcome.action, outcome.revision) == ("create", 1)
+    got = store.get("web")
+    assert got.policy.cpu.weight == 200
+    assert (got.revision, got.updated_by) == (1, "alice")
+
+
+def test_every_change_is_a_revision(store: SqlStore) -> None:
+    """Create, update, delete and re-create each add a revision; history keeps all."""
+    store.write([p("web", cpu={"weight": 1})], "a")
+    store.write([p("web", cpu={"weight": 2})], "b")
+    store.write([Delete("web")], "c")
+    store.write([p("web", cpu={"weight": 3})], "d")
+    history = store.history("web")
+    assert [(r.revision, r.action, r.actor) for r in history] == [
+        (1, "create", "a"),
+        (2, "update", "b"),
+        (3, "delete", "c"),
+        (4, "create", "d"),
+    ]
+    assert history[2].policy is None
+    assert store.revision("web", 2).policy.cpu.weight == 2  # type: ignore[union-attr]
+    assert store.get("web").revision == 4
+
+
+def test_writing_the_same_policy_is_no_revision(store: SqlStore) -> None:
+    """An unchanged policy makes no revision and does not move the counter."""
+    store.write([p("web", cpu={"weight": 1})], "a")
+    before = store.global_revision()
+    [outcome] = store.write([p("web", cpu={"weight": 1})], "a")
+    assert outcome.action == "unchanged"
+    assert store.global_revision() == before
+    assert len(store.history("web")) == 1
+
+
+def test_global_revision_counts_every_write(store: SqlStore) -> None:
+    """The global revision grows by one per changed guest, whoever writes."""
+    assert store.global_revision() == 0
+    store.write([p("a"), p("b")], "x")
+    assert store.global_revision() == 2
+    SqlStore(str(store.url.database)).write([p("c")], "other process")
+    assert store.global_revision() == 3
+    assert [r.seq for g in ("a", "b", "c") for r in store.history(g)] == [1, 2, 3]
+
+
+def test_stale_write_conflicts_and_changes_nothing(db: str, store: SqlStore) -> None:
+    """A write expecting an old revision fails with ConflictError, writing nothing."""
+    store.write([p("web", cpu={"weight": 1})], "a")
+    store.write([p("web", cpu={"weight": 2})], "b")
+    before = snapshot(db)
+    with pytest.raises(ConflictError) as info:
+        store.write([Put(parse_policy({"guest": "web", "cpu": {"weight": 3}}), expect=1)], "c")
+    assert (info.value.expected, info.value.actual) == (1, 2)
+    assert snapshot(db) == before
+
+
+def test_expect_zero_means_new(store: SqlStore) -> None:
+    """Revision 0 expects no policy yet: it creates once, then conflicts."""
+    store.write([Put(parse_policy({"guest": "web"}), expect=0)], "a")
+    with pytest.raises(ConflictError):
+        store.write([Put(parse_policy({"guest": "web", "cpu": {"cap": 5}}), expect=0)], "a")
+
+
+def test_multi_guest_write_is_all_or_nothing(db: str, store: SqlStore) -> None:
+    """If one change in a write conflicts, none of the others is written."""
+    store.write([p("db")], "a")
+    before = snapshot(db)
+    with pytest.raises(ConflictError):
+        store.write(
+            [p("web"), p("api"), Put(parse_policy({"guest": "db", "cpu": {"cap": 9}}), 7)], "a"
+        )
+    assert snapshot(db) == before
+
+
+def test_cycle_is_refused_and_nothing_written(db: str, store: SqlStore) -> None:
+    """A write that would close a cycle with stored policies is refused, named."""
+    store.write(
+        [p("db"), p("api", requires=[{"guest": "db"}]), p("web", requires=[{"guest": "api"}])], "a"
+    )
+    before = snapshot(db)
+    with pytest.raises(CycleError) as info:
+        store.write([p("cache"), p("db", wants=[{"guest": "web"}])], "a")
+    assert str(info.value) == "dependency cycle: db -> web -> api -> db"
+    assert snapshot(db) == before
+
+
+def test_deleting_a_dependency_leaves_a_leaf(store: SqlStore) -> None:
+    """Deleting db's policy keeps web's dependency on db, now a leaf."""
+    store.write([p("db"), p("web", requires=[{"guest": "db"}])], "a")
+    store.write([Delete("db")], "a")
+    assert store.edges() == {"web": [("db", "requires")]}
+
+
+def test_missing_things_are_not_found(store: SqlStore) -> None:
+    """Reading or deleting what does not exist raises NotFoundError."""
+    store.write([p("web")], "a")
+    with pytest.raises(NotFoundError, match="nope: no policy"):
+        store.get("nope")
+    with pytest.raises(NotFoundError):
+        store.history("nope")
+    with pytest.raises(NotFoundError, match="web: no revision 9"):
+        store.revision("web", 9)
+    with pytest.raises(NotFoundError):
+        store.write([Delete("nope")], "a")
+
+
+def test_same_guest_twice_in_one_write(store: SqlStore) -> None:
+    """One write may not name a guest twice."""
+    with pytest.raises(PolicyError, match='guest "web" appears twice'):
+        store.write([p("web"), p("web", cpu={"cap": 5})], "a")
+
+
+def test_labels_select(store: SqlStore) -> None:
+    """list() with labels returns only guests having all of them."""
+    store.write(
+        [
+            p("a", labels={"tier": "fe", "app": "shop"}),
+            p("b", labels={"tier": "fe"}),
+            p("c", labels={"tier": "db", "app": "shop"}),
+        ],
+        "x",
+    )
+    assert [s.policy.guest for s in store.list_policies({"tier": "fe"})] == ["a", "b"]
+    assert [s.policy.guest for s in store.list_policies({"tier": "fe", "app": "shop"})] == ["a"]
+    assert store.list_policies({"tier": "none"}) == []
+
+
+def test_dry_run_writes_nothing(db: str, store: SqlStore) -> None:
+    """A dry run reports outcomes but leaves the store as it was."""
+    store.write([p("a")], "x")
+    before = snapshot(db)
+    outcomes = store.write([p("a", cpu={"cap": 5}), p("b")], "x", dry_run=True)
+    assert [o.action for o in outcomes] == ["update", "create"]
+    assert snapshot(db) == before
+
+
+def test_concurrent_writers_never_lose_a_revision(db: str, store: SqlStore) -> None:
+    """Writers in several threads, each with its own store, all land, serialized."""
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        s = SqlStore(db)
+        try:
+            for i in range(10):
+                s.write([p(f"g{n}-{i}", cpu={"weight": i + 1})], f"w{n}")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.global_revision() == 40
+    seqs = sorted(r.seq for g in store.guests() for r in store.history(g))
+    assert seqs == list(range(1, 41))
+
+
+def test_unknown_schema_is_refused(db: str, store: SqlStore) -> None:
+    """A store with a schema revision this code does not know is refused clearly."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(StoreError, match="schema revision '9999' is unknown"):
+        SqlStore(db)
+
+
+def test_unusable_path_is_a_store_error(tmp_path: Path) -> None:
+    """A store path that cannot be created is reported, not a traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create"):
+        SqlStore(str(blocker / "sub" / "p.db"))

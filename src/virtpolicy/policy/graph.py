@@ -8,7 +8,6 @@ depends on guests of earlier waves, so each wave may run in parallel.
 
 from __future__ import annotations
 
-import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 
 from virtpolicy.errors import CycleError
@@ -95,8 +94,8 @@ def all_guests(edges: Edges) -> set[str]:
 def start_waves(edges: Edges, roots: Iterable[str] | None = None) -> Waves:
     """Waves to start ``roots`` (default: every guest) and what they depend on."""
     selected = all_guests(edges) if roots is None else requirements(edges, roots)
-    graph = {g: [d for d, _ in edges.get(g, ()) if d in selected] for g in selected}
-    return _waves(graph, reverse_cycle=False)
+    first = {g: {d for d, _ in edges.get(g, ()) if d in selected} for g in selected}
+    return _waves(first, edges)
 
 
 def stop_waves(edges: Edges, roots: Iterable[str] | None = None) -> Waves:
@@ -106,25 +105,41 @@ def stop_waves(edges: Edges, roots: Iterable[str] | None = None) -> Waves:
     rule); guests that only ``want`` it keep running unless selected too.
     """
     selected = all_guests(edges) if roots is None else dependents(edges, roots)
-    graph: dict[str, list[str]] = {g: [] for g in selected}
+    first: dict[str, set[str]] = {g: set() for g in selected}
     for guest in selected:
         for dep, _ in edges.get(guest, ()):
             if dep in selected:
-                graph[dep].append(guest)
-    return _waves(graph, reverse_cycle=True)
+                first[dep].add(guest)
+    return _waves(first, edges)
 
 
-def _waves(graph: Mapping[str, Iterable[str]], *, reverse_cycle: bool) -> Waves:
-    sorter = graphlib.TopologicalSorter(graph)
-    try:
-        sorter.prepare()
-    except graphlib.CycleError as exc:
-        # graphlib lists a cycle predecessor-first; we name it dependent-first.
-        cycle: list[str] = list(exc.args[1])
-        raise CycleError(cycle if reverse_cycle else cycle[::-1]) from None
+def _waves(first: Mapping[str, set[str]], edges: Edges) -> Waves:
+    """Kahn's algorithm, one level at a time: ``first[g]`` must finish before g.
+
+    A guest lands in the wave right after the last of its ``first``, which is
+    as early as the graph allows.
+    """
+    waiting = {guest: len(before) for guest, before in first.items()}
+    then: dict[str, list[str]] = {}
+    for guest, before in first.items():
+        for other in before:
+            then.setdefault(other, []).append(guest)
     waves: Waves = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready())
-        waves.append(ready)
-        sorter.done(*ready)
+    wave = sorted(guest for guest, count in waiting.items() if count == 0)
+    placed = 0
+    while wave:
+        waves.append(wave)
+        placed += len(wave)
+        ready = []
+        for guest in wave:
+            for nxt in then.get(guest, ()):
+                waiting[nxt] -= 1
+                if waiting[nxt] == 0:
+                    ready.append(nxt)
+        wave = sorted(ready)
+    if placed < len(waiting):
+        # Guests left waiting sit on or behind a cycle: name one.
+        stuck = {g for g, count in waiting.items() if count}
+        cycle = find_cycle({g: edges.get(g, ()) for g in stuck}, first=sorted(stuck))
+        raise CycleError(cycle or sorted(stuck))
     return waves

@@ -174,15 +174,19 @@ class SqlStore:
             revision, doc = current.get(change.guest, (0, None))
             if change.expect is not None and change.expect != revision:
                 raise ConflictError(change.guest, change.expect, revision)
-            before = _decode(change.guest, doc) if doc is not None else None
             if isinstance(change, Delete):
-                if before is None:
+                if doc is None:
                     raise NotFoundError(f"{change.guest}: no policy")
-                outcomes.append(Outcome(change.guest, "delete", revision + 1, before, None))
+                gone = _decode(change.guest, doc)
+                outcomes.append(Outcome(change.guest, "delete", revision + 1, gone, None))
                 continue
-            if before is not None and before == change.policy:
-                outcomes.append(Outcome(change.guest, "unchanged", revision, before, before))
+            # Canonical JSON: equal text is an equal policy, no decoding needed.
+            if doc == change.policy.canonical_json():
+                outcomes.append(
+                    Outcome(change.guest, "unchanged", revision, change.policy, change.policy)
+                )
                 continue
+            before = _decode(change.guest, doc) if doc is not None else None
             action: Action = "create" if before is None else "update"
             outcomes.append(Outcome(change.guest, action, revision + 1, before, change.policy))
             old_deps = before.dependencies() if before else []

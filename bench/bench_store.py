@@ -104,7 +104,12 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
 
     wall, rss = timed_process([str(VIRTPOLICY), "--db", db, "apply", "-f", str(policy_file)])
-    rows.append((f"apply -f, {args.guests} policies (CLI process)", f"{wall:.2f} s, peak RSS {rss / 1024:.0f} MiB"))
+    rows.append(
+        (
+            f"apply -f, {args.guests} policies (CLI process)",
+            f"{wall:.2f} s, peak RSS {rss / 1024:.0f} MiB",
+        )
+    )
 
     start = time.perf_counter()
     parsed = parse_documents(data, "bench")
@@ -123,18 +128,26 @@ def main() -> None:
     names = [str(d["guest"]) for d in docs]
     gets = repeat(lambda: store.get(rng.choice(names)), 2000)
     rows.append((f"policy get, {args.guests} stored (in-process)", ms(gets)))
-    cli_gets = [timed_process([str(VIRTPOLICY), "--db", db, "policy", "get", rng.choice(names)])[0] for _ in range(20)]
+    cli_gets = [
+        timed_process([str(VIRTPOLICY), "--db", db, "policy", "get", rng.choice(names)])[0]
+        for _ in range(20)
+    ]
     rows.append(("policy get (whole CLI process)", ms(cli_gets)))
 
     plans = repeat(lambda: planning.plan(store, "start", None), 20)
     waves = planning.plan(store, "start", None)
     rows.append((f"plan start --all (in-process), {len(waves)} waves", ms(plans)))
-    cli_plans = [timed_process([str(VIRTPOLICY), "--db", db, "plan", "start", "--all", "-o", "json"])[0] for _ in range(10)]
+    cli_plans = [
+        timed_process([str(VIRTPOLICY), "--db", db, "plan", "start", "--all", "-o", "json"])[0]
+        for _ in range(10)
+    ]
     rows.append(("plan start --all (whole CLI process)", ms(cli_plans)))
     store.close()
 
-    print(f"machine: {platform.node()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"machine: {platform.node()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
     print(f"file: {len(data) / 1e6:.1f} MB, {args.guests} documents, seed {args.seed}\n")
     print("| measurement | result |\n|---|---|")
     for name, value in rows:

@@ -95,3 +95,27 @@ class ConfigError(VirtpolicyError):
     """A setting is invalid; the message names the key and the value."""
 
     exit_code = EXIT_INVALID
+
+
+class HypervisorError(VirtpolicyError):
+    """libvirt refused or failed an operation; the message names guest and operation."""
+
+    http_status = 502
+
+
+class UnsupportedError(HypervisorError):
+    """The driver or host cannot do this (e.g. a cap on the test driver)."""
+
+    http_status = 501
+
+
+class ConnectionLostError(HypervisorError):
+    """The libvirt connection is gone (libvirtd restarted or crashed)."""
+
+    http_status = 503
+
+
+class GuestNotFoundError(HypervisorError):
+    """libvirt knows no domain of that name on this connection."""
+
+    http_status = 404

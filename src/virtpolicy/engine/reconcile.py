@@ -1,0 +1,143 @@
+"""The controller: make each guest's actual tuning match its stored policy.
+
+One pass per guest: read the policy (store), the guest and its tuning
+(libvirt), compute the native desired tuning, and in ``enforce`` mode apply
+what differs (to the definition and, if running, live) and mirror the policy
+into the domain's <metadata>; in ``report`` mode only record the drift. Every
+outcome lands on the guest's :class:`GuestStatus`. Guests without a policy are
+left alone.
+
+Blocking (it calls libvirt): the daemon runs passes in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from virtpolicy.errors import GuestNotFoundError, HypervisorError
+from virtpolicy.hypervisor.connection import GuestInfo, Hypervisor
+from virtpolicy.hypervisor.native import Tuning, desired_tuning, drift
+from virtpolicy.store.base import PolicyStore, StoredPolicy
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["enforce", "report"]
+Value = str | int | None
+
+
+@dataclass
+class GuestStatus:
+    """Desired vs actual for one guest, as of the last pass that looked at it."""
+
+    guest: str
+    policy_revision: int | None = None
+    state: str = "undefined"
+    desired: dict[str, str | int] = field(default_factory=dict)
+    actual: dict[str, str | int] = field(default_factory=dict)
+    drift: dict[str, tuple[Value, Value]] = field(default_factory=dict)
+    applied: dict[str, tuple[Value, Value]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+    checked_at: str | None = None
+    applied_at: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "guest": self.guest,
+            "policy_revision": self.policy_revision,
+            "state": self.state,
+            "desired": self.desired,
+            "actual": self.actual,
+            "drift": {k: {"actual": a, "desired": d} for k, (a, d) in self.drift.items()},
+            "applied": {k: {"from": a, "to": d} for k, (a, d) in self.applied.items()},
+            "problems": self.problems,
+            "error": self.error,
+            "checked_at": self.checked_at,
+            "applied_at": self.applied_at,
+        }
+
+
+class Reconciler:
+    """Reconciles the guests of one hypervisor connection with the store."""
+
+    def __init__(self, store: PolicyStore, hypervisor: Hypervisor, mode: Mode = "enforce") -> None:
+        self.store = store
+        self.hypervisor = hypervisor
+        self.mode = mode
+        self.status: dict[str, GuestStatus] = {}
+        self._lock = threading.Lock()  # one pass at a time
+
+    def reconcile(self, guests: Iterable[str] | None = None) -> list[GuestStatus]:
+        """One pass over ``guests`` (default: every guest with a policy)."""
+        with self._lock:
+            policies = {s.policy.guest: s for s in self.store.list_policies()}
+            domains = {d.name: d for d in self.hypervisor.guests()}
+            names = sorted(policies) if guests is None else [g for g in guests if g in policies]
+            for gone in set(self.status) - set(policies):
+                del self.status[gone]  # policy deleted: no longer ours to report
+            return [self._one(policies[name], domains.get(name)) for name in names]
+
+    def _one(self, stored: StoredPolicy, info: GuestInfo | None) -> GuestStatus:
+        name = stored.policy.guest
+        status = GuestStatus(name, stored.revision, checked_at=_now())
+        previous = self.status.get(name)
+        if previous:
+            status.applied, status.applied_at = previous.applied, previous.applied_at
+        self.status[name] = status
+        if info is None:
+            status.state = "undefined"
+            return status
+        status.state = info.state
+        try:
+            self._enforce(stored, info, status)
+        except GuestNotFoundError:
+            status.state = "undefined"
+        except HypervisorError as exc:
+            status.error = str(exc)
+            log.warning("%s: %s", name, exc)
+        return status
+
+    def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:
+        hv, name = self.hypervisor, info.name
+        mirror = hv.read_mirror(name)
+        desired = desired_tuning(
+            stored.policy, hv.host(), info.vcpus, mirror[1] if mirror else None
+        )
+        status.problems = list(desired.problems)
+        actual = hv.actual(name)
+        status.desired = desired.tuning.describe()
+        status.actual = actual.describe()
+        status.drift = drift(desired.tuning, actual)
+        if self.mode != "enforce":
+            return
+        if status.drift:
+            changes = _only(desired.tuning, actual)
+            status.problems += hv.apply(name, changes, running=info.running)
+            after = hv.actual(name)
+            applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
+            for what, (old, new) in applied.items():
+                log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)
+            status.applied = applied
+            status.applied_at = _now()
+            status.actual = after.describe()
+            status.drift = drift(desired.tuning, after)
+        if mirror is None or mirror[0] != stored.revision or mirror[1] != stored.policy:
+            hv.write_mirror(name, stored.revision, stored.policy, running=info.running)
+
+
+def _only(desired: Tuning, actual: Tuning) -> Tuning:
+    """The part of ``desired`` that differs from ``actual``."""
+    return Tuning(
+        vcpupin={v: c for v, c in desired.vcpupin.items() if actual.vcpupin.get(v) != c},
+        emulatorpin=desired.emulatorpin if desired.emulatorpin != actual.emulatorpin else None,
+        sched={k: v for k, v in desired.sched.items() if actual.sched.get(k) != v},
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""The libvirt adapter: the only package that imports libvirt."""

@@ -1,0 +1,390 @@
+"""The libvirt adapter: one connection, its quirks, and the tuning calls.
+
+Blocking: every method calls libvirt synchronously. The daemon runs them in a
+worker thread, never on its event loop.
+
+Quirks are learned per connection, from what the driver answers, not from
+the URI's name (virtinst's lesson: one capability table, no version checks
+scattered about):
+
+- The test driver pins only running guests and only with flags 0 (it refuses
+  ``AFFECT_CONFIG``), and refuses every flagged scheduler call: the first such
+  refusal marks the capability off for the connection.
+- The test driver reports 8 host CPUs from ``getCPUMap`` whatever its node
+  XML says; the node info's CPU count is what the guests see, so when the two
+  disagree the node info wins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from virtpolicy.errors import (
+    ConnectionLostError,
+    GuestNotFoundError,
+    HypervisorError,
+    UnsupportedError,
+)
+from virtpolicy.hypervisor.native import HostInfo, Scheduler, Tuning
+from virtpolicy.policy.model import GuestPolicy
+
+log = logging.getLogger(__name__)
+
+#: XML namespace of the policy mirrored into each domain's <metadata>.
+METADATA_NS = "urn:virtpolicy:policy:1"
+METADATA_PREFIX = "virtpolicy"
+
+CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+
+_UNSUPPORTED = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}
+_CONNECTION = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_INTERNAL_ERROR,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_RPC,
+}
+
+# libvirt prints every error to stderr by default; we report them ourselves.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestInfo:
+    """A domain as libvirt sees it now."""
+
+    name: str
+    uuid: str
+    running: bool
+    state: str
+    vcpus: int
+    persistent: bool
+
+
+@dataclass(slots=True)
+class Capabilities:
+    """What this connection's driver can do; None until learned."""
+
+    pin_config: bool | None = None
+    sched_flags: bool | None = None
+
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+_ACTIVE = {"running", "blocked", "paused", "pmsuspended"}
+
+
+class Hypervisor:
+    """One libvirt connection and the tuning operations virtpolicy needs."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.caps = Capabilities()
+        self._conn: Any = None
+        self._host: HostInfo | None = None
+
+    # -- connection ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect (read-write). Raises ConnectionLostError if libvirtd is away."""
+        try:
+            self._conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise ConnectionLostError(f"{self.uri}: cannot connect: {_message(exc)}") from exc
+        self.caps = Capabilities()
+        self._host = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except libvirt.libvirtError:
+                log.debug("closing %s failed; it was already gone", self.uri)
+            self._conn = None
+
+    def is_alive(self) -> bool:
+        try:
+            return self._conn is not None and bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    @property
+    def conn(self) -> Any:
+        """The raw virConnect, for the event glue in this package only."""
+        if self._conn is None:
+            raise ConnectionLostError(f"{self.uri}: not connected")
+        return self._conn
+
+    def host(self) -> HostInfo:
+        """The host's CPU count and scheduler flavour (probed once per connection)."""
+        if self._host is None:
+            with self._errors(None, "read host info"):
+                info = self.conn.getInfo()
+                driver = str(self.conn.getType()).lower()
+                ncpus, _map, _online = self.conn.getCPUMap(0)
+            cpus = int(info[2]) if ncpus != info[2] else int(ncpus)
+            self._host = HostInfo(cpus=cpus, scheduler=_scheduler(driver, self.uri), driver=driver)
+        return self._host
+
+    # -- guests ---------------------------------------------------------------
+
+    def guests(self) -> list[GuestInfo]:
+        """Every domain on the connection, running or defined."""
+        with self._errors(None, "list guests"):
+            return [self._info(dom) for dom in self.conn.listAllDomains(0)]
+
+    def guest(self, name: str) -> GuestInfo:
+        with self._errors(name, "look up"):
+            return self._info(self.conn.lookupByName(name))
+
+    def actual(self, name: str) -> Tuning:
+        """The tuning in effect: live for a running guest, else the definition."""
+        info = self.guest(name)
+        with self._errors(name, "read tuning"):
+            dom = self.conn.lookupByName(name)
+            flags = LIVE if info.running else CONFIG
+            if not info.running and self.caps.pin_config is False:
+                return Tuning()
+            pins = self._call_flags(dom.vcpuPinInfo, flags)
+            emulator = self._call_flags(dom.emulatorPinInfo, flags)
+            sched = self._sched(dom, flags)
+        return Tuning(
+            vcpupin={i: _cpus(m) for i, m in enumerate(pins)},
+            emulatorpin=_cpus(emulator) if emulator is not None else None,
+            sched={k: int(v) for k, v in sched.items()},
+        )
+
+    # -- changing tuning ------------------------------------------------------
+
+    def apply(self, name: str, tuning: Tuning, *, running: bool) -> list[str]:
+        """Write ``tuning`` to the definition and, if running, the live guest.
+
+        Returns the problems that did not stop the rest (unsupported features);
+        raises HypervisorError for real failures.
+        """
+        problems: list[str] = []
+        ncpus = self.host().cpus
+        with self._errors(name, "apply tuning"):
+            dom = self.conn.lookupByName(name)
+            for vcpu, cpus in sorted(tuning.vcpupin.items()):
+                self._pin(name, dom.pinVcpuFlags, (vcpu, _map(cpus, ncpus)), running, problems)
+            if tuning.emulatorpin is not None:
+                self._pin(
+                    name, dom.pinEmulator, (_map(tuning.emulatorpin, ncpus),), running, problems
+                )
+            if tuning.sched:
+                flags = CONFIG | (LIVE if running else 0)
+                if self.caps.sched_flags is False:
+                    problems.append(
+                        f"scheduler parameters: not supported by the {self.host().driver} driver"
+                    )
+                else:
+                    try:
+                        dom.setSchedulerParametersFlags(dict(tuning.sched), flags)
+                        self.caps.sched_flags = True
+                    except libvirt.libvirtError as exc:
+                        if not _refused_flags(exc):
+                            raise
+                        self.caps.sched_flags = False
+                        problems.append(
+                            f"scheduler parameters: not supported by the {self.host().driver} driver"
+                        )
+        return problems
+
+    def _pin(
+        self, name: str, call: Any, args: tuple[Any, ...], running: bool, problems: list[str]
+    ) -> None:
+        what = "vcpupin" if len(args) == 2 else "emulatorpin"
+        if self.caps.pin_config is not False:
+            try:
+                call(*args, CONFIG | (LIVE if running else 0))
+                self.caps.pin_config = True
+                return
+            except libvirt.libvirtError as exc:
+                if not _refused_flags(exc):
+                    raise
+                log.info(
+                    "%s: %s refuses pinning the definition; pinning live only",
+                    self.uri,
+                    self.host().driver,
+                )
+                self.caps.pin_config = False
+        if running:
+            call(*args, 0)  # flags 0: the current (live) state
+        else:
+            problems.append(f"{what}: the {self.host().driver} driver pins only running guests")
+
+    # -- the policy mirrored into the domain ------------------------------------
+
+    def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
+        """The (revision, policy) last mirrored into ``name``'s definition, if any."""
+        with self._errors(name, "read metadata"):
+            dom = self.conn.lookupByName(name)
+            try:
+                xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, CONFIG)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    return None
+                if not _refused_flags(exc):
+                    raise
+                try:
+                    xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+                except libvirt.libvirtError as again:
+                    if again.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                        return None
+                    raise
+        return parse_mirror(xml)
+
+    def write_mirror(
+        self, name: str, revision: int, policy: GuestPolicy | None, *, running: bool
+    ) -> None:
+        """Mirror ``policy`` (None: remove the mirror) into the domain's <metadata>."""
+        xml = mirror_xml(revision, policy) if policy is not None else None
+        with self._errors(name, "write metadata"):
+            dom = self.conn.lookupByName(name)
+            try:
+                dom.setMetadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                    xml,
+                    METADATA_PREFIX if xml else None,
+                    METADATA_NS,
+                    CONFIG | (LIVE if running else 0),
+                )
+            except libvirt.libvirtError as exc:
+                if not _refused_flags(exc):
+                    raise
+                dom.setMetadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                    xml,
+                    METADATA_PREFIX if xml else None,
+                    METADATA_NS,
+                    0,
+                )
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _info(self, dom: Any) -> GuestInfo:
+        state, _max_mem, _mem, vcpus, _cpu_time = dom.info()
+        text = _STATES.get(state, "unknown")
+        return GuestInfo(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            running=text in _ACTIVE,
+            state=text,
+            vcpus=int(vcpus),
+            persistent=bool(dom.isPersistent()),
+        )
+
+    def _call_flags(self, call: Any, flags: int) -> Any:
+        try:
+            return call(flags)
+        except libvirt.libvirtError as exc:
+            if not _refused_flags(exc):
+                raise
+            return call(0)
+
+    def _sched(self, dom: Any, flags: int) -> dict[str, Any]:
+        if self.caps.sched_flags is False:
+            return {}
+        try:
+            params: dict[str, Any] = dom.schedulerParametersFlags(flags)
+        except libvirt.libvirtError as exc:
+            if not _refused_flags(exc):
+                raise
+            self.caps.sched_flags = False
+            return {}
+        self.caps.sched_flags = True
+        return params
+
+    @contextmanager
+    def _errors(self, guest: str | None, what: str) -> Iterator[None]:
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            raise self._translate(exc, guest, what) from exc
+
+    def _translate(self, exc: Any, guest: str | None, what: str) -> HypervisorError:
+        code = exc.get_error_code()
+        subject = f"{guest}: " if guest else ""
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            return GuestNotFoundError(f"{guest}: no such guest on {self.uri}")
+        if code in _UNSUPPORTED:
+            return UnsupportedError(f"{subject}{what}: not supported: {_message(exc)}")
+        if code in _CONNECTION and not self.is_alive():
+            return ConnectionLostError(
+                f"{self.uri}: connection lost during {what}: {_message(exc)}"
+            )
+        return HypervisorError(f"{subject}{what}: {_message(exc)}")
+
+
+def mirror_xml(revision: int, policy: GuestPolicy) -> str:
+    """The <metadata> element mirroring ``policy``: its canonical JSON as text."""
+    element = ET.Element("policy", {"revision": str(revision)})
+    element.text = policy.canonical_json()
+    return ET.tostring(element, encoding="unicode")
+
+
+def parse_mirror(xml: str) -> tuple[int, GuestPolicy] | None:
+    """Read back :func:`mirror_xml`; None if it is not ours or not valid."""
+    try:
+        element = ET.fromstring(xml)
+        return int(element.get("revision", "0")), GuestPolicy.model_validate(
+            json.loads(element.text or "")
+        )
+    except (ET.ParseError, ValueError):
+        log.warning("ignoring a virtpolicy metadata element that does not parse")
+        return None
+
+
+def _scheduler(driver: str, uri: str) -> Scheduler:
+    if driver in ("qemu", "lxc"):
+        # Only a local host's cgroup flavour can be read; remote hosts are
+        # assumed to run cgroup v2, today's default.
+        local = "//" not in uri or uri.split("//", 1)[1].startswith("/")
+        if local and (
+            os.path.exists("/sys/fs/cgroup/cpu/cpu.shares")
+            or os.path.exists("/sys/fs/cgroup/cpu,cpuacct/cpu.shares")
+        ):
+            return "cgroup1"
+        return "cgroup2"
+    if driver == "xen":
+        return "xen"
+    return "none"
+
+
+def _refused_flags(exc: Any) -> bool:
+    """The driver refused the flags themselves (the test driver's answer)."""
+    code = exc.get_error_code()
+    return code in _UNSUPPORTED or (
+        code == libvirt.VIR_ERR_INVALID_ARG and "unsupported flags" in _message(exc)
+    )
+
+
+def _message(exc: Any) -> str:
+    return str(exc.get_error_message() or exc)
+
+
+def _cpus(cpumap: Any) -> frozenset[int]:
+    return frozenset(i for i, on in enumerate(cpumap) if on)
+
+
+def _map(cpus: frozenset[int], ncpus: int) -> tuple[bool, ...]:
+    return tuple(i in cpus for i in range(max(ncpus, max(cpus) + 1)))

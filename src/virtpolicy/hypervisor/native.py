@@ -1,0 +1,157 @@
+"""From a policy to the native tuning values of one driver on one host.
+
+Pure: no libvirt here, so the translation is unit-tested without a host.
+
+- weight (1-10000, 100 normal): cgroup v1 ``cpu_shares`` = weight x 1024 / 100
+  clamped to 2-262144; cgroup v2 ``cpu_shares`` = weight (libvirt writes it to
+  ``cpu.weight`` as is); Xen credit ``weight`` = weight x 256 / 100.
+- cap (percent of one host CPU): QEMU/KVM ``global_period`` 100000 us and
+  ``global_quota`` = cap x 1000; Xen ``cap`` = cap.
+
+A field the policy leaves unset is not managed, unless an earlier policy set
+it (the one mirrored in the domain): then it goes back to the driver's default,
+so that removing a cap really lifts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from virtpolicy.policy.cpuset import format_cpuset, parse_cpuset
+from virtpolicy.policy.model import GuestPolicy
+
+#: How a driver and host express CPU weight and cap.
+Scheduler = Literal["cgroup1", "cgroup2", "xen", "none"]
+
+GLOBAL_PERIOD_US = 100_000
+_UNLIMITED_QUOTA = -1
+_DEFAULT_SHARES = {"cgroup1": 1024, "cgroup2": 100}
+_XEN_DEFAULT_WEIGHT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """What tuning depends on: the host's CPUs and its scheduler flavour."""
+
+    cpus: int
+    scheduler: Scheduler
+    driver: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """CPU tuning of one guest in native terms; absent keys are not managed."""
+
+    vcpupin: Mapping[int, frozenset[int]] = field(default_factory=dict)
+    emulatorpin: frozenset[int] | None = None
+    sched: Mapping[str, int] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, str | int]:
+        """Flat, printable form: ``vcpupin.0: "2-3"``, ``cpu_shares: 2048``."""
+        out: dict[str, str | int] = {
+            f"vcpupin.{vcpu}": format_cpuset(cpus) for vcpu, cpus in sorted(self.vcpupin.items())
+        }
+        if self.emulatorpin is not None:
+            out["emulatorpin"] = format_cpuset(self.emulatorpin)
+        out.update(sorted(self.sched.items()))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """The tuning to enforce, and what of the policy cannot be enforced here."""
+
+    tuning: Tuning
+    problems: tuple[str, ...] = ()
+
+
+def weight_params(weight: int, scheduler: Scheduler) -> dict[str, int]:
+    """Native scheduler parameters for a weight."""
+    if scheduler == "cgroup1":
+        return {"cpu_shares": min(max(weight * 1024 // 100, 2), 262144)}
+    if scheduler == "cgroup2":
+        return {"cpu_shares": weight}
+    if scheduler == "xen":
+        return {"weight": min(max(weight * 256 // 100, 1), 65535)}
+    return {}
+
+
+def cap_params(cap: int | None, scheduler: Scheduler) -> dict[str, int]:
+    """Native scheduler parameters for a cap (None: uncapped)."""
+    if scheduler in ("cgroup1", "cgroup2"):
+        quota = _UNLIMITED_QUOTA if cap is None else cap * 1000
+        return {"global_period": GLOBAL_PERIOD_US, "global_quota": quota}
+    if scheduler == "xen":
+        return {"cap": 0 if cap is None else cap}
+    return {}
+
+
+def desired_tuning(
+    policy: GuestPolicy, host: HostInfo, vcpus: int, previous: GuestPolicy | None = None
+) -> Desired:
+    """What ``policy`` asks of a guest with ``vcpus`` vCPUs on ``host``."""
+    problems: list[str] = []
+    every_cpu = frozenset(range(host.cpus))
+    cpu, before = policy.cpu, previous.cpu if previous else None
+
+    def cpus_of(text: str, where: str) -> frozenset[int] | None:
+        cpus = parse_cpuset(text)
+        missing = sorted(cpus - every_cpu)
+        if missing:
+            problems.append(
+                f"{where}: CPU {format_cpuset(missing)} does not exist: "
+                f"the host has {host.cpus} CPUs ({format_cpuset(every_cpu)})"
+            )
+            return None
+        return cpus
+
+    vcpupin: dict[int, frozenset[int]] = {}
+    for vcpu in sorted(cpu.vcpupin):
+        if vcpu >= vcpus:
+            problems.append(f"cpu.vcpupin[{vcpu}]: the guest has {vcpus} vCPUs (0-{vcpus - 1})")
+    for vcpu in range(vcpus):
+        text, where = cpu.vcpupin.get(vcpu), f"cpu.vcpupin[{vcpu}]"
+        if text is None and cpu.vcpus is not None:
+            text, where = cpu.vcpus, "cpu.vcpus"
+        if text is not None:
+            pinned = cpus_of(text, where)
+            if pinned is not None:
+                vcpupin[vcpu] = pinned
+        elif before and (vcpu in before.vcpupin or before.vcpus is not None):
+            vcpupin[vcpu] = every_cpu  # unpinned again: free to run anywhere
+    emulatorpin = None
+    if cpu.emulatorpin is not None:
+        emulatorpin = cpus_of(cpu.emulatorpin, "cpu.emulatorpin")
+    elif before and before.emulatorpin is not None:
+        emulatorpin = every_cpu
+
+    sched: dict[str, int] = {}
+    wants_sched = cpu.weight is not None or cpu.cap is not None
+    if host.scheduler == "none":
+        if wants_sched:
+            fields = [f for f in ("weight", "cap") if getattr(cpu, f) is not None]
+            driver = f"the {host.driver} driver" if host.driver else "this driver"
+            problems.extend(f"cpu.{f}: not supported by {driver}" for f in fields)
+    else:
+        if cpu.weight is not None:
+            sched.update(weight_params(cpu.weight, host.scheduler))
+        elif before and before.weight is not None:
+            sched.update(_default_weight(host.scheduler))
+        if cpu.cap is not None or (before and before.cap is not None):
+            sched.update(cap_params(cpu.cap, host.scheduler))
+    # One bad cpuset shared by several vCPUs is one problem.
+    return Desired(Tuning(vcpupin, emulatorpin, sched), tuple(dict.fromkeys(problems)))
+
+
+def drift(desired: Tuning, actual: Tuning) -> dict[str, tuple[str | int | None, str | int]]:
+    """Managed fields whose actual value differs: ``{field: (actual, desired)}``."""
+    want, have = desired.describe(), actual.describe()
+    return {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+
+
+def _default_weight(scheduler: Scheduler) -> dict[str, int]:
+    if scheduler == "xen":
+        return {"weight": _XEN_DEFAULT_WEIGHT}
+    return {"cpu_shares": _DEFAULT_SHARES[scheduler]} if scheduler in _DEFAULT_SHARES else {}

@@ -1,8 +1,12 @@
-"""Shared fixtures: a real SQLite store in a temporary directory, and the CLI."""
+"""Shared fixtures: a real SQLite store, the CLI, and a real libvirtd with QEMU."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,3 +58,81 @@ def snapshot(db: str) -> tuple[int, str, list[tuple[str, int]]]:
         return s.global_revision(), policies, revisions
     finally:
         s.close()
+
+
+# -- a real libvirtd with QEMU (tests/lab/libvirtd) ------------------------------
+
+QEMU_URI = os.environ.get("VIRTPOLICY_QEMU_URI", "qemu:///system")
+
+GUEST_XML = """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
+  <devices><console type='pty'/></devices>
+</domain>"""
+
+
+def try_virsh(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run virsh against the lab's libvirtd; the caller judges the outcome."""
+    return subprocess.run(
+        ["virsh", "-q", "-c", QEMU_URI, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def virsh(*args: str) -> str:
+    """Run virsh against the lab's libvirtd and return its output (it must succeed)."""
+    proc = try_virsh(*args)
+    assert proc.returncode == 0, f"virsh {' '.join(args)}: {proc.stderr.strip()}"
+    return proc.stdout
+
+
+def remove_guest(name: str) -> None:
+    """Destroy and undefine ``name`` if it exists."""
+    try_virsh("destroy", name)
+    try_virsh("undefine", name)
+
+
+@pytest.fixture(scope="session")
+def qemu_uri() -> str:
+    """The URI of a real libvirtd with QEMU, or a skip saying why there is none.
+
+    With VIRTPOLICY_REQUIRE_LAB=1 (set by CI) the skip becomes a failure.
+    """
+    reason = None
+    if shutil.which("virsh") is None:
+        reason = "virsh is not installed"
+    else:
+        proc = try_virsh("version")
+        if proc.returncode != 0:
+            reason = f"no libvirtd answers on {QEMU_URI}: {proc.stderr.strip()}"
+    if reason:
+        reason += " (start one with: sudo tests/lab/libvirtd up)"
+        if os.environ.get("VIRTPOLICY_REQUIRE_LAB"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return QEMU_URI
+
+
+@pytest.fixture
+def make_guest(qemu_uri: str) -> Iterator[Callable[[str], str]]:
+    """Define diskless QEMU guests named vp-test-*; destroyed and undefined after."""
+    made: list[str] = []
+
+    def define(suffix: str) -> str:
+        name = f"vp-test-{suffix}"
+        remove_guest(name)
+        with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+            f.write(GUEST_XML.format(name=name))
+            f.flush()
+            virsh("define", f.name)
+        made.append(name)
+        return name
+
+    yield define
+    for name in made:
+        remove_guest(name)

@@ -21,13 +21,12 @@ from typing import Literal
 
 from virtpolicy.errors import GuestNotFoundError, HypervisorError
 from virtpolicy.hypervisor.connection import GuestInfo, Hypervisor
-from virtpolicy.hypervisor.native import Tuning, desired_tuning, drift
+from virtpolicy.hypervisor.native import Tuning, Value, desired_tuning, drift
 from virtpolicy.store.base import PolicyStore, StoredPolicy
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["enforce", "report"]
-Value = str | int | None
 
 
 @dataclass
@@ -99,7 +98,7 @@ class Reconciler:
             status.state = "undefined"
         except HypervisorError as exc:
             status.error = str(exc)
-            log.warning("%s: %s", name, exc)
+            log.warning("%s", exc)
         return status
 
     def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:

@@ -182,6 +182,7 @@ class Hypervisor:
         """
         problems: list[str] = []
         ncpus = self.host().cpus
+        no_sched = f"scheduler parameters: not supported by the {self.host().driver} driver"
         with self._errors(name, "apply tuning"):
             dom = self.conn.lookupByName(name)
             for vcpu, cpus in sorted(tuning.vcpupin.items()):
@@ -191,22 +192,21 @@ class Hypervisor:
                     name, dom.pinEmulator, (_map(tuning.emulatorpin, ncpus),), running, problems
                 )
             if tuning.sched:
-                flags = CONFIG | (LIVE if running else 0)
                 if self.caps.sched_flags is False:
-                    problems.append(
-                        f"scheduler parameters: not supported by the {self.host().driver} driver"
-                    )
+                    problems.append(no_sched)
                 else:
                     try:
-                        dom.setSchedulerParametersFlags(dict(tuning.sched), flags)
+                        # QEMU refuses AFFECT_LIVE|AFFECT_CONFIG together for
+                        # scheduler parameters ("mutually exclusive"), unlike
+                        # pinning: one call each.
+                        for flags in (CONFIG, LIVE) if running else (CONFIG,):
+                            dom.setSchedulerParametersFlags(dict(tuning.sched), flags)
                         self.caps.sched_flags = True
                     except libvirt.libvirtError as exc:
                         if not _refused_flags(exc):
                             raise
                         self.caps.sched_flags = False
-                        problems.append(
-                            f"scheduler parameters: not supported by the {self.host().driver} driver"
-                        )
+                        problems.append(no_sched)
         return problems
 
     def _pin(

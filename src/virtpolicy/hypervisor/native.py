@@ -93,59 +93,82 @@ def desired_tuning(
 ) -> Desired:
     """What ``policy`` asks of a guest with ``vcpus`` vCPUs on ``host``."""
     problems: list[str] = []
+    vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems)
+    sched = _scheduler_params(policy, host, previous, problems)
+    # One bad cpuset shared by several vCPUs is one problem.
+    return Desired(Tuning(vcpupin, emulatorpin, sched), tuple(dict.fromkeys(problems)))
+
+
+def _pinning(
+    policy: GuestPolicy,
+    host: HostInfo,
+    vcpus: int,
+    previous: GuestPolicy | None,
+    problems: list[str],
+) -> tuple[dict[int, frozenset[int]], frozenset[int] | None]:
     every_cpu = frozenset(range(host.cpus))
     cpu, before = policy.cpu, previous.cpu if previous else None
 
     def cpus_of(text: str, where: str) -> frozenset[int] | None:
         cpus = parse_cpuset(text)
         missing = sorted(cpus - every_cpu)
-        if missing:
-            problems.append(
-                f"{where}: CPU {format_cpuset(missing)} does not exist: "
-                f"the host has {host.cpus} CPUs ({format_cpuset(every_cpu)})"
-            )
-            return None
-        return cpus
+        if not missing:
+            return cpus
+        problems.append(
+            f"{where}: CPU {format_cpuset(missing)} does not exist: "
+            f"the host has {host.cpus} CPUs ({format_cpuset(every_cpu)})"
+        )
+        return None
 
+    problems.extend(
+        f"cpu.vcpupin[{vcpu}]: the guest has {vcpus} vCPUs (0-{vcpus - 1})"
+        for vcpu in sorted(cpu.vcpupin)
+        if vcpu >= vcpus
+    )
     vcpupin: dict[int, frozenset[int]] = {}
-    for vcpu in sorted(cpu.vcpupin):
-        if vcpu >= vcpus:
-            problems.append(f"cpu.vcpupin[{vcpu}]: the guest has {vcpus} vCPUs (0-{vcpus - 1})")
     for vcpu in range(vcpus):
         text, where = cpu.vcpupin.get(vcpu), f"cpu.vcpupin[{vcpu}]"
         if text is None and cpu.vcpus is not None:
             text, where = cpu.vcpus, "cpu.vcpus"
-        if text is not None:
-            pinned = cpus_of(text, where)
-            if pinned is not None:
-                vcpupin[vcpu] = pinned
-        elif before and (vcpu in before.vcpupin or before.vcpus is not None):
+        pinned = cpus_of(text, where) if text is not None else None
+        if pinned is not None:
+            vcpupin[vcpu] = pinned
+        elif text is None and before and (vcpu in before.vcpupin or before.vcpus is not None):
             vcpupin[vcpu] = every_cpu  # unpinned again: free to run anywhere
     emulatorpin = None
     if cpu.emulatorpin is not None:
         emulatorpin = cpus_of(cpu.emulatorpin, "cpu.emulatorpin")
     elif before and before.emulatorpin is not None:
         emulatorpin = every_cpu
+    return vcpupin, emulatorpin
 
-    sched: dict[str, int] = {}
-    wants_sched = cpu.weight is not None or cpu.cap is not None
+
+def _scheduler_params(
+    policy: GuestPolicy, host: HostInfo, previous: GuestPolicy | None, problems: list[str]
+) -> dict[str, int]:
+    cpu, before = policy.cpu, previous.cpu if previous else None
     if host.scheduler == "none":
-        if wants_sched:
-            fields = [f for f in ("weight", "cap") if getattr(cpu, f) is not None]
-            driver = f"the {host.driver} driver" if host.driver else "this driver"
-            problems.extend(f"cpu.{f}: not supported by {driver}" for f in fields)
-    else:
-        if cpu.weight is not None:
-            sched.update(weight_params(cpu.weight, host.scheduler))
-        elif before and before.weight is not None:
-            sched.update(_default_weight(host.scheduler))
-        if cpu.cap is not None or (before and before.cap is not None):
-            sched.update(cap_params(cpu.cap, host.scheduler))
-    # One bad cpuset shared by several vCPUs is one problem.
-    return Desired(Tuning(vcpupin, emulatorpin, sched), tuple(dict.fromkeys(problems)))
+        driver = f"the {host.driver} driver" if host.driver else "this driver"
+        problems.extend(
+            f"cpu.{name}: not supported by {driver}"
+            for name in ("weight", "cap")
+            if getattr(cpu, name) is not None
+        )
+        return {}
+    sched: dict[str, int] = {}
+    if cpu.weight is not None:
+        sched.update(weight_params(cpu.weight, host.scheduler))
+    elif before and before.weight is not None:
+        sched.update(_default_weight(host.scheduler))
+    if cpu.cap is not None or (before and before.cap is not None):
+        sched.update(cap_params(cpu.cap, host.scheduler))
+    return sched
 
 
-def drift(desired: Tuning, actual: Tuning) -> dict[str, tuple[str | int | None, str | int]]:
+Value = str | int | None
+
+
+def drift(desired: Tuning, actual: Tuning) -> dict[str, tuple[Value, Value]]:
     """Managed fields whose actual value differs: ``{field: (actual, desired)}``."""
     want, have = desired.describe(), actual.describe()
     return {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}

@@ -1,0 +1,128 @@
+"""Enforcement on a real libvirtd with QEMU guests; values read back with virsh."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import virsh
+from virtpolicy.engine import changes
+from virtpolicy.engine.reconcile import Reconciler
+from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.store import SqlStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def hv(qemu_uri: str) -> Iterator[Hypervisor]:
+    h = Hypervisor(qemu_uri)
+    h.open()
+    yield h
+    h.close()
+
+
+def vcpupin(guest: str, *flags: str) -> dict[int, str]:
+    """`virsh vcpupin GUEST` as {vcpu: cpuset}."""
+    rows = [line.split() for line in virsh("vcpupin", guest, *flags).splitlines() if line.strip()]
+    return {int(vcpu): cpus for vcpu, cpus in rows}
+
+
+def schedinfo(guest: str, *flags: str) -> dict[str, str]:
+    """`virsh schedinfo GUEST` as {parameter: value}."""
+    pairs = (
+        line.split(":", 1) for line in virsh("schedinfo", guest, *flags).splitlines() if ":" in line
+    )
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def test_policy_set_before_start_is_in_effect_at_start(
+    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+) -> None:
+    """Pinning, weight and cap written to the definition hold from the first instant."""
+    guest = make_guest("before")
+    changes.set_policy(
+        store,
+        guest,
+        {"cpu": {"vcpus": "1", "emulatorpin": "0", "weight": 200, "cap": 150}},
+        actor="t",
+    )
+    [status] = Reconciler(store, hv).reconcile()
+    assert (status.state, status.error, status.problems) == ("shut off", None, [])
+    virsh("start", guest)
+    # No pass ran since the start: what is live came from the definition.
+    assert vcpupin(guest, "--live") == {0: "1", 1: "1"}
+    assert virsh("emulatorpin", guest, "--live").split()[-1] == "0"
+    info = schedinfo(guest, "--live")
+    expected_shares = "2048" if hv.host().scheduler == "cgroup1" else "200"
+    assert info["cpu_shares"] == expected_shares
+    assert (info["global_period"], info["global_quota"]) == ("100000", "150000")
+
+
+def test_policy_changed_while_running_takes_effect_live(
+    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+) -> None:
+    """A change to a running guest's policy is applied live and to the definition."""
+    guest = make_guest("live")
+    virsh("start", guest)
+    changes.set_policy(store, guest, {"cpu": {"vcpupin": {"1": "0"}, "cap": 50}}, actor="t")
+    reconciler = Reconciler(store, hv)
+    reconciler.reconcile()
+    assert vcpupin(guest, "--live")[1] == "0"
+    assert vcpupin(guest, "--config")[1] == "0"
+    assert schedinfo(guest, "--live")["global_quota"] == "50000"
+    changes.set_policy(store, guest, {"cpu": {"cap": None, "weight": 300}}, actor="t")
+    reconciler.reconcile()
+    info = schedinfo(guest, "--live")
+    assert info["global_quota"] in ("-1", "17592186044415")  # uncapped again
+    assert info["cpu_shares"] == ("3072" if hv.host().scheduler == "cgroup1" else "300")
+
+
+def test_hand_made_drift_is_put_back_in_enforce_mode(
+    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+) -> None:
+    """`virsh vcpupin` by hand is undone by the next pass."""
+    guest = make_guest("drift")
+    virsh("start", guest)
+    changes.set_policy(store, guest, {"cpu": {"vcpus": "1"}}, actor="t")
+    reconciler = Reconciler(store, hv)
+    reconciler.reconcile()
+    virsh("vcpupin", guest, "0", "0-1", "--live")
+    assert vcpupin(guest, "--live")[0] == "0-1"
+    [status] = reconciler.reconcile()
+    assert status.applied == {"vcpupin.0": ("0-1", "1")}
+    assert vcpupin(guest, "--live") == {0: "1", 1: "1"}
+
+
+def test_hand_made_drift_is_only_reported_in_report_mode(
+    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+) -> None:
+    """In report mode the drift shows on the status and stays on the guest."""
+    guest = make_guest("report")
+    virsh("start", guest)
+    changes.set_policy(store, guest, {"cpu": {"vcpus": "1", "weight": 500}}, actor="t")
+    Reconciler(store, hv).reconcile()
+    virsh("vcpupin", guest, "0", "0", "--live")
+    virsh("schedinfo", guest, "--live", "--set", "cpu_shares=1000")
+    [status] = Reconciler(store, hv, mode="report").reconcile()
+    shares = "5120" if hv.host().scheduler == "cgroup1" else "500"
+    assert status.drift == {"vcpupin.0": ("0", "1"), "cpu_shares": (1000, int(shares))}
+    assert vcpupin(guest, "--live")[0] == "0"
+    assert schedinfo(guest, "--live")["cpu_shares"] == "1000"
+
+
+def test_pin_to_missing_cpu_names_the_host_size(
+    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+) -> None:
+    """A pin to a CPU the host lacks is refused on the status, the rest applied."""
+    guest = make_guest("missing")
+    changes.set_policy(
+        store, guest, {"cpu": {"vcpupin": {"0": "63"}, "emulatorpin": "0"}}, actor="t"
+    )
+    [status] = Reconciler(store, hv).reconcile()
+    n = hv.host().cpus
+    assert status.problems == [
+        f"cpu.vcpupin[0]: CPU 63 does not exist: the host has {n} CPUs (0-{n - 1})"
+    ]
+    assert virsh("emulatorpin", guest, "--config").split()[-1] == "0"

@@ -1,0 +1,117 @@
+"""Enforcement on libvirt's test driver, with the project's own node XML."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from virtpolicy.engine import changes
+from virtpolicy.engine.reconcile import Reconciler
+from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.hypervisor.native import Tuning
+from virtpolicy.store import SqlStore
+
+pytestmark = pytest.mark.integration
+
+NODE = Path(__file__).parent / "nodes" / "host4.xml"
+
+
+@pytest.fixture
+def hv() -> Iterator[Hypervisor]:
+    """A fresh connection: each test-driver connection has its own state."""
+    h = Hypervisor(f"test://{NODE}")
+    h.open()
+    yield h
+    h.close()
+
+
+def pins(hv: Hypervisor, guest: str) -> dict[int, str]:
+    """vCPU pinning as libvirt reports it, in cpuset spelling."""
+    desc = hv.actual(guest).describe()
+    return {int(k.split(".")[1]): str(v) for k, v in desc.items() if k.startswith("vcpupin.")}
+
+
+def test_host_cpus_come_from_the_node(hv: Hypervisor) -> None:
+    """The host has the 4 CPUs of our node XML, not getCPUMap's fixed 8."""
+    assert hv.host().cpus == 4
+    assert hv.host().scheduler == "none"
+    assert {g.name: g.vcpus for g in hv.guests()} == {"db": 2, "web": 2, "api": 1}
+
+
+def test_enforce_pins_and_mirrors(store: SqlStore, hv: Hypervisor) -> None:
+    """A pass pins the vCPUs and emulator and mirrors the policy into <metadata>."""
+    changes.set_policy(
+        store, "db", {"cpu": {"vcpupin": {"0": "1"}, "vcpus": "2-3", "emulatorpin": "0"}}, actor="t"
+    )
+    [status] = Reconciler(store, hv).reconcile()
+    assert pins(hv, "db") == {0: "1", 1: "2-3"}
+    assert hv.actual("db").emulatorpin == frozenset({0})
+    assert status.drift == {}
+    assert status.applied["vcpupin.1"] == ("0-3", "2-3")
+    assert hv.read_mirror("db") == (1, store.get("db").policy)
+    xml = hv.conn.lookupByName("db").XMLDesc(0)
+    assert '<virtpolicy:policy xmlns:virtpolicy="urn:virtpolicy:policy:1" revision="1">' in xml
+
+
+def test_drift_is_put_back(store: SqlStore, hv: Hypervisor) -> None:
+    """A hand-made re-pin through libvirt is undone by the next pass in enforce mode."""
+    changes.set_policy(store, "web", {"cpu": {"vcpus": "3"}}, actor="t")
+    reconciler = Reconciler(store, hv)
+    reconciler.reconcile()
+    hv.conn.lookupByName("web").pinVcpuFlags(1, (True, True, False, False), 0)
+    assert pins(hv, "web") == {0: "3", 1: "0-1"}
+    [status] = reconciler.reconcile(["web"])
+    assert pins(hv, "web") == {0: "3", 1: "3"}
+    assert status.applied == {"vcpupin.1": ("0-1", "3")}
+
+
+def test_report_mode_only_reports(store: SqlStore, hv: Hypervisor) -> None:
+    """In report mode the drift is recorded and libvirt is left as it is."""
+    changes.set_policy(store, "web", {"cpu": {"vcpus": "3"}}, actor="t")
+    [status] = Reconciler(store, hv, mode="report").reconcile()
+    assert pins(hv, "web") == {0: "0-3", 1: "0-3"}
+    assert status.drift == {"vcpupin.0": ("0-3", "3"), "vcpupin.1": ("0-3", "3")}
+    assert status.applied == {}
+
+
+def test_unsupported_and_impossible_are_reported(store: SqlStore, hv: Hypervisor) -> None:
+    """Weight on the test driver and a pin to a missing CPU become status problems."""
+    changes.set_policy(store, "api", {"cpu": {"weight": 200, "emulatorpin": "7"}}, actor="t")
+    [status] = Reconciler(store, hv).reconcile()
+    assert status.problems == [
+        "cpu.emulatorpin: CPU 7 does not exist: the host has 4 CPUs (0-3)",
+        "cpu.weight: not supported by the test driver",
+    ]
+    assert status.error is None
+    assert hv.actual("api").emulatorpin == frozenset({0, 1, 2, 3})
+
+
+def test_policy_for_undefined_guest_waits(store: SqlStore, hv: Hypervisor) -> None:
+    """A policy may exist before its guest; it is reported as undefined, no error."""
+    changes.set_policy(store, "later", {"cpu": {"vcpus": "1"}}, actor="t")
+    [status] = Reconciler(store, hv).reconcile()
+    assert (status.state, status.error) == ("undefined", None)
+
+
+def test_removing_pinning_unpins(store: SqlStore, hv: Hypervisor) -> None:
+    """Clearing a pin in the policy frees the vCPU again (the mirror remembers it)."""
+    changes.set_policy(store, "db", {"cpu": {"vcpus": "2"}}, actor="t")
+    reconciler = Reconciler(store, hv)
+    reconciler.reconcile()
+    assert pins(hv, "db") == {0: "2", 1: "2"}
+    changes.set_policy(store, "db", {"cpu": {"vcpus": None}, "labels": {"x": "y"}}, actor="t")
+    reconciler.reconcile()
+    assert pins(hv, "db") == {0: "0-3", 1: "0-3"}
+
+
+def test_guests_without_policy_are_left_alone(store: SqlStore, hv: Hypervisor) -> None:
+    """Only guests with a policy are touched."""
+    changes.set_policy(store, "db", {"cpu": {"vcpus": "1"}}, actor="t")
+    before = hv.actual("web")
+    Reconciler(store, hv).reconcile()
+    assert hv.actual("web") == before
+    assert before == Tuning(
+        vcpupin={0: frozenset(range(4)), 1: frozenset(range(4))}, emulatorpin=frozenset(range(4))
+    )

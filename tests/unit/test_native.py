@@ -1,0 +1,120 @@
+"""Translating policies into native tuning values per driver and host."""
+
+import pytest
+
+from virtpolicy.hypervisor.native import (
+    HostInfo,
+    Scheduler,
+    Tuning,
+    cap_params,
+    desired_tuning,
+    drift,
+    weight_params,
+)
+from virtpolicy.policy.model import parse_policy
+
+HOST = HostInfo(cpus=8, scheduler="cgroup1", driver="qemu")
+
+
+@pytest.mark.parametrize(
+    ("weight", "scheduler", "params"),
+    [
+        (100, "cgroup1", {"cpu_shares": 1024}),
+        (200, "cgroup1", {"cpu_shares": 2048}),
+        (1, "cgroup1", {"cpu_shares": 10}),
+        (10000, "cgroup1", {"cpu_shares": 102400}),
+        (250, "cgroup2", {"cpu_shares": 250}),
+        (100, "xen", {"weight": 256}),
+        (10000, "xen", {"weight": 25600}),
+        (100, "none", {}),
+    ],
+)
+def test_weight(weight: int, scheduler: Scheduler, params: dict[str, int]) -> None:
+    """Weight maps to cpu_shares (v1: x10.24, v2: as is) or Xen weight (x2.56)."""
+    assert weight_params(weight, scheduler) == params
+
+
+@pytest.mark.parametrize(
+    ("cap", "scheduler", "params"),
+    [
+        (50, "cgroup1", {"global_period": 100000, "global_quota": 50000}),
+        (150, "cgroup2", {"global_period": 100000, "global_quota": 150000}),
+        (None, "cgroup1", {"global_period": 100000, "global_quota": -1}),
+        (200, "xen", {"cap": 200}),
+        (None, "xen", {"cap": 0}),
+    ],
+)
+def test_cap(cap: int | None, scheduler: Scheduler, params: dict[str, int]) -> None:
+    """Cap maps to global_quota over a 100 ms period, or to Xen's cap."""
+    assert cap_params(cap, scheduler) == params
+
+
+def test_pins_per_vcpu_and_default() -> None:
+    """vcpupin entries win over vcpus; vcpus covers every other vCPU."""
+    policy = parse_policy(
+        {
+            "guest": "g",
+            "cpu": {"vcpupin": {0: "1"}, "vcpus": "4-5", "emulatorpin": "0", "weight": 200},
+        }
+    )
+    desired = desired_tuning(policy, HOST, vcpus=3)
+    assert desired.tuning == Tuning(
+        vcpupin={0: frozenset({1}), 1: frozenset({4, 5}), 2: frozenset({4, 5})},
+        emulatorpin=frozenset({0}),
+        sched={"cpu_shares": 2048},
+    )
+    assert desired.problems == ()
+
+
+def test_unset_fields_are_not_managed() -> None:
+    """A policy without CPU fields asks for no tuning at all."""
+    assert desired_tuning(parse_policy({"guest": "g"}), HOST, vcpus=2).tuning == Tuning()
+
+
+def test_removed_fields_go_back_to_defaults() -> None:
+    """Fields an earlier policy set and this one drops are reset, not left behind."""
+    before = parse_policy(
+        {"guest": "g", "cpu": {"vcpus": "1", "emulatorpin": "0", "weight": 300, "cap": 50}}
+    )
+    desired = desired_tuning(parse_policy({"guest": "g"}), HOST, vcpus=2, previous=before)
+    every = frozenset(range(8))
+    assert desired.tuning == Tuning(
+        vcpupin={0: every, 1: every},
+        emulatorpin=every,
+        sched={"cpu_shares": 1024, "global_period": 100000, "global_quota": -1},
+    )
+
+
+def test_impossible_pins_are_problems() -> None:
+    """Pins to CPUs the host lacks, or vCPUs the guest lacks, are named, not applied."""
+    policy = parse_policy({"guest": "g", "cpu": {"vcpupin": {0: "2", 3: "1"}, "vcpus": "6-9"}})
+    desired = desired_tuning(policy, HOST, vcpus=2)
+    assert desired.tuning.vcpupin == {0: frozenset({2})}
+    assert desired.problems == (
+        "cpu.vcpupin[3]: the guest has 2 vCPUs (0-1)",
+        "cpu.vcpus: CPU 8-9 does not exist: the host has 8 CPUs (0-7)",
+    )
+
+
+def test_unsupported_scheduler_is_a_problem() -> None:
+    """On a driver without scheduler parameters, weight and cap are reported."""
+    host = HostInfo(cpus=4, scheduler="none", driver="test")
+    policy = parse_policy({"guest": "g", "cpu": {"weight": 5, "cap": 50}})
+    desired = desired_tuning(policy, host, vcpus=1)
+    assert desired.tuning == Tuning()
+    assert desired.problems == (
+        "cpu.weight: not supported by the test driver",
+        "cpu.cap: not supported by the test driver",
+    )
+
+
+def test_drift_lists_managed_fields_only() -> None:
+    """Drift compares only what the policy manages, as (actual, desired)."""
+    desired = Tuning(vcpupin={0: frozenset({1})}, sched={"cpu_shares": 2048})
+    actual = Tuning(
+        vcpupin={0: frozenset({0, 1}), 1: frozenset({0})},
+        emulatorpin=frozenset({3}),
+        sched={"cpu_shares": 1024, "global_quota": -1},
+    )
+    assert drift(desired, actual) == {"vcpupin.0": ("0-1", "1"), "cpu_shares": (1024, 2048)}
+    assert drift(desired, desired) == {}

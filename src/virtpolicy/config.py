@@ -1,16 +1,25 @@
-"""Where things live by default, and who is acting.
+"""Settings: where things live by default, who is acting, and ``serve``'s options.
 
-Settings are layered defaults < TOML file < ``VIRTPOLICY_*`` environment <
-command-line flags; this module holds the defaults and the environment step.
+Settings are layered defaults < TOML file (``--config``) < ``VIRTPOLICY_*``
+environment < command-line flags, and validated at start-up: an invalid
+setting is refused naming the key, the value and where it came from.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from virtpolicy.errors import ConfigError
 
 SYSTEM_DB = Path("/var/lib/virtpolicy/policies.db")
+SYSTEM_RUN_DIR = Path("/run/virtpolicy")
 
 
 def default_db() -> str:
@@ -24,6 +33,14 @@ def default_db() -> str:
     return str(Path(data) / "virtpolicy" / "policies.db")
 
 
+def default_run_dir() -> str:
+    """``/run/virtpolicy`` for root, else ``$XDG_RUNTIME_DIR/virtpolicy``."""
+    if os.geteuid() == 0:
+        return str(SYSTEM_RUN_DIR)
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/virtpolicy-{os.getuid()}"
+    return str(Path(runtime) / "virtpolicy")
+
+
 def local_actor() -> str:
     """The Unix user running this process, as recorded in revisions.
 
@@ -35,3 +52,64 @@ def local_actor() -> str:
         name = f"uid {os.getuid()}"
     sudo = os.environ.get("SUDO_USER")
     return f"{name} (sudo: {sudo})" if sudo and sudo != name else name
+
+
+class ServeSettings(BaseModel):
+    """Everything ``virtpolicy serve`` can be told."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect: str = Field(
+        default_factory=lambda: os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system",
+        min_length=1,
+    )
+    db: str = Field(default_factory=default_db, min_length=1)
+    mode: Literal["enforce", "report"] = "enforce"
+    reconcile_interval: float = Field(default=30.0, ge=1.0, le=86400.0)
+    run_dir: str = Field(default_factory=default_run_dir, min_length=1)
+
+
+_KEYS = tuple(ServeSettings.model_fields)
+
+
+def load_serve_settings(config_file: str | None, flags: Mapping[str, Any]) -> ServeSettings:
+    """Merge defaults, the TOML file, ``VIRTPOLICY_<KEY>`` and ``flags`` (None: unset)."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if config_file:
+        layers.append((config_file, _read_toml(config_file)))
+    env = {
+        key: os.environ[f"VIRTPOLICY_{key.upper()}"]
+        for key in _KEYS
+        if f"VIRTPOLICY_{key.upper()}" in os.environ
+    }
+    layers.append(("environment", env))
+    layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            merged[key] = value
+            origin[key] = source
+    try:
+        return ServeSettings.model_validate(merged)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "settings"
+        where = origin.get(key, "defaults")
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"{key}: unknown setting (from {where})") from None
+        raise ConfigError(
+            f"{key}: {error['input']!r} is not valid (from {where}): {error['msg']}"
+        ) from None
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    # Keys may be written as in the CLI (reconcile-interval) or as in TOML style.
+    return {key.replace("-", "_"): value for key, value in data.items()}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from virtpolicy.errors import GuestNotFoundError, HypervisorError
+from virtpolicy.errors import ConnectionLostError, GuestNotFoundError, HypervisorError
 from virtpolicy.hypervisor.connection import GuestInfo, Hypervisor
 from virtpolicy.hypervisor.native import Tuning, Value, desired_tuning, drift
 from virtpolicy.store.base import PolicyStore, StoredPolicy
@@ -96,6 +96,8 @@ class Reconciler:
             self._enforce(stored, info, status)
         except GuestNotFoundError:
             status.state = "undefined"
+        except ConnectionLostError:
+            raise  # the controller reconnects; not this guest's fault
         except HypervisorError as exc:
             status.error = str(exc)
             log.warning("%s", exc)

@@ -136,7 +136,7 @@ class Hypervisor:
     def host(self) -> HostInfo:
         """The host's CPU count and scheduler flavour (probed once per connection)."""
         if self._host is None:
-            with self._errors(None, "read host info"):
+            with self.translating(None, "read host info"):
                 info = self.conn.getInfo()
                 driver = str(self.conn.getType()).lower()
                 ncpus, _map, _online = self.conn.getCPUMap(0)
@@ -148,17 +148,17 @@ class Hypervisor:
 
     def guests(self) -> list[GuestInfo]:
         """Every domain on the connection, running or defined."""
-        with self._errors(None, "list guests"):
+        with self.translating(None, "list guests"):
             return [self._info(dom) for dom in self.conn.listAllDomains(0)]
 
     def guest(self, name: str) -> GuestInfo:
-        with self._errors(name, "look up"):
+        with self.translating(name, "look up"):
             return self._info(self.conn.lookupByName(name))
 
     def actual(self, name: str) -> Tuning:
         """The tuning in effect: live for a running guest, else the definition."""
         info = self.guest(name)
-        with self._errors(name, "read tuning"):
+        with self.translating(name, "read tuning"):
             dom = self.conn.lookupByName(name)
             flags = LIVE if info.running else CONFIG
             if not info.running and self.caps.pin_config is False:
@@ -183,7 +183,7 @@ class Hypervisor:
         problems: list[str] = []
         ncpus = self.host().cpus
         no_sched = f"scheduler parameters: not supported by the {self.host().driver} driver"
-        with self._errors(name, "apply tuning"):
+        with self.translating(name, "apply tuning"):
             dom = self.conn.lookupByName(name)
             for vcpu, cpus in sorted(tuning.vcpupin.items()):
                 self._pin(name, dom.pinVcpuFlags, (vcpu, _map(cpus, ncpus)), running, problems)
@@ -236,7 +236,7 @@ class Hypervisor:
 
     def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
         """The (revision, policy) last mirrored into ``name``'s definition, if any."""
-        with self._errors(name, "read metadata"):
+        with self.translating(name, "read metadata"):
             dom = self.conn.lookupByName(name)
             try:
                 xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, CONFIG)
@@ -258,7 +258,7 @@ class Hypervisor:
     ) -> None:
         """Mirror ``policy`` (None: remove the mirror) into the domain's <metadata>."""
         xml = mirror_xml(revision, policy) if policy is not None else None
-        with self._errors(name, "write metadata"):
+        with self.translating(name, "write metadata"):
             dom = self.conn.lookupByName(name)
             try:
                 dom.setMetadata(
@@ -315,7 +315,8 @@ class Hypervisor:
         return params
 
     @contextmanager
-    def _errors(self, guest: str | None, what: str) -> Iterator[None]:
+    def translating(self, guest: str | None, what: str) -> Iterator[None]:
+        """Turn libvirt errors inside the block into virtpolicy's, keeping the cause."""
         try:
             yield
         except libvirt.libvirtError as exc:

@@ -1,0 +1,87 @@
+"""``virtpolicy serve``: the daemon a host runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import click
+
+from virtpolicy.cli import logs
+from virtpolicy.cli.app import cli
+from virtpolicy.config import load_serve_settings
+from virtpolicy.engine.controller import Controller, ControllerSettings
+from virtpolicy.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+@cli.command("serve")
+@click.option("--config", "config_file", metavar="FILE", help="TOML file with these same settings.")
+@click.option(
+    "--connect",
+    metavar="URI",
+    help="libvirt URI [default: $LIBVIRT_DEFAULT_URI, else qemu:///system]",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["enforce", "report"]),
+    help="Put drift back, or only report it [enforce].",
+)
+@click.option(
+    "--reconcile-interval", type=float, metavar="SECONDS", help="Periodic pass interval [30]."
+)
+@click.option(
+    "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    config_file: str | None,
+    connect: str | None,
+    mode: str | None,
+    reconcile_interval: float | None,
+    run_dir: str | None,
+) -> None:
+    """Enforce every stored policy on the guests of a libvirt connection, and keep
+    enforcing it as guests start, change and drift."""
+    db = ctx.find_root().params.get("db")
+    settings = load_serve_settings(
+        config_file,
+        {
+            "connect": connect,
+            "db": db,
+            "mode": mode,
+            "reconcile_interval": reconcile_interval,
+            "run_dir": run_dir,
+        },
+    )
+    verbose = ctx.find_root().params.get("verbose")
+    logs.configure(logging.DEBUG if verbose else logging.INFO)
+    store = open_store(settings.db)
+    controller = Controller(
+        store,
+        ControllerSettings(
+            uri=settings.connect,
+            mode=settings.mode,
+            reconcile_interval=settings.reconcile_interval,
+        ),
+    )
+    log.info(
+        "serving: connect=%s db=%s mode=%s interval=%ss",
+        settings.connect,
+        settings.db,
+        settings.mode,
+        settings.reconcile_interval,
+    )
+    asyncio.run(_run(controller))
+    store.close()
+
+
+async def _run(controller: Controller) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, controller.stop)
+    await controller.run()
+    log.info("stopped")

@@ -1,0 +1,174 @@
+"""The daemon's control loop: keep every guest true to its policy.
+
+Triggers, all funnelled into one queue of "dirty" guests:
+
+- a change in the store, noticed through its global revision counter
+  (whoever wrote it: the CLI with ``--db``, the API, another process);
+- libvirt lifecycle events (defined, started, resumed, ...) and tunable
+  events (someone ran ``virsh vcpupin``), for the guest they name;
+- a periodic pass over every guest (default every 30 s);
+- a (re)connection to libvirtd: after a restart, everything is checked.
+
+A single worker drains the queue and runs reconcile passes in a thread, so
+blocking libvirt calls never stall the event loop. When libvirtd goes away,
+the worker stops, the connection is reopened with exponential backoff, the
+callbacks are registered again and a full pass follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from virtpolicy.engine.reconcile import Mode, Reconciler
+from virtpolicy.errors import ConnectionLostError, HypervisorError, StoreError
+from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.hypervisor.events import EventWatch, use_asyncio
+from virtpolicy.store.base import PolicyStore
+
+log = logging.getLogger(__name__)
+
+_ALL = "*"  # in the dirty set: every guest
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    uri: str
+    mode: Mode = "enforce"
+    reconcile_interval: float = 30.0
+    store_poll_interval: float = 0.5
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+class Controller:
+    """Runs until :meth:`stop`; see the module docstring."""
+
+    def __init__(self, store: PolicyStore, settings: ControllerSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.hypervisor = Hypervisor(settings.uri)
+        self.reconciler = Reconciler(store, self.hypervisor, settings.mode)
+        self.connected = asyncio.Event()
+        self.passes = 0
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._watch = EventWatch(self.hypervisor, self._guest_event, self._connection_closed)
+
+    # -- public -------------------------------------------------------------
+
+    def request(self, guest: str | None = None) -> None:
+        """Ask for a pass over ``guest`` (None: every guest)."""
+        self._dirty.add(guest or _ALL)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Connect, then keep reconciling until stopped."""
+        use_asyncio(asyncio.get_running_loop())
+        tasks = [
+            asyncio.create_task(self._connection_keeper(), name="connection"),
+            asyncio.create_task(self._worker(), name="worker"),
+            asyncio.create_task(self._periodic(), name="periodic"),
+            asyncio.create_task(self._store_watcher(), name="store"),
+        ]
+        for task in tasks:
+            task.add_done_callback(self._task_done)
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self.hypervisor.close)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # The tasks loop forever; one that ends has crashed. Stop, so that
+        # systemd restarts the daemon, rather than limp on without it.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s crashed", task.get_name(), exc_info=task.exception())
+            self.stop()
+
+    # -- libvirt connection ------------------------------------------------------
+
+    async def _connection_keeper(self) -> None:
+        delay = self.settings.backoff_initial
+        while True:
+            try:
+                await asyncio.to_thread(self.hypervisor.open)
+                self._watch.register()
+            except HypervisorError as exc:
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.backoff_max)
+                continue
+            log.info(
+                "connected to %s (%s driver)", self.settings.uri, self.hypervisor.host().driver
+            )
+            delay = self.settings.backoff_initial
+            self._lost.clear()
+            self.connected.set()
+            self.request()  # after a (re)connect, check everything
+            await self._lost.wait()
+            self.connected.clear()
+            await asyncio.to_thread(self.hypervisor.close)
+
+    def _connection_closed(self, reason: str) -> None:
+        log.warning("connection to %s closed (%s); reconnecting", self.settings.uri, reason)
+        self._lost.set()
+
+    def _guest_event(self, guest: str, what: str) -> None:
+        log.debug("event guest=%s %s", guest, what)
+        if what not in ("stopped", "shutdown", "undefined", "crashed", "suspended"):
+            self.request(guest)
+
+    # -- triggers and the worker ----------------------------------------------------
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            self.request()
+
+    async def _store_watcher(self) -> None:
+        seen = None
+        while True:
+            try:
+                revision = await asyncio.to_thread(self.store.global_revision)
+            except StoreError as exc:
+                log.warning("store: %s", exc)
+            else:
+                if seen is not None and revision != seen:
+                    self.request()
+                seen = revision
+            await asyncio.sleep(self.settings.store_poll_interval)
+
+    async def _worker(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.connected.wait()
+            dirty, self._dirty = self._dirty, set()
+            if not dirty:
+                continue
+            guests = None if _ALL in dirty else sorted(dirty)
+            try:
+                await asyncio.to_thread(self.reconciler.reconcile, guests)
+                self.passes += 1
+            except ConnectionLostError as exc:
+                log.warning("%s", exc)
+                self._dirty |= dirty  # redo after the reconnect
+                self._lost.set()
+            except StoreError as exc:
+                log.warning("store: %s", exc)
+                self._dirty |= dirty
+                await asyncio.sleep(self.settings.backoff_initial)
+                self._wake.set()
+            except Exception:
+                # Top of a long-running loop: log with traceback and go on.
+                log.exception("reconcile pass failed")

@@ -1,0 +1,102 @@
+"""libvirt events, driven from asyncio through libvirt-python's ``libvirtaio``.
+
+:func:`use_asyncio` must run once per process, on the daemon's loop, before
+any connection is opened: libvirt dispatches events and keepalives through the
+event implementation registered first, and it cannot be replaced later.
+
+Callbacks run on the loop's thread and must not block: they only tell the
+controller *which guest* changed and *why*; the controller does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+import libvirtaio
+
+from virtpolicy.hypervisor.connection import Hypervisor
+
+log = logging.getLogger(__name__)
+
+#: Lifecycle events after which a guest's tuning must be checked.
+_LIFECYCLE = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+#: (guest, what happened) -> None
+GuestCallback = Callable[[str, str], None]
+
+_KEEPALIVE_INTERVAL_S = 5
+_KEEPALIVE_COUNT = 3
+
+
+def use_asyncio(loop: asyncio.AbstractEventLoop) -> None:
+    """Register ``loop`` as libvirt's event implementation (once per process)."""
+    current = libvirtaio.getCurrentImpl()
+    if current is None:
+        libvirtaio.virEventRegisterAsyncIOImpl(loop=loop)
+    elif current.loop is not loop:
+        raise RuntimeError("libvirt events are already bound to another asyncio loop")
+
+
+class EventWatch:
+    """Lifecycle, tunable and connection-close callbacks on one connection."""
+
+    def __init__(
+        self, hypervisor: Hypervisor, on_guest: GuestCallback, on_close: Callable[[str], None]
+    ) -> None:
+        self.hypervisor = hypervisor
+        self.on_guest = on_guest
+        self.on_close = on_close
+        self._ids: list[int] = []
+
+    def register(self) -> None:
+        """Subscribe on the hypervisor's current connection (again after a reconnect)."""
+        with self.hypervisor.translating(None, "register event callbacks"):
+            self._register()
+
+    def _register(self) -> None:
+        conn = self.hypervisor.conn
+        try:
+            # Notices a hung libvirtd; local drivers (test:///) have no keepalive.
+            conn.setKeepAlive(_KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+        self._ids = [
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None
+            ),
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE, self._tunable, None
+            ),
+        ]
+        conn.registerCloseCallback(self._closed, None)
+
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+        self.on_guest(dom.name(), _LIFECYCLE.get(event, f"event {event}"))
+
+    def _tunable(self, _conn: Any, dom: Any, params: dict[str, Any], _opaque: Any) -> None:
+        self.on_guest(dom.name(), "tuned " + ",".join(sorted(params)))
+
+    def _closed(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        reasons = {
+            libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
+            libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "end of file",
+            libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
+            libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by us",
+        }
+        self._ids = []
+        self.on_close(reasons.get(reason, f"reason {reason}"))

@@ -1,0 +1,124 @@
+"""`virtpolicy serve` as a real process against a real libvirtd with QEMU guests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, try_virsh, virsh
+
+pytestmark = pytest.mark.integration
+
+LAB = Path(__file__).parents[2] / "tests" / "lab" / "libvirtd"
+VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
+
+
+def eventually(check: Callable[[], object], timeout: float = 15.0) -> object:
+    """Poll ``check`` until it returns something true, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    pytest.fail(f"condition not met within {timeout} s (last: {last!r})")
+
+
+def live_pins(guest: str) -> dict[int, str]:
+    rows = [line.split() for line in virsh("vcpupin", guest, "--live").splitlines() if line.strip()]
+    return {int(v): c for v, c in rows}
+
+
+@pytest.fixture
+def daemon(qemu_uri: str, db: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """`virtpolicy serve` with a long periodic interval: only events and the
+    store watcher can explain a quick reaction."""
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(VIRTPOLICY),
+            "--db",
+            db,
+            "serve",
+            "--connect",
+            qemu_uri,
+            "--reconcile-interval",
+            "3600",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    finally:
+        proc.kill()
+        log.close()
+    assert proc.returncode in (0, -signal.SIGKILL), (tmp_path / "serve.log").read_text()
+
+
+def test_store_change_is_enforced_live(
+    daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]
+) -> None:
+    """A policy written by another process (the CLI) reaches the running guest."""
+    guest = make_guest("dstore")
+    virsh("start", guest)
+    assert run("policy", "set", guest, "--vcpus", "1").exit_code == 0
+    eventually(lambda: live_pins(guest) == {0: "1", 1: "1"})
+
+
+def test_hand_drift_is_put_back_by_the_tunable_event(
+    daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]
+) -> None:
+    """`virsh vcpupin` by hand is undone at once, long before any periodic pass."""
+    guest = make_guest("devent")
+    virsh("start", guest)
+    run("policy", "set", guest, "--vcpus", "1")
+    eventually(lambda: live_pins(guest) == {0: "1", 1: "1"})
+    virsh("vcpupin", guest, "0", "0-1", "--live")
+    eventually(lambda: live_pins(guest) == {0: "1", 1: "1"}, timeout=5)
+
+
+def test_guest_started_later_gets_its_policy(
+    daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]
+) -> None:
+    """A policy for a defined, stopped guest is in its definition before it starts."""
+    guest = make_guest("dlater")
+    run("policy", "set", guest, "--vcpupin", "1:0")
+    eventually(lambda: "<vcpupin vcpu='1' cpuset='0'/>" in virsh("dumpxml", guest, "--inactive"))
+    virsh("start", guest)
+    assert live_pins(guest)[1] == "0"
+
+
+def test_libvirtd_restart_is_survived(
+    daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]
+) -> None:
+    """Killing and restarting libvirtd: the daemon reconnects and keeps enforcing."""
+    if not Path("/run/virtpolicy-lab/libvirtd.pid").exists():
+        pytest.skip("libvirtd was not started by tests/lab/libvirtd; not restarting someone else's")
+    guest = make_guest("drestart")
+    virsh("start", guest)
+    run("policy", "set", guest, "--vcpus", "0")
+    eventually(lambda: live_pins(guest) == {0: "0", 1: "0"})
+    subprocess.run([str(LAB), "restart"], check=True, timeout=60)
+    assert daemon.poll() is None, "the daemon died with libvirtd"
+    # A change made while reconnecting, and drift made right after, both land.
+    run("policy", "set", guest, "--vcpus", "1")
+    eventually(lambda: live_pins(guest) == {0: "1", 1: "1"}, timeout=30)
+    virsh("vcpupin", guest, "1", "0", "--live")
+    eventually(lambda: live_pins(guest) == {0: "1", 1: "1"}, timeout=10)
+    assert daemon.poll() is None
+    assert try_virsh("domstate", guest).stdout.strip() == "running"
+    assert os.path.exists("/run/virtpolicy-lab/libvirtd.pid")

@@ -91,6 +91,31 @@ class ConflictError(StoreError):
         self.actual = actual
 
 
+class TokenExistsError(StoreError):
+    """A token of that name exists already."""
+
+    exit_code = EXIT_CONFLICT
+    http_status = 409
+
+
+class AuthError(VirtpolicyError):
+    """No credentials, or credentials that do not identify anyone."""
+
+    http_status = 401
+
+
+class ForbiddenError(VirtpolicyError):
+    """Identified, but the role does not allow this (or the socket is read-only)."""
+
+    http_status = 403
+
+
+class PreconditionFailedError(ConflictError):
+    """An If-Match header named a revision that is no longer current."""
+
+    http_status = 412
+
+
 class ConfigError(VirtpolicyError):
     """A setting is invalid; the message names the key and the value."""
 

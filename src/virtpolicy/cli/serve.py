@@ -7,7 +7,9 @@ import logging
 import signal
 
 import click
+import uvicorn
 
+from virtpolicy.api import server
 from virtpolicy.cli import logs
 from virtpolicy.cli.app import cli
 from virtpolicy.config import load_serve_settings
@@ -75,13 +77,24 @@ def serve(
         settings.mode,
         settings.reconcile_interval,
     )
-    asyncio.run(_run(controller))
+    apis = server.servers(store, controller, settings.run_dir)
+    log.info("API on %s/{%s,%s}", settings.run_dir, server.RW_SOCKET, server.RO_SOCKET)
+    asyncio.run(_run(controller, apis))
     store.close()
 
 
-async def _run(controller: Controller) -> None:
+async def _run(controller: Controller, apis: list[uvicorn.Server]) -> None:
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        controller.stop()
+        for api in apis:
+            api.should_exit = True
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, controller.stop)
+        loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(server.serve(api)) for api in apis]
     await controller.run()
+    stop()
+    await asyncio.gather(*tasks, return_exceptions=True)
     log.info("stopped")

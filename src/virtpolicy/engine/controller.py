@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from virtpolicy.engine.reconcile import Mode, Reconciler
+from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
 from virtpolicy.errors import ConnectionLostError, HypervisorError, StoreError
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.hypervisor.events import EventWatch, use_asyncio
@@ -64,6 +65,23 @@ class Controller:
         """Ask for a pass over ``guest`` (None: every guest)."""
         self._dirty.add(guest or _ALL)
         self._wake.set()
+
+    def statuses(self) -> list[GuestStatus]:
+        """Every guest's status as of its last pass."""
+        return self.reconciler.statuses()
+
+    def host_info(self) -> dict[str, Any]:
+        """The connection, its driver and the host's CPUs (when connected)."""
+        info: dict[str, Any] = {
+            "uri": self.settings.uri,
+            "connected": self.connected.is_set(),
+            "mode": self.settings.mode,
+            "passes": self.passes,
+        }
+        if self.connected.is_set():
+            host = self.hypervisor.host()
+            info.update(driver=host.driver, cpus=host.cpus, scheduler=host.scheduler)
+        return info
 
     def stop(self) -> None:
         self._stopping.set()

@@ -68,8 +68,14 @@ class Reconciler:
         self.store = store
         self.hypervisor = hypervisor
         self.mode = mode
-        self.status: dict[str, GuestStatus] = {}
+        self._status: dict[str, GuestStatus] = {}
+        self._status_lock = threading.Lock()  # readers (the API) vs the pass
         self._lock = threading.Lock()  # one pass at a time
+
+    def statuses(self) -> list[GuestStatus]:
+        """A snapshot of every guest's status, by name."""
+        with self._status_lock:
+            return [self._status[name] for name in sorted(self._status)]
 
     def reconcile(self, guests: Iterable[str] | None = None) -> list[GuestStatus]:
         """One pass over ``guests`` (default: every guest with a policy)."""
@@ -77,17 +83,19 @@ class Reconciler:
             policies = {s.policy.guest: s for s in self.store.list_policies()}
             domains = {d.name: d for d in self.hypervisor.guests()}
             names = sorted(policies) if guests is None else [g for g in guests if g in policies]
-            for gone in set(self.status) - set(policies):
-                del self.status[gone]  # policy deleted: no longer ours to report
+            with self._status_lock:
+                for gone in set(self._status) - set(policies):
+                    del self._status[gone]  # policy deleted: no longer ours to report
             return [self._one(policies[name], domains.get(name)) for name in names]
 
     def _one(self, stored: StoredPolicy, info: GuestInfo | None) -> GuestStatus:
         name = stored.policy.guest
         status = GuestStatus(name, stored.revision, checked_at=_now())
-        previous = self.status.get(name)
-        if previous:
-            status.applied, status.applied_at = previous.applied, previous.applied_at
-        self.status[name] = status
+        with self._status_lock:
+            previous = self._status.get(name)
+            if previous:
+                status.applied, status.applied_at = previous.applied, previous.applied_at
+            self._status[name] = status
         if info is None:
             status.state = "undefined"
             return status

@@ -76,6 +76,19 @@ class Outcome:
     after: GuestPolicy | None
 
 
+Role = Literal["reader", "operator", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An API token's record; the secret itself is never stored."""
+
+    name: str
+    role: Role
+    created_at: str
+    created_by: str
+
+
 class PolicyStore(Protocol):
     """Persistence of policies and their revisions."""
 
@@ -110,6 +123,18 @@ class PolicyStore(Protocol):
         With ``dry_run``, reports the outcomes and writes nothing.
         """
 
+    def add_token(self, name: str, role: Role, digest: str, actor: str) -> Token:
+        """Record a token by the SHA-256 ``digest`` of its secret; ConflictError if taken."""
+
+    def token_by_digest(self, digest: str) -> Token | None:
+        """The token whose secret has this SHA-256 digest, if any."""
+
+    def tokens(self) -> list[Token]:
+        """Every token, by name."""
+
+    def delete_token(self, name: str) -> None:
+        """Forget a token; NotFoundError if there is none of that name."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -122,5 +147,7 @@ __all__ = [
     "PolicyStore",
     "Put",
     "Revision",
+    "Role",
     "StoredPolicy",
+    "Token",
 ]

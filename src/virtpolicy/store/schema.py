@@ -9,6 +9,8 @@
   numbers of a guest keep counting up if it is created again.
 - ``revisions``: every version ever written, numbered per guest and
   globally (``seq``, the value the counter had after the write).
+- ``tokens``: API bearer tokens, by name, with a role; only a SHA-256 of
+  each token is kept (tokens are 256 random bits, so a fast hash is enough).
 - ``dependencies`` and ``labels``: derived from ``policies`` and rewritten
   with it, so that plans and label selections need no JSON decoding.
 
@@ -30,7 +32,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -79,4 +81,14 @@ labels = Table(
     Column("key", String(63), primary_key=True),
     Column("value", String(255), nullable=False),
     Index("ix_labels_key_value", "key", "value"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created_at", String(32), nullable=False),
+    Column("created_by", String(255), nullable=False),
 )

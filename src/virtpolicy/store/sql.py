@@ -35,10 +35,25 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, StoreError
+from virtpolicy.errors import (
+    ConflictError,
+    NotFoundError,
+    PolicyError,
+    StoreError,
+    TokenExistsError,
+)
 from virtpolicy.policy.graph import check_acyclic
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import Action, Change, Delete, Outcome, Revision, StoredPolicy
+from virtpolicy.store.base import (
+    Action,
+    Change,
+    Delete,
+    Outcome,
+    Revision,
+    Role,
+    StoredPolicy,
+    Token,
+)
 from virtpolicy.store.schema import (
     SCHEMA_REVISION,
     dependencies,
@@ -46,6 +61,7 @@ from virtpolicy.store.schema import (
     policies,
     revisions,
     store_state,
+    tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -263,6 +279,42 @@ class SqlStore:
             conn.execute(insert(dependencies), deps)
         if tags:
             conn.execute(insert(labels), tags)
+
+    # -- API tokens ----------------------------------------------------------
+
+    def add_token(self, name: str, role: Role, digest: str, actor: str) -> Token:
+        token = Token(name, role, _now(), actor)
+        with _db_errors(self.url), self.engine.connect() as plain:
+            conn = plain.execution_options(virtpolicy_write=True) if self._sqlite else plain
+            with conn.begin():
+                taken = conn.execute(select(tokens.c.name).where(tokens.c.name == name)).first()
+                if taken:
+                    raise TokenExistsError(f'token "{name}" exists already; delete it first')
+                conn.execute(
+                    insert(tokens).values(
+                        name=name,
+                        role=role,
+                        hash=digest,
+                        created_at=token.created_at,
+                        created_by=actor,
+                    )
+                )
+        return token
+
+    def token_by_digest(self, digest: str) -> Token | None:
+        with self._read() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.hash == digest)).first()
+        return Token(row.name, row.role, row.created_at, row.created_by) if row else None
+
+    def tokens(self) -> list[Token]:
+        with self._read() as conn:
+            rows = conn.execute(select(tokens).order_by(tokens.c.name)).all()
+        return [Token(r.name, r.role, r.created_at, r.created_by) for r in rows]
+
+    def delete_token(self, name: str) -> None:
+        with _db_errors(self.url), self.engine.begin() as conn:
+            if conn.execute(delete(tokens).where(tokens.c.name == name)).rowcount == 0:
+                raise NotFoundError(f'no token "{name}"')
 
     # -- plumbing ----------------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""Request dependencies shared by the routers: the store, the daemon, the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Header, Request
+
+from virtpolicy.api.auth import PEER_KEY, Principal, identify
+from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.errors import NotFoundError
+from virtpolicy.store.base import PolicyStore
+
+
+class Daemon(Protocol):
+    """What the API needs of the running daemon (absent when only the store is served)."""
+
+    def statuses(self) -> list[GuestStatus]: ...
+
+    def host_info(self) -> dict[str, Any]: ...
+
+
+def get_store(request: Request) -> PolicyStore:
+    store: PolicyStore = request.app.state.store
+    return store
+
+
+def get_daemon(request: Request) -> Daemon:
+    daemon: Daemon | None = request.app.state.daemon
+    if daemon is None:
+        raise NotFoundError("this API runs without a daemon: no status")
+    return daemon
+
+
+def get_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    return identify(
+        request.app.state.listener,
+        request.scope.get(PEER_KEY),
+        authorization,
+        request.app.state.store,
+    )
+
+
+def get_writer(who: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    who.require("operator")
+    return who
+
+
+Store = Annotated[PolicyStore, Depends(get_store)]
+Reader = Annotated[Principal, Depends(get_principal)]
+Writer = Annotated[Principal, Depends(get_writer)]
+DaemonDep = Annotated[Daemon, Depends(get_daemon)]

@@ -1,0 +1,189 @@
+"""Routes for policies: CRUD with revisions (ETag/If-Match), history,
+validation and plans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from virtpolicy.api.deps import Reader, Store, Writer
+from virtpolicy.engine import changes, planning
+from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
+from virtpolicy.policy.document import check_unique, parse_documents
+from virtpolicy.policy.model import check_guest_name, parse_policy
+from virtpolicy.store.base import Outcome, Put, StoredPolicy
+
+router = APIRouter(prefix="/v1", tags=["policies"])
+
+IfMatch = Annotated[str | None, Header()]
+Labels = Annotated[list[str] | None, Query()]
+Guests = Annotated[list[str] | None, Query()]
+
+
+@router.get("/policies")
+def list_policies(who: Reader, store: Store, label: Labels = None) -> list[dict[str, Any]]:
+    """Every policy, optionally only those with all labels ``KEY=VALUE``."""
+    selector = {}
+    for spec in label or ():
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise PolicyError(f'label: "{spec}" is not KEY=VALUE', field="label")
+        selector[key] = value
+    return [_stored(s) for s in store.list_policies(selector)]
+
+
+@router.get("/policies/{guest}")
+def get_policy(guest: str, who: Reader, store: Store, response: Response) -> dict[str, Any]:
+    """One guest's policy; the ETag is its revision."""
+    stored = store.get(_guest(guest))
+    response.headers["ETag"] = f'"{stored.revision}"'
+    return _stored(stored)
+
+
+@router.put("/policies/{guest}")
+async def put_policy(
+    guest: str,
+    request: Request,
+    who: Writer,
+    store: Store,
+    response: Response,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    """Create or replace a guest's policy; the body is the whole document."""
+    doc = await _json_object(request)
+    doc.setdefault("guest", guest)
+    if doc["guest"] != guest:
+        raise PolicyError(
+            f'guest: "{doc["guest"]}" does not match the URL ("{guest}")', field="guest"
+        )
+    policy = parse_policy(doc)
+    outcome = _write(lambda expect: store.write([Put(policy, expect)], who.actor)[0], if_match)
+    return _outcome(outcome, response)
+
+
+@router.patch("/policies/{guest}")
+async def patch_policy(
+    guest: str,
+    request: Request,
+    who: Writer,
+    store: Store,
+    response: Response,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    """Change some fields: a JSON merge patch, with requires/wants keyed by guest."""
+    patch = await _json_object(request)
+    name = _guest(guest)
+    outcome = _write(
+        lambda expect: changes.set_policy(store, name, patch, actor=who.actor, expect=expect),
+        if_match,
+    )
+    return _outcome(outcome, response)
+
+
+@router.delete("/policies/{guest}")
+def delete_policy(
+    guest: str, who: Writer, store: Store, response: Response, if_match: IfMatch = None
+) -> dict[str, Any]:
+    """Delete a guest's policy (history keeps it)."""
+    name = _guest(guest)
+    outcome = _write(
+        lambda expect: changes.delete_policy(store, name, actor=who.actor, expect=expect),
+        if_match,
+    )
+    return _outcome(outcome, response)
+
+
+@router.get("/policies/{guest}/history")
+def history(guest: str, who: Reader, store: Store) -> list[dict[str, Any]]:
+    """Every revision, oldest first, with what it changed."""
+    return [
+        {
+            "revision": e.revision.revision,
+            "time": e.revision.created_at,
+            "actor": e.revision.actor,
+            "action": e.revision.action,
+            "change": e.change,
+            "policy": e.revision.policy.to_document() if e.revision.policy else None,
+        }
+        for e in changes.history(store, _guest(guest))
+    ]
+
+
+@router.post("/validate")
+async def validate(request: Request, who: Reader, store: Store) -> dict[str, Any]:
+    """Validate policy documents (an object or an array) against the stored
+    graph, writing nothing; 422 names the first problem."""
+    docs = check_unique(parse_documents(await request.body(), "body"))
+    outcomes = store.write([Put(d.policy) for d in docs], who.actor, dry_run=True)
+    return {"valid": True, "changes": [_change(o) for o in outcomes]}
+
+
+@router.get("/plan/{operation}", tags=["plans"])
+def plan(operation: str, who: Reader, store: Store, guest: Guests = None) -> dict[str, Any]:
+    """Start or stop waves for the given guests (none: every guest)."""
+    if operation not in ("start", "stop"):
+        raise NotFoundError(f'no plan "{operation}": start or stop')
+    names = [_guest(g) for g in guest or ()] or None
+    return {"waves": planning.plan(store, "start" if operation == "start" else "stop", names)}
+
+
+def _guest(name: str) -> str:
+    try:
+        check_guest_name(name)
+    except PolicyError as exc:
+        raise PolicyError(f"guest: {exc}", field="guest") from None
+    return name
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"body: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PolicyError("body: must be a JSON object")
+    return value
+
+
+def _if_match(header: str | None) -> int | None:
+    if header is None:
+        return None
+    text = header.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 12:
+        raise PolicyError(f'If-Match: "{header}" is not a revision ETag', field="If-Match")
+    return int(text)
+
+
+def _write(action: Callable[[int | None], Outcome], if_match: str | None) -> Outcome:
+    expect = _if_match(if_match)
+    try:
+        return action(expect)
+    except ConflictError as exc:
+        if expect is None:
+            raise
+        raise PreconditionFailedError(exc.guest, exc.expected, exc.actual) from exc
+
+
+def _stored(stored: StoredPolicy) -> dict[str, Any]:
+    return {
+        "guest": stored.policy.guest,
+        "revision": stored.revision,
+        "updated_at": stored.updated_at,
+        "updated_by": stored.updated_by,
+        "policy": json.loads(stored.policy.canonical_json()),
+    }
+
+
+def _change(o: Outcome) -> dict[str, Any]:
+    return {"guest": o.guest, "action": o.action, "revision": o.revision}
+
+
+def _outcome(o: Outcome, response: Response) -> dict[str, Any]:
+    response.headers["ETag"] = f'"{o.revision}"'
+    if o.action == "create":
+        response.status_code = 201
+    return _change(o)

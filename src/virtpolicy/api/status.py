@@ -1,0 +1,33 @@
+"""Routes for what the daemon sees: guest status and host info."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from virtpolicy.api.deps import DaemonDep, Reader
+from virtpolicy.errors import NotFoundError
+
+router = APIRouter(prefix="/v1", tags=["status"])
+
+
+@router.get("/status")
+def status_all(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
+    """Desired vs actual tuning, drift and errors of every guest with a policy."""
+    return [s.to_dict() for s in daemon.statuses()]
+
+
+@router.get("/guests/{guest}/status")
+def status_one(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+    """Desired vs actual tuning, drift and errors of one guest."""
+    for s in daemon.statuses():
+        if s.guest == guest:
+            return s.to_dict()
+    raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
+
+
+@router.get("/host")
+def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+    """The libvirt connection and the host's CPUs."""
+    return daemon.host_info()

@@ -48,5 +48,5 @@ def test_invalid_settings_name_key_value_and_source(
 
 def test_missing_config_file() -> None:
     """A config file that cannot be read is named."""
-    with pytest.raises(ConfigError, match="config: cannot read /nonexistent.toml"):
+    with pytest.raises(ConfigError, match=r"config: cannot read /nonexistent\.toml"):
         load_serve_settings("/nonexistent.toml", {})

@@ -1,0 +1,289 @@
+"""The HTTP API, in-process, with callers identified the way the server does it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.conftest import snapshot
+from virtpolicy.api.app import create_app
+from virtpolicy.api.auth import PEER_KEY, Listener, digest, new_token
+from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.store import SqlStore
+
+pytestmark = pytest.mark.integration
+
+ROOT, ALICE = (1, 0, 0), (2, 1000, 1000)
+
+
+class FakeDaemon:
+    """Stands in for the controller's two read methods; status logic is tested elsewhere."""
+
+    def statuses(self) -> list[GuestStatus]:
+        return [GuestStatus("web", 1, "running", drift={"vcpupin.0": ("0-3", "1")})]
+
+    def host_info(self) -> dict[str, Any]:
+        return {"uri": "test:///x", "connected": True, "cpus": 4}
+
+
+def client(
+    store: SqlStore, listener: Listener, peer: tuple[int, int, int] | None = ROOT
+) -> TestClient:
+    """A client of the app on ``listener``, its requests coming from ``peer``."""
+    app: FastAPI = create_app(store, listener, FakeDaemon())
+
+    async def with_peer(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, PEER_KEY: peer} if peer else scope, receive, send)
+
+    return TestClient(with_peer)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def rw(store: SqlStore) -> Iterator[TestClient]:
+    with client(store, "unix") as c:
+        yield c
+
+
+def test_put_get_roundtrip(rw: TestClient) -> None:
+    """PUT creates (201, ETag), GET returns the canonical policy and the same ETag."""
+    r = rw.put("/v1/policies/web", json={"cpu": {"vcpus": "0-3,^2", "weight": 200}})
+    assert (r.status_code, r.headers["etag"], r.json()) == (
+        201,
+        '"1"',
+        {"guest": "web", "action": "create", "revision": 1},
+    )
+    r = rw.get("/v1/policies/web")
+    assert r.headers["etag"] == '"1"'
+    assert r.json()["policy"] == {"guest": "web", "cpu": {"vcpus": "0-1,3", "weight": 200}}
+    assert r.json()["updated_by"] == "root"
+
+
+def test_patch_and_history(rw: TestClient) -> None:
+    """PATCH merges; history lists both revisions with the actor from the socket peer."""
+    rw.put("/v1/policies/web", json={"cpu": {"weight": 200}, "labels": {"a": "1"}})
+    r = rw.patch("/v1/policies/web", json={"cpu": {"cap": 50}, "labels": {"a": None}})
+    assert (r.status_code, r.json()["revision"]) == (200, 2)
+    assert rw.get("/v1/policies/web").json()["policy"] == {
+        "guest": "web",
+        "cpu": {"weight": 200, "cap": 50},
+    }
+    history = rw.get("/v1/policies/web/history").json()
+    assert [(h["revision"], h["action"], h["actor"]) for h in history] == [
+        (1, "create", "root"),
+        (2, "update", "root"),
+    ]
+    assert history[1]["change"] == "+cpu.cap=50, -labels.a"
+
+
+def test_if_match(rw: TestClient, db: str) -> None:
+    """A write with the current ETag succeeds; a stale one gets 412 and changes nothing."""
+    rw.put("/v1/policies/web", json={"cpu": {"weight": 1}})
+    assert (
+        rw.put(
+            "/v1/policies/web", json={"cpu": {"weight": 2}}, headers={"If-Match": '"1"'}
+        ).status_code
+        == 200
+    )
+    before = snapshot(db)
+    for method in ("put", "patch"):
+        r = rw.request(
+            method, "/v1/policies/web", json={"cpu": {"weight": 3}}, headers={"If-Match": '"1"'}
+        )
+        assert r.status_code == 412
+        assert r.json()["error"]["type"] == "PreconditionFailedError"
+    assert rw.delete("/v1/policies/web", headers={"If-Match": '"1"'}).status_code == 412
+    assert snapshot(db) == before
+    assert rw.delete("/v1/policies/web", headers={"If-Match": '"2"'}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        (
+            "put",
+            "/v1/policies/web",
+            {"cpu": {"weight": 0}},
+            422,
+            "cpu.weight: 0 is below the minimum 1",
+        ),
+        (
+            "put",
+            "/v1/policies/web",
+            {"cpu": {"vcpupin": {"1": "0-"}}},
+            422,
+            'cpu.vcpupin[1]: "0-" is not a cpuset: range has no end (at 2)',
+        ),
+        (
+            "put",
+            "/v1/policies/web",
+            {"guest": "db"},
+            422,
+            'guest: "db" does not match the URL ("web")',
+        ),
+        (
+            "put",
+            "/v1/policies/web",
+            {"requires": [{"guest": "web"}]},
+            422,
+            'requires[0].guest: "web" is the guest itself',
+        ),
+        (
+            "put",
+            "/v1/policies/db",
+            {"requires": [{"guest": "web"}]},
+            422,
+            "dependency cycle: db -> web -> db",
+        ),
+        ("put", "/v1/policies/web", [1, 2], 422, "body: must be a JSON object"),
+        (
+            "patch",
+            "/v1/policies/web",
+            {"cpu": {"cap": -1}},
+            422,
+            "cpu.cap: -1 is below the minimum 1",
+        ),
+        ("patch", "/v1/policies/web", {"colour": "red"}, 422, "colour: unknown field"),
+        ("get", "/v1/policies/nope", None, 404, "nope: no policy"),
+        ("delete", "/v1/policies/nope", None, 404, "nope: no policy"),
+        ("get", "/v1/policies/nope/history", None, 404, "nope: no policy history"),
+        ("get", "/v1/plan/restart", None, 404, 'no plan "restart": start or stop'),
+        ("get", "/v1/policies?label=novalue", None, 422, 'label: "novalue" is not KEY=VALUE'),
+        (
+            "put",
+            "/v1/policies/web",
+            {"cpu": {"weight": 5}},
+            422,
+            'If-Match: "abc" is not a revision ETag',
+        ),
+    ],
+)
+def test_bad_requests(
+    rw: TestClient, db: str, method: str, path: str, body: Any, status: int, message: str
+) -> None:
+    """Each bad request gets its status and one-line message, and changes nothing."""
+    rw.put("/v1/policies/web", json={"requires": [{"guest": "db"}]})
+    before = snapshot(db)
+    headers = {"If-Match": "abc"} if "If-Match" in message else {}
+    r = rw.request(method, path, json=body, headers=headers)
+    assert r.status_code == status
+    assert r.json()["error"]["message"] == message
+    assert snapshot(db) == before
+
+
+def test_invalid_json_body(rw: TestClient, db: str) -> None:
+    """A body that is not JSON is a 422 naming the body."""
+    before = snapshot(db)
+    r = rw.put("/v1/policies/web", content=b"{nope", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["error"]["message"].startswith("body: not valid JSON")
+    assert snapshot(db) == before
+
+
+def test_oversized_body(rw: TestClient, db: str) -> None:
+    """A body over 8 MiB is refused with 413 before it is read."""
+    before = snapshot(db)
+    r = rw.put("/v1/policies/web", content=b" " * (8 * 1024 * 1024 + 1))
+    assert r.status_code == 413
+    assert snapshot(db) == before
+
+
+def test_list_with_labels_and_plan(rw: TestClient) -> None:
+    """Listing filters by label; plans come from the stored graph."""
+    rw.put("/v1/policies/db", json={"labels": {"tier": "data"}})
+    rw.put("/v1/policies/web", json={"requires": [{"guest": "db"}], "labels": {"tier": "fe"}})
+    assert [p["guest"] for p in rw.get("/v1/policies?label=tier=fe").json()] == ["web"]
+    assert rw.get("/v1/plan/start").json() == {"waves": [["db"], ["web"]]}
+    assert rw.get("/v1/plan/stop?guest=db").json() == {"waves": [["web"], ["db"]]}
+
+
+def test_validate_writes_nothing(rw: TestClient, db: str) -> None:
+    """/v1/validate reports what would change, or the first problem, and writes nothing."""
+    before = snapshot(db)
+    r = rw.post(
+        "/v1/validate", content=b'[{"guest": "a"}, {"guest": "b", "requires": [{"guest": "a"}]}]'
+    )
+    assert r.json() == {
+        "valid": True,
+        "changes": [
+            {"guest": "a", "action": "create", "revision": 1},
+            {"guest": "b", "action": "create", "revision": 1},
+        ],
+    }
+    r = rw.post("/v1/validate", content=b'{"guest": "a", "cpu": {"cap": 0}}')
+    assert (r.status_code, r.json()["error"]["message"]) == (
+        422,
+        "body, document 1 (a): cpu.cap: 0 is below the minimum 1",
+    )
+    assert snapshot(db) == before
+
+
+def test_status_and_host(rw: TestClient) -> None:
+    """Status and host info come from the daemon."""
+    assert rw.get("/v1/status").json()[0]["drift"] == {
+        "vcpupin.0": {"actual": "0-3", "desired": "1"}
+    }
+    assert rw.get("/v1/guests/web/status").json()["guest"] == "web"
+    assert rw.get("/v1/guests/nope/status").status_code == 404
+    assert rw.get("/v1/host").json()["cpus"] == 4
+
+
+def test_read_only_socket_refuses_writes(store: SqlStore, db: str) -> None:
+    """On the read-only socket reads work and every write is 403, changing nothing."""
+    with client(store, "unix") as rw_client:
+        rw_client.put("/v1/policies/web", json={"cpu": {"weight": 5}})
+    before = snapshot(db)
+    with client(store, "unix-ro", ALICE) as ro:
+        assert ro.get("/v1/policies/web").status_code == 200
+        for method in ("put", "patch", "delete"):
+            r = ro.request(method, "/v1/policies/web", json={"cpu": {"weight": 9}})
+            assert r.status_code == 403
+            # The peer's name is whatever uid 1000 is called here ("uid 1000" if nobody).
+            assert r.json()["error"]["message"].endswith(
+                " is a reader; this needs the operator role"
+            )
+    assert snapshot(db) == before
+
+
+def test_tcp_needs_a_token_with_the_right_role(store: SqlStore, db: str) -> None:
+    """Over TCP: no token 401, unknown token 401, reader 403 on writes, operator writes."""
+    reader, operator = new_token(), new_token()
+    store.add_token("dash", "reader", digest(reader), "root")
+    store.add_token("ci", "operator", digest(operator), "root")
+    with client(store, "tcp", peer=None) as tcp:
+        before = snapshot(db)
+        assert tcp.get("/v1/policies").status_code == 401
+        assert (
+            tcp.get("/v1/policies", headers={"Authorization": "Bearer vpt_wrong"}).status_code
+            == 401
+        )
+        assert tcp.get("/v1/policies", headers={"Authorization": "Basic xyz"}).status_code == 401
+        as_reader = {"Authorization": f"Bearer {reader}"}
+        assert tcp.get("/v1/policies", headers=as_reader).status_code == 200
+        r = tcp.put("/v1/policies/web", json={}, headers=as_reader)
+        assert (r.status_code, r.json()["error"]["message"]) == (
+            403,
+            "token:dash is a reader; this needs the operator role",
+        )
+        assert snapshot(db) == before
+        r = tcp.put(
+            "/v1/policies/web",
+            json={"cpu": {"cap": 10}},
+            headers={"Authorization": f"Bearer {operator}"},
+        )
+        assert r.status_code == 201
+    assert store.history("web")[0].actor == "token:ci"
+    assert all(t.name != reader for t in store.tokens())
+
+
+def test_tokens_are_stored_hashed(store: SqlStore) -> None:
+    """The store never holds a token's secret, only its SHA-256."""
+    secret = new_token()
+    store.add_token("ci", "operator", digest(secret), "root")
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT * FROM tokens").all()
+    assert secret not in repr(rows)
+    assert digest(secret) in repr(rows)

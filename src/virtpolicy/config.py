@@ -67,6 +67,9 @@ class ServeSettings(BaseModel):
     mode: Literal["enforce", "report"] = "enforce"
     reconcile_interval: float = Field(default=30.0, ge=1.0, le=86400.0)
     run_dir: str = Field(default_factory=default_run_dir, min_length=1)
+    listen: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 _KEYS = tuple(ServeSettings.model_fields)
@@ -91,7 +94,7 @@ def load_serve_settings(config_file: str | None, flags: Mapping[str, Any]) -> Se
             merged[key] = value
             origin[key] = source
     try:
-        return ServeSettings.model_validate(merged)
+        settings = ServeSettings.model_validate(merged)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "settings"
@@ -101,6 +104,21 @@ def load_serve_settings(config_file: str | None, flags: Mapping[str, Any]) -> Se
         raise ConfigError(
             f"{key}: {error['input']!r} is not valid (from {where}): {error['msg']}"
         ) from None
+    check_listen(settings.listen, settings.tls_cert, settings.tls_key)
+    return settings
+
+
+def check_listen(listen: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+    """TCP is served only with TLS, on a HOST:PORT that parses."""
+    if listen is None:
+        return
+    if not (tls_cert and tls_key):
+        raise ConfigError(
+            f"listen: {listen!r} needs tls_cert and tls_key: TCP is served only with TLS"
+        )
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen: {listen!r} is not HOST:PORT")
 
 
 def _read_toml(path: str) -> dict[str, Any]:

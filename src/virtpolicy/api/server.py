@@ -24,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY, Listener
 from virtpolicy.api.deps import Daemon
+from virtpolicy.config import check_listen
 from virtpolicy.errors import ConfigError
 from virtpolicy.store.base import PolicyStore
 
@@ -68,6 +69,7 @@ def servers(
     tls_key: str | None = None,
 ) -> list[uvicorn.Server]:
     """The servers to run: both Unix sockets, and TCP when ``listen`` is given."""
+    tcp = _tcp_config(store, daemon, listen, tls_cert, tls_key) if listen else None
     directory = Path(run_dir)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     made = []
@@ -76,26 +78,33 @@ def servers(
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket from a daemon that died
         made.append(_unix_server(store, daemon, listener, path, mode))  # type: ignore[arg-type]
-    if listen:
-        if not (tls_cert and tls_key):
-            raise ConfigError(
-                f"listen: {listen!r} needs tls_cert and tls_key: TCP is served only with TLS"
-            )
-        host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"listen: {listen!r} is not HOST:PORT")
-        config = uvicorn.Config(
-            create_app(store, "tcp", daemon),
-            host=host.strip("[]"),
-            port=int(port),
-            ssl_certfile=tls_cert,
-            ssl_keyfile=tls_key,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-        made.append(_Server(config))
+    if tcp is not None:
+        made.append(_Server(tcp))
     return made
+
+
+def _tcp_config(
+    store: PolicyStore,
+    daemon: Daemon | None,
+    listen: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+) -> uvicorn.Config:
+    check_listen(listen, tls_cert, tls_key)
+    host, _, port = listen.rpartition(":")
+    for key, path in (("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if path is None or not os.access(path, os.R_OK):
+            raise ConfigError(f"{key}: cannot read {path!r}")
+    return uvicorn.Config(
+        create_app(store, "tcp", daemon),
+        host=host.strip("[]"),
+        port=int(port),
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
 
 
 def _unix_server(

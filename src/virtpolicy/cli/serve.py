@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 @click.option(
     "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
 )
+@click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
+@click.option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for --listen.")
+@click.option("--tls-key", metavar="FILE", help="TLS private key (PEM) for --listen.")
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -45,6 +48,9 @@ def serve(
     mode: str | None,
     reconcile_interval: float | None,
     run_dir: str | None,
+    listen: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Enforce every stored policy on the guests of a libvirt connection, and keep
     enforcing it as guests start, change and drift."""
@@ -57,6 +63,9 @@ def serve(
             "mode": mode,
             "reconcile_interval": reconcile_interval,
             "run_dir": run_dir,
+            "listen": listen,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
         },
     )
     verbose = ctx.find_root().params.get("verbose")
@@ -77,8 +86,12 @@ def serve(
         settings.mode,
         settings.reconcile_interval,
     )
-    apis = server.servers(store, controller, settings.run_dir)
+    apis = server.servers(
+        store, controller, settings.run_dir, settings.listen, settings.tls_cert, settings.tls_key
+    )
     log.info("API on %s/{%s,%s}", settings.run_dir, server.RW_SOCKET, server.RO_SOCKET)
+    if settings.listen:
+        log.info("API on https://%s (bearer tokens)", settings.listen)
     asyncio.run(_run(controller, apis))
     store.close()
 

@@ -54,7 +54,12 @@ def test_put_get_roundtrip(rw: TestClient) -> None:
     assert (r.status_code, r.headers["etag"], r.json()) == (
         201,
         '"1"',
-        {"guest": "web", "action": "create", "revision": 1},
+        {
+            "guest": "web",
+            "action": "create",
+            "revision": 1,
+            "changes": ["+cpu.vcpus=0-1,3", "+cpu.weight=200"],
+        },
     )
     r = rw.get("/v1/policies/web")
     assert r.headers["etag"] == '"1"'
@@ -209,8 +214,8 @@ def test_validate_writes_nothing(rw: TestClient, db: str) -> None:
     assert r.json() == {
         "valid": True,
         "changes": [
-            {"guest": "a", "action": "create", "revision": 1},
-            {"guest": "b", "action": "create", "revision": 1},
+            {"guest": "a", "action": "create", "revision": 1, "changes": []},
+            {"guest": "b", "action": "create", "revision": 1, "changes": ["+requires.a=running"]},
         ],
     }
     r = rw.post("/v1/validate", content=b'{"guest": "a", "cpu": {"cap": 0}}')

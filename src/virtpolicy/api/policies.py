@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from virtpolicy.api.deps import Reader, Store, Writer
 from virtpolicy.engine import changes, planning
+from virtpolicy.engine.changes import outcome_result
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
 from virtpolicy.policy.document import check_unique, parse_documents
 from virtpolicy.policy.model import check_guest_name, parse_policy
@@ -102,6 +103,7 @@ def history(guest: str, who: Reader, store: Store) -> list[dict[str, Any]]:
     return [
         {
             "revision": e.revision.revision,
+            "seq": e.revision.seq,
             "time": e.revision.created_at,
             "actor": e.revision.actor,
             "action": e.revision.action,
@@ -119,6 +121,23 @@ async def validate(request: Request, who: Reader, store: Store) -> dict[str, Any
     docs = check_unique(parse_documents(await request.body(), "body"))
     outcomes = store.write([Put(d.policy) for d in docs], who.actor, dry_run=True)
     return {"valid": True, "changes": [_change(o) for o in outcomes]}
+
+
+@router.post("/apply")
+async def apply(
+    request: Request,
+    who: Writer,
+    store: Store,
+    prune: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Make the store hold exactly these policies (JSON array or YAML stream):
+    all or nothing, idempotent; with ``dry_run`` report diffs and write nothing."""
+    docs = check_unique(parse_documents(await request.body(), "body"))
+    outcomes = changes.apply_policies(
+        store, [d.policy for d in docs], actor=who.actor, prune=prune, dry_run=dry_run
+    )
+    return {"dry_run": dry_run, "results": [_change(o, diff=dry_run) for o in outcomes]}
 
 
 @router.get("/plan/{operation}", tags=["plans"])
@@ -178,8 +197,15 @@ def _stored(stored: StoredPolicy) -> dict[str, Any]:
     }
 
 
-def _change(o: Outcome) -> dict[str, Any]:
-    return {"guest": o.guest, "action": o.action, "revision": o.revision}
+def _change(o: Outcome, *, diff: bool = False) -> dict[str, Any]:
+    result = outcome_result(o, diff=diff)
+    return {
+        "guest": result.guest,
+        "action": result.action,
+        "revision": result.revision,
+        "changes": result.changes,
+        **({"diff": result.diff} if diff else {}),
+    }
 
 
 def _outcome(o: Outcome, response: Response) -> dict[str, Any]:

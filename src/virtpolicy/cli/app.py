@@ -13,6 +13,7 @@ from typing import IO, Any
 import click
 
 from virtpolicy import __version__
+from virtpolicy.cli.service import LocalService, RemoteService, Service
 from virtpolicy.config import default_db, local_actor
 from virtpolicy.errors import EXIT_INVALID, VirtpolicyError
 from virtpolicy.store import PolicyStore, open_store
@@ -21,13 +22,22 @@ from virtpolicy.store import PolicyStore, open_store
 class App:
     """What every command shares: the store (opened on first use) and the actor."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, server: str | None = None, token: str | None = None) -> None:
         self.db = db
+        self.server = server
+        self.token = token
         self.actor = local_actor()
 
     @cached_property
     def store(self) -> PolicyStore:
         return open_store(self.db)
+
+    @cached_property
+    def service(self) -> Service:
+        """The daemon's API with --server, else the store in-process."""
+        if self.server:
+            return RemoteService(self.server, self.token)
+        return LocalService(self.store, self.actor)
 
 
 pass_app = click.make_pass_decorator(App)
@@ -64,17 +74,31 @@ class Group(click.Group):
     "[default: $VIRTPOLICY_DB, else /var/lib/virtpolicy/policies.db for root, "
     "else $XDG_DATA_HOME/virtpolicy/policies.db]",
 )
+@click.option(
+    "--server",
+    metavar="URL|SOCKET",
+    envvar="VIRTPOLICY_SERVER",
+    help="Go through the daemon's API: a Unix socket path or an https:// URL.",
+)
+@click.option(
+    "--token",
+    envvar="VIRTPOLICY_TOKEN",
+    metavar="TOKEN",
+    help="Bearer token for an https:// server.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what is done to standard error.")
 @click.version_option(__version__, prog_name="virtpolicy")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context, db: str | None, server: str | None, token: str | None, verbose: bool
+) -> None:
     """Policy manager for libvirt guests: CPU pinning, weight and cap, start
     dependencies and start/stop behaviour, every change a revision."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = App(db or default_db())
+    ctx.obj = App(db or default_db(), server, token)
 
 
 def fail_usage(message: str) -> click.UsageError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -9,13 +10,13 @@ import click
 from virtpolicy.cli import output
 from virtpolicy.cli.app import App, cli, fail_usage, pass_app
 from virtpolicy.cli.files import read_documents
-from virtpolicy.engine import changes, planning
-from virtpolicy.errors import PolicyError
-from virtpolicy.policy.diff import field_changes, unified_diff
+from virtpolicy.engine.changes import Result
+from virtpolicy.errors import NotFoundError
+from virtpolicy.policy.diff import unified_diff
 from virtpolicy.policy.edit import clear_path, dependency_patch, merge_patches, vcpupin_patch
-from virtpolicy.store.base import Outcome
 
 _OUTPUT = click.Choice(output.FORMATS)
+ACTIONS = ("create", "update", "delete", "unchanged")
 
 
 def _labels(specs: tuple[str, ...], option: str = "--label") -> dict[str, str]:
@@ -98,8 +99,7 @@ def policy_set(
     for spec in wants:
         patch["wants"].update(dependency_patch(spec, "--wants"))
     merged = merge_patches(*(clear_path(path) for path in clear), patch)
-    outcome = changes.set_policy(app.store, guest, merged, actor=app.actor, expect=if_revision)
-    click.echo(_describe(outcome))
+    click.echo(_describe(app.service.set(guest, merged, if_revision)))
 
 
 @policy.command("get")
@@ -108,7 +108,7 @@ def policy_set(
 @pass_app
 def policy_get(app: App, guest: str, fmt: str) -> None:
     """Show GUEST's policy."""
-    stored = app.store.get(guest)
+    stored = app.service.get(guest)
     if fmt == "json":
         click.echo(output.dump_json_one(stored.policy), nl=False)
     else:
@@ -121,7 +121,7 @@ def policy_get(app: App, guest: str, fmt: str) -> None:
 @pass_app
 def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
     """List policies, optionally only those with all the given labels."""
-    click.echo(output.policies(app.store.list_policies(_labels(label)), fmt), nl=False)
+    click.echo(output.policies(app.service.list_policies(_labels(label)), fmt), nl=False)
 
 
 @policy.command("delete")
@@ -130,9 +130,7 @@ def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
 @pass_app
 def policy_delete(app: App, guest: str, if_revision: int | None) -> None:
     """Delete GUEST's policy (its history stays)."""
-    click.echo(
-        _describe(changes.delete_policy(app.store, guest, actor=app.actor, expect=if_revision))
-    )
+    click.echo(_describe(app.service.delete(guest, if_revision)))
 
 
 @policy.command("history")
@@ -141,7 +139,7 @@ def policy_delete(app: App, guest: str, if_revision: int | None) -> None:
 @pass_app
 def policy_history(app: App, guest: str, fmt: str) -> None:
     """Every revision of GUEST's policy: when, who, what changed."""
-    entries = changes.history(app.store, guest)
+    entries = app.service.history(guest)
     if fmt == "json":
         click.echo(output.history_json(entries), nl=False)
         return
@@ -159,8 +157,12 @@ def policy_history(app: App, guest: str, fmt: str) -> None:
 @pass_app
 def policy_diff(app: App, guest: str, rev1: int, rev2: int | None) -> None:
     """Show what changed from REV1 to REV2 (default: the latest) as a unified diff."""
-    old = app.store.revision(guest, rev1)
-    new = app.store.revision(guest, rev2) if rev2 else app.store.history(guest)[-1]
+    revisions = {e.revision.revision: e.revision for e in app.service.history(guest)}
+    last = max(revisions)
+    for wanted in (rev1, rev2):
+        if wanted is not None and wanted not in revisions:
+            raise NotFoundError(f"{guest}: no revision {wanted}")
+    old, new = revisions[rev1], revisions[rev2 or last]
     click.echo(
         unified_diff(old.policy, new.policy, f"{guest}@{old.revision}", f"{guest}@{new.revision}"),
         nl=False,
@@ -183,21 +185,11 @@ def policy_diff(app: App, guest: str, rev1: int, rev2: int | None) -> None:
 def apply_cmd(app: App, files: tuple[str, ...], dry_run: bool, prune: bool) -> None:
     """Make the store hold the policies in the files: all of them or, on any error, none."""
     docs = read_documents(files)
-    outcomes = changes.apply_policies(
-        app.store, [d.policy for d in docs], actor=app.actor, prune=prune, dry_run=dry_run
-    )
-    for o in outcomes:
-        if o.action == "unchanged":
-            continue
-        if dry_run:
-            old = f"{o.guest}@{o.revision - 1}" if o.before else "/dev/null"
-            new = f"{o.guest}@{o.revision}" if o.after else "/dev/null"
-            click.echo(unified_diff(o.before, o.after, old, new), nl=False)
-        else:
-            click.echo(_describe(o))
-    counts = {
-        a: sum(o.action == a for o in outcomes) for a in ("create", "update", "delete", "unchanged")
-    }
+    results = app.service.apply([d.policy for d in docs], prune, dry_run)
+    for r in results:
+        if r.action != "unchanged":
+            click.echo(r.diff if dry_run else _describe(r), nl=not dry_run)
+    counts = {a: sum(r.action == a for r in results) for a in ACTIONS}
     click.echo(
         ("dry run, nothing written: " if dry_run else "")
         + f"{counts['create']} created, {counts['update']} updated, "
@@ -210,7 +202,7 @@ def apply_cmd(app: App, files: tuple[str, ...], dry_run: bool, prune: bool) -> N
 @pass_app
 def export_cmd(app: App, fmt: str) -> None:
     """Print every policy (desired state only), ready for ``apply -f``."""
-    click.echo(output.policies(app.store.list_policies(), fmt), nl=False)
+    click.echo(output.policies(app.service.list_policies({}), fmt), nl=False)
 
 
 @cli.command("plan")
@@ -223,18 +215,28 @@ def plan_cmd(app: App, operation: str, guests: tuple[str, ...], everything: bool
     """Print the waves in which to start or stop GUESTS (and what they depend on)."""
     if everything == bool(guests):
         raise fail_usage("plan: name guests or give --all, not both or neither")
-    waves = planning.plan(app.store, "start" if operation == "start" else "stop", guests or None)
+    waves = app.service.plan(operation, guests or None)
     click.echo(output.plan(waves, fmt), nl=False)
 
 
-def _describe(o: Outcome) -> str:
-    if o.action == "unchanged":
-        return f"{o.guest}: unchanged (revision {o.revision})"
-    if o.action == "delete":
-        return f"{o.guest}: deleted (revision {o.revision})"
-    what = ", ".join(str(c) for c in field_changes(o.before, o.after))
-    verb = "created" if o.action == "create" else "updated"
-    return f"{o.guest}: {verb} (revision {o.revision})" + (f": {what}" if what else "")
+@cli.command("status")
+@click.argument("guest", required=False)
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def status_cmd(app: App, guest: str | None, fmt: str) -> None:
+    """Desired vs actual tuning, drift and problems, from the daemon."""
+    statuses = app.service.status(guest)
+    if fmt == "json":
+        click.echo(json.dumps(statuses, indent=2))
+    else:
+        click.echo(output.status(statuses), nl=False)
 
 
-__all__ = ["PolicyError", "policy"]
+def _describe(r: Result) -> str:
+    if r.action == "unchanged":
+        return f"{r.guest}: unchanged (revision {r.revision})"
+    if r.action == "delete":
+        return f"{r.guest}: deleted (revision {r.revision})"
+    verb = "created" if r.action == "create" else "updated"
+    what = ", ".join(r.changes)
+    return f"{r.guest}: {verb} (revision {r.revision})" + (f": {what}" if what else "")

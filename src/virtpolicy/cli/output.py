@@ -98,3 +98,32 @@ def plan(waves: Waves, fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"waves": waves}) + "\n"
     return table(["WAVE", "GUESTS"], [[i, " ".join(w)] for i, w in enumerate(waves, start=1)])
+
+
+def status(statuses: Sequence[dict[str, Any]]) -> str:
+    """Guest status as a table: state, pinning and scheduler values, drift, problems."""
+    rows = []
+    for st in statuses:
+        actual = st.get("actual") or {}
+        pins = " ".join(
+            f"{k.split('.', 1)[1]}:{v}" for k, v in actual.items() if k.startswith("vcpupin.")
+        )
+        if "emulatorpin" in actual:
+            pins += f" emu:{actual['emulatorpin']}"
+        sched = " ".join(
+            f"{k}={v}" for k, v in actual.items() if not k.startswith(("vcpupin.", "emulatorpin"))
+        )
+        drift = ",".join(st.get("drift") or {}) or "-"
+        trouble = list(st.get("problems") or []) + ([st["error"]] if st.get("error") else [])
+        rows.append(
+            [
+                st["guest"],
+                st.get("state", "?"),
+                st.get("policy_revision") or "-",
+                pins.strip() or "-",
+                sched or "-",
+                drift,
+                "; ".join(trouble) or "-",
+            ]
+        )
+    return table(["GUEST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"], rows)

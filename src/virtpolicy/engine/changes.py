@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from virtpolicy.errors import NotFoundError
-from virtpolicy.policy.diff import summarize
+from virtpolicy.policy.diff import field_changes, summarize, unified_diff
 from virtpolicy.policy.edit import patch_policy
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import Change, Delete, Outcome, PolicyStore, Put, Revision
@@ -69,6 +69,29 @@ def apply_policies(
         wanted = {p.guest for p in policies}
         changes += [Delete(g) for g in sorted(store.guests()) if g not in wanted]
     return store.write(changes, actor, dry_run=dry_run)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a write did to one guest, ready to show: the same locally and over the API."""
+
+    guest: str
+    action: str
+    revision: int
+    changes: list[str]
+    diff: str | None = None
+
+
+def outcome_result(o: Outcome, *, diff: bool = False) -> Result:
+    """A store outcome as a :class:`Result` (with a unified diff if asked)."""
+    text = None
+    if diff and o.action != "unchanged":
+        old = f"{o.guest}@{o.revision - 1}" if o.before else "/dev/null"
+        new = f"{o.guest}@{o.revision}" if o.after else "/dev/null"
+        text = unified_diff(o.before, o.after, old, new)
+    return Result(
+        o.guest, o.action, o.revision, [str(c) for c in field_changes(o.before, o.after)], text
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,9 @@ class FakeDaemon:
     def host_info(self) -> dict[str, Any]:
         return {"uri": "test:///x", "connected": True, "cpus": 4}
 
+    def notify(self, guest: str | None) -> None:
+        """The real daemon reconciles; test_sockets checks that end to end."""
+
 
 def client(
     store: SqlStore, listener: Listener, peer: tuple[int, int, int] | None = ROOT

@@ -28,6 +28,9 @@ class _Daemon:
     def host_info(self) -> dict[str, Any]:
         return {"uri": "test:///x", "connected": True}
 
+    def notify(self, guest: str | None) -> None:
+        """Nothing to reconcile in the fuzz run."""
+
 
 def test_no_server_errors(tmp_path: Path) -> None:
     """Generated requests for every operation get 2xx or 4xx answers, never 5xx."""

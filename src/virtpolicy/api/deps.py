@@ -19,6 +19,9 @@ class Daemon(Protocol):
 
     def host_info(self) -> dict[str, Any]: ...
 
+    def notify(self, guest: str | None) -> None:
+        """A policy changed through the API: reconcile ``guest`` (None: all) now."""
+
 
 def get_store(request: Request) -> PolicyStore:
     store: PolicyStore = request.app.state.store
@@ -30,6 +33,13 @@ def get_daemon(request: Request) -> Daemon:
     if daemon is None:
         raise NotFoundError("this API runs without a daemon: no status")
     return daemon
+
+
+def notify_daemon(request: Request, guest: str | None) -> None:
+    """Tell the daemon, if there is one, that ``guest``'s policy changed."""
+    daemon: Daemon | None = request.app.state.daemon
+    if daemon is not None:
+        daemon.notify(guest)
 
 
 def get_principal(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from virtpolicy.api.deps import Reader, Store, Writer
+from virtpolicy.api.deps import Reader, Store, Writer, notify_daemon
 from virtpolicy.engine import changes, planning
 from virtpolicy.engine.changes import outcome_result
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
@@ -62,6 +62,7 @@ async def put_policy(
         )
     policy = parse_policy(doc)
     outcome = _write(lambda expect: store.write([Put(policy, expect)], who.actor)[0], if_match)
+    notify_daemon(request, guest)
     return _outcome(outcome, response)
 
 
@@ -81,12 +82,18 @@ async def patch_policy(
         lambda expect: changes.set_policy(store, name, patch, actor=who.actor, expect=expect),
         if_match,
     )
+    notify_daemon(request, name)
     return _outcome(outcome, response)
 
 
 @router.delete("/policies/{guest}")
 def delete_policy(
-    guest: str, who: Writer, store: Store, response: Response, if_match: IfMatch = None
+    guest: str,
+    request: Request,
+    who: Writer,
+    store: Store,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Delete a guest's policy (history keeps it)."""
     name = _guest(guest)
@@ -94,6 +101,7 @@ def delete_policy(
         lambda expect: changes.delete_policy(store, name, actor=who.actor, expect=expect),
         if_match,
     )
+    notify_daemon(request, name)
     return _outcome(outcome, response)
 
 
@@ -137,6 +145,8 @@ async def apply(
     outcomes = changes.apply_policies(
         store, [d.policy for d in docs], actor=who.actor, prune=prune, dry_run=dry_run
     )
+    if not dry_run:
+        notify_daemon(request, None)
     return {"dry_run": dry_run, "results": [_change(o, diff=dry_run) for o in outcomes]}
 
 

@@ -58,6 +58,7 @@ class Controller:
         self._lost = asyncio.Event()
         self._stopping = asyncio.Event()
         self._watch = EventWatch(self.hypervisor, self._guest_event, self._connection_closed)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- public -------------------------------------------------------------
 
@@ -65,6 +66,11 @@ class Controller:
         """Ask for a pass over ``guest`` (None: every guest)."""
         self._dirty.add(guest or _ALL)
         self._wake.set()
+
+    def notify(self, guest: str | None) -> None:
+        """Called from API request threads: schedule a pass on the loop's thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.request, guest)
 
     def statuses(self) -> list[GuestStatus]:
         """Every guest's status as of its last pass."""
@@ -89,7 +95,8 @@ class Controller:
 
     async def run(self) -> None:
         """Connect, then keep reconciling until stopped."""
-        use_asyncio(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        use_asyncio(self._loop)
         tasks = [
             asyncio.create_task(self._connection_keeper(), name="connection"),
             asyncio.create_task(self._worker(), name="worker"),

@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from virtpolicy.errors import ConnectionLostError, GuestNotFoundError, HypervisorError
+from virtpolicy.errors import (
+    ConnectionLostError,
+    GuestNotFoundError,
+    HypervisorError,
+    NotFoundError,
+)
 from virtpolicy.hypervisor.connection import GuestInfo, Hypervisor
 from virtpolicy.hypervisor.native import Tuning, Value, desired_tuning, drift
 from virtpolicy.store.base import PolicyStore, StoredPolicy
@@ -80,13 +85,31 @@ class Reconciler:
     def reconcile(self, guests: Iterable[str] | None = None) -> list[GuestStatus]:
         """One pass over ``guests`` (default: every guest with a policy)."""
         with self._lock:
-            policies = {s.policy.guest: s for s in self.store.list_policies()}
-            domains = {d.name: d for d in self.hypervisor.guests()}
-            names = sorted(policies) if guests is None else [g for g in guests if g in policies]
-            with self._status_lock:
-                for gone in set(self._status) - set(policies):
-                    del self._status[gone]  # policy deleted: no longer ours to report
-            return [self._one(policies[name], domains.get(name)) for name in names]
+            if guests is None:
+                policies = {s.policy.guest: s for s in self.store.list_policies()}
+                domains = {d.name: d for d in self.hypervisor.guests()}
+                self._forget(set(self._status) - set(policies))
+                return [self._one(policies[n], domains.get(n)) for n in sorted(policies)]
+            # A few guests (an event, an API write): look up only those.
+            done = []
+            for name in guests:
+                try:
+                    stored = self.store.get(name)
+                except NotFoundError:
+                    self._forget({name})
+                    continue
+                try:
+                    info: GuestInfo | None = self.hypervisor.guest(name)
+                except GuestNotFoundError:
+                    info = None
+                done.append(self._one(stored, info))
+            return done
+
+    def _forget(self, guests: set[str]) -> None:
+        # Policy deleted: no longer ours to report.
+        with self._status_lock:
+            for gone in guests:
+                self._status.pop(gone, None)
 
     def _one(self, stored: StoredPolicy, info: GuestInfo | None) -> GuestStatus:
         name = stored.policy.guest

@@ -64,8 +64,11 @@ def remove(conn: libvirt.virConnect, name: str) -> None:
     dom.undefine()
 
 
-def q(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100)[p - 1] if len(values) > 2 else max(values)
+def summary(seconds: list[float], digits: int = 1) -> str:
+    """``median X ms, p95 Y ms, n=N``."""
+    p95 = statistics.quantiles(seconds, n=100)[94] if len(seconds) > 2 else max(seconds)
+    median = statistics.median(seconds)
+    return f"median {median * 1000:.{digits}f} ms, p95 {p95 * 1000:.{digits}f} ms, n={len(seconds)}"
 
 
 def measure_window(conn: libvirt.virConnect, store: SqlStore, starts: int) -> tuple[int, int]:
@@ -181,7 +184,9 @@ def measure_pass_cpu(store: SqlStore, guests: list[str], passes: int) -> tuple[f
     for _ in range(passes):
         statuses = reconciler.reconcile()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    assert all(not s.drift and not s.applied or s.applied_at for s in statuses)
+    drifting = [s.guest for s in statuses if s.drift or s.error]
+    if drifting:
+        raise SystemExit(f"not a steady state, these guests drift: {drifting}")
     hv.close()
     return cpu / passes / len(guests) * 1e6, wall / passes * 1000
 
@@ -210,25 +215,9 @@ def main() -> None:
         via_api, via_store, floor = measure_latency(
             conn, names[0], args.writes, str(work / "latency.db"), work / "run"
         )
-        ms = 1000
-        rows.append(
-            (
-                "(b) write -> live, through the API (PATCH on the socket)",
-                f"median {statistics.median(via_api) * ms:.1f} ms, p95 {q(via_api, 95) * ms:.1f} ms, n={len(via_api)}",
-            )
-        )
-        rows.append(
-            (
-                "(b) write -> live, through the store (CLI --db, store poll)",
-                f"median {statistics.median(via_store) * ms:.0f} ms, p95 {q(via_store, 95) * ms:.0f} ms, n={len(via_store)}",
-            )
-        )
-        rows.append(
-            (
-                "(b) floor: one pinVcpuFlags(LIVE) call",
-                f"median {statistics.median(floor) * ms:.2f} ms, n={len(floor)}",
-            )
-        )
+        rows.append(("(b) write -> live, through the API (PATCH on the socket)", summary(via_api)))
+        rows.append(("(b) write -> live, through the store (CLI --db)", summary(via_store, 0)))
+        rows.append(("(b) floor: one pinVcpuFlags(LIVE) call", summary(floor, 2)))
         cpu_us, wall_ms = measure_pass_cpu(SqlStore(str(work / "pass.db")), names, args.passes)
         rows.append(
             (

@@ -102,17 +102,18 @@ def test_guest_started_later_gets_its_policy(
     assert live_pins(guest)[1] == "0"
 
 
+@pytest.mark.parametrize("how", ["restart", "crash"])
 def test_libvirtd_restart_is_survived(
-    daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]
+    how: str, daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]
 ) -> None:
-    """Killing and restarting libvirtd: the daemon reconnects and keeps enforcing."""
+    """libvirtd stopped or killed, then started: the daemon reconnects and keeps enforcing."""
     if not Path("/run/virtpolicy-lab/libvirtd.pid").exists():
         pytest.skip("libvirtd was not started by tests/lab/libvirtd; not restarting someone else's")
-    guest = make_guest("drestart")
+    guest = make_guest(f"d{how}")
     virsh("start", guest)
     run("policy", "set", guest, "--vcpus", "0")
     eventually(lambda: live_pins(guest) == {0: "0", 1: "0"})
-    subprocess.run([str(LAB), "restart"], check=True, timeout=60)
+    subprocess.run([str(LAB), how], check=True, timeout=60)
     assert daemon.poll() is None, "the daemon died with libvirtd"
     # A change made while reconnecting, and drift made right after, both land.
     run("policy", "set", guest, "--vcpus", "1")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +139,54 @@ def make_guest(qemu_uri: str) -> Iterator[Callable[[str], str]]:
     yield define
     for name in made:
         remove_guest(name)
+
+
+# -- `virtpolicy serve` as a real process ------------------------------------------
+
+VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
+NODE = Path(__file__).parent / "integration" / "nodes" / "host4.xml"
+
+
+@dataclass
+class Daemon:
+    """A running `virtpolicy serve` and where its sockets are."""
+
+    proc: subprocess.Popen[str]
+    run_dir: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "virtpolicy.sock"
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Start `virtpolicy --db DB serve ARGS...`; waits for its sockets; stopped after
+    the test with SIGTERM, which must end it cleanly (exit status 0)."""
+    started: list[Daemon] = []
+
+    def start(db: str, *args: str, ready: Callable[[Daemon], bool] | None = None) -> Daemon:
+        run_dir = tmp_path / f"run{len(started)}"
+        log = (tmp_path / f"serve{len(started)}.log").open("w")
+        proc = subprocess.Popen(
+            [str(VIRTPOLICY), "--db", db, "serve", "--run-dir", str(run_dir), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        daemon = Daemon(proc, run_dir)
+        started.append(daemon)
+        deadline = time.monotonic() + 20
+        while not (ready or (lambda d: d.socket.exists()))(daemon):
+            assert proc.poll() is None, (tmp_path / f"serve{len(started) - 1}.log").read_text()
+            assert time.monotonic() < deadline, "the daemon did not come up"
+            time.sleep(0.05)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.proc.send_signal(signal.SIGTERM)
+        try:
+            assert daemon.proc.wait(timeout=15) == 0
+        finally:
+            daemon.proc.kill()

@@ -4,50 +4,23 @@ the same as in-process."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import NODE, Cli, Daemon
 
 pytestmark = pytest.mark.integration
 
-NODE = Path(__file__).parent / "nodes" / "host4.xml"
-VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "policies.yaml"
 TIME = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z")
 
 
 @pytest.fixture
-def socket_path(tmp_path: Path) -> Iterator[Path]:
-    run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            str(VIRTPOLICY),
-            "--db",
-            str(tmp_path / "daemon.db"),
-            "serve",
-            "--connect",
-            f"test://{NODE}",
-            "--run-dir",
-            str(run),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while not (run / "virtpolicy.sock").exists():
-        assert proc.poll() is None
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield run / "virtpolicy.sock"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
+def socket_path(tmp_path: Path, start_daemon: Callable[..., Daemon]) -> Path:
+    return start_daemon(str(tmp_path / "daemon.db"), "--connect", f"test://{NODE}").socket
 
 
 SCRIPT: list[list[str]] = [

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, try_virsh, virsh
+from tests.conftest import Cli, Daemon, try_virsh, virsh
 
 pytestmark = pytest.mark.integration
 
 LAB = Path(__file__).parents[2] / "tests" / "lab" / "libvirtd"
-VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
 
 
 def eventually(check: Callable[[], object], timeout: float = 15.0) -> object:
@@ -38,35 +35,10 @@ def live_pins(guest: str) -> dict[int, str]:
 
 
 @pytest.fixture
-def daemon(qemu_uri: str, db: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+def daemon(qemu_uri: str, db: str, start_daemon: Callable[..., Daemon]) -> subprocess.Popen[str]:
     """`virtpolicy serve` with a long periodic interval: only events and the
     store watcher can explain a quick reaction."""
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(VIRTPOLICY),
-            "--db",
-            db,
-            "serve",
-            "--connect",
-            qemu_uri,
-            "--reconcile-interval",
-            "3600",
-            "--run-dir",
-            str(tmp_path / "run"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    finally:
-        proc.kill()
-        log.close()
-    assert proc.returncode in (0, -signal.SIGKILL), (tmp_path / "serve.log").read_text()
+    return start_daemon(db, "--connect", qemu_uri, "--reconcile-interval", "3600").proc
 
 
 def test_store_change_is_enforced_live(

@@ -8,51 +8,22 @@ from __future__ import annotations
 
 import os
 import pwd
-import signal
 import stat
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import snapshot
+from tests.conftest import NODE, Daemon, snapshot
 
 pytestmark = pytest.mark.integration
 
-NODE = Path(__file__).parent / "nodes" / "host4.xml"
-VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
-
 
 @pytest.fixture
-def run_dir(db: str, tmp_path: Path) -> Iterator[Path]:
-    run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [
-            str(VIRTPOLICY),
-            "--db",
-            db,
-            "serve",
-            "--connect",
-            f"test://{NODE}",
-            "--run-dir",
-            str(run),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 20
-    while not (run / "virtpolicy-ro.sock").exists():
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "the daemon did not create its sockets"
-        time.sleep(0.05)
-    yield run
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
+def run_dir(db: str, start_daemon: Callable[..., Daemon]) -> Path:
+    return start_daemon(db, "--connect", f"test://{NODE}").run_dir
 
 
 def api(socket: Path) -> httpx.Client:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import ssl
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import NODE, Cli, Daemon
 
 pytestmark = pytest.mark.integration
-
-NODE = Path(__file__).parent / "nodes" / "host4.xml"
-VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
 
 
 def free_port() -> int:
@@ -58,46 +52,30 @@ def tls(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def https(db: str, tmp_path: Path, tls: tuple[Path, Path]) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(VIRTPOLICY),
-            "--db",
-            db,
-            "serve",
-            "--connect",
-            f"test://{NODE}",
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--tls-cert",
-            str(tls[0]),
-            "--tls-key",
-            str(tls[1]),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
+def https(db: str, tls: tuple[Path, Path], start_daemon: Callable[..., Daemon]) -> str:
+    url = f"https://127.0.0.1:{free_port()}"
+    context = ssl.create_default_context(cafile=str(tls[0]))
+
+    def answers(_daemon: Daemon) -> bool:
         try:
-            httpx.get(
-                url + "/v1/openapi.json",
-                verify=ssl.create_default_context(cafile=str(tls[0])),
-                timeout=1,
-            )
-            break
+            httpx.get(url + "/v1/openapi.json", verify=context, timeout=1)
         except httpx.TransportError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=15) == 0
+            return False
+        return True
+
+    start_daemon(
+        db,
+        "--connect",
+        f"test://{NODE}",
+        "--listen",
+        url.removeprefix("https://"),
+        "--tls-cert",
+        str(tls[0]),
+        "--tls-key",
+        str(tls[1]),
+        ready=answers,
+    )
+    return url
 
 
 def test_tokens_over_tls(https: str, tls: tuple[Path, Path], run: Cli) -> None:

@@ -108,18 +108,7 @@ def delete_policy(
 @router.get("/policies/{guest}/history")
 def history(guest: str, who: Reader, store: Store) -> list[dict[str, Any]]:
     """Every revision, oldest first, with what it changed."""
-    return [
-        {
-            "revision": e.revision.revision,
-            "seq": e.revision.seq,
-            "time": e.revision.created_at,
-            "actor": e.revision.actor,
-            "action": e.revision.action,
-            "change": e.change,
-            "policy": e.revision.policy.to_document() if e.revision.policy else None,
-        }
-        for e in changes.history(store, _guest(guest))
-    ]
+    return [e.to_dict() for e in changes.history(store, _guest(guest))]
 
 
 @router.post("/validate")

@@ -62,24 +62,7 @@ def dump_json_one(policy: GuestPolicy) -> str:
 
 def history_json(entries: Sequence[HistoryEntry]) -> str:
     """History as a JSON array of revisions, each with its change summary."""
-    return (
-        json.dumps(
-            [
-                {
-                    "revision": e.revision.revision,
-                    "seq": e.revision.seq,
-                    "time": e.revision.created_at,
-                    "actor": e.revision.actor,
-                    "action": e.revision.action,
-                    "change": e.change,
-                    "policy": e.revision.policy.to_document() if e.revision.policy else None,
-                }
-                for e in entries
-            ],
-            indent=2,
-        )
-        + "\n"
-    )
+    return json.dumps([e.to_dict() for e in entries], indent=2) + "\n"
 
 
 def pinning(policy: GuestPolicy) -> str:

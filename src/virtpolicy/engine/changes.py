@@ -101,6 +101,19 @@ class HistoryEntry:
     revision: Revision
     change: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON for the API and ``history -o json``."""
+        rev = self.revision
+        return {
+            "revision": rev.revision,
+            "seq": rev.seq,
+            "time": rev.created_at,
+            "actor": rev.actor,
+            "action": rev.action,
+            "change": self.change,
+            "policy": rev.policy.to_document() if rev.policy else None,
+        }
+
 
 def history(store: PolicyStore, guest: str) -> list[HistoryEntry]:
     """Every revision of ``guest`` with what changed from the one before."""

@@ -232,6 +232,36 @@ class Hypervisor:
         else:
             problems.append(f"{what}: the {self.host().driver} driver pins only running guests")
 
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        """Start a defined guest (``virsh start``)."""
+        with self.translating(name, "start"):
+            self.conn.lookupByName(name).create()
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to shut down (ACPI); returns at once."""
+        with self.translating(name, "shutdown"):
+            self.conn.lookupByName(name).shutdown()
+
+    def destroy(self, name: str) -> None:
+        """Stop the guest at once (``virsh destroy``)."""
+        with self.translating(name, "destroy"):
+            self.conn.lookupByName(name).destroy()
+
+    def managedsave(self, name: str) -> None:
+        """Save the guest's state and stop it; the next start resumes it."""
+        with self.translating(name, "managedsave"):
+            self.conn.lookupByName(name).managedSave(0)
+
+    def agent_ping(self, name: str, timeout_s: int = 5) -> None:
+        """Ask the QEMU guest agent for ``guest-ping``; raises if it does not answer."""
+        import libvirt_qemu  # noqa: PLC0415  (only for the agent condition)
+
+        with self.translating(name, "guest agent ping"):
+            dom = self.conn.lookupByName(name)
+            libvirt_qemu.qemuAgentCommand(dom, '{"execute": "guest-ping"}', timeout_s, 0)
+
     # -- the policy mirrored into the domain ------------------------------------
 
     def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:

@@ -22,7 +22,7 @@ _MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}
 _FIELDS = {
     "cpu": {"vcpupin", "vcpus", "emulatorpin", "weight", "cap"},
     "start": {"autostart", "delay"},
-    "stop": {"timeout", "action"},
+    "stop": {"timeout", "action", "escalate"},
 }
 
 

@@ -138,6 +138,8 @@ class StopPolicy(_Model):
 
     timeout: Seconds = DEFAULT_STOP_TIMEOUT
     action: Literal["shutdown", "destroy", "managedsave"] = "shutdown"
+    #: After a shutdown that times out, destroy the guest (else: report failure).
+    escalate: bool = False
 
 
 class GuestPolicy(_Model):

@@ -1,0 +1,202 @@
+"""Starting and stopping groups of guests in dependency order.
+
+Start: every selected guest has a task that waits for each of its own
+dependencies (their start, then the condition on that edge) and starts the
+guest as soon as all of them hold, within a concurrency limit. There are no
+lock-step waves, so the makespan follows the critical path. A failed
+``requires`` holds its dependents back, and the result says which
+dependency did it; a failed ``wants`` is noted and its dependents go on.
+
+Stop is the reverse: a guest stops once everything that depends on it (of
+the selection) has stopped, with its policy's action and timeout, escalating
+to destroy only when the policy says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from virtpolicy.engine.conditions import ConditionFailed, Guests, probe_for, wait_until
+from virtpolicy.errors import GuestNotFoundError, HypervisorError
+from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.policy.graph import Edges, start_waves, stop_waves
+from virtpolicy.policy.model import Dependency, GuestPolicy, StopPolicy
+
+#: (guest, what happened, detail) for live progress.
+Progress = Callable[[str, str, str], None]
+
+_STOP_POLL_S = 0.2
+
+
+@dataclass
+class GuestResult:
+    """How one guest fared: started, already running, stopped, failed, held back."""
+
+    guest: str
+    result: str
+    seconds: float
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result not in ("failed", "held back")
+
+
+@dataclass
+class Orchestrator:
+    """Starts and stops guests of one hypervisor by their stored policies."""
+
+    hypervisor: Hypervisor
+    policies: dict[str, GuestPolicy]
+    concurrency: int = 8
+    progress: Progress = lambda _g, _e, _d: None
+    results: list[GuestResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._edges: Edges = {g: p.dependencies() for g, p in self.policies.items()}
+        self._guests = Guests(is_running=self._is_running, agent_ping=self.hypervisor.agent_ping)
+
+    def start_plan(self, roots: Iterable[str] | None) -> list[list[str]]:
+        """The waves (for --dry-run and to check the graph); CycleError if cyclic."""
+        return start_waves(self._edges, None if roots is None else list(roots))
+
+    def stop_plan(self, roots: Iterable[str] | None) -> list[list[str]]:
+        return stop_waves(self._edges, None if roots is None else list(roots))
+
+    # -- start --------------------------------------------------------------------
+
+    async def start(self, roots: Iterable[str] | None = None) -> list[GuestResult]:
+        selected = [g for wave in self.start_plan(roots) for g in wave]
+        self._t0 = time.monotonic()
+        self._sem = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()
+        self._up: dict[str, asyncio.Future[str | None]] = {
+            g: loop.create_future() for g in selected
+        }
+        self.results = []
+        await asyncio.gather(*(self._start_one(g) for g in selected))
+        return self.results
+
+    async def _start_one(self, guest: str) -> None:
+        policy = self.policies.get(guest)
+        deps = (
+            [(d, "requires") for d in policy.requires] + [(d, "wants") for d in policy.wants]
+            if policy
+            else []
+        )
+        reasons = await asyncio.gather(*(self._dependency(guest, d, kind) for d, kind in deps))
+        hard = [r for (_, kind), r in zip(deps, reasons, strict=True) if r and kind == "requires"]
+        soft = [r for (_, kind), r in zip(deps, reasons, strict=True) if r and kind == "wants"]
+        if hard:
+            self._finish(guest, "held back", hard[0])
+            return
+        async with self._sem:
+            self.progress(guest, "starting", "")
+            try:
+                info = await asyncio.to_thread(self.hypervisor.guest, guest)
+                if info.running:
+                    result = "already running"
+                else:
+                    await asyncio.to_thread(self.hypervisor.start, guest)
+                    result = "started"
+            except HypervisorError as exc:
+                self._finish(guest, "failed", str(exc))
+                return
+        if policy and policy.start.delay:
+            await asyncio.sleep(policy.start.delay)
+        self._finish(guest, result, "; ".join(f"went on: {r}" for r in soft))
+
+    async def _dependency(self, guest: str, dep: Dependency, kind: str) -> str | None:
+        future = self._up.get(dep.guest)
+        failure = await asyncio.shield(future) if future else None
+        if failure:
+            return f"{guest} {kind} {dep.guest}: {failure}"
+        label = f"{dep.guest} ({dep.when})"
+        try:
+            await wait_until(label, probe_for(dep.guest, dep.when, self._guests), dep.timeout)
+        except ConditionFailed as exc:
+            return f"{guest} {kind} {exc}"
+        except HypervisorError as exc:
+            return f"{guest} {kind} {dep.guest}: {exc}"
+        return None
+
+    # -- stop -----------------------------------------------------------------------
+
+    async def stop(self, roots: Iterable[str] | None = None) -> list[GuestResult]:
+        selected = [g for wave in self.stop_plan(roots) for g in wave]
+        chosen = set(selected)
+        self._t0 = time.monotonic()
+        self._sem = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()
+        self._down: dict[str, asyncio.Future[str | None]] = {
+            g: loop.create_future() for g in selected
+        }
+        self._dependents: dict[str, list[tuple[str, str]]] = {}
+        for guest in selected:
+            for dep, kind in self._edges.get(guest, ()):
+                if dep in chosen:
+                    self._dependents.setdefault(dep, []).append((guest, kind))
+        self.results = []
+        await asyncio.gather(*(self._stop_one(g) for g in selected))
+        return self.results
+
+    async def _stop_one(self, guest: str) -> None:
+        for dependent, kind in self._dependents.get(guest, ()):
+            failure = await asyncio.shield(self._down[dependent])
+            if failure and kind == "requires":
+                self._finish(
+                    guest,
+                    "held back",
+                    f"{dependent} requires {guest} and did not stop: {failure}",
+                    down=True,
+                )
+                return
+        stop = self.policies[guest].stop if guest in self.policies else StopPolicy()
+        async with self._sem:
+            self.progress(guest, "stopping", stop.action)
+            try:
+                result = await self._stop_guest(guest, stop)
+            except (HypervisorError, TimeoutError) as exc:
+                self._finish(guest, "failed", str(exc), down=True)
+                return
+        self._finish(guest, result, "", down=True)
+
+    async def _stop_guest(self, guest: str, stop: StopPolicy) -> str:
+        info = await asyncio.to_thread(self.hypervisor.guest, guest)
+        if not info.running:
+            return "already stopped"
+        if stop.action == "destroy":
+            await asyncio.to_thread(self.hypervisor.destroy, guest)
+            return "destroyed"
+        if stop.action == "managedsave":
+            await asyncio.to_thread(self.hypervisor.managedsave, guest)
+            return "saved"
+        await asyncio.to_thread(self.hypervisor.shutdown, guest)
+        deadline = time.monotonic() + stop.timeout
+        while await asyncio.to_thread(self._is_running, guest):
+            if time.monotonic() > deadline:
+                if not stop.escalate:
+                    raise TimeoutError(f"{guest}: did not shut down within {stop.timeout} s")
+                await asyncio.to_thread(self.hypervisor.destroy, guest)
+                return "destroyed after shutdown timed out"
+            await asyncio.sleep(_STOP_POLL_S)
+        return "stopped"
+
+    # -- shared ---------------------------------------------------------------------
+
+    def _is_running(self, guest: str) -> bool:
+        try:
+            return self.hypervisor.guest(guest).running
+        except GuestNotFoundError:
+            return False
+
+    def _finish(self, guest: str, result: str, detail: str, *, down: bool = False) -> None:
+        """Record the result and release whoever waits on this guest."""
+        outcome = GuestResult(guest, result, time.monotonic() - self._t0, detail)
+        self.results.append(outcome)
+        self.progress(guest, result, detail)
+        futures = self._down if down else self._up
+        futures[guest].set_result(None if outcome.ok else detail or result)

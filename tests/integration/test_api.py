@@ -32,6 +32,12 @@ class FakeDaemon:
     def notify(self, guest: str | None) -> None:
         """The real daemon reconciles; test_sockets checks that end to end."""
 
+    async def admission(self, guest: str) -> list[str]:
+        return [] if guest != "web" else ["web requires db (running): db is shut off"]
+
+    def hook_event(self, guest: str, operation: str, phase: str) -> None:
+        """Hook reports change the real daemon's state; tested on libvirtd."""
+
 
 def client(
     store: SqlStore, listener: Listener, peer: tuple[int, int, int] | None = ROOT

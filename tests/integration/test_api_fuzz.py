@@ -31,6 +31,12 @@ class _Daemon:
     def notify(self, guest: str | None) -> None:
         """Nothing to reconcile in the fuzz run."""
 
+    async def admission(self, guest: str) -> list[str]:
+        return [] if guest != "web" else ["web requires db (running): db is shut off"]
+
+    def hook_event(self, guest: str, operation: str, phase: str) -> None:
+        """Hook reports change the real daemon's state; tested on libvirtd."""
+
 
 def test_no_server_errors(tmp_path: Path) -> None:
     """Generated requests for every operation get 2xx or 4xx answers, never 5xx."""

@@ -22,6 +22,12 @@ class Daemon(Protocol):
     def notify(self, guest: str | None) -> None:
         """A policy changed through the API: reconcile ``guest`` (None: all) now."""
 
+    async def admission(self, guest: str) -> list[str]:
+        """Why ``guest`` may not start now; empty when it may."""
+
+    def hook_event(self, guest: str, operation: str, phase: str) -> None:
+        """libvirt's hook reports an operation on ``guest``."""
+
 
 def get_store(request: Request) -> PolicyStore:
     store: PolicyStore = request.app.state.store

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from virtpolicy.api.deps import DaemonDep, Reader
+from virtpolicy.api.deps import DaemonDep, Reader, Writer
 from virtpolicy.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["status"])
@@ -25,6 +25,19 @@ def status_one(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
         if s.guest == guest:
             return s.to_dict()
     raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
+
+
+@router.get("/guests/{guest}/admission")
+async def admission(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+    """May ``guest`` start now? What libvirt's hook asks before a start."""
+    reasons = await daemon.admission(guest)
+    return {"guest": guest, "allowed": not reasons, "reasons": reasons}
+
+
+@router.post("/hook/{guest}/{operation}/{phase}", status_code=204)
+def hook_event(guest: str, operation: str, phase: str, who: Writer, daemon: DaemonDep) -> None:
+    """libvirt's hook reports an operation (started, stopped, release, ...)."""
+    daemon.hook_event(guest, operation, phase)
 
 
 @router.get("/host")

@@ -22,8 +22,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from virtpolicy.engine.admission import refusals
+from virtpolicy.engine.conditions import Guests
 from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
-from virtpolicy.errors import ConnectionLostError, HypervisorError, StoreError
+from virtpolicy.errors import ConnectionLostError, HypervisorError, NotFoundError, StoreError
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.hypervisor.events import EventWatch, use_asyncio
 from virtpolicy.store.base import PolicyStore
@@ -31,6 +33,18 @@ from virtpolicy.store.base import PolicyStore
 log = logging.getLogger(__name__)
 
 _ALL = "*"  # in the dirty set: every guest
+
+#: The state a guest is in after a lifecycle event or hook operation.
+_STATE_AFTER = {
+    "started": "running",
+    "resumed": "running",
+    "suspended": "paused",
+    "pmsuspended": "pmsuspended",
+    "stopped": "shut off",
+    "shutdown": "shut off",
+    "crashed": "crashed",
+    "release": "shut off",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +73,10 @@ class Controller:
         self._stopping = asyncio.Event()
         self._watch = EventWatch(self.hypervisor, self._guest_event, self._connection_closed)
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Every domain's state as libvirt last told us (listing, events, hook
+        #: reports): what "may it start?" is answered from, never libvirt itself,
+        #: whose job lock the hook's caller holds.
+        self.states: dict[str, str] = {}
 
     # -- public -------------------------------------------------------------
 
@@ -71,6 +89,32 @@ class Controller:
         """Called from API request threads: schedule a pass on the loop's thread."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.request, guest)
+
+    async def admission(self, guest: str) -> list[str]:
+        """Why ``guest`` may not start now (empty: it may). Never asks libvirt about it.
+
+        Until connected (after a start or a libvirtd restart) the daemon cannot
+        know: it says so (HTTP 503), and the hook follows its hook_failure mode.
+        """
+        if not self.connected.is_set():
+            raise ConnectionLostError(
+                f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
+            )
+        try:
+            policy = (await asyncio.to_thread(self.store.get, guest)).policy
+        except NotFoundError:
+            policy = None
+        guests = Guests(
+            is_running=lambda g: self.states.get(g) == "running",
+            agent_ping=self.hypervisor.agent_ping,
+        )
+        return await refusals(guest, policy, self.states, guests)
+
+    def hook_event(self, guest: str, operation: str, phase: str) -> None:
+        """libvirt's hook reports an operation: keep ``states`` current."""
+        log.debug("hook guest=%s %s %s", guest, operation, phase)
+        if operation in ("started", "stopped", "release"):
+            self.record_state(guest, operation)
 
     def statuses(self) -> list[GuestStatus]:
         """Every guest's status as of its last pass."""
@@ -136,6 +180,14 @@ class Controller:
             log.info(
                 "connected to %s (%s driver)", self.settings.uri, self.hypervisor.host().driver
             )
+            try:
+                infos = await asyncio.to_thread(self.hypervisor.guests)
+            except HypervisorError as exc:
+                log.warning("%s; reconnecting in %.1f s", exc, delay)
+                await asyncio.to_thread(self.hypervisor.close)
+                await asyncio.sleep(delay)
+                continue
+            self.states = {info.name: info.state for info in infos}
             delay = self.settings.backoff_initial
             self._lost.clear()
             self.connected.set()
@@ -150,8 +202,19 @@ class Controller:
 
     def _guest_event(self, guest: str, what: str) -> None:
         log.debug("event guest=%s %s", guest, what)
+        self.record_state(guest, what)
         if what not in ("stopped", "shutdown", "undefined", "crashed", "suspended"):
             self.request(guest)
+
+    def record_state(self, guest: str, what: str) -> None:
+        """Keep ``states`` current from a lifecycle event or a hook report."""
+        state = _STATE_AFTER.get(what)
+        if what == "undefined":
+            self.states.pop(guest, None)
+        elif state:
+            self.states[guest] = state
+        elif guest not in self.states and what == "defined":
+            self.states[guest] = "shut off"
 
     # -- triggers and the worker ----------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""Putting the hook program in place (``virtpolicy hook install``)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from virtpolicy.errors import ConfigError, VirtpolicyError
+
+MARKER = "VIRTPOLICY-HOOK"
+SOURCE = Path(__file__).with_name("qemu.py")
+
+
+def hook_text(run_dir: str, failure: str, chained: str) -> str:
+    """The hook program with its settings filled in."""
+    if failure not in ("open", "closed"):
+        raise ConfigError(f"hook_failure: {failure!r} is not open or closed")
+    text = SOURCE.read_text()
+    for key, value in (("RUN_DIR", run_dir), ("HOOK_FAILURE", failure), ("CHAINED", chained)):
+        text = re.sub(
+            rf'^{key} = "[^"]*"', f"{key} = {value!r}".replace("'", '"'), text, count=1, flags=re.M
+        )
+    return text
+
+
+def install(hooks_dir: str, run_dir: str, failure: str) -> list[str]:
+    """Install ``hooks_dir/qemu``; an existing foreign hook is kept and chained.
+
+    Returns what was done, one line each.
+    """
+    directory = Path(hooks_dir)
+    target = directory / "qemu"
+    chained = directory / "qemu.chained-by-virtpolicy"
+    done = []
+    try:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if target.exists() and MARKER not in target.read_text(errors="replace"):
+            if chained.exists():
+                raise VirtpolicyError(f"{chained} exists already; not overwriting a chained hook")
+            target.rename(chained)
+            done.append(f"kept the existing hook as {chained}; it runs first")
+        tmp = directory / ".qemu.virtpolicy.tmp"
+        tmp.write_text(hook_text(run_dir, failure, str(chained)))
+        os.chmod(tmp, 0o755)
+        tmp.replace(target)
+    except OSError as exc:
+        raise VirtpolicyError(f"hook: cannot install into {hooks_dir}: {exc.strerror}") from None
+    done.append(f"installed {target} (daemon sockets in {run_dir}, hook_failure={failure})")
+    done.append("libvirtd reads hook files when it starts: restart it (systemctl restart libvirtd)")
+    return done
+
+
+def uninstall(hooks_dir: str) -> list[str]:
+    """Remove our hook and put back the one it chained to, if any."""
+    directory = Path(hooks_dir)
+    target = directory / "qemu"
+    chained = directory / "qemu.chained-by-virtpolicy"
+    if not target.exists() or MARKER not in target.read_text(errors="replace"):
+        raise VirtpolicyError(f"{target} is not virtpolicy's hook")
+    target.unlink()
+    done = [f"removed {target}"]
+    if chained.exists():
+        chained.rename(target)
+        done.append(f"put back the earlier hook as {target}")
+    done.append("restart libvirtd for it to notice")
+    return done

@@ -96,12 +96,8 @@ class Orchestrator:
         async with self._sem:
             self.progress(guest, "starting", "")
             try:
-                info = await asyncio.to_thread(self.hypervisor.guest, guest)
-                if info.running:
-                    result = "already running"
-                else:
-                    await asyncio.to_thread(self.hypervisor.start, guest)
-                    result = "started"
+                started = await asyncio.to_thread(self.hypervisor.start, guest)
+                result = "started" if started else "already running"
             except HypervisorError as exc:
                 self._finish(guest, "failed", str(exc))
                 return

@@ -61,9 +61,13 @@ async def put_policy(
             f'guest: "{doc["guest"]}" does not match the URL ("{guest}")', field="guest"
         )
     policy = parse_policy(doc)
-    outcome = _write(lambda expect: store.write([Put(policy, expect)], who.actor)[0], if_match)
-    notify_daemon(request, guest)
-    return _outcome(outcome, response)
+    return _written(
+        request,
+        response,
+        guest,
+        if_match,
+        lambda expect: store.write([Put(policy, expect)], who.actor)[0],
+    )
 
 
 @router.patch("/policies/{guest}")
@@ -78,12 +82,13 @@ async def patch_policy(
     """Change some fields: a JSON merge patch, with requires/wants keyed by guest."""
     patch = await _json_object(request)
     name = _guest(guest)
-    outcome = _write(
-        lambda expect: changes.set_policy(store, name, patch, actor=who.actor, expect=expect),
+    return _written(
+        request,
+        response,
+        name,
         if_match,
+        lambda expect: changes.set_policy(store, name, patch, actor=who.actor, expect=expect),
     )
-    notify_daemon(request, name)
-    return _outcome(outcome, response)
 
 
 @router.delete("/policies/{guest}")
@@ -97,12 +102,13 @@ def delete_policy(
 ) -> dict[str, Any]:
     """Delete a guest's policy (history keeps it)."""
     name = _guest(guest)
-    outcome = _write(
-        lambda expect: changes.delete_policy(store, name, actor=who.actor, expect=expect),
+    return _written(
+        request,
+        response,
+        name,
         if_match,
+        lambda expect: changes.delete_policy(store, name, actor=who.actor, expect=expect),
     )
-    notify_daemon(request, name)
-    return _outcome(outcome, response)
 
 
 @router.get("/policies/{guest}/history")
@@ -176,14 +182,23 @@ def _if_match(header: str | None) -> int | None:
     return int(text)
 
 
-def _write(action: Callable[[int | None], Outcome], if_match: str | None) -> Outcome:
+def _written(
+    request: Request,
+    response: Response,
+    guest: str,
+    if_match: str | None,
+    action: Callable[[int | None], Outcome],
+) -> dict[str, Any]:
+    """Run a write guarded by If-Match (412 when stale), wake the daemon, answer."""
     expect = _if_match(if_match)
     try:
-        return action(expect)
+        outcome = action(expect)
     except ConflictError as exc:
         if expect is None:
             raise
         raise PreconditionFailedError(exc.guest, exc.expected, exc.actual) from exc
+    notify_daemon(request, guest)
+    return _outcome(outcome, response)
 
 
 def _stored(stored: StoredPolicy) -> dict[str, Any]:

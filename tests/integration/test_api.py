@@ -214,6 +214,18 @@ def test_list_with_labels_and_plan(rw: TestClient) -> None:
     assert rw.get("/v1/plan/stop?guest=db").json() == {"waves": [["web"], ["db"]]}
 
 
+def test_dependents(rw: TestClient) -> None:
+    """Who would be stopped before a guest, in order."""
+    rw.put("/v1/policies/api", json={"requires": [{"guest": "db"}]})
+    rw.put("/v1/policies/web", json={"requires": [{"guest": "api"}]})
+    assert rw.get("/v1/guests/db/dependents").json() == {
+        "guest": "db",
+        "dependents": ["api", "web"],
+        "stop_waves": [["web"], ["api"]],
+    }
+    assert rw.get("/v1/guests/web/dependents").json()["dependents"] == []
+
+
 def test_validate_writes_nothing(rw: TestClient, db: str) -> None:
     """/v1/validate reports what would change, or the first problem, and writes nothing."""
     before = snapshot(db)

@@ -364,3 +364,15 @@ def test_not_found_exits_1(run: Cli) -> None:
 def test_size_limit_is_checked_before_reading(tmp_path: Path) -> None:
     """The size limit used in the tests is the one the code enforces."""
     assert MAX_FILE_BYTES < 10 * 1024 * 1024
+
+
+def test_plan_as_graphs(seeded: Cli) -> None:
+    """plan -o dot and -o mermaid draw the planned guests with the critical path in red."""
+    dot = seeded("plan", "start", "web", "-o", "dot").output
+    assert dot.startswith("digraph plan {\n")
+    assert '"web" -> "api";' in dot
+    assert '"web" -> "cache" [style=dashed, color=red, penwidth=2];' in dot
+    assert '"batch"' not in dot
+    mermaid = seeded("plan", "start", "web", "-o", "mermaid").output.splitlines()
+    assert mermaid[0] == "flowchart BT"
+    assert mermaid[-1] == "  class n0,n2,n3 critical"

@@ -10,6 +10,7 @@ from virtpolicy.errors import CycleError
 from virtpolicy.policy.graph import (
     Edges,
     check_acyclic,
+    critical_path,
     dependents,
     find_cycle,
     start_waves,
@@ -148,3 +149,11 @@ def test_adding_a_back_edge_is_a_cycle(
     assert cycle[0] == cycle[-1]
     for a, b in itertools.pairwise(cycle):
         assert b in {d for d, _ in cyclic[a]}
+
+
+def test_critical_path_is_the_longest_chain() -> None:
+    """The critical path runs from a root to the deepest guest, one step per wave."""
+    waves = start_waves(DIAMOND)
+    assert critical_path(DIAMOND, waves) == ["db", "cache", "web"]
+    assert critical_path(DIAMOND, start_waves(DIAMOND, ["api"])) == ["db", "api"]
+    assert critical_path({}, []) == []

@@ -145,6 +145,18 @@ async def apply(
     return {"dry_run": dry_run, "results": [_change(o, diff=dry_run) for o in outcomes]}
 
 
+@router.get("/guests/{guest}/dependents", tags=["plans"])
+def dependents(guest: str, who: Reader, store: Store) -> dict[str, Any]:
+    """Who depends on ``guest``: what stopping it would stop first, in order."""
+    waves = planning.plan(store, "stop", [_guest(guest)])
+    before = [[g for g in wave if g != guest] for wave in waves]
+    return {
+        "guest": guest,
+        "dependents": sorted(g for wave in before for g in wave),
+        "stop_waves": [wave for wave in before if wave],
+    }
+
+
 @router.get("/plan/{operation}", tags=["plans"])
 def plan(operation: str, who: Reader, store: Store, guest: Guests = None) -> dict[str, Any]:
     """Start or stop waves for the given guests (none: every guest)."""

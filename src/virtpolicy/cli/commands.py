@@ -209,14 +209,19 @@ def export_cmd(app: App, fmt: str) -> None:
 @click.argument("operation", type=click.Choice(["start", "stop"]))
 @click.argument("guests", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every guest in the graph.")
-@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "-o", "--output", "fmt", type=click.Choice(["table", "json", "dot", "mermaid"]), default="table"
+)
 @pass_app
 def plan_cmd(app: App, operation: str, guests: tuple[str, ...], everything: bool, fmt: str) -> None:
     """Print the waves in which to start or stop GUESTS (and what they depend on)."""
     if everything == bool(guests):
         raise fail_usage("plan: name guests or give --all, not both or neither")
     waves = app.service.plan(operation, guests or None)
-    click.echo(output.plan(waves, fmt), nl=False)
+    edges = None
+    if fmt in ("dot", "mermaid"):
+        edges = {p.policy.guest: p.policy.dependencies() for p in app.service.list_policies({})}
+    click.echo(output.plan(waves, fmt, edges), nl=False)
 
 
 @cli.command("status")

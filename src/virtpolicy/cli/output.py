@@ -12,7 +12,7 @@ from typing import Any
 
 from virtpolicy.engine.changes import HistoryEntry
 from virtpolicy.policy.document import dump_json, dump_yaml
-from virtpolicy.policy.graph import Waves
+from virtpolicy.policy.graph import Edges, Waves, critical_path
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import StoredPolicy
 
@@ -76,10 +76,13 @@ def pinning(policy: GuestPolicy) -> str:
     return " ".join(parts) or "-"
 
 
-def plan(waves: Waves, fmt: str) -> str:
-    """A start or stop plan: a table of waves, or ``{"waves": [...]}``."""
+def plan(waves: Waves, fmt: str, edges: Edges | None = None) -> str:
+    """A plan: a table of waves, ``{"waves": [...]}``, or a graph (dot, mermaid)
+    of the planned guests with the critical path marked."""
     if fmt == "json":
         return json.dumps({"waves": waves}) + "\n"
+    if fmt in ("dot", "mermaid"):
+        return graph(waves, edges or {}, fmt)
     return table(["WAVE", "GUESTS"], [[i, " ".join(w)] for i, w in enumerate(waves, start=1)])
 
 
@@ -110,3 +113,44 @@ def status(statuses: Sequence[dict[str, Any]]) -> str:
             ]
         )
     return table(["GUEST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"], rows)
+
+
+def graph(waves: Waves, edges: Edges, fmt: str) -> str:
+    """Graphviz or Mermaid text: an arrow from each guest to what it depends on
+    (dashed for ``wants``), the critical path in bold red."""
+    planned = [g for wave in waves for g in wave]
+    chosen = set(planned)
+    path = critical_path(edges, waves)
+    on_path = set(zip(path[1:], path, strict=False))  # (dependent, dependency)
+    arrows = [(g, d, kind) for g in planned for d, kind in edges.get(g, ()) if d in chosen]
+    if fmt == "dot":
+        lines = ["digraph plan {", "  rankdir=BT;", "  node [shape=box];"]
+        for g in planned:
+            style = " [color=red, penwidth=2]" if g in path else ""
+            lines.append(f"  {json.dumps(g)}{style};")
+        for g, d, kind in arrows:
+            attrs = []
+            if kind == "wants":
+                attrs.append("style=dashed")
+            if (g, d) in on_path:
+                attrs += ["color=red", "penwidth=2"]
+            lines.append(
+                f"  {json.dumps(g)} -> {json.dumps(d)}"
+                + (f" [{', '.join(attrs)}]" if attrs else "")
+                + ";"
+            )
+        return "\n".join([*lines, "}"]) + "\n"
+    ids = {g: f"n{i}" for i, g in enumerate(planned)}
+    lines = ["flowchart BT"]
+    lines += [f'  {ids[g]}["{g}"]' for g in planned]
+    links = []
+    for g, d, kind in arrows:
+        lines.append(f"  {ids[g]} {'-.->' if kind == 'wants' else '-->'} {ids[d]}")
+        links.append((g, d))
+    for i, link in enumerate(links):
+        if link in on_path:
+            lines.append(f"  linkStyle {i} stroke:red,stroke-width:3px")
+    if path:
+        lines.append("  classDef critical stroke:red,stroke-width:3px")
+        lines.append("  class " + ",".join(ids[g] for g in path) + " critical")
+    return "\n".join(lines) + "\n"

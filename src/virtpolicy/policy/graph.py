@@ -143,3 +143,26 @@ def _waves(first: Mapping[str, set[str]], edges: Edges) -> Waves:
         cycle = find_cycle({g: edges.get(g, ()) for g in stuck}, first=sorted(stuck))
         raise CycleError(cycle or sorted(stuck))
     return waves
+
+
+def critical_path(edges: Edges, waves: Waves) -> list[str]:
+    """The longest chain of dependencies among the planned guests, first to last.
+
+    Without durations, length is the number of guests on the chain: the path
+    that decides how many steps a start must take, whatever runs in parallel.
+    """
+    planned = {g for wave in waves for g in wave}
+    best: dict[str, tuple[int, str | None]] = {}
+    for wave in waves:
+        for guest in wave:
+            deps = [d for d, _ in edges.get(guest, ()) if d in planned]
+            longest = max(deps, key=lambda d: (best[d][0], d), default=None)
+            best[guest] = (best[longest][0] + 1 if longest else 1, longest)
+    if not best:
+        return []
+    node: str | None = max(best, key=lambda g: (best[g][0], g))
+    chain = []
+    while node is not None:
+        chain.append(node)
+        node = best[node][1]
+    return chain[::-1]

@@ -165,8 +165,13 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     the test with SIGTERM, which must end it cleanly (exit status 0)."""
     started: list[Daemon] = []
 
-    def start(db: str, *args: str, ready: Callable[[Daemon], bool] | None = None) -> Daemon:
-        run_dir = tmp_path / f"run{len(started)}"
+    def start(
+        db: str,
+        *args: str,
+        ready: Callable[[Daemon], bool] | None = None,
+        run_dir: Path | None = None,
+    ) -> Daemon:
+        run_dir = run_dir or tmp_path / f"run{len(started)}"
         log = (tmp_path / f"serve{len(started)}.log").open("w")
         proc = subprocess.Popen(
             [str(VIRTPOLICY), "--db", db, "serve", "--run-dir", str(run_dir), *args],

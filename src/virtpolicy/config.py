@@ -67,6 +67,7 @@ class ServeSettings(BaseModel):
     mode: Literal["enforce", "report"] = "enforce"
     reconcile_interval: float = Field(default=30.0, ge=1.0, le=86400.0)
     run_dir: str = Field(default_factory=default_run_dir, min_length=1)
+    autostart: bool = True
     listen: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None

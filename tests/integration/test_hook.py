@@ -93,3 +93,39 @@ def test_daemon_down_follows_hook_failure(
     with_hook(nowhere, "open")
     virsh("start", web)
     assert try_virsh("domstate", web).stdout.strip() == "running"
+
+
+def test_daemon_autostarts_in_order_through_its_own_hook(
+    with_hook: Callable[[str, str], None],
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[[str], str],
+    qemu_uri: str,
+    db: str,
+    run: Cli,
+    tmp_path: Path,
+) -> None:
+    """At daemon start, autostart guests start in dependency order; the hook asks
+    the daemon about each start while the daemon's own start call is in flight."""
+    dbg, web = make_guest("adb"), make_guest("aweb")
+    run("policy", "set", dbg, "--autostart")
+    run("policy", "set", web, "--autostart", "--requires", dbg)
+    run_dir = tmp_path / "run-auto"
+    with_hook(str(run_dir), "closed")  # a hook that cannot reach us would refuse
+    virsh("autostart", web)  # libvirt's own flag too: the status must warn
+    daemon = start_daemon(db, "--connect", qemu_uri, run_dir=run_dir)
+    deadline = time.monotonic() + 30
+    while try_virsh("domstate", web).stdout.strip() != "running":
+        assert daemon.proc.poll() is None
+        assert time.monotonic() < deadline, "web was not autostarted"
+        time.sleep(0.1)
+    assert try_virsh("domstate", dbg).stdout.strip() == "running"
+    log = (tmp_path / "serve0.log").read_text()
+    started = [line for line in log.splitlines() if "autostart guest=" in line]
+    assert [dbg in started[0], web in started[1]] == [True, True], started
+    wait_connected(daemon)
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://vp"
+    ) as c:
+        problems = c.get(f"/v1/guests/{web}/status").json()["problems"]
+    assert any("libvirt's own autostart is on too" in p for p in problems)
+    virsh("autostart", web, "--disable")

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 @click.option(
     "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
 )
+@click.option(
+    "--autostart/--no-autostart",
+    default=None,
+    help="At start, start the guests whose policy says autostart, in order [yes].",
+)
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
 @click.option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for --listen.")
 @click.option("--tls-key", metavar="FILE", help="TLS private key (PEM) for --listen.")
@@ -48,6 +53,7 @@ def serve(
     mode: str | None,
     reconcile_interval: float | None,
     run_dir: str | None,
+    autostart: bool | None,
     listen: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -63,6 +69,7 @@ def serve(
             "mode": mode,
             "reconcile_interval": reconcile_interval,
             "run_dir": run_dir,
+            "autostart": autostart,
             "listen": listen,
             "tls_cert": tls_cert,
             "tls_key": tls_key,
@@ -77,6 +84,7 @@ def serve(
             uri=settings.connect,
             mode=settings.mode,
             reconcile_interval=settings.reconcile_interval,
+            autostart=settings.autostart,
         ),
     )
     log.info(

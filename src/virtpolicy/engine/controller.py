@@ -24,8 +24,15 @@ from typing import Any
 
 from virtpolicy.engine.admission import refusals
 from virtpolicy.engine.conditions import Guests
+from virtpolicy.engine.orchestrate import Orchestrator
 from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
-from virtpolicy.errors import ConnectionLostError, HypervisorError, NotFoundError, StoreError
+from virtpolicy.errors import (
+    ConnectionLostError,
+    HypervisorError,
+    NotFoundError,
+    StoreError,
+    VirtpolicyError,
+)
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.hypervisor.events import EventWatch, use_asyncio
 from virtpolicy.store.base import PolicyStore
@@ -55,6 +62,7 @@ class ControllerSettings:
     store_poll_interval: float = 0.5
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    autostart: bool = True
 
 
 class Controller:
@@ -77,6 +85,8 @@ class Controller:
         #: reports): what "may it start?" is answered from, never libvirt itself,
         #: whose job lock the hook's caller holds.
         self.states: dict[str, str] = {}
+        self._autostarted = False
+        self._autostart_task: asyncio.Task[None] | None = None
 
     # -- public -------------------------------------------------------------
 
@@ -152,6 +162,8 @@ class Controller:
         try:
             await self._stopping.wait()
         finally:
+            if self._autostart_task is not None:
+                tasks.append(self._autostart_task)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -188,6 +200,9 @@ class Controller:
                 await asyncio.sleep(delay)
                 continue
             self.states = {info.name: info.state for info in infos}
+            if self.settings.autostart and not self._autostarted:
+                self._autostarted = True
+                self._autostart_task = asyncio.create_task(self._autostart(), name="autostart")
             delay = self.settings.backoff_initial
             self._lost.clear()
             self.connected.set()
@@ -205,6 +220,39 @@ class Controller:
         self.record_state(guest, what)
         if what not in ("stopped", "shutdown", "undefined", "crashed", "suspended"):
             self.request(guest)
+
+    async def _autostart(self) -> None:
+        """Start guests with ``start.autostart`` in dependency order, once per daemon
+        start (that is, host boot). Their hooks ask us while we start them."""
+        try:
+            stored = await asyncio.to_thread(self.store.list_policies)
+        except StoreError as exc:
+            log.error("autostart: %s", exc)
+            return
+        policies = {s.policy.guest: s.policy for s in stored}
+        roots = sorted(g for g, p in policies.items() if p.start.autostart)
+        if not roots:
+            return
+
+        def progress(guest: str, event: str, detail: str) -> None:
+            if event in ("started", "already running"):
+                # Before any dependent starts, so that its hook sees this one up.
+                self.record_state(guest, "started")
+            if event not in ("starting", "stopping"):
+                log.info("autostart guest=%s %s%s", guest, event, f": {detail}" if detail else "")
+
+        orchestrator = Orchestrator(self.hypervisor, policies, progress=progress)
+        try:
+            results = await orchestrator.start(roots)
+        except VirtpolicyError as exc:
+            log.error("autostart: %s", exc)
+            return
+        failed = [r.guest for r in results if not r.ok]
+        log.info(
+            "autostart: %d guests up%s",
+            len(results) - len(failed),
+            f", not started: {', '.join(failed)}" if failed else "",
+        )
 
     def record_state(self, guest: str, what: str) -> None:
         """Keep ``states`` current from a lifecycle event or a hook report."""

@@ -141,6 +141,11 @@ class Reconciler:
             stored.policy, hv.host(), info.vcpus, mirror[1] if mirror else None
         )
         status.problems = list(desired.problems)
+        if info.autostart and stored.policy.start.autostart:
+            status.problems.append(
+                "start.autostart: libvirt's own autostart is on too and races the ordered "
+                f"start (virsh autostart --disable {name})"
+            )
         actual = hv.actual(name)
         status.desired = desired.tuning.describe()
         status.actual = actual.describe()

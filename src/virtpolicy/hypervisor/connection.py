@@ -69,6 +69,8 @@ class GuestInfo:
     state: str
     vcpus: int
     persistent: bool
+    #: libvirt's own autostart flag (``virsh autostart``).
+    autostart: bool = False
 
 
 @dataclass(slots=True)
@@ -329,6 +331,7 @@ class Hypervisor:
             state=text,
             vcpus=int(vcpus),
             persistent=bool(dom.isPersistent()),
+            autostart=bool(dom.autostart()),
         )
 
     def _call_flags(self, call: Any, flags: int) -> Any:

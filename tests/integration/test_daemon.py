@@ -95,3 +95,44 @@ def test_libvirtd_restart_is_survived(
     assert daemon.poll() is None
     assert try_virsh("domstate", guest).stdout.strip() == "running"
     assert os.path.exists("/run/virtpolicy-lab/libvirtd.pid")
+
+
+@pytest.mark.parametrize("on_stop", ["none", "stop"])
+def test_dependency_stop_is_noted_and_acted_on(
+    on_stop: str,
+    qemu_uri: str,
+    db: str,
+    run: Cli,
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[[str], str],
+) -> None:
+    """When a required dependency is destroyed, its running dependent gets a notice
+    on its status, and is stopped too if its policy says on_dependency_stop: stop."""
+    import httpx  # noqa: PLC0415
+
+    dbg, web = make_guest(f"sdb{on_stop}"), make_guest(f"sweb{on_stop}")
+    virsh("start", dbg)
+    virsh("start", web)
+    # A diskless guest has no OS to answer an ACPI shutdown: destroy it.
+    run("policy", "set", web, "--requires", dbg, "--stop-action", "destroy")
+    daemon = start_daemon(db, "--connect", qemu_uri, "--reconcile-interval", "3600")
+    client = httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://vp"
+    )
+    if on_stop == "stop":  # no CLI flag for it yet: a merge patch through the API
+        assert (
+            client.patch(
+                f"/v1/policies/{web}", json={"stop": {"on_dependency_stop": "stop"}}
+            ).status_code
+            == 200
+        )
+    eventually(lambda: client.get(f"/v1/guests/{web}/status").status_code == 200)
+    virsh("destroy", dbg)
+    notices = eventually(lambda: client.get(f"/v1/guests/{web}/status").json()["notices"])
+    assert f"required dependency {dbg} stopped" in notices[-1]  # type: ignore[index]
+    if on_stop == "stop":
+        eventually(lambda: try_virsh("domstate", web).stdout.strip() == "shut off")
+    else:
+        time.sleep(1)
+        assert try_virsh("domstate", web).stdout.strip() == "running"
+    client.close()

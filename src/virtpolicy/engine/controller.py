@@ -86,6 +86,7 @@ class Controller:
         #: whose job lock the hook's caller holds.
         self.states: dict[str, str] = {}
         self._autostarted = False
+        self._background: set[asyncio.Task[None]] = set()
         self._autostart_task: asyncio.Task[None] | None = None
 
     # -- public -------------------------------------------------------------
@@ -164,6 +165,7 @@ class Controller:
         finally:
             if self._autostart_task is not None:
                 tasks.append(self._autostart_task)
+            tasks.extend(self._background)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -218,6 +220,11 @@ class Controller:
     def _guest_event(self, guest: str, what: str) -> None:
         log.debug("event guest=%s %s", guest, what)
         self.record_state(guest, what)
+        # SHUTDOWN (the guest OS finished) is followed by STOPPED: act once.
+        if what in ("stopped", "crashed"):
+            task = asyncio.create_task(self._dependency_stopped(guest, what))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if what not in ("stopped", "shutdown", "undefined", "crashed", "suspended"):
             self.request(guest)
 
@@ -253,6 +260,39 @@ class Controller:
             len(results) - len(failed),
             f", not started: {', '.join(failed)}" if failed else "",
         )
+
+    async def _dependency_stopped(self, dependency: str, what: str) -> None:
+        """``dependency`` stopped or crashed: tell the guests that require it, and stop
+        those whose policy says ``stop.on_dependency_stop: stop``."""
+        try:
+            stored = await asyncio.to_thread(self.store.list_policies)
+        except StoreError as exc:
+            log.warning("store: %s", exc)
+            return
+        policies = {s.policy.guest: s.policy for s in stored}
+        affected = [
+            g
+            for g, p in policies.items()
+            if self.states.get(g) == "running" and any(d.guest == dependency for d in p.requires)
+        ]
+        to_stop = []
+        for guest in affected:
+            action = policies[guest].stop.on_dependency_stop
+            text = f"required dependency {dependency} {what}"
+            if action == "stop":
+                text += "; stopping this guest (on_dependency_stop: stop)"
+                to_stop.append(guest)
+            self.reconciler.notice(guest, text)
+            log.warning("dependency guest=%s %s", guest, text)
+        if to_stop:
+            results = await Orchestrator(self.hypervisor, policies).stop(to_stop)
+            for r in results:
+                log.info(
+                    "dependency-stop guest=%s %s%s",
+                    r.guest,
+                    r.result,
+                    f": {r.detail}" if r.detail else "",
+                )
 
     def record_state(self, guest: str, what: str) -> None:
         """Keep ``states`` current from a lifecycle event or a hook report."""

@@ -32,6 +32,7 @@ from virtpolicy.store.base import PolicyStore, StoredPolicy
 log = logging.getLogger(__name__)
 
 Mode = Literal["enforce", "report"]
+_NOTICES = 10
 
 
 @dataclass
@@ -49,6 +50,8 @@ class GuestStatus:
     error: str | None = None
     checked_at: str | None = None
     applied_at: str | None = None
+    #: Recent things that happened to the guest's dependencies, newest last.
+    notices: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -63,6 +66,7 @@ class GuestStatus:
             "error": self.error,
             "checked_at": self.checked_at,
             "applied_at": self.applied_at,
+            "notices": self.notices,
         }
 
 
@@ -105,6 +109,12 @@ class Reconciler:
                 done.append(self._one(stored, info))
             return done
 
+    def notice(self, guest: str, text: str) -> None:
+        """Record something that happened around ``guest`` on its status."""
+        with self._status_lock:
+            status = self._status.setdefault(guest, GuestStatus(guest))
+            status.notices = [*status.notices, f"{_now()} {text}"][-_NOTICES:]
+
     def _forget(self, guests: set[str]) -> None:
         # Policy deleted: no longer ours to report.
         with self._status_lock:
@@ -118,6 +128,7 @@ class Reconciler:
             previous = self._status.get(name)
             if previous:
                 status.applied, status.applied_at = previous.applied, previous.applied_at
+                status.notices = previous.notices
             self._status[name] = status
         if info is None:
             status.state = "undefined"

@@ -22,7 +22,7 @@ _MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}
 _FIELDS = {
     "cpu": {"vcpupin", "vcpus", "emulatorpin", "weight", "cap"},
     "start": {"autostart", "delay"},
-    "stop": {"timeout", "action", "escalate"},
+    "stop": {"timeout", "action", "escalate", "on_dependency_stop"},
 }
 
 

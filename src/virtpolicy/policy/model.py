@@ -140,6 +140,9 @@ class StopPolicy(_Model):
     action: Literal["shutdown", "destroy", "managedsave"] = "shutdown"
     #: After a shutdown that times out, destroy the guest (else: report failure).
     escalate: bool = False
+    #: When a guest this one ``requires`` stops or crashes: note it (none), or
+    #: stop this guest too (stop).
+    on_dependency_stop: Literal["none", "stop"] = "none"
 
 
 class GuestPolicy(_Model):

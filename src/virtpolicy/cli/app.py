@@ -7,6 +7,7 @@ Exit statuses: 0 ok, 1 operation failed, 2 bad usage or invalid policy,
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import cached_property
 from typing import IO, Any
 
@@ -99,6 +100,17 @@ def cli(
         format="%(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = App(db or default_db(), server, token)
+
+
+def parse_labels(specs: Sequence[str], option: str = "--label") -> dict[str, str]:
+    """``KEY=VALUE`` options as a mapping; a usage error (exit 2) names a bad one."""
+    selected = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise fail_usage(f'{option}: "{spec}" is not KEY=VALUE')
+        selected[key] = value
+    return selected
 
 
 def fail_usage(message: str) -> click.UsageError:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from virtpolicy.cli import output
-from virtpolicy.cli.app import App, cli, fail_usage, pass_app
+from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.cli.files import read_documents
 from virtpolicy.engine.changes import Result
 from virtpolicy.errors import NotFoundError
@@ -17,16 +17,6 @@ from virtpolicy.policy.edit import clear_path, dependency_patch, merge_patches, 
 
 _OUTPUT = click.Choice(output.FORMATS)
 ACTIONS = ("create", "update", "delete", "unchanged")
-
-
-def _labels(specs: tuple[str, ...], option: str = "--label") -> dict[str, str]:
-    selected = {}
-    for spec in specs:
-        key, sep, value = spec.partition("=")
-        if not sep or not key:
-            raise fail_usage(f'{option}: "{spec}" is not KEY=VALUE')
-        selected[key] = value
-    return selected
 
 
 @cli.group()
@@ -90,7 +80,7 @@ def policy_set(
             for k, v in {"timeout": stop_timeout, "action": stop_action}.items()
             if v is not None
         },
-        "labels": _labels(label),
+        "labels": parse_labels(label),
         "requires": {},
         "wants": {},
     }
@@ -121,7 +111,7 @@ def policy_get(app: App, guest: str, fmt: str) -> None:
 @pass_app
 def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
     """List policies, optionally only those with all the given labels."""
-    click.echo(output.policies(app.service.list_policies(_labels(label)), fmt), nl=False)
+    click.echo(output.policies(app.service.list_policies(parse_labels(label)), fmt), nl=False)
 
 
 @policy.command("delete")

@@ -6,15 +6,14 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import click
 
 from virtpolicy.cli import output
-from virtpolicy.cli.app import App, cli, fail_usage, pass_app
+from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
 from virtpolicy.hypervisor.connection import Hypervisor
-from virtpolicy.policy.model import GuestPolicy
 
 
 def _options(verb: str) -> list[click.Parameter]:
@@ -61,7 +60,9 @@ def _command(verb: str) -> click.Command:
         if sum(map(bool, (guests, everything, labels))) != 1:
             raise fail_usage(f"{verb}: name guests, or give --all or --label, one of them")
         policies = {s.policy.guest: s.policy for s in app.store.list_policies()}
-        roots = _roots(guests, everything, labels, policies)
+        roots = None if everything else list(guests)
+        if labels:  # the store selects by label
+            roots = [s.policy.guest for s in app.store.list_policies(parse_labels(labels))]
         uri = connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
         hypervisor = Hypervisor(uri)
         hypervisor.open()
@@ -89,25 +90,6 @@ def _command(verb: str) -> click.Command:
         "stop": "Stop GUESTS and, first, the guests that require them.",
     }[verb]
     return click.Command(verb, callback=run, params=_options(verb), help=doc)
-
-
-def _roots(
-    guests: Sequence[str],
-    everything: bool,
-    labels: Sequence[str],
-    policies: Mapping[str, GuestPolicy],
-) -> list[str] | None:
-    if everything:
-        return None
-    if guests:
-        return list(guests)
-    wanted = {}
-    for spec in labels:
-        key, sep, value = spec.partition("=")
-        if not sep:
-            raise fail_usage(f'--label: "{spec}" is not KEY=VALUE')
-        wanted[key] = value
-    return [g for g, p in policies.items() if all(p.labels.get(k) == v for k, v in wanted.items())]
 
 
 def _printer(live: bool) -> Progress:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from virtpolicy.errors import (
 )
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.hypervisor.events import EventWatch, use_asyncio
+from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,6 @@ class Controller:
         self.states: dict[str, str] = {}
         self._autostarted = False
         self._background: set[asyncio.Task[None]] = set()
-        self._autostart_task: asyncio.Task[None] | None = None
 
     # -- public -------------------------------------------------------------
 
@@ -163,8 +164,6 @@ class Controller:
         try:
             await self._stopping.wait()
         finally:
-            if self._autostart_task is not None:
-                tasks.append(self._autostart_task)
             tasks.extend(self._background)
             for task in tasks:
                 task.cancel()
@@ -204,7 +203,7 @@ class Controller:
             self.states = {info.name: info.state for info in infos}
             if self.settings.autostart and not self._autostarted:
                 self._autostarted = True
-                self._autostart_task = asyncio.create_task(self._autostart(), name="autostart")
+                self._in_background(self._autostart())
             delay = self.settings.backoff_initial
             self._lost.clear()
             self.connected.set()
@@ -222,21 +221,31 @@ class Controller:
         self.record_state(guest, what)
         # SHUTDOWN (the guest OS finished) is followed by STOPPED: act once.
         if what in ("stopped", "crashed"):
-            task = asyncio.create_task(self._dependency_stopped(guest, what))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._dependency_stopped(guest, what))
         if what not in ("stopped", "shutdown", "undefined", "crashed", "suspended"):
             self.request(guest)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` alongside the loop; cancelled when the daemon stops."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _policies(self, why: str) -> dict[str, GuestPolicy] | None:
+        """Every stored policy by guest, or None (logged) if the store fails."""
+        try:
+            stored = await asyncio.to_thread(self.store.list_policies)
+        except StoreError as exc:
+            log.error("%s: store: %s", why, exc)
+            return None
+        return {s.policy.guest: s.policy for s in stored}
 
     async def _autostart(self) -> None:
         """Start guests with ``start.autostart`` in dependency order, once per daemon
         start (that is, host boot). Their hooks ask us while we start them."""
-        try:
-            stored = await asyncio.to_thread(self.store.list_policies)
-        except StoreError as exc:
-            log.error("autostart: %s", exc)
+        policies = await self._policies("autostart")
+        if policies is None:
             return
-        policies = {s.policy.guest: s.policy for s in stored}
         roots = sorted(g for g, p in policies.items() if p.start.autostart)
         if not roots:
             return
@@ -264,12 +273,9 @@ class Controller:
     async def _dependency_stopped(self, dependency: str, what: str) -> None:
         """``dependency`` stopped or crashed: tell the guests that require it, and stop
         those whose policy says ``stop.on_dependency_stop: stop``."""
-        try:
-            stored = await asyncio.to_thread(self.store.list_policies)
-        except StoreError as exc:
-            log.warning("store: %s", exc)
+        policies = await self._policies("dependency stop")
+        if policies is None:
             return
-        policies = {s.policy.guest: s.policy for s in stored}
         affected = [
             g
             for g, p in policies.items()

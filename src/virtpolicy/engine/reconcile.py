@@ -157,7 +157,7 @@ class Reconciler:
                 "start.autostart: libvirt's own autostart is on too and races the ordered "
                 f"start (virsh autostart --disable {name})"
             )
-        actual = hv.actual(name)
+        actual = hv.actual(name, info.running)
         status.desired = desired.tuning.describe()
         status.actual = actual.describe()
         status.drift = drift(desired.tuning, actual)
@@ -166,7 +166,7 @@ class Reconciler:
         if status.drift:
             changes = _only(desired.tuning, actual)
             status.problems += hv.apply(name, changes, running=info.running)
-            after = hv.actual(name)
+            after = hv.actual(name, info.running)
             applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
             for what, (old, new) in applied.items():
                 log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)

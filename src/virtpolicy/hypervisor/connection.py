@@ -157,13 +157,17 @@ class Hypervisor:
         with self.translating(name, "look up"):
             return self._info(self.conn.lookupByName(name))
 
-    def actual(self, name: str) -> Tuning:
-        """The tuning in effect: live for a running guest, else the definition."""
-        info = self.guest(name)
+    def actual(self, name: str, running: bool | None = None) -> Tuning:
+        """The tuning in effect: live for a running guest, else the definition.
+
+        A caller that knows whether the guest runs says so, saving a lookup.
+        """
+        if running is None:
+            running = self.guest(name).running
         with self.translating(name, "read tuning"):
             dom = self.conn.lookupByName(name)
-            flags = LIVE if info.running else CONFIG
-            if not info.running and self.caps.pin_config is False:
+            flags = LIVE if running else CONFIG
+            if not running and self.caps.pin_config is False:
                 return Tuning()
             pins = self._call_flags(dom.vcpuPinInfo, flags)
             emulator = self._call_flags(dom.emulatorPinInfo, flags)

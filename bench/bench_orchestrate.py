@@ -21,7 +21,6 @@ Nothing here is asserted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import random
@@ -29,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from virtpolicy.engine import aio
 from virtpolicy.engine.orchestrate import Orchestrator
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.policy.graph import start_waves
@@ -90,7 +90,7 @@ def main() -> None:
         hv.destroy(g)  # the test driver starts its node's guests running
     orchestrator = Orchestrator(hv, policies, args.concurrency)
     start = time.perf_counter()
-    results = asyncio.run(orchestrator.start())
+    results = aio.run(orchestrator.start())
     makespan = time.perf_counter() - start
     hv.close()
     failed = [r for r in results if not r.ok]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ import click
 
 from virtpolicy.cli import output
 from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
+from virtpolicy.engine import aio
 from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
 from virtpolicy.hypervisor.connection import Hypervisor
 
@@ -78,7 +78,7 @@ def _command(verb: str) -> click.Command:
                 click.echo(output.plan(waves, "json" if fmt == "json" else "table"), nl=False)
                 return
             action = orchestrator.start if verb == "start" else orchestrator.stop
-            results = asyncio.run(action(roots))
+            results = aio.run(action(roots))
         finally:
             hypervisor.close()
         _report(results, fmt)

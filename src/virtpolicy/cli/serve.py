@@ -13,6 +13,7 @@ from virtpolicy.api import server
 from virtpolicy.cli import logs
 from virtpolicy.cli.app import cli
 from virtpolicy.config import load_serve_settings
+from virtpolicy.engine import aio
 from virtpolicy.engine.controller import Controller, ControllerSettings
 from virtpolicy.store import open_store
 
@@ -100,7 +101,7 @@ def serve(
     log.info("API on %s/{%s,%s}", settings.run_dir, server.RW_SOCKET, server.RO_SOCKET)
     if settings.listen:
         log.info("API on https://%s (bearer tokens)", settings.listen)
-    asyncio.run(_run(controller, apis))
+    aio.run(_run(controller, apis))
     store.close()
 
 

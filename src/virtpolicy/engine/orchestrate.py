@@ -76,6 +76,7 @@ class Orchestrator:
         self._up: dict[str, asyncio.Future[str | None]] = {
             g: loop.create_future() for g in selected
         }
+        self._waits: dict[tuple[str, str, float], asyncio.Future[str | None]] = {}
         self.results = []
         await asyncio.gather(*(self._start_one(g) for g in selected))
         return self.results
@@ -110,13 +111,24 @@ class Orchestrator:
         failure = await asyncio.shield(future) if future else None
         if failure:
             return f"{guest} {kind} {dep.guest}: {failure}"
+        # Dependents that wait for the same condition on the same guest share
+        # one probe: a condition is a fact about the dependency.
+        key = (dep.guest, str(dep.when), dep.timeout)
+        task = self._waits.get(key)
+        if task is None:
+            task = self._waits[key] = asyncio.ensure_future(self._wait_for(dep))
+        failure = await asyncio.shield(task)
+        return f"{guest} {kind} {failure}" if failure else None
+
+    async def _wait_for(self, dep: Dependency) -> str | None:
+        """None once ``dep``'s condition holds, else why it did not."""
         label = f"{dep.guest} ({dep.when})"
         try:
             await wait_until(label, probe_for(dep.guest, dep.when, self._guests), dep.timeout)
         except ConditionFailed as exc:
-            return f"{guest} {kind} {exc}"
+            return str(exc)
         except HypervisorError as exc:
-            return f"{guest} {kind} {dep.guest}: {exc}"
+            return f"{dep.guest}: {exc}"
         return None
 
     # -- stop -----------------------------------------------------------------------

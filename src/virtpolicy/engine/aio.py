@@ -1,0 +1,34 @@
+"""Running the engine's event loop.
+
+Probes (``exec:`` conditions) spawn processes from the loop. Python 3.11's
+default child watcher starts one thread per child, and its ``fork`` and
+thread start stall the loop that also answers the hook; a pidfd watcher
+(the default from Python 3.12 on) waits for children through the loop
+itself. Measured in bench/README.md ("Orchestrated start").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _pidfd_works() -> bool:
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        return False
+    os.close(fd)
+    return True
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, with children watched through pidfds where the kernel has them."""
+    if sys.version_info < (3, 12) and _pidfd_works():
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    return asyncio.run(main)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY
+from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.store import SqlStore
 
@@ -37,11 +38,30 @@ class _Daemon:
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """Hook reports change the real daemon's state; tested on libvirtd."""
 
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        """Records the job as the daemon does; running it is tested on libvirtd."""
+        job = self.store.add_job(
+            request.action,
+            {},
+            request.guests,
+            runner="daemon",
+            host="h",
+            process="1:1",
+            actor=actor,
+        )
+        return job.to_dict()
+
+    def job_view(self, job_id: int) -> dict[str, Any] | None:
+        return None
+
 
 def test_no_server_errors(tmp_path: Path) -> None:
     """Generated requests for every operation get 2xx or 4xx answers, never 5xx."""
     store = SqlStore(str(tmp_path / "fuzz.db"))
-    api = create_app(store, "unix", _Daemon())
+    api = create_app(store, "unix", _Daemon(store))
 
     async def as_root(scope: Any, receive: Any, send: Any) -> None:
         await api(

@@ -119,13 +119,22 @@ def test_daemon_autostarts_in_order_through_its_own_hook(
         assert time.monotonic() < deadline, "web was not autostarted"
         time.sleep(0.1)
     assert try_virsh("domstate", dbg).stdout.strip() == "running"
-    log = (tmp_path / "serve0.log").read_text()
-    started = [line for line in log.splitlines() if "autostart guest=" in line]
-    assert [dbg in started[0], web in started[1]] == [True, True], started
     wait_connected(daemon)
     with httpx.Client(
         transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://vp"
     ) as c:
         problems = c.get(f"/v1/guests/{web}/status").json()["problems"]
+        # The autostart is a job of the daemon's, recorded guest by guest.
+        while (job := c.get("/v1/jobs").json()[0])["state"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
     assert any("libvirt's own autostart is on too" in p for p in problems)
+    assert (job["actor"], job["runner"], job["state"]) == (
+        "virtpolicy (autostart)",
+        "daemon",
+        "succeeded",
+    )
+    in_order = [r["guest"] for r in sorted(job["results"], key=lambda r: r["seconds"])]
+    assert in_order == [dbg, web]
+    assert [r["result"] for r in job["results"]] == ["started", "started"]
     virsh("autostart", web, "--disable")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request
 
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
+from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.reconcile import GuestStatus
-from virtpolicy.errors import NotFoundError
+from virtpolicy.errors import NotFoundError, PolicyError
 from virtpolicy.store.base import PolicyStore
 
 
@@ -28,6 +30,12 @@ class Daemon(Protocol):
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation on ``guest``."""
 
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        """Record a start or stop job and run it; the job as recorded."""
+
+    def job_view(self, job_id: int) -> dict[str, Any] | None:
+        """A job this daemon runs now, current to the guest; None if it runs none such."""
+
 
 def get_store(request: Request) -> PolicyStore:
     store: PolicyStore = request.app.state.store
@@ -46,6 +54,18 @@ def notify_daemon(request: Request, guest: str | None) -> None:
     daemon: Daemon | None = request.app.state.daemon
     if daemon is not None:
         daemon.notify(guest)
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body, which must be a JSON object (PolicyError, 422, if not)."""
+    body = await request.body()
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"body: not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise PolicyError("body: must be a JSON object")
+    return value
 
 
 def get_principal(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from virtpolicy.api.deps import Reader, Store, Writer, notify_daemon
+from virtpolicy.api.deps import Reader, Store, Writer, json_object, notify_daemon
 from virtpolicy.engine import changes, planning
 from virtpolicy.engine.changes import outcome_result
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
@@ -54,7 +54,7 @@ async def put_policy(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Create or replace a guest's policy; the body is the whole document."""
-    doc = await _json_object(request)
+    doc = await json_object(request)
     doc.setdefault("guest", guest)
     if doc["guest"] != guest:
         raise PolicyError(
@@ -80,7 +80,7 @@ async def patch_policy(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Change some fields: a JSON merge patch, with requires/wants keyed by guest."""
-    patch = await _json_object(request)
+    patch = await json_object(request)
     name = _guest(guest)
     return _written(
         request,
@@ -172,17 +172,6 @@ def _guest(name: str) -> str:
     except PolicyError as exc:
         raise PolicyError(f"guest: {exc}", field="guest") from None
     return name
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    try:
-        value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"body: not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise PolicyError("body: must be a JSON object")
-    return value
 
 
 def _if_match(header: str | None) -> int | None:

@@ -1,19 +1,32 @@
-"""``virtpolicy start`` and ``stop``: groups of guests in dependency order."""
+"""``virtpolicy start`` and ``stop``: groups of guests in dependency order, as a job.
+
+In-process the CLI runs the job itself (and records it in the store); with
+``--server`` the daemon runs it and the CLI follows it until it ends. Either
+way the same progress, the same table and the same exit status: 0 when every
+guest ended well, 1 otherwise. Interrupting a followed job leaves it running
+in the daemon.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import click
 
-from virtpolicy.cli import output
+from virtpolicy.cli import output, progress
 from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
+from virtpolicy.cli.service import RemoteService
 from virtpolicy.engine import aio
-from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
+from virtpolicy.engine.jobs import JobRequest, JobRun, parse_job_request, result_rows
+from virtpolicy.engine.orchestrate import GuestResult
 from virtpolicy.hypervisor.connection import Hypervisor
+
+_FOLLOW_S = 0.25
 
 
 def _options(verb: str) -> list[click.Parameter]:
@@ -33,7 +46,7 @@ def _options(verb: str) -> list[click.Parameter]:
         click.Option(
             ["--connect"],
             metavar="URI",
-            help="libvirt URI [$LIBVIRT_DEFAULT_URI, else qemu:///system]",
+            help="libvirt URI, in-process [$LIBVIRT_DEFAULT_URI, else qemu:///system]",
         ),
         click.Option(["--concurrency"], type=click.IntRange(1, 256), default=8, show_default=True),
         click.Option(["--dry-run"], is_flag=True, help="Print the plan; change nothing."),
@@ -55,34 +68,37 @@ def _command(verb: str) -> click.Command:
         dry_run: bool,
         fmt: str,
     ) -> None:
-        if app.server:
-            raise fail_usage(f"{verb} runs in-process for now: leave out --server")
         if sum(map(bool, (guests, everything, labels))) != 1:
             raise fail_usage(f"{verb}: name guests, or give --all or --label, one of them")
-        policies = {s.policy.guest: s.policy for s in app.store.list_policies()}
-        roots = None if everything else list(guests)
-        if labels:  # the store selects by label
-            roots = [s.policy.guest for s in app.store.list_policies(parse_labels(labels))]
-        uri = connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
-        hypervisor = Hypervisor(uri)
-        hypervisor.open()
-        live = sys.stdout.isatty() and fmt == "table"
-        orchestrator = Orchestrator(hypervisor, policies, concurrency, progress=_printer(live))
-        try:
-            if dry_run:
-                waves = (
-                    orchestrator.start_plan(roots)
-                    if verb == "start"
-                    else orchestrator.stop_plan(roots)
-                )
-                click.echo(output.plan(waves, "json" if fmt == "json" else "table"), nl=False)
-                return
-            action = orchestrator.start if verb == "start" else orchestrator.stop
-            results = aio.run(action(roots))
-        finally:
-            hypervisor.close()
-        _report(results, fmt)
-        if not all(r.ok for r in results):
+        if app.server and connect:
+            raise fail_usage("--connect: the daemon has its own connection; leave it out")
+        selection: dict[str, Any] = {"action": verb, "concurrency": concurrency}
+        if everything:
+            selection["all"] = True
+        elif labels:
+            selection["labels"] = parse_labels(labels)
+        else:
+            selection["guests"] = list(guests)
+        request = parse_job_request(selection)
+        if dry_run:
+            roots = (
+                None
+                if everything
+                else [s.policy.guest for s in app.service.list_policies(request.labels)]
+                if labels
+                else list(guests)
+            )
+            waves = app.service.plan(verb, roots)
+            click.echo(output.plan(waves, "json" if fmt == "json" else "table"), nl=False)
+            return
+        live = sys.stderr.isatty() and fmt == "table"
+        if app.server:
+            job = _follow(RemoteService(app.server, app.token), request, live)
+        else:
+            job = _in_process(app, request, connect, live)
+        rows = result_rows(job)
+        _report(rows, fmt)
+        if job["state"] != "succeeded" or not all(r.ok for r in rows):
             raise SystemExit(1)
 
     doc = {
@@ -92,12 +108,47 @@ def _command(verb: str) -> click.Command:
     return click.Command(verb, callback=run, params=_options(verb), help=doc)
 
 
-def _printer(live: bool) -> Progress:
-    def show(guest: str, event: str, detail: str) -> None:
-        if live or event not in ("starting", "stopping"):
-            click.echo(f"{guest}: {event}" + (f": {detail}" if detail else ""), err=True)
+def _in_process(app: App, request: JobRequest, connect: str | None, live: bool) -> dict[str, Any]:
+    uri = connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
+    hypervisor = Hypervisor(uri)
+    hypervisor.open()
+    try:
+        run = JobRun(app.store, hypervisor, request, app.actor, "cli")
+        job = run.record()
+        with progress.display(request.action, job.guests, live) as show:
+            run.progress = show
+            return aio.run(run.run()).to_dict()
+    finally:
+        hypervisor.close()
 
-    return show
+
+def _follow(service: RemoteService, request: JobRequest, live: bool) -> dict[str, Any]:
+    """Submit the job to the daemon and show its progress until it ends."""
+    job = service.submit(request.model_dump(exclude_defaults=True))
+    seen: dict[str, str] = {}
+    with progress.display(request.action, job["guests"], live) as show:
+        try:
+            while True:
+                _news(job, seen, show)
+                if job["state"] != "running":
+                    return job
+                time.sleep(_FOLLOW_S)
+                job = service.job(job["id"])
+        except KeyboardInterrupt:
+            click.echo(
+                f"job {job['id']} goes on in the daemon: virtpolicy jobs {job['id']}", err=True
+            )
+            raise SystemExit(130) from None
+
+
+def _news(
+    job: Mapping[str, Any], seen: dict[str, str], show: Callable[[str, str, str], None]
+) -> None:
+    """Pass on what changed since the last look at ``job``."""
+    for r in job["results"]:
+        if seen.get(r["guest"]) != r["result"]:
+            seen[r["guest"]] = r["result"]
+            show(r["guest"], r["result"], r["detail"])
 
 
 def _report(results: Sequence[GuestResult], fmt: str) -> None:
@@ -123,3 +174,60 @@ def _report(results: Sequence[GuestResult], fmt: str) -> None:
 
 cli.add_command(_command("start"))
 cli.add_command(_command("stop"))
+
+
+@cli.command("jobs")
+@click.argument("job_id", metavar="[ID]", type=int, required=False)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--state",
+    type=click.Choice(["running", "succeeded", "failed", "interrupted"]),
+    help="Only jobs in this state.",
+)
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def jobs_cmd(app: App, job_id: int | None, limit: int, state: str | None, fmt: str) -> None:
+    """Start and stop jobs, newest first; with ID, one job guest by guest."""
+    if job_id is not None:
+        job = app.service.job(job_id)
+        if fmt == "json":
+            click.echo(json.dumps(job, indent=2))
+            return
+        click.echo(
+            f"job {job['id']}: {job['action']}, {job['state']}"
+            + (f": {job['detail']}" if job["detail"] else "")
+        )
+        click.echo(
+            f"run by {job['actor']} through the {job['runner']} "
+            f"(pid {job['process'].partition(':')[0]} on {job['host']}), "
+            f"from {job['created_at']} to {job['finished_at'] or '-'}\n"
+        )
+        _report(result_rows(job), "table")
+        return
+    jobs = app.service.jobs(limit, state)
+    if fmt == "json":
+        click.echo(json.dumps(jobs, indent=2))
+        return
+    rows = [
+        [
+            j["id"],
+            j["action"],
+            j["state"],
+            f"{_done(j)}/{len(j['guests'])}",
+            j["runner"],
+            j["actor"],
+            j["created_at"],
+            j["detail"] or "-",
+        ]
+        for j in jobs
+    ]
+    click.echo(
+        output.table(
+            ["ID", "ACTION", "STATE", "DONE", "RUNNER", "ACTOR", "CREATED", "DETAIL"], rows
+        ),
+        nl=False,
+    )
+
+
+def _done(job: Mapping[str, Any]) -> int:
+    return sum(r["result"] not in progress.IN_FLIGHT for r in job["results"])

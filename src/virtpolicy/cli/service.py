@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
 import httpx
@@ -17,10 +17,11 @@ import httpx
 from virtpolicy.config import default_run_dir
 from virtpolicy.engine import changes, planning
 from virtpolicy.engine.changes import HistoryEntry, Result, outcome_result
+from virtpolicy.engine.jobs import settle
 from virtpolicy.errors import EXIT_CONFLICT, EXIT_FAILED, EXIT_INVALID, VirtpolicyError
 from virtpolicy.policy.graph import Waves
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import PolicyStore, Revision, StoredPolicy
+from virtpolicy.store.base import JobState, PolicyStore, Revision, StoredPolicy
 
 _TIMEOUT_S = 30.0
 
@@ -36,6 +37,8 @@ class Service(Protocol):
     ) -> list[Result]: ...
     def plan(self, operation: str, guests: Sequence[str] | None) -> Waves: ...
     def status(self, guest: str | None) -> list[dict[str, Any]]: ...
+    def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]: ...
+    def job(self, job_id: int) -> dict[str, Any]: ...
 
 
 class RemoteError(VirtpolicyError):
@@ -96,6 +99,14 @@ class LocalService:
                 "start `virtpolicy serve`, or give --server"
             )
         return RemoteService(str(socket)).status(guest)
+
+    def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]:
+        settle(self.store)
+        return [j.to_dict() for j in self.store.jobs(limit=limit, state=cast(JobState, state))]
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        settle(self.store)
+        return self.store.job(job_id).to_dict()
 
 
 class RemoteService:
@@ -172,6 +183,22 @@ class RemoteService:
         if guest:
             return [self._call("GET", f"/v1/guests/{_seg(guest)}/status")]
         answer: list[dict[str, Any]] = self._call("GET", "/v1/status")
+        return answer
+
+    def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        answer: list[dict[str, Any]] = self._call("GET", "/v1/jobs", params=params)
+        return answer
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
+        return answer
+
+    def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """Have the daemon run a start or stop job; the job as recorded."""
+        answer: dict[str, Any] = self._call("POST", "/v1/jobs", json=dict(request))
         return answer
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:

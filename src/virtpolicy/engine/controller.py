@@ -25,7 +25,8 @@ from typing import Any
 
 from virtpolicy.engine.admission import refusals
 from virtpolicy.engine.conditions import Guests
-from virtpolicy.engine.orchestrate import Orchestrator
+from virtpolicy.engine.jobs import JobRequest, JobRun, settle
+from virtpolicy.engine.orchestrate import Progress
 from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
 from virtpolicy.errors import (
     ConnectionLostError,
@@ -89,6 +90,7 @@ class Controller:
         self.states: dict[str, str] = {}
         self._autostarted = False
         self._background: set[asyncio.Task[None]] = set()
+        self._jobs: dict[int, JobRun] = {}
 
     # -- public -------------------------------------------------------------
 
@@ -128,6 +130,28 @@ class Controller:
         if operation in ("started", "stopped", "release"):
             self.record_state(guest, operation)
 
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        """Record a start or stop job and run it in the background; the job as recorded.
+
+        Refused (and nothing recorded) when the graph has a cycle, or while
+        libvirt is not connected.
+        """
+        if not self.connected.is_set():
+            raise ConnectionLostError(
+                f"not connected to {self.settings.uri}: cannot {request.action} guests now"
+            )
+        run = JobRun(self.store, self.hypervisor, request, actor, "daemon")
+        run.progress = self._job_progress(run)
+        job = await asyncio.to_thread(run.record)
+        self._jobs[job.id] = run
+        self._in_background(self._run_job(run))
+        return run.view()
+
+    def job_view(self, job_id: int) -> dict[str, Any] | None:
+        """A job this daemon is running, current to the guest; None if not running here."""
+        run = self._jobs.get(job_id)
+        return run.view() if run else None
+
     def statuses(self) -> list[GuestStatus]:
         """Every guest's status as of its last pass."""
         return self.reconciler.statuses()
@@ -153,6 +177,11 @@ class Controller:
         """Connect, then keep reconciling until stopped."""
         self._loop = asyncio.get_running_loop()
         use_asyncio(self._loop)
+        try:  # jobs a killed daemon or CLI left "running"
+            for job in await asyncio.to_thread(settle, self.store):
+                log.warning("job %d interrupted: %s", job.id, job.detail)
+        except StoreError as exc:
+            log.error("store: %s", exc)
         tasks = [
             asyncio.create_task(self._connection_keeper(), name="connection"),
             asyncio.create_task(self._worker(), name="worker"),
@@ -242,33 +271,13 @@ class Controller:
 
     async def _autostart(self) -> None:
         """Start guests with ``start.autostart`` in dependency order, once per daemon
-        start (that is, host boot). Their hooks ask us while we start them."""
+        start (that is, host boot), as a job. Their hooks ask us while we start them."""
         policies = await self._policies("autostart")
         if policies is None:
             return
         roots = sorted(g for g, p in policies.items() if p.start.autostart)
-        if not roots:
-            return
-
-        def progress(guest: str, event: str, detail: str) -> None:
-            if event in ("started", "already running"):
-                # Before any dependent starts, so that its hook sees this one up.
-                self.record_state(guest, "started")
-            if event not in ("starting", "stopping"):
-                log.info("autostart guest=%s %s%s", guest, event, f": {detail}" if detail else "")
-
-        orchestrator = Orchestrator(self.hypervisor, policies, progress=progress)
-        try:
-            results = await orchestrator.start(roots)
-        except VirtpolicyError as exc:
-            log.error("autostart: %s", exc)
-            return
-        failed = [r.guest for r in results if not r.ok]
-        log.info(
-            "autostart: %d guests up%s",
-            len(results) - len(failed),
-            f", not started: {', '.join(failed)}" if failed else "",
-        )
+        if roots:
+            await self._job(JobRequest(action="start", guests=roots), "virtpolicy (autostart)")
 
     async def _dependency_stopped(self, dependency: str, what: str) -> None:
         """``dependency`` stopped or crashed: tell the guests that require it, and stop
@@ -291,14 +300,47 @@ class Controller:
             self.reconciler.notice(guest, text)
             log.warning("dependency guest=%s %s", guest, text)
         if to_stop:
-            results = await Orchestrator(self.hypervisor, policies).stop(to_stop)
-            for r in results:
+            request = JobRequest(action="stop", guests=to_stop)
+            await self._job(request, f"virtpolicy (on_dependency_stop of {dependency})")
+
+    async def _job(self, request: JobRequest, actor: str) -> None:
+        """Run a job of the daemon's own to its end."""
+        run = JobRun(self.store, self.hypervisor, request, actor, "daemon")
+        run.progress = self._job_progress(run)
+        try:
+            job = await asyncio.to_thread(run.record)
+        except VirtpolicyError as exc:
+            log.error("%s %s: %s", actor, request.action, exc)
+            return
+        self._jobs[job.id] = run
+        await self._run_job(run)
+
+    async def _run_job(self, run: JobRun) -> None:
+        assert run.job is not None
+        try:
+            job = await run.run()
+            log.info("job %d %s: %s", job.id, job.state, job.detail)
+        except VirtpolicyError as exc:
+            log.error("job %d: %s", run.job.id, exc)
+        finally:
+            self._jobs.pop(run.job.id, None)
+
+    def _job_progress(self, run: JobRun) -> Progress:
+        def progress(guest: str, event: str, detail: str) -> None:
+            if event in ("started", "already running"):
+                # Before any dependent starts, so that its hook sees this one up.
+                self.record_state(guest, "started")
+            if event not in ("starting", "stopping"):
+                assert run.job is not None
                 log.info(
-                    "dependency-stop guest=%s %s%s",
-                    r.guest,
-                    r.result,
-                    f": {r.detail}" if r.detail else "",
+                    "job=%d guest=%s %s%s",
+                    run.job.id,
+                    guest,
+                    event,
+                    f": {detail}" if detail else "",
                 )
+
+        return progress
 
     def record_state(self, guest: str, what: str) -> None:
         """Keep ``states`` current from a lifecycle event or a hook report."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from virtpolicy.policy.graph import Edges
 from virtpolicy.policy.model import GuestPolicy
@@ -89,6 +89,51 @@ class Token:
     created_by: str
 
 
+JobState = Literal["running", "succeeded", "failed", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An orchestrated start or stop, and how far it got.
+
+    ``process`` names the process that runs it (``PID:STARTTIME`` on
+    ``host``), so that a job left ``running`` by a process that died can be
+    told apart from one that still runs. ``results`` has one entry per guest
+    that is done (``guest``, ``result``, ``seconds``, ``detail``).
+    """
+
+    id: int
+    action: str
+    request: Mapping[str, Any]
+    guests: tuple[str, ...]
+    state: JobState
+    runner: str
+    host: str
+    process: str
+    actor: str
+    created_at: str
+    finished_at: str | None
+    results: tuple[Mapping[str, Any], ...]
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "action": self.action,
+            "state": self.state,
+            "request": dict(self.request),
+            "guests": list(self.guests),
+            "runner": self.runner,
+            "host": self.host,
+            "process": self.process,
+            "actor": self.actor,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "results": [dict(r) for r in self.results],
+            "detail": self.detail,
+        }
+
+
 class PolicyStore(Protocol):
     """Persistence of policies and their revisions."""
 
@@ -135,6 +180,35 @@ class PolicyStore(Protocol):
     def delete_token(self, name: str) -> None:
         """Forget a token; NotFoundError if there is none of that name."""
 
+    def add_job(
+        self,
+        action: str,
+        request: Mapping[str, Any],
+        guests: Sequence[str],
+        *,
+        runner: str,
+        host: str,
+        process: str,
+        actor: str,
+    ) -> Job:
+        """Record a new job in state ``running``."""
+
+    def update_job(
+        self,
+        job_id: int,
+        results: Sequence[Mapping[str, Any]],
+        *,
+        state: JobState = "running",
+        detail: str = "",
+    ) -> bool:
+        """Record a running job's progress or end; False if it had ended already."""
+
+    def job(self, job_id: int) -> Job:
+        """One job; NotFoundError if there is none with that id."""
+
+    def jobs(self, *, limit: int = 50, state: JobState | None = None) -> list[Job]:
+        """The newest jobs first."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -143,6 +217,8 @@ __all__ = [
     "Change",
     "Delete",
     "Edges",
+    "Job",
+    "JobState",
     "Outcome",
     "PolicyStore",
     "Put",

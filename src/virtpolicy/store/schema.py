@@ -11,6 +11,9 @@
   globally (``seq``, the value the counter had after the write).
 - ``tokens``: API bearer tokens, by name, with a role; only a SHA-256 of
   each token is kept (tokens are 256 random bits, so a fast hash is enough).
+- ``jobs``: orchestrated starts and stops, who runs them (daemon or CLI,
+  host and process) and each guest's result, kept current while they run, so
+  that a job whose process died still says how far it got.
 - ``dependencies`` and ``labels``: derived from ``policies`` and rewritten
   with it, so that plans and label selections need no JSON decoding.
 
@@ -32,7 +35,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -91,4 +94,23 @@ tokens = Table(
     Column("hash", String(64), nullable=False, unique=True),
     Column("created_at", String(32), nullable=False),
     Column("created_by", String(255), nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("action", String(16), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("guests", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("runner", String(16), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("process", String(64), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("finished_at", String(32), nullable=True),
+    Column("results", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_jobs_state", "state"),
 )

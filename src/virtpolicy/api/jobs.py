@@ -1,0 +1,60 @@
+"""Routes for jobs: orchestrated starts and stops that the daemon runs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from virtpolicy.api.deps import DaemonDep, Reader, Store, Writer, json_object
+from virtpolicy.engine.jobs import parse_job_request, settle
+from virtpolicy.store.base import JobState
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+@router.post("/jobs", status_code=202)
+async def submit(
+    request: Request, response: Response, who: Writer, daemon: DaemonDep
+) -> dict[str, Any]:
+    """Start or stop guests in dependency order, in the daemon.
+
+    The body: ``{"action": "start"|"stop"`` and one of ``"guests": [...]``,
+    ``"all": true``, ``"labels": {KEY: VALUE}``, optionally ``"concurrency"``.
+    Answers 202 with the job; follow it at its ``Location``.
+    """
+    job_request = parse_job_request(await json_object(request))
+    job = await daemon.submit(job_request, who.actor)
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return job
+
+
+@router.get("/jobs")
+async def list_jobs(
+    who: Reader,
+    store: Store,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    state: JobState | None = None,
+) -> list[dict[str, Any]]:
+    """The newest jobs first: running ones current to the guest, and what happened."""
+    await asyncio.to_thread(settle, store)
+    jobs = await asyncio.to_thread(store.jobs, limit=limit, state=state)
+    return [_current(request, job.id) or job.to_dict() for job in jobs]
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: int, who: Reader, store: Store, request: Request) -> dict[str, Any]:
+    """One job, with each guest's result."""
+    live = _current(request, job_id)
+    if live is not None:
+        return live
+    await asyncio.to_thread(settle, store)
+    job = await asyncio.to_thread(store.job, job_id)
+    return job.to_dict()
+
+
+def _current(request: Request, job_id: int) -> dict[str, Any] | None:
+    daemon = request.app.state.daemon
+    return daemon.job_view(job_id) if daemon is not None else None

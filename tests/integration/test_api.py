@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import snapshot
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY, Listener, digest, new_token
+from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.store import SqlStore
 
@@ -21,7 +22,10 @@ ROOT, ALICE = (1, 0, 0), (2, 1000, 1000)
 
 
 class FakeDaemon:
-    """Stands in for the controller's two read methods; status logic is tested elsewhere."""
+    """Stands in for the controller; what the daemon does is tested on libvirtd."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
 
     def statuses(self) -> list[GuestStatus]:
         return [GuestStatus("web", 1, "running", drift={"vcpupin.0": ("0-3", "1")})]
@@ -38,12 +42,28 @@ class FakeDaemon:
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """Hook reports change the real daemon's state; tested on libvirtd."""
 
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        """Records the job as the daemon does; running it is tested on libvirtd."""
+        job = self.store.add_job(
+            request.action,
+            request.model_dump(exclude_defaults=True),
+            request.guests,
+            runner="daemon",
+            host="h",
+            process="1:1",
+            actor=actor,
+        )
+        return job.to_dict()
+
+    def job_view(self, job_id: int) -> dict[str, Any] | None:
+        return None
+
 
 def client(
     store: SqlStore, listener: Listener, peer: tuple[int, int, int] | None = ROOT
 ) -> TestClient:
     """A client of the app on ``listener``, its requests coming from ``peer``."""
-    app: FastAPI = create_app(store, listener, FakeDaemon())
+    app: FastAPI = create_app(store, listener, FakeDaemon(store))
 
     async def with_peer(scope: Any, receive: Any, send: Any) -> None:
         await app({**scope, PEER_KEY: peer} if peer else scope, receive, send)

@@ -13,55 +13,18 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from tests.integration.test_api import FakeDaemon
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY
-from virtpolicy.engine.jobs import JobRequest
-from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.store import SqlStore
 
 pytestmark = pytest.mark.integration
 
 
-class _Daemon:
-    def statuses(self) -> list[GuestStatus]:
-        return [GuestStatus("web", 1, "running")]
-
-    def host_info(self) -> dict[str, Any]:
-        return {"uri": "test:///x", "connected": True}
-
-    def notify(self, guest: str | None) -> None:
-        """Nothing to reconcile in the fuzz run."""
-
-    async def admission(self, guest: str) -> list[str]:
-        return [] if guest != "web" else ["web requires db (running): db is shut off"]
-
-    def hook_event(self, guest: str, operation: str, phase: str) -> None:
-        """Hook reports change the real daemon's state; tested on libvirtd."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self.store = store
-
-    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
-        """Records the job as the daemon does; running it is tested on libvirtd."""
-        job = self.store.add_job(
-            request.action,
-            {},
-            request.guests,
-            runner="daemon",
-            host="h",
-            process="1:1",
-            actor=actor,
-        )
-        return job.to_dict()
-
-    def job_view(self, job_id: int) -> dict[str, Any] | None:
-        return None
-
-
 def test_no_server_errors(tmp_path: Path) -> None:
     """Generated requests for every operation get 2xx or 4xx answers, never 5xx."""
     store = SqlStore(str(tmp_path / "fuzz.db"))
-    api = create_app(store, "unix", _Daemon(store))
+    api = create_app(store, "unix", FakeDaemon(store))
 
     async def as_root(scope: Any, receive: Any, send: Any) -> None:
         await api(

@@ -23,7 +23,7 @@ from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.cli.service import RemoteService
 from virtpolicy.engine import aio
 from virtpolicy.engine.jobs import JobRequest, JobRun, parse_job_request, result_rows
-from virtpolicy.engine.orchestrate import GuestResult
+from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult
 from virtpolicy.hypervisor.connection import Hypervisor
 
 _FOLLOW_S = 0.25
@@ -230,4 +230,4 @@ def jobs_cmd(app: App, job_id: int | None, limit: int, state: str | None, fmt: s
 
 
 def _done(job: Mapping[str, Any]) -> int:
-    return sum(r["result"] not in progress.IN_FLIGHT for r in job["results"])
+    return sum(r["result"] not in IN_FLIGHT for r in job["results"])

@@ -20,8 +20,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-IN_FLIGHT = ("starting", "stopping")
-_DOING = {"start": "starting", "stop": "stopping"}
+from virtpolicy.engine.orchestrate import IN_FLIGHT
+
 _STYLE = {
     "started": "green",
     "stopped": "green",
@@ -58,7 +58,7 @@ class LiveDisplay:
         self.total = len(guests)
         self.done = 0
         self.failed = 0
-        self.moving: dict[str, float] = {}  # guest -> when it began to start/stop
+        self.moving: dict[str, tuple[float, str, str]] = {}  # guest -> (since, event, detail)
         self._t0 = time.monotonic()
         self.console = Console(file=file, stderr=file is None)
         self._spinner = Spinner("dots")
@@ -72,9 +72,9 @@ class LiveDisplay:
     def __call__(self, guest: str, event: str, detail: str) -> None:
         now = time.monotonic()
         if event in IN_FLIGHT:
-            self.moving[guest] = now
+            self.moving[guest] = (now, event, detail)
             return
-        began = self.moving.pop(guest, None)
+        began = self.moving.pop(guest, (None,))[0]
         self.done += 1
         self.failed += event in ("failed", "held back")
         line = Text(f"{guest}: ")
@@ -97,8 +97,8 @@ class LiveDisplay:
         )
         self._spinner.text = head
         rows = Table.grid(padding=(0, 2))
-        for guest, began in sorted(self.moving.items(), key=lambda kv: kv[1]):
-            rows.add_row(f"  {guest}", _DOING[self.verb], f"{now - began:.1f}s")
+        for guest, (since, event, detail) in sorted(self.moving.items(), key=lambda kv: kv[1]):
+            rows.add_row(f"  {guest}", event, f"{now - since:.1f}s", detail)
         return Group(self._spinner, rows)
 
     def __enter__(self) -> LiveDisplay:

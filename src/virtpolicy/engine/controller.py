@@ -26,7 +26,7 @@ from typing import Any
 from virtpolicy.engine.admission import refusals
 from virtpolicy.engine.conditions import Guests
 from virtpolicy.engine.jobs import JobRequest, JobRun, settle
-from virtpolicy.engine.orchestrate import Progress
+from virtpolicy.engine.orchestrate import IN_FLIGHT, Progress
 from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
 from virtpolicy.errors import (
     ConnectionLostError,
@@ -330,7 +330,7 @@ class Controller:
             if event in ("started", "already running"):
                 # Before any dependent starts, so that its hook sees this one up.
                 self.record_state(guest, "started")
-            if event not in ("starting", "stopping"):
+            if event not in IN_FLIGHT:
                 assert run.job is not None
                 log.info(
                     "job=%d guest=%s %s%s",

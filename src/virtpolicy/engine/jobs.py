@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
+from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult, Orchestrator, Progress
 from virtpolicy.errors import StoreError
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.policy.model import GuestName, describe_validation_error
@@ -32,7 +32,6 @@ from virtpolicy.store.base import Job, JobState, PolicyStore
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
-_IN_FLIGHT = {"starting", "stopping"}
 
 
 class JobRequest(BaseModel):
@@ -109,11 +108,11 @@ def settle(store: PolicyStore, host: str | None = None) -> list[Job]:
                 "result": "interrupted",
                 "detail": f"was {r['result']} when the job's process ended; check its state",
             }
-            if r["result"] in _IN_FLIGHT
+            if r["result"] in IN_FLIGHT
             else r
             for r in job.results
         ]
-        done = sum(1 for r in job.results if r["result"] not in _IN_FLIGHT)
+        done = sum(1 for r in job.results if r["result"] not in IN_FLIGHT)
         detail = (
             f"the {job.runner} running this job (pid {pid} on {host}) ended before it did; "
             f"{done} of {len(job.guests)} guests were done"

@@ -28,6 +28,9 @@ from virtpolicy.policy.model import Dependency, GuestPolicy, StopPolicy
 #: (guest, what happened, detail) for live progress.
 Progress = Callable[[str, str, str], None]
 
+#: Progress events of a guest that is not done yet; any other event is its result.
+IN_FLIGHT = frozenset({"waiting", "starting", "stopping"})
+
 _STOP_POLL_S = 0.2
 
 
@@ -113,6 +116,7 @@ class Orchestrator:
             return f"{guest} {kind} {dep.guest}: {failure}"
         # Dependents that wait for the same condition on the same guest share
         # one probe: a condition is a fact about the dependency.
+        self.progress(guest, "waiting", f"for {dep.guest} ({dep.when})")
         key = (dep.guest, str(dep.when), dep.timeout)
         task = self._waits.get(key)
         if task is None:

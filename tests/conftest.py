@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -198,3 +199,16 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             assert daemon.proc.wait(timeout=15) == 0
         finally:
             daemon.proc.kill()
+
+
+def wait_connected(daemon: Daemon) -> None:
+    """Until the daemon has reconnected to the restarted libvirtd and made a pass."""
+    transport = httpx.HTTPTransport(uds=str(daemon.socket))
+    deadline = time.monotonic() + 30
+    with httpx.Client(transport=transport, base_url="http://vp") as client:
+        while True:
+            host = client.get("/v1/host").json()
+            if host["connected"] and host["passes"] > 0:
+                return
+            assert time.monotonic() < deadline, host
+            time.sleep(0.1)

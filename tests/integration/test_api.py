@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import snapshot
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY, Listener, digest, new_token
+from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.store import SqlStore
@@ -26,6 +27,8 @@ class FakeDaemon:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self.events = EventBus()
+        self.events.close()  # a stream ends at once; the daemon's is tested on libvirtd
 
     def statuses(self) -> list[GuestStatus]:
         return [GuestStatus("web", 1, "running", drift={"vcpupin.0": ("0-3", "1")})]

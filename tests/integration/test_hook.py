@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Cli, Daemon, try_virsh, virsh
+from tests.conftest import Cli, Daemon, try_virsh, virsh, wait_connected
 from virtpolicy.hook.install import install, uninstall
 
 pytestmark = pytest.mark.integration
@@ -37,19 +37,6 @@ def with_hook(qemu_uri: str) -> Iterator[Callable[[str, str], None]]:
     if installed:
         uninstall(HOOKS)
         subprocess.run([str(LAB), "restart"], check=True, timeout=60)
-
-
-def wait_connected(daemon: Daemon) -> None:
-    """Until the daemon has reconnected to the restarted libvirtd and made a pass."""
-    transport = httpx.HTTPTransport(uds=str(daemon.socket))
-    deadline = time.monotonic() + 30
-    with httpx.Client(transport=transport, base_url="http://vp") as client:
-        while True:
-            host = client.get("/v1/host").json()
-            if host["connected"] and host["passes"] > 0:
-                return
-            assert time.monotonic() < deadline, host
-            time.sleep(0.1)
 
 
 def test_start_is_refused_until_the_dependency_runs(

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Header, Request
 
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
+from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, PolicyError
@@ -16,6 +17,8 @@ from virtpolicy.store.base import PolicyStore
 
 class Daemon(Protocol):
     """What the API needs of the running daemon (absent when only the store is served)."""
+
+    events: EventBus
 
     def statuses(self) -> list[GuestStatus]: ...
 
@@ -45,7 +48,7 @@ def get_store(request: Request) -> PolicyStore:
 def get_daemon(request: Request) -> Daemon:
     daemon: Daemon | None = request.app.state.daemon
     if daemon is None:
-        raise NotFoundError("this API runs without a daemon: no status")
+        raise NotFoundError("this API serves only the store, without a daemon")
     return daemon
 
 

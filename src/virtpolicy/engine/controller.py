@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from virtpolicy.engine.admission import refusals
+from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.conditions import Guests
 from virtpolicy.engine.jobs import JobRequest, JobRun, settle
 from virtpolicy.engine.orchestrate import IN_FLIGHT, Progress
@@ -43,6 +44,7 @@ from virtpolicy.store.base import PolicyStore
 log = logging.getLogger(__name__)
 
 _ALL = "*"  # in the dirty set: every guest
+_POLICY_EVENTS = 100  # more writes than this at once: one event for them all
 
 #: The state a guest is in after a lifecycle event or hook operation.
 _STATE_AFTER = {
@@ -91,6 +93,12 @@ class Controller:
         self._autostarted = False
         self._background: set[asyncio.Task[None]] = set()
         self._jobs: dict[int, JobRun] = {}
+        self.events = EventBus()
+        self.reconciler.on_applied = lambda guest, applied: self.events.publish(
+            "enforcement",
+            guest=guest,
+            applied={k: {"from": old, "to": new} for k, (old, new) in applied.items()},
+        )
 
     # -- public -------------------------------------------------------------
 
@@ -140,10 +148,7 @@ class Controller:
             raise ConnectionLostError(
                 f"not connected to {self.settings.uri}: cannot {request.action} guests now"
             )
-        run = JobRun(self.store, self.hypervisor, request, actor, "daemon")
-        run.progress = self._job_progress(run)
-        job = await asyncio.to_thread(run.record)
-        self._jobs[job.id] = run
+        run = await self._record_job(request, actor)
         self._in_background(self._run_job(run))
         return run.view()
 
@@ -170,12 +175,14 @@ class Controller:
         return info
 
     def stop(self) -> None:
+        self.events.close()
         self._stopping.set()
         self._wake.set()
 
     async def run(self) -> None:
         """Connect, then keep reconciling until stopped."""
         self._loop = asyncio.get_running_loop()
+        self.events.bind(self._loop)
         use_asyncio(self._loop)
         try:  # jobs a killed daemon or CLI left "running"
             for job in await asyncio.to_thread(settle, self.store):
@@ -248,6 +255,7 @@ class Controller:
     def _guest_event(self, guest: str, what: str) -> None:
         log.debug("event guest=%s %s", guest, what)
         self.record_state(guest, what)
+        self.events.publish("lifecycle", guest=guest, event=what)
         # SHUTDOWN (the guest OS finished) is followed by STOPPED: act once.
         if what in ("stopped", "crashed"):
             self._in_background(self._dependency_stopped(guest, what))
@@ -299,29 +307,47 @@ class Controller:
                 to_stop.append(guest)
             self.reconciler.notice(guest, text)
             log.warning("dependency guest=%s %s", guest, text)
+            self.events.publish(
+                "dependency", guest=guest, dependency=dependency, event=what, action=action
+            )
         if to_stop:
             request = JobRequest(action="stop", guests=to_stop)
             await self._job(request, f"virtpolicy (on_dependency_stop of {dependency})")
 
     async def _job(self, request: JobRequest, actor: str) -> None:
         """Run a job of the daemon's own to its end."""
-        run = JobRun(self.store, self.hypervisor, request, actor, "daemon")
-        run.progress = self._job_progress(run)
         try:
-            job = await asyncio.to_thread(run.record)
+            run = await self._record_job(request, actor)
         except VirtpolicyError as exc:
             log.error("%s %s: %s", actor, request.action, exc)
             return
-        self._jobs[job.id] = run
         await self._run_job(run)
+
+    async def _record_job(self, request: JobRequest, actor: str) -> JobRun:
+        """A job planned and recorded, to be run by :meth:`_run_job`."""
+        run = JobRun(self.store, self.hypervisor, request, actor, "daemon")
+        run.progress = self._job_progress(run)
+        job = await asyncio.to_thread(run.record)
+        self._jobs[job.id] = run
+        self.events.publish(
+            "job",
+            job=job.id,
+            state=job.state,
+            action=job.action,
+            actor=job.actor,
+            guests=list(job.guests),
+        )
+        return run
 
     async def _run_job(self, run: JobRun) -> None:
         assert run.job is not None
         try:
             job = await run.run()
             log.info("job %d %s: %s", job.id, job.state, job.detail)
+            self.events.publish("job", job=job.id, state=job.state, detail=job.detail)
         except VirtpolicyError as exc:
             log.error("job %d: %s", run.job.id, exc)
+            self.events.publish("job", job=run.job.id, state="interrupted", detail=str(exc))
         finally:
             self._jobs.pop(run.job.id, None)
 
@@ -330,8 +356,9 @@ class Controller:
             if event in ("started", "already running"):
                 # Before any dependent starts, so that its hook sees this one up.
                 self.record_state(guest, "started")
+            assert run.job is not None
+            self.events.publish("job", job=run.job.id, guest=guest, result=event, detail=detail)
             if event not in IN_FLIGHT:
-                assert run.job is not None
                 log.info(
                     "job=%d guest=%s %s%s",
                     run.job.id,
@@ -364,13 +391,24 @@ class Controller:
         while True:
             try:
                 revision = await asyncio.to_thread(self.store.global_revision)
-            except StoreError as exc:
-                log.warning("store: %s", exc)
-            else:
                 if seen is not None and revision != seen:
                     self.request()
+                    await self._policy_events(seen, revision)
                 seen = revision
+            except StoreError as exc:
+                log.warning("store: %s", exc)
             await asyncio.sleep(self.settings.store_poll_interval)
+
+    async def _policy_events(self, seen: int, revision: int) -> None:
+        """One event per policy written since ``seen``; one in all for a large apply."""
+        written = await asyncio.to_thread(self.store.revisions_since, seen, _POLICY_EVENTS + 1)
+        if len(written) > _POLICY_EVENTS:
+            self.events.publish("policy", guests=None, revision=revision)
+            return
+        for r in written:
+            self.events.publish(
+                "policy", guest=r.guest, revision=r.revision, action=r.action, actor=r.actor
+            )
 
     async def _worker(self) -> None:
         while True:

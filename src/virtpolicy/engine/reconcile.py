@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
+from virtpolicy.clock import now as _now
 from virtpolicy.errors import (
     ConnectionLostError,
     GuestNotFoundError,
@@ -80,6 +80,10 @@ class Reconciler:
         self._status: dict[str, GuestStatus] = {}
         self._status_lock = threading.Lock()  # readers (the API) vs the pass
         self._lock = threading.Lock()  # one pass at a time
+        #: Told (in the pass's thread) what a pass changed on a guest.
+        self.on_applied: Callable[[str, dict[str, tuple[Value, Value]]], None] = (
+            lambda _guest, _applied: None
+        )
 
     def statuses(self) -> list[GuestStatus]:
         """A snapshot of every guest's status, by name."""
@@ -170,6 +174,8 @@ class Reconciler:
             applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
             for what, (old, new) in applied.items():
                 log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)
+            if applied:
+                self.on_applied(name, applied)
             status.applied = applied
             status.applied_at = _now()
             status.actual = after.describe()
@@ -185,7 +191,3 @@ def _only(desired: Tuning, actual: Tuning) -> Tuning:
         emulatorpin=desired.emulatorpin if desired.emulatorpin != actual.emulatorpin else None,
         sched={k: v for k, v in desired.sched.items() if actual.sched.get(k) != v},
     )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

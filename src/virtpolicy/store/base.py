@@ -155,6 +155,9 @@ class PolicyStore(Protocol):
     def history(self, guest: str) -> list[Revision]:
         """Every revision of ``guest``, oldest first; NotFoundError if none."""
 
+    def revisions_since(self, seq: int, limit: int) -> list[Revision]:
+        """Revisions of any guest written after global revision ``seq``, oldest first."""
+
     def revision(self, guest: str, number: int) -> Revision:
         """One revision of ``guest``; NotFoundError if it does not exist."""
 

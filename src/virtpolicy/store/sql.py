@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from virtpolicy.clock import now as _now
 from virtpolicy.errors import (
     ConflictError,
     NotFoundError,
@@ -147,6 +147,16 @@ class SqlStore:
             ).all()
         if not rows:
             raise NotFoundError(f"{guest}: no policy history")
+        return [_revision(row) for row in rows]
+
+    def revisions_since(self, seq: int, limit: int) -> list[Revision]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(revisions)
+                .where(revisions.c.seq > seq)
+                .order_by(revisions.c.seq)
+                .limit(limit)
+            ).all()
         return [_revision(row) for row in rows]
 
     def revision(self, guest: str, number: int) -> Revision:
@@ -451,10 +461,6 @@ def _db_errors(url: URL) -> Iterator[None]:
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
         raise StoreError(f"store {url.render_as_string()}: {cause}") from exc
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:

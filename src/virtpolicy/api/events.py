@@ -1,0 +1,66 @@
+"""``GET /v1/events``: the daemon's event stream as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from virtpolicy.api.deps import DaemonDep, Reader
+from virtpolicy.engine.bus import KINDS
+from virtpolicy.errors import PolicyError
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+KEEPALIVE_S = 15.0
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(
+    who: Reader,
+    daemon: DaemonDep,
+    kind: Annotated[list[str] | None, Query()] = None,
+    since: int | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Events as they happen (``text/event-stream``): ``lifecycle``, ``policy``,
+    ``enforcement``, ``dependency``, ``job``; only the given ``kind``s if any.
+
+    Each event's ``id:`` line is its id; reconnect with ``Last-Event-ID`` (or
+    ``since=ID``) to get what was missed while the daemon still keeps it, or
+    a ``gap`` event saying what is gone. A comment line every 15 s keeps
+    proxies from closing an idle stream.
+    """
+    for k in kind or ():
+        if k not in KINDS:
+            raise PolicyError(f'kind: "{k}" is not one of {", ".join(KINDS)}', field="kind")
+    after = since
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise PolicyError(
+                f'Last-Event-ID: "{last_event_id}" is not an event id', field="Last-Event-ID"
+            )
+        after = int(last_event_id)
+    subscription = daemon.events.subscribe(after, set(kind or ()), idle=KEEPALIVE_S)
+
+    async def stream() -> AsyncIterator[str]:
+        yield ": virtpolicy events\n\n"  # the headers go out now, not with the first event
+        async for event in subscription:
+            if event is None:
+                yield ": keepalive\n\n"
+                continue
+            data = json.dumps(event.to_dict(), separators=(",", ":"))
+            yield f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

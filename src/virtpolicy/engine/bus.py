@@ -1,0 +1,118 @@
+"""The daemon's event stream: what happened, in order, for anyone listening.
+
+Kinds: ``lifecycle`` (libvirt said a guest started, stopped, ...),
+``policy`` (a policy was written, by anyone), ``enforcement`` (the daemon
+changed a guest's tuning), ``dependency`` (a required dependency of a
+running guest stopped), ``job`` (a start or stop job began, a guest of it
+finished, it ended).
+
+Each event has an id. Ids only grow, also across daemon restarts (they
+start from the clock in microseconds), so a client that reconnects with the
+last id it saw gets what it missed while the daemon keeps it (the newest
+:data:`KEEP` events), and a ``gap`` event when some of that is gone.
+Publishing is safe from any thread; subscribers live on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from virtpolicy.clock import now
+
+KINDS = ("lifecycle", "policy", "enforcement", "dependency", "job")
+KEEP = 4096
+#: Events a subscriber may fall behind by before it is cut off (it may resume).
+QUEUE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    kind: str
+    time: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "time": self.time, **self.data}
+
+
+class EventBus:
+    def __init__(self, keep: int = KEEP) -> None:
+        self._ring: deque[Event] = deque(maxlen=keep)
+        self._next = time.time_ns() // 1000
+        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self.closed = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop subscribers run on; publishing from other threads goes through it."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def publish(self, kind: str, **data: Any) -> None:
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._publish, kind, data)
+        else:
+            self._publish(kind, data)
+
+    def _publish(self, kind: str, data: dict[str, Any]) -> None:
+        event = Event(self._next, kind, now(), data)
+        self._next += 1
+        self._ring.append(event)
+        for queue in list(self._subscribers):
+            if queue.qsize() < QUEUE:
+                queue.put_nowait(event)
+            else:  # too slow: cut off (the spare slot); it can resume from its last id
+                self._subscribers.discard(queue)
+                queue.put_nowait(None)
+
+    def close(self) -> None:
+        """End every subscription (the daemon stops)."""
+        self.closed = True
+        for queue in self._subscribers:
+            queue.put_nowait(None)  # there is always the spare slot
+        self._subscribers.clear()
+
+    async def subscribe(
+        self, after: int | None = None, kinds: Collection[str] = (), idle: float | None = None
+    ) -> AsyncIterator[Event | None]:
+        """Events after id ``after`` (kept ones first), then new ones as they come;
+        None after every ``idle`` seconds without one (for keepalives).
+
+        Ends when the bus closes or this subscriber falls too far behind.
+        """
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE + 1)
+        if self.closed:
+            return
+        self._subscribers.add(queue)
+        seen = after
+        try:
+            if after is not None:
+                kept = [e for e in self._ring if e.id > after]
+                first = kept[0].id if kept else self._next
+                if first > after + 1:
+                    yield Event(first - 1, "gap", now(), {"after": after, "resumes_at": first})
+                for event in kept:
+                    seen = event.id
+                    if not kinds or event.kind in kinds:
+                        yield event
+            # The queue may repeat what the kept events held: skip up to ``seen``.
+            while True:
+                try:
+                    new = await asyncio.wait_for(queue.get(), idle)
+                except TimeoutError:
+                    yield None
+                    continue
+                if new is None:
+                    return
+                if (seen is None or new.id > seen) and (not kinds or new.kind in kinds):
+                    yield new
+        finally:
+            self._subscribers.discard(queue)

@@ -1,12 +1,13 @@
 """The libvirt hook's cost on a real libvirtd with a QEMU guest (run as root).
 
-Run: sudo tests/lab/libvirtd up && .venv/bin/python bench/bench_hook.py [--starts 30]
+Run: sudo tests/lab/libvirtd up && .venv/bin/python bench/bench_hook.py [--starts 10] [--rounds 3]
 
 Measures `virsh start` of a diskless QEMU guest (then `virsh destroy`),
 without the hook and with it (a daemon answering "allowed": the guest
-requires a running one), and the hook program's own run time for
-`prepare begin`. Uses tests/lab/libvirtd restart to make libvirtd read
-the hooks directory; removes the hook afterwards. Nothing is asserted.
+requires a running one), in alternating rounds, and the hook program's own
+run time for `prepare begin` with the daemon's share of it. Uses
+tests/lab/libvirtd restart to make libvirtd read the hooks directory;
+removes the hook afterwards. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -54,13 +56,33 @@ def starts(guest: str, n: int) -> list[float]:
     return times
 
 
+def restart() -> None:
+    """Restart libvirtd (it reads the hooks directory then) and let the daemon reconnect."""
+    subprocess.run([str(LAB), "restart"], check=True, capture_output=True)
+    time.sleep(3)
+
+
+def admission_roundtrip(sock_path: Path, guest: str) -> float:
+    """Seconds for the hook's question, asked the way the hook asks it."""
+    t = time.perf_counter()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(sock_path))
+        sock.sendall(
+            f"GET /v1/guests/{guest}/admission HTTP/1.0\r\nAccept: text/plain\r\n\r\n".encode()
+        )
+        while sock.recv(65536):
+            pass
+    return time.perf_counter() - t
+
+
 def ms(values: list[float]) -> str:
     return f"median {statistics.median(values) * 1000:.1f} ms (n={len(values)})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--starts", type=int, default=30)
+    parser.add_argument("--starts", type=int, default=10, help="starts per round and side")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vp-bench-hook-"))
     remove_guests()
@@ -88,14 +110,22 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    without: list[float] = []
+    with_hook: list[float] = []
+    own: list[float] = []
+    answer: list[float] = []
+    xml = (work / "vp-bench-hweb.xml").read_bytes()
     try:
-        without = starts("vp-bench-hweb", args.starts)
-        install("/etc/libvirt/hooks", str(work / "run"), "open")
-        subprocess.run([str(LAB), "restart"], check=True)
-        time.sleep(3)  # the daemon reconnects to the restarted libvirtd
-        with_hook = starts("vp-bench-hweb", args.starts)
-        own = []
-        xml = (work / "vp-bench-hweb.xml").read_bytes()
+        # Rounds alternate, each after a libvirtd restart, so that neither side
+        # gets a warmer (or older) libvirtd than the other.
+        for _ in range(args.rounds):
+            if Path("/etc/libvirt/hooks/qemu").exists():
+                uninstall("/etc/libvirt/hooks")
+            restart()
+            without += starts("vp-bench-hweb", args.starts)
+            install("/etc/libvirt/hooks", str(work / "run"), "open")
+            restart()
+            with_hook += starts("vp-bench-hweb", args.starts)
         for _ in range(args.starts):
             t = time.perf_counter()
             subprocess.run(
@@ -105,10 +135,11 @@ def main() -> None:
                 capture_output=True,
             )
             own.append(time.perf_counter() - t)
+            answer.append(admission_roundtrip(work / "run" / "virtpolicy.sock", "vp-bench-hweb"))
     finally:
         if Path("/etc/libvirt/hooks/qemu").exists():
             uninstall("/etc/libvirt/hooks")
-            subprocess.run([str(LAB), "restart"], check=True)
+            restart()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=15)
         remove_guests()
@@ -119,6 +150,7 @@ def main() -> None:
     print(f"| virsh start, with the hook (allowed) | {ms(with_hook)} |")
     print(f"| added by the hook (difference of medians) | {added * 1000:.1f} ms |")
     print(f"| the hook program alone, prepare begin | {ms(own)} |")
+    print(f"| of which the daemon's answer (one HTTP request on its socket) | {ms(answer)} |")
 
 
 if __name__ == "__main__":

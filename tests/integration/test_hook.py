@@ -61,6 +61,12 @@ def test_start_is_refused_until_the_dependency_runs(
     virsh("start", dbg)
     virsh("start", web)
     assert try_virsh("domstate", web).stdout.strip() == "running"
+    # `started` is reported in the background: libvirtd did not wait for it.
+    log = daemon.run_dir.parent / "serve0.log"
+    deadline = time.monotonic() + 10
+    while f"hook guest={web} started begin" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.1)
 
 
 def test_daemon_down_follows_hook_failure(

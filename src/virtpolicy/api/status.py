@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
+from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api.deps import DaemonDep, Reader, Writer
 from virtpolicy.errors import NotFoundError
@@ -27,10 +28,22 @@ def status_one(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
 
 
-@router.get("/guests/{guest}/admission")
-async def admission(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
-    """May ``guest`` start now? What libvirt's hook asks before a start."""
+@router.get(
+    "/guests/{guest}/admission",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+)
+async def admission(
+    guest: str, who: Reader, daemon: DaemonDep, accept: Annotated[str | None, Header()] = None
+) -> Any:
+    """May ``guest`` start now? What libvirt's hook asks before a start.
+
+    With ``Accept: text/plain`` (the hook, which keeps its imports few) the
+    answer is ``allowed``, or ``refused`` and a line of reasons.
+    """
     reasons = await daemon.admission(guest)
+    if accept and "text/plain" in accept and "json" not in accept:
+        text = "allowed\n" if not reasons else "refused\n" + "; ".join(reasons) + "\n"
+        return PlainTextResponse(text)
     return {"guest": guest, "allowed": not reasons, "reasons": reasons}
 
 

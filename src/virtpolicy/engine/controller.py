@@ -134,7 +134,7 @@ class Controller:
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation: keep ``states`` current."""
-        log.debug("hook guest=%s %s %s", guest, operation, phase)
+        log.info("hook guest=%s %s %s", guest, operation, phase)
         if operation in ("started", "stopped", "release"):
             self.record_state(guest, operation)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 from virtpolicy.errors import ConfigError, VirtpolicyError
 
 MARKER = "VIRTPOLICY-HOOK"
-SOURCE = Path(__file__).with_name("qemu.py")
+SOURCE = Path(__file__).with_name("qemu.sh")
 
 
 def hook_text(run_dir: str, failure: str, chained: str) -> str:
@@ -18,9 +19,9 @@ def hook_text(run_dir: str, failure: str, chained: str) -> str:
         raise ConfigError(f"hook_failure: {failure!r} is not open or closed")
     text = SOURCE.read_text()
     for key, value in (("RUN_DIR", run_dir), ("HOOK_FAILURE", failure), ("CHAINED", chained)):
-        text = re.sub(
-            rf'^{key} = "[^"]*"', f"{key} = {value!r}".replace("'", '"'), text, count=1, flags=re.M
-        )
+        line = f"{key}={shlex.quote(value)}".replace("\\", "\\\\")  # re.subn reads backslashes
+        text, found = re.subn(rf'^{key}="[^"]*"', line, text, count=1, flags=re.M)
+        assert found == 1, key  # the template names each setting once
     return text
 
 

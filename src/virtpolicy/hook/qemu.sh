@@ -1,0 +1,106 @@
+#!/bin/sh
+# VIRTPOLICY-HOOK: virtpolicy's libvirt QEMU hook, installed as
+# /etc/libvirt/hooks/qemu by `virtpolicy hook install` (which fills in the
+# settings below; `virtpolicy hook uninstall` removes it).
+#
+# libvirtd runs it as `qemu GUEST OPERATION PHASE EXTRA`, with the domain XML
+# on standard input, three times for every start, and waits each time. So
+# the front is POSIX sh, which costs well under a millisecond:
+# - a hook that was here before runs first, with the same arguments and input;
+# - `prepare begin` (before a start) asks the virtpolicy daemon whether GUEST
+#   may start; a refusal exits 1 with the reason on standard error, and
+#   libvirt refuses the start with that reason;
+# - started, stopped, release, restore, reconnect and migrate are reported to
+#   the daemon in the background, so that libvirtd does not wait for them;
+# - every other call ends at once.
+# Talking to the daemon's Unix socket is the Python below: standard library
+# only, without site packages (-IS), and nothing but its C socket module.
+
+RUN_DIR="/run/virtpolicy"
+HOOK_FAILURE="open"  # when the daemon does not answer: open allows, closed refuses
+CHAINED="/etc/libvirt/hooks/qemu.chained-by-virtpolicy"
+TIMEOUT_S="10"
+
+if [ $# -lt 3 ]; then
+    echo "usage: qemu GUEST OPERATION PHASE [EXTRA]" >&2
+    exit 2
+fi
+if [ -x "$CHAINED" ]; then
+    "$CHAINED" "$@" || exit $?
+fi
+
+ask() {
+    /usr/bin/python3 -IS - "$RUN_DIR" "$HOOK_FAILURE" "$TIMEOUT_S" "$@" <<'PYTHON'
+import sys
+import _socket
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def quote(text):
+    """``text`` as one URL path segment."""
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in text.encode())
+
+
+def call(run_dir, timeout, method, path):
+    """One HTTP/1.0 request over the daemon's socket; the body of a 2xx answer."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(run_dir + "/virtpolicy.sock")
+        request = f"{method} {path} HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n"
+        sock.sendall(request.encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    if not 200 <= status < 300:
+        raise OSError(f"it answered HTTP {status}: {body[:200].decode(errors='replace')}")
+    return body.decode(errors="replace")
+
+
+def main(run_dir, failure, timeout, mode, guest, *rest):
+    if mode == "report":  # in the background: the daemon also hears libvirt's events
+        path = "/".join(["/v1/hook", quote(guest), *map(quote, rest)])
+        try:
+            call(run_dir, float(timeout), "POST", path)
+        except OSError:
+            pass
+        return 0
+    try:
+        answer = call(run_dir, float(timeout), "GET", f"/v1/guests/{quote(guest)}/admission")
+    except OSError as exc:
+        if failure == "closed":
+            print(
+                f"virtpolicy daemon does not answer ({exc}); hook_failure=closed refuses {guest}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"virtpolicy: daemon does not answer ({exc}); going on", file=sys.stderr)
+        return 0
+    verdict, _, reasons = answer.partition("\n")
+    if verdict.strip() != "allowed":
+        print(reasons.strip() or f"virtpolicy refuses {guest}", file=sys.stderr)
+        return 1
+    return 0
+
+
+sys.exit(main(*sys.argv[1:]))
+PYTHON
+}
+
+case "$2 $3" in
+    "prepare begin")
+        ask admission "$1"
+        exit $?
+        ;;
+esac
+case "$2" in
+    started | stopped | release | restore | reconnect | migrate)
+        ask report "$1" "$2" "$3" >/dev/null 2>&1 &
+        ;;
+esac
+exit 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ def _tcp(host: str, port: int) -> Probe:
             )
         except TimeoutError:
             return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+        except socket.gaierror as exc:
+            return f"cannot resolve {host}: {exc.strerror}"
         except OSError as exc:
             # asyncio's "Connect call failed" carries only the errno.
             return os.strerror(exc.errno).lower() if exc.errno else str(exc)

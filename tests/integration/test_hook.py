@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -131,3 +132,59 @@ def test_daemon_autostarts_in_order_through_its_own_hook(
     assert in_order == [dbg, web]
     assert [r["result"] for r in job["results"]] == ["started", "started"]
     virsh("autostart", web, "--disable")
+
+
+def test_diamond_through_the_daemon_with_the_hook(
+    with_hook: Callable[[str, str], None],
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[[str], str],
+    qemu_uri: str,
+    db: str,
+    run: Cli,
+    tmp_path: Path,
+) -> None:
+    """db <- api <- web, db <- cache <- web on QEMU, run as a job of the daemon while
+    the hook (closed) asks it about every start: db first, api and cache starting at
+    the same time (both in flight before either is up), web last; `stop db` then
+    stops web, then api and cache, then db."""
+    g = {n: make_guest(f"d{n}") for n in ("db", "api", "cache", "web")}
+    destroy = ["--stop-action", "destroy"]  # diskless guests have no OS to shut down
+    run("policy", "set", g["db"], *destroy)
+    for middle in ("api", "cache"):
+        run("policy", "set", g[middle], "--requires", f"{g['db']}@exec:sleep 1", *destroy)
+    run("policy", "set", g["web"], "--requires", g["api"], "--requires", g["cache"], *destroy)
+    run_dir = tmp_path / "run-diamond"
+    with_hook(str(run_dir), "closed")
+    daemon = start_daemon(db, "--connect", qemu_uri, run_dir=run_dir)
+    wait_connected(daemon)
+    server = ["--server", str(daemon.socket)]
+    transport = httpx.HTTPTransport(uds=str(daemon.socket))
+    with (
+        httpx.Client(transport=transport, base_url="http://vp", timeout=30) as api,
+        api.stream("GET", "/v1/events", params={"kind": "job"}) as stream,
+    ):
+        result = run(*server, "start", g["web"], "-o", "json")
+        assert result.exit_code == 0, result.output
+        moves = []  # (guest, event) in the order the daemon published them
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                if "guest" in event:
+                    moves.append((event["guest"], event["result"]))
+                elif event["state"] != "running":
+                    break
+    assert {r["guest"]: r["result"] for r in json.loads(result.stdout)} == dict.fromkeys(
+        g.values(), "started"
+    )
+    at = {move: i for i, move in enumerate(moves)}
+    assert at[g["db"], "started"] < at[g["api"], "starting"]
+    assert at[g["db"], "started"] < at[g["cache"], "starting"]
+    both_in_flight = max(at[g["api"], "starting"], at[g["cache"], "starting"])
+    assert both_in_flight < min(at[g["api"], "started"], at[g["cache"], "started"]), moves
+    assert max(at[g["api"], "started"], at[g["cache"], "started"]) < at[g["web"], "starting"]
+    stopped = run(*server, "stop", g["db"], "-o", "json")
+    assert stopped.exit_code == 0, stopped.output
+    t = {r["guest"]: r["seconds"] for r in json.loads(stopped.stdout)}
+    assert t[g["web"]] < min(t[g["api"]], t[g["cache"]])
+    assert max(t[g["api"]], t[g["cache"]]) < t[g["db"]]
+    assert {try_virsh("domstate", x).stdout.strip() for x in g.values()} == {"shut off"}

@@ -1,5 +1,6 @@
 """The HTTP API (``/v1``): policies with revisions, history, validation,
-plans, guest status, host info, jobs and the event stream.
+plans, guest status, host info, jobs, the event stream, and utilization
+data (``/v1/stats``, ``/metrics``).
 
 Errors are one JSON shape, ``{"error": {"type", "message", "field"}}``, with
 the HTTP status each virtpolicy error class carries. Writes take ``If-Match:
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from virtpolicy import __version__
-from virtpolicy.api import events, jobs, policies, status
+from virtpolicy.api import events, jobs, policies, stats, status
 from virtpolicy.api.auth import Listener
 from virtpolicy.api.deps import Daemon
 from virtpolicy.errors import VirtpolicyError
@@ -68,6 +69,7 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.include_router(status.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(stats.router)
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.jobs import JobRequest
+from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, PolicyError
 from virtpolicy.store.base import PolicyStore
@@ -19,6 +20,8 @@ class Daemon(Protocol):
     """What the API needs of the running daemon (absent when only the store is served)."""
 
     events: EventBus
+    monitor: Monitor
+    states: dict[str, str]
 
     def statuses(self) -> list[GuestStatus]: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from virtpolicy.api.deps import DaemonDep, Reader, Store, Writer, json_object
 from virtpolicy.engine.jobs import parse_job_request, settle
@@ -44,8 +44,11 @@ async def list_jobs(
     return [_current(request, job.id) or job.to_dict() for job in jobs]
 
 
+JobId = Annotated[int, Path(ge=1, le=2**62)]
+
+
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: int, who: Reader, store: Store, request: Request) -> dict[str, Any]:
+async def get_job(job_id: JobId, who: Reader, store: Store, request: Request) -> dict[str, Any]:
     """One job, with each guest's result."""
     live = _current(request, job_id)
     if live is not None:

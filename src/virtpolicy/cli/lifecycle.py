@@ -177,7 +177,7 @@ cli.add_command(_command("stop"))
 
 
 @cli.command("jobs")
-@click.argument("job_id", metavar="[ID]", type=int, required=False)
+@click.argument("job_id", metavar="[ID]", type=click.IntRange(1, 2**62), required=False)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option(
     "--state",

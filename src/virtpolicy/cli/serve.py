@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
     "--reconcile-interval", type=float, metavar="SECONDS", help="Periodic pass interval [30]."
 )
 @click.option(
+    "--sample-interval",
+    type=float,
+    metavar="SECONDS",
+    help="Utilization sample interval, at least 1 [5].",
+)
+@click.option("--history", type=float, metavar="SECONDS", help="Utilization history kept [3600].")
+@click.option(
     "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
 )
 @click.option(
@@ -53,6 +60,8 @@ def serve(
     connect: str | None,
     mode: str | None,
     reconcile_interval: float | None,
+    sample_interval: float | None,
+    history: float | None,
     run_dir: str | None,
     autostart: bool | None,
     listen: str | None,
@@ -69,6 +78,8 @@ def serve(
             "db": db,
             "mode": mode,
             "reconcile_interval": reconcile_interval,
+            "sample_interval": sample_interval,
+            "history": history,
             "run_dir": run_dir,
             "autostart": autostart,
             "listen": listen,
@@ -85,6 +96,8 @@ def serve(
             uri=settings.connect,
             mode=settings.mode,
             reconcile_interval=settings.reconcile_interval,
+            sample_interval=settings.sample_interval,
+            history=settings.history,
             autostart=settings.autostart,
         ),
     )

@@ -25,7 +25,9 @@ from typing import Any
 
 from virtpolicy.clock import now
 
-KINDS = ("lifecycle", "policy", "enforcement", "dependency", "job")
+KINDS = ("lifecycle", "policy", "enforcement", "dependency", "job", "stats")
+#: Sent only to those who ask for them by kind.
+ON_REQUEST = frozenset({"stats"})
 KEEP = 4096
 #: Events a subscriber may fall behind by before it is cut off (it may resume).
 QUEUE = 1024
@@ -56,16 +58,19 @@ class EventBus:
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
-    def publish(self, kind: str, **data: Any) -> None:
+    def publish(self, kind: str, *, keep: bool = True, **data: Any) -> None:
+        """Send an event; ``keep=False``: to those listening now only, not kept for
+        resuming (the sampler's, which would crowd out everything else)."""
         if self._loop is not None and threading.get_ident() != self._loop_thread:
-            self._loop.call_soon_threadsafe(self._publish, kind, data)
+            self._loop.call_soon_threadsafe(self._publish, kind, data, keep)
         else:
-            self._publish(kind, data)
+            self._publish(kind, data, keep)
 
-    def _publish(self, kind: str, data: dict[str, Any]) -> None:
+    def _publish(self, kind: str, data: dict[str, Any], keep: bool = True) -> None:
         event = Event(self._next, kind, now(), data)
         self._next += 1
-        self._ring.append(event)
+        if keep:
+            self._ring.append(event)
         for queue in list(self._subscribers):
             if queue.qsize() < QUEUE:
                 queue.put_nowait(event)
@@ -101,7 +106,7 @@ class EventBus:
                     yield Event(first - 1, "gap", now(), {"after": after, "resumes_at": first})
                 for event in kept:
                     seen = event.id
-                    if not kinds or event.kind in kinds:
+                    if _wanted(event.kind, kinds):
                         yield event
             # The queue may repeat what the kept events held: skip up to ``seen``.
             while True:
@@ -112,7 +117,11 @@ class EventBus:
                     continue
                 if new is None:
                     return
-                if (seen is None or new.id > seen) and (not kinds or new.kind in kinds):
+                if (seen is None or new.id > seen) and _wanted(new.kind, kinds):
                     yield new
         finally:
             self._subscribers.discard(queue)
+
+
+def _wanted(kind: str, kinds: Collection[str]) -> bool:
+    return kind in kinds if kinds else kind not in ON_REQUEST

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from virtpolicy.engine.admission import refusals
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.conditions import Guests
 from virtpolicy.engine.jobs import JobRequest, JobRun, settle
+from virtpolicy.engine.monitor import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Monitor
 from virtpolicy.engine.orchestrate import IN_FLIGHT, Progress
 from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
 from virtpolicy.errors import (
@@ -68,6 +70,8 @@ class ControllerSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     autostart: bool = True
+    sample_interval: float = DEFAULT_INTERVAL_S
+    history: float = DEFAULT_WINDOW_S
 
 
 class Controller:
@@ -94,6 +98,7 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         self._jobs: dict[int, JobRun] = {}
         self.events = EventBus()
+        self.monitor = Monitor(settings.sample_interval, settings.history)
         self.reconciler.on_applied = lambda guest, applied: self.events.publish(
             "enforcement",
             guest=guest,
@@ -194,6 +199,7 @@ class Controller:
             asyncio.create_task(self._worker(), name="worker"),
             asyncio.create_task(self._periodic(), name="periodic"),
             asyncio.create_task(self._store_watcher(), name="store"),
+            asyncio.create_task(self._sampler(), name="sampler"),
         ]
         for task in tasks:
             task.add_done_callback(self._task_done)
@@ -386,6 +392,30 @@ class Controller:
             await asyncio.sleep(self.settings.reconcile_interval)
             self.request()
 
+    async def _sampler(self) -> None:
+        """One bulk statistics call every sample interval, while connected."""
+        interval = self.settings.sample_interval
+        while True:
+            await self.connected.wait()
+            began = time.monotonic()
+            cpu = time.thread_time
+            try:
+                sample, used = await asyncio.to_thread(_timed, self.hypervisor.sample, cpu)
+            except HypervisorError as exc:
+                self.monitor.failed(str(exc))
+                log.warning("statistics: %s", exc)
+            else:
+                rates = self.monitor.ingest(sample, used)
+                self.events.publish(
+                    "stats",
+                    keep=False,
+                    guests=[g.to_dict() for g in rates.guests.values()],
+                    host_busy_percent=[
+                        None if b is None else round(b, 2) for b in rates.host_busy_percent
+                    ],
+                )
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+
     async def _store_watcher(self) -> None:
         seen = None
         while True:
@@ -434,3 +464,13 @@ class Controller:
             except Exception:
                 # Top of a long-running loop: log with traceback and go on.
                 log.exception("reconcile pass failed")
+
+
+T = TypeVar("T")
+
+
+def _timed(call: Callable[[], T], clock: Callable[[], float]) -> tuple[T, float]:
+    """``call()`` and the CPU time it took on this thread (``clock`` is thread_time)."""
+    before = clock()
+    result = call()
+    return result, clock() - before

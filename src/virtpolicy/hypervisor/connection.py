@@ -34,6 +34,7 @@ from virtpolicy.errors import (
     HypervisorError,
     UnsupportedError,
 )
+from virtpolicy.hypervisor import stats
 from virtpolicy.hypervisor.native import HostInfo, Scheduler, Tuning
 from virtpolicy.policy.model import GuestPolicy
 
@@ -145,6 +146,13 @@ class Hypervisor:
             cpus = int(info[2]) if ncpus != info[2] else int(ncpus)
             self._host = HostInfo(cpus=cpus, scheduler=_scheduler(driver, self.uri), driver=driver)
         return self._host
+
+    def sample(self, *, bulk: bool = True) -> stats.Sample:
+        """Every guest's utilization counters and the host CPUs' times (one bulk
+        call; ``bulk=False``: calls per guest, for comparison)."""
+        with self.translating(None, "collect statistics"):
+            collect = stats.collect if bulk else stats.collect_per_guest
+            return collect(self.conn, self.host().cpus)
 
     # -- guests ---------------------------------------------------------------
 

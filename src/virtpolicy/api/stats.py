@@ -1,0 +1,96 @@
+"""Routes for utilization data: JSON under ``/v1/stats`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from virtpolicy.api import metrics
+from virtpolicy.api.deps import DaemonDep, Reader, Store
+from virtpolicy.errors import NotFoundError
+
+router = APIRouter(tags=["stats"])
+
+
+@router.get("/v1/stats/guests")
+def guests(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
+    """Every guest's rates over the last sample interval: CPU % (of one host
+    CPU), per vCPU %, steal and wait %, memory."""
+    latest = daemon.monitor.latest
+    if latest is None:
+        return []
+    return [
+        {"time": latest.wall, "interval": round(latest.interval, 3), **g.to_dict()}
+        for _, g in sorted(latest.guests.items())
+    ]
+
+
+@router.get("/v1/stats/guests/{guest}")
+def guest(
+    guest: str,
+    who: Reader,
+    daemon: DaemonDep,
+    since: Annotated[
+        float | None, Query(description="Unix time; default: the whole window")
+    ] = None,
+    step: Annotated[
+        float, Query(ge=0, le=86400, description="Seconds per point; 0: every sample")
+    ] = 0,
+) -> dict[str, Any]:
+    """One guest's history: CPU %, each vCPU's % and steal %, resident memory."""
+    monitor = daemon.monitor
+    latest = monitor.latest
+    if latest is None or (guest not in latest.guests and guest not in monitor.history.owners()):
+        raise NotFoundError(f"{guest}: no statistics (no such guest, or not sampled yet)")
+    vcpus = len(latest.guests[guest].vcpus) if guest in latest.guests else 0
+    metrics_ = ["cpu", "rss_kib"] + [f"vcpu.{i}" for i in range(vcpus)]
+    metrics_ += [f"steal.{i}" for i in range(vcpus)]
+    points = monitor.history.window(guest, metrics_, since if since is not None else 0.0, step)
+    return {"guest": guest, "interval": monitor.interval, "step": step, "points": points}
+
+
+@router.get("/v1/stats/host")
+def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+    """Each host CPU's busy %, and the sampler's health."""
+    monitor = daemon.monitor
+    latest = monitor.latest
+    history = monitor.history
+    series = len(history.series)
+    owners = max(1, len(history.owners() - {"host"}))
+    return {
+        "time": latest.wall if latest else None,
+        "cpus": [
+            {"cpu": i, "busy_percent": None if b is None else round(b, 2)}
+            for i, b in enumerate(latest.host_busy_percent if latest else ())
+        ],
+        "sampler": {
+            "interval": monitor.interval,
+            "window": monitor.window,
+            "samples": monitor.samples,
+            "errors": monitor.errors,
+            "last_error": monitor.last_error or None,
+            "last_cpu_seconds": round(monitor.last_duration, 6),
+            "age_seconds": round(time.time() - latest.wall, 3) if latest else None,
+            "history_bytes": history.bytes_per_guest(series),
+            "history_bytes_per_guest": history.bytes_per_guest(series) // owners,
+        },
+    }
+
+
+@router.get(
+    "/metrics", response_class=Response, responses={200: {"content": {metrics.CONTENT_TYPE: {}}}}
+)
+async def prometheus(who: Reader, daemon: DaemonDep, store: Store) -> Response:
+    """Prometheus text format: guest and vCPU CPU seconds, tuning, drift,
+    dependency state, sampler health."""
+    stored = await asyncio.to_thread(store.list_policies)
+    text = metrics.render(
+        daemon.monitor,
+        daemon.statuses(),
+        {s.policy.guest: s.policy for s in stored},
+        dict(daemon.states),
+    )
+    return Response(text, media_type=metrics.CONTENT_TYPE)

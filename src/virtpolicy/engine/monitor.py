@@ -1,0 +1,258 @@
+"""Utilization rates from libvirt's counters, and a bounded window of history.
+
+:func:`rates` turns two consecutive samples into percentages: each guest's
+CPU (of one host CPU: a guest busy on two host CPUs is at 200 %), each
+vCPU's, its steal (``vcpu.N.delay``: runnable but waiting for a host CPU)
+and wait, its memory; each host CPU's busy share. A counter that went
+backwards (the guest restarted) or a field that is missing gives no rate
+for that interval rather than a spike.
+
+:class:`History` keeps one slot per sample for a window (default an hour):
+a shared ring of timestamps and, per series, a ring of 4-byte floats (NaN
+where there was no value), so memory is fixed by the window and the number
+of series: :meth:`History.bytes_per_guest`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from array import array
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from virtpolicy.hypervisor.stats import GuestCounters, Sample
+
+DEFAULT_INTERVAL_S = 5.0
+MIN_INTERVAL_S = 1.0
+DEFAULT_WINDOW_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuRates:
+    percent: float | None
+    steal_percent: float | None
+    wait_percent: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GuestRates:
+    guest: str
+    running: bool
+    cpu_percent: float | None
+    vcpus: tuple[VcpuRates, ...]
+    memory_kib: int | None
+    rss_kib: int | None
+    memory_max_kib: int | None
+    cpu_ns: int | None  # the counter itself, for Prometheus
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "guest": self.guest,
+            "running": self.running,
+            "cpu_percent": _round(self.cpu_percent),
+            "vcpus": [
+                {
+                    "vcpu": i,
+                    "percent": _round(v.percent),
+                    "steal_percent": _round(v.steal_percent),
+                    "wait_percent": _round(v.wait_percent),
+                }
+                for i, v in enumerate(self.vcpus)
+            ],
+            "memory_kib": self.memory_kib,
+            "rss_kib": self.rss_kib,
+            "memory_max_kib": self.memory_max_kib,
+            "cpu_seconds_total": None if self.cpu_ns is None else self.cpu_ns / 1e9,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """What one interval says: the time at its end, each guest, each host CPU."""
+
+    wall: float
+    interval: float
+    guests: Mapping[str, GuestRates]
+    host_busy_percent: tuple[float | None, ...]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _per_cent(now: int | None, before: int | None, elapsed_ns: float) -> float | None:
+    if now is None or before is None or now < before or elapsed_ns <= 0:
+        return None
+    return (now - before) / elapsed_ns * 100.0
+
+
+def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) -> GuestRates:
+    fresh = before is None or not before.running or not now.running
+    cpu = None if fresh or before is None else _per_cent(now.cpu_ns, before.cpu_ns, ns)
+    vcpus = []
+    for i, v in enumerate(now.vcpus):
+        b = None if fresh or before is None or i >= len(before.vcpus) else before.vcpus[i]
+        vcpus.append(
+            VcpuRates(
+                _per_cent(v.time_ns, b.time_ns, ns) if b else None,
+                _per_cent(v.delay_ns, b.delay_ns, ns) if b else None,
+                _per_cent(v.wait_ns, b.wait_ns, ns) if b else None,
+            )
+        )
+    return GuestRates(
+        now.name,
+        now.running,
+        cpu,
+        tuple(vcpus),
+        now.memory_kib,
+        now.rss_kib,
+        now.memory_max_kib,
+        now.cpu_ns,
+    )
+
+
+def rates(now: Sample, before: Sample | None) -> Rates:
+    """The rates over the interval between two samples (none the first time)."""
+    ns = (now.monotonic - before.monotonic) * 1e9 if before else 0.0
+    guests = {
+        name: _guest_rates(g, before.guests.get(name) if before else None, ns)
+        for name, g in now.guests.items()
+    }
+    host: list[float | None] = []
+    for cpu, (busy, idle) in enumerate(now.host_cpus):
+        if before is None or cpu >= len(before.host_cpus):
+            host.append(None)
+            continue
+        d_busy, d_idle = busy - before.host_cpus[cpu][0], idle - before.host_cpus[cpu][1]
+        total = d_busy + d_idle
+        host.append(d_busy / total * 100.0 if d_busy >= 0 and d_idle >= 0 and total > 0 else None)
+    return Rates(now.wall, ns / 1e9, guests, tuple(host))
+
+
+def series_of(r: Rates) -> dict[tuple[str, str], float | None]:
+    """The values one interval adds to the history, by (guest or "host", metric)."""
+    out: dict[tuple[str, str], float | None] = {}
+    for name, g in r.guests.items():
+        out[name, "cpu"] = g.cpu_percent
+        out[name, "rss_kib"] = None if g.rss_kib is None else float(g.rss_kib)
+        for i, v in enumerate(g.vcpus):
+            out[name, f"vcpu.{i}"] = v.percent
+            out[name, f"steal.{i}"] = v.steal_percent
+    for cpu, busy in enumerate(r.host_busy_percent):
+        out["host", f"cpu.{cpu}"] = busy
+    return out
+
+
+class History:
+    """A ring of ``capacity`` samples per series; see the module docstring."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.times = array("d", [math.nan]) * self.capacity
+        self.series: dict[tuple[str, str], array[float]] = {}
+        self._last_seen: dict[str, int] = {}
+        self.added = 0  # samples ever added; the newest is at (added - 1) % capacity
+        self._lock = threading.Lock()
+
+    def add(self, wall: float, values: Mapping[tuple[str, str], float | None]) -> None:
+        with self._lock:
+            slot = self.added % self.capacity
+            self.times[slot] = wall
+            for key, old in self.series.items():
+                if key not in values:
+                    old[slot] = math.nan
+            for key, value in values.items():
+                ring = self.series.get(key)
+                if ring is None:
+                    ring = self.series[key] = array("f", [math.nan]) * self.capacity
+                ring[slot] = math.nan if value is None else value
+                self._last_seen[key[0]] = self.added
+            self.added += 1
+            # A guest gone for a whole window has nothing left to show: forget it.
+            stale = [k for k in self.series if self.added - self._last_seen[k[0]] > self.capacity]
+            for key in stale:
+                del self.series[key]
+
+    def window(
+        self, owner: str, metrics: Iterable[str], since: float, step: float
+    ) -> list[dict[str, float | None]]:
+        """Points of ``owner``'s ``metrics`` after ``since`` (unix time), oldest
+        first, averaged over buckets of ``step`` seconds (0: every sample)."""
+        with self._lock:
+            count = min(self.added, self.capacity)
+            first = self.added - count
+            rings = {m: self.series.get((owner, m)) for m in metrics}
+            rows = []
+            for n in range(first, self.added):
+                slot = n % self.capacity
+                t = self.times[slot]
+                if t <= since:
+                    continue
+                rows.append(
+                    (t, {m: (r[slot] if r is not None else math.nan) for m, r in rings.items()})
+                )
+        return _buckets(rows, step)
+
+    def owners(self) -> set[str]:
+        return {owner for owner, _ in self.series}
+
+    def bytes_per_guest(self, series: int) -> int:
+        """Bytes a guest with ``series`` series costs for the whole window."""
+        return series * self.capacity * 4
+
+
+def _buckets(
+    rows: list[tuple[float, dict[str, float]]], step: float
+) -> list[dict[str, float | None]]:
+    points: list[dict[str, float | None]] = []
+    bucket: list[tuple[float, dict[str, float]]] = []
+
+    def flush() -> None:
+        if not bucket:
+            return
+        point: dict[str, float | None] = {"time": bucket[-1][0]}
+        for metric in bucket[0][1]:
+            values = [v[metric] for _, v in bucket if not math.isnan(v[metric])]
+            point[metric] = round(sum(values) / len(values), 2) if values else None
+        points.append(point)
+        bucket.clear()
+
+    for t, values in rows:
+        if bucket and (step <= 0 or t - bucket[0][0] >= step):
+            flush()
+        bucket.append((t, values))
+    flush()
+    return points
+
+
+@dataclass
+class Monitor:
+    """The sampler's state: the last sample, the last rates, the history, health."""
+
+    interval: float = DEFAULT_INTERVAL_S
+    window: float = DEFAULT_WINDOW_S
+    last: Sample | None = None
+    latest: Rates | None = None
+    samples: int = 0
+    errors: int = 0
+    last_error: str = ""
+    last_duration: float = 0.0
+    history: History = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = History(int(self.window / self.interval))
+
+    def ingest(self, sample: Sample, duration: float) -> Rates:
+        """Take one sample: derive its rates and keep them."""
+        r = rates(sample, self.last)
+        self.last, self.latest = sample, r
+        self.samples += 1
+        self.last_duration = duration
+        if self.samples > 1:  # the first sample only sets the base
+            self.history.add(sample.wall, series_of(r))
+        return r
+
+    def failed(self, error: str) -> None:
+        self.errors += 1
+        self.last_error = error

@@ -1,0 +1,135 @@
+"""Raw utilization counters from libvirt: one bulk call for every guest.
+
+``virConnectGetAllDomainStats`` with the state, cpu-total, vcpu and balloon
+groups gives, in one round trip, what a per-guest loop would need four calls
+per guest for; the host's per-CPU times come from ``virNodeGetCPUStats``,
+one call per host CPU. Counters are kept as libvirt gives them
+(nanoseconds, KiB); rates are derived in :mod:`virtpolicy.engine.monitor`.
+A field a driver does not report (the test driver reports only state) is
+None, never 0, so that it cannot turn into a spike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+RUNNING: int = libvirt.VIR_DOMAIN_RUNNING
+STATS_GROUPS = (
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuCounters:
+    time_ns: int | None
+    delay_ns: int | None  # waiting in the host's run queue (the guest's steal time)
+    wait_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GuestCounters:
+    name: str
+    state: int
+    cpu_ns: int | None
+    vcpus: tuple[VcpuCounters, ...]
+    memory_kib: int | None  # balloon.current
+    rss_kib: int | None
+    memory_max_kib: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Every guest's counters and each host CPU's (busy, idle) nanoseconds, at once."""
+
+    monotonic: float
+    wall: float
+    guests: Mapping[str, GuestCounters]
+    host_cpus: tuple[tuple[int, int], ...]
+
+
+def _int(stats: Mapping[str, Any], key: str) -> int | None:
+    value = stats.get(key)
+    return int(value) if value is not None else None
+
+
+def parse_domain_stats(name: str, stats: Mapping[str, Any]) -> GuestCounters:
+    """One record of ``getAllDomainStats`` as counters."""
+    count = _int(stats, "vcpu.current") or 0
+    vcpus = tuple(
+        VcpuCounters(
+            _int(stats, f"vcpu.{i}.time"),
+            _int(stats, f"vcpu.{i}.delay"),
+            _int(stats, f"vcpu.{i}.wait"),
+        )
+        for i in range(count)
+    )
+    return GuestCounters(
+        name=name,
+        state=_int(stats, "state.state") or 0,
+        cpu_ns=_int(stats, "cpu.time"),
+        vcpus=vcpus,
+        memory_kib=_int(stats, "balloon.current"),
+        rss_kib=_int(stats, "balloon.rss"),
+        memory_max_kib=_int(stats, "balloon.maximum"),
+    )
+
+
+def host_cpu_times(conn: libvirt.virConnect, cpus: int) -> tuple[tuple[int, int], ...]:
+    """(busy, idle) nanoseconds of each host CPU; busy is kernel + user, idle
+    includes iowait."""
+    times = []
+    for cpu in range(cpus):
+        s = conn.getCPUStats(cpu, 0)
+        times.append(
+            (
+                int(s.get("kernel", 0)) + int(s.get("user", 0)),
+                int(s.get("idle", 0)) + int(s.get("iowait", 0)),
+            )
+        )
+    return tuple(times)
+
+
+def collect(conn: libvirt.virConnect, cpus: int) -> Sample:
+    """One bulk call for the guests, one call per host CPU."""
+    wall, mono = time.time(), time.monotonic()
+    guests = {
+        dom.name(): parse_domain_stats(dom.name(), stats)
+        for dom, stats in conn.getAllDomainStats(STATS_GROUPS)
+    }
+    return Sample(mono, wall, guests, host_cpu_times(conn, cpus))
+
+
+def collect_per_guest(conn: libvirt.virConnect, cpus: int) -> Sample:
+    """The same counters with calls per guest, the way a per-guest poller (oVirt's
+    MoM) gets them: for the benchmark that compares the two."""
+    wall, mono = time.time(), time.monotonic()
+    guests = {}
+    for dom in conn.listAllDomains():
+        name = dom.name()
+        state = dom.state()[0]
+        stats: dict[str, Any] = {"state.state": state}
+        if state == RUNNING:
+            total = dom.getCPUStats(True)[0]
+            stats["cpu.time"] = total.get("cpu_time")
+            infos, _pins = dom.vcpus()
+            stats["vcpu.current"] = len(infos)
+            for number, _state, cpu_time, _cpu in infos:
+                stats[f"vcpu.{number}.time"] = cpu_time
+            memory = dom.memoryStats()
+            stats["balloon.current"] = memory.get("actual")
+            stats["balloon.rss"] = memory.get("rss")
+            stats["balloon.maximum"] = dom.maxMemory()
+        guests[name] = parse_domain_stats(name, stats)
+    return Sample(mono, wall, guests, host_cpu_times(conn, cpus))

@@ -1,0 +1,114 @@
+"""Rates from counters, history windows, and the Prometheus text, on made-up samples."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from virtpolicy.api import metrics
+from virtpolicy.engine.monitor import History, Monitor, rates
+from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters, parse_domain_stats
+from virtpolicy.policy.model import parse_policy
+
+RUNNING, SHUTOFF = 1, 5
+S = 1_000_000_000  # ns
+
+
+def guest(name: str, cpu: int | None, vcpus: list[int], state: int = RUNNING) -> GuestCounters:
+    return GuestCounters(
+        name,
+        state,
+        cpu,
+        tuple(VcpuCounters(t, t // 10, None) for t in vcpus),
+        65536,
+        40000,
+        65536,
+    )
+
+
+def sample(t: float, *guests: GuestCounters, host: tuple[tuple[int, int], ...] = ()) -> Sample:
+    return Sample(t, 1_700_000_000 + t, {g.name: g for g in guests}, host)
+
+
+def test_rates_are_per_cent_of_one_host_cpu() -> None:
+    before = sample(0, guest("busy", 0, [0, 0]), host=((0, 0), (0, 0)))
+    now = sample(5, guest("busy", 7 * S, [5 * S, 2 * S]), host=((4 * S, 1 * S), (1 * S, 4 * S)))
+    r = rates(now, before)
+    busy = r.guests["busy"]
+    assert busy.cpu_percent == 140.0  # 7 s of CPU in 5 s: 1.4 host CPUs
+    assert [v.percent for v in busy.vcpus] == [100.0, 40.0]
+    assert [v.steal_percent for v in busy.vcpus] == [10.0, 4.0]
+    assert [v.wait_percent for v in busy.vcpus] == [None, None]  # not reported: no value
+    assert r.host_busy_percent == (80.0, 20.0)
+    assert r.interval == 5
+
+
+def test_restart_and_missing_fields_give_no_rate_not_a_spike() -> None:
+    first = sample(0, guest("g", 50 * S, [50 * S]))
+    restarted = sample(5, guest("g", 1 * S, [1 * S]))  # counters went back to zero
+    assert rates(restarted, first).guests["g"].cpu_percent is None
+    after = sample(10, guest("g", 2 * S, [2 * S]))
+    assert rates(after, restarted).guests["g"].cpu_percent == 20.0
+    stopped = sample(15, guest("g", None, [], state=SHUTOFF))
+    assert rates(stopped, after).guests["g"].cpu_percent is None
+    again = sample(20, guest("g", 1 * S, [1 * S]))
+    # Stopped, then started between two samples: no rate across the restart.
+    assert rates(again, stopped).guests["g"].cpu_percent is None
+    # The test driver reports the state only.
+    bare = parse_domain_stats("t", {"state.state": 1, "state.reason": 0})
+    assert (bare.cpu_ns, bare.vcpus, bare.rss_kib) == (None, (), None)
+    assert rates(sample(5, bare), sample(0, bare)).guests["t"].cpu_percent is None
+
+
+def test_history_window_steps_and_wraps() -> None:
+    h = History(capacity=4)
+    for i in range(6):  # wraps: only the last four are kept
+        h.add(100.0 + i, {("g", "cpu"): float(i), ("g", "rss_kib"): None})
+    points = h.window("g", ["cpu", "rss_kib"], since=0, step=0)
+    assert [p["time"] for p in points] == [102.0, 103.0, 104.0, 105.0]
+    assert [p["cpu"] for p in points] == [2.0, 3.0, 4.0, 5.0]
+    assert {p["rss_kib"] for p in points} == {None}
+    assert [p["cpu"] for p in h.window("g", ["cpu"], since=103.0, step=0)] == [4.0, 5.0]
+    assert [p["cpu"] for p in h.window("g", ["cpu"], since=0, step=2)] == [2.5, 4.5]
+    assert h.bytes_per_guest(2) == 2 * 4 * 4
+
+
+def test_history_forgets_a_guest_gone_for_a_whole_window() -> None:
+    h = History(capacity=3)
+    h.add(1.0, {("old", "cpu"): 1.0, ("new", "cpu"): 1.0})
+    for t in range(2, 6):
+        h.add(float(t), {("new", "cpu"): 1.0})
+    assert h.owners() == {"new"}
+    assert ("old", "cpu") not in h.series
+
+
+def test_prometheus_text_parses_with_the_right_labels() -> None:
+    monitor = Monitor(interval=5)
+    monitor.ingest(sample(0, guest("web", 0, [0, 0]), host=((0, 0),)), 0.001)
+    monitor.ingest(sample(5, guest("web", 3 * S, [2 * S, 1 * S]), host=((1 * S, 4 * S),)), 0.002)
+    status = GuestStatus(
+        "web", 1, "running", actual={"vcpupin.0": "0-1", "vcpupin.1": "2", "cpu_shares": 2048}
+    )
+    status.drift = {"cpu_shares": (1024, 2048)}
+    policies = {"web": parse_policy({"guest": "web", "requires": [{"guest": 'd"b'}]})}
+    text = metrics.render(monitor, [status], policies, {'d"b': "running"})
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    cpu = families["virtpolicy_guest_cpu_seconds"]  # the parser drops _total
+    assert cpu.type == "counter"
+    assert [(s.labels, s.value) for s in cpu.samples] == [({"guest": "web"}, 3.0)]
+    vcpu = families["virtpolicy_guest_vcpu_seconds"].samples
+    assert [(s.labels, s.value) for s in vcpu] == [
+        ({"guest": "web", "vcpu": "0"}, 2.0),
+        ({"guest": "web", "vcpu": "1"}, 1.0),
+    ]
+    affinity = families["virtpolicy_guest_vcpu_affinity_cpus"].samples
+    assert [(s.labels["vcpu"], s.value) for s in affinity] == [("0", 2.0), ("1", 1.0)]
+    dep = families["virtpolicy_guest_dependency_up"].samples
+    assert [(s.labels, s.value) for s in dep] == [
+        ({"guest": "web", "dependency": 'd"b', "kind": "requires"}, 1.0)
+    ]
+    assert families["virtpolicy_guest_policy_drift_fields"].samples[0].value == 1
+    assert families["virtpolicy_host_cpu_busy_ratio"].samples[0].value == 0.2
+    assert families["virtpolicy_sampler_samples"].samples[0].value == 2
+    sched = families["virtpolicy_guest_scheduler_parameter"].samples
+    assert [(s.labels["name"], s.value) for s in sched] == [("cpu_shares", 2048.0)]

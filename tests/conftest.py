@@ -71,10 +71,17 @@ QEMU_URI = os.environ.get("VIRTPOLICY_QEMU_URI", "qemu:///system")
 GUEST_XML = """<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>64</memory>
-  <vcpu>2</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
-  <devices><console type='pty'/></devices>
+  <vcpu>{vcpus}</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='{boot}'/></os>
+  <devices><console type='pty'/>{disk}</devices>
 </domain>"""
+DISK_XML = """<disk type='file' device='disk'><driver name='qemu' type='raw'/>
+  <source file='{path}'/><target dev='hda' bus='ide'/></disk>"""
+
+#: Boot sectors (x86 real mode) for guests with a known load under TCG:
+#: ``jmp $`` spins a vCPU at 100 %; ``sti; hlt; jmp hlt`` sleeps until each interrupt.
+BUSY = bytes([0xEB, 0xFE])
+IDLE = bytes([0xFB, 0xF4, 0xEB, 0xFD])
 
 
 def try_virsh(*args: str) -> subprocess.CompletedProcess[str]:
@@ -127,11 +134,21 @@ def make_guest(qemu_uri: str) -> Iterator[Callable[[str], str]]:
     """Define diskless QEMU guests named vp-test-*; destroyed and undefined after."""
     made: list[str] = []
 
-    def define(suffix: str) -> str:
+    images = Path(tempfile.mkdtemp(prefix="vp-test-images-"))
+
+    def define(suffix: str, *, vcpus: int = 2, boot: bytes | None = None) -> str:
+        """A guest ``vp-test-SUFFIX``; with ``boot``, it boots that code from a disk."""
         name = f"vp-test-{suffix}"
         remove_guest(name)
+        disk = ""
+        if boot is not None:
+            image = images / f"{name}.img"
+            sector = boot.ljust(510, b"\0") + b"\x55\xaa"
+            image.write_bytes(sector.ljust(1024 * 1024, b"\0"))
+            disk = DISK_XML.format(path=image)
+        xml = GUEST_XML.format(name=name, vcpus=vcpus, boot="hd" if boot else "network", disk=disk)
         with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
-            f.write(GUEST_XML.format(name=name))
+            f.write(xml)
             f.flush()
             virsh("define", f.name)
         made.append(name)
@@ -140,6 +157,7 @@ def make_guest(qemu_uri: str) -> Iterator[Callable[[str], str]]:
     yield define
     for name in made:
         remove_guest(name)
+    shutil.rmtree(images, ignore_errors=True)
 
 
 # -- `virtpolicy serve` as a real process ------------------------------------------

@@ -1,0 +1,97 @@
+"""Utilization data from a real libvirtd with QEMU guests of known load."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import BUSY, IDLE, Cli, Daemon, virsh, wait_connected
+
+pytestmark = pytest.mark.integration
+
+
+def stats_of(api: httpx.Client, guest: str) -> dict[str, Any] | None:
+    for g in api.get("/v1/stats/guests").json():
+        if g["guest"] == guest:
+            return g  # type: ignore[no-any-return]
+    return None
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.2)
+    return value
+
+
+def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
+    qemu_uri: str,
+    db: str,
+    run: Cli,
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[..., str],
+) -> None:
+    """Two one-vCPU guests pinned to host CPU 0, one spinning and one halted: the
+    spinning one has far more CPU %. Destroyed and started again, it shows no
+    negative or impossible rate, and is back to busy after. /metrics parses and
+    carries both guests with their labels."""
+    busy = make_guest("busy", vcpus=1, boot=BUSY)
+    idle = make_guest("idle", vcpus=1, boot=IDLE)
+    for g in (busy, idle):
+        run("policy", "set", g, "--vcpus", "0")
+    daemon = start_daemon(db, "--connect", qemu_uri, "--sample-interval", "1")
+    wait_connected(daemon)
+    virsh("start", busy)
+    virsh("start", idle)
+    transport = httpx.HTTPTransport(uds=str(daemon.socket))
+    with httpx.Client(transport=transport, base_url="http://vp", timeout=10) as api:
+
+        def settled() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            b, i = stats_of(api, busy), stats_of(api, idle)
+            ok = b and i and b["cpu_percent"] is not None and i["cpu_percent"] is not None
+            return (b, i) if ok else None
+
+        time.sleep(3)  # both past boot
+        b, i = wait_for(settled)
+        assert b["cpu_percent"] > 50, b
+        assert b["cpu_percent"] > i["cpu_percent"] + 30, (b, i)
+        assert b["vcpus"][0]["percent"] > 50
+        assert b["rss_kib"] > 0
+        assert 0 <= b["vcpus"][0]["steal_percent"] <= 100
+
+        virsh("destroy", busy)
+        virsh("start", busy)
+        time.sleep(4)
+        history = api.get(f"/v1/stats/guests/{busy}").json()["points"]
+        values = [p["cpu"] for p in history if p["cpu"] is not None]
+        # One vCPU (and QEMU's own threads): never negative, never a spike.
+        assert all(0 <= v <= 150 for v in values), values
+        assert history[-1]["cpu"] is not None
+        assert history[-1]["cpu"] > 50, history[-3:]
+        assert api.get(f"/v1/stats/guests/{busy}", params={"step": 3}).status_code == 200
+        assert api.get("/v1/stats/guests/vp-test-nosuch").status_code == 404
+
+        host = api.get("/v1/stats/host").json()
+        assert host["sampler"]["samples"] >= 5
+        assert host["sampler"]["errors"] == 0
+        assert all(0 <= c["busy_percent"] <= 100 for c in host["cpus"] if c["busy_percent"])
+
+        response = api.get("/metrics")
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    seconds = {s.labels["guest"]: s.value for s in families["virtpolicy_guest_cpu_seconds"].samples}
+    assert seconds[busy] > 0
+    assert seconds[idle] >= 0
+    vcpu_labels = [s.labels for s in families["virtpolicy_guest_vcpu_seconds"].samples]
+    assert {"guest": busy, "vcpu": "0"} in vcpu_labels
+    affinity = {
+        (s.labels["guest"], s.labels["vcpu"]): s.value
+        for s in families["virtpolicy_guest_vcpu_affinity_cpus"].samples
+    }
+    assert affinity[busy, "0"] == 1.0  # pinned to CPU 0 by its policy

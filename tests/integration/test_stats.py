@@ -95,3 +95,18 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
         for s in families["virtpolicy_guest_vcpu_affinity_cpus"].samples
     }
     assert affinity[busy, "0"] == 1.0  # pinned to CPU 0 by its policy
+    # The same through the CLI.
+    server = ["--server", str(daemon.socket)]
+    table = run(*server, "stats").stdout.splitlines()
+    assert table[0].split() == ["GUEST", "STATE", "CPU%", "VCPU%", "STEAL%", "RSS_MIB"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert float(rows[busy][2]) > float(rows[idle][2])
+    one = run(*server, "stats", busy).stdout.splitlines()
+    assert one[0].startswith(f"{busy}: CPU ")
+    assert one[1].split() == ["VCPU", "CPU%", "STEAL%", "WAIT%"]
+    assert run(*server, "stats", "vp-test-nosuch").exit_code == 1
+    top = run(*server, "top").stdout.splitlines()
+    assert top[0].split() == ["CPU", "BUSY%", "PINNED", "VCPUS", "(CPU%)"]
+    cpu0 = next(line for line in top[1:] if line.split()[0] == "0")
+    assert f"{busy}/0(" in cpu0
+    assert f"{idle}/0(" in cpu0

@@ -14,7 +14,7 @@ from typing import IO, Any
 import click
 
 from virtpolicy import __version__
-from virtpolicy.cli.service import LocalService, RemoteService, Service
+from virtpolicy.cli.service import LocalService, RemoteService, Service, local_daemon
 from virtpolicy.config import default_db, local_actor
 from virtpolicy.errors import EXIT_INVALID, VirtpolicyError
 from virtpolicy.store import PolicyStore, open_store
@@ -39,6 +39,12 @@ class App:
         if self.server:
             return RemoteService(self.server, self.token)
         return LocalService(self.store, self.actor)
+
+    def daemon(self, what: str) -> RemoteService:
+        """The daemon's API: --server, else the local daemon's read-only socket."""
+        if self.server:
+            return RemoteService(self.server, self.token)
+        return local_daemon(what)
 
 
 pass_app = click.make_pass_decorator(App)

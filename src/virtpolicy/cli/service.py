@@ -91,14 +91,7 @@ class LocalService:
         return planning.plan(self.store, "start" if operation == "start" else "stop", guests)
 
     def status(self, guest: str | None) -> list[dict[str, Any]]:
-        # Status lives in the daemon: ask the local one on its read-only socket.
-        socket = Path(default_run_dir()) / "virtpolicy-ro.sock"
-        if not socket.exists():
-            raise VirtpolicyError(
-                f"status comes from the daemon, and none answers at {socket}: "
-                "start `virtpolicy serve`, or give --server"
-            )
-        return RemoteService(str(socket)).status(guest)
+        return local_daemon("status").status(guest)
 
     def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]:
         settle(self.store)
@@ -107,6 +100,17 @@ class LocalService:
     def job(self, job_id: int) -> dict[str, Any]:
         settle(self.store)
         return self.store.job(job_id).to_dict()
+
+
+def local_daemon(what: str) -> RemoteService:
+    """The local daemon's read-only socket, for what only the daemon knows."""
+    socket = Path(default_run_dir()) / "virtpolicy-ro.sock"
+    if not socket.exists():
+        raise VirtpolicyError(
+            f"{what} comes from the daemon, and none answers at {socket}: "
+            "start `virtpolicy serve`, or give --server"
+        )
+    return RemoteService(str(socket))
 
 
 class RemoteService:
@@ -194,6 +198,14 @@ class RemoteService:
 
     def job(self, job_id: int) -> dict[str, Any]:
         answer: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
+        return answer
+
+    def stats_guests(self) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._call("GET", "/v1/stats/guests")
+        return answer
+
+    def stats_host(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", "/v1/stats/host")
         return answer
 
     def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:

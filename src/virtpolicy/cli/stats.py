@@ -1,0 +1,146 @@
+"""``virtpolicy stats`` and ``top``: utilization from the daemon's sampler."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from virtpolicy.cli import output
+from virtpolicy.cli.app import App, cli, pass_app
+from virtpolicy.cli.service import RemoteService
+from virtpolicy.errors import NotFoundError
+from virtpolicy.policy.cpuset import parse_cpuset
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def guests_table(stats: Sequence[dict[str, Any]]) -> str:
+    rows = [
+        [
+            g["guest"],
+            "running" if g["running"] else "-",
+            _pct(g["cpu_percent"]),
+            " ".join(f"{v['vcpu']}:{_pct(v['percent'])}" for v in g["vcpus"]) or "-",
+            _pct(max((v["steal_percent"] or 0.0 for v in g["vcpus"]), default=None)),
+            "-" if g["rss_kib"] is None else f"{g['rss_kib'] / 1024:.0f}",
+        ]
+        for g in stats
+    ]
+    return output.table(["GUEST", "STATE", "CPU%", "VCPU%", "STEAL%", "RSS_MIB"], rows)
+
+
+def vcpus_table(g: dict[str, Any]) -> str:
+    rows = [
+        [v["vcpu"], _pct(v["percent"]), _pct(v["steal_percent"]), _pct(v["wait_percent"])]
+        for v in g["vcpus"]
+    ]
+    head = f"{g['guest']}: CPU {_pct(g['cpu_percent'])}%"
+    if g["rss_kib"] is not None:
+        head += f", resident {g['rss_kib'] / 1024:.0f} MiB of {g['memory_max_kib'] / 1024:.0f}"
+    return head + "\n" + output.table(["VCPU", "CPU%", "STEAL%", "WAIT%"], rows)
+
+
+def top_table(
+    host: dict[str, Any], stats: Sequence[dict[str, Any]], statuses: Sequence[dict[str, Any]]
+) -> str:
+    """Per host CPU: how busy, and which pinned vCPUs may run there (with their %)."""
+    busy_vcpu = {(g["guest"], str(v["vcpu"])): v["percent"] for g in stats for v in g["vcpus"]}
+    ncpus = len(host["cpus"])
+    sitting: dict[int, list[str]] = {cpu: [] for cpu in range(ncpus)}
+    floating = 0
+    for status in statuses:
+        for key, cpuset in status.get("actual", {}).items():
+            if not key.startswith("vcpupin."):
+                continue
+            vcpu = key.split(".", 1)[1]
+            cpus = parse_cpuset(str(cpuset))
+            if len(cpus) >= ncpus:
+                floating += 1
+                continue
+            pct = busy_vcpu.get((status["guest"], vcpu))
+            for cpu in cpus:
+                if cpu in sitting:
+                    sitting[cpu].append(f"{status['guest']}/{vcpu}({_pct(pct)})")
+    rows = [
+        [c["cpu"], _pct(c["busy_percent"]), " ".join(sitting.get(c["cpu"], [])) or "-"]
+        for c in host["cpus"]
+    ]
+    text = output.table(["CPU", "BUSY%", "PINNED VCPUS (CPU%)"], rows)
+    if floating:
+        text += f"({floating} vCPUs of guests with policies may run on every host CPU)\n"
+    return text
+
+
+def _show(render: Callable[[], str], watch: bool, interval: float) -> None:
+    if not watch:
+        click.echo(render(), nl=False)
+        return
+    if sys.stdout.isatty():
+        from rich.console import Console  # noqa: PLC0415
+        from rich.live import Live  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        with Live(Text(render()), console=Console(), auto_refresh=False) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(Text(render()), refresh=True)
+            except KeyboardInterrupt:
+                return
+    try:
+        while True:  # off a terminal: a new table each interval, blank-line separated
+            click.echo(render())
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
+@cli.command("stats")
+@click.argument("guest", required=False)
+@click.option("--watch", "-w", is_flag=True, help="Refresh at each sample until interrupted.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def stats_cmd(app: App, guest: str | None, watch: bool, fmt: str) -> None:
+    """Guest CPU %, per-vCPU % and steal, memory, over the last sample interval."""
+    api = app.daemon("stats")
+
+    def current() -> list[dict[str, Any]]:
+        stats = api.stats_guests()
+        if guest is None:
+            return stats
+        found = [g for g in stats if g["guest"] == guest]
+        if not found:
+            raise NotFoundError(f"{guest}: no statistics (no such guest, or not sampled yet)")
+        return found
+
+    if fmt == "json":
+        click.echo(json.dumps(current() if guest is None else current()[0], indent=2))
+        return
+    render = (
+        (lambda: guests_table(current())) if guest is None else (lambda: vcpus_table(current()[0]))
+    )
+    _show(render, watch, _interval(api))
+
+
+@cli.command("top")
+@click.option("--watch", "-w", is_flag=True, help="Refresh at each sample until interrupted.")
+@pass_app
+def top_cmd(app: App, watch: bool) -> None:
+    """Per host CPU: how busy it is, and which pinned vCPUs sit on it."""
+    api = app.daemon("top")
+    _show(
+        lambda: top_table(api.stats_host(), api.stats_guests(), api.status(None)),
+        watch,
+        _interval(api),
+    )
+
+
+def _interval(api: RemoteService) -> float:
+    return float(api.stats_host()["sampler"]["interval"])

@@ -2,6 +2,7 @@
 
 import pytest
 
+from virtpolicy.errors import PolicyError
 from virtpolicy.hypervisor.native import (
     HostInfo,
     Scheduler,
@@ -118,3 +119,22 @@ def test_drift_lists_managed_fields_only() -> None:
     )
     assert drift(desired, actual) == {"vcpupin.0": ("0-1", "1"), "cpu_shares": (1024, 2048)}
     assert drift(desired, desired) == {}
+
+
+def test_auto_keeps_a_placement_within_allowed_and_puts_back_one_outside() -> None:
+    """vcpus: auto leaves placement to the dynamic policy, inside cpu.allowed."""
+    policy = parse_policy({"guest": "g", "cpu": {"vcpus": "auto", "allowed": "1-2"}})
+    placed = Tuning(vcpupin={0: frozenset({2}), 1: frozenset({0, 1})})
+    desired = desired_tuning(policy, HOST, vcpus=2, actual=placed)
+    assert desired.tuning.vcpupin == {0: frozenset({2}), 1: frozenset({1, 2})}
+    fresh = desired_tuning(policy, HOST, vcpus=2)
+    assert fresh.tuning.vcpupin == {0: frozenset({1, 2}), 1: frozenset({1, 2})}
+
+
+def test_auto_is_refused_with_vcpupin_and_allowed_needs_auto() -> None:
+    with pytest.raises(PolicyError, match=r"cpu.vcpupin: not with cpu.vcpus: auto"):
+        parse_policy({"guest": "g", "cpu": {"vcpus": "auto", "vcpupin": {0: "1"}}})
+    with pytest.raises(PolicyError, match=r"cpu.allowed: only with cpu.vcpus: auto"):
+        parse_policy({"guest": "g", "cpu": {"vcpus": "1", "allowed": "1"}})
+    with pytest.raises(PolicyError, match=r"cpu.vcpus"):
+        parse_policy({"guest": "g", "cpu": {"vcpus": "automatic"}})

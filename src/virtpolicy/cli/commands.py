@@ -27,7 +27,12 @@ def policy() -> None:
 @policy.command("set")
 @click.argument("guest")
 @click.option("--vcpupin", multiple=True, metavar="VCPU:CPUSET", help="Pin one vCPU, e.g. 0:2-3.")
-@click.option("--vcpus", metavar="CPUSET", help="Where every vCPU not pinned alone may run.")
+@click.option(
+    "--vcpus",
+    metavar="CPUSET|auto",
+    help="Where every vCPU not pinned alone may run; auto: placed by a dynamic policy.",
+)
+@click.option("--allowed", metavar="CPUSET", help="With --vcpus auto: the CPUs to place on.")
 @click.option("--emulatorpin", metavar="CPUSET", help="Where the emulator threads may run.")
 @click.option("--weight", type=int, help="Relative CPU weight, 1-10000 (100 is normal).")
 @click.option("--cap", type=int, metavar="PCT", help="Most CPU, in percent of one host CPU.")
@@ -53,6 +58,7 @@ def policy_set(
     guest: str,
     vcpupin: tuple[str, ...],
     vcpus: str | None,
+    allowed: str | None,
     emulatorpin: str | None,
     weight: int | None,
     cap: int | None,
@@ -67,7 +73,13 @@ def policy_set(
     if_revision: int | None,
 ) -> None:
     """Create or change GUEST's policy; fields not given stay as they are."""
-    cpu: dict[str, Any] = {"vcpus": vcpus, "emulatorpin": emulatorpin, "weight": weight, "cap": cap}
+    cpu: dict[str, Any] = {
+        "vcpus": vcpus,
+        "allowed": allowed,
+        "emulatorpin": emulatorpin,
+        "weight": weight,
+        "cap": cap,
+    }
     for spec in vcpupin:
         cpu.setdefault("vcpupin", {}).update(vcpupin_patch(spec))
     patch: dict[str, Any] = {

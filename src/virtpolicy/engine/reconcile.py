@@ -152,8 +152,9 @@ class Reconciler:
     def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:
         hv, name = self.hypervisor, info.name
         mirror = hv.read_mirror(name)
+        actual = hv.actual(name, info.running)
         desired = desired_tuning(
-            stored.policy, hv.host(), info.vcpus, mirror[1] if mirror else None
+            stored.policy, hv.host(), info.vcpus, mirror[1] if mirror else None, actual
         )
         status.problems = list(desired.problems)
         if info.autostart and stored.policy.start.autostart:
@@ -161,7 +162,6 @@ class Reconciler:
                 "start.autostart: libvirt's own autostart is on too and races the ordered "
                 f"start (virsh autostart --disable {name})"
             )
-        actual = hv.actual(name, info.running)
         status.desired = desired.tuning.describe()
         status.actual = actual.describe()
         status.drift = drift(desired.tuning, actual)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from virtpolicy.policy.cpuset import format_cpuset, parse_cpuset
-from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.model import AUTO, GuestPolicy
 
 #: How a driver and host express CPU weight and cap.
 Scheduler = Literal["cgroup1", "cgroup2", "xen", "none"]
@@ -89,11 +89,20 @@ def cap_params(cap: int | None, scheduler: Scheduler) -> dict[str, int]:
 
 
 def desired_tuning(
-    policy: GuestPolicy, host: HostInfo, vcpus: int, previous: GuestPolicy | None = None
+    policy: GuestPolicy,
+    host: HostInfo,
+    vcpus: int,
+    previous: GuestPolicy | None = None,
+    actual: Tuning | None = None,
 ) -> Desired:
-    """What ``policy`` asks of a guest with ``vcpus`` vCPUs on ``host``."""
+    """What ``policy`` asks of a guest with ``vcpus`` vCPUs on ``host``.
+
+    With ``cpu.vcpus: auto`` a vCPU's pinning is the dynamic policy's to
+    choose: its ``actual`` pinning stands while it is within ``cpu.allowed``
+    (default: every host CPU); one outside is put back to ``allowed``.
+    """
     problems: list[str] = []
-    vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems)
+    vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems, actual)
     sched = _scheduler_params(policy, host, previous, problems)
     # One bad cpuset shared by several vCPUs is one problem.
     return Desired(Tuning(vcpupin, emulatorpin, sched), tuple(dict.fromkeys(problems)))
@@ -105,6 +114,7 @@ def _pinning(
     vcpus: int,
     previous: GuestPolicy | None,
     problems: list[str],
+    actual: Tuning | None = None,
 ) -> tuple[dict[int, frozenset[int]], frozenset[int] | None]:
     every_cpu = frozenset(range(host.cpus))
     cpu, before = policy.cpu, previous.cpu if previous else None
@@ -126,6 +136,12 @@ def _pinning(
         if vcpu >= vcpus
     )
     vcpupin: dict[int, frozenset[int]] = {}
+    if cpu.vcpus == AUTO:
+        allowed = cpus_of(cpu.allowed, "cpu.allowed") if cpu.allowed else every_cpu
+        for vcpu in range(vcpus):
+            now = actual.vcpupin.get(vcpu) if actual else None
+            vcpupin[vcpu] = now if allowed and now and now <= allowed else allowed or every_cpu
+        vcpus = 0  # placed: nothing more to do per vCPU
     for vcpu in range(vcpus):
         text, where = cpu.vcpupin.get(vcpu), f"cpu.vcpupin[{vcpu}]"
         if text is None and cpu.vcpus is not None:

@@ -20,7 +20,7 @@ from virtpolicy.policy.model import GuestPolicy, parse_policy
 _KEYED = ("requires", "wants")
 _MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}
 _FIELDS = {
-    "cpu": {"vcpupin", "vcpus", "emulatorpin", "weight", "cap"},
+    "cpu": {"vcpupin", "vcpus", "allowed", "emulatorpin", "weight", "cap"},
     "start": {"autostart", "delay"},
     "stop": {"timeout", "action", "escalate", "on_dependency_stop"},
 }

@@ -34,6 +34,8 @@ WEIGHT_MIN, WEIGHT_MAX = 1, 10000
 CAP_MIN, CAP_MAX = 1, MAX_CPUS * 100
 #: Longest wait for a dependency, and longest stop timeout or start delay.
 TIMEOUT_MAX = 86400
+#: ``cpu.vcpus: auto``: placed by a dynamic policy.
+AUTO = "auto"
 DEFAULT_DEPENDENCY_TIMEOUT = 300
 DEFAULT_STOP_TIMEOUT = 300
 
@@ -48,6 +50,10 @@ def _cpuset(value: object) -> object:
     if isinstance(value, str):
         return normalize_cpuset(value)
     return value
+
+
+def _vcpus(value: object) -> object:
+    return value if value == AUTO else _cpuset(value)
 
 
 def _condition(value: object) -> object:
@@ -112,10 +118,23 @@ class CpuPolicy(_Model):
     """CPU tuning: where vCPUs and the emulator may run, and how much CPU."""
 
     vcpupin: Annotated[dict[VcpuIndex, Cpuset], BeforeValidator(_vcpupin_keys)] = {}
-    vcpus: Cpuset | None = None
+    #: A cpuset for every vCPU not pinned alone, or "auto": a dynamic policy
+    #: (``balance``) places each vCPU, within ``allowed``.
+    vcpus: Annotated[str, BeforeValidator(_vcpus)] | None = None
+    allowed: Cpuset | None = None
     emulatorpin: Cpuset | None = None
     weight: Annotated[int, Field(ge=WEIGHT_MIN, le=WEIGHT_MAX)] | None = None
     cap: Annotated[int, Field(ge=CAP_MIN, le=CAP_MAX)] | None = None
+
+    @model_validator(mode="after")
+    def _check_auto(self) -> CpuPolicy:
+        if self.vcpus == AUTO and self.vcpupin:
+            raise PolicyError(
+                "not with cpu.vcpus: auto, which places every vCPU", field="cpu.vcpupin"
+            )
+        if self.allowed is not None and self.vcpus != AUTO:
+            raise PolicyError("only with cpu.vcpus: auto", field="cpu.allowed")
+        return self
 
 
 class Dependency(_Model):

@@ -1,0 +1,128 @@
+"""Dynamic policies: pluggable functions from utilization to proposed actions.
+
+A dynamic policy is an object with a ``name``, a one-line ``description``
+and ``decide(context) -> list[Action]``. It is a pure function of what the
+:class:`Context` holds: the recent statistics, the stored policies, the host
+topology, the current tuning, and when each vCPU was last moved. It changes
+nothing; :mod:`virtpolicy.engine.dynamic` applies what it proposes, with
+rate limits and hysteresis, and logs every decision.
+
+Policies are found through the entry-point group ``virtpolicy.policies``
+(each entry point names a class or a factory that takes no arguments);
+the built-in ones are registered there too, by this package's own metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from virtpolicy.engine.monitor import Rates
+from virtpolicy.errors import ConfigError
+from virtpolicy.policy.model import GuestPolicy
+
+GROUP = "virtpolicy.policies"
+
+#: (guest, vCPU) -> the host CPUs it may run on now.
+Pins = Mapping[tuple[str, int], frozenset[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A proposed change. ``kind`` "vcpupin": pin ``vcpu`` of ``guest`` to the
+    cpuset ``value``; "cap": cap ``guest`` at ``value`` % (None: lift the cap)."""
+
+    engine: str
+    guest: str
+    kind: Literal["vcpupin", "cap"]
+    value: str | int | None
+    reason: str
+    vcpu: int | None = None
+    gain: float = 0.0  # how much better the policy expects things to get
+
+    @property
+    def key(self) -> tuple[str, str, int | None]:
+        """What the action changes: the rate limit and hysteresis are per key."""
+        return (self.guest, self.kind, self.vcpu)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a policy decides from."""
+
+    now: float
+    window: Sequence[Rates]  # oldest first; the newest is the last sample
+    policies: Mapping[str, GuestPolicy]
+    host_cpus: int
+    pins: Pins
+    caps: Mapping[str, int | None]  # current cap in % of one host CPU, None: none
+    moved_at: Mapping[tuple[str, str, int | None], float] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def setting(self, name: str, default: float) -> float:
+        return float(self.settings.get(name, default))
+
+    def vcpu_load(self, guest: str, vcpu: int) -> float | None:
+        """Mean % of one host CPU the vCPU used over the window (None: no data)."""
+        values = [
+            v
+            for r in self.window
+            if (g := r.guests.get(guest)) and vcpu < len(g.vcpus)
+            if (v := g.vcpus[vcpu].percent) is not None and not math.isnan(v)
+        ]
+        return sum(values) / len(values) if values else None
+
+    def guest_load(self, guest: str) -> float | None:
+        values = [
+            g.cpu_percent
+            for r in self.window
+            if (g := r.guests.get(guest)) and g.cpu_percent is not None
+        ]
+        return sum(values) / len(values) if values else None
+
+    def host_busy(self) -> float | None:
+        """Mean busy % over every host CPU and the window."""
+        values = [b for r in self.window for b in r.host_busy_percent if b is not None]
+        return sum(values) / len(values) if values else None
+
+    def cpu_busy(self) -> list[float]:
+        """Mean busy % of each host CPU over the window (0 where unknown)."""
+        sums = [0.0] * self.host_cpus
+        counts = [0] * self.host_cpus
+        for r in self.window:
+            for cpu, b in enumerate(r.host_busy_percent[: self.host_cpus]):
+                if b is not None:
+                    sums[cpu] += b
+                    counts[cpu] += 1
+        return [s / c if c else 0.0 for s, c in zip(sums, counts, strict=True)]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    name: str
+    description: str
+
+    def decide(self, context: Context) -> list[Action]: ...
+
+
+def available() -> dict[str, str]:
+    """Every policy installed: name -> where it comes from (``module:attr``)."""
+    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+
+
+def load(names: Sequence[str]) -> list[Policy]:
+    """The named policies, made; ConfigError naming one that is not installed."""
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    policies = []
+    for name in names:
+        if name not in found:
+            known = ", ".join(sorted(found)) or "none"
+            raise ConfigError(f'engine: "{name}" is not an installed policy (installed: {known})')
+        made = found[name].load()()
+        if not isinstance(made, Policy):
+            raise ConfigError(f'engine: "{name}" ({found[name].value}) has no decide()')
+        policies.append(made)
+    return policies

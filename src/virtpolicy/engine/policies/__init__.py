@@ -66,13 +66,16 @@ class Context:
         return float(self.settings.get(name, default))
 
     def vcpu_load(self, guest: str, vcpu: int) -> float | None:
-        """Mean % of one host CPU the vCPU used over the window (None: no data)."""
-        values = [
-            v
-            for r in self.window
-            if (g := r.guests.get(guest)) and vcpu < len(g.vcpus)
-            if (v := g.vcpus[vcpu].percent) is not None and not math.isnan(v)
-        ]
+        """Mean % of one host CPU the vCPU asked for over the window: what it used
+        plus its steal (runnable, but waiting for a host CPU). None: no data."""
+        values = []
+        for r in self.window:
+            g = r.guests.get(guest)
+            if g is None or vcpu >= len(g.vcpus):
+                continue
+            used, steal = g.vcpus[vcpu].percent, g.vcpus[vcpu].steal_percent
+            if used is not None and not math.isnan(used):
+                values.append(used + (steal or 0.0))
         return sum(values) / len(values) if values else None
 
     def guest_load(self, guest: str) -> float | None:

@@ -114,23 +114,26 @@ def _movable(context: Context) -> Vcpus:
 
 
 def _loads(context: Context, vcpus: Vcpus) -> tuple[list[float], dict[tuple[str, int], int]]:
-    """Each host CPU's load: the auto vCPUs placed on it, plus what others put
-    there (the host's busy share beyond the auto vCPUs' spread)."""
+    """Each host CPU's load: the auto vCPUs placed on it (their windowed demand),
+    plus what others put there: the CPU's busy share in the newest sample beyond
+    what the auto vCPUs used there in that sample (so that it follows moves)."""
     every = frozenset(range(context.host_cpus))
     placed: dict[tuple[str, int], int] = {}
     load = [0.0] * context.host_cpus
-    spread = [0.0] * context.host_cpus
+    ours_now = [0.0] * context.host_cpus
+    latest = context.window[-1]
     for key, (vload, _allowed) in vcpus.items():
         pin = context.pins.get(key, every)
         if len(pin) == 1:
             (cpu,) = pin
             placed[key] = cpu
             load[cpu] += vload
+        used = latest.guests[key[0]].vcpus[key[1]].percent or 0.0
         for cpu in pin:
             if cpu < context.host_cpus:
-                spread[cpu] += vload / len(pin)
-    for cpu, busy in enumerate(context.cpu_busy()):
-        load[cpu] += max(0.0, busy - spread[cpu])
+                ours_now[cpu] += used / len(pin)
+    for cpu, busy in enumerate(latest.host_busy_percent[: context.host_cpus]):
+        load[cpu] += max(0.0, (busy or 0.0) - ours_now[cpu])
     return load, placed
 
 

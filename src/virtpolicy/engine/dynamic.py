@@ -1,0 +1,188 @@
+"""Running dynamic policies: from proposals to applied changes, and the decision log.
+
+After each sample the engine builds a :class:`~virtpolicy.engine.policies.Context`
+from the last ``window`` seconds of rates and asks every enabled policy. Each
+proposed action then passes, in order:
+
+- *no change*: what it asks is already so;
+- *hysteresis*: the same proposal must come ``confirm`` decisions in a row
+  (2 by default; placing a vCPU that is on no single CPU yet needs none);
+- *rate limit*: what it changes (a vCPU's pinning, a guest's cap) was last
+  changed at least ``dwell`` seconds ago;
+- *dry run*: decided and logged, never applied.
+
+Every decision, applied or not, is logged with its reason and why it was
+or was not applied. The log keeps the newest :data:`LOG_SIZE` in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtpolicy.engine.monitor import Rates
+from virtpolicy.engine.policies import Action, Context, Pins, Policy
+from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.policy.model import GuestPolicy
+
+LOG_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    id: int
+    time: float
+    engine: str
+    guest: str
+    kind: str
+    vcpu: int | None
+    value: str | int | None
+    reason: str
+    applied: bool
+    outcome: str  # "applied", or why not
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time,
+            "engine": self.engine,
+            "guest": self.guest,
+            "kind": self.kind,
+            "vcpu": self.vcpu,
+            "value": self.value,
+            "reason": self.reason,
+            "applied": self.applied,
+            "outcome": self.outcome,
+        }
+
+
+#: Carries out an action; returns None when done, else why it failed.
+Apply = Callable[[Action], str | None]
+
+
+@dataclass
+class DynamicEngine:
+    policies: Sequence[Policy]
+    dry_run: bool = False
+    window: float = 60.0
+    confirm: int = 2
+    dwell: float = 60.0
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+    log: deque[Decision] = field(default_factory=lambda: deque(maxlen=LOG_SIZE))
+    decide_seconds: float = 0.0  # the last decision's wall time
+    _changed_at: dict[tuple[str, str, int | None], float] = field(default_factory=dict)
+    _pending: dict[tuple[str, str, int | None], tuple[str | int | None, int]] = field(
+        default_factory=dict
+    )
+    _next_id: int = 1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.policies]
+
+    def run(
+        self,
+        history: Sequence[Rates],
+        policies: Mapping[str, GuestPolicy],
+        host_cpus: int,
+        pins: Pins,
+        caps: Mapping[str, int | None],
+        apply: Apply,
+    ) -> list[Decision]:
+        """One round: ask every policy, filter, apply, log. The decisions made."""
+        began = time.perf_counter()
+        now = self.clock()
+        newest = history[-1].wall if history else now
+        window = [r for r in history if r.wall > newest - self.window]
+        context = Context(
+            now=now,
+            window=window,
+            policies=policies,
+            host_cpus=host_cpus,
+            pins=pins,
+            caps=caps,
+            moved_at=dict(self._changed_at),
+            settings={"dwell": self.dwell, **self.settings},
+        )
+        proposed = [a for policy in self.policies for a in policy.decide(context)]
+        self.decide_seconds = time.perf_counter() - began
+        seen = set()
+        decisions = []
+        for action in proposed:
+            seen.add(action.key)
+            applied, outcome = self._verdict(action, context)
+            if applied:
+                failure = apply(action)
+                if failure is None:
+                    self._changed_at[action.key] = now
+                    self._pending.pop(action.key, None)
+                else:
+                    applied, outcome = False, f"failed: {failure}"
+            decisions.append(self._record(now, action, applied, outcome))
+        for key in list(self._pending):  # a proposal that stopped coming starts over
+            if key not in seen:
+                del self._pending[key]
+        return decisions
+
+    def _verdict(self, action: Action, context: Context) -> tuple[bool, str]:
+        key = action.key
+        if _already(action, context):
+            return False, "no change: already so"
+        count = 1
+        value, before = self._pending.get(key, (None, 0))
+        if value == action.value:
+            count = before + 1
+        self._pending[key] = (action.value, count)
+        first_placement = (
+            action.kind == "vcpupin"
+            and len(context.pins.get((action.guest, action.vcpu or 0), frozenset())) != 1
+        )
+        if count < self.confirm and not first_placement:
+            return False, f"waiting: proposed {count} of {self.confirm} times in a row"
+        changed = self._changed_at.get(key)
+        if changed is not None and context.now - changed < self.dwell:
+            return False, (
+                f"rate limit: changed {context.now - changed:.0f} s ago, dwell {self.dwell:.0f} s"
+            )
+        if self.dry_run:
+            return False, "dry run"
+        return True, "applied"
+
+    def _record(self, now: float, action: Action, applied: bool, outcome: str) -> Decision:
+        with self._lock:
+            decision = Decision(
+                self._next_id,
+                now,
+                action.engine,
+                action.guest,
+                action.kind,
+                action.vcpu,
+                action.value,
+                action.reason,
+                applied,
+                outcome,
+            )
+            self._next_id += 1
+            self.log.append(decision)
+        return decision
+
+    def decisions(self, guest: str | None = None, limit: int = 100) -> list[Decision]:
+        """The newest decisions first, of ``guest`` if given."""
+        with self._lock:
+            found = [d for d in reversed(self.log) if guest is None or d.guest == guest]
+        return found[:limit]
+
+
+def _already(action: Action, context: Context) -> bool:
+    if action.kind == "vcpupin" and action.vcpu is not None:
+        current = context.pins.get((action.guest, action.vcpu))
+        return current == frozenset(parse_cpuset(str(action.value)))
+    if action.kind == "cap":
+        return context.caps.get(action.guest) == action.value
+    return False

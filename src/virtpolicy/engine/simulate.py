@@ -1,0 +1,177 @@
+"""A trace-driven stand-in for a host: a TEST AND BENCHMARK HARNESS, not a driver.
+
+It plays the sampler's role for dynamic policies, so that a policy can be run
+over an hour of load in seconds: N host CPUs, guests whose vCPUs each demand
+a share of a CPU over time (from a seeded generator or a CSV file), and the
+pinning and caps that policies set. Each step gives the :class:`Rates` the
+sampler would have derived, under a simple contention model: a vCPU pinned
+to several CPUs spreads its demand evenly over them; a CPU asked for more
+than 100 % gives each its proportional part; a cap scales a guest down;
+what a vCPU asked for and did not get is its steal.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from virtpolicy.engine.dynamic import Decision, DynamicEngine
+from virtpolicy.engine.monitor import GuestRates, Rates, VcpuRates
+from virtpolicy.engine.policies import Action
+from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.policy.model import GuestPolicy
+
+#: (guest, vCPU) -> demand in % of one host CPU, one value per step.
+Traces = dict[tuple[str, int], list[float]]
+
+
+def generate(guests: int, vcpus: int, steps: int, seed: int) -> Traces:
+    """Seeded loads: per vCPU a base level, a slow wave with its own period and
+    phase, noise, and now and then a burst."""
+    rng = random.Random(seed)
+    traces: Traces = {}
+    for g in range(guests):
+        for v in range(vcpus):
+            base = rng.choice((2.0, 5.0, 10.0, 20.0, 40.0, 60.0))
+            amp = base * rng.uniform(0.0, 0.8)
+            period = rng.uniform(60, 720)
+            phase = rng.uniform(0, 2 * math.pi)
+            series = []
+            burst = 0
+            for t in range(steps):
+                if burst == 0 and rng.random() < 0.002:
+                    burst = rng.randint(6, 60)
+                level = 95.0 if burst else base + amp * math.sin(2 * math.pi * t / period + phase)
+                burst = max(0, burst - 1)
+                series.append(min(100.0, max(0.0, level + rng.gauss(0, 2))))
+            traces[f"g{g:04d}", v] = series
+    return traces
+
+
+def from_csv(path: Path) -> Traces:
+    """Traces from ``step,guest,vcpu,percent`` rows (a header line is allowed)."""
+    traces: Traces = {}
+    with path.open(newline="") as f:
+        for row in csv.reader(f):
+            if not row or row[0] == "step":
+                continue
+            step, guest, vcpu, percent = int(row[0]), row[1], int(row[2]), float(row[3])
+            series = traces.setdefault((guest, vcpu), [])
+            series.extend([0.0] * (step + 1 - len(series)))
+            series[step] = percent
+    return traces
+
+
+@dataclass
+class SimulatedHost:
+    """Plays the traces; policies' actions change its pinning and caps."""
+
+    cpus: int
+    traces: Traces
+    interval: float = 5.0
+    step: int = 0
+    pins: dict[tuple[str, int], frozenset[int]] = field(default_factory=dict)
+    caps: dict[str, int | None] = field(default_factory=dict)
+    moves: int = 0
+
+    def __post_init__(self) -> None:
+        every = frozenset(range(self.cpus))
+        for key in self.traces:
+            self.pins.setdefault(key, every)
+
+    @property
+    def steps(self) -> int:
+        return max((len(s) for s in self.traces.values()), default=0)
+
+    def demand(self, key: tuple[str, int]) -> float:
+        series = self.traces[key]
+        return series[self.step] if self.step < len(series) else 0.0
+
+    def cpu_demand(self) -> list[float]:
+        """What is asked of each host CPU now, before contention."""
+        asked = [0.0] * self.cpus
+        for key, pin in self.pins.items():
+            share = self.demand(key) / len(pin)
+            for cpu in pin:
+                asked[cpu] += share
+        return asked
+
+    def lower_bound(self) -> float:
+        """No placement can do better than max(mean load, largest single vCPU)."""
+        demands = [self.demand(k) for k in self.traces]
+        return max(sum(demands) / self.cpus, max(demands, default=0.0))
+
+    def advance(self) -> Rates:
+        """One interval: the rates the sampler would see; then the next step."""
+        asked = self.cpu_demand()
+        got: dict[tuple[str, int], float] = {}
+        for key, pin in self.pins.items():
+            share = self.demand(key) / len(pin)
+            got[key] = sum(share * min(1.0, 100.0 / asked[c]) if asked[c] else 0.0 for c in pin)
+        by_guest: dict[str, list[int]] = {}
+        for guest, vcpu in sorted(self.traces):
+            by_guest.setdefault(guest, []).append(vcpu)
+        guests = {}
+        for guest, vcpus in by_guest.items():
+            total = sum(got[guest, v] for v in vcpus)
+            cap = self.caps.get(guest)
+            scale = min(1.0, cap / total) if cap is not None and total > 0 else 1.0
+            rates = tuple(
+                VcpuRates(
+                    got[guest, v] * scale,
+                    max(0.0, self.demand((guest, v)) - got[guest, v] * scale),
+                    None,
+                )
+                for v in vcpus
+            )
+            guests[guest] = GuestRates(guest, True, total * scale, rates, None, None, None, None)
+        busy = tuple(min(100.0, a) for a in asked)
+        now = self.step * self.interval
+        self.step += 1
+        return Rates(now, self.interval, guests, busy)
+
+    def apply(self, action: Action) -> None:
+        if action.kind == "vcpupin" and action.vcpu is not None:
+            key = (action.guest, action.vcpu)
+            cpus = frozenset(parse_cpuset(str(action.value)))
+            if cpus != self.pins.get(key):
+                self.pins[key] = cpus
+                self.moves += 1
+        elif action.kind == "cap":
+            self.caps[action.guest] = action.value if isinstance(action.value, int) else None
+
+    def current_pins(self) -> Mapping[tuple[str, int], frozenset[int]]:
+        return dict(self.pins)
+
+
+def play(
+    host: SimulatedHost,
+    engine: DynamicEngine,
+    policies: Mapping[str, GuestPolicy],
+    steps: int,
+    history: int = 720,
+) -> list[Decision]:
+    """Run ``engine`` over ``steps`` intervals of ``host``; every decision made.
+
+    The engine's clock must be the host's (see :func:`clock_of`).
+    """
+    window: deque[Rates] = deque(maxlen=history)
+    decisions = []
+    for _ in range(steps):
+        window.append(host.advance())
+
+        def apply(action: Action) -> None:
+            host.apply(action)
+
+        decisions += engine.run(window, policies, host.cpus, host.pins, host.caps, apply)
+    return decisions
+
+
+def clock_of(host: SimulatedHost) -> Callable[[], float]:
+    """The simulated time: the end of the last interval played."""
+    return lambda: host.step * host.interval

@@ -1,0 +1,129 @@
+"""Dynamic policies on the simulated host: placement, moves, hysteresis, caps."""
+
+from __future__ import annotations
+
+import pytest
+
+from virtpolicy.engine.dynamic import DynamicEngine
+from virtpolicy.engine.policies import available, load
+from virtpolicy.engine.policies.balance import Balance
+from virtpolicy.engine.policies.contention import Contention
+from virtpolicy.engine.simulate import SimulatedHost, clock_of, generate, play
+from virtpolicy.errors import ConfigError
+from virtpolicy.policy.model import GuestPolicy, parse_policy
+
+
+def auto(*guests: str, **cpu: object) -> dict[str, GuestPolicy]:
+    return {g: parse_policy({"guest": g, "cpu": {"vcpus": "auto", **cpu}}) for g in guests}
+
+
+def engine(host: SimulatedHost, *policies: object, **kw: object) -> DynamicEngine:
+    return DynamicEngine(list(policies), clock=clock_of(host), **kw)  # type: ignore[arg-type]
+
+
+def test_builtins_are_found_through_entry_points() -> None:
+    assert {"static", "balance", "contention"} <= set(available())
+    assert [p.name for p in load(["balance", "static"])] == ["balance", "static"]
+    with pytest.raises(ConfigError, match=r'engine: "nosuch" is not an installed policy'):
+        load(["nosuch"])
+
+
+def test_balance_places_then_moves_a_busy_vcpu_off_a_crowded_cpu() -> None:
+    steps = 40
+    traces = {("a", 0): [80.0] * steps, ("a", 1): [80.0] * steps, ("b", 0): [60.0] * steps}
+    host = SimulatedHost(cpus=4, traces=traces)
+    e = engine(host, Balance())
+    decisions = play(host, e, auto("a", "b"), steps=2)
+    # Unplaced vCPUs go to one CPU each at once (no confirmation needed), apart.
+    assert {host.pins["a", 0], host.pins["a", 1], host.pins["b", 0]} == {
+        frozenset({0}),
+        frozenset({1}),
+        frozenset({2}),
+    }
+    assert all(d.applied for d in decisions if d.outcome != "no change: already so")
+    # Crowd them onto CPU 0 by hand: balance spreads them again.
+    for key in traces:
+        host.pins[key] = frozenset({0})
+    decisions = play(host, e, auto("a", "b"), steps=20)
+    assert len(set(host.pins.values())) == 3
+    assert max(host.cpu_demand()) == pytest.approx(80.0)
+    moved = [d for d in decisions if d.applied]
+    assert len(moved) == 2  # two had to leave CPU 0, and only two moved
+    assert "lowers the peak" in moved[0].reason
+
+
+def test_balance_does_not_flap_on_load_oscillating_around_the_threshold() -> None:
+    """x and y swap between 50 % and 10 % every sample; z stays at 30 %. The
+    engine's window, confirmation and dwell keep placement still; without them
+    it moves on and on."""
+    steps = 200
+    traces = {
+        ("x", 0): [50.0 if t % 2 else 10.0 for t in range(steps)],
+        ("y", 0): [10.0 if t % 2 else 50.0 for t in range(steps)],
+        ("z", 0): [30.0] * steps,
+    }
+    policies = auto("x", "y", "z")
+
+    def moves(**kw: object) -> int:
+        host = SimulatedHost(cpus=2, traces=traces)
+        host.pins.update({("x", 0): frozenset({0}), ("y", 0): frozenset({1})})
+        host.pins[("z", 0)] = frozenset({0})
+        play(host, engine(host, Balance(), **kw), policies, steps)
+        return host.moves
+
+    assert moves() <= 1
+    assert moves(window=5, confirm=1, dwell=0, settings={"threshold": 5}) >= 20
+
+
+def test_dry_run_decides_and_logs_but_changes_nothing() -> None:
+    traces = {("a", 0): [90.0] * 10, ("a", 1): [90.0] * 10}
+    host = SimulatedHost(cpus=2, traces=traces)
+    host.pins.update({("a", 0): frozenset({0}), ("a", 1): frozenset({0})})
+    e = engine(host, Balance(), dry_run=True)
+    play(host, e, auto("a"), steps=5)
+    assert host.moves == 0
+    logged = e.decisions("a")
+    assert logged
+    assert {d.outcome for d in logged} <= {"dry run", "waiting: proposed 1 of 2 times in a row"}
+    assert any(d.outcome == "dry run" for d in logged)
+
+
+def test_contention_caps_above_fair_share_and_lifts_when_calm() -> None:
+    busy, calm = 60, 60
+    hog = [100.0] * busy + [10.0] * calm
+    traces = {
+        ("hog", 0): hog,
+        ("hog", 1): hog,
+        ("small", 0): [100.0] * busy + [10.0] * calm,
+    }
+    policies = {
+        "hog": parse_policy({"guest": "hog"}),
+        "small": parse_policy({"guest": "small", "cpu": {"weight": 100}}),
+    }
+    host = SimulatedHost(cpus=2, traces=traces)
+    e = engine(host, Contention(), dwell=30)
+    play(host, e, policies, steps=busy)
+    assert host.caps["hog"] == 100  # two equal weights on two CPUs: 100 % each
+    assert "small" not in host.caps or host.caps["small"] is None
+    play(host, e, policies, steps=calm)
+    assert host.caps["hog"] is None
+    capped = [d for d in e.decisions("hog") if d.applied]
+    assert [d.value for d in reversed(capped)] == [100, None]
+
+
+def test_contention_does_not_flap_between_its_thresholds() -> None:
+    """Host load wandering between 75 % and 85 %: under high (90), over low (70)."""
+    steps = 120
+    wander = [75.0 if t % 7 < 3 else 85.0 for t in range(steps)]
+    host = SimulatedHost(cpus=2, traces={("g", 0): wander, ("g", 1): wander})
+    e = engine(host, Contention(), window=5)  # each sample alone: no smoothing helps
+    play(host, e, {"g": parse_policy({"guest": "g"})}, steps=steps)
+    assert e.decisions() == []
+
+
+def test_balance_quality_on_a_generated_trace() -> None:
+    """A small version of the benchmark: the peak ends near the lower bound."""
+    traces = generate(guests=40, vcpus=4, steps=30, seed=3)
+    host = SimulatedHost(cpus=16, traces=traces)
+    play(host, engine(host, Balance()), auto(*{g for g, _ in traces}), steps=30)
+    assert max(host.cpu_demand()) <= 1.25 * host.lower_bound()

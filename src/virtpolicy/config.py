@@ -12,9 +12,9 @@ import pwd
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from virtpolicy.errors import ConfigError
 
@@ -54,6 +54,13 @@ def local_actor() -> str:
     return f"{name} (sudo: {sudo})" if sudo and sudo != name else name
 
 
+def _names(value: object) -> object:
+    """``a,b`` (a flag or the environment) or a TOML list, as a tuple of names."""
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    return tuple(value) if isinstance(value, list) else value
+
+
 class ServeSettings(BaseModel):
     """Everything ``virtpolicy serve`` can be told."""
 
@@ -68,6 +75,9 @@ class ServeSettings(BaseModel):
     reconcile_interval: float = Field(default=30.0, ge=1.0, le=86400.0)
     sample_interval: float = Field(default=5.0, ge=1.0, le=3600.0)
     history: float = Field(default=3600.0, ge=60.0, le=7 * 86400.0)
+    #: Dynamic policies to run (entry points of virtpolicy.policies).
+    engines: Annotated[tuple[str, ...], BeforeValidator(_names), Field(min_length=1)] = ("static",)
+    dry_run: bool = False
     run_dir: str = Field(default_factory=default_run_dir, min_length=1)
     autostart: bool = True
     listen: str | None = None

@@ -13,6 +13,7 @@ from tests.conftest import snapshot
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY, Listener, digest, new_token
 from virtpolicy.engine.bus import EventBus
+from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
@@ -33,6 +34,7 @@ class FakeDaemon:
         self.events.close()  # a stream ends at once; the daemon's is tested on libvirtd
         self.states = {"db": "running"}
         self.monitor = Monitor(interval=5)
+        self.dynamic = DynamicEngine([])
         for t, cpu in ((0.0, 0), (5.0, 2_000_000_000)):
             web = GuestCounters("web", 1, cpu, (VcpuCounters(cpu, 0, None),), 65536, 4, 65536)
             self.monitor.ingest(Sample(t, 1e9 + t, {"web": web}, ((cpu, 0),)), 0.001)

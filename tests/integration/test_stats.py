@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -110,3 +111,48 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
     cpu0 = next(line for line in top[1:] if line.split()[0] == "0")
     assert f"{busy}/0(" in cpu0
     assert f"{idle}/0(" in cpu0
+
+
+def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
+    qemu_uri: str,
+    db: str,
+    run: Cli,
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[..., str],
+) -> None:
+    """Two spinning one-vCPU guests with vcpus: auto, crowded onto host CPU 0 by
+    hand: balance (enforce mode) pins one of them to CPU 1, which `virsh vcpupin`
+    shows, and the decision log says why."""
+    one = make_guest("bal1", vcpus=1, boot=BUSY)
+    two = make_guest("bal2", vcpus=1, boot=BUSY)
+    for g in (one, two):
+        run("policy", "set", g, "--vcpus", "auto")
+        virsh("start", g)
+        virsh("vcpupin", g, "0", "0", "--live")
+    daemon = start_daemon(
+        db, "--connect", qemu_uri, "--sample-interval", "1", "--engine", "static,balance"
+    )
+    wait_connected(daemon)
+
+    def pins() -> dict[str, str]:
+        return {g: virsh("vcpupin", g, "--live").split()[-1] for g in (one, two)}
+
+    def spread() -> dict[str, str] | None:
+        now = pins()
+        return now if set(now.values()) == {"0", "1"} else None
+
+    moved = wait_for(spread, 40)
+    assert sorted(moved.values()) == ["0", "1"]
+    server = ["--server", str(daemon.socket)]
+    log = run(*server, "decisions", "-o", "json")
+    assert log.exit_code == 0, log.output
+    applied = [d for d in json.loads(log.stdout) if d["outcome"] == "applied"]
+    assert applied, log.stdout
+    assert applied[0]["engine"] == "balance"
+    assert applied[0]["value"] == "1"
+    assert "CPU 0 was busiest" in applied[0]["reason"]
+    # The static pass keeps balance's placement: it is within cpu.allowed (all).
+    time.sleep(3)
+    assert pins() == moved
+    engines = run(*server, "engines").stdout
+    assert any(line.split()[:2] == ["balance", "running"] for line in engines.splitlines())

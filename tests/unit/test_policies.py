@@ -127,3 +127,18 @@ def test_balance_quality_on_a_generated_trace() -> None:
     host = SimulatedHost(cpus=16, traces=traces)
     play(host, engine(host, Balance()), auto(*{g for g, _ in traces}), steps=30)
     assert max(host.cpu_demand()) <= 1.25 * host.lower_bound()
+
+
+def test_a_failing_policy_is_skipped_and_the_others_run() -> None:
+    class Broken:
+        name = "broken"
+        description = "raises"
+
+        def decide(self, context: object) -> list[object]:
+            raise RuntimeError("bug")
+
+    traces = {("a", 0): [90.0] * 4, ("a", 1): [90.0] * 4}
+    host = SimulatedHost(cpus=2, traces=traces)
+    e = engine(host, Broken(), Balance())
+    play(host, e, auto("a"), steps=2)
+    assert host.pins["a", 0] != host.pins["a", 1]  # balance still placed them

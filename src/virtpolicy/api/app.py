@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from virtpolicy import __version__
-from virtpolicy.api import events, jobs, policies, stats, status
+from virtpolicy.api import decisions, events, jobs, policies, stats, status
 from virtpolicy.api.auth import Listener
 from virtpolicy.api.deps import Daemon
 from virtpolicy.errors import VirtpolicyError
@@ -70,6 +70,7 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(stats.router)
+    app.include_router(decisions.router)
     return app
 
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
 from virtpolicy.engine.bus import EventBus
+from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
@@ -21,6 +22,7 @@ class Daemon(Protocol):
 
     events: EventBus
     monitor: Monitor
+    dynamic: DynamicEngine
     states: dict[str, str]
 
     def statuses(self) -> list[GuestStatus]: ...

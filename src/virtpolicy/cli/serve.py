@@ -43,6 +43,18 @@ log = logging.getLogger(__name__)
 )
 @click.option("--history", type=float, metavar="SECONDS", help="Utilization history kept [3600].")
 @click.option(
+    "--engine",
+    "engines",
+    metavar="NAME[,NAME...]",
+    help="Dynamic policies to run (see `virtpolicy engines`) [static].",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    default=None,
+    help="Dynamic policies decide and log, and change nothing.",
+)
+@click.option(
     "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
 )
 @click.option(
@@ -62,6 +74,8 @@ def serve(
     reconcile_interval: float | None,
     sample_interval: float | None,
     history: float | None,
+    engines: str | None,
+    dry_run: bool | None,
     run_dir: str | None,
     autostart: bool | None,
     listen: str | None,
@@ -80,6 +94,8 @@ def serve(
             "reconcile_interval": reconcile_interval,
             "sample_interval": sample_interval,
             "history": history,
+            "engines": engines,
+            "dry_run": dry_run,
             "run_dir": run_dir,
             "autostart": autostart,
             "listen": listen,
@@ -98,15 +114,20 @@ def serve(
             reconcile_interval=settings.reconcile_interval,
             sample_interval=settings.sample_interval,
             history=settings.history,
+            engines=settings.engines,
+            dry_run=settings.dry_run,
             autostart=settings.autostart,
         ),
     )
     log.info(
-        "serving: connect=%s db=%s mode=%s interval=%ss",
+        "serving: connect=%s db=%s mode=%s interval=%ss sample=%ss engines=%s%s",
         settings.connect,
         settings.db,
         settings.mode,
         settings.reconcile_interval,
+        settings.sample_interval,
+        ",".join(settings.engines),
+        " (dry run)" if settings.dry_run else "",
     )
     apis = server.servers(
         store, controller, settings.run_dir, settings.listen, settings.tls_cert, settings.tls_key

@@ -208,6 +208,17 @@ class RemoteService:
         answer: dict[str, Any] = self._call("GET", "/v1/stats/host")
         return answer
 
+    def decisions(self, guest: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if guest:
+            params["guest"] = guest
+        answer: list[dict[str, Any]] = self._call("GET", "/v1/decisions", params=params)
+        return answer
+
+    def engines(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", "/v1/engines")
+        return answer
+
     def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """Have the daemon run a start or stop job; the job as recorded."""
         answer: dict[str, Any] = self._call("POST", "/v1/jobs", json=dict(request))

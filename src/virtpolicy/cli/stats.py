@@ -1,4 +1,5 @@
-"""``virtpolicy stats`` and ``top``: utilization from the daemon's sampler."""
+"""``virtpolicy stats`` and ``top`` (utilization from the daemon's sampler),
+``engines`` and ``decisions`` (dynamic policies)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import click
 from virtpolicy.cli import output
 from virtpolicy.cli.app import App, cli, pass_app
 from virtpolicy.cli.service import RemoteService
-from virtpolicy.errors import NotFoundError
+from virtpolicy.engine.policies import available, load
+from virtpolicy.errors import NotFoundError, VirtpolicyError
 from virtpolicy.policy.cpuset import parse_cpuset
 
 
@@ -144,3 +146,66 @@ def top_cmd(app: App, watch: bool) -> None:
 
 def _interval(api: RemoteService) -> float:
     return float(api.stats_host()["sampler"]["interval"])
+
+
+@cli.command("engines")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def engines_cmd(app: App, fmt: str) -> None:
+    """Dynamic policies installed here (built-in and from other packages), and
+    which the daemon runs, when one answers."""
+    installed = available()
+    running: list[str] = []
+    dry_run = False
+    try:
+        answer = app.daemon("engines").engines()
+        running, dry_run = answer["running"], answer["dry_run"]
+    except VirtpolicyError:
+        pass  # no daemon: what is installed is still worth showing
+    rows = []
+    for name, source in sorted(installed.items()):
+        try:
+            description = load([name])[0].description
+        except (VirtpolicyError, ImportError, AttributeError) as exc:
+            description = f"(cannot load: {exc})"
+        state = ("dry run" if dry_run else "running") if name in running else "-"
+        rows.append({"name": name, "daemon": state, "source": source, "description": description})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(
+        output.table(
+            ["NAME", "DAEMON", "SOURCE", "DESCRIPTION"],
+            [[r["name"], r["daemon"], r["source"], r["description"]] for r in rows],
+        ),
+        nl=False,
+    )
+
+
+@cli.command("decisions")
+@click.argument("guest", required=False)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def decisions_cmd(app: App, guest: str | None, limit: int, fmt: str) -> None:
+    """The dynamic policies' decision log, newest first."""
+    found = app.daemon("decisions").decisions(guest, limit)
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [
+        [
+            time.strftime("%H:%M:%S", time.localtime(d["time"])),
+            d["engine"],
+            d["guest"],
+            d["action"] + ("" if d["vcpu"] is None else f".{d['vcpu']}"),
+            "-" if d["value"] is None else d["value"],
+            d["outcome"],
+            d["reason"],
+        ]
+        for d in found
+    ]
+    click.echo(
+        output.table(["TIME", "ENGINE", "GUEST", "WHAT", "VALUE", "OUTCOME", "REASON"], rows),
+        nl=False,
+    )

@@ -25,7 +25,7 @@ from typing import Any
 
 from virtpolicy.clock import now
 
-KINDS = ("lifecycle", "policy", "enforcement", "dependency", "job", "stats")
+KINDS = ("lifecycle", "policy", "enforcement", "dependency", "job", "decision", "stats")
 #: Sent only to those who ask for them by kind.
 ON_REQUEST = frozenset({"stats"})
 KEEP = 4096
@@ -41,7 +41,7 @@ class Event:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "time": self.time, **self.data}
+        return {**self.data, "id": self.id, "kind": self.kind, "time": self.time}
 
 
 class EventBus:
@@ -58,7 +58,7 @@ class EventBus:
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
-    def publish(self, kind: str, *, keep: bool = True, **data: Any) -> None:
+    def publish(self, kind: str, /, *, keep: bool = True, **data: Any) -> None:
         """Send an event; ``keep=False``: to those listening now only, not kept for
         resuming (the sampler's, which would crowd out everything else)."""
         if self._loop is not None and threading.get_ident() != self._loop_thread:

@@ -27,9 +27,12 @@ from typing import Any, TypeVar
 from virtpolicy.engine.admission import refusals
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.conditions import Guests
+from virtpolicy.engine.dynamic import Decision, DynamicEngine
 from virtpolicy.engine.jobs import JobRequest, JobRun, settle
 from virtpolicy.engine.monitor import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Monitor
 from virtpolicy.engine.orchestrate import IN_FLIGHT, Progress
+from virtpolicy.engine.policies import Action
+from virtpolicy.engine.policies import load as load_policies
 from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
 from virtpolicy.errors import (
     ConnectionLostError,
@@ -40,6 +43,8 @@ from virtpolicy.errors import (
 )
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.hypervisor.events import EventWatch, use_asyncio
+from virtpolicy.hypervisor.native import cap_of
+from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore
 
@@ -72,6 +77,8 @@ class ControllerSettings:
     autostart: bool = True
     sample_interval: float = DEFAULT_INTERVAL_S
     history: float = DEFAULT_WINDOW_S
+    engines: tuple[str, ...] = ("static",)
+    dry_run: bool = False
 
 
 class Controller:
@@ -99,6 +106,7 @@ class Controller:
         self._jobs: dict[int, JobRun] = {}
         self.events = EventBus()
         self.monitor = Monitor(settings.sample_interval, settings.history)
+        self.dynamic = DynamicEngine(load_policies(settings.engines), dry_run=settings.dry_run)
         self.reconciler.on_applied = lambda guest, applied: self.events.publish(
             "enforcement",
             guest=guest,
@@ -406,6 +414,8 @@ class Controller:
                 log.warning("statistics: %s", exc)
             else:
                 rates = self.monitor.ingest(sample, used)
+                if any(name != "static" for name in self.dynamic.names):
+                    await self._decide()
                 self.events.publish(
                     "stats",
                     keep=False,
@@ -415,6 +425,59 @@ class Controller:
                     ],
                 )
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+
+    async def _decide(self) -> None:
+        """Run the dynamic policies on the newest statistics; log and publish."""
+        try:
+            decisions = await asyncio.to_thread(self._decide_now)
+        except (HypervisorError, StoreError) as exc:
+            log.warning("dynamic policies: %s", exc)
+            return
+        for d in decisions:
+            if d.outcome.startswith(("waiting", "no change")):
+                continue  # routine: in the log, not worth a line or an event each
+            log.info(
+                "decision engine=%s guest=%s %s%s=%s %s: %s",
+                d.engine,
+                d.guest,
+                d.kind,
+                "" if d.vcpu is None else f".{d.vcpu}",
+                d.value,
+                d.outcome,
+                d.reason,
+            )
+            self.events.publish("decision", **d.to_dict())
+
+    def _decide_now(self) -> list[Decision]:
+        """(In a thread.) Current pins and caps of running guests with a policy,
+        then one round of the dynamic engine, applying live."""
+        policies = {s.policy.guest: s.policy for s in self.store.list_policies()}
+        latest = self.monitor.latest
+        if latest is None:
+            return []
+        host = self.hypervisor.host()
+        pins: dict[tuple[str, int], frozenset[int]] = {}
+        caps: dict[str, int | None] = {}
+        for name, rates in latest.guests.items():
+            if not rates.running or name not in policies:
+                continue
+            actual = self.hypervisor.actual(name, True)
+            pins.update(((name, v), cpus) for v, cpus in actual.vcpupin.items())
+            caps[name] = cap_of(actual.sched, host.scheduler)
+
+        def apply(action: Action) -> str | None:
+            try:
+                if action.kind == "vcpupin" and action.vcpu is not None:
+                    cpus = frozenset(parse_cpuset(str(action.value)))
+                    self.hypervisor.place(action.guest, action.vcpu, cpus)
+                elif action.kind == "cap":
+                    value = action.value if isinstance(action.value, int) else None
+                    self.hypervisor.set_cap(action.guest, value)
+            except HypervisorError as exc:
+                return str(exc)
+            return None
+
+        return self.dynamic.run(list(self.monitor.recent), policies, host.cpus, pins, caps, apply)
 
     async def _store_watcher(self) -> None:
         seen = None

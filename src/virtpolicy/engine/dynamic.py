@@ -17,6 +17,7 @@ or was not applied. The log keeps the newest :data:`LOG_SIZE` in memory.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -30,6 +31,8 @@ from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import GuestPolicy
 
 LOG_SIZE = 10_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,7 @@ class Decision:
             "time": self.time,
             "engine": self.engine,
             "guest": self.guest,
-            "kind": self.kind,
+            "action": self.kind,
             "vcpu": self.vcpu,
             "value": self.value,
             "reason": self.reason,
@@ -110,7 +113,12 @@ class DynamicEngine:
             moved_at=dict(self._changed_at),
             settings={"dwell": self.dwell, **self.settings},
         )
-        proposed = [a for policy in self.policies for a in policy.decide(context)]
+        proposed: list[Action] = []
+        for policy in self.policies:
+            try:
+                proposed += policy.decide(context)
+            except Exception:  # a plugin's bug must not stop the others, or the daemon
+                log.exception("dynamic policy %s failed; skipped this round", policy.name)
         self.decide_seconds = time.perf_counter() - began
         seen = set()
         decisions = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from array import array
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from virtpolicy.hypervisor.stats import GuestCounters, Sample
 DEFAULT_INTERVAL_S = 5.0
 MIN_INTERVAL_S = 1.0
 DEFAULT_WINDOW_S = 3600.0
+RECENT_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +241,12 @@ class Monitor:
     last_error: str = ""
     last_duration: float = 0.0
     history: History = field(init=False)
+    #: The newest rates themselves, for dynamic policies (RECENT_S of them).
+    recent: deque[Rates] = field(init=False)
 
     def __post_init__(self) -> None:
         self.history = History(int(self.window / self.interval))
+        self.recent = deque(maxlen=max(2, int(RECENT_S / self.interval) + 1))
 
     def ingest(self, sample: Sample, duration: float) -> Rates:
         """Take one sample: derive its rates and keep them."""
@@ -251,6 +256,7 @@ class Monitor:
         self.last_duration = duration
         if self.samples > 1:  # the first sample only sets the base
             self.history.add(sample.wall, series_of(r))
+            self.recent.append(r)
         return r
 
     def failed(self, error: str) -> None:

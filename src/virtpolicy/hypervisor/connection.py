@@ -35,7 +35,7 @@ from virtpolicy.errors import (
     UnsupportedError,
 )
 from virtpolicy.hypervisor import stats
-from virtpolicy.hypervisor.native import HostInfo, Scheduler, Tuning
+from virtpolicy.hypervisor.native import HostInfo, Scheduler, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,22 @@ class Hypervisor:
             call(*args, 0)  # flags 0: the current (live) state
         else:
             problems.append(f"{what}: the {self.host().driver} driver pins only running guests")
+
+    # -- live changes of dynamic policies -----------------------------------------
+
+    def place(self, name: str, vcpu: int, cpus: frozenset[int]) -> None:
+        """Pin one vCPU of a running guest, live only: a dynamic placement."""
+        with self.translating(name, "pin a vCPU"):
+            dom = self.conn.lookupByName(name)
+            dom.pinVcpuFlags(vcpu, _map(cpus, self.host().cpus), LIVE)
+
+    def set_cap(self, name: str, cap: int | None) -> None:
+        """Cap a running guest (None: lift the cap), live only."""
+        params = cap_params(cap, self.host().scheduler)
+        if not params:
+            raise UnsupportedError(f"{name}: cap: not supported by the {self.host().driver} driver")
+        with self.translating(name, "set a cap"):
+            self.conn.lookupByName(name).setSchedulerParametersFlags(params, LIVE)
 
     # -- lifecycle ----------------------------------------------------------------
 

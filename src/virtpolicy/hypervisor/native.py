@@ -88,6 +88,18 @@ def cap_params(cap: int | None, scheduler: Scheduler) -> dict[str, int]:
     return {}
 
 
+def cap_of(sched: Mapping[str, int], scheduler: Scheduler) -> int | None:
+    """The cap, in % of one host CPU, that native parameters mean (None: none)."""
+    if scheduler in ("cgroup1", "cgroup2"):
+        quota, period = sched.get("global_quota"), sched.get("global_period") or GLOBAL_PERIOD_US
+        if quota is None or quota <= 0 or quota >= _UNLIMITED_QUOTA:
+            return None
+        return round(quota * 100 / period)
+    if scheduler == "xen":
+        return sched.get("cap") or None
+    return None
+
+
 def desired_tuning(
     policy: GuestPolicy,
     host: HostInfo,

@@ -1,0 +1,34 @@
+"""Routes for dynamic policies: what runs, and the decision log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from virtpolicy.api.deps import DaemonDep, Reader
+from virtpolicy.engine.policies import available
+
+router = APIRouter(prefix="/v1", tags=["dynamic policies"])
+
+
+@router.get("/engines")
+def engines(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+    """The dynamic policies this daemon runs, whether in dry run, and all installed."""
+    return {
+        "running": daemon.dynamic.names,
+        "dry_run": daemon.dynamic.dry_run,
+        "installed": available(),
+    }
+
+
+@router.get("/decisions")
+def decisions(
+    who: Reader,
+    daemon: DaemonDep,
+    guest: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+) -> list[dict[str, Any]]:
+    """Decisions of the dynamic policies, newest first: what was proposed and why,
+    and whether it was applied (or why not: waiting, rate limit, dry run, failed)."""
+    return [d.to_dict() for d in daemon.dynamic.decisions(guest, limit)]

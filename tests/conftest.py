@@ -190,6 +190,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         *args: str,
         ready: Callable[[Daemon], bool] | None = None,
         run_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> Daemon:
         run_dir = run_dir or tmp_path / f"run{len(started)}"
         log = (tmp_path / f"serve{len(started)}.log").open("w")
@@ -198,6 +199,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         daemon = Daemon(proc, run_dir)
         started.append(daemon)

@@ -78,6 +78,8 @@ class ServeSettings(BaseModel):
     #: Dynamic policies to run (entry points of virtpolicy.policies).
     engines: Annotated[tuple[str, ...], BeforeValidator(_names), Field(min_length=1)] = ("static",)
     dry_run: bool = False
+    #: Settings for the dynamic policies (threshold, dwell, ...), by name.
+    engine_settings: dict[str, float] = {}
     run_dir: str = Field(default_factory=default_run_dir, min_length=1)
     autostart: bool = True
     listen: str | None = None

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BUSY, IDLE, Cli, Daemon, virsh, wait_connected
+from tests.conftest import BUSY, IDLE, VIRTPOLICY, Cli, Daemon, virsh, wait_connected
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +161,71 @@ def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
     assert pins() == moved
     engines = run(*server, "engines").stdout
     assert any(line.split()[:2] == ["balance", "running"] for line in engines.splitlines())
+
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "policy-package"
+
+
+def test_a_third_party_policy_installs_is_found_runs_and_is_logged(
+    qemu_uri: str,
+    db: str,
+    run: Cli,
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """examples/policy-package, installed with pip into a directory of its own,
+    is listed by `virtpolicy engines`, runs in the daemon (its hours set so that
+    now is outside them), caps the batch guest, and its decision is logged."""
+    source = tmp_path / "src"
+    shutil.copytree(EXAMPLE, source)  # pip builds in place: keep the checkout clean
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    env = {"PYTHONPATH": str(site)}
+    listed = subprocess.run(
+        [str(VIRTPOLICY), "engines"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert any(line.split()[:1] == ["batch-hours"] for line in listed.stdout.splitlines())
+    guest = make_guest("batch", vcpus=1, boot=IDLE)
+    run("policy", "set", guest, "--label", "class=batch")
+    virsh("start", guest)
+    daemon = start_daemon(
+        db,
+        "--connect",
+        qemu_uri,
+        "--sample-interval",
+        "1",
+        "--engine",
+        "static,batch-hours",
+        *("--set", "start=24", "--set", "end=25", "--set", "cap=30"),
+        env=env,
+    )
+
+    def quota() -> str:
+        rows = (line.partition(":") for line in virsh("schedinfo", guest).splitlines())
+        return {k.strip(): v.strip() for k, _, v in rows}.get("global_quota", "")
+
+    wait_for(lambda: quota() == "30000", 30)
+    log = run("--server", str(daemon.socket), "decisions", guest, "-o", "json")
+    applied = [d for d in json.loads(log.stdout) if d["outcome"] == "applied"]
+    assert [(d["engine"], d["action"], d["value"]) for d in applied] == [("batch-hours", "cap", 30)]
+    assert "outside the free hours 24-25: capping at 30 %" in applied[0]["reason"]

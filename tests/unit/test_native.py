@@ -7,6 +7,7 @@ from virtpolicy.hypervisor.native import (
     HostInfo,
     Scheduler,
     Tuning,
+    cap_of,
     cap_params,
     desired_tuning,
     drift,
@@ -138,3 +139,10 @@ def test_auto_is_refused_with_vcpupin_and_allowed_needs_auto() -> None:
         parse_policy({"guest": "g", "cpu": {"vcpus": "1", "allowed": "1"}})
     with pytest.raises(PolicyError, match=r"cpu.vcpus"):
         parse_policy({"guest": "g", "cpu": {"vcpus": "automatic"}})
+
+
+def test_cap_of_reads_back_what_cap_params_writes() -> None:
+    for scheduler in ("cgroup1", "cgroup2", "xen"):
+        for cap in (None, 30, 150):
+            assert cap_of(cap_params(cap, scheduler), scheduler) == cap  # type: ignore[arg-type]
+    assert cap_of({"global_period": 100000, "global_quota": 17592186044415}, "cgroup1") is None

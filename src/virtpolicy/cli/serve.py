@@ -11,7 +11,7 @@ import uvicorn
 
 from virtpolicy.api import server
 from virtpolicy.cli import logs
-from virtpolicy.cli.app import cli
+from virtpolicy.cli.app import cli, parse_labels
 from virtpolicy.config import load_serve_settings
 from virtpolicy.engine import aio
 from virtpolicy.engine.controller import Controller, ControllerSettings
@@ -55,6 +55,13 @@ log = logging.getLogger(__name__)
     help="Dynamic policies decide and log, and change nothing.",
 )
 @click.option(
+    "--set",
+    "engine_settings",
+    multiple=True,
+    metavar="KEY=NUMBER",
+    help="A dynamic policy setting, e.g. threshold=15 or dwell=120.",
+)
+@click.option(
     "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
 )
 @click.option(
@@ -76,6 +83,7 @@ def serve(
     history: float | None,
     engines: str | None,
     dry_run: bool | None,
+    engine_settings: tuple[str, ...],
     run_dir: str | None,
     autostart: bool | None,
     listen: str | None,
@@ -96,6 +104,7 @@ def serve(
             "history": history,
             "engines": engines,
             "dry_run": dry_run,
+            "engine_settings": parse_labels(engine_settings, "--set") or None,
             "run_dir": run_dir,
             "autostart": autostart,
             "listen": listen,
@@ -116,6 +125,7 @@ def serve(
             history=settings.history,
             engines=settings.engines,
             dry_run=settings.dry_run,
+            engine_settings=settings.engine_settings,
             autostart=settings.autostart,
         ),
     )

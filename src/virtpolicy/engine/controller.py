@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from virtpolicy.engine.admission import refusals
@@ -79,6 +79,7 @@ class ControllerSettings:
     history: float = DEFAULT_WINDOW_S
     engines: tuple[str, ...] = ("static",)
     dry_run: bool = False
+    engine_settings: Mapping[str, float] = field(default_factory=dict)
 
 
 class Controller:
@@ -106,7 +107,12 @@ class Controller:
         self._jobs: dict[int, JobRun] = {}
         self.events = EventBus()
         self.monitor = Monitor(settings.sample_interval, settings.history)
-        self.dynamic = DynamicEngine(load_policies(settings.engines), dry_run=settings.dry_run)
+        self.dynamic = DynamicEngine(
+            load_policies(settings.engines),
+            dry_run=settings.dry_run,
+            dwell=settings.engine_settings.get("dwell", 60.0),
+            settings=settings.engine_settings,
+        )
         self.reconciler.on_applied = lambda guest, applied: self.events.publish(
             "enforcement",
             guest=guest,
@@ -434,8 +440,8 @@ class Controller:
             log.warning("dynamic policies: %s", exc)
             return
         for d in decisions:
-            if d.outcome.startswith(("waiting", "no change")):
-                continue  # routine: in the log, not worth a line or an event each
+            if d.outcome.startswith(("waiting", "no change", "rate limit")):
+                continue  # routine, every sample: in the decision log only
             log.info(
                 "decision engine=%s guest=%s %s%s=%s %s: %s",
                 d.engine,

@@ -92,7 +92,7 @@ def cap_of(sched: Mapping[str, int], scheduler: Scheduler) -> int | None:
     """The cap, in % of one host CPU, that native parameters mean (None: none)."""
     if scheduler in ("cgroup1", "cgroup2"):
         quota, period = sched.get("global_quota"), sched.get("global_period") or GLOBAL_PERIOD_US
-        if quota is None or quota <= 0 or quota >= _UNLIMITED_QUOTA:
+        if quota is None or quota <= 0 or quota >= 2**40:  # -1, or cgroup v1's "max"
             return None
         return round(quota * 100 / period)
     if scheduler == "xen":

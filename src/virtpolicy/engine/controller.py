@@ -106,13 +106,15 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         self._jobs: dict[int, JobRun] = {}
         self.events = EventBus()
-        self.monitor = Monitor(settings.sample_interval, settings.history)
         self.dynamic = DynamicEngine(
             load_policies(settings.engines),
             dry_run=settings.dry_run,
+            window=settings.engine_settings.get("window", 60.0),
+            confirm=int(settings.engine_settings.get("confirm", 0)) or None,
             dwell=settings.engine_settings.get("dwell", 60.0),
             settings=settings.engine_settings,
         )
+        self.monitor = Monitor(settings.sample_interval, settings.history, keep=self.dynamic.window)
         self.reconciler.on_applied = lambda guest, applied: self.events.publish(
             "enforcement",
             guest=guest,

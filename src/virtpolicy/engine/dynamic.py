@@ -5,10 +5,15 @@ from the last ``window`` seconds of rates and asks every enabled policy. Each
 proposed action then passes, in order:
 
 - *no change*: what it asks is already so;
-- *hysteresis*: the same proposal must come ``confirm`` decisions in a row
-  (2 by default; placing a vCPU that is on no single CPU yet needs none);
+- *hysteresis*: the same kind of change to the same thing must be proposed
+  ``confirm`` decisions in a row: moving a given vCPU (to
+  wherever is best at the time: the target may differ between rounds),
+  capping a guest, or lifting its cap. ``confirm`` is the policy's own
+  (its ``confirm`` attribute; 2 when it has none) unless the engine is given
+  one for all. Placing a vCPU that is on no single CPU yet needs none;
 - *rate limit*: what it changes (a vCPU's pinning, a guest's cap) was last
-  changed at least ``dwell`` seconds ago;
+  changed at least ``dwell`` seconds ago (a vCPU's first placement does not
+  count: it undid no earlier choice);
 - *dry run*: decided and logged, never applied.
 
 Every decision, applied or not, is logged with its reason and why it was
@@ -31,6 +36,7 @@ from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import GuestPolicy
 
 LOG_SIZE = 10_000
+DEFAULT_CONFIRM = 2
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +78,14 @@ class DynamicEngine:
     policies: Sequence[Policy]
     dry_run: bool = False
     window: float = 60.0
-    confirm: int = 2
+    confirm: int | None = None  # None: each policy's own (DEFAULT_CONFIRM if it says none)
     dwell: float = 60.0
     settings: Mapping[str, Any] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     log: deque[Decision] = field(default_factory=lambda: deque(maxlen=LOG_SIZE))
     decide_seconds: float = 0.0  # the last decision's wall time
     _changed_at: dict[tuple[str, str, int | None], float] = field(default_factory=dict)
-    _pending: dict[tuple[str, str, int | None], tuple[str | int | None, int]] = field(
-        default_factory=dict
-    )
+    _pending: dict[tuple[str, str, int | None], tuple[str, int]] = field(default_factory=dict)
     _next_id: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -120,15 +124,23 @@ class DynamicEngine:
             except Exception:  # a plugin's bug must not stop the others, or the daemon
                 log.exception("dynamic policy %s failed; skipped this round", policy.name)
         self.decide_seconds = time.perf_counter() - began
+        confirms = {
+            p.name: self.confirm or int(getattr(p, "confirm", DEFAULT_CONFIRM))
+            for p in self.policies
+        }
         seen = set()
         decisions = []
         for action in proposed:
             seen.add(action.key)
-            applied, outcome = self._verdict(action, context)
+            applied, outcome = self._verdict(
+                action, context, confirms.get(action.engine, DEFAULT_CONFIRM)
+            )
             if applied:
+                first = _first_placement(action, context)  # before apply changes the pins
                 failure = apply(action)
                 if failure is None:
-                    self._changed_at[action.key] = now
+                    if not first:  # the dwell counts from a choice, not from "anywhere"
+                        self._changed_at[action.key] = now
                     self._pending.pop(action.key, None)
                 else:
                     applied, outcome = False, f"failed: {failure}"
@@ -138,21 +150,17 @@ class DynamicEngine:
                 del self._pending[key]
         return decisions
 
-    def _verdict(self, action: Action, context: Context) -> tuple[bool, str]:
+    def _verdict(self, action: Action, context: Context, confirm: int) -> tuple[bool, str]:
         key = action.key
         if _already(action, context):
             return False, "no change: already so"
         count = 1
-        value, before = self._pending.get(key, (None, 0))
-        if value == action.value:
+        intent, before = self._pending.get(key, (None, 0))
+        if intent == _intent(action):
             count = before + 1
-        self._pending[key] = (action.value, count)
-        first_placement = (
-            action.kind == "vcpupin"
-            and len(context.pins.get((action.guest, action.vcpu or 0), frozenset())) != 1
-        )
-        if count < self.confirm and not first_placement:
-            return False, f"waiting: proposed {count} of {self.confirm} times in a row"
+        self._pending[key] = (_intent(action), count)
+        if count < confirm and not _first_placement(action, context):
+            return False, f"waiting: proposed {count} of {confirm} times in a row"
         changed = self._changed_at.get(key)
         if changed is not None and context.now - changed < self.dwell:
             return False, (
@@ -185,6 +193,22 @@ class DynamicEngine:
         with self._lock:
             found = [d for d in reversed(self.log) if guest is None or d.guest == guest]
         return found[:limit]
+
+
+def _intent(action: Action) -> str:
+    """What confirmation compares: a move (whatever the target), a cap (whatever
+    the value), or lifting a cap."""
+    if action.kind == "cap" and action.value is None:
+        return "lift"
+    return action.kind
+
+
+def _first_placement(action: Action, context: Context) -> bool:
+    """Pinning a vCPU that is on no single CPU yet: no choice is undone by it."""
+    return (
+        action.kind == "vcpupin"
+        and len(context.pins.get((action.guest, action.vcpu or 0), frozenset())) != 1
+    )
 
 
 def _already(action: Action, context: Context) -> bool:

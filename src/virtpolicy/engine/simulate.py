@@ -30,9 +30,10 @@ from virtpolicy.policy.model import GuestPolicy
 Traces = dict[tuple[str, int], list[float]]
 
 
-def generate(guests: int, vcpus: int, steps: int, seed: int) -> Traces:
-    """Seeded loads: per vCPU a base level, a slow wave with its own period and
-    phase, noise, and now and then a burst."""
+def generate(guests: int, vcpus: int, steps: int, seed: int, bursts: float = 0.002) -> Traces:
+    """Seeded loads: per vCPU a base level (2 to 60 %), a slow wave with its own
+    period (5 to 60 minutes at 5 s steps) and phase, noise, and now and then
+    (``bursts``: the chance per step) a burst at 95 % for 30 s to 5 minutes."""
     rng = random.Random(seed)
     traces: Traces = {}
     for g in range(guests):
@@ -44,7 +45,7 @@ def generate(guests: int, vcpus: int, steps: int, seed: int) -> Traces:
             series = []
             burst = 0
             for t in range(steps):
-                if burst == 0 and rng.random() < 0.002:
+                if burst == 0 and rng.random() < bursts:
                     burst = rng.randint(6, 60)
                 level = 95.0 if burst else base + amp * math.sin(2 * math.pi * t / period + phase)
                 burst = max(0, burst - 1)
@@ -88,22 +89,25 @@ class SimulatedHost:
     def steps(self) -> int:
         return max((len(s) for s in self.traces.values()), default=0)
 
-    def demand(self, key: tuple[str, int]) -> float:
+    def demand(self, key: tuple[str, int], step: int | None = None) -> float:
+        """What the vCPU asks for at ``step`` (default: the coming one)."""
+        step = self.step if step is None else step
         series = self.traces[key]
-        return series[self.step] if self.step < len(series) else 0.0
+        return series[step] if 0 <= step < len(series) else 0.0
 
-    def cpu_demand(self) -> list[float]:
-        """What is asked of each host CPU now, before contention."""
+    def cpu_demand(self, step: int | None = None) -> list[float]:
+        """What is asked of each host CPU at ``step`` under today's pinning,
+        before contention (default: the coming step)."""
         asked = [0.0] * self.cpus
         for key, pin in self.pins.items():
-            share = self.demand(key) / len(pin)
+            share = self.demand(key, step) / len(pin)
             for cpu in pin:
                 asked[cpu] += share
         return asked
 
-    def lower_bound(self) -> float:
+    def lower_bound(self, step: int | None = None) -> float:
         """No placement can do better than max(mean load, largest single vCPU)."""
-        demands = [self.demand(k) for k in self.traces]
+        demands = [self.demand(k, step) for k in self.traces]
         return max(sum(demands) / self.cpus, max(demands, default=0.0))
 
     def advance(self) -> Rates:

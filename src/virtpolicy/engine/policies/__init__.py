@@ -65,18 +65,31 @@ class Context:
     def setting(self, name: str, default: float) -> float:
         return float(self.settings.get(name, default))
 
-    def vcpu_load(self, guest: str, vcpu: int) -> float | None:
-        """Mean % of one host CPU the vCPU asked for over the window: what it used
-        plus its steal (runnable, but waiting for a host CPU). None: no data."""
-        values = []
-        for r in self.window:
+    def vcpu_load(self, guest: str, vcpu: int, since: float = -math.inf) -> float | None:
+        """Mean % of one host CPU the vCPU asked for over the window (the samples
+        after ``since``): what it used plus its steal (runnable, but waiting for a
+        host CPU). None: no data."""
+        loads = self.vcpu_loads(guest, since)
+        return loads[vcpu] if vcpu < len(loads) else None
+
+    def vcpu_loads(self, guest: str, since: float = -math.inf) -> list[float | None]:
+        """:meth:`vcpu_load` of each of the guest's vCPUs (as many as it has now)."""
+        sums: list[float] = []
+        counts: list[int] = []
+        for r in reversed(self.window):
+            if r.wall <= since:
+                break
             g = r.guests.get(guest)
-            if g is None or vcpu >= len(g.vcpus):
+            if g is None:
                 continue
-            used, steal = g.vcpus[vcpu].percent, g.vcpus[vcpu].steal_percent
-            if used is not None and not math.isnan(used):
-                values.append(used + (steal or 0.0))
-        return sum(values) / len(values) if values else None
+            if len(g.vcpus) > len(sums):
+                sums += [0.0] * (len(g.vcpus) - len(sums))
+                counts += [0] * (len(g.vcpus) - len(counts))
+            for i, v in enumerate(g.vcpus):
+                if v.percent is not None and not math.isnan(v.percent):
+                    sums[i] += v.percent + (v.steal_percent or 0.0)
+                    counts[i] += 1
+        return [s / c if c else None for s, c in zip(sums, counts, strict=True)]
 
     def guest_load(self, guest: str) -> float | None:
         values = [

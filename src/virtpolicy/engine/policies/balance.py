@@ -2,19 +2,31 @@
 
 For guests whose policy says ``cpu.vcpus: auto``, each vCPU is pinned to one
 host CPU within ``cpu.allowed``. A vCPU not yet on a single CPU is placed on
-the least loaded allowed CPU, busiest first. Then, while the busiest host
-CPU holds a movable vCPU whose move to the least loaded allowed CPU lowers
-the peak by at least ``threshold`` percentage points, it is moved: one vCPU
-at a time, the largest that helps, so few move. A vCPU moved less than
-``dwell`` seconds ago stays.
+the least loaded allowed CPU, busiest first. Then, busiest host CPU first,
+one vCPU is moved from it to the least loaded CPU it is allowed on when that
+lowers the busier of the two by at least ``threshold`` percentage points
+(the vCPU that lowers it most: a move never makes the target busier than
+the source was). A CPU with no such move is left; at most ``max_moves``
+vCPUs move per decision, and a vCPU moved less than ``dwell`` seconds ago
+stays.
 
-Load of a host CPU: what the vCPUs placed on it used over the window, plus
-what the host saw beyond the auto vCPUs (other guests, the host itself).
+Load of a vCPU: what it used plus its steal, averaged over the last
+``estimate`` seconds. Load of a host CPU: its vCPUs' loads, plus what the
+host saw there beyond the auto vCPUs (other guests, the host itself).
 
-Settings: ``threshold`` (10), ``dwell`` (60 s), ``max_moves`` (8 per decision).
+Settings: ``threshold`` (5 points), ``dwell`` (60 s), ``max_moves`` (32 per
+decision), ``estimate`` (10 s).
+
+Its hysteresis is its own: the averaged load, the threshold and the dwell
+time. So it asks the engine for no confirmation round (``confirm = 1``):
+waiting one more sample lets the load move on, and a different vCPU may
+be the best one to move by then (on the benchmark's trace, confirming
+took the busiest CPU from 1.13 to 1.24 times the lower bound).
 """
 
 from __future__ import annotations
+
+import heapq
 
 from virtpolicy.engine.policies import Action, Context
 from virtpolicy.policy.cpuset import parse_cpuset
@@ -26,6 +38,7 @@ Vcpus = dict[tuple[str, int], tuple[float, frozenset[int]]]  # (guest, vcpu) -> 
 class Balance:
     name = "balance"
     description = "Re-pin busy vCPUs of vcpus: auto guests onto the least busy host CPUs."
+    confirm = 1
 
     def decide(self, context: Context) -> list[Action]:
         vcpus = _movable(context)
@@ -40,9 +53,19 @@ class Balance:
     ) -> list[Action]:
         """vCPUs not on one CPU yet go to the least loaded allowed CPU, busiest first."""
         actions = []
+        # Per allowed set, a heap of (load, cpu). Loads only grow here, so an
+        # entry whose load is out of date is pushed back with the current one.
+        heaps: dict[frozenset[int], list[tuple[float, int]]] = {}
         for key in sorted((k for k in vcpus if k not in placed), key=lambda k: -vcpus[k][0]):
             vload, allowed = vcpus[key]
-            cpu = min(sorted(allowed), key=lambda c: load[c])
+            heap = heaps.get(allowed)
+            if heap is None:
+                heap = heaps[allowed] = [(load[c], c) for c in allowed]
+                heapq.heapify(heap)
+            while heap[0][0] != load[heap[0][1]]:
+                heapq.heapreplace(heap, (load[heap[0][1]], heap[0][1]))
+            cpu = heap[0][1]
+            heapq.heapreplace(heap, (load[cpu] + vload, cpu))
             actions.append(
                 Action(
                     self.name,
@@ -65,15 +88,24 @@ class Balance:
         load: list[float],
         placed: dict[tuple[str, int], int],
     ) -> list[Action]:
-        """Move from the busiest CPU while that lowers the peak by ``threshold``."""
-        threshold = context.setting("threshold", 10.0)
-        max_moves = int(context.setting("max_moves", 8))
+        """Busiest CPU first: move the vCPU that lowers it most, if by ``threshold``."""
+        threshold = context.setting("threshold", 5.0)
+        max_moves = int(context.setting("max_moves", 32))
+        dwell = context.setting("dwell", 60.0)
+        on: dict[int, list[tuple[str, int]]] = {}
+        for key, cpu in placed.items():
+            moved = context.moved_at.get((key[0], "vcpupin", key[1]))
+            if moved is None or context.now - moved >= dwell:
+                on.setdefault(cpu, []).append(key)
         actions: list[Action] = []
-        while len(actions) < max_moves:
-            peak = max(range(context.host_cpus), key=lambda c: load[c])
-            best = _best_move(context, vcpus, load, placed, peak)
-            if best is None or best[0] < threshold:
+        # Each CPU is looked at once, busiest first; a move only lowers the
+        # source and raises a CPU that stays below it, so the order holds.
+        for peak in sorted(on, key=lambda c: -load[c]):
+            if len(actions) >= max_moves:
                 break
+            best = _best_move(vcpus, load, on[peak], peak)
+            if best is None or best[0] < threshold:
+                continue
             gain, key, target = best
             vload = vcpus[key][0]
             actions.append(
@@ -82,8 +114,8 @@ class Balance:
                     key[0],
                     "vcpupin",
                     str(target),
-                    f"CPU {peak} was busiest at {load[peak]:.0f} %; moving this vCPU "
-                    f"({vload:.0f} %) to CPU {target} ({load[target]:.0f} %) lowers the peak "
+                    f"CPU {peak} was at {load[peak]:.0f} %; moving this vCPU ({vload:.0f} %) "
+                    f"to CPU {target} ({load[target]:.0f} %) lowers the peak of the two "
                     f"by {gain:.0f} points",
                     vcpu=key[1],
                     gain=gain,
@@ -100,6 +132,8 @@ def _movable(context: Context) -> Vcpus:
     every = frozenset(range(context.host_cpus))
     vcpus: Vcpus = {}
     latest = context.window[-1].guests if context.window else {}
+    newest = context.window[-1].wall if context.window else 0.0
+    since = newest - context.setting("estimate", 10.0)
     for guest, policy in context.policies.items():
         now = latest.get(guest)
         if policy.cpu.vcpus != AUTO or now is None or not now.running:
@@ -107,8 +141,9 @@ def _movable(context: Context) -> Vcpus:
         allowed = every
         if policy.cpu.allowed:
             allowed = (frozenset(parse_cpuset(policy.cpu.allowed)) & every) or every
+        loads = context.vcpu_loads(guest, since)
         for vcpu in range(len(now.vcpus)):
-            vload = context.vcpu_load(guest, vcpu)
+            vload = loads[vcpu] if vcpu < len(loads) else None
             vcpus[guest, vcpu] = (0.0 if vload is None else vload, allowed)
     return vcpus
 
@@ -138,32 +173,22 @@ def _loads(context: Context, vcpus: Vcpus) -> tuple[list[float], dict[tuple[str,
 
 
 def _best_move(
-    context: Context,
-    vcpus: Vcpus,
-    load: list[float],
-    placed: dict[tuple[str, int], int],
-    peak: int,
+    vcpus: Vcpus, load: list[float], keys: list[tuple[str, int]], peak: int
 ) -> tuple[float, tuple[str, int], int] | None:
-    """(gain, vCPU, target) of the movable vCPU on ``peak`` that lowers the peak most."""
-    dwell = context.setting("dwell", 60.0)
-    others = sorted(load[c] for c in range(context.host_cpus) if c != peak)
+    """(gain, vCPU, target) of the vCPU in ``keys`` (all on ``peak``) whose move to
+    the least loaded CPU it may use lowers max(peak, target) most."""
+    targets: dict[frozenset[int], int | None] = {}
     best: tuple[float, tuple[str, int], int] | None = None
-    for key, cpu in placed.items():
-        if cpu != peak:
-            continue
-        moved = context.moved_at.get((key[0], "vcpupin", key[1]))
-        if moved is not None and context.now - moved < dwell:
-            continue
+    for key in keys:
         vload, allowed = vcpus[key]
-        target = min(sorted(allowed - {peak}), key=lambda c: load[c], default=None)
+        if allowed not in targets:
+            targets[allowed] = min(
+                (c for c in allowed if c != peak), key=lambda c: (load[c], c), default=None
+            )
+        target = targets[allowed]
         if target is None:
             continue
-        # The peak after the move: the larger of the two CPUs, or the next busiest.
-        rest = (
-            others[-1] if others[-1] != load[target] else (others[-2] if len(others) > 1 else 0.0)
-        )
-        new_peak = max(load[peak] - vload, load[target] + vload, rest)
-        gain = load[peak] - new_peak
+        gain = min(vload, load[peak] - load[target] - vload)
         if best is None or gain > best[0]:
             best = (gain, key, target)
     return best

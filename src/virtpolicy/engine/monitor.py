@@ -31,12 +31,6 @@ DEFAULT_WINDOW_S = 3600.0
 RECENT_S = 60.0  # the dynamic engine's default window
 
 
-# The per-guest records are named tuples, not dataclasses: a tuple that holds
-# only numbers and strings drops out of the garbage collector's tracking, and
-# the monitor keeps hundreds of thousands of them (1,000 guests, 10 minutes).
-# As dataclasses, a full collection took 60 ms in the balance benchmark.
-
-
 class VcpuRates(NamedTuple):
     percent: float | None
     steal_percent: float | None
@@ -44,14 +38,31 @@ class VcpuRates(NamedTuple):
 
 
 class GuestRates(NamedTuple):
+    """One guest over one interval. Per-vCPU values are kept as columns of
+    plain tuples of numbers, which the garbage collector stops tracking: the
+    monitor keeps a minute of them for 1,000 guests and more (as an object
+    per vCPU, a full collection took about 90 ms in the balance benchmark)."""
+
     guest: str
     running: bool
     cpu_percent: float | None
-    vcpus: tuple[VcpuRates, ...]
+    vcpu_percent: tuple[float | None, ...]
+    vcpu_steal_percent: tuple[float | None, ...]
+    vcpu_wait_percent: tuple[float | None, ...]
     memory_kib: int | None
     rss_kib: int | None
     memory_max_kib: int | None
     cpu_ns: int | None  # the counter itself, for Prometheus
+
+    @property
+    def vcpus(self) -> tuple[VcpuRates, ...]:
+        """Each vCPU as a record (made on each call; hot loops read the columns)."""
+        return tuple(
+            VcpuRates(*t)
+            for t in zip(
+                self.vcpu_percent, self.vcpu_steal_percent, self.vcpu_wait_percent, strict=True
+            )
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -97,21 +108,19 @@ def _per_cent(now: int | None, before: int | None, elapsed_ns: float) -> float |
 def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) -> GuestRates:
     fresh = before is None or not before.running or not now.running
     cpu = None if fresh or before is None else _per_cent(now.cpu_ns, before.cpu_ns, ns)
-    vcpus = []
+    used, steal, wait = [], [], []
     for i, v in enumerate(now.vcpus):
         b = None if fresh or before is None or i >= len(before.vcpus) else before.vcpus[i]
-        vcpus.append(
-            VcpuRates(
-                _per_cent(v.time_ns, b.time_ns, ns) if b else None,
-                _per_cent(v.delay_ns, b.delay_ns, ns) if b else None,
-                _per_cent(v.wait_ns, b.wait_ns, ns) if b else None,
-            )
-        )
+        used.append(_per_cent(v.time_ns, b.time_ns, ns) if b else None)
+        steal.append(_per_cent(v.delay_ns, b.delay_ns, ns) if b else None)
+        wait.append(_per_cent(v.wait_ns, b.wait_ns, ns) if b else None)
     return GuestRates(
         now.name,
         now.running,
         cpu,
-        tuple(vcpus),
+        tuple(used),
+        tuple(steal),
+        tuple(wait),
         now.memory_kib,
         now.rss_kib,
         now.memory_max_kib,
@@ -143,9 +152,9 @@ def series_of(r: Rates) -> dict[tuple[str, str], float | None]:
     for name, g in r.guests.items():
         out[name, "cpu"] = g.cpu_percent
         out[name, "rss_kib"] = None if g.rss_kib is None else float(g.rss_kib)
-        for i, v in enumerate(g.vcpus):
-            out[name, f"vcpu.{i}"] = v.percent
-            out[name, f"steal.{i}"] = v.steal_percent
+        for i, (used, steal) in enumerate(zip(g.vcpu_percent, g.vcpu_steal_percent, strict=True)):
+            out[name, f"vcpu.{i}"] = used
+            out[name, f"steal.{i}"] = steal
     for cpu, busy in enumerate(r.host_busy_percent):
         out["host", f"cpu.{cpu}"] = busy
     return out

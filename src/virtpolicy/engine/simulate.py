@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from virtpolicy.engine.dynamic import Decision, DynamicEngine
-from virtpolicy.engine.monitor import GuestRates, Rates, VcpuRates
+from virtpolicy.engine.monitor import GuestRates, Rates
 from virtpolicy.engine.policies import Action
 from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import GuestPolicy
@@ -125,15 +125,13 @@ class SimulatedHost:
             total = sum(got[guest, v] for v in vcpus)
             cap = self.caps.get(guest)
             scale = min(1.0, cap / total) if cap is not None and total > 0 else 1.0
-            rates = tuple(
-                VcpuRates(
-                    got[guest, v] * scale,
-                    max(0.0, self.demand((guest, v)) - got[guest, v] * scale),
-                    None,
-                )
-                for v in vcpus
-            )
-            guests[guest] = GuestRates(guest, True, total * scale, rates, None, None, None, None)
+            used = tuple(got[guest, v] * scale for v in vcpus)
+            wants = [self.demand((guest, v)) for v in vcpus]
+            steal = tuple(max(0.0, w - u) for w, u in zip(wants, used, strict=True))
+            guests[guest] = GuestRates(
+                guest, True, total * scale, used, steal, (None,) * len(vcpus),
+                None, None, None, None,
+            )  # fmt: skip
         busy = tuple(min(100.0, a) for a in asked)
         now = self.step * self.interval
         self.step += 1

@@ -82,12 +82,13 @@ class Context:
             g = r.guests.get(guest)
             if g is None:
                 continue
-            if len(g.vcpus) > len(sums):
-                sums += [0.0] * (len(g.vcpus) - len(sums))
-                counts += [0] * (len(g.vcpus) - len(counts))
-            for i, v in enumerate(g.vcpus):
-                if v.percent is not None and not math.isnan(v.percent):
-                    sums[i] += v.percent + (v.steal_percent or 0.0)
+            used, steal = g.vcpu_percent, g.vcpu_steal_percent
+            if len(used) > len(sums):
+                sums += [0.0] * (len(used) - len(sums))
+                counts += [0] * (len(used) - len(counts))
+            for i, u in enumerate(used):
+                if u is not None and not math.isnan(u):
+                    sums[i] += u + (steal[i] or 0.0)
                     counts[i] += 1
         return [s / c if c else None for s, c in zip(sums, counts, strict=True)]
 

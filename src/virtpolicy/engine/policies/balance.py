@@ -142,7 +142,7 @@ def _movable(context: Context) -> Vcpus:
         if policy.cpu.allowed:
             allowed = (frozenset(parse_cpuset(policy.cpu.allowed)) & every) or every
         loads = context.vcpu_loads(guest, since)
-        for vcpu in range(len(now.vcpus)):
+        for vcpu in range(len(now.vcpu_percent)):
             vload = loads[vcpu] if vcpu < len(loads) else None
             vcpus[guest, vcpu] = (0.0 if vload is None else vload, allowed)
     return vcpus
@@ -163,7 +163,7 @@ def _loads(context: Context, vcpus: Vcpus) -> tuple[list[float], dict[tuple[str,
             (cpu,) = pin
             placed[key] = cpu
             load[cpu] += vload
-        used = latest.guests[key[0]].vcpus[key[1]].percent or 0.0
+        used = latest.guests[key[0]].vcpu_percent[key[1]] or 0.0
         for cpu in pin:
             if cpu < context.host_cpus:
                 ours_now[cpu] += used / len(pin)

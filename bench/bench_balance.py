@@ -1,7 +1,8 @@
 """``balance`` on a simulated host: quality, decision time, and how many vCPUs move.
 
 Run: .venv/bin/python bench/bench_balance.py [--guests 1000] [--vcpus 4] [--cpus 128]
-     [--steps 720] [--seed 1] [--bursts 0.002] [--set KEY=NUMBER ...]
+     [--steps 720] [--seed 1] [--bursts 0.002] [--scale 1]
+     [--set KEY=NUMBER ...]
 
 The simulated host (virtpolicy.engine.simulate, a test harness) plays seeded
 per-vCPU load traces of an hour at 5 s steps; every guest has ``vcpus: auto``.
@@ -69,12 +70,17 @@ def main() -> None:
     parser.add_argument(
         "--bursts", type=float, default=0.002, help="chance per vCPU per step that a burst starts"
     )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every load (at most 100 %%)"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=NUMBER")
     args = parser.parse_args()
     settings = {k: float(v) for k, _, v in (s.partition("=") for s in args.set)}
     estimate = settings.get("estimate", 10.0)  # balance's default
 
     traces = generate(args.guests, args.vcpus, args.steps, args.seed, args.bursts)
+    if args.scale != 1.0:
+        traces = {k: [min(100.0, v * args.scale) for v in s] for k, s in traces.items()}
     guests = sorted({g for g, _ in traces})
     policies = {g: parse_policy({"guest": g, "cpu": {"vcpus": "auto"}}) for g in guests}
     keys = sorted(traces)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from virtpolicy.cli.main import cli
+from virtpolicy.hook.install import MARKER, uninstall
 from virtpolicy.store import SqlStore
 
 
@@ -126,7 +128,37 @@ def qemu_uri() -> str:
         if os.environ.get("VIRTPOLICY_REQUIRE_LAB"):
             pytest.fail(reason)
         pytest.skip(reason)
+    remove_stale_test_hook()
     return QEMU_URI
+
+
+LAB_PIDFILE = Path("/run/virtpolicy-lab/libvirtd.pid")
+HOOK = Path("/etc/libvirt/hooks/qemu")
+
+
+def remove_stale_test_hook() -> None:
+    """Take out a hook that an interrupted test run left behind.
+
+    The hook tests install virtpolicy's hook pointing at a pytest temporary
+    directory and remove it afterwards; a run killed in between leaves it, and
+    with ``hook_failure=closed`` it refuses every start. Only such a hook, on a
+    libvirtd that tests/lab/libvirtd runs, is removed (and libvirtd restarted
+    so that it forgets it); any other hook is someone else's and stays.
+    """
+    if not LAB_PIDFILE.exists():
+        return
+    try:
+        text = HOOK.read_text(errors="replace")
+    except OSError:
+        return
+    match = re.search(r"^RUN_DIR='?([^'\n]*)'?$", text, flags=re.M)
+    tmp_root = str(Path(tempfile.gettempdir()) / "pytest-of-")
+    if MARKER not in text or match is None or not match.group(1).startswith(tmp_root):
+        return
+    uninstall(str(HOOK.parent))
+    subprocess.run(
+        [str(Path(__file__).parent / "lab" / "libvirtd"), "restart"], check=True, timeout=60
+    )
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, Daemon, try_virsh, virsh
+from tests.conftest import LAB_PIDFILE, Cli, Daemon, try_virsh, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +78,7 @@ def test_libvirtd_restart_is_survived(
     how: str, daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]
 ) -> None:
     """libvirtd stopped or killed, then started: the daemon reconnects and keeps enforcing."""
-    if not Path("/run/virtpolicy-lab/libvirtd.pid").exists():
+    if not LAB_PIDFILE.exists():
         pytest.skip("libvirtd was not started by tests/lab/libvirtd; not restarting someone else's")
     guest = make_guest(f"d{how}")
     virsh("start", guest)
@@ -94,7 +93,7 @@ def test_libvirtd_restart_is_survived(
     eventually(lambda: live_pins(guest) == {0: "1", 1: "1"}, timeout=10)
     assert daemon.poll() is None
     assert try_virsh("domstate", guest).stdout.strip() == "running"
-    assert os.path.exists("/run/virtpolicy-lab/libvirtd.pid")
+    assert LAB_PIDFILE.exists()
 
 
 @pytest.mark.parametrize("on_stop", ["none", "stop"])

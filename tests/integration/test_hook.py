@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Cli, Daemon, try_virsh, virsh, wait_connected
+from tests.conftest import LAB_PIDFILE, Cli, Daemon, try_virsh, virsh, wait_connected
 from virtpolicy.hook.install import install, uninstall
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ HOOKS = "/etc/libvirt/hooks"
 def with_hook(qemu_uri: str) -> Iterator[Callable[[str, str], None]]:
     """Install the hook (run dir, failure mode) and restart libvirtd to load it;
     afterwards remove it and restart again, leaving libvirtd as it was."""
-    if not Path("/run/virtpolicy-lab/libvirtd.pid").exists():
+    if not LAB_PIDFILE.exists():
         pytest.skip("libvirtd was not started by tests/lab/libvirtd; not touching its hooks")
     installed = False
 

@@ -155,7 +155,7 @@ def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
     assert applied, log.stdout
     assert applied[0]["engine"] == "balance"
     assert applied[0]["value"] == "1"
-    assert "CPU 0 was busiest" in applied[0]["reason"]
+    assert applied[0]["reason"].startswith("CPU 0 was at ")
     # The static pass keeps balance's placement: it is within cpu.allowed (all).
     time.sleep(3)
     assert pins() == moved

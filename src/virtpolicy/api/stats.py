@@ -45,7 +45,7 @@ def guest(
     latest = monitor.latest
     if latest is None or (guest not in latest.guests and guest not in monitor.history.owners()):
         raise NotFoundError(f"{guest}: no statistics (no such guest, or not sampled yet)")
-    vcpus = len(latest.guests[guest].vcpus) if guest in latest.guests else 0
+    vcpus = len(latest.guests[guest].vcpu_percent) if guest in latest.guests else 0
     metrics_ = ["cpu", "rss_kib"] + [f"vcpu.{i}" for i in range(vcpus)]
     metrics_ += [f"steal.{i}" for i in range(vcpus)]
     points = monitor.history.window(guest, metrics_, since if since is not None else 0.0, step)

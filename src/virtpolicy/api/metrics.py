@@ -9,12 +9,16 @@ policy drift, dependency state and the sampler's health.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import GuestPolicy
+
+if TYPE_CHECKING:
+    from virtpolicy.hypervisor.stats import GuestCounters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -46,6 +50,15 @@ class _Text:
             )
 
 
+def _vcpu_seconds(guests: Sequence[GuestCounters], counter: str) -> Iterator[Row]:
+    """One row per vCPU that has ``counter`` (nanoseconds), in seconds."""
+    for g in guests:
+        for i, v in enumerate(g.vcpus):
+            ns = getattr(v, counter)
+            if ns is not None:
+                yield {"guest": g.name, "vcpu": i}, ns / 1e9
+
+
 def render(
     monitor: Monitor,
     statuses: Sequence[GuestStatus],
@@ -65,23 +78,13 @@ def render(
         "virtpolicy_guest_vcpu_seconds_total",
         "counter",
         "CPU time used by each vCPU.",
-        (
-            ({"guest": g.name, "vcpu": i}, v.time_ns / 1e9)
-            for g in guests
-            for i, v in enumerate(g.vcpus)
-            if v.time_ns is not None
-        ),
+        _vcpu_seconds(guests, "time_ns"),
     )
     out.family(
         "virtpolicy_guest_vcpu_delay_seconds_total",
         "counter",
         "Time each vCPU was runnable but waited for a host CPU (the guest's steal time).",
-        (
-            ({"guest": g.name, "vcpu": i}, v.delay_ns / 1e9)
-            for g in guests
-            for i, v in enumerate(g.vcpus)
-            if v.delay_ns is not None
-        ),
+        _vcpu_seconds(guests, "delay_ns"),
     )
     out.family(
         "virtpolicy_guest_memory_bytes",

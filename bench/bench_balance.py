@@ -86,14 +86,7 @@ def main() -> None:
     keys = sorted(traces)
 
     host = SimulatedHost(args.cpus, traces)
-    engine = DynamicEngine(
-        [Balance()],
-        clock=clock_of(host),
-        window=settings.get("window", 60.0),
-        confirm=int(settings.get("confirm", 0)) or None,
-        dwell=settings.get("dwell", 60.0),
-        settings=settings,
-    )
+    engine = DynamicEngine.from_settings([Balance()], settings, clock=clock_of(host))
     naive = SimulatedHost(args.cpus, traces)
     naive_moves = 0
     window: deque[Rates] = deque(maxlen=13)

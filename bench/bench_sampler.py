@@ -86,7 +86,7 @@ def history_bytes(guests: int, vcpus: int) -> tuple[float, float]:
     after = tracemalloc.take_snapshot()
     allocated = sum(s.size_diff for s in after.compare_to(before, "filename"))
     tracemalloc.stop()
-    return allocated / guests, monitor.history.bytes_per_guest(2 + 2 * vcpus)
+    return allocated / guests, monitor.history.bytes_for(2 + 2 * vcpus)
 
 
 def main() -> None:

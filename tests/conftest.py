@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -102,6 +103,22 @@ def virsh(*args: str) -> str:
     proc = try_virsh(*args)
     assert proc.returncode == 0, f"virsh {' '.join(args)}: {proc.stderr.strip()}"
     return proc.stdout
+
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 15.0) -> T:
+    """Poll ``check`` until it returns something true, and return that; or fail
+    after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.1)
+    pytest.fail(f"condition not met within {timeout} s (last: {last!r})")
 
 
 def remove_guest(name: str) -> None:

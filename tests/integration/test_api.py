@@ -18,6 +18,7 @@ from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters
+from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store import SqlStore
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,9 @@ class FakeDaemon:
 
     def statuses(self) -> list[GuestStatus]:
         return [GuestStatus("web", 1, "running", drift={"vcpupin.0": ("0-3", "1")})]
+
+    def policies(self) -> dict[str, GuestPolicy]:
+        return {s.policy.guest: s.policy for s in self.store.list_policies()}
 
     def host_info(self) -> dict[str, Any]:
         return {"uri": "test:///x", "connected": True, "cpus": 4}

@@ -9,23 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LAB_PIDFILE, Cli, Daemon, try_virsh, virsh
+from tests.conftest import LAB_PIDFILE, Cli, Daemon, eventually, try_virsh, virsh
 
 pytestmark = pytest.mark.integration
 
 LAB = Path(__file__).parents[2] / "tests" / "lab" / "libvirtd"
-
-
-def eventually(check: Callable[[], object], timeout: float = 15.0) -> object:
-    """Poll ``check`` until it returns something true, or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    pytest.fail(f"condition not met within {timeout} s (last: {last!r})")
 
 
 def live_pins(guest: str) -> dict[int, str]:
@@ -128,7 +116,7 @@ def test_dependency_stop_is_noted_and_acted_on(
     eventually(lambda: client.get(f"/v1/guests/{web}/status").status_code == 200)
     virsh("destroy", dbg)
     notices = eventually(lambda: client.get(f"/v1/guests/{web}/status").json()["notices"])
-    assert f"required dependency {dbg} stopped" in notices[-1]  # type: ignore[index]
+    assert f"required dependency {dbg} stopped" in notices[-1]
     if on_stop == "stop":
         eventually(lambda: try_virsh("domstate", web).stdout.strip() == "shut off")
     else:

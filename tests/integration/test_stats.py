@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BUSY, IDLE, VIRTPOLICY, Cli, Daemon, virsh, wait_connected
+from tests.conftest import BUSY, IDLE, VIRTPOLICY, Cli, Daemon, eventually, virsh, wait_connected
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +26,6 @@ def stats_of(api: httpx.Client, guest: str) -> dict[str, Any] | None:
         if g["guest"] == guest:
             return g  # type: ignore[no-any-return]
     return None
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.2)
-    return value
 
 
 def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
@@ -64,7 +56,7 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
             return (b, i) if ok else None
 
         time.sleep(3)  # both past boot
-        b, i = wait_for(settled)
+        b, i = eventually(settled, 30)
         assert b["cpu_percent"] > 50, b
         assert b["cpu_percent"] > i["cpu_percent"] + 30, (b, i)
         assert b["vcpus"][0]["percent"] > 50
@@ -146,7 +138,7 @@ def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
         now = pins()
         return now if set(now.values()) == {"0", "1"} else None
 
-    moved = wait_for(spread, 40)
+    moved = eventually(spread, 40)
     assert sorted(moved.values()) == ["0", "1"]
     server = ["--server", str(daemon.socket)]
     log = run(*server, "decisions", "-o", "json")
@@ -224,7 +216,7 @@ def test_a_third_party_policy_installs_is_found_runs_and_is_logged(
         rows = (line.partition(":") for line in virsh("schedinfo", guest).splitlines())
         return {k.strip(): v.strip() for k, _, v in rows}.get("global_quota", "")
 
-    wait_for(lambda: quota() == "30000", 30)
+    eventually(lambda: quota() == "30000", 30)
     log = run("--server", str(daemon.socket), "decisions", guest, "-o", "json")
     applied = [d for d in json.loads(log.stdout) if d["outcome"] == "applied"]
     assert [(d["engine"], d["action"], d["value"]) for d in applied] == [("batch-hours", "cap", 30)]

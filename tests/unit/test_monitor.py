@@ -70,7 +70,7 @@ def test_history_window_steps_and_wraps() -> None:
     assert {p["rss_kib"] for p in points} == {None}
     assert [p["cpu"] for p in h.window("g", ["cpu"], since=103.0, step=0)] == [4.0, 5.0]
     assert [p["cpu"] for p in h.window("g", ["cpu"], since=0, step=2)] == [2.5, 4.5]
-    assert h.bytes_per_guest(2) == 2 * 4 * 4
+    assert h.bytes_for(2) == 2 * 4 * 4
 
 
 def test_history_forgets_a_guest_gone_for_a_whole_window() -> None:

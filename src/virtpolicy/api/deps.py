@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Header, Request
@@ -14,6 +15,7 @@ from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, PolicyError
+from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore
 
 
@@ -26,6 +28,9 @@ class Daemon(Protocol):
     states: dict[str, str]
 
     def statuses(self) -> list[GuestStatus]: ...
+
+    def policies(self) -> Mapping[str, GuestPolicy]:
+        """Every stored policy by guest, as the daemon last read them."""
 
     def host_info(self) -> dict[str, Any]: ...
 

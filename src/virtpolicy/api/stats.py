@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from virtpolicy.api import metrics
-from virtpolicy.api.deps import DaemonDep, Reader, Store
+from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.errors import NotFoundError
 
 router = APIRouter(tags=["stats"])
@@ -74,8 +74,8 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
             "last_error": monitor.last_error or None,
             "last_cpu_seconds": round(monitor.last_duration, 6),
             "age_seconds": round(time.time() - latest.wall, 3) if latest else None,
-            "history_bytes": history.bytes_per_guest(series),
-            "history_bytes_per_guest": history.bytes_per_guest(series) // owners,
+            "history_bytes": history.bytes_for(series),
+            "history_bytes_per_guest": history.bytes_for(series) // owners,
         },
     }
 
@@ -83,14 +83,9 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
 @router.get(
     "/metrics", response_class=Response, responses={200: {"content": {metrics.CONTENT_TYPE: {}}}}
 )
-async def prometheus(who: Reader, daemon: DaemonDep, store: Store) -> Response:
+async def prometheus(who: Reader, daemon: DaemonDep) -> Response:
     """Prometheus text format: guest and vCPU CPU seconds, tuning, drift,
     dependency state, sampler health."""
-    stored = await asyncio.to_thread(store.list_policies)
-    text = metrics.render(
-        daemon.monitor,
-        daemon.statuses(),
-        {s.policy.guest: s.policy for s in stored},
-        dict(daemon.states),
-    )
+    policies = await asyncio.to_thread(daemon.policies)
+    text = metrics.render(daemon.monitor, daemon.statuses(), policies, dict(daemon.states))
     return Response(text, media_type=metrics.CONTENT_TYPE)

@@ -89,6 +89,21 @@ class DynamicEngine:
     _next_id: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @classmethod
+    def from_settings(
+        cls, policies: Sequence[Policy], settings: Mapping[str, float], **kw: Any
+    ) -> DynamicEngine:
+        """An engine whose ``window``, ``confirm`` and ``dwell`` come from the same
+        settings (``serve --set``) as the policies' own, when given there."""
+        return cls(
+            policies,
+            window=float(settings.get("window", cls.window)),
+            confirm=int(settings.get("confirm", 0)) or None,
+            dwell=float(settings.get("dwell", cls.dwell)),
+            settings=settings,
+            **kw,
+        )
+
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.policies]

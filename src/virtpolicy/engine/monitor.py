@@ -10,7 +10,7 @@ for that interval rather than a spike.
 :class:`History` keeps one slot per sample for a window (default an hour):
 a shared ring of timestamps and, per series, a ring of 4-byte floats (NaN
 where there was no value), so memory is fixed by the window and the number
-of series: :meth:`History.bytes_per_guest`.
+of series: :meth:`History.bytes_for`.
 """
 
 from __future__ import annotations
@@ -211,10 +211,11 @@ class History:
         return _buckets(rows, step)
 
     def owners(self) -> set[str]:
-        return {owner for owner, _ in self.series}
+        with self._lock:  # API threads ask while the sampler adds and forgets
+            return {owner for owner, _ in self.series}
 
-    def bytes_per_guest(self, series: int) -> int:
-        """Bytes a guest with ``series`` series costs for the whole window."""
+    def bytes_for(self, series: int) -> int:
+        """Bytes ``series`` series take for the whole window."""
         return series * self.capacity * 4
 
 

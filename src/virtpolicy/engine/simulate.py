@@ -84,6 +84,9 @@ class SimulatedHost:
         every = frozenset(range(self.cpus))
         for key in self.traces:
             self.pins.setdefault(key, every)
+        self._vcpus_of: dict[str, list[int]] = {}
+        for guest, vcpu in sorted(self.traces):
+            self._vcpus_of.setdefault(guest, []).append(vcpu)
 
     @property
     def steps(self) -> int:
@@ -117,11 +120,8 @@ class SimulatedHost:
         for key, pin in self.pins.items():
             share = self.demand(key) / len(pin)
             got[key] = sum(share * min(1.0, 100.0 / asked[c]) if asked[c] else 0.0 for c in pin)
-        by_guest: dict[str, list[int]] = {}
-        for guest, vcpu in sorted(self.traces):
-            by_guest.setdefault(guest, []).append(vcpu)
         guests = {}
-        for guest, vcpus in by_guest.items():
+        for guest, vcpus in self._vcpus_of.items():
             total = sum(got[guest, v] for v in vcpus)
             cap = self.caps.get(guest)
             scale = min(1.0, cap / total) if cap is not None and total > 0 else 1.0
@@ -147,9 +147,6 @@ class SimulatedHost:
         elif action.kind == "cap":
             self.caps[action.guest] = action.value if isinstance(action.value, int) else None
 
-    def current_pins(self) -> Mapping[tuple[str, int], frozenset[int]]:
-        return dict(self.pins)
-
 
 def play(
     host: SimulatedHost,
@@ -166,11 +163,7 @@ def play(
     decisions = []
     for _ in range(steps):
         window.append(host.advance())
-
-        def apply(action: Action) -> None:
-            host.apply(action)
-
-        decisions += engine.run(window, policies, host.cpus, host.pins, host.caps, apply)
+        decisions += engine.run(window, policies, host.cpus, host.pins, host.caps, host.apply)
     return decisions
 
 

@@ -105,7 +105,7 @@ def collect(conn: libvirt.virConnect, cpus: int) -> Sample:
     """One bulk call for the guests, one call per host CPU."""
     wall, mono = time.time(), time.monotonic()
     guests = {
-        dom.name(): parse_domain_stats(dom.name(), stats)
+        (name := dom.name()): parse_domain_stats(name, stats)
         for dom, stats in conn.getAllDomainStats(STATS_GROUPS)
     }
     return Sample(mono, wall, guests, host_cpu_times(conn, cpus))

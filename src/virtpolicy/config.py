@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from virtpolicy.errors import ConfigError
+from virtpolicy.policy.numbers import ascii_int
 
 SYSTEM_DB = Path("/var/lib/virtpolicy/policies.db")
 SYSTEM_RUN_DIR = Path("/run/virtpolicy")
@@ -131,8 +132,9 @@ def check_listen(listen: str | None, tls_cert: str | None, tls_key: str | None) 
         raise ConfigError(
             f"listen: {listen!r} needs tls_cert and tls_key: TCP is served only with TLS"
         )
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host, _, port_text = listen.rpartition(":")
+    port = ascii_int(port_text, max_digits=5)
+    if not host or port is None or not 0 < port < 65536:
         raise ConfigError(f"listen: {listen!r} is not HOST:PORT")
 
 

@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import snapshot
+from tests.strategies import BODIES, NASTY_TEXT
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY, Listener, digest, new_token
 from virtpolicy.engine.bus import EventBus
@@ -349,3 +352,91 @@ def test_tokens_are_stored_hashed(store: SqlStore) -> None:
         rows = conn.exec_driver_sql("SELECT * FROM tokens").all()
     assert secret not in repr(rows)
     assert digest(secret) in repr(rows)
+
+
+HOSTILE = [
+    ("put", "/v1/policies/web", b"[" * 100_000 + b"]" * 100_000, {}, "body"),
+    ("put", "/v1/policies/web", b'{"cpu": {"weight": ' + b"9" * 5000 + b"}}", {}, "body"),
+    ("post", "/v1/apply", b"guest: web\ncpu:\n  cap: " + b"9" * 5000 + b"\n", {}, "body"),
+    ("post", "/v1/validate", b"[" * 100_000, {}, "body"),
+    ("patch", "/v1/policies/web", b'{"requires": ["db"]}', {}, "requires"),
+    ("patch", "/v1/policies/web", b'{"requires": {"db": "x"}}', {}, "requires.db"),
+    ("patch", "/v1/policies/web", b'{"cpu": {"weight": 7}}', {"If-Match": b'"\xb2"'}, "If-Match"),
+    ("patch", "/v1/policies/web", b'{"requires": {"db": {"when": "tcp:db:\xc2\xb2"}}}', {}, "port"),
+    ("post", "/v1/jobs", b'{"action": "start", "guests": ' + b"[" * 50_000 + b"}", {}, "body"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "named"), HOSTILE)
+def test_hostile_input_is_refused_by_field(
+    rw: TestClient,
+    db: str,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, Any],
+    named: str,
+) -> None:
+    """Deep nesting, 5,000-digit integers, malformed patches and non-ASCII digits get a 4xx
+    naming the field, and change nothing."""
+    rw.put("/v1/policies/web", json={"requires": [{"guest": "db"}]})
+    before = snapshot(db)
+    r = rw.request(
+        method,
+        path,
+        content=body,
+        headers={"content-type": "application/json", **headers},
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert named in r.json()["error"]["message"]
+    assert snapshot(db) == before
+
+
+def test_last_event_id_in_other_digits_is_refused(rw: TestClient) -> None:
+    """Last-Event-ID: ² (a digit to str.isdigit, not to int) is a 422 naming the header."""
+    r = rw.get("/v1/events", headers={"Last-Event-ID": b"\xb2"})
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "Last-Event-ID"
+
+
+WRITES = [
+    ("put", "/v1/policies/web"),
+    ("patch", "/v1/policies/web"),
+    ("post", "/v1/apply"),
+    ("post", "/v1/validate"),
+    ("post", "/v1/jobs"),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    target=st.sampled_from(WRITES),
+    body=BODIES,
+    if_match=st.none() | NASTY_TEXT,
+)
+def test_any_body_gets_an_answer_never_a_server_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    target: tuple[str, str],
+    body: bytes,
+    if_match: str | None,
+) -> None:
+    """Arbitrary JSON and YAML documents (and bytes) to every write get 2xx or a 4xx in the
+    one error shape; a refused write changes nothing."""
+    db = str(tmp_path_factory.mktemp("hostile") / "p.db")
+    store = SqlStore(db)
+    try:
+        with client(store, "unix") as c:
+            c.put("/v1/policies/db", json={"labels": {"tier": "data"}})
+            before = snapshot(db)
+            headers: dict[str, Any] = {"content-type": "application/json"}
+            if if_match is not None and if_match.isprintable():
+                headers["If-Match"] = if_match.encode("latin-1", "replace")
+            r = c.request(target[0], target[1], content=body, headers=headers)
+            assert r.status_code < 500, r.text
+            if r.status_code >= 400:
+                error = r.json()["error"]
+                assert error["message"]
+                assert "\n" not in error["message"]
+                assert snapshot(db) == before
+    finally:
+        store.close()

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import Cli, snapshot
+from tests.strategies import BODIES, NASTY_TEXT
 from virtpolicy.policy.document import MAX_FILE_BYTES
 
 pytestmark = pytest.mark.integration
@@ -376,3 +379,70 @@ def test_plan_as_graphs(seeded: Cli) -> None:
     mermaid = seeded("plan", "start", "web", "-o", "mermaid").output.splitlines()
     assert mermaid[0] == "flowchart BT"
     assert mermaid[-1] == "  class n0,n2,n3 critical"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=BODIES, dry_run=st.booleans())
+def test_apply_any_document_is_applied_or_refused(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes, dry_run: bool
+) -> None:
+    """apply -f - with arbitrary JSON, YAML or bytes exits 0 or 2 with one error line, and a
+    refusal changes nothing; never a traceback."""
+    db = str(tmp_path_factory.mktemp("cli") / "p.db")
+    run = Cli(db)
+    assert run("policy", "set", "db", "--label", "tier=data").exit_code == 0
+    before = snapshot(db)
+    result = run("apply", "-f", "-", *(["--dry-run"] if dry_run else []), input=body)
+    assert result.exit_code in (0, 2), result.output
+    if result.exit_code == 2:
+        assert result.output.startswith("error: ") or "Usage:" in result.output
+        assert snapshot(db) == before
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    option=st.sampled_from(
+        [
+            "--vcpupin",
+            "--vcpus",
+            "--emulatorpin",
+            "--requires",
+            "--wants",
+            "--label",
+            "--clear",
+            "--weight",
+            "--cap",
+            "--if-revision",
+        ]
+    ),
+    value=NASTY_TEXT,
+)
+def test_set_any_flag_value_is_applied_or_refused(
+    tmp_path_factory: pytest.TempPathFactory, option: str, value: str
+) -> None:
+    """policy set with arbitrary text in any flag exits 0, 2 or 3, never a traceback; a
+    refusal changes nothing."""
+    db = str(tmp_path_factory.mktemp("cli") / "p.db")
+    run = Cli(db)
+    assert run("policy", "set", "web", "--weight", "100").exit_code == 0
+    before = snapshot(db)
+    result = run("policy", "set", "web", option, value)
+    assert result.exit_code in (0, 2, 3), result.output
+    if result.exit_code:
+        assert snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--vcpupin", "\u00b2:1"], "--vcpupin"),
+        (["--requires", "db@tcp:db:\u00b2"], "port"),
+    ],
+)
+def test_non_ascii_digits_are_refused(run: Cli, db: str, args: list[str], field: str) -> None:
+    """Digits that str.isdigit() accepts and int() does not are a usage error naming the flag."""
+    before = snapshot(db)
+    result = run("policy", "set", "web", *args)
+    assert result.exit_code == 2
+    assert field in result.output
+    assert snapshot(db) == before

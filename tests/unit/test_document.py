@@ -1,7 +1,9 @@
 """Policy files: YAML and JSON documents, and what is refused."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from tests.strategies import BODIES, refusal
 from virtpolicy.errors import DocumentError
 from virtpolicy.policy.document import (
     MAX_FILE_BYTES,
@@ -84,3 +86,27 @@ def test_empty_documents_are_skipped_but_counted() -> None:
     """Empty YAML documents are skipped; later documents keep their numbers."""
     docs = parse_documents(b"---\n---\nguest: a\n---\n\n---\nguest: b\n", "x")
     assert [(d.policy.guest, d.index) for d in docs] == [("a", 2), ("b", 4)]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(BODIES)
+def test_any_bytes_are_policies_or_one_refusal(data: bytes) -> None:
+    """Arbitrary JSON, YAML or bytes give policies or one DocumentError line, never another exception."""
+    message = refusal(lambda: parse_documents(data, "f.yaml"), DocumentError)
+    assert message is None or (message.startswith("f.yaml") and "\n" not in message)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"guest": "a", "cpu": {"weight": ' + b"9" * 5000 + b"}}", "Exceeds the limit"),
+        (b"guest: a\ncpu:\n  weight: " + b"9" * 5000 + b"\n", "Exceeds the limit"),
+        (b"guest: a\nrequires:\n  - guest: db\n    when: tcp:db:\xc2\xb2\n", "port"),
+    ],
+)
+def test_hostile_documents_are_refused_in_one_line(data: bytes, problem: str) -> None:
+    """Deep nesting, 5,000-digit integers and non-ASCII port digits are refusals naming the problem."""
+    with pytest.raises(DocumentError, match=problem) as err:
+        parse_documents(data, "f")
+    assert "\n" not in str(err.value)

@@ -1,9 +1,13 @@
 """Partial changes (merge patches) to a policy."""
 
 import re
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tests.strategies import DOCUMENTS, TOP, refusal
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.edit import (
     clear_path,
@@ -106,4 +110,38 @@ def test_dependency_spec(spec: str, expected: dict[str, dict[str, str]]) -> None
 def test_vcpupin_spec_invalid(spec: str) -> None:
     """--vcpupin needs VCPU:CPUSET."""
     with pytest.raises(PolicyError, match=re.escape(f'--vcpupin: "{spec}" is not VCPU:CPUSET')):
+        vcpupin_patch(spec)
+
+
+@given(
+    st.dictionaries(st.sampled_from(TOP), DOCUMENTS, max_size=4)
+    | DOCUMENTS.filter(lambda d: isinstance(d, dict))
+)
+def test_any_patch_is_applied_or_refused(patch: dict[str, Any]) -> None:
+    """An arbitrary merge patch gives a policy or a PolicyError naming what is wrong, nothing else."""
+    for current in (None, CURRENT):
+        message = refusal(lambda c=current: patch_policy(c, "web", patch), PolicyError)
+        assert message is None or (message and "\n" not in message)
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"requires": ["db"]}, "requires"),
+        ({"requires": {"db": "x"}}, "requires.db"),
+        ({"wants": 3}, "wants"),
+        ({"cpu": {"vcpupin": {"²": "1"}}}, "cpu.vcpupin"),
+    ],
+)
+def test_malformed_patch_names_the_field(patch: dict[str, Any], field: str) -> None:
+    """Dependencies given as a list or a string, or a vCPU in non-ASCII digits, are refused by field."""
+    with pytest.raises(PolicyError) as err:
+        patch_policy(CURRENT, "web", patch)
+    assert field in str(err.value)
+
+
+@pytest.mark.parametrize("spec", ["²:1", "٣:1", "1²:0"])
+def test_vcpupin_flag_takes_ascii_digits_only(spec: str) -> None:
+    """--vcpupin with digits int() cannot read (or reads as another number) is a usage error."""
+    with pytest.raises(PolicyError, match="is not VCPU:CPUSET"):
         vcpupin_patch(spec)

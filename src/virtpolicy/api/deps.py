@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
@@ -15,6 +14,7 @@ from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, PolicyError
+from virtpolicy.policy.document import load_json
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore
 
@@ -71,13 +71,9 @@ def notify_daemon(request: Request, guest: str | None) -> None:
 
 async def json_object(request: Request) -> dict[str, Any]:
     """The request body, which must be a JSON object (PolicyError, 422, if not)."""
-    body = await request.body()
-    try:
-        value = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"body: not valid JSON: {exc}") from None
+    value = load_json(await request.body(), "body")
     if not isinstance(value, dict):
-        raise PolicyError("body: must be a JSON object")
+        raise PolicyError("body: must be a JSON object", field="body")
     return value
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.engine.bus import KINDS
 from virtpolicy.errors import PolicyError
+from virtpolicy.policy.numbers import ascii_int
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -43,11 +44,11 @@ async def events(
             raise PolicyError(f'kind: "{k}" is not one of {", ".join(KINDS)}', field="kind")
     after = since
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
+        after = ascii_int(last_event_id.strip())
+        if after is None:
             raise PolicyError(
-                f'Last-Event-ID: "{last_event_id}" is not an event id', field="Last-Event-ID"
+                f'Last-Event-ID: "{last_event_id[:40]}" is not an event id', field="Last-Event-ID"
             )
-        after = int(last_event_id)
     subscription = daemon.events.subscribe(after, set(kind or ()), idle=KEEPALIVE_S)
 
     async def stream() -> AsyncIterator[str]:

@@ -15,6 +15,7 @@ from virtpolicy.engine.changes import outcome_result
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
 from virtpolicy.policy.document import check_unique, parse_documents
 from virtpolicy.policy.model import check_guest_name, parse_policy
+from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.store.base import Outcome, Put, StoredPolicy
 
 router = APIRouter(prefix="/v1", tags=["policies"])
@@ -177,10 +178,10 @@ def _guest(name: str) -> str:
 def _if_match(header: str | None) -> int | None:
     if header is None:
         return None
-    text = header.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or len(text) > 12:
-        raise PolicyError(f'If-Match: "{header}" is not a revision ETag', field="If-Match")
-    return int(text)
+    revision = ascii_int(header.strip().removeprefix("W/").strip('"'), max_digits=12)
+    if revision is None:
+        raise PolicyError(f'If-Match: "{header[:40]}" is not a revision ETag', field="If-Match")
+    return revision
 
 
 def _written(

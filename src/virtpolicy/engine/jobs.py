@@ -27,6 +27,7 @@ from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult, Orchestrator, 
 from virtpolicy.errors import StoreError
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.policy.model import GuestName, describe_validation_error
+from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.store.base import Job, JobState, PolicyStore
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,9 @@ def this_process() -> str:
 
 
 def process_alive(process: str) -> bool:
-    pid, _, started = process.partition(":")
-    return pid.isdigit() and _start_time(int(pid)) == started
+    pid_text, _, started = process.partition(":")
+    pid = ascii_int(pid_text, max_digits=10)
+    return pid is not None and _start_time(pid) == started
 
 
 def settle(store: PolicyStore, host: str | None = None) -> list[Job]:

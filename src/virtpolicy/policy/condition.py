@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from virtpolicy.errors import PolicyError
+from virtpolicy.policy.numbers import ascii_int
 
 Kind = Literal["running", "tcp", "exec", "agent"]
 KINDS: tuple[Kind, ...] = ("running", "tcp", "exec", "agent")
@@ -74,6 +75,7 @@ def _parse_tcp(text: str, rest: str) -> Condition:
         raise PolicyError(f'"{text}" is not a condition: write an IPv6 host in brackets')
     if not host or any(c.isspace() for c in host):
         raise PolicyError(f'"{text}" is not a condition: "{host}" is not a host')
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    port = ascii_int(port_text, max_digits=5)
+    if port is None or not 1 <= port <= 65535:
         raise PolicyError(f'"{text}" is not a condition: port "{port_text}" is not 1-65535')
-    return Condition("tcp", host=host, port=int(port_text))
+    return Condition("tcp", host=host, port=port)

@@ -43,7 +43,7 @@ def parse_cpuset(text: str) -> frozenset[int]:
         if pos < end and text[pos] == "-":
             dash = pos
             pos = _skip_blanks(text, pos + 1)
-            if pos >= end or not text[pos].isdigit():
+            if pos >= end or not "0" <= text[pos] <= "9":
                 raise CpusetError(text, "range has no end", pos if pos < end else dash + 1)
             last, pos = _read_number(text, pos)
             if last < first:

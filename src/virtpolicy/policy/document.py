@@ -114,13 +114,28 @@ def _looks_like_json(text: str) -> bool:
     return text.lstrip()[:1] in ("{", "[")
 
 
-def _load_json(text: str, source: str) -> list[tuple[int, Any]]:
+def load_json(text: str | bytes, source: str) -> Any:
+    """One JSON value; DocumentError (one line, naming ``source``) for anything
+    that is not one: bad syntax, nesting too deep for the parser, an integer
+    with more digits than Python converts."""
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DocumentError(
             f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise DocumentError(f"{source}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # int() over sys.get_int_max_str_digits(), bad UTF-8
+        raise DocumentError(f"{source}: not valid JSON: {_first_clause(exc)}") from None
+
+
+def _first_clause(exc: Exception) -> str:
+    return str(exc).split(":")[0].split(";")[0][:120]
+
+
+def _load_json(text: str, source: str) -> list[tuple[int, Any]]:
+    value = load_json(text, source)
     items = value if isinstance(value, list) else [value]
     if not items:
         raise DocumentError(f"{source}: holds no policy documents")
@@ -141,6 +156,12 @@ def _load_yaml(text: str, source: str) -> list[tuple[int, Any]]:
             docs.append((index, loader.construct_document(node)))
     except yaml.YAMLError as exc:
         raise DocumentError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+    except DocumentError:
+        raise
+    except RecursionError:
+        raise DocumentError(f"{source}: not valid YAML: nested too deeply") from None
+    except ValueError as exc:  # an integer with more digits than Python converts
+        raise DocumentError(f"{source}: not valid YAML: {_first_clause(exc)}") from None
     finally:
         loader.dispose()
     if not any(raw is not None for _, raw in docs):

@@ -16,6 +16,7 @@ from typing import Any
 
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.model import GuestPolicy, parse_policy
+from virtpolicy.policy.numbers import ascii_int
 
 _KEYED = ("requires", "wants")
 _MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}
@@ -28,6 +29,7 @@ _FIELDS = {
 
 def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, Any]) -> GuestPolicy:
     """Apply ``patch`` to ``current`` (or to an empty policy for ``guest``)."""
+    _check_keyed(patch)
     doc: dict[str, Any] = current.to_document() if current else {"guest": guest}
     for kind in _KEYED:
         doc[kind] = {
@@ -35,9 +37,30 @@ def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, An
         }
     merged = _merge(_str_vcpus(doc), _str_vcpus(patch))
     for kind in _KEYED:
-        merged[kind] = [{"guest": g, **rest} for g, rest in merged.get(kind, {}).items()]
+        merged[kind] = [{**rest, "guest": g} for g, rest in merged.get(kind, {}).items()]
     merged["guest"] = guest
     return parse_policy(merged)
+
+
+def _check_keyed(patch: Mapping[str, Any]) -> None:
+    """``requires`` and ``wants`` in a patch are maps: guest -> the rest, or null."""
+    for kind in _KEYED:
+        value = patch.get(kind)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise PolicyError(
+                f"{kind}: a patch gives a map of guest to dependency (or null), "
+                f"not {type(value).__name__}",
+                field=kind,
+            )
+        for guest, rest in value.items():
+            if rest is not None and not isinstance(rest, Mapping):
+                raise PolicyError(
+                    f'{kind}.{str(guest)[:40]}: a dependency is a map such as {{"when": '
+                    f'"running"}} (or null to remove it), not {type(rest).__name__}',
+                    field=f"{kind}.{str(guest)[:40]}",
+                )
 
 
 def clear_path(path: str) -> dict[str, Any]:
@@ -71,12 +94,13 @@ def dependency_patch(spec: str, option: str) -> dict[str, Any]:
 
 def vcpupin_patch(spec: str) -> dict[int, str]:
     """``VCPU:CPUSET`` (as given to ``--vcpupin``) as a patch entry."""
-    vcpu, sep, cpuset = spec.partition(":")
-    if not sep or not vcpu.strip().isdigit() or not cpuset.strip():
+    vcpu_text, sep, cpuset = spec.partition(":")
+    vcpu = ascii_int(vcpu_text.strip(), max_digits=6)
+    if not sep or vcpu is None or not cpuset.strip():
         raise PolicyError(
             f'--vcpupin: "{spec}" is not VCPU:CPUSET (e.g. 0:2-3)', field="cpu.vcpupin"
         )
-    return {int(vcpu): cpuset.strip()}
+    return {vcpu: cpuset.strip()}
 
 
 def merge_patches(*patches: Mapping[str, Any]) -> dict[str, Any]:

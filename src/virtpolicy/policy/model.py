@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.condition import normalize_condition
 from virtpolicy.policy.cpuset import MAX_CPUS, normalize_cpuset
+from virtpolicy.policy.numbers import ascii_int
 
 #: Relative CPU weight, on the cgroup v2 ``cpu.weight`` scale.
 WEIGHT_MIN, WEIGHT_MAX = 1, 10000
@@ -63,11 +64,13 @@ def _condition(value: object) -> object:
 def _vcpupin_keys(value: object) -> object:
     # JSON object keys are strings; vCPU numbers written as "1" are numbers.
     if isinstance(value, dict):
-        return {
-            int(k) if isinstance(k, str) and k.isdigit() and len(k) < 7 else k: v
-            for k, v in value.items()
-        }
+        return {_vcpu_key(k): v for k, v in value.items()}
     return value
+
+
+def _vcpu_key(key: object) -> object:
+    number = ascii_int(key, max_digits=6) if isinstance(key, str) else None
+    return key if number is None else number
 
 
 def check_guest_name(value: object) -> object:

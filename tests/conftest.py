@@ -212,6 +212,7 @@ def make_guest(qemu_uri: str) -> Iterator[Callable[[str], str]]:
 # -- `virtpolicy serve` as a real process ------------------------------------------
 
 VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
+BLOCKING = "BLOCKING CALL"  # what virtpolicy.loopguard logs
 NODE = Path(__file__).parent / "integration" / "nodes" / "host4.xml"
 
 
@@ -221,6 +222,7 @@ class Daemon:
 
     proc: subprocess.Popen[str]
     run_dir: Path
+    log: Path
     killed: bool = False  # a test killed it on purpose
 
     @property
@@ -231,7 +233,11 @@ class Daemon:
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start `virtpolicy --db DB serve ARGS...`; waits for its sockets; stopped after
-    the test with SIGTERM, which must end it cleanly (exit status 0)."""
+    the test with SIGTERM, which must end it cleanly (exit status 0).
+
+    Every daemon runs with the loop guard on (VIRTPOLICY_LOOP_GUARD=1): a store or
+    libvirt call made on its event loop's thread fails and is logged, and the
+    test fails when its log shows one."""
     started: list[Daemon] = []
 
     def start(
@@ -242,15 +248,15 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         env: dict[str, str] | None = None,
     ) -> Daemon:
         run_dir = run_dir or tmp_path / f"run{len(started)}"
-        log = (tmp_path / f"serve{len(started)}.log").open("w")
+        log_path = tmp_path / f"serve{len(started)}.log"
         proc = subprocess.Popen(
             [str(VIRTPOLICY), "--db", db, "serve", "--run-dir", str(run_dir), *args],
-            stdout=log,
+            stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "VIRTPOLICY_LOOP_GUARD": "1", **(env or {})},
         )
-        daemon = Daemon(proc, run_dir)
+        daemon = Daemon(proc, run_dir, log_path)
         started.append(daemon)
         deadline = time.monotonic() + 20
         while not (ready or (lambda d: d.socket.exists()))(daemon):
@@ -261,13 +267,28 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 
     yield start
     for daemon in started:
-        if daemon.killed:
-            continue
-        daemon.proc.send_signal(signal.SIGTERM)
-        try:
-            assert daemon.proc.wait(timeout=15) == 0
-        finally:
-            daemon.proc.kill()
+        if not daemon.killed:
+            daemon.proc.send_signal(signal.SIGTERM)
+            try:
+                assert daemon.proc.wait(timeout=15) == 0
+            finally:
+                daemon.proc.kill()
+        blocking = [line for line in daemon.log.read_text().splitlines() if BLOCKING in line]
+        assert blocking == [], f"blocking calls on the daemon's event loop: {blocking[:3]}"
+
+
+@pytest.fixture
+def exec_dir() -> Iterator[str]:
+    """A directory for the daemon's ``conditions.exec_dir`` holding ``sleep``, ``true``
+    and ``false`` scripts, readable by the unprivileged user that runs them."""
+    directory = Path(tempfile.mkdtemp(prefix="vp-exec-"))
+    directory.chmod(0o755)
+    for name in ("sleep", "true", "false"):
+        script = directory / name
+        script.write_text(f'#!/bin/sh\nexec {name} "$@"\n')
+        script.chmod(0o755)
+    yield str(directory)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def wait_connected(daemon: Daemon) -> None:

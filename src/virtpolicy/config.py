@@ -62,6 +62,17 @@ def _names(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
+class ConditionSettings(BaseModel):
+    """How the daemon runs ``exec:`` conditions (TOML table ``[conditions]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Commands run only from this directory; unset: exec: conditions are refused.
+    exec_dir: str | None = None
+    #: The unprivileged user they run as.
+    exec_user: str = Field(default="nobody", min_length=1)
+
+
 class ServeSettings(BaseModel):
     """Everything ``virtpolicy serve`` can be told."""
 
@@ -86,9 +97,11 @@ class ServeSettings(BaseModel):
     listen: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    conditions: ConditionSettings = ConditionSettings()
 
 
-_KEYS = tuple(ServeSettings.model_fields)
+_KEYS = tuple(k for k in ServeSettings.model_fields if k != "conditions")
+_NESTED = {"conditions": tuple(ConditionSettings.model_fields)}
 
 
 def load_serve_settings(config_file: str | None, flags: Mapping[str, Any]) -> ServeSettings:
@@ -96,25 +109,38 @@ def load_serve_settings(config_file: str | None, flags: Mapping[str, Any]) -> Se
     layers: list[tuple[str, dict[str, Any]]] = []
     if config_file:
         layers.append((config_file, _read_toml(config_file)))
-    env = {
+    env: dict[str, Any] = {
         key: os.environ[f"VIRTPOLICY_{key.upper()}"]
         for key in _KEYS
         if f"VIRTPOLICY_{key.upper()}" in os.environ
     }
+    for table, keys in _NESTED.items():
+        nested = {
+            key: os.environ[f"VIRTPOLICY_{table.upper()}_{key.upper()}"]
+            for key in keys
+            if f"VIRTPOLICY_{table.upper()}_{key.upper()}" in os.environ
+        }
+        if nested:
+            env[table] = nested
     layers.append(("environment", env))
     layers.append(("command line", {k: v for k, v in flags.items() if v is not None}))
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for source, values in layers:
         for key, value in values.items():
-            merged[key] = value
+            if key in _NESTED and isinstance(value, Mapping):
+                base = merged.get(key)
+                merged[key] = {**(base if isinstance(base, Mapping) else {}), **value}
+                origin.update({f"{key}.{k}": source for k in value})
+            else:
+                merged[key] = value
             origin[key] = source
     try:
         settings = ServeSettings.model_validate(merged)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "settings"
-        where = origin.get(key, "defaults")
+        where = origin.get(key) or origin.get(key.split(".")[0], "defaults")
         if error["type"] == "extra_forbidden":
             raise ConfigError(f"{key}: unknown setting (from {where})") from None
         raise ConfigError(

@@ -69,6 +69,12 @@ class StoreError(VirtpolicyError):
     """The policy store failed to read or write."""
 
 
+class StoreBusyError(StoreError):
+    """Another process holds the store's write lock longer than a write waits."""
+
+    http_status = 503
+
+
 class NotFoundError(StoreError):
     """The guest, or the revision asked for, does not exist in the store."""
 
@@ -109,6 +115,10 @@ class ForbiddenError(VirtpolicyError):
 
     http_status = 403
 
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
 
 class PreconditionFailedError(ConflictError):
     """An If-Match header named a revision that is no longer current."""
@@ -120,6 +130,14 @@ class ConfigError(VirtpolicyError):
     """A setting is invalid; the message names the key and the value."""
 
     exit_code = EXIT_INVALID
+
+
+class ConditionError(VirtpolicyError):
+    """A dependency's condition did not hold within its timeout."""
+
+
+class BlockingCallError(VirtpolicyError):
+    """A blocking call was made on the event loop's thread (see loopguard)."""
 
 
 class HypervisorError(VirtpolicyError):

@@ -21,6 +21,7 @@ from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters
+from virtpolicy.loopguard import guarded
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store import SqlStore
 
@@ -82,7 +83,7 @@ def client(
     store: SqlStore, listener: Listener, peer: tuple[int, int, int] | None = ROOT
 ) -> TestClient:
     """A client of the app on ``listener``, its requests coming from ``peer``."""
-    app: FastAPI = create_app(store, listener, FakeDaemon(store))
+    app: FastAPI = create_app(guarded(store, "store"), listener, FakeDaemon(store))
 
     async def with_peer(scope: Any, receive: Any, send: Any) -> None:
         await app({**scope, PEER_KEY: peer} if peer else scope, receive, send)

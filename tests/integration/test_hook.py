@@ -142,6 +142,7 @@ def test_diamond_through_the_daemon_with_the_hook(
     db: str,
     run: Cli,
     tmp_path: Path,
+    exec_dir: str,
 ) -> None:
     """db <- api <- web, db <- cache <- web on QEMU, run as a job of the daemon while
     the hook (closed) asks it about every start: db first, api and cache starting at
@@ -155,7 +156,7 @@ def test_diamond_through_the_daemon_with_the_hook(
     run("policy", "set", g["web"], "--requires", g["api"], "--requires", g["cache"], *destroy)
     run_dir = tmp_path / "run-diamond"
     with_hook(str(run_dir), "closed")
-    daemon = start_daemon(db, "--connect", qemu_uri, run_dir=run_dir)
+    daemon = start_daemon(db, "--connect", qemu_uri, "--exec-dir", exec_dir, run_dir=run_dir)
     wait_connected(daemon)
     server = ["--server", str(daemon.socket)]
     transport = httpx.HTTPTransport(uds=str(daemon.socket))

@@ -65,6 +65,10 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, "HTTPError", str(exc.detail), None)
 
+    if listener == "hook":
+        app.include_router(status.router)
+        app.include_router(status.hook_router)
+        return app
     app.include_router(policies.router)
     app.include_router(status.router)
     app.include_router(jobs.router)

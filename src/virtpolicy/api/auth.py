@@ -6,12 +6,16 @@ and the read-only socket (0666) gives readers only. The peer's uid, read with
 SO_PEERCRED by the server, becomes the actor of its writes. Over TCP (TLS
 only) a bearer token names the caller and its role.
 
+The hook socket (0600) is for libvirtd's hook (root): it asks admission and
+reports operations there, and nowhere else.
+
 Tokens are 256 random bits shown once; the store keeps their SHA-256.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import pwd
 import secrets
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ from typing import Literal
 from virtpolicy.errors import AuthError, ForbiddenError
 from virtpolicy.store.base import PolicyStore, Role
 
-Listener = Literal["unix", "unix-ro", "tcp"]
+Listener = Literal["unix", "unix-ro", "hook", "tcp"]
 ROLES: tuple[Role, ...] = ("reader", "operator", "admin")
 TOKEN_PREFIX = "vpt_"
 
@@ -70,6 +74,11 @@ def identify(
     if listener == "tcp" or peer is None:
         raise AuthError("a bearer token is required")
     uid = peer[1]
+    if listener == "hook":
+        # Mode 0600 already keeps others out; the peer check is the second lock.
+        if uid not in (0, os.geteuid()):
+            raise ForbiddenError(f"{_user(uid)}: the hook socket is for libvirtd's hook only")
+        return Principal(_user(uid), "reader")
     if listener == "unix-ro":
         return Principal(_user(uid), "reader")
     return Principal(_user(uid), "admin" if uid == 0 else "operator")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
@@ -25,7 +26,10 @@ class Daemon(Protocol):
     events: EventBus
     monitor: Monitor
     dynamic: DynamicEngine
-    states: dict[str, str]
+
+    @property
+    def states(self) -> Mapping[str, str]:
+        """Every domain's state as libvirt last told the daemon."""
 
     def statuses(self) -> list[GuestStatus]: ...
 
@@ -50,12 +54,12 @@ class Daemon(Protocol):
         """A job this daemon runs now, current to the guest; None if it runs none such."""
 
 
-def get_store(request: Request) -> PolicyStore:
+async def get_store(request: Request) -> PolicyStore:
     store: PolicyStore = request.app.state.store
     return store
 
 
-def get_daemon(request: Request) -> Daemon:
+async def get_daemon(request: Request) -> Daemon:
     daemon: Daemon | None = request.app.state.daemon
     if daemon is None:
         raise NotFoundError("this API serves only the store, without a daemon")
@@ -71,24 +75,31 @@ def notify_daemon(request: Request, guest: str | None) -> None:
 
 async def json_object(request: Request) -> dict[str, Any]:
     """The request body, which must be a JSON object (PolicyError, 422, if not)."""
-    value = load_json(await request.body(), "body")
+    body = await request.body()
+    # Parsing a large body takes a while: not on the loop.
+    value = (
+        await asyncio.to_thread(load_json, body, "body")
+        if len(body) > 65536
+        else (load_json(body, "body"))
+    )
     if not isinstance(value, dict):
         raise PolicyError("body: must be a JSON object", field="body")
     return value
 
 
-def get_principal(
+async def get_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    return identify(
-        request.app.state.listener,
-        request.scope.get(PEER_KEY),
-        authorization,
-        request.app.state.store,
-    )
+    """Who asks. A token is looked up in the store, in a thread; a Unix peer is
+    known from its socket, with no thread at all (admission and status stay on
+    the loop)."""
+    args = (request.app.state.listener, request.scope.get(PEER_KEY), authorization)
+    if authorization:
+        return await asyncio.to_thread(identify, *args, request.app.state.store)
+    return identify(*args, request.app.state.store)
 
 
-def get_writer(who: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_writer(who: Annotated[Principal, Depends(get_principal)]) -> Principal:
     who.require("operator")
     return who
 

@@ -3,6 +3,7 @@ validation and plans."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -62,12 +63,14 @@ async def put_policy(
             f'guest: "{doc["guest"]}" does not match the URL ("{guest}")', field="guest"
         )
     policy = parse_policy(doc)
-    return _written(
+    return await _written(
         request,
         response,
         guest,
         if_match,
-        lambda expect: store.write([Put(policy, expect)], who.actor)[0],
+        lambda expect: changes.put_policy(
+            store, policy, actor=who.actor, expect=expect, may_exec=who.role == "admin"
+        ),
     )
 
 
@@ -83,17 +86,19 @@ async def patch_policy(
     """Change some fields: a JSON merge patch, with requires/wants keyed by guest."""
     patch = await json_object(request)
     name = _guest(guest)
-    return _written(
+    return await _written(
         request,
         response,
         name,
         if_match,
-        lambda expect: changes.set_policy(store, name, patch, actor=who.actor, expect=expect),
+        lambda expect: changes.set_policy(
+            store, name, patch, actor=who.actor, expect=expect, may_exec=who.role == "admin"
+        ),
     )
 
 
 @router.delete("/policies/{guest}")
-def delete_policy(
+async def delete_policy(
     guest: str,
     request: Request,
     who: Writer,
@@ -103,7 +108,7 @@ def delete_policy(
 ) -> dict[str, Any]:
     """Delete a guest's policy (history keeps it)."""
     name = _guest(guest)
-    return _written(
+    return await _written(
         request,
         response,
         name,
@@ -121,9 +126,12 @@ def history(guest: str, who: Reader, store: Store) -> list[dict[str, Any]]:
 @router.post("/validate")
 async def validate(request: Request, who: Reader, store: Store) -> dict[str, Any]:
     """Validate policy documents (an object or an array) against the stored
-    graph, writing nothing; 422 names the first problem."""
-    docs = check_unique(parse_documents(await request.body(), "body"))
-    outcomes = store.write([Put(d.policy) for d in docs], who.actor, dry_run=True)
+    graph, writing nothing and taking no write lock; 422 names the first problem."""
+    body = await request.body()
+    docs = await asyncio.to_thread(lambda: check_unique(parse_documents(body, "body")))
+    outcomes = await asyncio.to_thread(
+        store.write, [Put(d.policy) for d in docs], who.actor, dry_run=True
+    )
     return {"valid": True, "changes": [_change(o) for o in outcomes]}
 
 
@@ -137,9 +145,17 @@ async def apply(
 ) -> dict[str, Any]:
     """Make the store hold exactly these policies (JSON array or YAML stream):
     all or nothing, idempotent; with ``dry_run`` report diffs and write nothing."""
-    docs = check_unique(parse_documents(await request.body(), "body"))
-    outcomes = changes.apply_policies(
-        store, [d.policy for d in docs], actor=who.actor, prune=prune, dry_run=dry_run
+    body = await request.body()
+    docs = await asyncio.to_thread(lambda: check_unique(parse_documents(body, "body")))
+    outcomes = await asyncio.to_thread(
+        lambda: changes.apply_policies(
+            store,
+            [d.policy for d in docs],
+            actor=who.actor,
+            prune=prune,
+            dry_run=dry_run,
+            may_exec=who.role == "admin",
+        )
     )
     if not dry_run:
         notify_daemon(request, None)
@@ -184,17 +200,18 @@ def _if_match(header: str | None) -> int | None:
     return revision
 
 
-def _written(
+async def _written(
     request: Request,
     response: Response,
     guest: str,
     if_match: str | None,
     action: Callable[[int | None], Outcome],
 ) -> dict[str, Any]:
-    """Run a write guarded by If-Match (412 when stale), wake the daemon, answer."""
+    """Run a write (in a thread) guarded by If-Match (412 when stale), wake the
+    daemon, answer."""
     expect = _if_match(if_match)
     try:
-        outcome = action(expect)
+        outcome = await asyncio.to_thread(action, expect)
     except ConflictError as exc:
         if expect is None:
             raise

@@ -1,7 +1,8 @@
 """Serving the API: two Unix sockets like libvirt's, and TCP only with TLS.
 
-``virtpolicy.sock`` (0660, read-write) and ``virtpolicy-ro.sock`` (0666,
-read-only) in the run directory. The server reads each Unix peer's
+``virtpolicy.sock`` (0660, read-write), ``virtpolicy-ro.sock`` (0666,
+read-only) and ``virtpolicy-hook.sock`` (0600: root, for libvirt's hook) in
+the run directory. The server reads each Unix peer's
 credentials (SO_PEERCRED) when it connects and hands them to the app in the
 ASGI scope, so writes are recorded under the peer's user name.
 """
@@ -12,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -32,14 +35,42 @@ log = logging.getLogger(__name__)
 
 RW_SOCKET = "virtpolicy.sock"
 RO_SOCKET = "virtpolicy-ro.sock"
+#: Only the hook's question and reports, for root only: nothing done on the
+#: other sockets can starve it.
+HOOK_SOCKET = "virtpolicy-hook.sock"
+
+#: Connections each listener keeps at most; their sum stays far below the
+#: descriptor limit, so that the accept loop never runs out.
+MAX_CONNECTIONS: dict[Listener, int] = {"unix": 128, "unix-ro": 128, "hook": 64, "tcp": 128}
+REQUEST_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 5
 _CREDS = struct.Struct("3i")
 
 
-class PeerCredProtocol(H11Protocol):
-    """uvicorn's h11 protocol that puts the Unix peer's (pid, uid, gid) in the scope."""
+class GuardedProtocol(H11Protocol):
+    """uvicorn's h11 protocol with limits, and the Unix peer's credentials.
+
+    - At most :attr:`max_connections` connections on the listener: one more
+      gets a 503 and is closed at once, so that idle clients cannot use up the
+      daemon's descriptors.
+    - A request (headers and body) must arrive within :attr:`request_timeout`
+      seconds of the connection or of the previous response, else the
+      connection is closed: no slowloris. Idle keep-alive connections close
+      after uvicorn's ``timeout_keep_alive``.
+    - On a Unix socket, the peer's (pid, uid, gid) goes into the ASGI scope.
+    """
+
+    max_connections = 128
+    request_timeout = 10.0
+    _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            transport.write(_BUSY)
+            transport.close()
+            return
         super().connection_made(transport)
+        self._arm()
         sock = transport.get_extra_info("socket")
         if sock is None or sock.family != socket.AF_UNIX:
             return
@@ -50,6 +81,52 @@ class PeerCredProtocol(H11Protocol):
             await app({**scope, PEER_KEY: peer}, receive, send)
 
         self.app = with_peer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if hasattr(self, "transport"):  # not for a connection refused above
+            super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+            self._disarm()  # the whole request is in
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request has the same time
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.request_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: 98\r\n\r\n"
+    b'{"error": {"type": "BusyError", "message": "too many connections to this socket", '
+    b'"field": null}}\n'
+)
+
+
+def protocol(max_connections: int, request_timeout: float) -> type[GuardedProtocol]:
+    """The protocol class for one listener, with its limits."""
+    return type(
+        "ListenerProtocol",
+        (GuardedProtocol,),
+        {"max_connections": max_connections, "request_timeout": request_timeout},
+    )
 
 
 class _Server(uvicorn.Server):
@@ -68,19 +145,34 @@ def servers(
     tls_cert: str | None = None,
     tls_key: str | None = None,
 ) -> list[uvicorn.Server]:
-    """The servers to run: both Unix sockets, and TCP when ``listen`` is given."""
+    """The servers to run: the Unix sockets, and TCP when ``listen`` is given.
+
+    The read-write socket is bound last: once it exists, every socket does.
+    """
     tcp = _tcp_config(store, daemon, listen, tls_cert, tls_key) if listen else None
     directory = Path(run_dir)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    sockets: list[tuple[str, Listener, int]] = [(RO_SOCKET, "unix-ro", 0o666)]
+    if daemon is not None:
+        sockets.append((HOOK_SOCKET, "hook", 0o600))
+    sockets.append((RW_SOCKET, "unix", 0o660))
     made = []
-    for name, listener, mode in ((RW_SOCKET, "unix", 0o660), (RO_SOCKET, "unix-ro", 0o666)):
-        path = directory / name
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket from a daemon that died
-        made.append(_unix_server(store, daemon, listener, path, mode))  # type: ignore[arg-type]
+    for name, listener, mode in sockets:
+        made.append(_unix_server(store, daemon, listener, directory / name, mode))
     if tcp is not None:
         made.append(_Server(tcp))
     return made
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit of open files to the hard one; the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if want > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            return want
+    return soft
 
 
 def _tcp_config(
@@ -101,6 +193,8 @@ def _tcp_config(
         port=int(port),
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
+        http=protocol(MAX_CONNECTIONS["tcp"], REQUEST_TIMEOUT_S),
+        timeout_keep_alive=IDLE_TIMEOUT_S,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -110,6 +204,9 @@ def _tcp_config(
 def _unix_server(
     store: PolicyStore, daemon: Daemon | None, listener: Listener, path: Path, mode: int
 ) -> uvicorn.Server:
+    app = create_app(store, listener, daemon)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale socket from a daemon that died
     # Bind ourselves so that the mode is right before anyone can connect.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o777 & ~mode)
@@ -119,9 +216,11 @@ def _unix_server(
         os.umask(old)
     os.chmod(path, mode)
     config = uvicorn.Config(
-        create_app(store, listener, daemon),
+        app,
         fd=None,
-        http=PeerCredProtocol,
+        http=protocol(MAX_CONNECTIONS[listener], REQUEST_TIMEOUT_S),
+        timeout_keep_alive=IDLE_TIMEOUT_S,
+        backlog=128,
         log_config=None,
         access_log=False,
         lifespan="off",

@@ -1,4 +1,8 @@
-"""Routes for what the daemon sees: guest status and host info."""
+"""Routes for what the daemon sees: guest status, admission and host info.
+
+All answered from the daemon's memory, on the event loop, without a thread:
+they stay quick whatever the store or libvirt are doing.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import PlainTextResponse
 
-from virtpolicy.api.deps import DaemonDep, Reader, Writer
+from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["status"])
 
 
 @router.get("/status")
-def status_all(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
+async def status_all(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
     """Desired vs actual tuning, drift and errors of every guest with a policy."""
     return [s.to_dict() for s in daemon.statuses()]
 
 
 @router.get("/guests/{guest}/status")
-def status_one(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+async def status_one(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     """Desired vs actual tuning, drift and errors of one guest."""
     for s in daemon.statuses():
         if s.guest == guest:
@@ -47,13 +51,19 @@ async def admission(
     return {"guest": guest, "allowed": not reasons, "reasons": reasons}
 
 
-@router.post("/hook/{guest}/{operation}/{phase}", status_code=204)
-def hook_event(guest: str, operation: str, phase: str, who: Writer, daemon: DaemonDep) -> None:
-    """libvirt's hook reports an operation (started, stopped, release, ...)."""
+hook_router = APIRouter(prefix="/v1", tags=["hook"])
+
+
+@hook_router.post("/hook/{guest}/{operation}/{phase}", status_code=204)
+async def hook_event(
+    guest: str, operation: str, phase: str, who: Reader, daemon: DaemonDep
+) -> None:
+    """libvirt's hook reports an operation (started, stopped, release, ...); only on
+    the hook's own socket (root), so that no one else can claim a guest runs."""
     daemon.hook_event(guest, operation, phase)
 
 
 @router.get("/host")
-def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+async def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     """The libvirt connection and the host's CPUs."""
     return daemon.host_info()

@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import click
 import uvicorn
 
+from virtpolicy import loopguard
 from virtpolicy.api import server
+from virtpolicy.api.server import raise_descriptor_limit
 from virtpolicy.cli import logs
 from virtpolicy.cli.app import cli, parse_labels
 from virtpolicy.config import load_serve_settings
 from virtpolicy.engine import aio
 from virtpolicy.engine.controller import Controller, ControllerSettings
+from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.hypervisor.events import use_asyncio
 from virtpolicy.store import open_store
 
 log = logging.getLogger(__name__)
+
+WORKER_THREADS = 32
 
 
 @cli.command("serve")
@@ -69,6 +76,12 @@ log = logging.getLogger(__name__)
     default=None,
     help="At start, start the guests whose policy says autostart, in order [yes].",
 )
+@click.option(
+    "--exec-dir",
+    metavar="DIR",
+    help="Run exec: conditions only from DIR [unset: exec: conditions are refused].",
+)
+@click.option("--exec-user", metavar="USER", help="Run exec: conditions as USER [nobody].")
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
 @click.option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for --listen.")
 @click.option("--tls-key", metavar="FILE", help="TLS private key (PEM) for --listen.")
@@ -86,6 +99,8 @@ def serve(
     engine_settings: tuple[str, ...],
     run_dir: str | None,
     autostart: bool | None,
+    exec_dir: str | None,
+    exec_user: str | None,
     listen: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -110,13 +125,21 @@ def serve(
             "listen": listen,
             "tls_cert": tls_cert,
             "tls_key": tls_key,
+            "conditions": {k: v for k, v in (("exec_dir", exec_dir), ("exec_user", exec_user)) if v}
+            or None,
         },
     )
     verbose = ctx.find_root().params.get("verbose")
     logs.configure(logging.DEBUG if verbose else logging.INFO)
+    raise_descriptor_limit()
     store = open_store(settings.db)
+    host = Hypervisor(settings.connect)
+    if loopguard.enabled():
+        store = loopguard.guarded(store, "store")
+        host = loopguard.guarded(host, "hypervisor")
     controller = Controller(
         store,
+        host,
         ControllerSettings(
             uri=settings.connect,
             mode=settings.mode,
@@ -127,6 +150,8 @@ def serve(
             dry_run=settings.dry_run,
             engine_settings=settings.engine_settings,
             autostart=settings.autostart,
+            exec_dir=settings.conditions.exec_dir,
+            exec_user=settings.conditions.exec_user,
         ),
     )
     log.info(
@@ -142,7 +167,13 @@ def serve(
     apis = server.servers(
         store, controller, settings.run_dir, settings.listen, settings.tls_cert, settings.tls_key
     )
-    log.info("API on %s/{%s,%s}", settings.run_dir, server.RW_SOCKET, server.RO_SOCKET)
+    log.info(
+        "API on %s/{%s,%s,%s}",
+        settings.run_dir,
+        server.RW_SOCKET,
+        server.RO_SOCKET,
+        server.HOOK_SOCKET,
+    )
     if settings.listen:
         log.info("API on https://%s (bearer tokens)", settings.listen)
     aio.run(_run(controller, apis))
@@ -151,6 +182,10 @@ def serve(
 
 async def _run(controller: Controller, apis: list[uvicorn.Server]) -> None:
     loop = asyncio.get_running_loop()
+    use_asyncio(loop)  # libvirt's events through this loop, before any connection
+    # Store and libvirt calls each take a worker thread, some for seconds (a
+    # write waiting for the store's lock): more than the default handful.
+    loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "virtpolicy-worker"))
 
     def stop() -> None:
         controller.stop()

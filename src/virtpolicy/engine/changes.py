@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from virtpolicy.errors import NotFoundError
+from virtpolicy.errors import ForbiddenError
 from virtpolicy.policy.diff import field_changes, summarize, unified_diff
 from virtpolicy.policy.edit import patch_policy
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import Change, Delete, Outcome, PolicyStore, Put, Revision
+from virtpolicy.store.base import Change, Delete, Outcome, PolicyStore, Put, Revision, Vet
 
 
 def set_policy(
@@ -24,22 +24,33 @@ def set_policy(
     *,
     actor: str,
     expect: int | None = None,
+    may_exec: bool = True,
 ) -> Outcome:
     """Change only the fields in ``patch`` (a merge patch, see ``policy.edit``).
 
     The read-modify-write is guarded: if someone else writes the guest between
     our read and our write, the write fails with ConflictError instead of
-    silently dropping their change.
+    silently dropping their change. A guest with no policy is guarded too, at
+    the revision it has (0 if it never had one, else that of its deletion), so
+    two writers creating it at once cannot both succeed.
     """
-    try:
-        current = store.get(guest)
-    except NotFoundError:
-        before, revision = None, None
-    else:
-        before, revision = current.policy, current.revision
+    revision, before = store.head(guest)  # one read: the two cannot disagree
     after = patch_policy(before, guest, patch)
     guard = expect if expect is not None else revision
-    [outcome] = store.write([Put(after, guard)], actor)
+    [outcome] = store.write([Put(after, guard)], actor, vet=_vet(may_exec))
+    return outcome
+
+
+def put_policy(
+    store: PolicyStore,
+    policy: GuestPolicy,
+    *,
+    actor: str,
+    expect: int | None = None,
+    may_exec: bool = True,
+) -> Outcome:
+    """Create or replace a guest's whole policy."""
+    [outcome] = store.write([Put(policy, expect)], actor, vet=_vet(may_exec))
     return outcome
 
 
@@ -58,6 +69,7 @@ def apply_policies(
     actor: str,
     prune: bool = False,
     dry_run: bool = False,
+    may_exec: bool = True,
 ) -> list[Outcome]:
     """Make the store hold exactly ``policies`` (and, with ``prune``, no others).
 
@@ -68,7 +80,39 @@ def apply_policies(
     if prune:
         wanted = {p.guest for p in policies}
         changes += [Delete(g) for g in sorted(store.guests()) if g not in wanted]
-    return store.write(changes, actor, dry_run=dry_run)
+    return store.write(changes, actor, dry_run=dry_run, vet=_vet(may_exec))
+
+
+def _vet(may_exec: bool) -> Vet | None:
+    """Without ``may_exec`` (an API caller below admin), refuse a write that adds or
+    changes an ``exec:`` condition: the daemon runs those commands, so writing one
+    is an admin's power. Keeping one that is there already is allowed."""
+    if may_exec:
+        return None
+
+    def vet(outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            added = _exec_conditions(o.after) - _exec_conditions(o.before)
+            if added:
+                kind, dep, when = sorted(added)[0]
+                raise ForbiddenError(
+                    f'{o.guest}: {kind}.{dep}.when: "{when}": only an admin may write an '
+                    "exec: condition",
+                    field=f"{kind}.{dep}.when",
+                )
+
+    return vet
+
+
+def _exec_conditions(policy: GuestPolicy | None) -> set[tuple[str, str, str]]:
+    if policy is None:
+        return set()
+    return {
+        (kind, d.guest, d.when)
+        for kind, deps in (("requires", policy.requires), ("wants", policy.wants))
+        for d in deps
+        if d.when.startswith("exec:")
+    }
 
 
 @dataclass(frozen=True, slots=True)

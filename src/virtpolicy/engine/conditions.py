@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from virtpolicy.errors import HypervisorError, VirtpolicyError
+from virtpolicy.errors import ConditionError, HypervisorError
 from virtpolicy.policy.condition import Condition, parse_condition
 
 #: One probe: None when the condition holds, else what was observed.
@@ -27,16 +28,79 @@ _FIRST_PAUSE_S = 0.05
 _MAX_PAUSE_S = 2.0
 
 
-class ConditionFailed(VirtpolicyError):
-    """A condition did not hold within its timeout."""
+class Commands:
+    """Who runs ``exec:`` conditions, from where, and how often.
+
+    In the daemon (:meth:`confined`) a command runs only if it is a file in
+    ``directory`` (``conditions.exec_dir``, unset by default: ``exec:`` is
+    refused until a host opts in), as the unprivileged ``user``, and the same
+    command at most once per ``min_interval_s`` (a sooner probe gets the last
+    answer). The CLI runs them as whoever runs the CLI (:meth:`as_caller`).
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        directory: str | None = None,
+        user: str | None = None,
+        min_interval_s: float = 0.0,
+    ) -> None:
+        self.enabled = enabled
+        self.directory = directory
+        self.user = user
+        self.min_interval_s = min_interval_s
+        self._last: dict[tuple[str, ...], tuple[float, str | None]] = {}
+
+    @classmethod
+    def as_caller(cls) -> Commands:
+        return cls(enabled=True)
+
+    @classmethod
+    def confined(cls, directory: str | None, user: str, min_interval_s: float = 1.0) -> Commands:
+        return cls(
+            enabled=directory is not None,
+            directory=directory,
+            user=user,
+            min_interval_s=min_interval_s,
+        )
+
+    def resolve(self, argv: tuple[str, ...]) -> tuple[str, ...] | str:
+        """The argv to run, or why it may not run here."""
+        if not self.enabled:
+            return "exec: conditions are off on this host (set conditions.exec_dir to allow them)"
+        if self.directory is None:
+            return argv
+        name = os.path.basename(argv[0])
+        path = os.path.realpath(os.path.join(self.directory, name))
+        inside = os.path.dirname(path) == os.path.realpath(self.directory)
+        if argv[0] not in (name, os.path.join(self.directory, name)) or not inside:
+            return f"{argv[0]} is not a command in {self.directory} (conditions.exec_dir)"
+        if not os.access(path, os.X_OK):
+            return f"{name}: no such command in {self.directory} (conditions.exec_dir)"
+        return (path, *argv[1:])
+
+    async def run(self, argv: tuple[str, ...]) -> str | None:
+        """Run ``argv`` once, bounded in time: None if it exits 0, else what happened."""
+        resolved = self.resolve(argv)
+        if isinstance(resolved, str):
+            return resolved
+        last = self._last.get(argv)
+        if last is not None and time.monotonic() - last[0] < self.min_interval_s:
+            return last[1]
+        observed = await _run(resolved, self.user)
+        self._last[argv] = (time.monotonic(), observed)
+        return observed
 
 
 @dataclass(frozen=True, slots=True)
 class Guests:
-    """What probes need of the hypervisor, as blocking calls run off the loop."""
+    """What probes need: blocking hypervisor calls (run off the loop) and who runs
+    ``exec:`` commands."""
 
     is_running: Callable[[str], bool]
     agent_ping: Callable[[str], None]
+    commands: Commands = field(default_factory=Commands.as_caller)
 
 
 def probe_for(guest: str, condition: Condition | str, guests: Guests) -> Probe:
@@ -55,7 +119,12 @@ def probe_for(guest: str, condition: Condition | str, guests: Guests) -> Probe:
     if cond.kind == "tcp":
         return _tcp(cond.host, cond.port)
     if cond.kind == "exec":
-        return _exec(cond.argv)
+        argv = cond.argv
+
+        async def command() -> str | None:
+            return await guests.commands.run(argv)
+
+        return command
 
     async def agent() -> str | None:
         try:
@@ -68,7 +137,7 @@ def probe_for(guest: str, condition: Condition | str, guests: Guests) -> Probe:
 
 
 async def wait_until(label: str, probe: Probe, timeout: float) -> None:
-    """Repeat ``probe`` until it holds; ConditionFailed after ``timeout`` seconds."""
+    """Repeat ``probe`` until it holds; ConditionError after ``timeout`` seconds."""
     start = time.monotonic()
     pause = _FIRST_PAUSE_S
     tries = 0
@@ -80,7 +149,7 @@ async def wait_until(label: str, probe: Probe, timeout: float) -> None:
         elapsed = time.monotonic() - start
         if elapsed + pause > timeout:
             attempts = f"{tries} {'try' if tries == 1 else 'tries'}"
-            raise ConditionFailed(f"{label}: {observed}, {attempts} over {elapsed:.0f} s")
+            raise ConditionError(f"{label}: {observed}, {attempts} over {elapsed:.0f} s")
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, _MAX_PAUSE_S)
 
@@ -106,26 +175,37 @@ def _tcp(host: str, port: int) -> Probe:
     return tcp
 
 
-def _exec(argv: tuple[str, ...]) -> Probe:
-    async def run() -> str | None:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        except OSError as exc:
-            return f"cannot run {argv[0]}: {exc.strerror}"
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return f"{argv[0]} ran over {PROBE_TIMEOUT_S:.0f} s"
-        if proc.returncode == 0:
-            return None
-        tail = out.decode(errors="replace").strip().splitlines()[-1:] if out else []
-        return f"{argv[0]} exited {proc.returncode}" + (f": {tail[0][:200]}" if tail else "")
+async def _run(argv: tuple[str, ...], user: str | None) -> str | None:
+    name = os.path.basename(argv[0])
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd="/",
+            user=user,
+            group=_group_of(user),
+            extra_groups=[] if user is not None else None,
+        )
+    except (OSError, KeyError, ValueError) as exc:
+        return f"cannot run {name}: {getattr(exc, 'strerror', None) or exc}"
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return f"{name} ran over {PROBE_TIMEOUT_S:.0f} s"
+    if proc.returncode == 0:
+        return None
+    tail = out.decode(errors="replace").strip().splitlines()[-1:] if out else []
+    return f"{name} exited {proc.returncode}" + (f": {tail[0][:200]}" if tail else "")
 
-    return run
+
+def _group_of(user: str | None) -> int | None:
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_gid
+    except KeyError:
+        return None  # the spawn then fails naming the user

@@ -17,15 +17,16 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from virtpolicy.engine.conditions import Commands
+from virtpolicy.engine.host import Host
 from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult, Orchestrator, Progress
 from virtpolicy.errors import StoreError
-from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.policy.model import GuestName, describe_validation_error
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.store.base import Job, JobState, PolicyStore
@@ -132,11 +133,13 @@ class JobRun:
     """One job: its orchestrator, its record, and its live progress."""
 
     store: PolicyStore
-    hypervisor: Hypervisor
+    hypervisor: Host
     request: JobRequest
     actor: str
     runner: str
     progress: Progress = lambda _g, _e, _d: None
+    commands: Commands = field(default_factory=Commands.as_caller)
+    on_holds: Callable[[str, str], None] = lambda _g, _c: None
     job: Job | None = None
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[GuestResult] = field(default_factory=list)
@@ -146,7 +149,12 @@ class JobRun:
         """Load the policies and check the graph (CycleError) before anything runs."""
         policies, self._roots = select(self.store, self.request)
         self._orchestrator = Orchestrator(
-            self.hypervisor, policies, self.request.concurrency, progress=self._seen
+            self.hypervisor,
+            policies,
+            self.request.concurrency,
+            progress=self._seen,
+            commands=self.commands,
+            on_holds=self.on_holds,
         )
         if self.request.action == "start":
             return self._orchestrator.start_plan(self._roots)
@@ -180,7 +188,8 @@ class JobRun:
             flusher.cancel()
             why = "cancelled" if isinstance(exc, asyncio.CancelledError) else repr(exc)
             try:
-                self._write("interrupted", f"the {self.runner} stopped the job: {why}")
+                detail = f"the {self.runner} stopped the job: {why}"
+                await asyncio.to_thread(self._write, "interrupted", detail)
             except StoreError as store_exc:  # do not hide why the job ended
                 log.error("job %s: %s", self.job.id, store_exc)
             raise
@@ -192,7 +201,7 @@ class JobRun:
             counts[r.result] = counts.get(r.result, 0) + 1
         summary = ", ".join(f"{n} {result}" for result, n in counts.items())
         await asyncio.to_thread(self._write, state, summary or "nothing to do")
-        return self.store.job(self.job.id)
+        return await asyncio.to_thread(self.store.job, self.job.id)
 
     def view(self) -> dict[str, Any]:
         """The job as the API shows it, current to the last guest that moved."""

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from virtpolicy.engine.conditions import ConditionFailed, Guests, probe_for, wait_until
-from virtpolicy.errors import GuestNotFoundError, HypervisorError
-from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.engine.conditions import Commands, Guests, probe_for, wait_until
+from virtpolicy.engine.host import Host
+from virtpolicy.errors import ConditionError, GuestNotFoundError, HypervisorError
 from virtpolicy.policy.graph import Edges, start_waves, stop_waves
 from virtpolicy.policy.model import Dependency, GuestPolicy, StopPolicy
 
@@ -52,15 +52,18 @@ class GuestResult:
 class Orchestrator:
     """Starts and stops guests of one hypervisor by their stored policies."""
 
-    hypervisor: Hypervisor
+    hypervisor: Host
     policies: dict[str, GuestPolicy]
     concurrency: int = 8
     progress: Progress = lambda _g, _e, _d: None
+    commands: Commands = field(default_factory=Commands.as_caller)
+    #: Told each time a dependency's condition was found to hold: (guest, condition).
+    on_holds: Callable[[str, str], None] = lambda _g, _c: None
     results: list[GuestResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._edges: Edges = {g: p.dependencies() for g, p in self.policies.items()}
-        self._guests = Guests(is_running=self._is_running, agent_ping=self.hypervisor.agent_ping)
+        self._guests = Guests(self._is_running, self.hypervisor.agent_ping, self.commands)
 
     def start_plan(self, roots: Iterable[str] | None) -> list[list[str]]:
         """The waves (for --dry-run and to check the graph); CycleError if cyclic."""
@@ -129,7 +132,8 @@ class Orchestrator:
         label = f"{dep.guest} ({dep.when})"
         try:
             await wait_until(label, probe_for(dep.guest, dep.when, self._guests), dep.timeout)
-        except ConditionFailed as exc:
+            self.on_holds(dep.guest, str(dep.when))
+        except ConditionError as exc:
             return str(exc)
         except HypervisorError as exc:
             return f"{dep.guest}: {exc}"

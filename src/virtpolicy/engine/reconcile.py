@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from virtpolicy.clock import now as _now
+from virtpolicy.engine.host import Host
 from virtpolicy.errors import (
     ConnectionLostError,
     GuestNotFoundError,
     HypervisorError,
     NotFoundError,
 )
-from virtpolicy.hypervisor.connection import GuestInfo, Hypervisor
-from virtpolicy.hypervisor.native import Tuning, Value, desired_tuning, drift
+from virtpolicy.hypervisor.native import GuestInfo, Tuning, Value, desired_tuning, drift
 from virtpolicy.store.base import PolicyStore, StoredPolicy
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class GuestStatus:
 class Reconciler:
     """Reconciles the guests of one hypervisor connection with the store."""
 
-    def __init__(self, store: PolicyStore, hypervisor: Hypervisor, mode: Mode = "enforce") -> None:
+    def __init__(self, store: PolicyStore, hypervisor: Host, mode: Mode = "enforce") -> None:
         self.store = store
         self.hypervisor = hypervisor
         self.mode = mode
@@ -91,7 +91,11 @@ class Reconciler:
             return [self._status[name] for name in sorted(self._status)]
 
     def reconcile(self, guests: Iterable[str] | None = None) -> list[GuestStatus]:
-        """One pass over ``guests`` (default: every guest with a policy)."""
+        """One pass over ``guests`` (default: every guest with a policy).
+
+        An error in one guest lands on that guest's status and the pass goes on;
+        only a lost connection or a failing store ends it.
+        """
         with self._lock:
             if guests is None:
                 policies = {s.policy.guest: s for s in self.store.list_policies()}
@@ -126,27 +130,32 @@ class Reconciler:
                 self._status.pop(gone, None)
 
     def _one(self, stored: StoredPolicy, info: GuestInfo | None) -> GuestStatus:
+        """Check (and enforce) one guest; its status is published whole, when done."""
         name = stored.policy.guest
         status = GuestStatus(name, stored.revision, checked_at=_now())
         with self._status_lock:
             previous = self._status.get(name)
-            if previous:
-                status.applied, status.applied_at = previous.applied, previous.applied_at
-                status.notices = previous.notices
+        if previous:
+            status.applied, status.applied_at = previous.applied, previous.applied_at
+        if info is not None:
+            status.state = info.state
+            try:
+                self._enforce(stored, info, status)
+            except GuestNotFoundError:
+                status.state = "undefined"  # undefined since it was listed
+            except ConnectionLostError:
+                raise  # the controller reconnects; not this guest's fault
+            except HypervisorError as exc:
+                status.error = str(exc)
+                log.warning("%s", exc)
+            except Exception as exc:
+                status.error = f"internal error: {exc!r}"
+                log.exception("guest %s: pass failed", name)
+        with self._status_lock:
+            # Notices may have arrived meanwhile (from the loop): keep the newest.
+            current = self._status.get(name)
+            status.notices = current.notices if current else []
             self._status[name] = status
-        if info is None:
-            status.state = "undefined"
-            return status
-        status.state = info.state
-        try:
-            self._enforce(stored, info, status)
-        except GuestNotFoundError:
-            status.state = "undefined"
-        except ConnectionLostError:
-            raise  # the controller reconnects; not this guest's fault
-        except HypervisorError as exc:
-            status.error = str(exc)
-            log.warning("%s", exc)
         return status
 
     def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:

@@ -19,7 +19,7 @@
 RUN_DIR="/run/virtpolicy"
 HOOK_FAILURE="open"  # when the daemon does not answer: open allows, closed refuses
 CHAINED="/etc/libvirt/hooks/qemu.chained-by-virtpolicy"
-TIMEOUT_S="10"
+TIMEOUT_S="20"  # well above the store's 5 s busy timeout, though admission never waits for it
 
 if [ $# -lt 3 ]; then
     echo "usage: qemu GUEST OPERATION PHASE [EXTRA]" >&2
@@ -47,7 +47,7 @@ def call(run_dir, timeout, method, path):
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(run_dir + "/virtpolicy.sock")
+        sock.connect(run_dir + "/virtpolicy-hook.sock")
         request = f"{method} {path} HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n"
         sock.sendall(request.encode())
         chunks = []

@@ -11,8 +11,8 @@ scattered about):
   ``AFFECT_CONFIG``), and refuses every flagged scheduler call: the first such
   refusal marks the capability off for the connection.
 - The test driver reports 8 host CPUs from ``getCPUMap`` whatever its node
-  XML says; the node info's CPU count is what the guests see, so when the two
-  disagree the node info wins.
+  XML says, and reads back an empty pinning for a CPU beyond those 8: the
+  CPUs the host has for pinning are those both the map and the node info count.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +35,8 @@ from virtpolicy.errors import (
     UnsupportedError,
 )
 from virtpolicy.hypervisor import stats
-from virtpolicy.hypervisor.native import HostInfo, Scheduler, Tuning, cap_params
+from virtpolicy.hypervisor.events import EventWatch, GuestCallback
+from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
@@ -58,20 +59,6 @@ _CONNECTION = {
 
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-@dataclass(frozen=True, slots=True)
-class GuestInfo:
-    """A domain as libvirt sees it now."""
-
-    name: str
-    uuid: str
-    running: bool
-    state: str
-    vcpus: int
-    persistent: bool
-    #: libvirt's own autostart flag (``virsh autostart``).
-    autostart: bool = False
 
 
 @dataclass(slots=True)
@@ -143,16 +130,21 @@ class Hypervisor:
                 info = self.conn.getInfo()
                 driver = str(self.conn.getType()).lower()
                 ncpus, _map, _online = self.conn.getCPUMap(0)
-            cpus = int(info[2]) if ncpus != info[2] else int(ncpus)
+            # The test driver's CPU map is 8 wide whatever its node XML says, and
+            # it pins only within the map: a CPU must be in both to be pinned on.
+            cpus = min(int(ncpus), int(info[2])) or int(ncpus)
             self._host = HostInfo(cpus=cpus, scheduler=_scheduler(driver, self.uri), driver=driver)
         return self._host
 
-    def sample(self, *, bulk: bool = True) -> stats.Sample:
-        """Every guest's utilization counters and the host CPUs' times (one bulk
-        call; ``bulk=False``: calls per guest, for comparison)."""
+    def sample(self) -> stats.Sample:
+        """Every guest's utilization counters and the host CPUs' times (one bulk call)."""
         with self.translating(None, "collect statistics"):
-            collect = stats.collect if bulk else stats.collect_per_guest
-            return collect(self.conn, self.host().cpus)
+            return stats.collect(self.conn, self.host().cpus)
+
+    def watch(self, on_guest: GuestCallback, on_close: Callable[[str], None]) -> None:
+        """Lifecycle and tunable events of the current connection (see events.py)."""
+        with self.translating(None, "register event callbacks"):
+            EventWatch(self.conn, on_guest, on_close).register()
 
     # -- guests ---------------------------------------------------------------
 

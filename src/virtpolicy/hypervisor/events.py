@@ -18,8 +18,6 @@ from typing import Any
 import libvirt
 import libvirtaio
 
-from virtpolicy.hypervisor.connection import Hypervisor
-
 log = logging.getLogger(__name__)
 
 #: Lifecycle events after which a guest's tuning must be checked.
@@ -54,21 +52,16 @@ def use_asyncio(loop: asyncio.AbstractEventLoop) -> None:
 class EventWatch:
     """Lifecycle, tunable and connection-close callbacks on one connection."""
 
-    def __init__(
-        self, hypervisor: Hypervisor, on_guest: GuestCallback, on_close: Callable[[str], None]
-    ) -> None:
-        self.hypervisor = hypervisor
+    def __init__(self, conn: Any, on_guest: GuestCallback, on_close: Callable[[str], None]) -> None:
+        self.conn = conn
         self.on_guest = on_guest
         self.on_close = on_close
         self._ids: list[int] = []
 
     def register(self) -> None:
-        """Subscribe on the hypervisor's current connection (again after a reconnect)."""
-        with self.hypervisor.translating(None, "register event callbacks"):
-            self._register()
-
-    def _register(self) -> None:
-        conn = self.hypervisor.conn
+        """Subscribe on the connection (a new watch after each reconnect); raises
+        libvirt's own errors, which the caller translates."""
+        conn = self.conn
         try:
             # Notices a hung libvirtd; local drivers (test:///) have no keepalive.
             conn.setKeepAlive(_KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT)

@@ -41,6 +41,20 @@ class HostInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class GuestInfo:
+    """A domain as libvirt sees it now."""
+
+    name: str
+    uuid: str
+    running: bool
+    state: str
+    vcpus: int
+    persistent: bool
+    #: libvirt's own autostart flag (``virsh autostart``).
+    autostart: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Tuning:
     """CPU tuning of one guest in native terms; absent keys are not managed."""
 
@@ -51,10 +65,10 @@ class Tuning:
     def describe(self) -> dict[str, str | int]:
         """Flat, printable form: ``vcpupin.0: "2-3"``, ``cpu_shares: 2048``."""
         out: dict[str, str | int] = {
-            f"vcpupin.{vcpu}": format_cpuset(cpus) for vcpu, cpus in sorted(self.vcpupin.items())
+            f"vcpupin.{vcpu}": _cpuset_text(cpus) for vcpu, cpus in sorted(self.vcpupin.items())
         }
         if self.emulatorpin is not None:
-            out["emulatorpin"] = format_cpuset(self.emulatorpin)
+            out["emulatorpin"] = _cpuset_text(self.emulatorpin)
         out.update(sorted(self.sched.items()))
         return out
 
@@ -206,3 +220,8 @@ def _default_weight(scheduler: Scheduler) -> dict[str, int]:
     if scheduler == "xen":
         return {"weight": _XEN_DEFAULT_WEIGHT}
     return {"cpu_shares": _DEFAULT_SHARES[scheduler]} if scheduler in _DEFAULT_SHARES else {}
+
+
+def _cpuset_text(cpus: frozenset[int]) -> str:
+    # A driver can read back an empty pinning (the test driver beyond its map).
+    return format_cpuset(cpus) if cpus else ""

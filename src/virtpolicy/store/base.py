@@ -6,7 +6,7 @@ implementation fills it for SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -76,6 +76,10 @@ class Outcome:
     after: GuestPolicy | None
 
 
+#: Checks a write's outcomes inside its transaction, before anything is written;
+#: raises to refuse the whole write.
+Vet = Callable[[Sequence[Outcome]], None]
+
 Role = Literal["reader", "operator", "admin"]
 
 
@@ -143,6 +147,10 @@ class PolicyStore(Protocol):
     def get(self, guest: str) -> StoredPolicy:
         """The current policy of ``guest``; NotFoundError if it has none."""
 
+    def head(self, guest: str) -> tuple[int, GuestPolicy | None]:
+        """The guest's current revision and policy, read together: after a delete the
+        delete's revision and None; (0, None) if it never had a policy."""
+
     def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         """Current policies, by guest name, having all of ``labels``."""
 
@@ -162,13 +170,19 @@ class PolicyStore(Protocol):
         """One revision of ``guest``; NotFoundError if it does not exist."""
 
     def write(
-        self, changes: Sequence[Change], actor: str, *, dry_run: bool = False
+        self,
+        changes: Sequence[Change],
+        actor: str,
+        *,
+        dry_run: bool = False,
+        vet: Vet | None = None,
     ) -> list[Outcome]:
         """Apply ``changes`` all together or not at all.
 
-        Checks every revision expectation (ConflictError) and that the
-        resulting graph has no cycle (CycleError) before writing anything.
-        With ``dry_run``, reports the outcomes and writes nothing.
+        Checks every revision expectation (ConflictError), that the resulting
+        graph has no cycle (CycleError) and ``vet`` (which sees each outcome's
+        before and after) before writing anything. With ``dry_run``, reports
+        the outcomes, writes nothing and takes no write lock.
         """
 
     def add_token(self, name: str, role: Role, digest: str, actor: str) -> Token:
@@ -229,4 +243,5 @@ __all__ = [
     "Role",
     "StoredPolicy",
     "Token",
+    "Vet",
 ]

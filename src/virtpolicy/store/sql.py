@@ -33,13 +33,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from virtpolicy.clock import now as _now
 from virtpolicy.errors import (
     ConflictError,
     NotFoundError,
     PolicyError,
+    StoreBusyError,
     StoreError,
     TokenExistsError,
 )
@@ -56,6 +57,7 @@ from virtpolicy.store.base import (
     Role,
     StoredPolicy,
     Token,
+    Vet,
 )
 from virtpolicy.store.schema import (
     SCHEMA_REVISION,
@@ -72,7 +74,9 @@ log = logging.getLogger(__name__)
 
 #: Rows per ``IN (...)`` list, well under every backend's parameter limit.
 _CHUNK = 500
-_BUSY_TIMEOUT_MS = 10_000
+#: How long a write waits for another writer; well under the hook's patience
+#: (20 s), though admission never waits for the store at all.
+_BUSY_TIMEOUT_MS = 5_000
 
 
 def to_url(db: str) -> URL:
@@ -117,6 +121,15 @@ class SqlStore:
         if row is None:
             raise NotFoundError(f"{guest}: no policy")
         return _stored(row)
+
+    def head(self, guest: str) -> tuple[int, GuestPolicy | None]:
+        with self._read() as conn:
+            row = conn.execute(
+                select(policies.c.revision, policies.c.doc).where(policies.c.guest == guest)
+            ).first()
+        if row is None:
+            return 0, None
+        return int(row.revision), _decode(guest, row.doc) if row.doc is not None else None
 
     def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         query = select(policies).where(policies.c.doc.is_not(None))
@@ -171,22 +184,32 @@ class SqlStore:
     # -- writing ---------------------------------------------------------
 
     def write(
-        self, changes: Sequence[Change], actor: str, *, dry_run: bool = False
+        self,
+        changes: Sequence[Change],
+        actor: str,
+        *,
+        dry_run: bool = False,
+        vet: Vet | None = None,
     ) -> list[Outcome]:
         guests = [change.guest for change in changes]
         if len(set(guests)) != len(guests):
             dup = next(g for g in guests if guests.count(g) > 1)
             raise PolicyError(f'guest "{dup}" appears twice in one write', field="guest")
         with _db_errors(self.url), self.engine.connect() as plain:
-            conn = plain.execution_options(virtpolicy_write=True) if self._sqlite else plain
+            # A dry run only reads: it takes no write lock and waits for no writer.
+            writes = self._sqlite and not dry_run
+            conn = plain.execution_options(virtpolicy_write=True) if writes else plain
             with conn.begin() as tx:
-                # Take the writers' lock before reading anything.
-                base = conn.execute(
-                    update(store_state)
-                    .values(revision=store_state.c.revision)
-                    .returning(store_state.c.revision)
-                ).scalar_one()
+                base = 0
+                if not dry_run:  # take the writers' lock before reading anything
+                    base = conn.execute(
+                        update(store_state)
+                        .values(revision=store_state.c.revision)
+                        .returning(store_state.c.revision)
+                    ).scalar_one()
                 outcomes = self._plan(conn, changes)
+                if vet is not None:
+                    vet(outcomes)
                 written = [o for o in outcomes if o.action != "unchanged"]
                 if dry_run or not written:
                     tx.rollback()
@@ -458,9 +481,22 @@ def _tune_sqlite(engine: Engine) -> None:
 def _db_errors(url: URL) -> Iterator[None]:
     try:
         yield
+    except OperationalError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        if "locked" in str(cause) or "busy" in str(cause):
+            raise StoreBusyError(
+                f"store busy: another process has held {_masked(url)} for writing "
+                f"over {_BUSY_TIMEOUT_MS // 1000} s; try again"
+            ) from exc
+        raise StoreError(f"store {_masked(url)}: {cause}") from exc
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
-        raise StoreError(f"store {url.render_as_string()}: {cause}") from exc
+        raise StoreError(f"store {_masked(url)}: {cause}") from exc
+
+
+def _masked(url: URL) -> str:
+    """The URL as shown to people: any password hidden."""
+    return url.render_as_string(hide_password=True)
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:

@@ -1,0 +1,84 @@
+"""The hypervisor seam: what the engine needs of one libvirt connection.
+
+:class:`virtpolicy.hypervisor.connection.Hypervisor` is the real one;
+:class:`virtpolicy.testing.MemoryHost` is an in-memory one for the engine's
+unit tests. Every method blocks (it talks to libvirtd): the daemon calls
+them in worker threads, never on its event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Tuning
+from virtpolicy.hypervisor.stats import Sample
+from virtpolicy.policy.model import GuestPolicy
+
+#: (guest, what happened: "started", "stopped", "tuned vcpupin", ...)
+GuestEvent = Callable[[str, str], None]
+
+
+class Host(Protocol):
+    """One connection to a hypervisor, as the engine uses it."""
+
+    uri: str
+
+    def open(self) -> None:
+        """Connect; ConnectionLostError when the hypervisor is away."""
+
+    def close(self) -> None:
+        """Disconnect (nothing if not connected)."""
+
+    def watch(self, on_guest: GuestEvent, on_close: Callable[[str], None]) -> None:
+        """Subscribe to lifecycle and tunable events on the current connection;
+        ``on_close(reason)`` when the connection drops. Callbacks come on the
+        event loop's thread and must not block."""
+
+    def host(self) -> HostInfo:
+        """The host's CPU count and scheduler flavour."""
+
+    def guests(self) -> list[GuestInfo]:
+        """Every domain, running or defined."""
+
+    def guest(self, name: str) -> GuestInfo:
+        """One domain; GuestNotFoundError if there is none of that name."""
+
+    def actual(self, name: str, running: bool | None = None) -> Tuning:
+        """The tuning in effect: live for a running guest, else the definition."""
+
+    def apply(self, name: str, tuning: Tuning, *, running: bool) -> list[str]:
+        """Write ``tuning`` to the definition and the live guest; problems that
+        did not stop the rest."""
+
+    def place(self, name: str, vcpu: int, cpus: frozenset[int]) -> None:
+        """Pin one vCPU of a running guest, live only."""
+
+    def set_cap(self, name: str, cap: int | None) -> None:
+        """Cap a running guest (None: lift the cap), live only."""
+
+    def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
+        """The (revision, policy) mirrored into the guest's definition, if any."""
+
+    def write_mirror(
+        self, name: str, revision: int, policy: GuestPolicy | None, *, running: bool
+    ) -> None:
+        """Mirror ``policy`` into the guest's definition (None: remove it)."""
+
+    def start(self, name: str) -> bool:
+        """Start a defined guest; False if it was running already."""
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to shut down; returns at once."""
+
+    def destroy(self, name: str) -> None:
+        """Stop the guest at once."""
+
+    def managedsave(self, name: str) -> None:
+        """Save the guest's state and stop it."""
+
+    def agent_ping(self, name: str, timeout_s: int = 5) -> None:
+        """Raise unless the guest agent answers ``guest-ping``."""
+
+    def sample(self) -> Sample:
+        """Every guest's utilization counters and the host CPUs' times."""

@@ -1,0 +1,173 @@
+"""The jobs the daemon runs: submitted through the API, autostart at boot, and
+stopping the dependents of a guest that stopped (``on_dependency_stop``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from virtpolicy.engine.bus import EventBus
+from virtpolicy.engine.conditions import Commands
+from virtpolicy.engine.host import Host
+from virtpolicy.engine.jobs import JobRequest, JobRun
+from virtpolicy.engine.orchestrate import IN_FLIGHT, Progress
+from virtpolicy.engine.states import GuestStates
+from virtpolicy.errors import ConnectionLostError, VirtpolicyError
+from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.store.base import PolicyStore
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """Records jobs and runs them in the background on the daemon's loop."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        host: Host,
+        events: EventBus,
+        states: GuestStates,
+        connected: asyncio.Event,
+        notice: Callable[[str, str], None],
+        commands: Commands,
+        on_holds: Callable[[str, str], None],
+    ) -> None:
+        self.commands = commands
+        self.on_holds = on_holds
+        self.store = store
+        self.host = host
+        self.events = events
+        self.states = states
+        self.connected = connected
+        self.notice = notice
+        self._jobs: dict[int, JobRun] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        """Record a start or stop job and run it in the background; the job as recorded.
+
+        Refused (and nothing recorded) when the graph has a cycle, or while
+        libvirt is not connected.
+        """
+        if not self.connected.is_set():
+            raise ConnectionLostError(
+                f"not connected to {self.host.uri}: cannot {request.action} guests now"
+            )
+        run = await self._record(request, actor)
+        self.in_background(self._run(run))
+        return run.view()
+
+    def view(self, job_id: int) -> dict[str, Any] | None:
+        """A job this daemon is running, current to the guest; None if not running here."""
+        run = self._jobs.get(job_id)
+        return run.view() if run else None
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` alongside the loop; cancelled by :meth:`cancel`."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def cancel(self) -> None:
+        """Cancel every job in flight (the daemon stops); each is recorded as interrupted."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def autostart(self, policies: Mapping[str, GuestPolicy]) -> None:
+        """Start guests with ``start.autostart`` in dependency order, as one job.
+        Their hooks ask the daemon while it starts them."""
+        roots = sorted(g for g, p in policies.items() if p.start.autostart)
+        if roots:
+            await self._own(JobRequest(action="start", guests=roots), "virtpolicy (autostart)")
+
+    async def dependency_stopped(
+        self, dependency: str, what: str, policies: Mapping[str, GuestPolicy]
+    ) -> None:
+        """``dependency`` stopped or crashed: tell the running guests that require it,
+        and stop those whose policy says ``stop.on_dependency_stop: stop``."""
+        to_stop = []
+        for guest, policy in sorted(policies.items()):
+            if not self.states.running(guest) or all(
+                d.guest != dependency for d in policy.requires
+            ):
+                continue
+            action = policy.stop.on_dependency_stop
+            text = f"required dependency {dependency} {what}"
+            if action == "stop":
+                text += "; stopping this guest (on_dependency_stop: stop)"
+                to_stop.append(guest)
+            self.notice(guest, text)
+            log.warning("dependency guest=%s %s", guest, text)
+            self.events.publish(
+                "dependency", guest=guest, dependency=dependency, event=what, action=action
+            )
+        if to_stop:
+            request = JobRequest(action="stop", guests=to_stop)
+            await self._own(request, f"virtpolicy (on_dependency_stop of {dependency})")
+
+    async def _own(self, request: JobRequest, actor: str) -> None:
+        """Run a job of the daemon's own to its end."""
+        try:
+            run = await self._record(request, actor)
+        except VirtpolicyError as exc:
+            log.error("%s %s: %s", actor, request.action, exc)
+            return
+        await self._run(run)
+
+    async def _record(self, request: JobRequest, actor: str) -> JobRun:
+        run = JobRun(
+            self.store,
+            self.host,
+            request,
+            actor,
+            "daemon",
+            commands=self.commands,
+            on_holds=self.on_holds,
+        )
+        run.progress = self._progress(run)
+        job = await asyncio.to_thread(run.record)
+        self._jobs[job.id] = run
+        self.events.publish(
+            "job",
+            job=job.id,
+            state=job.state,
+            action=job.action,
+            actor=job.actor,
+            guests=list(job.guests),
+        )
+        return run
+
+    async def _run(self, run: JobRun) -> None:
+        assert run.job is not None
+        try:
+            job = await run.run()
+            log.info("job %d %s: %s", job.id, job.state, job.detail)
+            self.events.publish("job", job=job.id, state=job.state, detail=job.detail)
+        except VirtpolicyError as exc:
+            log.error("job %d: %s", run.job.id, exc)
+            self.events.publish("job", job=run.job.id, state="interrupted", detail=str(exc))
+        finally:
+            self._jobs.pop(run.job.id, None)
+
+    def _progress(self, run: JobRun) -> Progress:
+        def progress(guest: str, event: str, detail: str) -> None:
+            if event in ("started", "already running"):
+                # Before any dependent starts, so that its hook sees this one up.
+                self.states.record(guest, "started")
+            assert run.job is not None
+            self.events.publish("job", job=run.job.id, guest=guest, result=event, detail=detail)
+            if event not in IN_FLIGHT:
+                log.info(
+                    "job=%d guest=%s %s%s",
+                    run.job.id,
+                    guest,
+                    event,
+                    f": {detail}" if detail else "",
+                )
+
+        return progress

@@ -1,0 +1,105 @@
+"""Dependency conditions probed on the daemon's own schedule.
+
+Admission ("may ``web`` start now?") is asked by libvirt's hook and by any
+reader of the read-only socket. A reader's request must never start a
+process or open a connection on its behalf, so admission answers from the
+results kept here: every ``requires`` edge whose dependency runs and whose
+condition is more than ``running`` (``tcp:``, ``exec:``, ``agent``) is
+probed every :data:`INTERVAL_S`, and at once when a guest's state or the
+policies change. A job that saw a condition hold reports it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+
+from virtpolicy.engine.conditions import PROBE_TIMEOUT_S, Commands, Guests, probe_for
+from virtpolicy.engine.host import Host
+from virtpolicy.engine.states import GuestStates
+from virtpolicy.errors import HypervisorError
+from virtpolicy.policy.condition import parse_condition
+from virtpolicy.policy.model import GuestPolicy
+
+INTERVAL_S = 2.0
+#: A result older than this is not used; admission waits for the next round.
+FRESH_S = 3 * INTERVAL_S
+
+Edge = tuple[str, str]  # (dependency, condition)
+
+
+class Prober:
+    """Probes, and the latest result of each (None: it holds; else what was seen)."""
+
+    def __init__(
+        self,
+        host: Host,
+        states: GuestStates,
+        policies: Callable[[], Mapping[str, GuestPolicy]],
+        commands: Commands | None = None,
+    ) -> None:
+        self.states = states
+        self.policies = policies
+        self._guests = Guests(
+            is_running=states.running,
+            agent_ping=host.agent_ping,
+            commands=commands or Commands.confined(None, "nobody"),
+        )
+        self._results: dict[Edge, tuple[float, str | None]] = {}
+        self._wake = asyncio.Event()
+        self._round = asyncio.Event()  # set after each round
+
+    def wake(self) -> None:
+        """Probe soon: a state or a policy changed."""
+        self._wake.set()
+
+    def holds(self, guest: str, condition: str) -> None:
+        """A job saw ``condition`` hold on ``guest`` just now."""
+        self._results[(guest, condition)] = (time.monotonic(), None)
+
+    async def observed(self, guest: str, condition: str) -> str | None:
+        """The latest fresh result for the edge (None: it holds). Waits for the
+        probes' next round when there is none yet, and never probes itself."""
+        for _ in range(2):
+            result = self._results.get((guest, condition))
+            if result is not None and time.monotonic() - result[0] < FRESH_S:
+                return result[1]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._round.wait(), INTERVAL_S + PROBE_TIMEOUT_S)
+        return f"{condition} not probed yet"
+
+    def edges(self) -> set[Edge]:
+        """The edges worth probing now: required, beyond running, dependency running."""
+        wanted = set()
+        for policy in self.policies().values():
+            for dep in policy.requires:
+                if parse_condition(dep.when).kind != "running" and self.states.running(dep.guest):
+                    wanted.add((dep.guest, dep.when))
+        return wanted
+
+    async def run(self) -> None:
+        while True:
+            edges = self.edges()
+            if edges:
+                await asyncio.gather(*(self._probe(e) for e in edges))
+            for gone in set(self._results) - edges:
+                del self._results[gone]
+            self._round.set()
+            self._round = asyncio.Event()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), INTERVAL_S if edges else None)
+
+    async def _probe(self, edge: Edge) -> None:
+        guest, condition = edge
+        try:
+            observed = await asyncio.wait_for(
+                probe_for(guest, condition, self._guests)(), PROBE_TIMEOUT_S
+            )
+        except TimeoutError:
+            observed = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+        except HypervisorError as exc:
+            observed = str(exc)
+        self._results[edge] = (time.monotonic(), observed)

@@ -1,0 +1,199 @@
+"""Sampling and dynamic rounds: one bulk statistics call every sample interval,
+the rates it gives, and then one round of the dynamic policies on them.
+
+The sample and the round run in a worker thread; a round reads a running
+guest's live tuning only when a policy asks about that guest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import TypeVar
+
+from virtpolicy.engine.bus import EventBus
+from virtpolicy.engine.dynamic import Decision, DynamicEngine
+from virtpolicy.engine.host import Host
+from virtpolicy.engine.monitor import Monitor
+from virtpolicy.engine.policies import Action
+from virtpolicy.errors import GuestNotFoundError, HypervisorError, StoreError
+from virtpolicy.hypervisor.native import Tuning, cap_of
+from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.policy.model import GuestPolicy
+
+log = logging.getLogger(__name__)
+
+
+class Sampling:
+    """The sampler task of the daemon, and the dynamic policies it feeds."""
+
+    def __init__(
+        self,
+        host: Host,
+        monitor: Monitor,
+        dynamic: DynamicEngine,
+        events: EventBus,
+        connected: asyncio.Event,
+        policies: Callable[[], Mapping[str, GuestPolicy]],
+    ) -> None:
+        self.hypervisor = host
+        self.monitor = monitor
+        self.dynamic = dynamic
+        self.events = events
+        self.connected = connected
+        self.policies = policies
+
+    async def run(self) -> None:
+        """One bulk statistics call every sample interval, while connected."""
+        interval = self.monitor.interval
+        while True:
+            await self.connected.wait()
+            began = time.monotonic()
+            cpu = time.thread_time
+            try:
+                sample, used = await asyncio.to_thread(_timed, self.hypervisor.sample, cpu)
+            except HypervisorError as exc:
+                self.monitor.failed(str(exc))
+                log.warning("statistics: %s", exc)
+            else:
+                rates = self.monitor.ingest(sample, used)
+                if any(name != "static" for name in self.dynamic.names):
+                    await self._decide()
+                self.events.publish(
+                    "stats",
+                    keep=False,
+                    guests=[g.to_dict() for g in rates.guests.values()],
+                    host_busy_percent=[
+                        None if b is None else round(b, 2) for b in rates.host_busy_percent
+                    ],
+                )
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+
+    async def _decide(self) -> None:
+        """Run the dynamic policies on the newest statistics; log and publish."""
+        try:
+            decisions = await asyncio.to_thread(self._decide_now)
+        except (HypervisorError, StoreError) as exc:
+            log.warning("dynamic policies: %s", exc)
+            return
+        for d in decisions:
+            if d.outcome.startswith(("waiting", "no change", "rate limit")):
+                continue  # routine, every sample: in the decision log only
+            log.info(
+                "decision engine=%s guest=%s %s%s=%s %s: %s",
+                d.engine,
+                d.guest,
+                d.kind,
+                "" if d.vcpu is None else f".{d.vcpu}",
+                d.value,
+                d.outcome,
+                d.reason,
+            )
+            self.events.publish("decision", **d.to_dict())
+
+    def _decide_now(self) -> list[Decision]:
+        """(In a thread.) Current pins and caps of running guests with a policy,
+        then one round of the dynamic engine, applying live."""
+        latest = self.monitor.latest
+        if latest is None:
+            return []
+        policies = self.policies()
+        host = self.hypervisor.host()
+        live = _LiveTuning(
+            self.hypervisor,
+            [n for n, r in latest.guests.items() if r.running and n in policies],
+        )
+
+        def apply(action: Action) -> str | None:
+            try:
+                if action.kind == "vcpupin" and action.vcpu is not None:
+                    cpus = frozenset(parse_cpuset(str(action.value)))
+                    self.hypervisor.place(action.guest, action.vcpu, cpus)
+                elif action.kind == "cap":
+                    value = action.value if isinstance(action.value, int) else None
+                    self.hypervisor.set_cap(action.guest, value)
+            except HypervisorError as exc:
+                return str(exc)
+            return None
+
+        return self.dynamic.run(
+            list(self.monitor.recent), policies, host.cpus, live.pins, live.caps, apply
+        )
+
+
+T = TypeVar("T")
+
+
+def _timed(call: Callable[[], T], clock: Callable[[], float]) -> tuple[T, float]:
+    """``call()`` and the CPU time it took on this thread (``clock`` is thread_time)."""
+    before = clock()
+    result = call()
+    return result, clock() - before
+
+
+class _LiveTuning:
+    """Running guests' live tuning for one round of dynamic policies, read from
+    libvirt the first time something asks about a guest (four calls each): a
+    round whose policies look at a few guests costs a few reads, not four calls
+    for every guest with a policy. ``pins`` and ``caps`` are the views a
+    :class:`~virtpolicy.engine.policies.Context` takes."""
+
+    def __init__(self, hypervisor: Host, guests: Collection[str]) -> None:
+        self._hypervisor = hypervisor
+        self.guests = guests
+        self._read: dict[str, Tuning | None] = {}
+        self.pins = _Pins(self)
+        self.caps = _Caps(self)
+
+    def of(self, guest: str) -> Tuning | None:
+        """The guest's tuning; None if it is not one of ours, or is gone."""
+        if guest not in self._read:
+            tuning = None
+            if guest in self.guests:
+                # Undefined since the sample: nothing to place.
+                with contextlib.suppress(GuestNotFoundError):
+                    tuning = self._hypervisor.actual(guest, True)
+            self._read[guest] = tuning
+        return self._read[guest]
+
+    def cap(self, guest: str) -> int | None:
+        tuning = self.of(guest)
+        if tuning is None:
+            raise KeyError(guest)
+        return cap_of(tuning.sched, self._hypervisor.host().scheduler)
+
+
+class _Pins(Mapping[tuple[str, int], frozenset[int]]):
+    def __init__(self, live: _LiveTuning) -> None:
+        self._live = live
+
+    def __getitem__(self, key: tuple[str, int]) -> frozenset[int]:
+        tuning = self._live.of(key[0])
+        if tuning is None or key[1] not in tuning.vcpupin:
+            raise KeyError(key)
+        return tuning.vcpupin[key[1]]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        for guest in self._live.guests:
+            tuning = self._live.of(guest)
+            yield from ((guest, v) for v in (tuning.vcpupin if tuning else ()))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _Caps(Mapping[str, int | None]):
+    def __init__(self, live: _LiveTuning) -> None:
+        self._live = live
+
+    def __getitem__(self, guest: str) -> int | None:
+        return self._live.cap(guest)
+
+    def __iter__(self) -> Iterator[str]:
+        return (g for g in self._live.guests if self._live.of(g) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

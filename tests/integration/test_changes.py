@@ -17,6 +17,30 @@ WRITERS = 8
 ROUNDS = 15
 
 
+def race(stores: list[SqlStore], guest: str) -> tuple[list[int], list[int]]:
+    """Every store's writer sets its own label on ``guest`` at the same moment;
+    (acknowledged, refused with ConflictError)."""
+    barrier = threading.Barrier(len(stores))
+    acknowledged: list[int] = []
+    conflicts: list[int] = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            changes.set_policy(stores[i], guest, {"labels": {f"w{i}": "1"}}, actor=f"w{i}")
+        except ConflictError:
+            conflicts.append(i)
+        else:
+            acknowledged.append(i)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return acknowledged, conflicts
+
+
 def test_concurrent_first_writes_lose_nothing(tmp_path: Path) -> None:
     """Writers creating the same guest at once: every acknowledged write is in the result
     (the losers get ConflictError), because "no policy yet" is guarded as revision 0."""
@@ -26,24 +50,7 @@ def test_concurrent_first_writes_lose_nothing(tmp_path: Path) -> None:
     try:
         for round_ in range(ROUNDS):
             guest = f"g{round_}"
-            barrier = threading.Barrier(WRITERS)
-            acknowledged: list[int] = []
-            conflicts: list[int] = []
-
-            def write(i: int, guest: str = guest, barrier: threading.Barrier = barrier) -> None:
-                barrier.wait()
-                try:
-                    changes.set_policy(stores[i], guest, {"labels": {f"w{i}": "1"}}, actor=f"w{i}")
-                except ConflictError:
-                    conflicts.append(i)
-                else:
-                    acknowledged.append(i)
-
-            threads = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            acknowledged, conflicts = race(stores, guest)
             final = stores[0].get(guest)
             assert len(acknowledged) + len(conflicts) == WRITERS
             assert {f"w{i}" for i in acknowledged} <= set(final.policy.labels), round_

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -275,6 +276,48 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
                 daemon.proc.kill()
         blocking = [line for line in daemon.log.read_text().splitlines() if BLOCKING in line]
         assert blocking == [], f"blocking calls on the daemon's event loop: {blocking[:3]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def api_client(socket: Path, timeout: float = 30.0) -> httpx.Client:
+    """An HTTP client of a daemon's Unix socket."""
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(socket)), base_url="http://vp", timeout=timeout
+    )
 
 
 @pytest.fixture

@@ -65,6 +65,15 @@ class DocumentError(PolicyError):
     """A policy file cannot be read as policy documents."""
 
 
+class BodyTooLargeError(PolicyError):
+    """A request body is over the API's limit; it was not read whole."""
+
+    http_status = 413
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="body")
+
+
 class StoreError(VirtpolicyError):
     """The policy store failed to read or write."""
 

@@ -441,3 +441,23 @@ def test_any_body_gets_an_answer_never_a_server_error(
                 assert snapshot(db) == before
     finally:
         store.close()
+
+
+def test_only_an_admin_writes_exec_conditions(store: SqlStore, db: str) -> None:
+    """An operator's PUT, PATCH or apply that adds an exec: condition is a 403 naming the
+    field and writes nothing; an admin may, and an operator may then change other fields."""
+    exec_dep = {"requires": [{"guest": "db", "when": "exec:touch /tmp/x"}]}
+    with client(store, "unix", ALICE) as operator, client(store, "unix", ROOT) as admin:
+        before = snapshot(db)
+        for r in (
+            operator.put("/v1/policies/web", json=exec_dep),
+            operator.patch(
+                "/v1/policies/web", json={"requires": {"db": {"when": "exec:touch /tmp/x"}}}
+            ),
+            operator.post("/v1/apply", json=[{"guest": "web", **exec_dep}]),
+        ):
+            assert r.status_code == 403, r.text
+            assert r.json()["error"]["field"] == "requires.db.when"
+        assert snapshot(db) == before
+        assert admin.put("/v1/policies/web", json=exec_dep).status_code == 201
+        assert operator.patch("/v1/policies/web", json={"cpu": {"weight": 200}}).status_code == 200

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import NODE, Daemon, snapshot
+from tests.conftest import NODE, Daemon, api_client, eventually, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +67,73 @@ def test_read_only_socket(run_dir: Path, db: str) -> None:
         assert ro.delete("/v1/policies/web").status_code == 403
         assert ro.put("/v1/policies/web", json={}).status_code == 403
     assert snapshot(db) == before
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+def test_reads_answer_while_a_write_waits_for_the_store(run_dir: Path, db: str) -> None:
+    """Another process holds the SQLite write lock for 8 s and a PATCH waits on it:
+    admission (hook and read-only sockets), status and validation all answer while the
+    PATCH still waits, and the PATCH then gets 503 "store busy" and writes nothing."""
+    with api_client(run_dir / "virtpolicy.sock") as rw:
+        assert rw.put("/v1/policies/web", json={"requires": [{"guest": "db"}]}).is_success
+    before = snapshot(db)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, db, "8"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        answers: dict[str, httpx.Response] = {}
+
+        def patch() -> None:
+            with api_client(run_dir / "virtpolicy.sock") as rw:
+                answers["patch"] = rw.patch("/v1/policies/web", json={"cpu": {"weight": 300}})
+
+        writer = threading.Thread(target=patch)
+        writer.start()
+        with (
+            api_client(run_dir / "virtpolicy-hook.sock") as hook,
+            api_client(run_dir / "virtpolicy-ro.sock") as ro,
+        ):
+            # The write is in flight (its pass of the store's lock is what waits).
+            eventually(writer.is_alive)
+            admission = hook.get("/v1/guests/web/admission")
+            assert admission.json() == {"guest": "web", "allowed": True, "reasons": []}
+            assert ro.get("/v1/guests/web/admission").status_code == 200
+            assert ro.get("/v1/status").status_code == 200
+            valid = ro.post("/v1/validate", json={"guest": "api", "cpu": {"weight": 5}})
+            assert valid.json()["valid"] is True
+            assert writer.is_alive(), "the reads must not have waited for the write"
+        writer.join()
+    finally:
+        holder.wait(timeout=30)
+    r = answers["patch"]
+    assert r.status_code == 503
+    assert r.json()["error"]["type"] == "StoreBusyError"
+    assert r.json()["error"]["message"].startswith("store busy")
+    assert snapshot(db) == before
+
+
+def test_reader_admission_starts_no_process(
+    db: str, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """An exec: condition (written by an admin) is not run for a reader's admission
+    question: without conditions.exec_dir the daemon runs none, and says so."""
+    daemon = start_daemon(db, "--connect", f"test://{NODE}")
+    marker = tmp_path / "touched"
+    with api_client(daemon.socket) as rw:  # root: admin
+        body = {"requires": [{"guest": "db", "when": f"exec:touch {marker}"}]}
+        assert rw.put("/v1/policies/web", json=body).is_success
+    with api_client(daemon.run_dir / "virtpolicy-ro.sock") as ro:
+        r = eventually(lambda: ro.get("/v1/guests/web/admission").json()["reasons"])
+    assert "exec: conditions are off on this host" in r[0]
+    assert not marker.exists()

@@ -9,18 +9,18 @@ the HTTP status each virtpolicy error class carries. Writes take ``If-Match:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from virtpolicy import __version__
-from virtpolicy.api import decisions, events, jobs, policies, stats, status
+from virtpolicy.api import decisions, events, jobs, policies, schemas, stats, status
 from virtpolicy.api.auth import Listener
-from virtpolicy.api.deps import Daemon
-from virtpolicy.errors import VirtpolicyError
+from virtpolicy.api.deps import Daemon, Reader
+from virtpolicy.errors import BodyTooLargeError, VirtpolicyError
+from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.store.base import PolicyStore
 
 #: Largest request body accepted, as for policy files.
@@ -33,7 +33,7 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
         title="virtpolicy",
         version=__version__,
         description="Policy manager for libvirt guests.",
-        openapi_url="/v1/openapi.json",
+        openapi_url=None,  # served below, to callers the listener lets in
         docs_url=None,
         redoc_url=None,
     )
@@ -41,14 +41,7 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.state.listener = listener
     app.state.daemon = daemon
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length and (not length.isdigit() or int(length) > MAX_BODY):
-            return error_response(413, "PayloadTooLarge", f"body over {MAX_BODY} bytes", None)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     @app.exception_handler(VirtpolicyError)
     async def virtpolicy_error(_request: Request, exc: VirtpolicyError) -> JSONResponse:
@@ -63,7 +56,16 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "HTTPError", str(exc.detail), None)
+        response = error_response(exc.status_code, "HTTPError", str(exc.detail), None)
+        response.headers.update(exc.headers or {})  # 405 carries Allow
+        return response
+
+    @app.get("/v1/openapi.json", include_in_schema=False)
+    async def openapi(who: Reader) -> JSONResponse:
+        """The OpenAPI document; over TCP, like everything else, only with a token."""
+        return JSONResponse(app.openapi())
+
+    schemas.install(app)
 
     if listener == "hook":
         app.include_router(status.router)
@@ -76,6 +78,43 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.include_router(stats.router)
     app.include_router(decisions.router)
     return app
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes: at once when Content-Length says
+    so, and while reading it otherwise (chunked), so that no body is read whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = ascii_int(value.decode("latin-1"))
+                if length is None or length > self.limit:
+                    error = BodyTooLargeError(self._message())
+                    response = error_response(413, type(error).__name__, str(error), "body")
+                    await response(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLargeError(self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return f"body: over the limit of {self.limit} bytes"
 
 
 def error_response(status_code: int, kind: str, message: str, field: str | None) -> JSONResponse:

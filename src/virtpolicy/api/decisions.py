@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.engine.policies import available
 
-router = APIRouter(prefix="/v1", tags=["dynamic policies"])
+router = APIRouter(prefix="/v1", tags=["dynamic policies"], responses=schemas.ERRORS)
 
 
 @router.get("/engines")

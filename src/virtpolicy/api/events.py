@@ -9,12 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
+from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.engine.bus import KINDS
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.numbers import ascii_int
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], responses=schemas.ERRORS)
 
 KEEPALIVE_S = 15.0
 

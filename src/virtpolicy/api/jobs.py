@@ -7,14 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader, Store, Writer, json_object
 from virtpolicy.engine.jobs import parse_job_request, settle
 from virtpolicy.store.base import JobState
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=schemas.ERRORS)
 
 
-@router.post("/jobs", status_code=202)
+@router.post("/jobs", status_code=202, openapi_extra=schemas.JOB_BODY)
 async def submit(
     request: Request, response: Response, who: Writer, daemon: DaemonDep
 ) -> dict[str, Any]:

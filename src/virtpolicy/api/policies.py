@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from virtpolicy.api import schemas
 from virtpolicy.api.deps import Reader, Store, Writer, json_object, notify_daemon
 from virtpolicy.engine import changes, planning
 from virtpolicy.engine.changes import outcome_result
@@ -19,7 +20,7 @@ from virtpolicy.policy.model import check_guest_name, parse_policy
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.store.base import Outcome, Put, StoredPolicy
 
-router = APIRouter(prefix="/v1", tags=["policies"])
+router = APIRouter(prefix="/v1", tags=["policies"], responses=schemas.ERRORS)
 
 IfMatch = Annotated[str | None, Header()]
 Labels = Annotated[list[str] | None, Query()]
@@ -46,7 +47,7 @@ def get_policy(guest: str, who: Reader, store: Store, response: Response) -> dic
     return _stored(stored)
 
 
-@router.put("/policies/{guest}")
+@router.put("/policies/{guest}", openapi_extra=schemas.POLICY_BODY)
 async def put_policy(
     guest: str,
     request: Request,
@@ -74,7 +75,7 @@ async def put_policy(
     )
 
 
-@router.patch("/policies/{guest}")
+@router.patch("/policies/{guest}", openapi_extra=schemas.PATCH_BODY)
 async def patch_policy(
     guest: str,
     request: Request,
@@ -123,7 +124,7 @@ def history(guest: str, who: Reader, store: Store) -> list[dict[str, Any]]:
     return [e.to_dict() for e in changes.history(store, _guest(guest))]
 
 
-@router.post("/validate")
+@router.post("/validate", openapi_extra=schemas.DOCUMENTS_BODY)
 async def validate(request: Request, who: Reader, store: Store) -> dict[str, Any]:
     """Validate policy documents (an object or an array) against the stored
     graph, writing nothing and taking no write lock; 422 names the first problem."""
@@ -135,7 +136,7 @@ async def validate(request: Request, who: Reader, store: Store) -> dict[str, Any
     return {"valid": True, "changes": [_change(o) for o in outcomes]}
 
 
-@router.post("/apply")
+@router.post("/apply", openapi_extra=schemas.DOCUMENTS_BODY)
 async def apply(
     request: Request,
     who: Writer,

@@ -43,6 +43,7 @@ HOOK_SOCKET = "virtpolicy-hook.sock"
 #: descriptor limit, so that the accept loop never runs out.
 MAX_CONNECTIONS: dict[Listener, int] = {"unix": 128, "unix-ro": 128, "hook": 64, "tcp": 128}
 REQUEST_TIMEOUT_S = 10.0
+_BACKLOG = 256
 IDLE_TIMEOUT_S = 5
 _CREDS = struct.Struct("3i")
 
@@ -215,12 +216,15 @@ def _unix_server(
     finally:
         os.umask(old)
     os.chmod(path, mode)
+    # Listen now: a client that connects before the server runs waits in the
+    # backlog instead of being refused.
+    sock.listen(_BACKLOG)
     config = uvicorn.Config(
         app,
         fd=None,
         http=protocol(MAX_CONNECTIONS[listener], REQUEST_TIMEOUT_S),
         timeout_keep_alive=IDLE_TIMEOUT_S,
-        backlog=128,
+        backlog=_BACKLOG,
         log_config=None,
         access_log=False,
         lifespan="off",

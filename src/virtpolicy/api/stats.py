@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from virtpolicy.api import metrics
+from virtpolicy.api import metrics, schemas
 from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.errors import NotFoundError
 
-router = APIRouter(tags=["stats"])
+router = APIRouter(tags=["stats"], responses=schemas.ERRORS)
 
 
 @router.get("/v1/stats/guests")

@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import PlainTextResponse
 
+from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.errors import NotFoundError
 
-router = APIRouter(prefix="/v1", tags=["status"])
+router = APIRouter(prefix="/v1", tags=["status"], responses=schemas.ERRORS)
 
 
 @router.get("/status")
@@ -51,7 +52,7 @@ async def admission(
     return {"guest": guest, "allowed": not reasons, "reasons": reasons}
 
 
-hook_router = APIRouter(prefix="/v1", tags=["hook"])
+hook_router = APIRouter(prefix="/v1", tags=["hook"], responses=schemas.ERRORS)
 
 
 @hook_router.post("/hook/{guest}/{operation}/{phase}", status_code=204)

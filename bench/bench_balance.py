@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/bench_balance.py [--guests 1000] [--vcpus 4] [--cpus
      [--steps 720] [--seed 1] [--bursts 0.002] [--scale 1]
      [--set KEY=NUMBER ...]
 
-The simulated host (virtpolicy.engine.simulate, a test harness) plays seeded
+The simulated host (virtpolicy.testing.simulate) plays seeded
 per-vCPU load traces of an hour at 5 s steps; every guest has ``vcpus: auto``.
 After every sample the dynamic engine runs ``balance`` with its defaults
 (``--set`` changes a setting: threshold, dwell, max_moves, estimate, window,
@@ -38,8 +38,8 @@ from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.monitor import Rates
 from virtpolicy.engine.policies import Context
 from virtpolicy.engine.policies.balance import Balance
-from virtpolicy.engine.simulate import SimulatedHost, clock_of, generate
 from virtpolicy.policy.model import parse_policy
+from virtpolicy.testing.simulate import SimulatedHost, clock_of, generate
 
 
 def naive_pack(

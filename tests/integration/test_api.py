@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,8 @@ class FakeDaemon:
         self.events = EventBus()
         self.events.close()  # a stream ends at once; the daemon's is tested on libvirtd
         self.states = {"db": "running"}
+        self.loop_thread: int | None = None
+        self.hook_threads: list[int] = []
         self.monitor = Monitor(interval=5)
         self.dynamic = DynamicEngine([])
         for t, cpu in ((0.0, 0), (5.0, 2_000_000_000)):
@@ -57,10 +60,12 @@ class FakeDaemon:
         """The real daemon reconciles; test_sockets checks that end to end."""
 
     async def admission(self, guest: str) -> list[str]:
+        self.loop_thread = threading.get_ident()
         return [] if guest != "web" else ["web requires db (running): db is shut off"]
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
-        """Hook reports change the real daemon's state; tested on libvirtd."""
+        """Records where it ran: the real daemon's states belong to its loop's thread."""
+        self.hook_threads.append(threading.get_ident())
 
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
         """Records the job as the daemon does; running it is tested on libvirtd."""
@@ -461,3 +466,18 @@ def test_only_an_admin_writes_exec_conditions(store: SqlStore, db: str) -> None:
         assert snapshot(db) == before
         assert admin.put("/v1/policies/web", json=exec_dep).status_code == 201
         assert operator.patch("/v1/policies/web", json={"cpu": {"weight": 200}}).status_code == 200
+
+
+def test_hook_reports_run_on_the_loop(store: SqlStore) -> None:
+    """A hook report reaches the daemon on the event loop's thread (where admission runs),
+    not in a worker thread racing the loop over the guest states."""
+    daemon = FakeDaemon(store)
+    app = create_app(store, "hook", daemon)
+
+    async def as_root(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, PEER_KEY: ROOT}, receive, send)
+
+    with TestClient(as_root) as c:  # type: ignore[arg-type]
+        assert c.get("/v1/guests/db/admission").status_code == 200
+        assert c.post("/v1/hook/db/started/begin").status_code == 204
+    assert daemon.hook_threads == [daemon.loop_thread]

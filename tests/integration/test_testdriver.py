@@ -115,3 +115,46 @@ def test_guests_without_policy_are_left_alone(store: SqlStore, hv: Hypervisor) -
     assert before == Tuning(
         vcpupin={0: frozenset(range(4)), 1: frozenset(range(4))}, emulatorpin=frozenset(range(4))
     )
+
+
+def big_node(path: Path, cpus: int, guests: int) -> Path:
+    """A test-driver node file with ``cpus`` CPUs and ``guests`` running 1-vCPU guests."""
+    domains = "".join(
+        f"<domain type='test'><name>g{i:03d}</name><memory>65536</memory><vcpu>1</vcpu>"
+        f"<os><type>hvm</type></os></domain>"
+        for i in range(guests)
+    )
+    path.write_text(
+        f"<node><cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>"
+        f"<cores>{cpus}</cores><threads>1</threads><active>{cpus}</active><max>{cpus}</max>"
+        f"</cpu><memory>8388608</memory>{domains}</node>"
+    )
+    return path
+
+
+def test_many_guests_beyond_the_cpu_map_are_each_reported(tmp_path: Path) -> None:
+    """A node of 64 CPUs with 500 guests pinned across them: the test driver pins only
+    within its 8-CPU map, so the host has 8 CPUs to pin on; guests pinned to 0-7 are
+    enforced, the others each get a problem on their status, and the pass covers all 500."""
+    node = big_node(tmp_path / "node64.xml", 64, 500)
+    store = SqlStore(str(tmp_path / "p.db"))
+    hv = Hypervisor(f"test://{node}")
+    hv.open()
+    try:
+        assert hv.host().cpus == 8
+        for i in range(500):
+            changes.set_policy(
+                store, f"g{i:03d}", {"cpu": {"vcpupin": {0: str(i % 64)}}}, actor="t"
+            )
+        statuses = {s.guest: s for s in Reconciler(store, hv).reconcile()}
+        assert len(statuses) == 500
+        for i in range(500):
+            s = statuses[f"g{i:03d}"]
+            assert s.error is None, s.error
+            if i % 64 < 8:
+                assert (s.actual.get("vcpupin.0"), s.drift) == (str(i % 64), {}), s
+            else:
+                assert any("does not exist: the host has 8 CPUs" in p for p in s.problems), s
+    finally:
+        hv.close()
+        store.close()

@@ -8,9 +8,9 @@ from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.policies import available, load
 from virtpolicy.engine.policies.balance import Balance
 from virtpolicy.engine.policies.contention import Contention
-from virtpolicy.engine.simulate import SimulatedHost, clock_of, generate, play
 from virtpolicy.errors import ConfigError
 from virtpolicy.policy.model import GuestPolicy, parse_policy
+from virtpolicy.testing.simulate import SimulatedHost, clock_of, generate, play
 
 
 def auto(*guests: str, **cpu: object) -> dict[str, GuestPolicy]:

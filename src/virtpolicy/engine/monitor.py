@@ -26,7 +26,6 @@ from typing import NamedTuple
 from virtpolicy.hypervisor.stats import GuestCounters, Sample
 
 DEFAULT_INTERVAL_S = 5.0
-MIN_INTERVAL_S = 1.0
 DEFAULT_WINDOW_S = 3600.0
 RECENT_S = 60.0  # the dynamic engine's default window
 

@@ -59,6 +59,10 @@ class Prober:
         """A job saw ``condition`` hold on ``guest`` just now."""
         self._results[(guest, condition)] = (time.monotonic(), None)
 
+    def latest(self, guest: str, condition: str) -> tuple[float, str | None] | None:
+        """(When, what) the last probe of the edge saw; None if never probed."""
+        return self._results.get((guest, condition))
+
     async def observed(self, guest: str, condition: str) -> str | None:
         """The latest fresh result for the edge (None: it holds). Waits for the
         probes' next round when there is none yet, and never probes itself."""

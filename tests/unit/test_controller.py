@@ -1,0 +1,177 @@
+"""The daemon's controller on an in-memory host: connection, passes, states, jobs.
+
+No libvirt: :class:`virtpolicy.testing.MemoryHost` stands in for it, and the
+store is a temporary SQLite file. Enforcement on real libvirt is tested in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from virtpolicy.engine import changes
+from virtpolicy.engine.controller import Controller, ControllerSettings
+from virtpolicy.engine.jobs import JobRequest
+from virtpolicy.engine.supervisor import Backoff
+from virtpolicy.errors import ConnectionLostError
+from virtpolicy.loopguard import guarded
+from virtpolicy.store import SqlStore
+from virtpolicy.testing import MemoryGuest, MemoryHost
+
+T = TypeVar("T")
+
+SETTINGS = ControllerSettings(
+    uri="memory:///",
+    store_poll_interval=0.05,
+    backoff=Backoff(initial=0.01, max=0.05),
+    autostart=False,
+    sample_interval=3600,
+)
+
+
+async def until(check: Callable[[], T | None], timeout: float = 5.0) -> T:
+    """Poll ``check`` on the loop until it gives something true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := check()):
+        assert asyncio.get_running_loop().time() < deadline, f"not within {timeout} s"
+        await asyncio.sleep(0.01)
+    return value
+
+
+def run_with(
+    tmp_path: Path,
+    guests: list[MemoryGuest],
+    scenario: Callable[[Controller, MemoryHost, SqlStore], Awaitable[None]],
+    settings: ControllerSettings = SETTINGS,
+) -> None:
+    """Run a controller on a MemoryHost (store and host behind the loop guard) while
+    ``scenario`` runs, then stop it."""
+
+    async def main() -> None:
+        store = SqlStore(str(tmp_path / "p.db"))
+        host = MemoryHost(guests, loop=asyncio.get_running_loop())
+        controller = Controller(guarded(store, "store"), guarded(host, "host"), settings)
+        running = asyncio.create_task(controller.run())
+        try:
+            await until(controller.connected.is_set)
+            await scenario(controller, host, store)
+        finally:
+            controller.stop()
+            await running
+            store.close()
+
+    asyncio.run(main())
+
+
+def test_a_written_policy_is_enforced(tmp_path: Path) -> None:
+    """A policy written to the store reaches the running guest: pins and weight."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        changes.set_policy(store, "db", {"cpu": {"vcpupin": {0: "2"}, "weight": 300}}, actor="t")
+        db = host.guests_by_name["db"]
+        await until(lambda: db.vcpupin.get(0) == frozenset({2}))
+        assert db.sched["cpu_shares"] == 300
+        assert db.mirror is not None and db.mirror[0] == 1
+        status = await until(lambda: [s for s in c.statuses() if s.guest == "db"])
+        assert status[0].drift == {}
+
+    run_with(tmp_path, [MemoryGuest("db", running=True)], scenario)
+
+
+def test_a_lost_connection_is_reopened_and_everything_checked(tmp_path: Path) -> None:
+    """After the connection drops, the controller reconnects and a full pass puts
+    drift made meanwhile back."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        changes.set_policy(store, "db", {"cpu": {"vcpupin": {0: "1"}}}, actor="t")
+        db = host.guests_by_name["db"]
+        await until(lambda: db.vcpupin.get(0) == frozenset({1}))
+        passes = c.passes.count
+        db.vcpupin[0] = frozenset({3})  # drift that no event reports
+        host.drop()
+        await until(lambda: host.opened >= 2 and c.passes.count > passes)
+        await until(lambda: db.vcpupin.get(0) == frozenset({1}))
+
+    run_with(tmp_path, [MemoryGuest("db", running=True)], scenario)
+
+
+def test_hook_reports_and_events_keep_the_states(tmp_path: Path) -> None:
+    """States come from the listing, then from events and hook reports, on the loop."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        assert dict(c.states) == {"db": "running", "web": "shut off"}
+        c.hook_event("web", "started", "begin")
+        assert c.states["web"] == "running"
+        await asyncio.to_thread(host.destroy, "db")
+        await until(lambda: c.states["db"] == "shut off")
+
+    run_with(tmp_path, [MemoryGuest("db", running=True), MemoryGuest("web")], scenario)
+
+
+def test_admission_follows_the_dependency(tmp_path: Path) -> None:
+    """web requires db: refused while db is shut off, allowed once it runs; never asks
+    the host or the store (both guarded: a call from the loop would fail)."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
+        await until(lambda: c.policies().get("web"))
+        assert await c.admission("web") == ["web requires db (running): db is shut off"]
+        await asyncio.to_thread(host.start, "db")
+        await until(lambda: c.states.get("db") == "running")
+        assert await c.admission("web") == []
+
+    run_with(tmp_path, [MemoryGuest("db"), MemoryGuest("web")], scenario)
+
+
+def test_admission_waits_for_the_daemons_own_probe(tmp_path: Path) -> None:
+    """An agent condition is answered from the prober's result, not probed on request."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        changes.set_policy(store, "web", {"requires": {"db": {"when": "agent"}}}, actor="t")
+        await until(lambda: c.policies().get("web"))
+        assert await c.admission("web") == [
+            "web requires db (agent): guest agent of db does not answer: "
+            "db: guest agent ping: not responding"
+        ]
+        host.guests_by_name["db"].agent = True
+        c.prober.wake()  # the daemon's next round sees it; admission itself never probes
+        await until(lambda: (c.prober.latest("db", "agent") or (0, "no"))[1] is None)
+        assert await c.admission("web") == []
+
+    guests = [MemoryGuest("db", running=True, agent=False), MemoryGuest("web")]
+    run_with(tmp_path, guests, scenario)
+
+
+def test_submitted_job_starts_in_order(tmp_path: Path) -> None:
+    """A start job of the daemon starts db before web, and the job is recorded."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
+        await until(lambda: c.policies().get("web"))
+        job = await c.submit(JobRequest(action="start", guests=["web"]), "tester")
+        done = await until(lambda: (j := store.job(job["id"])).state != "running" and j)
+        assert done.state == "succeeded"
+        order = [r["guest"] for r in sorted(done.results, key=lambda r: r["seconds"])]
+        assert order == ["db", "web"]
+        assert host.guests_by_name["web"].running
+
+    run_with(tmp_path, [MemoryGuest("db"), MemoryGuest("web")], scenario)
+
+
+def test_submit_is_refused_while_disconnected(tmp_path: Path) -> None:
+    """With the connection down, a job is refused and nothing is recorded."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        host.open = host.close  # type: ignore[method-assign]  # libvirtd stays away
+        host.drop()
+        await until(lambda: not c.connected.is_set())
+        with pytest.raises(ConnectionLostError):
+            await c.submit(JobRequest(action="start", guests=["db"]), "tester")
+        assert store.jobs() == []
+
+    run_with(tmp_path, [MemoryGuest("db")], scenario)

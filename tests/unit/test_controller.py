@@ -76,7 +76,8 @@ def test_a_written_policy_is_enforced(tmp_path: Path) -> None:
         db = host.guests_by_name["db"]
         await until(lambda: db.vcpupin.get(0) == frozenset({2}))
         assert db.sched["cpu_shares"] == 300
-        assert db.mirror is not None and db.mirror[0] == 1
+        assert db.mirror is not None
+        assert db.mirror[0] == 1
         status = await until(lambda: [s for s in c.statuses() if s.guest == "db"])
         assert status[0].drift == {}
 

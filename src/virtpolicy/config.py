@@ -1,4 +1,5 @@
-"""Settings: where things live by default, who is acting, and ``serve``'s options.
+"""Settings: ``serve``'s options (where things live by default, and who acts, are in
+:mod:`virtpolicy.places`, which commands import without pydantic).
 
 Settings are layered defaults < TOML file (``--config``) < ``VIRTPOLICY_*``
 environment < command-line flags, and validated at start-up: an invalid
@@ -8,51 +9,15 @@ setting is refused naming the key, the value and where it came from.
 from __future__ import annotations
 
 import os
-import pwd
 import tomllib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from virtpolicy.errors import ConfigError
+from virtpolicy.places import default_db, default_run_dir
 from virtpolicy.policy.numbers import ascii_int
-
-SYSTEM_DB = Path("/var/lib/virtpolicy/policies.db")
-SYSTEM_RUN_DIR = Path("/run/virtpolicy")
-
-
-def default_db() -> str:
-    """``$VIRTPOLICY_DB``, else the system store for root, else the user's own."""
-    env = os.environ.get("VIRTPOLICY_DB")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return str(SYSTEM_DB)
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(data) / "virtpolicy" / "policies.db")
-
-
-def default_run_dir() -> str:
-    """``/run/virtpolicy`` for root, else ``$XDG_RUNTIME_DIR/virtpolicy``."""
-    if os.geteuid() == 0:
-        return str(SYSTEM_RUN_DIR)
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/virtpolicy-{os.getuid()}"
-    return str(Path(runtime) / "virtpolicy")
-
-
-def local_actor() -> str:
-    """The Unix user running this process, as recorded in revisions.
-
-    Under sudo the invoking user is named too: ``root (sudo: alice)``.
-    """
-    try:
-        name = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        name = f"uid {os.getuid()}"
-    sudo = os.environ.get("SUDO_USER")
-    return f"{name} (sudo: {sudo})" if sudo and sudo != name else name
 
 
 def _names(value: object) -> object:

@@ -171,3 +171,21 @@ class GuestNotFoundError(HypervisorError):
     """libvirt knows no domain of that name on this connection."""
 
     http_status = 404
+
+
+class RemoteError(VirtpolicyError):
+    """An error the daemon answered with. The exit status is that of the error class
+    the answer names (``error.type``), found in this module; for a type this
+    version does not know, the HTTP status decides between invalid (4xx) and
+    failed."""
+
+    def __init__(self, message: str, http_status: int, kind: str = "") -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.kind = kind
+        known = globals().get(kind)
+        if isinstance(known, type) and issubclass(known, VirtpolicyError):
+            self.exit_code = known.exit_code
+        elif http_status in (400, 413, 422):
+            self.exit_code = EXIT_INVALID
+

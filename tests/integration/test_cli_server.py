@@ -4,6 +4,8 @@ the same as in-process."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,3 +98,37 @@ def test_unreachable_server(tmp_path: Path) -> None:
     result = Cli(str(tmp_path / "x.db"))("--server", str(tmp_path / "no.sock"), "policy", "list")
     assert result.exit_code == 1
     assert result.output.startswith(f"error: cannot reach the daemon at {tmp_path}/no.sock")
+
+
+IMPORTED = """
+import sys
+from virtpolicy.cli.main import main
+sys.argv = ["virtpolicy", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print("IMPORTED", " ".join(sorted(m for m in sys.modules if m.split(".")[0] in {
+    "fastapi", "uvicorn", "sqlalchemy", "alembic", "httpx", "pydantic", "libvirt", "rich"
+} or m.startswith(("virtpolicy.api", "virtpolicy.engine.controller", "virtpolicy.store.sql")))))
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (["--version"], set()),
+        (["--server", "/nonexistent.sock", "status"], set()),
+        (["--server", "/nonexistent.sock", "policy", "get", "web"], {"pydantic"}),
+    ],
+)
+def test_client_commands_import_no_server(args: list[str], allowed: set[str]) -> None:
+    """A command through the daemon imports neither the server nor the store (nor httpx,
+    rich or libvirt); --version and status not even pydantic."""
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORTED, *args], capture_output=True, text=True, check=True
+    )
+    line = proc.stdout.splitlines()[-1].split()
+    assert line[0] == "IMPORTED"
+    imported = {m if m.startswith("virtpolicy") else m.split(".")[0] for m in line[1:]}
+    assert imported <= allowed, imported

@@ -6,18 +6,43 @@ Exit statuses: 0 ok, 1 operation failed, 2 bad usage or invalid policy,
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 from functools import cached_property
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from virtpolicy import __version__
-from virtpolicy.cli.service import LocalService, RemoteService, Service, local_daemon
-from virtpolicy.config import default_db, local_actor
 from virtpolicy.errors import EXIT_INVALID, VirtpolicyError
-from virtpolicy.store import PolicyStore, open_store
+from virtpolicy.places import default_db, local_actor
+
+if TYPE_CHECKING:
+    from virtpolicy.cli.remote import RemoteService
+    from virtpolicy.cli.service import Service
+    from virtpolicy.store import PolicyStore
+
+#: Each command's module, imported when the command is asked for: a command
+#: pays for its own imports only (``--version`` for none, a client command
+#: never for the server).
+COMMANDS = {
+    "policy": "commands",
+    "apply": "commands",
+    "export": "commands",
+    "plan": "commands",
+    "status": "status",
+    "hook": "hooks",
+    "start": "lifecycle",
+    "stop": "lifecycle",
+    "jobs": "lifecycle",
+    "serve": "serve",
+    "stats": "stats",
+    "top": "stats",
+    "engines": "stats",
+    "decisions": "stats",
+    "token": "tokens",
+}
 
 
 class App:
@@ -31,17 +56,25 @@ class App:
 
     @cached_property
     def store(self) -> PolicyStore:
+        from virtpolicy.store import open_store  # noqa: PLC0415  (see COMMANDS)
+
         return open_store(self.db)
 
     @cached_property
     def service(self) -> Service:
         """The daemon's API with --server, else the store in-process."""
         if self.server:
+            from virtpolicy.cli.remote import RemoteService  # noqa: PLC0415
+
             return RemoteService(self.server, self.token)
+        from virtpolicy.cli.service import LocalService  # noqa: PLC0415
+
         return LocalService(self.store, self.actor)
 
     def daemon(self, what: str) -> RemoteService:
         """The daemon's API: --server, else the local daemon's read-only socket."""
+        from virtpolicy.cli.remote import RemoteService, local_daemon  # noqa: PLC0415
+
         if self.server:
             return RemoteService(self.server, self.token)
         return local_daemon(what)
@@ -62,7 +95,16 @@ class CommandError(click.ClickException):
 
 
 class Group(click.Group):
-    """A command group that reports :class:`VirtpolicyError` as a one-line error."""
+    """A command group that loads its commands when asked for them (:data:`COMMANDS`)
+    and reports :class:`VirtpolicyError` as a one-line error."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"virtpolicy.cli.{COMMANDS[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

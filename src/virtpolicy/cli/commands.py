@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -224,19 +223,6 @@ def plan_cmd(app: App, operation: str, guests: tuple[str, ...], everything: bool
     if fmt in ("dot", "mermaid"):
         edges = {p.policy.guest: p.policy.dependencies() for p in app.service.list_policies({})}
     click.echo(output.plan(waves, fmt, edges), nl=False)
-
-
-@cli.command("status")
-@click.argument("guest", required=False)
-@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
-@pass_app
-def status_cmd(app: App, guest: str | None, fmt: str) -> None:
-    """Desired vs actual tuning, drift and problems, from the daemon."""
-    statuses = app.service.status(guest)
-    if fmt == "json":
-        click.echo(json.dumps(statuses, indent=2))
-    else:
-        click.echo(output.status(statuses), nl=False)
 
 
 def _describe(r: Result) -> str:

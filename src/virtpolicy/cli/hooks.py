@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from virtpolicy.cli.app import cli
-from virtpolicy.config import default_run_dir
 from virtpolicy.hook.install import install, uninstall
+from virtpolicy.places import default_run_dir
 
 
 @cli.group()

@@ -20,7 +20,7 @@ import click
 
 from virtpolicy.cli import output, progress
 from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
-from virtpolicy.cli.service import RemoteService
+from virtpolicy.cli.remote import RemoteService
 from virtpolicy.engine import aio
 from virtpolicy.engine.jobs import JobRequest, JobRun, parse_job_request, result_rows
 from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from virtpolicy.cli import commands, hooks, lifecycle, serve, stats, tokens  # noqa: F401  (registers the commands on the group)
 from virtpolicy.cli.app import cli
 
 

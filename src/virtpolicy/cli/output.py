@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from virtpolicy.engine.changes import HistoryEntry
-from virtpolicy.policy.document import dump_json, dump_yaml
 from virtpolicy.policy.graph import Edges, Waves, critical_path
-from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import StoredPolicy
+
+if TYPE_CHECKING:  # imported where used: `status` and `stats` need neither pydantic nor YAML
+    from virtpolicy.engine.changes import HistoryEntry
+    from virtpolicy.policy.model import GuestPolicy
+    from virtpolicy.store.base import StoredPolicy
 
 FORMATS = ("yaml", "json", "table")
 
@@ -32,6 +33,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def policies(stored: Sequence[StoredPolicy], fmt: str) -> str:
     """Policies as YAML documents, a JSON array, or a one-line-per-guest table."""
+    from virtpolicy.policy.document import dump_json, dump_yaml  # noqa: PLC0415
+
     plain = [s.policy for s in stored]
     if fmt == "yaml":
         return dump_yaml(plain)

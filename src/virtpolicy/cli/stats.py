@@ -13,7 +13,7 @@ import click
 
 from virtpolicy.cli import output
 from virtpolicy.cli.app import App, cli, pass_app
-from virtpolicy.cli.service import RemoteService
+from virtpolicy.cli.remote import RemoteService
 from virtpolicy.engine.policies import available, load
 from virtpolicy.errors import NotFoundError, VirtpolicyError
 from virtpolicy.policy.cpuset import parse_cpuset

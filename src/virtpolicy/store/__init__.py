@@ -1,4 +1,12 @@
-"""Persistence of policies, their revisions and (later) guest state."""
+"""Persistence of policies, their revisions, tokens and jobs.
+
+The SQL implementation (and SQLAlchemy with it) is imported on first use, so
+that a command talking to the daemon never pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from virtpolicy.store.base import (
     Change,
@@ -9,12 +17,24 @@ from virtpolicy.store.base import (
     Revision,
     StoredPolicy,
 )
-from virtpolicy.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from virtpolicy.store.sql import SqlStore
 
 
 def open_store(db: str) -> PolicyStore:
     """Open (creating and migrating as needed) the store at ``db``: URL or path."""
+    from virtpolicy.store.sql import SqlStore  # noqa: PLC0415  (see the module docstring)
+
     return SqlStore(db)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SqlStore":
+        from virtpolicy.store.sql import SqlStore  # noqa: PLC0415
+
+        return SqlStore
+    raise AttributeError(name)
 
 
 __all__ = [

@@ -1,0 +1,23 @@
+"""``virtpolicy status``: what the daemon sees, without importing the policy model."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from virtpolicy.cli import output
+from virtpolicy.cli.app import App, cli, pass_app
+
+
+@cli.command("status")
+@click.argument("guest", required=False)
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def status_cmd(app: App, guest: str | None, fmt: str) -> None:
+    """Desired vs actual tuning, drift and problems, from the daemon."""
+    statuses = app.service.status(guest)
+    if fmt == "json":
+        click.echo(json.dumps(statuses, indent=2))
+    else:
+        click.echo(output.status(statuses), nl=False)

@@ -188,4 +188,3 @@ class RemoteError(VirtpolicyError):
             self.exit_code = known.exit_code
         elif http_status in (400, 413, 422):
             self.exit_code = EXIT_INVALID
-

@@ -17,10 +17,8 @@ scattered about):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,14 +34,11 @@ from virtpolicy.errors import (
 )
 from virtpolicy.hypervisor import stats
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
+from virtpolicy.hypervisor.mirror import METADATA_NS, METADATA_PREFIX, mirror_xml, parse_mirror
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
-
-#: XML namespace of the policy mirrored into each domain's <metadata>.
-METADATA_NS = "urn:virtpolicy:policy:1"
-METADATA_PREFIX = "virtpolicy"
 
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -395,25 +390,6 @@ class Hypervisor:
                 f"{self.uri}: connection lost during {what}: {_message(exc)}"
             )
         return HypervisorError(f"{subject}{what}: {_message(exc)}")
-
-
-def mirror_xml(revision: int, policy: GuestPolicy) -> str:
-    """The <metadata> element mirroring ``policy``: its canonical JSON as text."""
-    element = ET.Element("policy", {"revision": str(revision)})
-    element.text = policy.canonical_json()
-    return ET.tostring(element, encoding="unicode")
-
-
-def parse_mirror(xml: str) -> tuple[int, GuestPolicy] | None:
-    """Read back :func:`mirror_xml`; None if it is not ours or not valid."""
-    try:
-        element = ET.fromstring(xml)
-        return int(element.get("revision", "0")), GuestPolicy.model_validate(
-            json.loads(element.text or "")
-        )
-    except (ET.ParseError, ValueError):
-        log.warning("ignoring a virtpolicy metadata element that does not parse")
-        return None
 
 
 def _scheduler(driver: str, uri: str) -> Scheduler:

@@ -9,10 +9,8 @@ check revisions and the graph cannot change under it.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,24 +23,19 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     delete,
-    event,
     insert,
     inspect,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from virtpolicy.clock import now as _now
 from virtpolicy.errors import (
     ConflictError,
     NotFoundError,
     PolicyError,
-    StoreBusyError,
     StoreError,
-    TokenExistsError,
 )
 from virtpolicy.policy.graph import check_acyclic
 from virtpolicy.policy.model import GuestPolicy
@@ -50,57 +43,43 @@ from virtpolicy.store.base import (
     Action,
     Change,
     Delete,
-    Job,
-    JobState,
     Outcome,
     Revision,
-    Role,
     StoredPolicy,
-    Token,
     Vet,
 )
 from virtpolicy.store.schema import (
     SCHEMA_REVISION,
     dependencies,
-    jobs,
     labels,
     policies,
     revisions,
     store_state,
-    tokens,
 )
+from virtpolicy.store.sqlengine import (
+    chunks,
+    db_errors,
+    prepare_sqlite_file,
+    to_url,
+    tune_sqlite,
+)
+from virtpolicy.store.sqlrecords import TokensAndJobs
 
 log = logging.getLogger(__name__)
 
-#: Rows per ``IN (...)`` list, well under every backend's parameter limit.
-_CHUNK = 500
-#: How long a write waits for another writer; well under the hook's patience
-#: (20 s), though admission never waits for the store at all.
-_BUSY_TIMEOUT_MS = 5_000
 
-
-def to_url(db: str) -> URL:
-    """A database URL from ``db``: a SQLAlchemy URL, or a path to a SQLite file."""
-    try:
-        if "://" in db:
-            return make_url(db)
-        return make_url("sqlite:///" + str(Path(db).expanduser().absolute()))
-    except ArgumentError as exc:
-        raise StoreError(f"db: {db!r} is not a database URL or path: {exc}") from None
-
-
-class SqlStore:
+class SqlStore(TokensAndJobs):
     """A :class:`~virtpolicy.store.base.PolicyStore` on a SQL database."""
 
     def __init__(self, db: str, *, migrate: bool = True) -> None:
         self.url = to_url(db)
         self._sqlite = self.url.get_backend_name() == "sqlite"
         if self._sqlite and self.url.database not in (None, "", ":memory:"):
-            _prepare_sqlite_file(Path(self.url.database))
-        with _db_errors(self.url):
+            prepare_sqlite_file(Path(self.url.database))
+        with db_errors(self.url):
             self.engine: Engine = create_engine(self.url)
             if self._sqlite:
-                _tune_sqlite(self.engine)
+                tune_sqlite(self.engine)
             if migrate:
                 self._migrate()
 
@@ -195,7 +174,7 @@ class SqlStore:
         if len(set(guests)) != len(guests):
             dup = next(g for g in guests if guests.count(g) > 1)
             raise PolicyError(f'guest "{dup}" appears twice in one write', field="guest")
-        with _db_errors(self.url), self.engine.connect() as plain:
+        with db_errors(self.url), self.engine.connect() as plain:
             # A dry run only reads: it takes no write lock and waits for no writer.
             writes = self._sqlite and not dry_run
             conn = plain.execution_options(virtpolicy_write=True) if writes else plain
@@ -297,7 +276,7 @@ class SqlStore:
                 [{"g": r["guest"], "r": r["revision"], "d": r["doc"]} for r in known],
             )
         touched = [o.guest for o in written]
-        for chunk in _chunks(touched):
+        for chunk in chunks(touched):
             conn.execute(delete(dependencies).where(dependencies.c.guest.in_(chunk)))
             conn.execute(delete(labels).where(labels.c.guest.in_(chunk)))
         deps = [
@@ -317,111 +296,11 @@ class SqlStore:
         if tags:
             conn.execute(insert(labels), tags)
 
-    # -- API tokens ----------------------------------------------------------
-
-    def add_token(self, name: str, role: Role, digest: str, actor: str) -> Token:
-        token = Token(name, role, _now(), actor)
-        with _db_errors(self.url), self.engine.connect() as plain:
-            conn = plain.execution_options(virtpolicy_write=True) if self._sqlite else plain
-            with conn.begin():
-                taken = conn.execute(select(tokens.c.name).where(tokens.c.name == name)).first()
-                if taken:
-                    raise TokenExistsError(f'token "{name}" exists already; delete it first')
-                conn.execute(
-                    insert(tokens).values(
-                        name=name,
-                        role=role,
-                        hash=digest,
-                        created_at=token.created_at,
-                        created_by=actor,
-                    )
-                )
-        return token
-
-    def token_by_digest(self, digest: str) -> Token | None:
-        with self._read() as conn:
-            row = conn.execute(select(tokens).where(tokens.c.hash == digest)).first()
-        return Token(row.name, row.role, row.created_at, row.created_by) if row else None
-
-    def tokens(self) -> list[Token]:
-        with self._read() as conn:
-            rows = conn.execute(select(tokens).order_by(tokens.c.name)).all()
-        return [Token(r.name, r.role, r.created_at, r.created_by) for r in rows]
-
-    def delete_token(self, name: str) -> None:
-        with _db_errors(self.url), self.engine.begin() as conn:
-            if conn.execute(delete(tokens).where(tokens.c.name == name)).rowcount == 0:
-                raise NotFoundError(f'no token "{name}"')
-
-    # -- jobs ----------------------------------------------------------------
-
-    def add_job(
-        self,
-        action: str,
-        request: Mapping[str, Any],
-        guests: Sequence[str],
-        *,
-        runner: str,
-        host: str,
-        process: str,
-        actor: str,
-    ) -> Job:
-        with _db_errors(self.url), self.engine.begin() as conn:
-            key = conn.execute(
-                insert(jobs).values(
-                    action=action,
-                    request=json.dumps(dict(request), sort_keys=True),
-                    guests=json.dumps(list(guests)),
-                    state="running",
-                    runner=runner,
-                    host=host,
-                    process=process,
-                    actor=actor,
-                    created_at=_now(),
-                    finished_at=None,
-                    results="[]",
-                    detail="",
-                )
-            ).inserted_primary_key
-        assert key is not None  # an INSERT always has one
-        return self.job(int(key[0]))
-
-    def update_job(
-        self,
-        job_id: int,
-        results: Sequence[Mapping[str, Any]],
-        *,
-        state: JobState = "running",
-        detail: str = "",
-    ) -> bool:
-        values: dict[str, Any] = {"results": json.dumps([dict(r) for r in results])}
-        if state != "running":
-            values.update(state=state, detail=detail, finished_at=_now())
-        with _db_errors(self.url), self.engine.begin() as conn:
-            done = conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.state == "running").values(**values)
-            )
-        return bool(done.rowcount)
-
-    def job(self, job_id: int) -> Job:
-        with self._read() as conn:
-            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-        if row is None:
-            raise NotFoundError(f"job {job_id}: no such job")
-        return _job(row)
-
-    def jobs(self, *, limit: int = 50, state: JobState | None = None) -> list[Job]:
-        query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
-        if state is not None:
-            query = query.where(jobs.c.state == state)
-        with self._read() as conn:
-            return [_job(row) for row in conn.execute(query)]
-
     # -- plumbing ----------------------------------------------------------
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with _db_errors(self.url), self.engine.connect() as conn:
+        with db_errors(self.url), self.engine.connect() as conn:
             yield conn
 
     def _migrate(self) -> None:
@@ -450,67 +329,13 @@ class SqlStore:
                 ) from exc
 
 
-def _prepare_sqlite_file(path: Path) -> None:
-    # Policies are the host's configuration: only the owner reads them.
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    except OSError as exc:
-        raise StoreError(f"db: cannot create {path}: {exc.strerror}") from None
-
-
-def _tune_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide where transactions begin.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("virtpolicy_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-@contextmanager
-def _db_errors(url: URL) -> Iterator[None]:
-    try:
-        yield
-    except OperationalError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        if "locked" in str(cause) or "busy" in str(cause):
-            raise StoreBusyError(
-                f"store busy: another process has held {_masked(url)} for writing "
-                f"over {_BUSY_TIMEOUT_MS // 1000} s; try again"
-            ) from exc
-        raise StoreError(f"store {_masked(url)}: {cause}") from exc
-    except SQLAlchemyError as exc:
-        cause = getattr(exc, "orig", None) or exc
-        raise StoreError(f"store {_masked(url)}: {cause}") from exc
-
-
-def _masked(url: URL) -> str:
-    """The URL as shown to people: any password hidden."""
-    return url.render_as_string(hide_password=True)
-
-
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
 def _with_label(key: str, value: str) -> Any:
     return select(labels.c.guest).where(and_(labels.c.key == key, labels.c.value == value))
 
 
 def _current(conn: Connection, guests: Sequence[str]) -> dict[str, tuple[int, str | None]]:
     found: dict[str, tuple[int, str | None]] = {}
-    for chunk in _chunks(guests):
+    for chunk in chunks(guests):
         query = select(policies.c.guest, policies.c.revision, policies.c.doc).where(
             policies.c.guest.in_(chunk)
         )
@@ -547,21 +372,3 @@ def _stored(row: Any) -> StoredPolicy:
 def _revision(row: Any) -> Revision:
     policy = _decode(row.guest, row.doc) if row.doc is not None else None
     return Revision(row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy)
-
-
-def _job(row: Any) -> Job:
-    return Job(
-        id=row.id,
-        action=row.action,
-        request=json.loads(row.request),
-        guests=tuple(json.loads(row.guests)),
-        state=row.state,
-        runner=row.runner,
-        host=row.host,
-        process=row.process,
-        actor=row.actor,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-        results=tuple(json.loads(row.results)),
-        detail=row.detail,
-    )

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from virtpolicy.engine import changes
+from virtpolicy.engine import changes, jobrunner
 from virtpolicy.engine.controller import Controller, ControllerSettings
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.supervisor import Backoff
@@ -164,8 +164,12 @@ def test_submitted_job_starts_in_order(tmp_path: Path) -> None:
     run_with(tmp_path, [MemoryGuest("db"), MemoryGuest("web")], scenario)
 
 
-def test_submit_is_refused_while_disconnected(tmp_path: Path) -> None:
-    """With the connection down, a job is refused and nothing is recorded."""
+def test_submit_is_refused_while_disconnected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the connection down (and not back within the wait), a job is refused and
+    nothing is recorded."""
+    monkeypatch.setattr(jobrunner, "CONNECT_WAIT_S", 0.1)
 
     async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
         host.open = host.close  # type: ignore[method-assign]  # libvirtd stays away

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -18,7 +17,10 @@ router = APIRouter(tags=["stats"], responses=schemas.ERRORS)
 @router.get("/v1/stats/guests")
 def guests(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
     """Every guest's rates over the last sample interval: CPU % (of one host
-    CPU), per vCPU %, steal and wait %, memory."""
+    CPU), per vCPU %, steal and wait %, memory. Per-vCPU and memory figures are
+    collected from the sample after the first such read on, for 5 minutes after the
+    last."""
+    daemon.monitor.want("vcpu", "balloon")
     latest = daemon.monitor.latest
     if latest is None:
         return []
@@ -41,6 +43,7 @@ def guest(
     ] = 0,
 ) -> dict[str, Any]:
     """One guest's history: CPU %, each vCPU's % and steal %, resident memory."""
+    daemon.monitor.want("vcpu", "balloon")
     monitor = daemon.monitor
     latest = monitor.latest
     if latest is None or (guest not in latest.guests and guest not in monitor.history.owners()):
@@ -86,6 +89,7 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
 async def prometheus(who: Reader, daemon: DaemonDep) -> Response:
     """Prometheus text format: guest and vCPU CPU seconds, tuning, drift,
     dependency state, sampler health."""
-    policies = await asyncio.to_thread(daemon.policies)
+    daemon.monitor.want("vcpu", "balloon")
+    policies = daemon.policies()  # in memory
     text = metrics.render(daemon.monitor, daemon.statuses(), policies, dict(daemon.states))
     return Response(text, media_type=metrics.CONTENT_TYPE)

@@ -48,7 +48,8 @@ class EventBus:
     def __init__(self, keep: int = KEEP) -> None:
         self._ring: deque[Event] = deque(maxlen=keep)
         self._next = time.time_ns() // 1000
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        #: Each subscriber's queue, and the kinds it asked for (empty: the default).
+        self._subscribers: dict[asyncio.Queue[Event | None], Collection[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self.closed = False
@@ -57,6 +58,10 @@ class EventBus:
         """The loop subscribers run on; publishing from other threads goes through it."""
         self._loop = loop
         self._loop_thread = threading.get_ident()
+
+    def listening(self, kind: str) -> bool:
+        """Whether any subscriber would receive an event of ``kind`` now."""
+        return any(_wanted(kind, kinds) for kinds in list(self._subscribers.values()))
 
     def publish(self, kind: str, /, *, keep: bool = True, **data: Any) -> None:
         """Send an event; ``keep=False``: to those listening now only, not kept for
@@ -75,7 +80,7 @@ class EventBus:
             if queue.qsize() < QUEUE:
                 queue.put_nowait(event)
             else:  # too slow: cut off (the spare slot); it can resume from its last id
-                self._subscribers.discard(queue)
+                self._subscribers.pop(queue, None)
                 queue.put_nowait(None)
 
     def close(self) -> None:
@@ -96,7 +101,7 @@ class EventBus:
         queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE + 1)
         if self.closed:
             return
-        self._subscribers.add(queue)
+        self._subscribers[queue] = tuple(kinds)
         seen = after
         try:
             if after is not None:
@@ -120,7 +125,7 @@ class EventBus:
                 if (seen is None or new.id > seen) and _wanted(new.kind, kinds):
                     yield new
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.pop(queue, None)
 
 
 def _wanted(kind: str, kinds: Collection[str]) -> bool:

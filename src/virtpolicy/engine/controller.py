@@ -95,7 +95,13 @@ class Controller:
         self.dynamic = DynamicEngine.from_settings(
             load_policies(settings.engines), settings.engine_settings, dry_run=settings.dry_run
         )
-        self.monitor = Monitor(settings.sample_interval, settings.history, keep=self.dynamic.window)
+        self.monitor = Monitor(
+            settings.sample_interval,
+            settings.history,
+            keep=self.dynamic.window,
+            # A dynamic policy beyond static reads per-vCPU figures every round.
+            always=frozenset({"vcpu"}) if set(self.dynamic.names) - {"static"} else frozenset(),
+        )
         self.sampling = Sampling(
             host, self.monitor, self.dynamic, self.events, self.connected, self.cache.all
         )

@@ -8,11 +8,11 @@ them in worker threads, never on its event loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Tuning
-from virtpolicy.hypervisor.stats import Sample
+from virtpolicy.hypervisor.stats import ALL_GROUPS, Sample
 from virtpolicy.policy.model import GuestPolicy
 
 #: (guest, what happened: "started", "stopped", "tuned vcpupin", ...)
@@ -80,5 +80,6 @@ class Host(Protocol):
     def agent_ping(self, name: str, timeout_s: int = 5) -> None:
         """Raise unless the guest agent answers ``guest-ping``."""
 
-    def sample(self) -> Sample:
-        """Every guest's utilization counters and the host CPUs' times."""
+    def sample(self, groups: Collection[str] = ALL_GROUPS) -> Sample:
+        """Every guest's utilization counters and the host CPUs' times; per-vCPU and
+        memory counters only for the ``groups`` ("vcpu", "balloon") given."""

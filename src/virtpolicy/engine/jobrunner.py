@@ -4,6 +4,7 @@ stopping the dependents of a guest that stopped (``on_dependency_stop``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -19,6 +20,8 @@ from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore
 
 log = logging.getLogger(__name__)
+
+CONNECT_WAIT_S = 5.0
 
 
 class JobRunner:
@@ -49,9 +52,12 @@ class JobRunner:
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
         """Record a start or stop job and run it in the background; the job as recorded.
 
-        Refused (and nothing recorded) when the graph has a cycle, or while
-        libvirt is not connected.
+        Refused (and nothing recorded) when the graph has a cycle, or when
+        libvirt is not connected within :data:`CONNECT_WAIT_S` (a daemon that
+        just started is still connecting).
         """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), CONNECT_WAIT_S)
         if not self.connected.is_set():
             raise ConnectionLostError(
                 f"not connected to {self.host.uri}: cannot {request.action} guests now"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -52,6 +53,8 @@ class GuestRates(NamedTuple):
     rss_kib: int | None
     memory_max_kib: int | None
     cpu_ns: int | None  # the counter itself, for Prometheus
+    available_kib: int | None = None  # the guest's view (its balloon driver)
+    unused_kib: int | None = None
 
     @property
     def vcpus(self) -> tuple[VcpuRates, ...]:
@@ -80,6 +83,8 @@ class GuestRates(NamedTuple):
             "memory_kib": self.memory_kib,
             "rss_kib": self.rss_kib,
             "memory_max_kib": self.memory_max_kib,
+            "memory_available_kib": self.available_kib,
+            "memory_unused_kib": self.unused_kib,
             "cpu_seconds_total": None if self.cpu_ns is None else self.cpu_ns / 1e9,
         }
 
@@ -124,6 +129,8 @@ def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) ->
         now.rss_kib,
         now.memory_max_kib,
         now.cpu_ns,
+        now.available_kib,
+        now.unused_kib,
     )
 
 
@@ -242,6 +249,10 @@ def _buckets(
     return points
 
 
+#: How long a reader's interest in a stats group keeps it collected.
+WANTED_S = 300.0
+
+
 @dataclass
 class Monitor:
     """The sampler's state: the last sample, the last rates, the history, health."""
@@ -261,9 +272,28 @@ class Monitor:
     keep: float = RECENT_S
     recent: deque[Rates] = field(init=False)
 
+    #: Optional stats groups always collected (those the dynamic policies read).
+    always: frozenset[str] = frozenset()
+    #: Optional stats group -> when a reader last asked for it (monotonic).
+    wanted: dict[str, float] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self.history = History(int(self.window / self.interval))
         self.recent = deque(maxlen=max(2, int(self.keep / self.interval) + 1))
+
+    def want(self, *groups: str) -> None:
+        """A reader uses these optional groups ("vcpu", "balloon"): collect them for
+        the next :data:`WANTED_S` seconds. Until a reader asks, per-vCPU and memory
+        figures are not collected, which is most of libvirtd's cost of a sample."""
+        now = time.monotonic()
+        for group in groups:
+            self.wanted[group] = now
+
+    def groups(self) -> frozenset[str]:
+        """The optional groups to collect in the next sample."""
+        now = time.monotonic()
+        recent = {g for g, at in self.wanted.items() if now - at < WANTED_S}
+        return self.always | recent
 
     def ingest(self, sample: Sample, duration: float) -> Rates:
         """Take one sample: derive its rates and keep them."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -53,8 +54,14 @@ class Sampling:
             await self.connected.wait()
             began = time.monotonic()
             cpu = time.thread_time
+            streaming = self.events.listening("stats")
+            if streaming:
+                self.monitor.want("vcpu", "balloon")
+            groups = self.monitor.groups()
             try:
-                sample, used = await asyncio.to_thread(_timed, self.hypervisor.sample, cpu)
+                sample, used = await asyncio.to_thread(
+                    _timed, functools.partial(self.hypervisor.sample, groups), cpu
+                )
             except HypervisorError as exc:
                 self.monitor.failed(str(exc))
                 log.warning("statistics: %s", exc)
@@ -62,6 +69,9 @@ class Sampling:
                 rates = self.monitor.ingest(sample, used)
                 if any(name != "static" for name in self.dynamic.names):
                     await self._decide()
+                if not streaming:  # nobody listens: build no event
+                    await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+                    continue
                 self.events.publish(
                     "stats",
                     keep=False,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -131,10 +131,11 @@ class Hypervisor:
             self._host = HostInfo(cpus=cpus, scheduler=_scheduler(driver, self.uri), driver=driver)
         return self._host
 
-    def sample(self) -> stats.Sample:
-        """Every guest's utilization counters and the host CPUs' times (one bulk call)."""
+    def sample(self, groups: Collection[str] = stats.ALL_GROUPS) -> stats.Sample:
+        """Every guest's utilization counters and the host CPUs' times (one bulk call);
+        per-vCPU and memory counters only for the ``groups`` ("vcpu", "balloon") given."""
         with self.translating(None, "collect statistics"):
-            return stats.collect(self.conn, self.host().cpus)
+            return stats.collect(self.conn, self.host().cpus, groups)
 
     def watch(self, on_guest: GuestCallback, on_close: Callable[[str], None]) -> None:
         """Lifecycle and tunable events of the current connection (see events.py)."""

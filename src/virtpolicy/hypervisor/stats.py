@@ -12,19 +12,22 @@ None, never 0, so that it cannot turn into a spike.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
 RUNNING: int = libvirt.VIR_DOMAIN_RUNNING
-STATS_GROUPS = (
-    libvirt.VIR_DOMAIN_STATS_STATE
-    | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
-    | libvirt.VIR_DOMAIN_STATS_VCPU
-    | libvirt.VIR_DOMAIN_STATS_BALLOON
-)
+#: Always asked for: what a guest's state and CPU % need.
+BASE_GROUPS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+#: Asked for only when something reads them (see Monitor.groups): per vCPU
+#: and memory are most of libvirtd's cost of a sample.
+OPTIONAL_GROUPS = {
+    "vcpu": libvirt.VIR_DOMAIN_STATS_VCPU,
+    "balloon": libvirt.VIR_DOMAIN_STATS_BALLOON,
+}
+ALL_GROUPS = frozenset(OPTIONAL_GROUPS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class GuestCounters:
     memory_kib: int | None  # balloon.current
     rss_kib: int | None
     memory_max_kib: int | None
+    #: The guest's own view, from its balloon driver (None without one).
+    available_kib: int | None = None
+    unused_kib: int | None = None
 
     @property
     def running(self) -> bool:
@@ -83,6 +89,8 @@ def parse_domain_stats(name: str, stats: Mapping[str, Any]) -> GuestCounters:
         memory_kib=_int(stats, "balloon.current"),
         rss_kib=_int(stats, "balloon.rss"),
         memory_max_kib=_int(stats, "balloon.maximum"),
+        available_kib=_int(stats, "balloon.available"),
+        unused_kib=_int(stats, "balloon.unused"),
     )
 
 
@@ -101,12 +109,18 @@ def host_cpu_times(conn: libvirt.virConnect, cpus: int) -> tuple[tuple[int, int]
     return tuple(times)
 
 
-def collect(conn: libvirt.virConnect, cpus: int) -> Sample:
-    """One bulk call for the guests, one call per host CPU."""
+def collect(
+    conn: libvirt.virConnect, cpus: int, groups: Collection[str] = ALL_GROUPS
+) -> Sample:
+    """One bulk call for the guests (state, CPU and the optional ``groups``), one
+    call per host CPU."""
     wall, mono = time.time(), time.monotonic()
+    flags = BASE_GROUPS
+    for group in groups:
+        flags |= OPTIONAL_GROUPS[group]
     guests = {
         (name := dom.name()): parse_domain_stats(name, stats)
-        for dom, stats in conn.getAllDomainStats(STATS_GROUPS)
+        for dom, stats in conn.getAllDomainStats(flags)
     }
     return Sample(mono, wall, guests, host_cpu_times(conn, cpus))
 
@@ -131,5 +145,7 @@ def collect_per_guest(conn: libvirt.virConnect, cpus: int) -> Sample:
             stats["balloon.current"] = memory.get("actual")
             stats["balloon.rss"] = memory.get("rss")
             stats["balloon.maximum"] = dom.maxMemory()
+            stats["balloon.available"] = memory.get("available")
+            stats["balloon.unused"] = memory.get("unused")
         guests[name] = parse_domain_stats(name, stats)
     return Sample(mono, wall, guests, host_cpu_times(conn, cpus))

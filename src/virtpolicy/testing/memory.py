@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from virtpolicy.engine.host import GuestEvent
 from virtpolicy.errors import ConnectionLostError, GuestNotFoundError, HypervisorError
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
-from virtpolicy.hypervisor.stats import Sample
+from virtpolicy.hypervisor.stats import ALL_GROUPS, Sample
 from virtpolicy.policy.model import GuestPolicy
 
 
@@ -116,7 +116,7 @@ class MemoryHost:
     def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
         return self._guest("read_mirror", name).mirror
 
-    def sample(self) -> Sample:
+    def sample(self, groups: Collection[str] = ALL_GROUPS) -> Sample:
         self._check("sample", None)
         return Sample(time.monotonic(), time.time(), {}, tuple((0, 0) for _ in range(self.cpus)))
 

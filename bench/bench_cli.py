@@ -1,0 +1,77 @@
+"""Start-up of the `virtpolicy` command, whole processes, as a user runs it.
+
+Run: .venv/bin/python bench/bench_cli.py [--runs 5] [--repeat 11]
+
+Each run times --repeat executions of: `virtpolicy --version`,
+`virtpolicy --server SOCKET policy get web` and `virtpolicy --server SOCKET
+status` against a daemon on a test-driver host, and prints the run's median
+per command (wall time of the whole process, fork to exit). Aims: --version
+< 100 ms, policy get < 200 ms, status < 250 ms. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+NODE = HERE / "tests" / "integration" / "nodes" / "host4.xml"
+VIRTPOLICY = str(Path(sys.executable).parent / "virtpolicy")
+
+
+def timed(argv: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=11)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db, run_dir = f"{tmp}/p.db", Path(tmp) / "run"
+        subprocess.run(
+            [VIRTPOLICY, "--db", db, "policy", "set", "web", "--weight", "200"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        daemon = subprocess.Popen(
+            [VIRTPOLICY, "--db", db, "serve", "--run-dir", str(run_dir), "--connect", f"test://{NODE}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not (run_dir / "virtpolicy.sock").exists():
+                time.sleep(0.05)
+            time.sleep(1)
+            sock = str(run_dir / "virtpolicy.sock")
+            commands = {
+                "--version": [VIRTPOLICY, "--version"],
+                "--server S policy get web": [VIRTPOLICY, "--server", sock, "policy", "get", "web"],
+                "--server S status": [VIRTPOLICY, "--server", sock, "status"],
+            }
+            print(f"{platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+            print("| command | " + " | ".join(f"run {n}" for n in range(1, args.runs + 1)) + " |")
+            print("|---|" + "---|" * args.runs)
+            medians: dict[str, list[float]] = {name: [] for name in commands}
+            for _ in range(args.runs):
+                for name, argv in commands.items():
+                    medians[name].append(statistics.median(timed(argv) for _ in range(args.repeat)))
+            for name, values in medians.items():
+                print(f"| `{name}` | " + " | ".join(f"{v * 1000:.0f} ms" for v in values) + " |")
+        finally:
+            daemon.terminate()
+            daemon.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Real Linux guests (tests/lab/linux-guest): the guest agent, ACPI shutdown with its
+timeout, ordered stops, and memory figures from the balloon driver.
+
+Each guest boots Debian's cloud kernel with a busybox initramfs and
+qemu-guest-agent. KVM is used where a KVM guest's agent answers on this
+machine, TCG otherwise (the choice is made once per run and printed).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, Daemon, api_client, eventually, remove_guest, try_virsh, virsh
+
+pytestmark = pytest.mark.integration
+
+LAB = Path(__file__).parents[1] / "lab"
+XML = """<domain type='{kind}'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel><initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 {flags}</cmdline></os>
+  <features><acpi/></features>
+  <devices>
+    <serial type='file'><source path='{console}'/></serial>
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <memballoon model='virtio'><stats period='1'/></memballoon>
+  </devices>
+</domain>"""
+
+
+def agent_answers(name: str) -> bool:
+    ping = '{"execute": "guest-ping"}'
+    return try_virsh("qemu-agent-command", name, ping, "--timeout", "2").returncode == 0
+
+
+CONSOLES = Path(tempfile.gettempdir()) / "vp-test-consoles"
+
+
+def console_log(name: str) -> str:
+    """What the guest printed on its serial console so far."""
+    path = CONSOLES / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def define(name: str, image: tuple[str, str], kind: str, flags: str = "") -> str:
+    remove_guest(name)
+    CONSOLES.mkdir(exist_ok=True)
+    console = CONSOLES / f"{name}.log"
+    console.unlink(missing_ok=True)
+    xml = XML.format(
+        kind=kind, name=name, kernel=image[0], initrd=image[1], flags=flags, console=console
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+        f.write(xml)
+        f.flush()
+        virsh("define", f.name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def linux_image(qemu_uri: str) -> tuple[str, str]:
+    """(kernel, initrd) of the lab's Linux guest, built once per machine."""
+    out = subprocess.run(
+        [str(LAB / "linux-guest"), "build"], capture_output=True, text=True, check=True, timeout=600
+    )
+    kernel, initrd = out.stdout.split()
+    return kernel, initrd
+
+
+@pytest.fixture(scope="session")
+def accel(linux_image: tuple[str, str]) -> str:
+    """'kvm' when a KVM guest's agent answers here within 30 s, else 'qemu' (TCG).
+    Decided once per machine and kept beside the image."""
+    decided = Path(linux_image[0]).parent / "accel"
+    if decided.exists():
+        return decided.read_text().strip()
+    kind = "qemu"
+    if Path("/dev/kvm").exists():
+        name = define("vp-test-kvm-probe", linux_image, "kvm")
+        try:
+            if try_virsh("start", name).returncode == 0:
+                try:
+                    eventually(lambda: agent_answers(name), timeout=30)
+                    kind = "kvm"
+                except pytest.fail.Exception:
+                    pass
+        finally:
+            remove_guest(name)
+    decided.write_text(kind + "\n")
+    return kind
+
+
+@pytest.fixture
+def linux_guest(linux_image: tuple[str, str], accel: str) -> Iterator[Callable[..., str]]:
+    """Define real Linux guests vp-test-SUFFIX; destroyed and undefined after."""
+    made: list[str] = []
+    print(f"real Linux guests run under {'KVM' if accel == 'kvm' else 'TCG'}")
+
+    def make(suffix: str, flags: str = "") -> str:
+        made.append(define(f"vp-test-{suffix}", linux_image, accel, flags))
+        return made[-1]
+
+    yield make
+    for name in made:
+        remove_guest(name)
+
+
+def results(output: str) -> dict[str, dict[str, object]]:
+    return {r["guest"]: r for r in json.loads(output)}
+
+
+def test_requires_agent_waits_for_the_agent(
+    linux_guest: Callable[..., str], make_guest: Callable[..., str], run: Cli, qemu_uri: str
+) -> None:
+    """`start app` with app requiring db@agent: db boots, app starts only once db's agent
+    answers; with an agent that never comes, app is held back when the timeout ends."""
+    db = linux_guest("lx-db")
+    mute = linux_guest("lx-mute", "virtpolicy.noagent")
+    app, app2 = make_guest("lx-app"), make_guest("lx-app2")
+    destroy = ["--stop-action", "destroy"]
+    run("policy", "set", app, "--requires", f"{db}@agent", *destroy)
+    out = run("start", app, "--connect", qemu_uri, "-o", "json")
+    assert out.exit_code == 0, out.output
+    done = results(out.stdout)
+    assert (done[db]["result"], done[app]["result"]) == ("started", "started")
+    assert done[app]["seconds"] > done[db]["seconds"]
+    assert agent_answers(db)
+    # The same with an agent that never answers (timeout 20 s).
+    doc = {"guest": app2, "requires": [{"guest": mute, "when": "agent", "timeout": 20}]}
+    assert run("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
+    held = run("start", app2, "--connect", qemu_uri, "-o", "json")
+    assert held.exit_code == 1
+    assert results(held.stdout)[app2]["result"] == "held back"
+    assert "guest agent of" in str(results(held.stdout)[app2]["detail"])
+    assert virsh("domstate", app2).strip() == "shut off"
+
+
+def test_shutdown_within_its_timeout_and_escalation_only_when_asked(
+    linux_guest: Callable[..., str], run: Cli, qemu_uri: str
+) -> None:
+    """A guest that honours shutdown stops with action shutdown; one that ignores both
+    the power button and has no agent (libvirt asks the agent first when there is
+    one) fails at its timeout, and is destroyed only with stop.escalate."""
+    good = linux_guest("lx-good")
+    deaf = linux_guest("lx-deaf", "virtpolicy.noacpi virtpolicy.noagent")
+    for name in (good, deaf):
+        virsh("start", name)
+    eventually(lambda: agent_answers(good), timeout=120)
+    eventually(lambda: "virtpolicy lab guest up" in console_log(deaf), timeout=120)
+    run("policy", "set", good, "--stop-action", "shutdown", "--stop-timeout", "60")
+    run("policy", "set", deaf, "--stop-action", "shutdown", "--stop-timeout", "5")
+    stopped = run("stop", good, "--connect", qemu_uri, "-o", "json")
+    assert results(stopped.stdout)[good]["result"] == "stopped"
+    refused = run("stop", deaf, "--connect", qemu_uri, "-o", "json")
+    assert refused.exit_code == 1
+    assert "did not shut down within 5 s" in str(results(refused.stdout)[deaf]["detail"])
+    assert virsh("domstate", deaf).strip() == "running"
+    escalate = {"guest": deaf, "stop": {"action": "shutdown", "timeout": 5, "escalate": True}}
+    assert run("apply", "-f", "-", input=json.dumps(escalate)).exit_code == 0
+    forced = run("stop", deaf, "--connect", qemu_uri, "-o", "json")
+    assert results(forced.stdout)[deaf]["result"] == "destroyed after shutdown timed out"
+    assert virsh("domstate", deaf).strip() == "shut off"
+
+
+def test_ordered_stop_of_a_chain(linux_guest: Callable[..., str], run: Cli, qemu_uri: str) -> None:
+    """c requires b requires a, all real: `stop a` shuts down c, then b, then a, each
+    through its OS."""
+    a, b, c = (linux_guest(f"lx-chain{n}") for n in "abc")
+    run("policy", "set", b, "--requires", a)
+    run("policy", "set", c, "--requires", b)
+    started = run("start", c, "--connect", qemu_uri, "-o", "json")
+    assert started.exit_code == 0, started.output
+    eventually(lambda: all(agent_answers(g) for g in (a, b, c)), timeout=120)
+    out = run("stop", a, "--connect", qemu_uri, "-o", "json")
+    assert out.exit_code == 0, out.output
+    done = results(out.stdout)
+    assert {g: r["result"] for g, r in done.items()} == {a: "stopped", b: "stopped", c: "stopped"}
+    finished = sorted(done, key=lambda g: float(done[g]["seconds"]))  # type: ignore[arg-type]
+    assert finished == [c, b, a]
+
+
+def test_memory_comes_from_the_balloon_driver(
+    linux_guest: Callable[..., str],
+    start_daemon: Callable[..., Daemon],
+    db: str,
+    qemu_uri: str,
+) -> None:
+    """The sampler reports the guest's own view of its memory (the balloon driver's
+    available and unused), beside what the host sees."""
+    guest = linux_guest("lx-mem")
+    virsh("start", guest)
+    eventually(lambda: agent_answers(guest), timeout=120)
+    daemon = start_daemon(db, "--connect", qemu_uri, "--sample-interval", "1")
+    with api_client(daemon.socket) as c:
+
+        def memory() -> dict[str, object] | None:
+            rows = {r["guest"]: r for r in c.get("/v1/stats/guests").json()}
+            row = rows.get(guest)
+            return row if row and row.get("memory_available_kib") else None
+
+        row = eventually(memory, timeout=60)
+    assert 0 < int(row["memory_unused_kib"]) < int(row["memory_available_kib"])  # type: ignore[call-overload]
+    assert int(row["memory_available_kib"]) <= 256 * 1024  # type: ignore[call-overload]

@@ -45,7 +45,16 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         daemon = subprocess.Popen(
-            [VIRTPOLICY, "--db", db, "serve", "--run-dir", str(run_dir), "--connect", f"test://{NODE}"],
+            [
+                VIRTPOLICY,
+                "--db",
+                db,
+                "serve",
+                "--run-dir",
+                str(run_dir),
+                "--connect",
+                f"test://{NODE}",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

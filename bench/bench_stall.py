@@ -49,7 +49,16 @@ def one_run(hold: float) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         db, run_dir = f"{tmp}/p.db", Path(tmp) / "run"
         daemon = subprocess.Popen(
-            [str(VIRTPOLICY), "--db", db, "serve", "--run-dir", str(run_dir), "--connect", f"test://{NODE}"],
+            [
+                str(VIRTPOLICY),
+                "--db",
+                db,
+                "serve",
+                "--run-dir",
+                str(run_dir),
+                "--connect",
+                f"test://{NODE}",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -131,11 +131,31 @@ def protocol(max_connections: int, request_timeout: float) -> type[GuardedProtoc
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to the daemon."""
+    """A uvicorn server that leaves signals to the daemon, and sleeps while idle:
+    uvicorn's own main loop wakes ten times a second to look at ``should_exit``
+    (most of an idle daemon's CPU with four listeners); this one waits for it."""
+
+    _exit: asyncio.Event | None = None
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit is not None and self._exit.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if self._exit is None:
+            self._exit = asyncio.Event()
+        if value:
+            self._exit.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # the default headers, once (no Date header: see below)
+        assert self._exit is not None
+        await self._exit.wait()
 
 
 def servers(
@@ -196,6 +216,7 @@ def _tcp_config(
         ssl_keyfile=tls_key,
         http=protocol(MAX_CONNECTIONS["tcp"], REQUEST_TIMEOUT_S),
         timeout_keep_alive=IDLE_TIMEOUT_S,
+        date_header=False,  # it would need a tick every second
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -225,6 +246,7 @@ def _unix_server(
         http=protocol(MAX_CONNECTIONS[listener], REQUEST_TIMEOUT_S),
         timeout_keep_alive=IDLE_TIMEOUT_S,
         backlog=_BACKLOG,
+        date_header=False,  # it would need a tick every second
         log_config=None,
         access_log=False,
         lifespan="off",

@@ -32,6 +32,7 @@ class PolicyCache:
         self._store = store
         self._lock = threading.Lock()  # one refresh at a time
         self.revision: int | None = None
+        self._marker: int | None = None
         self._policies: Mapping[str, GuestPolicy] = MappingProxyType({})
 
     def all(self) -> Mapping[str, GuestPolicy]:
@@ -41,10 +42,18 @@ class PolicyCache:
     def get(self, guest: str) -> GuestPolicy | None:
         return self._policies.get(guest)
 
+    def marker(self) -> int:
+        """(Blocking, cheap.) The store's change marker: when it moves, refresh."""
+        return self._store.change_marker()
+
     def refresh(self) -> list[Revision] | None:
         """(Blocking.) Catch up with the store. Returns the revisions read since the
         last refresh ([] if none), or None when it read everything anew."""
         with self._lock:
+            marker = self._store.change_marker()
+            if marker == self._marker and self.revision is not None:
+                return []  # nothing committed since: not even the revision is read
+            self._marker = marker
             revision = self._store.global_revision()
             if revision == self.revision:
                 return []
@@ -74,14 +83,42 @@ async def follow(
     interval: float,
     on_change: Callable[[list[Revision] | None], None],
 ) -> None:
-    """Refresh ``cache`` every ``interval`` seconds (in a thread); after each refresh that
-    found writes, ``on_change(revisions or None)`` on the loop."""
-    while True:
-        try:
-            written = await asyncio.to_thread(cache.refresh)
-        except StoreError as exc:
-            log.warning("store: %s", exc)
-        else:
-            if written != []:
-                on_change(written)
-        await asyncio.sleep(interval)
+    """Keep ``cache`` current; after each refresh that found writes, call
+    ``on_change(revisions or None)`` on the loop.
+
+    A thread of its own reads the store's change marker every ``interval``
+    seconds (microseconds each) and wakes the loop only when it moved, so an
+    idle daemon's loop does not wake twice a second for nothing.
+    """
+    loop = asyncio.get_running_loop()
+    moved = asyncio.Event()
+    stop = threading.Event()
+
+    def watch() -> None:
+        last: int | None = None
+        while not stop.wait(interval):
+            try:
+                marker: int | None = cache.marker()
+            except StoreError:
+                marker = None  # let a refresh find out and log why
+            if marker != last or marker is None:
+                last = marker
+                loop.call_soon_threadsafe(moved.set)
+
+    watcher = threading.Thread(target=watch, name="store-watch", daemon=True)
+    watcher.start()
+    try:
+        while True:
+            await moved.wait()
+            moved.clear()
+            try:
+                written = await asyncio.to_thread(cache.refresh)
+            except StoreError as exc:
+                log.warning("store: %s", exc)
+                await asyncio.sleep(interval)
+                moved.set()  # try again
+            else:
+                if written != []:
+                    on_change(written)
+    finally:
+        stop.set()

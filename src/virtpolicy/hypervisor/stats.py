@@ -109,9 +109,7 @@ def host_cpu_times(conn: libvirt.virConnect, cpus: int) -> tuple[tuple[int, int]
     return tuple(times)
 
 
-def collect(
-    conn: libvirt.virConnect, cpus: int, groups: Collection[str] = ALL_GROUPS
-) -> Sample:
+def collect(conn: libvirt.virConnect, cpus: int, groups: Collection[str] = ALL_GROUPS) -> Sample:
     """One bulk call for the guests (state, CPU and the optional ``groups``), one
     call per host CPU."""
     wall, mono = time.time(), time.monotonic()

@@ -10,6 +10,8 @@ check revisions and the graph cannot change under it.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +76,8 @@ class SqlStore(TokensAndJobs):
     def __init__(self, db: str, *, migrate: bool = True) -> None:
         self.url = to_url(db)
         self._sqlite = self.url.get_backend_name() == "sqlite"
+        self._marker: sqlite3.Connection | None = None
+        self._marker_lock = threading.Lock()
         if self._sqlite and self.url.database not in (None, "", ":memory:"):
             prepare_sqlite_file(Path(self.url.database))
         with db_errors(self.url):
@@ -85,6 +89,24 @@ class SqlStore(TokensAndJobs):
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._marker is not None:
+            self._marker.close()
+
+    def change_marker(self) -> int:
+        """SQLite: ``PRAGMA data_version`` on a connection of its own (a few
+        microseconds; it moves when another connection commits, and every write
+        here goes through another). Other databases: the global revision."""
+        if not self._sqlite or self.url.database in (None, "", ":memory:"):
+            return self.global_revision()
+        with self._marker_lock:
+            if self._marker is None:
+                self._marker = sqlite3.connect(
+                    f"file:{self.url.database}?mode=ro", uri=True, check_same_thread=False
+                )
+            try:
+                return int(self._marker.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.url}: {exc}") from exc
 
     # -- reading ---------------------------------------------------------
 

@@ -1,0 +1,133 @@
+"""The whole daemon's cost: CPU of `virtpolicy serve` and of libvirtd, whole processes.
+
+Run: sudo tests/lab/libvirtd up && .venv/bin/python bench/bench_cost.py [--seconds 120] [--runs 3]
+
+Two measurements on the lab's real libvirtd, each over --seconds, CPU time
+(user + system) read from /proc/PID/stat of both processes before and after:
+
+- idle: the daemon with nothing to do (no guest, sampling set to an hour);
+- sampling: 20 running diskless QEMU guests (2 vCPUs, TCG), each with a
+  policy, sampled every 5 s, with a reader of /v1/stats/guests every 15 s
+  (so per-vCPU and memory counters are collected, as for a Prometheus
+  scrape); reported per guest per sample, daemon and libvirtd together.
+
+Every run is printed. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import libvirt
+
+URI = "qemu:///system"
+VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
+TICK = os.sysconf("SC_CLK_TCK")
+XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>2</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
+<devices><console type='pty'/><memballoon model='virtio'/></devices></domain>"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def libvirtd_pid() -> int:
+    out = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def measure(seconds: float, guests: int, sample: float, reader: bool) -> tuple[float, float, int]:
+    """(daemon CPU s, libvirtd CPU s, samples taken) over ``seconds``."""
+    conn = libvirt.open(URI)
+    names = [f"vp-bench-cost{i}" for i in range(guests)]
+    with tempfile.TemporaryDirectory() as tmp:
+        db, run_dir = f"{tmp}/p.db", Path(tmp) / "run"
+        for name in names:
+            conn.createXML(XML.format(name=name), 0)
+            subprocess.run(
+                [str(VIRTPOLICY), "--db", db, "policy", "set", name, "--weight", "200"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        daemon = subprocess.Popen(
+            [
+                str(VIRTPOLICY),
+                "--db",
+                db,
+                "serve",
+                "--run-dir",
+                str(run_dir),
+                "--connect",
+                URI,
+                "--no-autostart",
+                "--sample-interval",
+                str(sample),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            transport = httpx.HTTPTransport(uds=str(run_dir / "virtpolicy-ro.sock"))
+            while not (run_dir / "virtpolicy.sock").exists():
+                time.sleep(0.1)
+            time.sleep(10)  # connected, first passes done
+            with httpx.Client(transport=transport, base_url="http://vp") as api:
+                before = api.get("/v1/stats/host").json()["sampler"]["samples"]
+                lv = libvirtd_pid()
+                d0, l0, t0 = cpu_seconds(daemon.pid), cpu_seconds(lv), time.monotonic()
+                next_read = t0
+                while time.monotonic() - t0 < seconds:
+                    if reader and time.monotonic() >= next_read:
+                        api.get("/v1/stats/guests")
+                        next_read += 15
+                    time.sleep(0.5)
+                d1, l1 = cpu_seconds(daemon.pid), cpu_seconds(lv)
+                taken = api.get("/v1/stats/host").json()["sampler"]["samples"] - before
+            return d1 - d0, l1 - l0, taken
+        finally:
+            daemon.terminate()
+            daemon.wait()
+            for name in names:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.lookupByName(name).destroy()
+            conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--guests", type=int, default=20)
+    parser.add_argument("--only", choices=["idle", "sampling"])
+    args = parser.parse_args()
+    print(f"{platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
+    for n in range(1, args.runs + 1):
+        if args.only != "sampling":
+            d, lv, _ = measure(args.seconds, 0, 3600, reader=False)
+            print(
+                f"run {n} idle: daemon {d:.3f} s, libvirtd {lv:.3f} s CPU per {args.seconds:.0f} s"
+            )
+        if args.only != "idle":
+            d, lv, taken = measure(args.seconds, args.guests, 5, reader=True)
+            per = (d + lv) / max(1, taken * args.guests) * 1e6
+            print(
+                f"run {n} sampling {args.guests} guests: {taken} samples, daemon {d:.3f} s, "
+                f"libvirtd {lv:.3f} s: {per:.0f} µs per guest per sample "
+                f"(daemon {d / max(1, taken * args.guests) * 1e6:.0f}, "
+                f"libvirtd {lv / max(1, taken * args.guests) * 1e6:.0f})"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lab_daemon import serve
+
 HERE = Path(__file__).resolve().parents[1]
 NODE = HERE / "tests" / "integration" / "nodes" / "host4.xml"
 VIRTPOLICY = str(Path(sys.executable).parent / "virtpolicy")
@@ -44,23 +46,7 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        daemon = subprocess.Popen(
-            [
-                VIRTPOLICY,
-                "--db",
-                db,
-                "serve",
-                "--run-dir",
-                str(run_dir),
-                "--connect",
-                f"test://{NODE}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            while not (run_dir / "virtpolicy.sock").exists():
-                time.sleep(0.05)
+        with serve(db, run_dir, "--connect", f"test://{NODE}"):
             time.sleep(1)
             sock = str(run_dir / "virtpolicy.sock")
             commands = {
@@ -77,9 +63,6 @@ def main() -> None:
                     medians[name].append(statistics.median(timed(argv) for _ in range(args.repeat)))
             for name, values in medians.items():
                 print(f"| `{name}` | " + " | ".join(f"{v * 1000:.0f} ms" for v in values) + " |")
-        finally:
-            daemon.terminate()
-            daemon.wait()
 
 
 if __name__ == "__main__":

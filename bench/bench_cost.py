@@ -29,6 +29,8 @@ from pathlib import Path
 import httpx
 import libvirt
 
+from lab_daemon import serve
+
 URI = "qemu:///system"
 VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -60,29 +62,14 @@ def measure(seconds: float, guests: int, sample: float, reader: bool) -> tuple[f
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-        daemon = subprocess.Popen(
-            [
-                str(VIRTPOLICY),
-                "--db",
-                db,
-                "serve",
-                "--run-dir",
-                str(run_dir),
-                "--connect",
-                URI,
-                "--no-autostart",
-                "--sample-interval",
-                str(sample),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        args = ("--connect", URI, "--no-autostart", "--sample-interval", str(sample))
+        transport = httpx.HTTPTransport(uds=str(run_dir / "virtpolicy-ro.sock"))
         try:
-            transport = httpx.HTTPTransport(uds=str(run_dir / "virtpolicy-ro.sock"))
-            while not (run_dir / "virtpolicy.sock").exists():
-                time.sleep(0.1)
-            time.sleep(10)  # connected, first passes done
-            with httpx.Client(transport=transport, base_url="http://vp") as api:
+            with (
+                serve(db, run_dir, *args) as daemon,
+                httpx.Client(transport=transport, base_url="http://vp") as api,
+            ):
+                time.sleep(10)  # connected, first passes done
                 before = api.get("/v1/stats/host").json()["sampler"]["samples"]
                 lv = libvirtd_pid()
                 d0, l0, t0 = cpu_seconds(daemon.pid), cpu_seconds(lv), time.monotonic()
@@ -96,8 +83,6 @@ def measure(seconds: float, guests: int, sample: float, reader: bool) -> tuple[f
                 taken = api.get("/v1/stats/host").json()["sampler"]["samples"] - before
             return d1 - d0, l1 - l0, taken
         finally:
-            daemon.terminate()
-            daemon.wait()
             for name in names:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.lookupByName(name).destroy()

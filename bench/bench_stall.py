@@ -26,6 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from lab_daemon import serve
+
 HERE = Path(__file__).resolve().parents[1]
 NODE = HERE / "tests" / "integration" / "nodes" / "host4.xml"
 VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
@@ -48,23 +50,7 @@ def client(socket: Path) -> httpx.Client:
 def one_run(hold: float) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         db, run_dir = f"{tmp}/p.db", Path(tmp) / "run"
-        daemon = subprocess.Popen(
-            [
-                str(VIRTPOLICY),
-                "--db",
-                db,
-                "serve",
-                "--run-dir",
-                str(run_dir),
-                "--connect",
-                f"test://{NODE}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            while not (run_dir / "virtpolicy.sock").exists():
-                time.sleep(0.05)
+        with serve(db, run_dir, "--connect", f"test://{NODE}"):
             with client(run_dir / "virtpolicy.sock") as rw:
                 while not rw.get("/v1/host").json()["connected"]:
                     time.sleep(0.05)
@@ -100,9 +86,6 @@ def one_run(hold: float) -> dict[str, list[float]]:
             holder.wait()
             got["patch_status"] = [float(patch["status"])]
             return got
-        finally:
-            daemon.terminate()
-            daemon.wait()
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -311,6 +312,34 @@ def tls(tmp_path: Path) -> tuple[Path, Path]:
         capture_output=True,
     )
     return cert, key
+
+
+@pytest.fixture
+def https(db: str, tls: tuple[Path, Path], start_daemon: Callable[..., Daemon]) -> str:
+    """A daemon on the test driver serving TCP with TLS on a free port; its URL."""
+    url = f"https://127.0.0.1:{free_port()}"
+    context = ssl.create_default_context(cafile=str(tls[0]))
+
+    def answers(_daemon: Daemon) -> bool:
+        try:
+            httpx.get(url + "/v1/openapi.json", verify=context, timeout=1)
+        except httpx.TransportError:
+            return False
+        return True
+
+    start_daemon(
+        db,
+        "--connect",
+        f"test://{NODE}",
+        "--listen",
+        url.removeprefix("https://"),
+        "--tls-cert",
+        str(tls[0]),
+        "--tls-key",
+        str(tls[1]),
+        ready=answers,
+    )
+    return url
 
 
 def api_client(socket: Path, timeout: float = 30.0) -> httpx.Client:

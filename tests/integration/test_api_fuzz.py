@@ -18,7 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import NODE, Cli, Daemon, free_port
+from tests.conftest import Cli
 from tests.integration.test_api import FakeDaemon
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY
@@ -97,33 +97,13 @@ def test_no_server_errors_in_process(tmp_path: Path) -> None:
 
 
 def test_no_server_errors_over_tls_with_a_token(
-    db: str, tls: tuple[Path, Path], start_daemon: Callable[..., Daemon], run: Cli
+    https: str, tls: tuple[Path, Path], run: Cli
 ) -> None:
     """The same over the daemon's TLS listener, as an admin token; the document itself
     is served there only with a token."""
     token = run("token", "create", "fuzz", "--role", "admin").output.strip()
-    url = f"https://127.0.0.1:{free_port()}"
+    url = https
     context = ssl.create_default_context(cafile=str(tls[0]))
-
-    def answers(_daemon: Daemon) -> bool:
-        try:
-            httpx.get(url + "/v1/host", verify=context, timeout=1)
-        except httpx.TransportError:
-            return False
-        return True
-
-    start_daemon(
-        db,
-        "--connect",
-        f"test://{NODE}",
-        "--listen",
-        url.removeprefix("https://"),
-        "--tls-cert",
-        str(tls[0]),
-        "--tls-key",
-        str(tls[1]),
-        ready=answers,
-    )
     assert httpx.get(url + "/v1/openapi.json", verify=context).status_code == 401
     headers = {"Authorization": f"Bearer {token}"}
     document = httpx.get(url + "/v1/openapi.json", verify=context, headers=headers).json()

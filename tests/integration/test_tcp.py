@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import NODE, Cli, Daemon, free_port
+from tests.conftest import NODE, Cli
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def https(db: str, tls: tuple[Path, Path], start_daemon: Callable[..., Daemon]) -> str:
-    url = f"https://127.0.0.1:{free_port()}"
-    context = ssl.create_default_context(cafile=str(tls[0]))
-
-    def answers(_daemon: Daemon) -> bool:
-        try:
-            httpx.get(url + "/v1/openapi.json", verify=context, timeout=1)
-        except httpx.TransportError:
-            return False
-        return True
-
-    start_daemon(
-        db,
-        "--connect",
-        f"test://{NODE}",
-        "--listen",
-        url.removeprefix("https://"),
-        "--tls-cert",
-        str(tls[0]),
-        "--tls-key",
-        str(tls[1]),
-        ready=answers,
-    )
-    return url
 
 
 def test_tokens_over_tls(https: str, tls: tuple[Path, Path], run: Cli) -> None:

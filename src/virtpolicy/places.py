@@ -1,16 +1,16 @@
 """Where things live by default, and who is acting: what every command needs.
 
-Standard library only: the CLI imports this before it knows its command.
+Standard library only, and little of it (no pathlib): the CLI imports this
+before it knows its command.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-from pathlib import Path
 
-SYSTEM_DB = Path("/var/lib/virtpolicy/policies.db")
-SYSTEM_RUN_DIR = Path("/run/virtpolicy")
+SYSTEM_DB = "/var/lib/virtpolicy/policies.db"
+SYSTEM_RUN_DIR = "/run/virtpolicy"
 
 
 def default_db() -> str:
@@ -19,17 +19,17 @@ def default_db() -> str:
     if env:
         return env
     if os.geteuid() == 0:
-        return str(SYSTEM_DB)
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(data) / "virtpolicy" / "policies.db")
+        return SYSTEM_DB
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(data, "virtpolicy", "policies.db")
 
 
 def default_run_dir() -> str:
     """``/run/virtpolicy`` for root, else ``$XDG_RUNTIME_DIR/virtpolicy``."""
     if os.geteuid() == 0:
-        return str(SYSTEM_RUN_DIR)
+        return SYSTEM_RUN_DIR
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/virtpolicy-{os.getuid()}"
-    return str(Path(runtime) / "virtpolicy")
+    return os.path.join(runtime, "virtpolicy")
 
 
 def local_actor() -> str:

@@ -77,3 +77,20 @@ def test_token_names_and_duplicates(run: Cli) -> None:
         'error: token "ci" exists already; delete it first\n',
     )
     assert run("token", "delete", "nope").output == 'error: no token "nope"\n'
+
+
+def test_cli_over_tls_with_a_token(
+    https: str, tls: tuple[Path, Path], db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`virtpolicy --server https://... --token T` works as through the socket, verifying
+    the daemon's certificate against SSL_CERT_FILE."""
+    run = Cli(db)
+    token = run("token", "create", "ops", "--role", "operator").output.strip()
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
+    server = ["--server", https, "--token", token]
+    assert run(*server, "policy", "set", "web", "--weight", "300").exit_code == 0
+    got = run(*server, "policy", "get", "web")
+    assert got.exit_code == 0, got.output
+    assert "weight: 300" in got.stdout
+    history = run(*server, "policy", "history", "web", "-o", "json")
+    assert '"actor": "token:ops"' in history.stdout

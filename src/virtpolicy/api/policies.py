@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import Reader, Store, Writer, json_object, notify_daemon
 from virtpolicy.engine import changes, planning
 from virtpolicy.engine.changes import outcome_result
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
-from virtpolicy.policy.document import check_unique, parse_documents
+from virtpolicy.policy.document import check_unique, dump_yaml, parse_documents
 from virtpolicy.policy.model import check_guest_name, parse_policy
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.store.base import Outcome, Put, StoredPolicy
@@ -39,11 +40,25 @@ def list_policies(who: Reader, store: Store, label: Labels = None) -> list[dict[
     return [_stored(s) for s in store.list_policies(selector)]
 
 
-@router.get("/policies/{guest}")
-def get_policy(guest: str, who: Reader, store: Store, response: Response) -> dict[str, Any]:
-    """One guest's policy; the ETag is its revision."""
+@router.get(
+    "/policies/{guest}",
+    responses={200: {"content": {"application/json": {}, "application/yaml": {}}}},
+)
+def get_policy(
+    guest: str,
+    who: Reader,
+    store: Store,
+    response: Response,
+    accept: Annotated[str | None, Header()] = None,
+) -> Any:
+    """One guest's policy; the ETag is its revision. With ``Accept: application/yaml``
+    the policy document alone, as ``virtpolicy policy get`` prints it."""
     stored = store.get(_guest(guest))
-    response.headers["ETag"] = f'"{stored.revision}"'
+    etag = f'"{stored.revision}"'
+    if accept and "application/yaml" in accept and "json" not in accept:
+        text = dump_yaml([stored.policy])
+        return PlainTextResponse(text, media_type="application/yaml", headers={"ETag": etag})
+    response.headers["ETag"] = etag
     return _stored(stored)
 
 

@@ -7,7 +7,6 @@ Exit statuses: 0 ok, 1 operation failed, 2 bad usage or invalid policy,
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Sequence
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
@@ -143,6 +142,8 @@ def cli(
 ) -> None:
     """Policy manager for libvirt guests: CPU pinning, weight and cap, start
     dependencies and start/stop behaviour, every change a revision."""
+    import logging  # noqa: PLC0415  (not for --version, which ends before this)
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -1,43 +1,26 @@
-"""A small HTTP/1.1 client on the standard library, for the commands.
+"""A small HTTP/1.1 client, for the commands: one request per connection.
 
-The CLI talks to one daemon over a Unix socket or https; the standard
-library's ``http.client`` does that in a few milliseconds of import, where
-httpx takes a tenth of a second, which a command run in a loop pays every
-time. HTTPS verifies against the system's CAs (``SSL_CERT_FILE`` and
-``SSL_CERT_DIR`` are honoured).
+The CLI talks to one daemon over a Unix socket or https. httpx takes a tenth
+of a second to import and even ``http.client`` some 40 ms (it parses headers
+with the email package), which a command run in a loop pays every time; a
+request and its answer are a few lines over a socket. HTTPS verifies against
+the system's CAs (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are honoured).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
-import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlsplit
 
 Params = Mapping[str, Any] | Sequence[tuple[str, Any]]
+_MAX_ANSWER = 64 * 1024 * 1024
 
 
 class TransportError(OSError):
     """The daemon could not be reached, or broke the connection."""
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("virtpolicy", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class Client:
@@ -47,7 +30,6 @@ class Client:
         self.server = server
         self.headers = dict(headers)
         self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
 
     def request(
         self,
@@ -61,44 +43,82 @@ class Client:
     ) -> tuple[int, bytes]:
         """One request; (status, body). TransportError if the server cannot be reached."""
         if params:
-            path += "?" + urlencode(list(params.items()) if isinstance(params, Mapping) else params)
-        sent = {**self.headers, **(headers or {})}
+            pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
+            path += "?" + "&".join(f"{quote(str(k))}={quote(str(v), safe='')}" for k, v in pairs)
+        sent = {"host": "virtpolicy", **self.headers, **(headers or {}), "connection": "close"}
         if json_body is not None:
             content = json.dumps(json_body).encode()
             sent.setdefault("content-type", "application/json")
-        for attempt in (1, 2):  # a kept-alive connection the server closed: once more
-            conn = self._connection()
-            try:
-                conn.request(method, path, body=content, headers=sent)
-                response = conn.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self.close()
-                if attempt == 2:
-                    raise TransportError(str(exc)) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                raise TransportError(str(exc) or type(exc).__name__) from exc
-        raise AssertionError("unreachable")
+        body = content or b""
+        if body or method in ("POST", "PUT", "PATCH"):
+            sent["content-length"] = str(len(body))
+        head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in sent.items())
+        try:
+            with self._connect() as sock:
+                sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+                return _answer(sock)
+        except OSError as exc:
+            raise TransportError(str(exc) or type(exc).__name__) from exc
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing to close: each request has its own connection."""
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self.server.startswith(("https://", "http://")):
-                url = urlsplit(self.server)
-                if url.scheme == "https":
-                    context = ssl.create_default_context()
-                    self._conn = http.client.HTTPSConnection(
-                        url.hostname or "", url.port, timeout=self.timeout, context=context
-                    )
-                else:
-                    self._conn = http.client.HTTPConnection(
-                        url.hostname or "", url.port, timeout=self.timeout
-                    )
-            else:
-                self._conn = _UnixConnection(self.server, self.timeout)
-        return self._conn
+    def _connect(self) -> socket.socket:
+        if not self.server.startswith(("https://", "http://")):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.server)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        url = urlsplit(self.server)
+        host = url.hostname or ""
+        plain = socket.create_connection(
+            (host, url.port or (443 if url.scheme == "https" else 80)), self.timeout
+        )
+        if url.scheme != "https":
+            return plain
+        import ssl  # noqa: PLC0415  (not for the Unix socket, the common case)
+
+        return ssl.create_default_context().wrap_socket(plain, server_hostname=host)
+
+
+def _answer(sock: socket.socket) -> tuple[int, bytes]:
+    """Read a whole HTTP/1.1 answer (the server closes after it)."""
+    data = bytearray()
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise TransportError("the daemon closed the connection without answering")
+        data += chunk
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(lines[0].split(" ", 2)[1])
+    except (IndexError, ValueError):
+        raise TransportError(f"not an HTTP answer: {lines[0][:80]!r}") from None
+    fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    body = bytearray(rest)
+    length = fields.get("content-length")
+    while (length is None or len(body) < int(length)) and len(body) <= _MAX_ANSWER:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        return status, _dechunk(bytes(body))
+    return status, bytes(body[: int(length)] if length is not None else body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)

@@ -48,6 +48,13 @@ class RemoteService:
     def get(self, guest: str) -> StoredPolicy:
         return _stored(self._call("GET", f"/v1/policies/{_seg(guest)}"))
 
+    def get_yaml(self, guest: str) -> str:
+        """The policy as the daemon renders it in YAML (what `policy get` prints)."""
+        answer: bytes = self._call(
+            "GET", f"/v1/policies/{_seg(guest)}", headers={"accept": "application/yaml"}, raw=True
+        )
+        return answer.decode()
+
     def list_policies(self, labels: Mapping[str, str]) -> list[StoredPolicy]:
         params = [("label", f"{k}={v}") for k, v in labels.items()]
         return [_stored(item) for item in self._call("GET", "/v1/policies", params=params)]
@@ -143,11 +150,13 @@ class RemoteService:
         answer: dict[str, Any] = self._call("POST", "/v1/jobs", json_body=dict(request))
         return answer
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
         try:
             status, body = self._client.request(method, path, **kwargs)
         except TransportError as exc:
             raise VirtpolicyError(f"cannot reach the daemon at {self.server}: {exc}") from None
+        if raw and status < 400:
+            return body
         try:
             data = json.loads(body) if body else None
         except ValueError:

@@ -173,6 +173,14 @@ class GuestNotFoundError(HypervisorError):
     http_status = 404
 
 
+class DaemonUnreachableError(VirtpolicyError):
+    """No daemon answers where the command looked for one."""
+
+
+class HookInstallError(VirtpolicyError):
+    """libvirt's hook could not be installed or removed."""
+
+
 class RemoteError(VirtpolicyError):
     """An error the daemon answered with. The exit status is that of the error class
     the answer names (``error.type``), found in this module; for a type this

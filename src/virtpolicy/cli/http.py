@@ -19,10 +19,6 @@ Params = Mapping[str, Any] | Sequence[tuple[str, Any]]
 _MAX_ANSWER = 64 * 1024 * 1024
 
 
-class TransportError(OSError):
-    """The daemon could not be reached, or broke the connection."""
-
-
 class Client:
     """Requests to one server: ``/path/to/socket`` or ``https://host:port``."""
 
@@ -41,7 +37,8 @@ class Client:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        """One request; (status, body). TransportError if the server cannot be reached."""
+        """One request; (status, body). OSError if the server cannot be reached or
+        breaks the connection."""
         if params:
             pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
             path += "?" + "&".join(f"{quote(str(k))}={quote(str(v), safe='')}" for k, v in pairs)
@@ -53,12 +50,9 @@ class Client:
         if body or method in ("POST", "PUT", "PATCH"):
             sent["content-length"] = str(len(body))
         head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in sent.items())
-        try:
-            with self._connect() as sock:
-                sock.sendall(head.encode("latin-1") + b"\r\n" + body)
-                return _answer(sock)
-        except OSError as exc:
-            raise TransportError(str(exc) or type(exc).__name__) from exc
+        with self._connect() as sock:
+            sock.sendall(head.encode("latin-1") + b"\r\n" + body)
+            return _answer(sock)
 
     def close(self) -> None:
         """Nothing to close: each request has its own connection."""
@@ -91,14 +85,14 @@ def _answer(sock: socket.socket) -> tuple[int, bytes]:
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
-            raise TransportError("the daemon closed the connection without answering")
+            raise ConnectionError("the daemon closed the connection without answering")
         data += chunk
     head, _, rest = bytes(data).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     try:
         status = int(lines[0].split(" ", 2)[1])
     except (IndexError, ValueError):
-        raise TransportError(f"not an HTTP answer: {lines[0][:80]!r}") from None
+        raise ConnectionError(f"not an HTTP answer: {lines[0][:80]!r}") from None
     fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
     body = bytearray(rest)
     length = fields.get("content-length")

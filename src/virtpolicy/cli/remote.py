@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from virtpolicy.cli.http import Client, TransportError
-from virtpolicy.errors import RemoteError, VirtpolicyError
+from virtpolicy.cli.http import Client
+from virtpolicy.errors import DaemonUnreachableError, RemoteError
 from virtpolicy.places import default_run_dir
 
 if TYPE_CHECKING:  # the policy model (pydantic) is imported by the commands that need it
@@ -30,7 +30,7 @@ def local_daemon(what: str) -> RemoteService:
     """The local daemon's read-only socket, for what only the daemon knows."""
     socket = Path(default_run_dir()) / "virtpolicy-ro.sock"
     if not socket.exists():
-        raise VirtpolicyError(
+        raise DaemonUnreachableError(
             f"{what} comes from the daemon, and none answers at {socket}: "
             "start `virtpolicy serve`, or give --server"
         )
@@ -153,8 +153,11 @@ class RemoteService:
     def _call(self, method: str, path: str, *, raw: bool = False, **kwargs: Any) -> Any:
         try:
             status, body = self._client.request(method, path, **kwargs)
-        except TransportError as exc:
-            raise VirtpolicyError(f"cannot reach the daemon at {self.server}: {exc}") from None
+        except OSError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise DaemonUnreachableError(
+                f"cannot reach the daemon at {self.server}: {reason}"
+            ) from None
         if raw and status < 400:
             return body
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from concurrent.futures import ThreadPoolExecutor
 
 import click
 import uvicorn
@@ -23,8 +22,6 @@ from virtpolicy.hypervisor.events import use_asyncio
 from virtpolicy.store import open_store
 
 log = logging.getLogger(__name__)
-
-WORKER_THREADS = 32
 
 
 @cli.command("serve")
@@ -183,9 +180,6 @@ def serve(
 async def _run(controller: Controller, apis: list[uvicorn.Server]) -> None:
     loop = asyncio.get_running_loop()
     use_asyncio(loop)  # libvirt's events through this loop, before any connection
-    # Store and libvirt calls each take a worker thread, some for seconds (a
-    # write waiting for the store's lock): more than the default handful.
-    loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "virtpolicy-worker"))
 
     def stop() -> None:
         controller.stop()

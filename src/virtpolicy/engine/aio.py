@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,8 +28,21 @@ def _pidfd_works() -> bool:
     return True
 
 
+#: Worker threads for blocking calls (store, libvirt). asyncio's default is
+#: min(32, CPUs + 4): six on a 2-CPU host, which a write waiting seconds for
+#: the store's lock, or a burst of guest starts, would all take.
+WORKER_THREADS = 32
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run``, with children watched through pidfds where the kernel has them."""
+    """``asyncio.run`` with :data:`WORKER_THREADS` workers for ``to_thread``, and
+    children watched through pidfds where the kernel has them."""
     if sys.version_info < (3, 12) and _pidfd_works():
         asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(main)
+
+    async def with_workers() -> T:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "virtpolicy-worker"))
+        return await main
+
+    return asyncio.run(with_workers())

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from virtpolicy.engine.monitor import Rates
@@ -41,6 +42,21 @@ DEFAULT_CONFIRM = 2
 log = logging.getLogger(__name__)
 
 
+class Verdict(StrEnum):
+    """What became of a proposed action."""
+
+    APPLIED = "applied"
+    NO_CHANGE = "no change"  # the guest is so already
+    WAITING = "waiting"  # not yet confirmed by enough rounds in a row
+    RATE_LIMIT = "rate limit"  # changed too recently (dwell)
+    DRY_RUN = "dry run"
+    FAILED = "failed"
+
+
+#: Verdicts of every round, kept in the decision log but not logged or published.
+ROUTINE = frozenset({Verdict.NO_CHANGE, Verdict.WAITING, Verdict.RATE_LIMIT})
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     id: int
@@ -51,8 +67,17 @@ class Decision:
     vcpu: int | None
     value: str | int | None
     reason: str
-    applied: bool
-    outcome: str  # "applied", or why not
+    verdict: Verdict
+    detail: str = ""  # more about the verdict ("proposed 1 of 2 times in a row")
+
+    @property
+    def applied(self) -> bool:
+        return self.verdict is Verdict.APPLIED
+
+    @property
+    def outcome(self) -> str:
+        """The verdict and its detail as one line, as the API and the CLI show it."""
+        return f"{self.verdict}: {self.detail}" if self.detail else str(self.verdict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +90,7 @@ class Decision:
             "value": self.value,
             "reason": self.reason,
             "applied": self.applied,
+            "verdict": str(self.verdict),
             "outcome": self.outcome,
         }
 
@@ -147,10 +173,10 @@ class DynamicEngine:
         decisions = []
         for action in proposed:
             seen.add(action.key)
-            applied, outcome = self._verdict(
+            verdict, detail = self._verdict(
                 action, context, confirms.get(action.engine, DEFAULT_CONFIRM)
             )
-            if applied:
+            if verdict is Verdict.APPLIED:
                 first = _first_placement(action, context)  # before apply changes the pins
                 failure = apply(action)
                 if failure is None:
@@ -158,34 +184,34 @@ class DynamicEngine:
                         self._changed_at[action.key] = now
                     self._pending.pop(action.key, None)
                 else:
-                    applied, outcome = False, f"failed: {failure}"
-            decisions.append(self._record(now, action, applied, outcome))
+                    verdict, detail = Verdict.FAILED, failure
+            decisions.append(self._record(now, action, verdict, detail))
         for key in list(self._pending):  # a proposal that stopped coming starts over
             if key not in seen:
                 del self._pending[key]
         return decisions
 
-    def _verdict(self, action: Action, context: Context, confirm: int) -> tuple[bool, str]:
+    def _verdict(self, action: Action, context: Context, confirm: int) -> tuple[Verdict, str]:
         key = action.key
         if _already(action, context):
-            return False, "no change: already so"
+            return Verdict.NO_CHANGE, "already so"
         count = 1
         intent, before = self._pending.get(key, (None, 0))
         if intent == _intent(action):
             count = before + 1
         self._pending[key] = (_intent(action), count)
         if count < confirm and not _first_placement(action, context):
-            return False, f"waiting: proposed {count} of {confirm} times in a row"
+            return Verdict.WAITING, f"proposed {count} of {confirm} times in a row"
         changed = self._changed_at.get(key)
         if changed is not None and context.now - changed < self.dwell:
-            return False, (
-                f"rate limit: changed {context.now - changed:.0f} s ago, dwell {self.dwell:.0f} s"
+            return Verdict.RATE_LIMIT, (
+                f"changed {context.now - changed:.0f} s ago, dwell {self.dwell:.0f} s"
             )
         if self.dry_run:
-            return False, "dry run"
-        return True, "applied"
+            return Verdict.DRY_RUN, ""
+        return Verdict.APPLIED, ""
 
-    def _record(self, now: float, action: Action, applied: bool, outcome: str) -> Decision:
+    def _record(self, now: float, action: Action, verdict: Verdict, detail: str) -> Decision:
         with self._lock:
             decision = Decision(
                 self._next_id,
@@ -196,8 +222,8 @@ class DynamicEngine:
                 action.vcpu,
                 action.value,
                 action.reason,
-                applied,
-                outcome,
+                verdict,
+                detail,
             )
             self._next_id += 1
             self.log.append(decision)

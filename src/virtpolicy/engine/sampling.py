@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TypeVar
 
 from virtpolicy.engine.bus import EventBus
-from virtpolicy.engine.dynamic import Decision, DynamicEngine
+from virtpolicy.engine.dynamic import ROUTINE, Decision, DynamicEngine
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.policies import Action
@@ -90,7 +90,7 @@ class Sampling:
             log.warning("dynamic policies: %s", exc)
             return
         for d in decisions:
-            if d.outcome.startswith(("waiting", "no change", "rate limit")):
+            if d.verdict in ROUTINE:
                 continue  # routine, every sample: in the decision log only
             log.info(
                 "decision engine=%s guest=%s %s%s=%s %s: %s",

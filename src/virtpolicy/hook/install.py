@@ -7,7 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
-from virtpolicy.errors import ConfigError, VirtpolicyError
+from virtpolicy.errors import ConfigError, HookInstallError
 
 MARKER = "VIRTPOLICY-HOOK"
 SOURCE = Path(__file__).with_name("qemu.sh")
@@ -38,7 +38,7 @@ def install(hooks_dir: str, run_dir: str, failure: str) -> list[str]:
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         if target.exists() and MARKER not in target.read_text(errors="replace"):
             if chained.exists():
-                raise VirtpolicyError(f"{chained} exists already; not overwriting a chained hook")
+                raise HookInstallError(f"{chained} exists already; not overwriting a chained hook")
             target.rename(chained)
             done.append(f"kept the existing hook as {chained}; it runs first")
         tmp = directory / ".qemu.virtpolicy.tmp"
@@ -46,7 +46,7 @@ def install(hooks_dir: str, run_dir: str, failure: str) -> list[str]:
         os.chmod(tmp, 0o755)
         tmp.replace(target)
     except OSError as exc:
-        raise VirtpolicyError(f"hook: cannot install into {hooks_dir}: {exc.strerror}") from None
+        raise HookInstallError(f"hook: cannot install into {hooks_dir}: {exc.strerror}") from None
     done.append(f"installed {target} (daemon sockets in {run_dir}, hook_failure={failure})")
     done.append("libvirtd reads hook files when it starts: restart it (systemctl restart libvirtd)")
     return done
@@ -58,7 +58,7 @@ def uninstall(hooks_dir: str) -> list[str]:
     target = directory / "qemu"
     chained = directory / "qemu.chained-by-virtpolicy"
     if not target.exists() or MARKER not in target.read_text(errors="replace"):
-        raise VirtpolicyError(f"{target} is not virtpolicy's hook")
+        raise HookInstallError(f"{target} is not virtpolicy's hook")
     target.unlink()
     done = [f"removed {target}"]
     if chained.exists():

@@ -99,8 +99,13 @@ def status(statuses: Sequence[dict[str, Any]]) -> str:
         )
         if "emulatorpin" in actual:
             pins += f" emu:{actual['emulatorpin']}"
+        # The scheduler values the policy manages (weight and cap, in the driver's
+        # units); the driver's full set is in `status -o json|yaml`.
+        managed = st.get("desired") or {}
         sched = " ".join(
-            f"{k}={v}" for k, v in actual.items() if not k.startswith(("vcpupin.", "emulatorpin"))
+            f"{k}={v}"
+            for k, v in actual.items()
+            if k in managed and not k.startswith(("vcpupin.", "emulatorpin"))
         )
         drift = ",".join(st.get("drift") or {}) or "-"
         trouble = list(st.get("problems") or []) + ([st["error"]] if st.get("error") else [])

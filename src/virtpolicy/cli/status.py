@@ -12,12 +12,18 @@ from virtpolicy.cli.app import App, cli, pass_app
 
 @cli.command("status")
 @click.argument("guest", required=False)
-@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option(
+    "-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table"
+)
 @pass_app
 def status_cmd(app: App, guest: str | None, fmt: str) -> None:
     """Desired vs actual tuning, drift and problems, from the daemon."""
     statuses = app.service.status(guest)
     if fmt == "json":
         click.echo(json.dumps(statuses, indent=2))
+    elif fmt == "yaml":
+        import yaml  # noqa: PLC0415
+
+        click.echo(yaml.safe_dump(statuses, sort_keys=False), nl=False)
     else:
         click.echo(output.status(statuses), nl=False)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import NODE, Cli, Daemon
+from tests.conftest import NODE, Cli, Daemon, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +81,7 @@ def test_status_table(socket_path: Path, tmp_path: Path) -> None:
     """`status` shows desired vs actual from the daemon: applied pinning, problems."""
     remote = Cli(str(tmp_path / "unused.db"))
     remote("--server", str(socket_path), "policy", "set", "db", "--vcpus", "3", "--weight", "200")
-    deadline = time.monotonic() + 10
-    while "0:3 1:3" not in remote("--server", str(socket_path), "status", "db").output:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    eventually(lambda: "0:3 1:3" in remote("--server", str(socket_path), "status", "db").output)
     lines = remote("--server", str(socket_path), "status").output.splitlines()
     assert lines[0].split() == ["GUEST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"]
     assert lines[1].startswith("db ")

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import LAB_PIDFILE, Cli, Daemon, try_virsh, virsh, wait_connected
+from tests.conftest import (
+    LAB_PIDFILE,
+    Cli,
+    Daemon,
+    eventually,
+    try_virsh,
+    virsh,
+    wait_connected,
+)
 from virtpolicy.hook.install import install, uninstall
 
 pytestmark = pytest.mark.integration
@@ -64,10 +71,7 @@ def test_start_is_refused_until_the_dependency_runs(
     assert try_virsh("domstate", web).stdout.strip() == "running"
     # `started` is reported in the background: libvirtd did not wait for it.
     log = daemon.run_dir.parent / "serve0.log"
-    deadline = time.monotonic() + 10
-    while f"hook guest={web} started begin" not in log.read_text():
-        assert time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.1)
+    eventually(lambda: f"hook guest={web} started begin" in log.read_text(), 10)
 
 
 def test_daemon_down_follows_hook_failure(
@@ -107,11 +111,8 @@ def test_daemon_autostarts_in_order_through_its_own_hook(
     with_hook(str(run_dir), "closed")  # a hook that cannot reach us would refuse
     virsh("autostart", web)  # libvirt's own flag too: the status must warn
     daemon = start_daemon(db, "--connect", qemu_uri, run_dir=run_dir)
-    deadline = time.monotonic() + 30
-    while try_virsh("domstate", web).stdout.strip() != "running":
-        assert daemon.proc.poll() is None
-        assert time.monotonic() < deadline, "web was not autostarted"
-        time.sleep(0.1)
+    eventually(lambda: try_virsh("domstate", web).stdout.strip() == "running", 30)
+    assert daemon.proc.poll() is None
     assert try_virsh("domstate", dbg).stdout.strip() == "running"
     wait_connected(daemon)
     with httpx.Client(
@@ -119,9 +120,7 @@ def test_daemon_autostarts_in_order_through_its_own_hook(
     ) as c:
         problems = c.get(f"/v1/guests/{web}/status").json()["problems"]
         # The autostart is a job of the daemon's, recorded guest by guest.
-        while (job := c.get("/v1/jobs").json()[0])["state"] == "running":
-            assert time.monotonic() < deadline, job
-            time.sleep(0.1)
+        job = eventually(lambda: (j := c.get("/v1/jobs").json()[0])["state"] != "running" and j)
     assert any("libvirt's own autostart is on too" in p for p in problems)
     assert (job["actor"], job["runner"], job["state"]) == (
         "virtpolicy (autostart)",

@@ -18,6 +18,8 @@ async def take(bus: EventBus, n: int, **kw: object) -> list[Event | None]:
 
 
 def test_live_events_in_order_and_filtered() -> None:
+    """Live events in order and filtered."""
+
     async def main() -> None:
         bus = EventBus()
         bus.bind(asyncio.get_running_loop())
@@ -38,6 +40,8 @@ def test_live_events_in_order_and_filtered() -> None:
 
 
 def test_resume_after_an_id_and_gap_when_too_old() -> None:
+    """Resume after an id and gap when too old."""
+
     async def main() -> None:
         bus = EventBus(keep=3)
         for i in range(5):
@@ -54,6 +58,8 @@ def test_resume_after_an_id_and_gap_when_too_old() -> None:
 
 
 def test_publish_from_another_thread_and_idle_keepalive() -> None:
+    """Publish from another thread and idle keepalive."""
+
     async def main() -> None:
         bus = EventBus()
         bus.bind(asyncio.get_running_loop())
@@ -80,6 +86,8 @@ def test_publish_from_another_thread_and_idle_keepalive() -> None:
 
 
 def test_close_ends_subscriptions_and_slow_ones_are_cut_off() -> None:
+    """Close ends subscriptions and slow ones are cut off."""
+
     async def main() -> None:
         bus = EventBus()
         bus.bind(asyncio.get_running_loop())

@@ -31,6 +31,7 @@ def sample(t: float, *guests: GuestCounters, host: tuple[tuple[int, int], ...] =
 
 
 def test_rates_are_per_cent_of_one_host_cpu() -> None:
+    """Rates are per cent of one host CPU."""
     before = sample(0, guest("busy", 0, [0, 0]), host=((0, 0), (0, 0)))
     now = sample(5, guest("busy", 7 * S, [5 * S, 2 * S]), host=((4 * S, 1 * S), (1 * S, 4 * S)))
     r = rates(now, before)
@@ -44,6 +45,7 @@ def test_rates_are_per_cent_of_one_host_cpu() -> None:
 
 
 def test_restart_and_missing_fields_give_no_rate_not_a_spike() -> None:
+    """Restart and missing fields give no rate not a spike."""
     first = sample(0, guest("g", 50 * S, [50 * S]))
     restarted = sample(5, guest("g", 1 * S, [1 * S]))  # counters went back to zero
     assert rates(restarted, first).guests["g"].cpu_percent is None
@@ -61,6 +63,7 @@ def test_restart_and_missing_fields_give_no_rate_not_a_spike() -> None:
 
 
 def test_history_window_steps_and_wraps() -> None:
+    """History window steps and wraps."""
     h = History(capacity=4)
     for i in range(6):  # wraps: only the last four are kept
         h.add(100.0 + i, {("g", "cpu"): float(i), ("g", "rss_kib"): None})
@@ -74,6 +77,7 @@ def test_history_window_steps_and_wraps() -> None:
 
 
 def test_history_forgets_a_guest_gone_for_a_whole_window() -> None:
+    """History forgets a guest gone for a whole window."""
     h = History(capacity=3)
     h.add(1.0, {("old", "cpu"): 1.0, ("new", "cpu"): 1.0})
     for t in range(2, 6):
@@ -83,6 +87,7 @@ def test_history_forgets_a_guest_gone_for_a_whole_window() -> None:
 
 
 def test_prometheus_text_parses_with_the_right_labels() -> None:
+    """Prometheus text parses with the right labels."""
     monitor = Monitor(interval=5)
     monitor.ingest(sample(0, guest("web", 0, [0, 0]), host=((0, 0),)), 0.001)
     monitor.ingest(sample(5, guest("web", 3 * S, [2 * S, 1 * S]), host=((1 * S, 4 * S),)), 0.002)

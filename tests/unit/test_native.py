@@ -133,6 +133,7 @@ def test_auto_keeps_a_placement_within_allowed_and_puts_back_one_outside() -> No
 
 
 def test_auto_is_refused_with_vcpupin_and_allowed_needs_auto() -> None:
+    """Auto is refused with vCPUpin and allowed needs auto."""
     with pytest.raises(PolicyError, match=r"cpu.vcpupin: not with cpu.vcpus: auto"):
         parse_policy({"guest": "g", "cpu": {"vcpus": "auto", "vcpupin": {0: "1"}}})
     with pytest.raises(PolicyError, match=r"cpu.allowed: only with cpu.vcpus: auto"):
@@ -142,6 +143,7 @@ def test_auto_is_refused_with_vcpupin_and_allowed_needs_auto() -> None:
 
 
 def test_cap_of_reads_back_what_cap_params_writes() -> None:
+    """Cap of reads back what cap params writes."""
     for scheduler in ("cgroup1", "cgroup2", "xen"):
         for cap in (None, 30, 150):
             assert cap_of(cap_params(cap, scheduler), scheduler) == cap  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ def engine(host: SimulatedHost, *policies: object, **kw: object) -> DynamicEngin
 
 
 def test_builtins_are_found_through_entry_points() -> None:
+    """Builtins are found through entry points."""
     assert {"static", "balance", "contention"} <= set(available())
     assert [p.name for p in load(["balance", "static"])] == ["balance", "static"]
     with pytest.raises(ConfigError, match=r'engine: "nosuch" is not an installed policy'):
@@ -29,6 +30,7 @@ def test_builtins_are_found_through_entry_points() -> None:
 
 
 def test_balance_places_then_moves_a_busy_vcpu_off_a_crowded_cpu() -> None:
+    """Balance places then moves a busy vCPU off a crowded CPU."""
     steps = 40
     traces = {("a", 0): [80.0] * steps, ("a", 1): [80.0] * steps, ("b", 0): [60.0] * steps}
     host = SimulatedHost(cpus=4, traces=traces)
@@ -76,6 +78,7 @@ def test_balance_does_not_flap_on_load_oscillating_around_the_threshold() -> Non
 
 
 def test_dry_run_decides_and_logs_but_changes_nothing() -> None:
+    """Dry run decides and logs but changes nothing."""
     traces = {("a", 0): [90.0] * 10, ("a", 1): [90.0] * 10}
     host = SimulatedHost(cpus=2, traces=traces)
     host.pins.update({("a", 0): frozenset({0}), ("a", 1): frozenset({0})})
@@ -89,6 +92,7 @@ def test_dry_run_decides_and_logs_but_changes_nothing() -> None:
 
 
 def test_contention_caps_above_fair_share_and_lifts_when_calm() -> None:
+    """Contention caps above fair share and lifts when calm."""
     busy, calm = 60, 60
     hog = [100.0] * busy + [10.0] * calm
     traces = {
@@ -130,6 +134,8 @@ def test_balance_quality_on_a_generated_trace() -> None:
 
 
 def test_a_failing_policy_is_skipped_and_the_others_run() -> None:
+    """A failing policy is skipped and the others run."""
+
     class Broken:
         name = "broken"
         description = "raises"

@@ -16,6 +16,7 @@ def render(display: LiveDisplay) -> str:
 
 
 def test_live_display_counts_and_lists_guests_in_progress() -> None:
+    """Live display counts and lists guests in progress."""
     out = io.StringIO()
     display = LiveDisplay("start", ["db", "api", "web"], file=out)
     with display:

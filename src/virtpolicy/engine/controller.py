@@ -207,6 +207,7 @@ class Controller:
 
     def _connected(self, guests: list[GuestInfo]) -> None:
         self.states.replace({g.name: g.state for g in guests})
+        self.reconciler.forget_mirrors()  # libvirtd may have restarted with other XML
         self.prober.wake()
         if not self._autostarted:
             self._autostarted = True
@@ -216,6 +217,8 @@ class Controller:
     def _guest_event(self, guest: str, what: str) -> None:
         log.debug("event guest=%s %s", guest, what)
         self.states.record(guest, what)
+        if what in ("defined", "undefined"):
+            self.reconciler.forget_mirrors(guest)  # a new definition: read its mirror
         self.prober.wake()
         self.events.publish("lifecycle", guest=guest, event=what)
         # SHUTDOWN (the guest OS finished) is followed by STOPPED: act once.

@@ -27,6 +27,7 @@ from virtpolicy.errors import (
     NotFoundError,
 )
 from virtpolicy.hypervisor.native import GuestInfo, Tuning, Value, desired_tuning, drift
+from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore, StoredPolicy
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class Reconciler:
         self.mode = mode
         self._status: dict[str, GuestStatus] = {}
         self._status_lock = threading.Lock()  # readers (the API) vs the pass
+        #: What each guest's <metadata> mirror holds, as last read or written here:
+        #: only this daemon writes it, so it is read once per connection.
+        self._mirrors: dict[str, tuple[int, GuestPolicy] | None] = {}
         self._lock = threading.Lock()  # one pass at a time
         #: Told (in the pass's thread) what a pass changed on a guest.
         self.on_applied: Callable[[str, dict[str, tuple[Value, Value]]], None] = (
@@ -99,8 +103,10 @@ class Reconciler:
         with self._lock:
             if guests is None:
                 policies = {s.policy.guest: s for s in self.store.list_policies()}
-                domains = {d.name: d for d in self.hypervisor.guests()}
                 self._forget(set(self._status) - set(policies))
+                if not policies:
+                    return []  # nothing to enforce: no need to list the domains
+                domains = {d.name: d for d in self.hypervisor.guests()}
                 return [self._one(policies[n], domains.get(n)) for n in sorted(policies)]
             # A few guests (an event, an API write): look up only those.
             done = []
@@ -116,6 +122,14 @@ class Reconciler:
                     info = None
                 done.append(self._one(stored, info))
             return done
+
+    def forget_mirrors(self, guest: str | None = None) -> None:
+        """Read the mirror of ``guest`` (None: every guest) again at its next pass:
+        after a reconnection, or when the guest was defined anew."""
+        if guest is None:
+            self._mirrors.clear()
+        else:
+            self._mirrors.pop(guest, None)
 
     def notice(self, guest: str, text: str) -> None:
         """Record something that happened around ``guest`` on its status."""
@@ -160,7 +174,9 @@ class Reconciler:
 
     def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:
         hv, name = self.hypervisor, info.name
-        mirror = hv.read_mirror(name)
+        if name not in self._mirrors:
+            self._mirrors[name] = hv.read_mirror(name)
+        mirror = self._mirrors[name]
         actual = hv.actual(name, info.running)
         desired = desired_tuning(
             stored.policy, hv.host(), info.vcpus, mirror[1] if mirror else None, actual
@@ -191,6 +207,7 @@ class Reconciler:
             status.drift = drift(desired.tuning, after)
         if mirror is None or mirror[0] != stored.revision or mirror[1] != stored.policy:
             hv.write_mirror(name, stored.revision, stored.policy, running=info.running)
+            self._mirrors[name] = (stored.revision, stored.policy)
 
 
 def _only(desired: Tuning, actual: Tuning) -> Tuning:

@@ -33,6 +33,14 @@ from virtpolicy.errors import (
     UnsupportedError,
 )
 from virtpolicy.hypervisor import stats
+from virtpolicy.hypervisor.codes import (
+    CONNECTION,
+    UNSUPPORTED,
+    cpumap,
+    cpus_of,
+    message,
+    refused_flags,
+)
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
 from virtpolicy.hypervisor.mirror import METADATA_NS, METADATA_PREFIX, mirror_xml, parse_mirror
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
@@ -43,14 +51,6 @@ log = logging.getLogger(__name__)
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 
-_UNSUPPORTED = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}
-_CONNECTION = {
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_INTERNAL_ERROR,
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_RPC,
-}
 
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -85,6 +85,9 @@ class Hypervisor:
         self.caps = Capabilities()
         self._conn: Any = None
         self._host: HostInfo | None = None
+        #: Domain handles from the latest listing or lookup: a pass reads each
+        #: guest with several calls, and a lookup is a round trip of its own.
+        self._handles: dict[str, Any] = {}
 
     # -- connection ---------------------------------------------------------
 
@@ -93,9 +96,10 @@ class Hypervisor:
         try:
             self._conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
-            raise ConnectionLostError(f"{self.uri}: cannot connect: {_message(exc)}") from exc
+            raise ConnectionLostError(f"{self.uri}: cannot connect: {message(exc)}") from exc
         self.caps = Capabilities()
         self._host = None
+        self._handles = {}
 
     def close(self) -> None:
         if self._conn is not None:
@@ -157,11 +161,15 @@ class Hypervisor:
                 d.UUIDString()
                 for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
             }
-            return [self._info(dom, persistent, autostart) for dom in conn.listAllDomains(0)]
+            doms = conn.listAllDomains(0)
+            self._handles = {dom.name(): dom for dom in doms}
+            return [self._info(dom, persistent, autostart) for dom in doms]
 
     def guest(self, name: str) -> GuestInfo:
         with self.translating(name, "look up"):
-            return self._info(self.conn.lookupByName(name))
+            dom = self.conn.lookupByName(name)
+            self._handles[name] = dom
+            return self._info(dom)
 
     def actual(self, name: str, running: bool | None = None) -> Tuning:
         """The tuning in effect: live for a running guest, else the definition.
@@ -171,7 +179,7 @@ class Hypervisor:
         if running is None:
             running = self.guest(name).running
         with self.translating(name, "read tuning"):
-            dom = self.conn.lookupByName(name)
+            dom = self._dom(name)
             flags = LIVE if running else CONFIG
             if not running and self.caps.pin_config is False:
                 return Tuning()
@@ -179,8 +187,8 @@ class Hypervisor:
             emulator = self._call_flags(dom.emulatorPinInfo, flags)
             sched = self._sched(dom, flags)
         return Tuning(
-            vcpupin={i: _cpus(m) for i, m in enumerate(pins)},
-            emulatorpin=_cpus(emulator) if emulator is not None else None,
+            vcpupin={i: cpus_of(m) for i, m in enumerate(pins)},
+            emulatorpin=cpus_of(emulator) if emulator is not None else None,
             sched={k: int(v) for k, v in sched.items()},
         )
 
@@ -196,12 +204,12 @@ class Hypervisor:
         ncpus = self.host().cpus
         no_sched = f"scheduler parameters: not supported by the {self.host().driver} driver"
         with self.translating(name, "apply tuning"):
-            dom = self.conn.lookupByName(name)
+            dom = self._dom(name)
             for vcpu, cpus in sorted(tuning.vcpupin.items()):
-                self._pin(name, dom.pinVcpuFlags, (vcpu, _map(cpus, ncpus)), running, problems)
+                self._pin(name, dom.pinVcpuFlags, (vcpu, cpumap(cpus, ncpus)), running, problems)
             if tuning.emulatorpin is not None:
                 self._pin(
-                    name, dom.pinEmulator, (_map(tuning.emulatorpin, ncpus),), running, problems
+                    name, dom.pinEmulator, (cpumap(tuning.emulatorpin, ncpus),), running, problems
                 )
             if tuning.sched:
                 if self.caps.sched_flags is False:
@@ -215,7 +223,7 @@ class Hypervisor:
                             dom.setSchedulerParametersFlags(dict(tuning.sched), flags)
                         self.caps.sched_flags = True
                     except libvirt.libvirtError as exc:
-                        if not _refused_flags(exc):
+                        if not refused_flags(exc):
                             raise
                         self.caps.sched_flags = False
                         problems.append(no_sched)
@@ -231,7 +239,7 @@ class Hypervisor:
                 self.caps.pin_config = True
                 return
             except libvirt.libvirtError as exc:
-                if not _refused_flags(exc):
+                if not refused_flags(exc):
                     raise
                 log.info(
                     "%s: %s refuses pinning the definition; pinning live only",
@@ -250,7 +258,7 @@ class Hypervisor:
         """Pin one vCPU of a running guest, live only: a dynamic placement."""
         with self.translating(name, "pin a vCPU"):
             dom = self.conn.lookupByName(name)
-            dom.pinVcpuFlags(vcpu, _map(cpus, self.host().cpus), LIVE)
+            dom.pinVcpuFlags(vcpu, cpumap(cpus, self.host().cpus), LIVE)
 
     def set_cap(self, name: str, cap: int | None) -> None:
         """Cap a running guest (None: lift the cap), live only."""
@@ -303,13 +311,13 @@ class Hypervisor:
     def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
         """The (revision, policy) last mirrored into ``name``'s definition, if any."""
         with self.translating(name, "read metadata"):
-            dom = self.conn.lookupByName(name)
+            dom = self._dom(name)
             try:
                 xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, CONFIG)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
                     return None
-                if not _refused_flags(exc):
+                if not refused_flags(exc):
                     raise
                 try:
                     xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
@@ -325,7 +333,7 @@ class Hypervisor:
         """Mirror ``policy`` (None: remove the mirror) into the domain's <metadata>."""
         xml = mirror_xml(revision, policy) if policy is not None else None
         with self.translating(name, "write metadata"):
-            dom = self.conn.lookupByName(name)
+            dom = self._dom(name)
             try:
                 dom.setMetadata(
                     libvirt.VIR_DOMAIN_METADATA_ELEMENT,
@@ -335,7 +343,7 @@ class Hypervisor:
                     CONFIG | (LIVE if running else 0),
                 )
             except libvirt.libvirtError as exc:
-                if not _refused_flags(exc):
+                if not refused_flags(exc):
                     raise
                 dom.setMetadata(
                     libvirt.VIR_DOMAIN_METADATA_ELEMENT,
@@ -363,11 +371,16 @@ class Hypervisor:
             autostart=uuid in autostart if autostart is not None else bool(dom.autostart()),
         )
 
+    def _dom(self, name: str) -> Any:
+        """The guest's domain handle: the one last listed or looked up, else a lookup."""
+        dom = self._handles.get(name)
+        return dom if dom is not None else self.conn.lookupByName(name)
+
     def _call_flags(self, call: Any, flags: int) -> Any:
         try:
             return call(flags)
         except libvirt.libvirtError as exc:
-            if not _refused_flags(exc):
+            if not refused_flags(exc):
                 raise
             return call(0)
 
@@ -377,7 +390,7 @@ class Hypervisor:
         try:
             params: dict[str, Any] = dom.schedulerParametersFlags(flags)
         except libvirt.libvirtError as exc:
-            if not _refused_flags(exc):
+            if not refused_flags(exc):
                 raise
             self.caps.sched_flags = False
             return {}
@@ -397,13 +410,11 @@ class Hypervisor:
         subject = f"{guest}: " if guest else ""
         if code == libvirt.VIR_ERR_NO_DOMAIN:
             return GuestNotFoundError(f"{guest}: no such guest on {self.uri}")
-        if code in _UNSUPPORTED:
-            return UnsupportedError(f"{subject}{what}: not supported: {_message(exc)}")
-        if code in _CONNECTION and not self.is_alive():
-            return ConnectionLostError(
-                f"{self.uri}: connection lost during {what}: {_message(exc)}"
-            )
-        return HypervisorError(f"{subject}{what}: {_message(exc)}")
+        if code in UNSUPPORTED:
+            return UnsupportedError(f"{subject}{what}: not supported: {message(exc)}")
+        if code in CONNECTION and not self.is_alive():
+            return ConnectionLostError(f"{self.uri}: connection lost during {what}: {message(exc)}")
+        return HypervisorError(f"{subject}{what}: {message(exc)}")
 
 
 def _scheduler(driver: str, uri: str) -> Scheduler:
@@ -420,23 +431,3 @@ def _scheduler(driver: str, uri: str) -> Scheduler:
     if driver == "xen":
         return "xen"
     return "none"
-
-
-def _refused_flags(exc: Any) -> bool:
-    """The driver refused the flags themselves (the test driver's answer)."""
-    code = exc.get_error_code()
-    return code in _UNSUPPORTED or (
-        code == libvirt.VIR_ERR_INVALID_ARG and "unsupported flags" in _message(exc)
-    )
-
-
-def _message(exc: Any) -> str:
-    return str(exc.get_error_message() or exc)
-
-
-def _cpus(cpumap: Any) -> frozenset[int]:
-    return frozenset(i for i, on in enumerate(cpumap) if on)
-
-
-def _map(cpus: frozenset[int], ncpus: int) -> tuple[bool, ...]:
-    return tuple(i in cpus for i in range(max(ncpus, max(cpus) + 1)))

@@ -1,0 +1,36 @@
+"""libvirt's error codes and CPU maps, as the adapter reads them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libvirt
+
+UNSUPPORTED = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}
+CONNECTION = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_INTERNAL_ERROR,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_RPC,
+}
+
+
+def refused_flags(exc: Any) -> bool:
+    """The driver refused the flags themselves (the test driver's answer)."""
+    code = exc.get_error_code()
+    return code in UNSUPPORTED or (
+        code == libvirt.VIR_ERR_INVALID_ARG and "unsupported flags" in message(exc)
+    )
+
+
+def message(exc: Any) -> str:
+    return str(exc.get_error_message() or exc)
+
+
+def cpus_of(cpumap: Any) -> frozenset[int]:
+    return frozenset(i for i, on in enumerate(cpumap) if on)
+
+
+def cpumap(cpus: frozenset[int], ncpus: int) -> tuple[bool, ...]:
+    return tuple(i in cpus for i in range(max(ncpus, max(cpus) + 1)))

@@ -89,6 +89,26 @@ def measure(seconds: float, guests: int, sample: float, reader: bool) -> tuple[f
             conn.close()
 
 
+def libvirtd_alone(seconds: float, guests: int) -> float:
+    """libvirtd's CPU seconds over ``seconds`` with the same guests and no daemon: what
+    the guests cost it anyway (QEMU monitor traffic, reboots of guests with no OS)."""
+    conn = libvirt.open(URI)
+    names = [f"vp-bench-cost{i}" for i in range(guests)]
+    try:
+        for name in names:
+            conn.createXML(XML.format(name=name), 0)
+        time.sleep(10)
+        lv = libvirtd_pid()
+        l0 = cpu_seconds(lv)
+        time.sleep(seconds)
+        return cpu_seconds(lv) - l0
+    finally:
+        for name in names:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).destroy()
+        conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120)
@@ -104,6 +124,8 @@ def main() -> None:
                 f"run {n} idle: daemon {d:.3f} s, libvirtd {lv:.3f} s CPU per {args.seconds:.0f} s"
             )
         if args.only != "idle":
+            alone = libvirtd_alone(args.seconds, args.guests)
+            print(f"run {n} libvirtd with the {args.guests} guests and no daemon: {alone:.3f} s")
             d, lv, taken = measure(args.seconds, args.guests, 5, reader=True)
             per = (d + lv) / max(1, taken * args.guests) * 1e6
             print(

@@ -111,6 +111,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     without: list[float] = []
+    floor: list[float] = []
     with_hook: list[float] = []
     own: list[float] = []
     answer: list[float] = []
@@ -123,6 +124,12 @@ def main() -> None:
                 uninstall("/etc/libvirt/hooks")
             restart()
             without += starts("vp-bench-hweb", args.starts)
+            # The floor: libvirtd running a hook that does nothing, three times a start.
+            Path("/etc/libvirt/hooks/qemu").write_text("#!/bin/sh\nexit 0\n")
+            os.chmod("/etc/libvirt/hooks/qemu", 0o755)
+            restart()
+            floor += starts("vp-bench-hweb", args.starts)
+            Path("/etc/libvirt/hooks/qemu").unlink()
             install("/etc/libvirt/hooks", str(work / "run"), "open")
             restart()
             with_hook += starts("vp-bench-hweb", args.starts)
@@ -143,10 +150,25 @@ def main() -> None:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=15)
         remove_guests()
+    report(without, floor, with_hook, own, answer)
+
+
+def report(
+    without: list[float],
+    floor: list[float],
+    with_hook: list[float],
+    own: list[float],
+    answer: list[float],
+) -> None:
     added = statistics.median(with_hook) - statistics.median(without)
     print(f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}\n")
     print("| measurement | result |\n|---|---|")
     print(f"| virsh start, no hook | {ms(without)} |")
+    print(f"| virsh start, a hook that only exits 0 (the floor) | {ms(floor)} |")
+    floor_added = statistics.median(floor) - statistics.median(without)
+    print(
+        f"| added by a hook that does nothing (libvirtd's own cost) | {floor_added * 1000:.1f} ms |"
+    )
     print(f"| virsh start, with the hook (allowed) | {ms(with_hook)} |")
     print(f"| added by the hook (difference of medians) | {added * 1000:.1f} ms |")
     print(f"| the hook program alone, prepare begin | {ms(own)} |")

@@ -173,7 +173,7 @@ def serve(
     )
     if settings.listen:
         log.info("API on https://%s (bearer tokens)", settings.listen)
-    aio.run(_run(controller, apis))
+    aio.run(_run(controller, apis), workers=aio.WORKER_THREADS)
     store.close()
 
 

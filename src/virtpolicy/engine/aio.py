@@ -34,15 +34,19 @@ def _pidfd_works() -> bool:
 WORKER_THREADS = 32
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` with :data:`WORKER_THREADS` workers for ``to_thread``, and
-    children watched through pidfds where the kernel has them."""
+def run(main: Coroutine[Any, Any, T], workers: int | None = None) -> T:
+    """``asyncio.run``, with children watched through pidfds where the kernel has
+    them, and ``workers`` threads for ``to_thread`` if given (the daemon:
+    :data:`WORKER_THREADS`; a short-lived command keeps asyncio's default, whose
+    few threads start guests faster than many contending for the GIL)."""
     if sys.version_info < (3, 12) and _pidfd_works():
         asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    if workers is None:
+        return asyncio.run(main)
 
     async def with_workers() -> T:
         loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(WORKER_THREADS, "virtpolicy-worker"))
+        loop.set_default_executor(ThreadPoolExecutor(workers, "virtpolicy-worker"))
         return await main
 
     return asyncio.run(with_workers())

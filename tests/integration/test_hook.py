@@ -69,9 +69,10 @@ def test_start_is_refused_until_the_dependency_runs(
     virsh("start", dbg)
     virsh("start", web)
     assert try_virsh("domstate", web).stdout.strip() == "running"
-    # `started` is reported in the background: libvirtd did not wait for it.
+    # A stop is reported in the background: libvirtd did not wait for it.
+    virsh("destroy", web)
     log = daemon.run_dir.parent / "serve0.log"
-    eventually(lambda: f"hook guest={web} started begin" in log.read_text(), 10)
+    eventually(lambda: f"hook guest={web} release end" in log.read_text(), 10)
 
 
 def test_daemon_down_follows_hook_failure(

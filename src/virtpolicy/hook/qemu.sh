@@ -10,8 +10,10 @@
 # - `prepare begin` (before a start) asks the virtpolicy daemon whether GUEST
 #   may start; a refusal exits 1 with the reason on standard error, and
 #   libvirt refuses the start with that reason;
-# - started, stopped, release, restore, reconnect and migrate are reported to
-#   the daemon in the background, so that libvirtd does not wait for them;
+# - stopped, release, restore, reconnect and migrate are reported to the
+#   daemon in the background, so that libvirtd does not wait for them (not
+#   `started`: the daemon hears that event from libvirt, and a Python start
+#   during every guest's start cost it CPU on small hosts);
 # - every other call ends at once.
 # Talking to the daemon's Unix socket is the Python below: standard library
 # only, without site packages (-IS), and nothing but its C socket module.
@@ -99,7 +101,7 @@ case "$2 $3" in
         ;;
 esac
 case "$2" in
-    started | stopped | release | restore | reconnect | migrate)
+    stopped | release | restore | reconnect | migrate)
         ask report "$1" "$2" "$3" >/dev/null 2>&1 &
         ;;
 esac

@@ -76,7 +76,11 @@ class Controller:
         self.states = GuestStates()
         self.cache = PolicyCache(store)
         self.reconciler = Reconciler(store, host, settings.mode)
-        self.reconciler.on_applied = self._applied
+        self.reconciler.on_applied = lambda guest, applied: self.events.publish(
+            "enforcement",  # from a pass's thread: the bus hands it to the loop
+            guest=guest,
+            applied={k: {"from": old, "to": new} for k, (old, new) in applied.items()},
+        )
         self.supervisor = Supervisor(host, self._guest_event, self._connected, settings.backoff)
         self.connected = self.supervisor.connected
         self.passes = Passes(self.reconciler, self.connected, self.supervisor.lost)
@@ -107,13 +111,15 @@ class Controller:
         )
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
+        self._store_moved = asyncio.Event()
 
     # -- what the API asks (see api.deps.Daemon) -----------------------------------
 
     def notify(self, guest: str | None) -> None:
-        """A policy changed through the API: a pass over ``guest`` (None: all) now.
-        On the loop's thread."""
+        """A policy changed through the API: a pass over ``guest`` (None: all) and a
+        refresh of the cache now. On the loop's thread."""
         self.passes.request(guest)
+        self._store_moved.set()
 
     def policies(self) -> Mapping[str, GuestPolicy]:
         """Every stored policy by guest, as last read (no store access)."""
@@ -183,7 +189,9 @@ class Controller:
             asyncio.create_task(self.supervisor.run(), name="connection"),
             asyncio.create_task(self.passes.run(), name="worker"),
             asyncio.create_task(self.passes.periodic(self.settings.reconcile_interval)),
-            asyncio.create_task(follow(self.cache, interval, self._policies_written)),
+            asyncio.create_task(
+                follow(self.cache, interval, self._policies_written, self._store_moved)
+            ),
             asyncio.create_task(self.sampling.run(), name="sampler"),
             asyncio.create_task(self.prober.run(), name="prober"),
         ]
@@ -239,11 +247,3 @@ class Controller:
             self.events.publish(
                 "policy", guest=r.guest, revision=r.revision, action=r.action, actor=r.actor
             )
-
-    def _applied(self, guest: str, applied: Mapping[str, tuple[Any, Any]]) -> None:
-        """(In a pass's thread.) What a pass changed, as an event."""
-        self.events.publish(
-            "enforcement",
-            guest=guest,
-            applied={k: {"from": old, "to": new} for k, (old, new) in applied.items()},
-        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -78,31 +79,43 @@ class PolicyCache:
         self.revision = revision
 
 
+#: After this long without a write, the store is looked at 4 times less often.
+QUIET_S = 60.0
+
+
 async def follow(
     cache: PolicyCache,
     interval: float,
     on_change: Callable[[list[Revision] | None], None],
+    moved: asyncio.Event | None = None,
 ) -> None:
     """Keep ``cache`` current; after each refresh that found writes, call
-    ``on_change(revisions or None)`` on the loop.
+    ``on_change(revisions or None)`` on the loop. Setting ``moved`` asks for a
+    refresh at once (the API wrote).
 
     A thread of its own reads the store's change marker every ``interval``
-    seconds (microseconds each) and wakes the loop only when it moved, so an
-    idle daemon's loop does not wake twice a second for nothing.
+    seconds (microseconds each; every 4 intervals after :data:`QUIET_S` without
+    a write) and wakes the loop only when it moved, so an idle daemon's loop
+    does not wake for nothing.
     """
     loop = asyncio.get_running_loop()
-    moved = asyncio.Event()
+    moved = moved or asyncio.Event()
     stop = threading.Event()
 
     def watch() -> None:
         last: int | None = None
-        while not stop.wait(interval):
+        changed_at = time.monotonic()
+        while True:
+            quiet = time.monotonic() - changed_at > QUIET_S
+            if stop.wait(interval * 4 if quiet else interval):
+                return
             try:
                 marker: int | None = cache.marker()
             except StoreError:
                 marker = None  # let a refresh find out and log why
             if marker != last or marker is None:
                 last = marker
+                changed_at = time.monotonic()
                 loop.call_soon_threadsafe(moved.set)
 
     watcher = threading.Thread(target=watch, name="store-watch", daemon=True)

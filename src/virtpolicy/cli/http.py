@@ -54,9 +54,6 @@ class Client:
             sock.sendall(head.encode("latin-1") + b"\r\n" + body)
             return _answer(sock)
 
-    def close(self) -> None:
-        """Nothing to close: each request has its own connection."""
-
     def _connect(self) -> socket.socket:
         if not self.server.startswith(("https://", "http://")):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -116,9 +116,9 @@ class Controller:
     # -- what the API asks (see api.deps.Daemon) -----------------------------------
 
     def notify(self, guest: str | None) -> None:
-        """A policy changed through the API: a pass over ``guest`` (None: all) and a
-        refresh of the cache now. On the loop's thread."""
-        self.passes.request(guest)
+        """A policy changed through the API: refresh the cache now; the revisions it
+        reads request the passes (for ``guest``, or all that were written). On the
+        loop's thread."""
         self._store_moved.set()
 
     def policies(self) -> Mapping[str, GuestPolicy]:

@@ -54,9 +54,11 @@ class PolicyCache:
             marker = self._store.change_marker()
             if marker == self._marker and self.revision is not None:
                 return []  # nothing committed since: not even the revision is read
-            self._marker = marker
+            # The marker is kept only once the refresh succeeded: a store error
+            # half-way must not make the next refresh skip what was written.
             revision = self._store.global_revision()
             if revision == self.revision:
+                self._marker = marker
                 return []
             if self.revision is not None:
                 written = self._store.revisions_since(self.revision, _INCREMENTAL_LIMIT + 1)
@@ -67,16 +69,18 @@ class PolicyCache:
                             policies.pop(r.guest, None)
                         else:
                             policies[r.guest] = r.policy
-                    self._publish(policies, max([revision, *(r.seq for r in written)]))
+                    self._publish(policies, max([revision, *(r.seq for r in written)]), marker)
                     return written
             # Read after the revision: a write in between only makes the next
             # refresh read it again, never keeps an older list under a newer revision.
-            self._publish({s.policy.guest: s.policy for s in self._store.list_policies()}, revision)
+            every = {s.policy.guest: s.policy for s in self._store.list_policies()}
+            self._publish(every, revision, marker)
             return None
 
-    def _publish(self, policies: dict[str, GuestPolicy], revision: int) -> None:
+    def _publish(self, policies: dict[str, GuestPolicy], revision: int, marker: int) -> None:
         self._policies = MappingProxyType(policies)
         self.revision = revision
+        self._marker = marker
 
 
 #: After this long without a write, the store is looked at 4 times less often.

@@ -67,7 +67,7 @@ class Prober:
         """The latest fresh result for the edge (None: it holds). Waits for the
         probes' next round when there is none yet, and never probes itself."""
         for _ in range(2):
-            result = self._results.get((guest, condition))
+            result = self.latest(guest, condition)
             if result is not None and time.monotonic() - result[0] < FRESH_S:
                 return result[1]
             with contextlib.suppress(TimeoutError):

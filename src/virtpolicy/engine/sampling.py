@@ -69,17 +69,15 @@ class Sampling:
                 rates = self.monitor.ingest(sample, used)
                 if any(name != "static" for name in self.dynamic.names):
                     await self._decide()
-                if not streaming:  # nobody listens: build no event
-                    await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
-                    continue
-                self.events.publish(
-                    "stats",
-                    keep=False,
-                    guests=[g.to_dict() for g in rates.guests.values()],
-                    host_busy_percent=[
-                        None if b is None else round(b, 2) for b in rates.host_busy_percent
-                    ],
-                )
+                if streaming:  # else nobody listens: build no event
+                    self.events.publish(
+                        "stats",
+                        keep=False,
+                        guests=[g.to_dict() for g in rates.guests.values()],
+                        host_busy_percent=[
+                            None if b is None else round(b, 2) for b in rates.host_busy_percent
+                        ],
+                    )
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
 
     async def _decide(self) -> None:

@@ -1,0 +1,59 @@
+"""The daemon's policy cache: incremental refreshes, and no write lost to a failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from virtpolicy.engine import changes
+from virtpolicy.engine.policycache import PolicyCache
+from virtpolicy.errors import StoreError
+from virtpolicy.store import SqlStore
+
+
+def test_refresh_reads_what_was_written_since(tmp_path: Path) -> None:
+    """A refresh applies the revisions written since the last one, deletes included."""
+    store = SqlStore(str(tmp_path / "p.db"))
+    try:
+        changes.set_policy(store, "db", {"cpu": {"weight": 200}}, actor="t")
+        cache = PolicyCache(store)
+        assert cache.refresh() is None  # the first read is whole
+        changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
+        changes.delete_policy(store, "db", actor="t")
+        written = cache.refresh()
+        assert [(r.guest, r.action) for r in written or []] == [
+            ("web", "create"),
+            ("db", "delete"),
+        ]
+        assert sorted(cache.all()) == ["web"]
+        assert cache.refresh() == []
+    finally:
+        store.close()
+
+
+def test_a_failed_refresh_does_not_skip_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the store fails half-way through a refresh, the next refresh still reads
+    the write that moved the change marker."""
+    store = SqlStore(str(tmp_path / "p.db"))
+    try:
+        cache = PolicyCache(store)
+        cache.refresh()
+        changes.set_policy(store, "web", {"cpu": {"weight": 300}}, actor="t")
+        real = store.global_revision
+
+        def failing() -> int:
+            raise StoreError("store busy")
+
+        monkeypatch.setattr(store, "global_revision", failing)
+        with pytest.raises(StoreError):
+            cache.refresh()
+        monkeypatch.setattr(store, "global_revision", real)
+        cache.refresh()
+        policy = cache.get("web")
+        assert policy is not None
+        assert policy.cpu.weight == 300
+    finally:
+        store.close()

@@ -36,8 +36,8 @@ from collections import deque
 
 from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.monitor import Rates
-from virtpolicy.engine.policies import Context
-from virtpolicy.engine.policies.balance import Balance
+from virtpolicy.engine.tuners import Context
+from virtpolicy.engine.tuners.balance import Balance
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.testing.simulate import SimulatedHost, clock_of, generate
 

@@ -52,11 +52,11 @@ class ServeSettings(BaseModel):
     reconcile_interval: float = Field(default=30.0, ge=1.0, le=86400.0)
     sample_interval: float = Field(default=5.0, ge=1.0, le=3600.0)
     history: float = Field(default=3600.0, ge=60.0, le=7 * 86400.0)
-    #: Dynamic policies to run (entry points of virtpolicy.policies).
-    engines: Annotated[tuple[str, ...], BeforeValidator(_names), Field(min_length=1)] = ("static",)
+    #: Tuners to run (entry points of virtpolicy.tuners).
+    tuners: Annotated[tuple[str, ...], BeforeValidator(_names), Field(min_length=1)] = ("static",)
     dry_run: bool = False
-    #: Settings for the dynamic policies (threshold, dwell, ...), by name.
-    engine_settings: dict[str, float] = {}
+    #: Settings for the tuners (threshold, dwell, ...), by name.
+    tuner_settings: dict[str, float] = {}
     run_dir: str = Field(default_factory=default_run_dir, min_length=1)
     autostart: bool = True
     listen: str | None = None

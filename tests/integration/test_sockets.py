@@ -43,7 +43,7 @@ def test_write_records_the_peer_and_is_enforced(run_dir: Path, db: str) -> None:
 
         def enforced() -> bool:
             status = rw.get("/v1/guests/db/status")
-            return status.status_code == 200 and status.json()["actual"].get("vcpupin.0") == "3"
+            return status.status_code == 200 and status.json()["actual"]["vcpupin"].get("0") == "3"
 
         eventually(enforced, 10)
         assert rw.get("/v1/host").json()["cpus"] == 4

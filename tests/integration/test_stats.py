@@ -128,7 +128,7 @@ def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
         virsh("start", g)
         virsh("vcpupin", g, "0", "0", "--live")
     daemon = start_daemon(
-        db, "--connect", qemu_uri, "--sample-interval", "1", "--engine", "static,balance"
+        db, "--connect", qemu_uri, "--sample-interval", "1", "--tuner", "static,balance"
     )
     wait_connected(daemon)
 
@@ -146,17 +146,17 @@ def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
     assert log.exit_code == 0, log.output
     applied = [d for d in json.loads(log.stdout) if d["outcome"] == "applied"]
     assert applied, log.stdout
-    assert applied[0]["engine"] == "balance"
+    assert applied[0]["tuner"] == "balance"
     assert applied[0]["value"] == "1"
     assert applied[0]["reason"].startswith("CPU 0 was at ")
     # The static pass keeps balance's placement: it is within cpu.allowed (all).
     time.sleep(3)
     assert pins() == moved
-    engines = run(*server, "engines").stdout
-    assert any(line.split()[:2] == ["balance", "running"] for line in engines.splitlines())
+    tuners = run(*server, "tuners").stdout
+    assert any(line.split()[:2] == ["balance", "running"] for line in tuners.splitlines())
 
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "policy-package"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "tuner-package"
 
 
 def test_a_third_party_policy_installs_is_found_runs_and_is_logged(
@@ -167,8 +167,8 @@ def test_a_third_party_policy_installs_is_found_runs_and_is_logged(
     make_guest: Callable[..., str],
     tmp_path: Path,
 ) -> None:
-    """examples/policy-package, installed with pip into a directory of its own,
-    is listed by `virtpolicy engines`, runs in the daemon (its hours set so that
+    """examples/tuner-package, installed with pip into a directory of its own,
+    is listed by `virtpolicy tuners`, runs in the daemon (its hours set so that
     now is outside them), caps the batch guest, and its decision is logged."""
     source = tmp_path / "src"
     shutil.copytree(EXAMPLE, source)  # pip builds in place: keep the checkout clean
@@ -191,7 +191,7 @@ def test_a_third_party_policy_installs_is_found_runs_and_is_logged(
     )
     env = {"PYTHONPATH": str(site)}
     listed = subprocess.run(
-        [str(VIRTPOLICY), "engines"],
+        [str(VIRTPOLICY), "tuners"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -207,7 +207,7 @@ def test_a_third_party_policy_installs_is_found_runs_and_is_logged(
         qemu_uri,
         "--sample-interval",
         "1",
-        "--engine",
+        "--tuner",
         "static,batch-hours",
         *("--set", "start=24", "--set", "end=25", "--set", "cap=30"),
         env=env,
@@ -220,5 +220,5 @@ def test_a_third_party_policy_installs_is_found_runs_and_is_logged(
     eventually(lambda: quota() == "30000", 30)
     log = run("--server", str(daemon.socket), "decisions", guest, "-o", "json")
     applied = [d for d in json.loads(log.stdout) if d["outcome"] == "applied"]
-    assert [(d["engine"], d["action"], d["value"]) for d in applied] == [("batch-hours", "cap", 30)]
+    assert [(d["tuner"], d["action"], d["value"]) for d in applied] == [("batch-hours", "cap", 30)]
     assert "outside the free hours 24-25: capping at 30 %" in applied[0]["reason"]

@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from virtpolicy.api import metrics
 from virtpolicy.engine.monitor import History, Monitor, rates
 from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.hypervisor.native import Tuning
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters, parse_domain_stats
 from virtpolicy.policy.model import parse_policy
 
@@ -91,9 +92,8 @@ def test_prometheus_text_parses_with_the_right_labels() -> None:
     monitor = Monitor(interval=5)
     monitor.ingest(sample(0, guest("web", 0, [0, 0]), host=((0, 0),)), 0.001)
     monitor.ingest(sample(5, guest("web", 3 * S, [2 * S, 1 * S]), host=((1 * S, 4 * S),)), 0.002)
-    status = GuestStatus(
-        "web", 1, "running", actual={"vcpupin.0": "0-1", "vcpupin.1": "2", "cpu_shares": 2048}
-    )
+    actual = Tuning(vcpupin={0: frozenset({0, 1}), 1: frozenset({2})}, sched={"cpu_shares": 2048})
+    status = GuestStatus("web", 1, "running", actual=actual)
     status.drift = {"cpu_shares": (1024, 2048)}
     policies = {"web": parse_policy({"guest": "web", "requires": [{"guest": 'd"b'}]})}
     text = metrics.render(monitor, [status], policies, {'d"b': "running"})

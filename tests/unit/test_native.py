@@ -123,7 +123,7 @@ def test_drift_lists_managed_fields_only() -> None:
 
 
 def test_auto_keeps_a_placement_within_allowed_and_puts_back_one_outside() -> None:
-    """vcpus: auto leaves placement to the dynamic policy, inside cpu.allowed."""
+    """vcpus: auto leaves placement to the tuner, inside cpu.allowed."""
     policy = parse_policy({"guest": "g", "cpu": {"vcpus": "auto", "allowed": "1-2"}})
     placed = Tuning(vcpupin={0: frozenset({2}), 1: frozenset({0, 1})})
     desired = desired_tuning(policy, HOST, vcpus=2, actual=placed)

@@ -7,17 +7,24 @@ def test_status_table_shows_only_the_managed_scheduler_values() -> None:
     """QEMU reports some twenty scheduler parameters; the table shows those the policy
     manages (weight and cap in native units), so that a row fits a terminal."""
     actual = {
-        "vcpupin.0": "1",
-        "cpu_shares": 500,
-        "global_period": 100000,
-        "global_quota": 150000,
-        "vcpu_period": 100000,
-        "vcpu_quota": -1,
-        "emulator_period": 100000,
-        "emulator_quota": -1,
-        "iothread_period": 100000,
+        "vcpupin": {"0": "1"},
+        "emulatorpin": None,
+        "sched": {
+            "cpu_shares": 500,
+            "global_period": 100000,
+            "global_quota": 150000,
+            "vcpu_period": 100000,
+            "vcpu_quota": -1,
+            "emulator_period": 100000,
+            "emulator_quota": -1,
+            "iothread_period": 100000,
+        },
     }
-    desired = {"vcpupin.0": "1", "cpu_shares": 500, "global_period": 100000, "global_quota": 150000}
+    desired = {
+        "vcpupin": {"0": "1"},
+        "emulatorpin": None,
+        "sched": {"cpu_shares": 500, "global_period": 100000, "global_quota": 150000},
+    }
     row = {
         "guest": "web",
         "state": "running",

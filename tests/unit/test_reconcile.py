@@ -75,7 +75,7 @@ def test_a_status_is_published_whole(store: SqlStore) -> None:
         assert inside.wait(5)
         seen = {s.guest: s for s in reconciler.statuses()}
         assert seen["b"].state == "running"
-        assert seen["b"].actual == {"vcpupin.0": "2"}
+        assert seen["b"].actual.vcpupin == {0: frozenset({2})}
     finally:
         release.set()
         worker.join()

@@ -1,4 +1,4 @@
-"""Routes for dynamic policies: what runs, and the decision log."""
+"""Routes for tuners: what runs, and the decision log."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from fastapi import APIRouter, Query
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader
-from virtpolicy.engine.policies import available
+from virtpolicy.engine.tuners import available
 
-router = APIRouter(prefix="/v1", tags=["dynamic policies"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/v1", tags=["tuners"], responses=schemas.ERRORS)
 
 
-@router.get("/engines")
-def engines(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
-    """The dynamic policies this daemon runs, whether in dry run, and all installed."""
+@router.get("/tuners")
+def tuners(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+    """The tuners this daemon runs, whether in dry run, and all installed."""
     return {
         "running": daemon.dynamic.names,
         "dry_run": daemon.dynamic.dry_run,
@@ -30,6 +30,6 @@ def decisions(
     guest: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[dict[str, Any]]:
-    """Decisions of the dynamic policies, newest first: what was proposed and why,
+    """Decisions of the tuners, newest first: what was proposed and why,
     and whether it was applied (or why not: waiting, rate limit, dry run, failed)."""
     return [d.to_dict() for d in daemon.dynamic.decisions(guest, limit)]

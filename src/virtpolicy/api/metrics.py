@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus
-from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import GuestPolicy
 
 if TYPE_CHECKING:
@@ -109,10 +108,9 @@ def render(
         "gauge",
         "Host CPUs each vCPU may run on now (its pinning).",
         (
-            ({"guest": s.guest, "vcpu": key.split(".", 1)[1]}, len(parse_cpuset(str(cpus))))
+            ({"guest": s.guest, "vcpu": str(vcpu)}, len(cpus))
             for s in statuses
-            for key, cpus in s.actual.items()
-            if key.startswith("vcpupin.")
+            for vcpu, cpus in sorted(s.actual.vcpupin.items())
         ),
     )
     out.family(
@@ -122,8 +120,7 @@ def render(
         (
             ({"guest": s.guest, "name": key}, float(value))
             for s in statuses
-            for key, value in s.actual.items()
-            if isinstance(value, int)
+            for key, value in sorted(s.actual.sched.items())
         ),
     )
     out.family(

@@ -38,7 +38,7 @@ COMMANDS = {
     "serve": "serve",
     "stats": "stats",
     "top": "stats",
-    "engines": "stats",
+    "tuners": "stats",
     "decisions": "stats",
     "token": "tokens",
 }

@@ -31,7 +31,7 @@ def policy() -> None:
 @click.option(
     "--vcpus",
     metavar="CPUSET|auto",
-    help="Where every vCPU not pinned alone may run; auto: placed by a dynamic policy.",
+    help="Where every vCPU not pinned alone may run; auto: placed by a tuner.",
 )
 @click.option("--allowed", metavar="CPUSET", help="With --vcpus auto: the CPUs to place on.")
 @click.option("--emulatorpin", metavar="CPUSET", help="Where the emulator threads may run.")

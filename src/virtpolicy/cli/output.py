@@ -94,19 +94,13 @@ def status(statuses: Sequence[dict[str, Any]]) -> str:
     rows = []
     for st in statuses:
         actual = st.get("actual") or {}
-        pins = " ".join(
-            f"{k.split('.', 1)[1]}:{v}" for k, v in actual.items() if k.startswith("vcpupin.")
-        )
-        if "emulatorpin" in actual:
+        pins = " ".join(f"{v}:{c}" for v, c in (actual.get("vcpupin") or {}).items())
+        if actual.get("emulatorpin") is not None:
             pins += f" emu:{actual['emulatorpin']}"
         # The scheduler values the policy manages (weight and cap, in the driver's
         # units); the driver's full set is in `status -o json|yaml`.
-        managed = st.get("desired") or {}
-        sched = " ".join(
-            f"{k}={v}"
-            for k, v in actual.items()
-            if k in managed and not k.startswith(("vcpupin.", "emulatorpin"))
-        )
+        managed = (st.get("desired") or {}).get("sched") or {}
+        sched = " ".join(f"{k}={v}" for k, v in (actual.get("sched") or {}).items() if k in managed)
         drift = ",".join(st.get("drift") or {}) or "-"
         trouble = list(st.get("problems") or []) + ([st["error"]] if st.get("error") else [])
         rows.append(

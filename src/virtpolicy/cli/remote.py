@@ -141,8 +141,8 @@ class RemoteService:
         answer: list[dict[str, Any]] = self._call("GET", "/v1/decisions", params=params)
         return answer
 
-    def engines(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("GET", "/v1/engines")
+    def tuners(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", "/v1/tuners")
         return answer
 
     def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:

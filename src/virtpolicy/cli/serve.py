@@ -47,23 +47,23 @@ log = logging.getLogger(__name__)
 )
 @click.option("--history", type=float, metavar="SECONDS", help="Utilization history kept [3600].")
 @click.option(
-    "--engine",
-    "engines",
+    "--tuner",
+    "tuners",
     metavar="NAME[,NAME...]",
-    help="Dynamic policies to run (see `virtpolicy engines`) [static].",
+    help="Tuners to run (see `virtpolicy tuners`) [static].",
 )
 @click.option(
     "--dry-run",
     is_flag=True,
     default=None,
-    help="Dynamic policies decide and log, and change nothing.",
+    help="Tuners decide and log, and change nothing.",
 )
 @click.option(
     "--set",
-    "engine_settings",
+    "tuner_settings",
     multiple=True,
     metavar="KEY=NUMBER",
-    help="A dynamic policy setting, e.g. threshold=15 or dwell=120.",
+    help="a tuner setting, e.g. threshold=15 or dwell=120.",
 )
 @click.option(
     "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
@@ -91,9 +91,9 @@ def serve(
     reconcile_interval: float | None,
     sample_interval: float | None,
     history: float | None,
-    engines: str | None,
+    tuners: str | None,
     dry_run: bool | None,
-    engine_settings: tuple[str, ...],
+    tuner_settings: tuple[str, ...],
     run_dir: str | None,
     autostart: bool | None,
     exec_dir: str | None,
@@ -114,9 +114,9 @@ def serve(
             "reconcile_interval": reconcile_interval,
             "sample_interval": sample_interval,
             "history": history,
-            "engines": engines,
+            "tuners": tuners,
             "dry_run": dry_run,
-            "engine_settings": parse_labels(engine_settings, "--set") or None,
+            "tuner_settings": parse_labels(tuner_settings, "--set") or None,
             "run_dir": run_dir,
             "autostart": autostart,
             "listen": listen,
@@ -143,22 +143,22 @@ def serve(
             reconcile_interval=settings.reconcile_interval,
             sample_interval=settings.sample_interval,
             history=settings.history,
-            engines=settings.engines,
+            tuners=settings.tuners,
             dry_run=settings.dry_run,
-            engine_settings=settings.engine_settings,
+            tuner_settings=settings.tuner_settings,
             autostart=settings.autostart,
             exec_dir=settings.conditions.exec_dir,
             exec_user=settings.conditions.exec_user,
         ),
     )
     log.info(
-        "serving: connect=%s db=%s mode=%s interval=%ss sample=%ss engines=%s%s",
+        "serving: connect=%s db=%s mode=%s interval=%ss sample=%ss tuners=%s%s",
         settings.connect,
         settings.db,
         settings.mode,
         settings.reconcile_interval,
         settings.sample_interval,
-        ",".join(settings.engines),
+        ",".join(settings.tuners),
         " (dry run)" if settings.dry_run else "",
     )
     apis = server.servers(

@@ -1,5 +1,5 @@
 """``virtpolicy stats`` and ``top`` (utilization from the daemon's sampler),
-``engines`` and ``decisions`` (dynamic policies)."""
+``tuners`` and ``decisions`` (tuners)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import click
 from virtpolicy.cli import output
 from virtpolicy.cli.app import App, cli, pass_app
 from virtpolicy.cli.remote import RemoteService
-from virtpolicy.engine.policies import available, load
+from virtpolicy.engine.tuners import available, load
 from virtpolicy.errors import NotFoundError, VirtpolicyError
 from virtpolicy.policy.cpuset import parse_cpuset
 
@@ -58,10 +58,7 @@ def top_table(
     sitting: dict[int, list[str]] = {cpu: [] for cpu in range(ncpus)}
     floating = 0
     for status in statuses:
-        for key, cpuset in status.get("actual", {}).items():
-            if not key.startswith("vcpupin."):
-                continue
-            vcpu = key.split(".", 1)[1]
+        for vcpu, cpuset in (status.get("actual") or {}).get("vcpupin", {}).items():
             cpus = parse_cpuset(str(cpuset))
             if len(cpus) >= ncpus:
                 floating += 1
@@ -148,17 +145,17 @@ def _interval(api: RemoteService) -> float:
     return float(api.stats_host()["sampler"]["interval"])
 
 
-@cli.command("engines")
+@cli.command("tuners")
 @click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_app
-def engines_cmd(app: App, fmt: str) -> None:
-    """Dynamic policies installed here (built-in and from other packages), and
+def tuners_cmd(app: App, fmt: str) -> None:
+    """Tuners installed here (built-in and from other packages), and
     which the daemon runs, when one answers."""
     installed = available()
     running: list[str] = []
     dry_run = False
     try:
-        answer = app.daemon("engines").engines()
+        answer = app.daemon("tuners").tuners()
         running, dry_run = answer["running"], answer["dry_run"]
     except VirtpolicyError:
         pass  # no daemon: what is installed is still worth showing
@@ -188,7 +185,7 @@ def engines_cmd(app: App, fmt: str) -> None:
 @click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_app
 def decisions_cmd(app: App, guest: str | None, limit: int, fmt: str) -> None:
-    """The dynamic policies' decision log, newest first."""
+    """The tuners' decision log, newest first."""
     found = app.daemon("decisions").decisions(guest, limit)
     if fmt == "json":
         click.echo(json.dumps(found, indent=2))
@@ -196,7 +193,7 @@ def decisions_cmd(app: App, guest: str | None, limit: int, fmt: str) -> None:
     rows = [
         [
             time.strftime("%H:%M:%S", time.localtime(d["time"])),
-            d["engine"],
+            d["tuner"],
             d["guest"],
             d["action"] + ("" if d["vcpu"] is None else f".{d['vcpu']}"),
             "-" if d["value"] is None else d["value"],

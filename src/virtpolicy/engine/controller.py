@@ -7,7 +7,7 @@ This module wires the daemon's parts together and holds no logic of its own:
 - :mod:`~virtpolicy.engine.policycache` follows the store;
 - :mod:`~virtpolicy.engine.passes` queues and runs reconcile passes;
 - :mod:`~virtpolicy.engine.jobrunner` runs start and stop jobs;
-- :mod:`~virtpolicy.engine.sampling` samples and runs dynamic policies;
+- :mod:`~virtpolicy.engine.sampling` samples and runs tuners;
 - :mod:`~virtpolicy.engine.prober` probes dependency conditions.
 
 Everything here runs on the event loop; blocking calls go to threads in
@@ -31,13 +31,13 @@ from virtpolicy.engine.jobrunner import JobRunner
 from virtpolicy.engine.jobs import JobRequest, settle
 from virtpolicy.engine.monitor import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Monitor
 from virtpolicy.engine.passes import Passes
-from virtpolicy.engine.policies import load as load_policies
 from virtpolicy.engine.policycache import PolicyCache, follow
 from virtpolicy.engine.prober import Prober
 from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
 from virtpolicy.engine.sampling import Sampling
 from virtpolicy.engine.states import GuestStates
 from virtpolicy.engine.supervisor import Backoff, Supervisor
+from virtpolicy.engine.tuners import load as load_tuners
 from virtpolicy.errors import ConnectionLostError, StoreError
 from virtpolicy.hypervisor.native import GuestInfo
 from virtpolicy.policy.model import GuestPolicy
@@ -58,9 +58,9 @@ class ControllerSettings:
     autostart: bool = True
     sample_interval: float = DEFAULT_INTERVAL_S
     history: float = DEFAULT_WINDOW_S
-    engines: tuple[str, ...] = ("static",)
+    tuners: tuple[str, ...] = ("static",)
     dry_run: bool = False
-    engine_settings: Mapping[str, float] = field(default_factory=dict)
+    tuner_settings: Mapping[str, float] = field(default_factory=dict)
     exec_dir: str | None = None
     exec_user: str = "nobody"
 
@@ -97,13 +97,13 @@ class Controller:
             self.prober.holds,
         )
         self.dynamic = DynamicEngine.from_settings(
-            load_policies(settings.engines), settings.engine_settings, dry_run=settings.dry_run
+            load_tuners(settings.tuners), settings.tuner_settings, dry_run=settings.dry_run
         )
         self.monitor = Monitor(
             settings.sample_interval,
             settings.history,
             keep=self.dynamic.window,
-            # A dynamic policy beyond static reads per-vCPU figures every round.
+            # A tuner beyond static reads per-vCPU figures every round.
             always=frozenset({"vcpu"}) if set(self.dynamic.names) - {"static"} else frozenset(),
         )
         self.sampling = Sampling(

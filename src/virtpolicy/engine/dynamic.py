@@ -1,14 +1,14 @@
-"""Running dynamic policies: from proposals to applied changes, and the decision log.
+"""Running tuners: from proposals to applied changes, and the decision log.
 
-After each sample the engine builds a :class:`~virtpolicy.engine.policies.Context`
-from the last ``window`` seconds of rates and asks every enabled policy. Each
+After each sample the engine builds a :class:`~virtpolicy.engine.tuners.Context`
+from the last ``window`` seconds of rates and asks every enabled tuner. Each
 proposed action then passes, in order:
 
 - *no change*: what it asks is already so;
 - *hysteresis*: the same kind of change to the same thing must be proposed
   ``confirm`` decisions in a row: moving a given vCPU (to
   wherever is best at the time: the target may differ between rounds),
-  capping a guest, or lifting its cap. ``confirm`` is the policy's own
+  capping a guest, or lifting its cap. ``confirm`` is the tuner's own
   (its ``confirm`` attribute; 2 when it has none) unless the engine is given
   one for all. Placing a vCPU that is on no single CPU yet needs none;
 - *rate limit*: what it changes (a vCPU's pinning, a guest's cap) was last
@@ -32,8 +32,8 @@ from enum import StrEnum
 from typing import Any
 
 from virtpolicy.engine.monitor import Rates
-from virtpolicy.engine.policies import Action, Context, Pins, Policy
-from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.engine.tuners import Action, Context, Pins, Tuner
+from virtpolicy.policy.cpuset import format_cpuset
 from virtpolicy.policy.model import GuestPolicy
 
 LOG_SIZE = 10_000
@@ -61,11 +61,11 @@ ROUTINE = frozenset({Verdict.NO_CHANGE, Verdict.WAITING, Verdict.RATE_LIMIT})
 class Decision:
     id: int
     time: float
-    engine: str
+    tuner: str
     guest: str
     kind: str
     vcpu: int | None
-    value: str | int | None
+    value: frozenset[int] | int | None
     reason: str
     verdict: Verdict
     detail: str = ""  # more about the verdict ("proposed 1 of 2 times in a row")
@@ -73,6 +73,11 @@ class Decision:
     @property
     def applied(self) -> bool:
         return self.verdict is Verdict.APPLIED
+
+    @property
+    def shown_value(self) -> str | int | None:
+        """The value as the API and the log show it: a cpuset string for a pin."""
+        return format_cpuset(self.value) if isinstance(self.value, frozenset) else self.value
 
     @property
     def outcome(self) -> str:
@@ -83,11 +88,11 @@ class Decision:
         return {
             "id": self.id,
             "time": self.time,
-            "engine": self.engine,
+            "tuner": self.tuner,
             "guest": self.guest,
             "action": self.kind,
             "vcpu": self.vcpu,
-            "value": self.value,
+            "value": self.shown_value,
             "reason": self.reason,
             "applied": self.applied,
             "verdict": str(self.verdict),
@@ -101,10 +106,10 @@ Apply = Callable[[Action], str | None]
 
 @dataclass
 class DynamicEngine:
-    policies: Sequence[Policy]
+    tuners: Sequence[Tuner]
     dry_run: bool = False
     window: float = 60.0
-    confirm: int | None = None  # None: each policy's own (DEFAULT_CONFIRM if it says none)
+    confirm: int | None = None  # None: each tuner's own (DEFAULT_CONFIRM if it says none)
     dwell: float = 60.0
     settings: Mapping[str, Any] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
@@ -117,12 +122,12 @@ class DynamicEngine:
 
     @classmethod
     def from_settings(
-        cls, policies: Sequence[Policy], settings: Mapping[str, float], **kw: Any
+        cls, tuners: Sequence[Tuner], settings: Mapping[str, float], **kw: Any
     ) -> DynamicEngine:
         """An engine whose ``window``, ``confirm`` and ``dwell`` come from the same
-        settings (``serve --set``) as the policies' own, when given there."""
+        settings (``serve --set``) as the tuners' own, when given there."""
         return cls(
-            policies,
+            tuners,
             window=float(settings.get("window", cls.window)),
             confirm=int(settings.get("confirm", 0)) or None,
             dwell=float(settings.get("dwell", cls.dwell)),
@@ -132,7 +137,7 @@ class DynamicEngine:
 
     @property
     def names(self) -> list[str]:
-        return [p.name for p in self.policies]
+        return [t.name for t in self.tuners]
 
     def run(
         self,
@@ -143,7 +148,7 @@ class DynamicEngine:
         caps: Mapping[str, int | None],
         apply: Apply,
     ) -> list[Decision]:
-        """One round: ask every policy, filter, apply, log. The decisions made."""
+        """One round: ask every tuner, filter, apply, log. The decisions made."""
         began = time.perf_counter()
         now = self.clock()
         newest = history[-1].wall if history else now
@@ -159,22 +164,21 @@ class DynamicEngine:
             settings={"dwell": self.dwell, **self.settings},
         )
         proposed: list[Action] = []
-        for policy in self.policies:
+        for tuner in self.tuners:
             try:
-                proposed += policy.decide(context)
+                proposed += tuner.decide(context)
             except Exception:  # a plugin's bug must not stop the others, or the daemon
-                log.exception("dynamic policy %s failed; skipped this round", policy.name)
+                log.exception("tuner %s failed; skipped this round", tuner.name)
         self.decide_seconds = time.perf_counter() - began
         confirms = {
-            p.name: self.confirm or int(getattr(p, "confirm", DEFAULT_CONFIRM))
-            for p in self.policies
+            t.name: self.confirm or int(getattr(t, "confirm", DEFAULT_CONFIRM)) for t in self.tuners
         }
         seen = set()
         decisions = []
         for action in proposed:
             seen.add(action.key)
             verdict, detail = self._verdict(
-                action, context, confirms.get(action.engine, DEFAULT_CONFIRM)
+                action, context, confirms.get(action.tuner, DEFAULT_CONFIRM)
             )
             if verdict is Verdict.APPLIED:
                 first = _first_placement(action, context)  # before apply changes the pins
@@ -216,7 +220,7 @@ class DynamicEngine:
             decision = Decision(
                 self._next_id,
                 now,
-                action.engine,
+                action.tuner,
                 action.guest,
                 action.kind,
                 action.vcpu,
@@ -255,7 +259,7 @@ def _first_placement(action: Action, context: Context) -> bool:
 def _already(action: Action, context: Context) -> bool:
     if action.kind == "vcpupin" and action.vcpu is not None:
         current = context.pins.get((action.guest, action.vcpu))
-        return current == frozenset(parse_cpuset(str(action.value)))
+        return current == action.cpus
     if action.kind == "cap":
         return context.caps.get(action.guest) == action.value
     return False

@@ -272,7 +272,7 @@ class Monitor:
     keep: float = RECENT_S
     recent: deque[Rates] = field(init=False)
 
-    #: Optional stats groups always collected (those the dynamic policies read).
+    #: Optional stats groups always collected (those the tuners read).
     always: frozenset[str] = frozenset()
     #: Optional stats group -> when a reader last asked for it (monotonic).
     wanted: dict[str, float] = field(default_factory=dict)

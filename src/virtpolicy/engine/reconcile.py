@@ -43,8 +43,8 @@ class GuestStatus:
     guest: str
     policy_revision: int | None = None
     state: str = "undefined"
-    desired: dict[str, str | int] = field(default_factory=dict)
-    actual: dict[str, str | int] = field(default_factory=dict)
+    desired: Tuning = field(default_factory=Tuning)
+    actual: Tuning = field(default_factory=Tuning)
     drift: dict[str, tuple[Value, Value]] = field(default_factory=dict)
     applied: dict[str, tuple[Value, Value]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -59,8 +59,8 @@ class GuestStatus:
             "guest": self.guest,
             "policy_revision": self.policy_revision,
             "state": self.state,
-            "desired": self.desired,
-            "actual": self.actual,
+            "desired": self.desired.to_dict(),
+            "actual": self.actual.to_dict(),
             "drift": {k: {"actual": a, "desired": d} for k, (a, d) in self.drift.items()},
             "applied": {k: {"from": a, "to": d} for k, (a, d) in self.applied.items()},
             "problems": self.problems,
@@ -187,8 +187,8 @@ class Reconciler:
                 "start.autostart: libvirt's own autostart is on too and races the ordered "
                 f"start (virsh autostart --disable {name})"
             )
-        status.desired = desired.tuning.describe()
-        status.actual = actual.describe()
+        status.desired = desired.tuning
+        status.actual = actual
         status.drift = drift(desired.tuning, actual)
         if self.mode != "enforce":
             return
@@ -203,7 +203,7 @@ class Reconciler:
                 self.on_applied(name, applied)
             status.applied = applied
             status.applied_at = _now()
-            status.actual = after.describe()
+            status.actual = after
             status.drift = drift(desired.tuning, after)
         if mirror is None or mirror[0] != stored.revision or mirror[1] != stored.policy:
             hv.write_mirror(name, stored.revision, stored.policy, running=info.running)

@@ -1,5 +1,5 @@
 """Sampling and dynamic rounds: one bulk statistics call every sample interval,
-the rates it gives, and then one round of the dynamic policies on them.
+the rates it gives, and then one round of the tuners on them.
 
 The sample and the round run in a worker thread; a round reads a running
 guest's live tuning only when a policy asks about that guest.
@@ -19,17 +19,16 @@ from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.dynamic import ROUTINE, Decision, DynamicEngine
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.monitor import Monitor
-from virtpolicy.engine.policies import Action
+from virtpolicy.engine.tuners import Action
 from virtpolicy.errors import GuestNotFoundError, HypervisorError, StoreError
 from virtpolicy.hypervisor.native import Tuning, cap_of
-from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
 
 
 class Sampling:
-    """The sampler task of the daemon, and the dynamic policies it feeds."""
+    """The sampler task of the daemon, and the tuners it feeds."""
 
     def __init__(
         self,
@@ -81,22 +80,22 @@ class Sampling:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
 
     async def _decide(self) -> None:
-        """Run the dynamic policies on the newest statistics; log and publish."""
+        """Run the tuners on the newest statistics; log and publish."""
         try:
             decisions = await asyncio.to_thread(self._decide_now)
         except (HypervisorError, StoreError) as exc:
-            log.warning("dynamic policies: %s", exc)
+            log.warning("tuners: %s", exc)
             return
         for d in decisions:
             if d.verdict in ROUTINE:
                 continue  # routine, every sample: in the decision log only
             log.info(
-                "decision engine=%s guest=%s %s%s=%s %s: %s",
-                d.engine,
+                "decision tuner=%s guest=%s %s%s=%s %s: %s",
+                d.tuner,
                 d.guest,
                 d.kind,
                 "" if d.vcpu is None else f".{d.vcpu}",
-                d.value,
+                d.shown_value,
                 d.outcome,
                 d.reason,
             )
@@ -118,11 +117,9 @@ class Sampling:
         def apply(action: Action) -> str | None:
             try:
                 if action.kind == "vcpupin" and action.vcpu is not None:
-                    cpus = frozenset(parse_cpuset(str(action.value)))
-                    self.hypervisor.place(action.guest, action.vcpu, cpus)
+                    self.hypervisor.place(action.guest, action.vcpu, action.cpus)
                 elif action.kind == "cap":
-                    value = action.value if isinstance(action.value, int) else None
-                    self.hypervisor.set_cap(action.guest, value)
+                    self.hypervisor.set_cap(action.guest, action.cap)
             except HypervisorError as exc:
                 return str(exc)
             return None
@@ -143,11 +140,11 @@ def _timed(call: Callable[[], T], clock: Callable[[], float]) -> tuple[T, float]
 
 
 class _LiveTuning:
-    """Running guests' live tuning for one round of dynamic policies, read from
+    """Running guests' live tuning for one round of tuners, read from
     libvirt the first time something asks about a guest (four calls each): a
     round whose policies look at a few guests costs a few reads, not four calls
     for every guest with a policy. ``pins`` and ``caps`` are the views a
-    :class:`~virtpolicy.engine.policies.Context` takes."""
+    :class:`~virtpolicy.engine.tuners.Context` takes."""
 
     def __init__(self, hypervisor: Host, guests: Collection[str]) -> None:
         self._hypervisor = hypervisor

@@ -252,7 +252,7 @@ class Hypervisor:
         else:
             problems.append(f"{what}: the {self.host().driver} driver pins only running guests")
 
-    # -- live changes of dynamic policies -----------------------------------------
+    # -- live changes of tuners -----------------------------------------
 
     def place(self, name: str, vcpu: int, cpus: frozenset[int]) -> None:
         """Pin one vCPU of a running guest, live only: a dynamic placement."""

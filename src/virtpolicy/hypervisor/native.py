@@ -62,8 +62,18 @@ class Tuning:
     emulatorpin: frozenset[int] | None = None
     sched: Mapping[str, int] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, object]:
+        """The API's form: ``{"vcpupin": {"0": "2-3"}, "emulatorpin": "0-1" or None,
+        "sched": {"cpu_shares": 2048}}``."""
+        return {
+            "vcpupin": {str(v): _cpuset_text(c) for v, c in sorted(self.vcpupin.items())},
+            "emulatorpin": None if self.emulatorpin is None else _cpuset_text(self.emulatorpin),
+            "sched": dict(sorted(self.sched.items())),
+        }
+
     def describe(self) -> dict[str, str | int]:
-        """Flat, printable form: ``vcpupin.0: "2-3"``, ``cpu_shares: 2048``."""
+        """One value per field, named as drift and the log name them:
+        ``vcpupin.0: "2-3"``, ``emulatorpin: "0-1"``, ``cpu_shares: 2048``."""
         out: dict[str, str | int] = {
             f"vcpupin.{vcpu}": _cpuset_text(cpus) for vcpu, cpus in sorted(self.vcpupin.items())
         }
@@ -123,7 +133,7 @@ def desired_tuning(
 ) -> Desired:
     """What ``policy`` asks of a guest with ``vcpus`` vCPUs on ``host``.
 
-    With ``cpu.vcpus: auto`` a vCPU's pinning is the dynamic policy's to
+    With ``cpu.vcpus: auto`` a vCPU's pinning is the tuner's to
     choose: its ``actual`` pinning stands while it is within ``cpu.allowed``
     (default: every host CPU); one outside is put back to ``allowed``.
     """

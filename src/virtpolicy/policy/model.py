@@ -35,7 +35,7 @@ WEIGHT_MIN, WEIGHT_MAX = 1, 10000
 CAP_MIN, CAP_MAX = 1, MAX_CPUS * 100
 #: Longest wait for a dependency, and longest stop timeout or start delay.
 TIMEOUT_MAX = 86400
-#: ``cpu.vcpus: auto``: placed by a dynamic policy.
+#: ``cpu.vcpus: auto``: placed by a tuner.
 AUTO = "auto"
 DEFAULT_DEPENDENCY_TIMEOUT = 300
 DEFAULT_STOP_TIMEOUT = 300
@@ -121,7 +121,7 @@ class CpuPolicy(_Model):
     """CPU tuning: where vCPUs and the emulator may run, and how much CPU."""
 
     vcpupin: Annotated[dict[VcpuIndex, Cpuset], BeforeValidator(_vcpupin_keys)] = {}
-    #: A cpuset for every vCPU not pinned alone, or "auto": a dynamic policy
+    #: A cpuset for every vCPU not pinned alone, or "auto": a tuner
     #: (``balance``) places each vCPU, within ``allowed``.
     vcpus: Annotated[str, BeforeValidator(_vcpus)] | None = None
     allowed: Cpuset | None = None

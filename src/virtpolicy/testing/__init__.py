@@ -8,7 +8,7 @@ tests; nothing in the daemon uses it.
   policy, lifecycle events, and a connection that can be made to fail. The
   engine (controller, reconcile, admission, jobs) runs on it without libvirt.
 - :mod:`virtpolicy.testing.simulate` plays load traces (seeded, or from a
-  CSV file) through a dynamic policy, an hour of samples in seconds:
+  CSV file) through a tuner, an hour of samples in seconds:
   ``SimulatedHost``, ``generate``, ``from_csv``, ``play``.
 """
 

@@ -1,6 +1,6 @@
 """A trace-driven stand-in for a host: a TEST AND BENCHMARK HARNESS, not a driver.
 
-It plays the sampler's role for dynamic policies, so that a policy can be run
+It plays the sampler's role for tuners, so that a policy can be run
 over an hour of load in seconds: N host CPUs, guests whose vCPUs each demand
 a share of a CPU over time (from a seeded generator or a CSV file), and the
 pinning and caps that policies set. Each step gives the :class:`Rates` the
@@ -22,8 +22,7 @@ from pathlib import Path
 
 from virtpolicy.engine.dynamic import Decision, DynamicEngine
 from virtpolicy.engine.monitor import GuestRates, Rates
-from virtpolicy.engine.policies import Action
-from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.engine.tuners import Action
 from virtpolicy.policy.model import GuestPolicy
 
 #: (guest, vCPU) -> demand in % of one host CPU, one value per step.
@@ -140,12 +139,12 @@ class SimulatedHost:
     def apply(self, action: Action) -> None:
         if action.kind == "vcpupin" and action.vcpu is not None:
             key = (action.guest, action.vcpu)
-            cpus = frozenset(parse_cpuset(str(action.value)))
+            cpus = action.cpus
             if cpus != self.pins.get(key):
                 self.pins[key] = cpus
                 self.moves += 1
         elif action.kind == "cap":
-            self.caps[action.guest] = action.value if isinstance(action.value, int) else None
+            self.caps[action.guest] = action.cap
 
 
 def play(

@@ -1,13 +1,13 @@
-"""Dynamic policies: pluggable functions from utilization to proposed actions.
+"""Tuners (dynamic policies): pluggable functions from utilization to proposed actions.
 
-A dynamic policy is an object with a ``name``, a one-line ``description``
+A tuner is an object with a ``name``, a one-line ``description``
 and ``decide(context) -> list[Action]``. It is a pure function of what the
 :class:`Context` holds: the recent statistics, the stored policies, the host
 topology, the current tuning, and when each vCPU was last moved. It changes
 nothing; :mod:`virtpolicy.engine.dynamic` applies what it proposes, with
 rate limits and hysteresis, and logs every decision.
 
-Policies are found through the entry-point group ``virtpolicy.policies``
+Tuners are found through the entry-point group ``virtpolicy.tuners``
 (each entry point names a class or a factory that takes no arguments);
 the built-in ones are registered there too, by this package's own metadata.
 """
@@ -24,7 +24,7 @@ from virtpolicy.engine.monitor import Rates
 from virtpolicy.errors import ConfigError
 from virtpolicy.policy.model import GuestPolicy
 
-GROUP = "virtpolicy.policies"
+GROUP = "virtpolicy.tuners"
 
 #: (guest, vCPU) -> the host CPUs it may run on now.
 Pins = Mapping[tuple[str, int], frozenset[int]]
@@ -33,15 +33,26 @@ Pins = Mapping[tuple[str, int], frozenset[int]]
 @dataclass(frozen=True, slots=True)
 class Action:
     """A proposed change. ``kind`` "vcpupin": pin ``vcpu`` of ``guest`` to the
-    cpuset ``value``; "cap": cap ``guest`` at ``value`` % (None: lift the cap)."""
+    host CPUs ``value`` (a frozenset); "cap": cap ``guest`` at ``value`` % of
+    one host CPU (None: lift the cap)."""
 
-    engine: str
+    tuner: str
     guest: str
     kind: Literal["vcpupin", "cap"]
-    value: str | int | None
+    value: frozenset[int] | int | None
     reason: str
     vcpu: int | None = None
-    gain: float = 0.0  # how much better the policy expects things to get
+    gain: float = 0.0  # how much better the tuner expects things to get
+
+    @property
+    def cpus(self) -> frozenset[int]:
+        """The target of a "vcpupin" (empty for any other kind)."""
+        return self.value if isinstance(self.value, frozenset) else frozenset()
+
+    @property
+    def cap(self) -> int | None:
+        """The target of a "cap" (None: lift it, or not a cap)."""
+        return self.value if isinstance(self.value, int) else None
 
     @property
     def key(self) -> tuple[str, str, int | None]:
@@ -51,7 +62,7 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a policy decides from."""
+    """What a tuner decides from."""
 
     now: float
     window: Sequence[Rates]  # oldest first; the newest is the last sample
@@ -118,7 +129,7 @@ class Context:
 
 
 @runtime_checkable
-class Policy(Protocol):
+class Tuner(Protocol):
     name: str
     description: str
 
@@ -126,20 +137,20 @@ class Policy(Protocol):
 
 
 def available() -> dict[str, str]:
-    """Every policy installed: name -> where it comes from (``module:attr``)."""
+    """Every tuner installed: name -> where it comes from (``module:attr``)."""
     return {ep.name: ep.value for ep in entry_points(group=GROUP)}
 
 
-def load(names: Sequence[str]) -> list[Policy]:
-    """The named policies, made; ConfigError naming one that is not installed."""
+def load(names: Sequence[str]) -> list[Tuner]:
+    """The named tuners, made; ConfigError naming one that is not installed."""
     found = {ep.name: ep for ep in entry_points(group=GROUP)}
-    policies = []
+    tuners = []
     for name in names:
         if name not in found:
             known = ", ".join(sorted(found)) or "none"
-            raise ConfigError(f'engine: "{name}" is not an installed policy (installed: {known})')
+            raise ConfigError(f'tuner: "{name}" is not an installed tuner (installed: {known})')
         made = found[name].load()()
-        if not isinstance(made, Policy):
-            raise ConfigError(f'engine: "{name}" ({found[name].value}) has no decide()')
-        policies.append(made)
-    return policies
+        if not isinstance(made, Tuner):
+            raise ConfigError(f'tuner: "{name}" ({found[name].value}) has no decide()')
+        tuners.append(made)
+    return tuners

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from virtpolicy.engine.policies import Action, Context
+from virtpolicy.engine.tuners import Action, Context
 
 
 class Static:

@@ -12,7 +12,7 @@ Settings: ``high`` (90), ``low`` (70), ``floor`` (10).
 
 from __future__ import annotations
 
-from virtpolicy.engine.policies import Action, Context
+from virtpolicy.engine.tuners import Action, Context
 
 DEFAULT_WEIGHT = 100
 

@@ -1,13 +1,13 @@
-"""Dynamic policies on the simulated host: placement, moves, hysteresis, caps."""
+"""Tuners on the simulated host: placement, moves, hysteresis, caps."""
 
 from __future__ import annotations
 
 import pytest
 
 from virtpolicy.engine.dynamic import DynamicEngine
-from virtpolicy.engine.policies import available, load
-from virtpolicy.engine.policies.balance import Balance
-from virtpolicy.engine.policies.contention import Contention
+from virtpolicy.engine.tuners import available, load
+from virtpolicy.engine.tuners.balance import Balance
+from virtpolicy.engine.tuners.contention import Contention
 from virtpolicy.errors import ConfigError
 from virtpolicy.policy.model import GuestPolicy, parse_policy
 from virtpolicy.testing.simulate import SimulatedHost, clock_of, generate, play
@@ -17,15 +17,15 @@ def auto(*guests: str, **cpu: object) -> dict[str, GuestPolicy]:
     return {g: parse_policy({"guest": g, "cpu": {"vcpus": "auto", **cpu}}) for g in guests}
 
 
-def engine(host: SimulatedHost, *policies: object, **kw: object) -> DynamicEngine:
-    return DynamicEngine(list(policies), clock=clock_of(host), **kw)  # type: ignore[arg-type]
+def engine(host: SimulatedHost, *tuners: object, **kw: object) -> DynamicEngine:
+    return DynamicEngine(list(tuners), clock=clock_of(host), **kw)  # type: ignore[arg-type]
 
 
 def test_builtins_are_found_through_entry_points() -> None:
     """Builtins are found through entry points."""
     assert {"static", "balance", "contention"} <= set(available())
     assert [p.name for p in load(["balance", "static"])] == ["balance", "static"]
-    with pytest.raises(ConfigError, match=r'engine: "nosuch" is not an installed policy'):
+    with pytest.raises(ConfigError, match=r'tuner: "nosuch" is not an installed tuner'):
         load(["nosuch"])
 
 
@@ -52,6 +52,10 @@ def test_balance_places_then_moves_a_busy_vcpu_off_a_crowded_cpu() -> None:
     moved = [d for d in decisions if d.applied]
     assert len(moved) == 2  # two had to leave CPU 0, and only two moved
     assert "lowers the peak" in moved[0].reason
+    # The target is a set of host CPUs; only the API's dict shows it as a cpuset.
+    assert isinstance(moved[0].value, frozenset)
+    assert len(moved[0].value) == 1
+    assert moved[0].to_dict()["value"] == str(next(iter(moved[0].value)))
 
 
 def test_balance_does_not_flap_on_load_oscillating_around_the_threshold() -> None:

@@ -1,6 +1,6 @@
 """``batch-hours``: guests labelled ``class: batch`` run capped outside their hours.
 
-An example of a dynamic policy in a package of its own. The daemon calls
+An example of a tuner in a package of its own. The daemon calls
 ``decide`` after every sample with a Context (statistics, stored policies,
 host, current pins and caps) and applies what it returns, with its rate
 limits and hysteresis, logging every decision.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from virtpolicy.engine.policies import Action, Context
+from virtpolicy.engine.tuners import Action, Context
 
 
 class BatchHours:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 
-from virtpolicy.engine.policies import Action, Context
+from virtpolicy.engine.tuners import Action, Context
 from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import AUTO
 
@@ -71,7 +71,7 @@ class Balance:
                     self.name,
                     key[0],
                     "vcpupin",
-                    str(cpu),
+                    frozenset({cpu}),
                     f"placed on the least loaded allowed CPU {cpu} "
                     f"({load[cpu]:.0f} % before, vCPU at {vload:.0f} %)",
                     vcpu=key[1],
@@ -113,7 +113,7 @@ class Balance:
                     self.name,
                     key[0],
                     "vcpupin",
-                    str(target),
+                    frozenset({target}),
                     f"CPU {peak} was at {load[peak]:.0f} %; moving this vCPU ({vload:.0f} %) "
                     f"to CPU {target} ({load[target]:.0f} %) lowers the peak of the two "
                     f"by {gain:.0f} points",

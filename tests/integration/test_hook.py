@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import (
     LAB_PIDFILE,
+    NODE,
     Cli,
     Daemon,
     eventually,
@@ -19,7 +20,7 @@ from tests.conftest import (
     virsh,
     wait_connected,
 )
-from virtpolicy.hook.install import install, uninstall
+from virtpolicy.hook.install import hook_text, install, uninstall
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +190,42 @@ def test_diamond_through_the_daemon_with_the_hook(
     assert t[g["web"]] < min(t[g["api"]], t[g["cache"]])
     assert max(t[g["api"]], t[g["cache"]]) < t[g["db"]]
     assert {try_virsh("domstate", x).stdout.strip() for x in g.values()} == {"shut off"}
+
+
+@pytest.mark.parametrize("client", ["perl", "python"])
+def test_hook_program_asks_the_daemon_with_either_client(
+    client: str, start_daemon: Callable[..., Daemon], db: str, run: Cli, tmp_path: Path
+) -> None:
+    """The hook program, run as libvirtd runs it (domain XML on standard input),
+    gets the same answers through its Perl client and its Python fallback: a
+    refusal with the daemon's reason and status 1, an allowed start (a name that
+    needs quoting included), and hook_failure when the daemon is gone."""
+    run("policy", "set", "api", "--requires", "ghost")
+    run("policy", "set", "web", "--requires", "db")
+    daemon = start_daemon(db, "--connect", f"test://{NODE}")
+    wait_connected(daemon)
+    program = tmp_path / f"qemu-{client}"
+
+    def hook(guest: str, run_dir: Path, failure: str = "open") -> subprocess.CompletedProcess[str]:
+        program.write_text(hook_text(str(run_dir), failure, str(tmp_path / "none"), client))
+        program.chmod(0o755)
+        argv = [str(program), guest, "prepare", "begin", "-"]
+        done = subprocess.run(
+            argv, check=False, input="<domain/>", capture_output=True, text=True, timeout=30
+        )
+        return done
+
+    refused = hook("api", daemon.run_dir)
+    assert (refused.returncode, refused.stderr.strip()) == (
+        1,
+        "api requires ghost (running): ghost is not defined on this host",
+    )
+    allowed = hook("web", daemon.run_dir)
+    assert (allowed.returncode, allowed.stderr) == (0, "")
+    odd = hook("we b é%", daemon.run_dir)
+    assert (odd.returncode, odd.stderr) == (0, "")
+    gone = tmp_path / "gone"
+    closed = hook("api", gone, "closed")
+    assert closed.returncode == 1
+    assert "hook_failure=closed refuses api" in closed.stderr
+    assert hook("api", gone, "open").returncode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,28 @@ def test_pin_to_missing_cpu_names_the_host_size(
         f"cpu.vcpupin[0]: CPU 63 does not exist: the host has {n} CPUs (0-{n - 1})"
     ]
     assert virsh("emulatorpin", guest, "--config").split()[-1] == "0"
+
+
+def test_transient_guest_is_enforced_live_with_its_mirror(
+    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A guest made by `virsh create` has no definition to write: its pinning,
+    weight and mirror go to the live guest only, with no error or problem, and a
+    second pass finds nothing to do (the mirror reads back from the live state)."""
+    guest = make_guest("transient")
+    xml = tmp_path / "guest.xml"
+    xml.write_text(virsh("dumpxml", guest))
+    virsh("undefine", guest)
+    virsh("create", str(xml))
+    assert virsh("dominfo", guest).split("Persistent:")[1].split()[0] == "no"
+    changes.set_policy(store, guest, {"cpu": {"vcpus": "1", "weight": 300}}, actor="t")
+    reconciler = Reconciler(store, hv)
+    [status] = reconciler.reconcile()
+    assert (status.state, status.error, status.problems, status.drift) == ("running", None, [], {})
+    assert vcpupin(guest, "--live") == {0: "1", 1: "1"}
+    assert schedinfo(guest, "--live")["cpu_shares"] == (
+        "3072" if hv.host().scheduler == "cgroup1" else "300"
+    )
+    assert hv.read_mirror(guest, persistent=False) is not None
+    [again] = Reconciler(store, hv).reconcile()  # a fresh reconciler reads the mirror
+    assert (again.error, again.applied) == (None, {})

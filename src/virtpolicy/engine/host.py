@@ -47,9 +47,11 @@ class Host(Protocol):
     def actual(self, name: str, running: bool | None = None) -> Tuning:
         """The tuning in effect: live for a running guest, else the definition."""
 
-    def apply(self, name: str, tuning: Tuning, *, running: bool) -> list[str]:
-        """Write ``tuning`` to the definition and the live guest; problems that
-        did not stop the rest."""
+    def apply(
+        self, name: str, tuning: Tuning, *, running: bool, persistent: bool = True
+    ) -> list[str]:
+        """Write ``tuning`` to the definition (a transient guest has none) and the
+        live guest; problems that did not stop the rest."""
 
     def place(self, name: str, vcpu: int, cpus: frozenset[int]) -> None:
         """Pin one vCPU of a running guest, live only."""
@@ -57,13 +59,21 @@ class Host(Protocol):
     def set_cap(self, name: str, cap: int | None) -> None:
         """Cap a running guest (None: lift the cap), live only."""
 
-    def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
-        """The (revision, policy) mirrored into the guest's definition, if any."""
+    def read_mirror(self, name: str, *, persistent: bool = True) -> tuple[int, GuestPolicy] | None:
+        """The (revision, policy) mirrored into the guest's definition (a transient
+        guest's live state), if any."""
 
     def write_mirror(
-        self, name: str, revision: int, policy: GuestPolicy | None, *, running: bool
+        self,
+        name: str,
+        revision: int,
+        policy: GuestPolicy | None,
+        *,
+        running: bool,
+        persistent: bool = True,
     ) -> None:
-        """Mirror ``policy`` into the guest's definition (None: remove it)."""
+        """Mirror ``policy`` into the guest's definition, and live if it runs
+        (None: remove it)."""
 
     def start(self, name: str) -> bool:
         """Start a defined guest; False if it was running already."""

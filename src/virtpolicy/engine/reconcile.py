@@ -175,7 +175,7 @@ class Reconciler:
     def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:
         hv, name = self.hypervisor, info.name
         if name not in self._mirrors:
-            self._mirrors[name] = hv.read_mirror(name)
+            self._mirrors[name] = hv.read_mirror(name, persistent=info.persistent)
         mirror = self._mirrors[name]
         actual = hv.actual(name, info.running)
         desired = desired_tuning(
@@ -194,7 +194,9 @@ class Reconciler:
             return
         if status.drift:
             changes = _only(desired.tuning, actual)
-            status.problems += hv.apply(name, changes, running=info.running)
+            status.problems += hv.apply(
+                name, changes, running=info.running, persistent=info.persistent
+            )
             after = hv.actual(name, info.running)
             applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
             for what, (old, new) in applied.items():
@@ -206,7 +208,13 @@ class Reconciler:
             status.actual = after
             status.drift = drift(desired.tuning, after)
         if mirror is None or mirror[0] != stored.revision or mirror[1] != stored.policy:
-            hv.write_mirror(name, stored.revision, stored.policy, running=info.running)
+            hv.write_mirror(
+                name,
+                stored.revision,
+                stored.policy,
+                running=info.running,
+                persistent=info.persistent,
+            )
             self._mirrors[name] = (stored.revision, stored.policy)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket
 from pathlib import Path
 
 from virtpolicy.errors import ConfigError, HookInstallError
@@ -13,19 +14,24 @@ MARKER = "VIRTPOLICY-HOOK"
 SOURCE = Path(__file__).with_name("qemu.sh")
 
 
-def hook_text(run_dir: str, failure: str, chained: str) -> str:
-    """The hook program with its settings filled in."""
+def hook_text(run_dir: str, failure: str, chained: str, client: str = "auto") -> str:
+    """The hook program with its settings filled in (``client``: which interpreter
+    asks the daemon, perl or python; auto takes perl where it is installed)."""
     if failure not in ("open", "closed"):
         raise ConfigError(f"hook_failure: {failure!r} is not open or closed")
+    if client not in ("auto", "perl", "python"):
+        raise ConfigError(f"hook client: {client!r} is not auto, perl or python")
     text = SOURCE.read_text()
-    for key, value in (("RUN_DIR", run_dir), ("HOOK_FAILURE", failure), ("CHAINED", chained)):
+    settings = (("RUN_DIR", run_dir), ("HOOK_FAILURE", failure), ("CHAINED", chained))
+    unix_stream = f"{int(socket.AF_UNIX)} {int(socket.SOCK_STREAM)}"
+    for key, value in (*settings, ("CLIENT", client), ("UNIX_STREAM", unix_stream)):
         line = f"{key}={shlex.quote(value)}".replace("\\", "\\\\")  # re.subn reads backslashes
         text, found = re.subn(rf'^{key}="[^"]*"', line, text, count=1, flags=re.M)
         assert found == 1, key  # the template names each setting once
     return text
 
 
-def install(hooks_dir: str, run_dir: str, failure: str) -> list[str]:
+def install(hooks_dir: str, run_dir: str, failure: str, client: str = "auto") -> list[str]:
     """Install ``hooks_dir/qemu``; an existing foreign hook is kept and chained.
 
     Returns what was done, one line each.
@@ -42,7 +48,7 @@ def install(hooks_dir: str, run_dir: str, failure: str) -> list[str]:
             target.rename(chained)
             done.append(f"kept the existing hook as {chained}; it runs first")
         tmp = directory / ".qemu.virtpolicy.tmp"
-        tmp.write_text(hook_text(run_dir, failure, str(chained)))
+        tmp.write_text(hook_text(run_dir, failure, str(chained), client))
         os.chmod(tmp, 0o755)
         tmp.replace(target)
     except OSError as exc:

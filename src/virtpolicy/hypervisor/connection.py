@@ -32,7 +32,7 @@ from virtpolicy.errors import (
     HypervisorError,
     UnsupportedError,
 )
-from virtpolicy.hypervisor import stats
+from virtpolicy.hypervisor import mirror, stats
 from virtpolicy.hypervisor.codes import (
     CONNECTION,
     UNSUPPORTED,
@@ -42,7 +42,6 @@ from virtpolicy.hypervisor.codes import (
     refused_flags,
 )
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
-from virtpolicy.hypervisor.mirror import METADATA_NS, METADATA_PREFIX, mirror_xml, parse_mirror
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
@@ -194,8 +193,11 @@ class Hypervisor:
 
     # -- changing tuning ------------------------------------------------------
 
-    def apply(self, name: str, tuning: Tuning, *, running: bool) -> list[str]:
-        """Write ``tuning`` to the definition and, if running, the live guest.
+    def apply(
+        self, name: str, tuning: Tuning, *, running: bool, persistent: bool = True
+    ) -> list[str]:
+        """Write ``tuning`` to the definition (a transient guest has none) and, if
+        running, the live guest.
 
         Returns the problems that did not stop the rest (unsupported features);
         raises HypervisorError for real failures.
@@ -205,11 +207,12 @@ class Hypervisor:
         no_sched = f"scheduler parameters: not supported by the {self.host().driver} driver"
         with self.translating(name, "apply tuning"):
             dom = self._dom(name)
+            where = (running, persistent)
             for vcpu, cpus in sorted(tuning.vcpupin.items()):
-                self._pin(name, dom.pinVcpuFlags, (vcpu, cpumap(cpus, ncpus)), running, problems)
+                self._pin(name, dom.pinVcpuFlags, (vcpu, cpumap(cpus, ncpus)), where, problems)
             if tuning.emulatorpin is not None:
                 self._pin(
-                    name, dom.pinEmulator, (cpumap(tuning.emulatorpin, ncpus),), running, problems
+                    name, dom.pinEmulator, (cpumap(tuning.emulatorpin, ncpus),), where, problems
                 )
             if tuning.sched:
                 if self.caps.sched_flags is False:
@@ -219,7 +222,7 @@ class Hypervisor:
                         # QEMU refuses AFFECT_LIVE|AFFECT_CONFIG together for
                         # scheduler parameters ("mutually exclusive"), unlike
                         # pinning: one call each.
-                        for flags in (CONFIG, LIVE) if running else (CONFIG,):
+                        for flags in _targets(running=running, persistent=persistent):
                             dom.setSchedulerParametersFlags(dict(tuning.sched), flags)
                         self.caps.sched_flags = True
                     except libvirt.libvirtError as exc:
@@ -230,9 +233,18 @@ class Hypervisor:
         return problems
 
     def _pin(
-        self, name: str, call: Any, args: tuple[Any, ...], running: bool, problems: list[str]
+        self,
+        name: str,
+        call: Any,
+        args: tuple[Any, ...],
+        where: tuple[bool, bool],
+        problems: list[str],
     ) -> None:
         what = "vcpupin" if len(args) == 2 else "emulatorpin"
+        running, persistent = where
+        if not persistent:
+            call(*args, LIVE)  # transient: only the live guest exists
+            return
         if self.caps.pin_config is not False:
             try:
                 call(*args, CONFIG | (LIVE if running else 0))
@@ -308,50 +320,25 @@ class Hypervisor:
 
     # -- the policy mirrored into the domain ------------------------------------
 
-    def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
-        """The (revision, policy) last mirrored into ``name``'s definition, if any."""
+    def read_mirror(self, name: str, *, persistent: bool = True) -> tuple[int, GuestPolicy] | None:
+        """The (revision, policy) last mirrored into ``name``'s definition (a
+        transient guest's live state), if any."""
         with self.translating(name, "read metadata"):
-            dom = self._dom(name)
-            try:
-                xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, CONFIG)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                    return None
-                if not refused_flags(exc):
-                    raise
-                try:
-                    xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
-                except libvirt.libvirtError as again:
-                    if again.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                        return None
-                    raise
-        return parse_mirror(xml)
+            return mirror.read(self._dom(name), CONFIG if persistent else LIVE)
 
     def write_mirror(
-        self, name: str, revision: int, policy: GuestPolicy | None, *, running: bool
+        self,
+        name: str,
+        revision: int,
+        policy: GuestPolicy | None,
+        *,
+        running: bool,
+        persistent: bool = True,
     ) -> None:
         """Mirror ``policy`` (None: remove the mirror) into the domain's <metadata>."""
-        xml = mirror_xml(revision, policy) if policy is not None else None
+        flags = (CONFIG if persistent else 0) | (LIVE if running else 0)
         with self.translating(name, "write metadata"):
-            dom = self._dom(name)
-            try:
-                dom.setMetadata(
-                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                    xml,
-                    METADATA_PREFIX if xml else None,
-                    METADATA_NS,
-                    CONFIG | (LIVE if running else 0),
-                )
-            except libvirt.libvirtError as exc:
-                if not refused_flags(exc):
-                    raise
-                dom.setMetadata(
-                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                    xml,
-                    METADATA_PREFIX if xml else None,
-                    METADATA_NS,
-                    0,
-                )
+            mirror.write(self._dom(name), revision, policy, flags)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -431,3 +418,9 @@ def _scheduler(driver: str, uri: str) -> Scheduler:
     if driver == "xen":
         return "xen"
     return "none"
+
+
+def _targets(*, running: bool, persistent: bool) -> tuple[int, ...]:
+    """The states a change goes to: the definition (a transient guest has none)
+    and, while it runs, the live guest."""
+    return ((CONFIG,) if persistent else ()) + ((LIVE,) if running else ())

@@ -113,7 +113,7 @@ class MemoryHost:
         with self._lock:
             return Tuning(dict(g.vcpupin), g.emulatorpin, dict(g.sched))
 
-    def read_mirror(self, name: str) -> tuple[int, GuestPolicy] | None:
+    def read_mirror(self, name: str, *, persistent: bool = True) -> tuple[int, GuestPolicy] | None:
         return self._guest("read_mirror", name).mirror
 
     def sample(self, groups: Collection[str] = ALL_GROUPS) -> Sample:
@@ -122,7 +122,9 @@ class MemoryHost:
 
     # -- writing ----------------------------------------------------------------
 
-    def apply(self, name: str, tuning: Tuning, *, running: bool) -> list[str]:
+    def apply(
+        self, name: str, tuning: Tuning, *, running: bool, persistent: bool = True
+    ) -> list[str]:
         g = self._guest("apply", name)
         with self._lock:
             g.vcpupin.update(tuning.vcpupin)
@@ -142,7 +144,13 @@ class MemoryHost:
             g.sched.update(cap_params(cap, self.scheduler))
 
     def write_mirror(
-        self, name: str, revision: int, policy: GuestPolicy | None, *, running: bool
+        self,
+        name: str,
+        revision: int,
+        policy: GuestPolicy | None,
+        *,
+        running: bool,
+        persistent: bool = True,
     ) -> None:
         g = self._guest("write_mirror", name)
         g.mirror = (revision, policy) if policy is not None else None

@@ -49,7 +49,7 @@ class ServeSettings(BaseModel):
     )
     db: str = Field(default_factory=default_db, min_length=1)
     mode: Literal["enforce", "report"] = "enforce"
-    reconcile_interval: float = Field(default=30.0, ge=1.0, le=86400.0)
+    reconcile_interval: float = Field(default=300.0, ge=1.0, le=86400.0)
     sample_interval: float = Field(default=5.0, ge=1.0, le=3600.0)
     history: float = Field(default=3600.0, ge=60.0, le=7 * 86400.0)
     #: Tuners to run (entry points of virtpolicy.tuners).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -57,7 +58,11 @@ def guest(
 
 @router.get("/v1/stats/host")
 def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
-    """Each host CPU's busy %, and the sampler's health."""
+    """Each host CPU's busy %, and the sampler's health. The host CPUs' figures are
+    collected from the sample after the first such read on, for 5 minutes after
+    the last."""
+    daemon.monitor.want("host")
+    cpus = int(daemon.host_info().get("cpus") or 0)
     monitor = daemon.monitor
     latest = monitor.latest
     history = monitor.history
@@ -65,9 +70,10 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     owners = max(1, len(history.owners() - {"host"}))
     return {
         "time": latest.wall if latest else None,
+        # Every host CPU, its busy % unknown (None) until two samples had it.
         "cpus": [
             {"cpu": i, "busy_percent": None if b is None else round(b, 2)}
-            for i, b in enumerate(latest.host_busy_percent if latest else ())
+            for i, b in enumerate(_padded(latest.host_busy_percent if latest else (), cpus))
         ],
         "sampler": {
             "interval": monitor.interval,
@@ -89,7 +95,11 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
 async def prometheus(who: Reader, daemon: DaemonDep) -> Response:
     """Prometheus text format: guest and vCPU CPU seconds, tuning, drift,
     dependency state, sampler health."""
-    daemon.monitor.want("vcpu", "balloon")
+    daemon.monitor.want("vcpu", "balloon", "host")
     policies = daemon.policies()  # in memory
     text = metrics.render(daemon.monitor, daemon.statuses(), policies, dict(daemon.states))
     return Response(text, media_type=metrics.CONTENT_TYPE)
+
+
+def _padded(busy: Sequence[float | None], cpus: int) -> list[float | None]:
+    return [*busy, *([None] * (cpus - len(busy)))]

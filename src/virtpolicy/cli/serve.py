@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
     help="Put drift back, or only report it [enforce].",
 )
 @click.option(
-    "--reconcile-interval", type=float, metavar="SECONDS", help="Periodic pass interval [30]."
+    "--reconcile-interval", type=float, metavar="SECONDS", help="Periodic pass interval [300]."
 )
 @click.option(
     "--sample-interval",

@@ -52,7 +52,7 @@ _POLICY_EVENTS = 100  # more writes than this at once: one event for them all
 class ControllerSettings:
     uri: str
     mode: Mode = "enforce"
-    reconcile_interval: float = 30.0
+    reconcile_interval: float = 300.0
     store_poll_interval: float = 0.5
     backoff: Backoff = field(default_factory=Backoff)
     autostart: bool = True
@@ -103,8 +103,10 @@ class Controller:
             settings.sample_interval,
             settings.history,
             keep=self.dynamic.window,
-            # A tuner beyond static reads per-vCPU figures every round.
-            always=frozenset({"vcpu"}) if set(self.dynamic.names) - {"static"} else frozenset(),
+            # A tuner beyond static reads per-vCPU and host CPU figures every round.
+            always=frozenset({"vcpu", "host"})
+            if set(self.dynamic.names) - {"static"}
+            else frozenset(),
         )
         self.sampling = Sampling(
             host, self.monitor, self.dynamic, self.events, self.connected, self.cache.all
@@ -163,6 +165,7 @@ class Controller:
             "connected": self.connected.is_set(),
             "mode": self.settings.mode,
             "passes": self.passes.count,
+            "samples": self.monitor.samples,
         }
         host = self.supervisor.info
         if self.connected.is_set() and host is not None:

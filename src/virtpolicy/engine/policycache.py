@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -108,7 +109,7 @@ async def follow(
 
     def watch() -> None:
         last: int | None = None
-        changed_at = time.monotonic()
+        changed_at = -math.inf  # quiet from the start: nothing was written yet
         while True:
             quiet = time.monotonic() - changed_at > QUIET_S
             if stop.wait(interval * 4 if quiet else interval):
@@ -118,8 +119,9 @@ async def follow(
             except StoreError:
                 marker = None  # let a refresh find out and log why
             if marker != last or marker is None:
+                if last is not None or marker is None:  # not the first look
+                    changed_at = time.monotonic()
                 last = marker
-                changed_at = time.monotonic()
                 loop.call_soon_threadsafe(moved.set)
 
     watcher = threading.Thread(target=watch, name="store-watch", daemon=True)

@@ -55,7 +55,7 @@ class Sampling:
             cpu = time.thread_time
             streaming = self.events.listening("stats")
             if streaming:
-                self.monitor.want("vcpu", "balloon")
+                self.monitor.want("vcpu", "balloon", "host")
             groups = self.monitor.groups()
             try:
                 sample, used = await asyncio.to_thread(

@@ -27,7 +27,13 @@ OPTIONAL_GROUPS = {
     "vcpu": libvirt.VIR_DOMAIN_STATS_VCPU,
     "balloon": libvirt.VIR_DOMAIN_STATS_BALLOON,
 }
-ALL_GROUPS = frozenset(OPTIONAL_GROUPS)
+#: The host CPUs' times: one call per host CPU (libvirt has no bulk call for
+#: them), so also only when read.
+HOST_GROUP = "host"
+ALL_GROUPS = frozenset({*OPTIONAL_GROUPS, HOST_GROUP})
+#: For a guest busy with a job (a migration, a save), figures that would wait
+#: for QEMU are left out of that sample rather than waited for.
+NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +115,22 @@ def host_cpu_times(conn: libvirt.virConnect, cpus: int) -> tuple[tuple[int, int]
     return tuple(times)
 
 
-def collect(conn: libvirt.virConnect, cpus: int, groups: Collection[str] = ALL_GROUPS) -> Sample:
-    """One bulk call for the guests (state, CPU and the optional ``groups``), one
-    call per host CPU."""
+def collect(
+    conn: libvirt.virConnect, cpus: int, groups: Collection[str] = ALL_GROUPS, nowait: int = NOWAIT
+) -> Sample:
+    """One bulk call for the guests (state, CPU and the optional ``groups``), and
+    with the "host" group one call per host CPU. ``nowait``: the flag that keeps a
+    guest's job from holding the call (0 where the driver refuses it)."""
     wall, mono = time.time(), time.monotonic()
-    flags = BASE_GROUPS
+    stats_flags = BASE_GROUPS
     for group in groups:
-        flags |= OPTIONAL_GROUPS[group]
+        stats_flags |= OPTIONAL_GROUPS.get(group, 0)
     guests = {
         (name := dom.name()): parse_domain_stats(name, stats)
-        for dom, stats in conn.getAllDomainStats(flags)
+        for dom, stats in conn.getAllDomainStats(stats_flags, nowait)
     }
-    return Sample(mono, wall, guests, host_cpu_times(conn, cpus))
+    host = host_cpu_times(conn, cpus) if HOST_GROUP in groups else ()
+    return Sample(mono, wall, guests, host)
 
 
 def collect_per_guest(conn: libvirt.virConnect, cpus: int) -> Sample:

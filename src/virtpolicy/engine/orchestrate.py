@@ -15,15 +15,21 @@ to destroy only when the policy says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from virtpolicy.engine.conditions import Commands, Guests, probe_for, wait_until
+from virtpolicy.engine.gate import PriorityGate
 from virtpolicy.engine.host import Host
 from virtpolicy.errors import ConditionError, GuestNotFoundError, HypervisorError
 from virtpolicy.policy.graph import Edges, start_waves, stop_waves
 from virtpolicy.policy.model import Dependency, GuestPolicy, StopPolicy
+
+T = TypeVar("T")
 
 #: (guest, what happened, detail) for live progress.
 Progress = Callable[[str, str, str], None]
@@ -75,16 +81,24 @@ class Orchestrator:
     # -- start --------------------------------------------------------------------
 
     async def start(self, roots: Iterable[str] | None = None) -> list[GuestResult]:
-        selected = [g for wave in self.start_plan(roots) for g in wave]
+        waves = self.start_plan(roots)
+        selected = [g for wave in waves for g in wave]
+        # When more guests are ready than may start at once, the one with the
+        # longest chain of dependents behind it goes first.
+        behind: dict[str, list[str]] = {}
+        for guest in selected:
+            for dep, _kind in self._edges.get(guest, ()):
+                behind.setdefault(dep, []).append(guest)
+        self._urgency = _chain_lengths(waves, behind)
         self._t0 = time.monotonic()
-        self._sem = asyncio.Semaphore(self.concurrency)
         loop = asyncio.get_running_loop()
         self._up: dict[str, asyncio.Future[str | None]] = {
             g: loop.create_future() for g in selected
         }
         self._waits: dict[tuple[str, str, float], asyncio.Future[str | None]] = {}
         self.results = []
-        await asyncio.gather(*(self._start_one(g) for g in selected))
+        with self._workers():
+            await asyncio.gather(*(self._start_one(g) for g in self._by_urgency(selected)))
         return self.results
 
     async def _start_one(self, guest: str) -> None:
@@ -100,10 +114,10 @@ class Orchestrator:
         if hard:
             self._finish(guest, "held back", hard[0])
             return
-        async with self._sem:
+        async with self._gate.held(self._urgency.get(guest, 0)):
             self.progress(guest, "starting", "")
             try:
-                started = await asyncio.to_thread(self.hypervisor.start, guest)
+                started = await self._call(self.hypervisor.start, guest)
                 result = "started" if started else "already running"
             except HypervisorError as exc:
                 self._finish(guest, "failed", str(exc))
@@ -142,10 +156,10 @@ class Orchestrator:
     # -- stop -----------------------------------------------------------------------
 
     async def stop(self, roots: Iterable[str] | None = None) -> list[GuestResult]:
-        selected = [g for wave in self.stop_plan(roots) for g in wave]
+        waves = self.stop_plan(roots)
+        selected = [g for wave in waves for g in wave]
         chosen = set(selected)
         self._t0 = time.monotonic()
-        self._sem = asyncio.Semaphore(self.concurrency)
         loop = asyncio.get_running_loop()
         self._down: dict[str, asyncio.Future[str | None]] = {
             g: loop.create_future() for g in selected
@@ -155,8 +169,12 @@ class Orchestrator:
             for dep, kind in self._edges.get(guest, ()):
                 if dep in chosen:
                     self._dependents.setdefault(dep, []).append((guest, kind))
+        # The longest chain of dependencies still to stop after a guest goes first.
+        below = {g: [d for d, _ in self._edges.get(g, ()) if d in chosen] for g in selected}
+        self._urgency = _chain_lengths(waves, below)
         self.results = []
-        await asyncio.gather(*(self._stop_one(g) for g in selected))
+        with self._workers():
+            await asyncio.gather(*(self._stop_one(g) for g in self._by_urgency(selected)))
         return self.results
 
     async def _stop_one(self, guest: str) -> None:
@@ -171,7 +189,7 @@ class Orchestrator:
                 )
                 return
         stop = self.policies[guest].stop if guest in self.policies else StopPolicy()
-        async with self._sem:
+        async with self._gate.held(self._urgency.get(guest, 0)):
             self.progress(guest, "stopping", stop.action)
             try:
                 result = await self._stop_guest(guest, stop)
@@ -181,27 +199,46 @@ class Orchestrator:
         self._finish(guest, result, "", down=True)
 
     async def _stop_guest(self, guest: str, stop: StopPolicy) -> str:
-        info = await asyncio.to_thread(self.hypervisor.guest, guest)
+        info = await self._call(self.hypervisor.guest, guest)
         if not info.running:
             return "already stopped"
         if stop.action == "destroy":
-            await asyncio.to_thread(self.hypervisor.destroy, guest)
+            await self._call(self.hypervisor.destroy, guest)
             return "destroyed"
         if stop.action == "managedsave":
-            await asyncio.to_thread(self.hypervisor.managedsave, guest)
+            await self._call(self.hypervisor.managedsave, guest)
             return "saved"
-        await asyncio.to_thread(self.hypervisor.shutdown, guest)
+        await self._call(self.hypervisor.shutdown, guest)
         deadline = time.monotonic() + stop.timeout
-        while await asyncio.to_thread(self._is_running, guest):
+        while await self._call(self._is_running, guest):
             if time.monotonic() > deadline:
                 if not stop.escalate:
                     raise TimeoutError(f"{guest}: did not shut down within {stop.timeout} s")
-                await asyncio.to_thread(self.hypervisor.destroy, guest)
+                await self._call(self.hypervisor.destroy, guest)
                 return "destroyed after shutdown timed out"
             await asyncio.sleep(_STOP_POLL_S)
         return "stopped"
 
     # -- shared ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _workers(self) -> Iterator[None]:
+        """The gate and the threads of one run: ``concurrency`` of each, so that at
+        most that many libvirt calls are in flight, the most urgent first."""
+        self._gate = PriorityGate(self.concurrency)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="virtpolicy-orch")
+        try:
+            yield
+        finally:
+            self._pool.shutdown(wait=False)
+
+    def _by_urgency(self, guests: list[str]) -> list[str]:
+        """Most urgent first, so that of guests ready at once it is the first in."""
+        return sorted(guests, key=lambda g: -self._urgency.get(g, 0))
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of this run's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _is_running(self, guest: str) -> bool:
         try:
@@ -216,3 +253,14 @@ class Orchestrator:
         self.progress(guest, result, detail)
         futures = self._down if down else self._up
         futures[guest].set_result(None if outcome.ok else detail or result)
+
+
+def _chain_lengths(waves: list[list[str]], after: dict[str, list[str]]) -> dict[str, int]:
+    """For each guest, the number of guests on the longest chain that waits for it
+    (itself included), ``after`` naming who waits for whom; ``waves`` are in the
+    order the guests go, so the last wave is counted first."""
+    length: dict[str, int] = {}
+    for wave in reversed(waves):
+        for guest in wave:
+            length[guest] = 1 + max((length.get(g, 0) for g in after.get(guest, ())), default=0)
+    return length

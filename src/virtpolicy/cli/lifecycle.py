@@ -22,9 +22,8 @@ from virtpolicy.cli import output, progress
 from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.cli.remote import RemoteService
 from virtpolicy.engine import aio
-from virtpolicy.engine.jobs import JobRequest, JobRun, parse_job_request, result_rows
+from virtpolicy.engine.jobs import JobRequest, local_run, parse_job_request, result_rows
 from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult
-from virtpolicy.hypervisor.connection import Hypervisor
 
 _FOLLOW_S = 0.25
 
@@ -110,16 +109,11 @@ def _command(verb: str) -> click.Command:
 
 def _in_process(app: App, request: JobRequest, connect: str | None, live: bool) -> dict[str, Any]:
     uri = connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
-    hypervisor = Hypervisor(uri)
-    hypervisor.open()
-    try:
-        run = JobRun(app.store, hypervisor, request, app.actor, "cli")
+    with local_run(app.store, uri, request, app.actor) as run:
         job = run.record()
         with progress.display(request.action, job.guests, live) as show:
             run.progress = show
             return aio.run(run.run()).to_dict()
-    finally:
-        hypervisor.close()
 
 
 def _follow(service: RemoteService, request: JobRequest, live: bool) -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""Use cases: composes the policy model, the store and (later) the hypervisor.
+"""Use cases: composes the policy model, the store and the hypervisor.
 
-It never parses CLI flags or HTTP, never builds SQL, never calls libvirt
-directly; the interfaces (CLI, API, hook) call into it.
+It never parses CLI flags or HTTP and never builds SQL; it reaches libvirt
+through the :class:`~virtpolicy.engine.host.Host` protocol (the real adapter
+is in :mod:`virtpolicy.hypervisor`, an in-memory one in
+:mod:`virtpolicy.testing`). The interfaces (CLI, API, hook) call into it.
 """

@@ -13,11 +13,12 @@ recorded as such. A job whose process died is found by :func:`settle`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -126,6 +127,20 @@ def settle(store: PolicyStore, host: str | None = None) -> list[Job]:
 
 
 # -- running --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_run(store: PolicyStore, uri: str, request: JobRequest, actor: str) -> Iterator[JobRun]:
+    """A job run in this process on a connection of its own to ``uri`` (the CLI
+    with no daemon to ask), closed when the block ends."""
+    from virtpolicy.hypervisor.connection import Hypervisor  # noqa: PLC0415 (libvirt)
+
+    hypervisor = Hypervisor(uri)
+    hypervisor.open()
+    try:
+        yield JobRun(store, hypervisor, request, actor, "cli")
+    finally:
+        hypervisor.close()
 
 
 @dataclass

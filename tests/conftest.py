@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TypeVar
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine
 
 from virtpolicy.cli.main import cli
 from virtpolicy.hook.install import MARKER, uninstall
@@ -149,6 +151,48 @@ def qemu_uri() -> str:
         pytest.skip(reason)
     remove_stale_test_hook()
     return QEMU_URI
+
+
+PG_LAB = Path(__file__).parent / "lab" / "postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """The URL of the lab's PostgreSQL, or a skip saying why there is none.
+
+    With VIRTPOLICY_REQUIRE_LAB=1 (set by CI) the skip becomes a failure.
+    """
+    if subprocess.run([str(PG_LAB), "status"], check=False).returncode != 0:
+        reason = "no lab PostgreSQL answers (start one with: sudo tests/lab/postgres up)"
+        if os.environ.get("VIRTPOLICY_REQUIRE_LAB"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    url = subprocess.run([str(PG_LAB), "url"], capture_output=True, text=True, check=True)
+    return url.stdout.strip()
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> Iterator[str]:
+    """A store URL on the lab's PostgreSQL whose tables live in a schema of this
+    test's own (through ``search_path``), dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{pg_url}&options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store on SQLite (a file) and, as a second run of the test, on PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state" / "policies.db")
+    return str(request.getfixturevalue("pg_db"))
 
 
 LAB_PIDFILE = Path("/run/virtpolicy-lab/libvirtd.pid")

@@ -1,9 +1,9 @@
-"""Writes through engine.changes against a real SQLite file, from several writers at once."""
+"""Writes through engine.changes against a real SQLite file and a real PostgreSQL,
+from several writers at once."""
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -41,10 +41,10 @@ def race(stores: list[SqlStore], guest: str) -> tuple[list[int], list[int]]:
     return acknowledged, conflicts
 
 
-def test_concurrent_first_writes_lose_nothing(tmp_path: Path) -> None:
+def test_concurrent_first_writes_lose_nothing(any_db: str) -> None:
     """Writers creating the same guest at once: every acknowledged write is in the result
     (the losers get ConflictError), because "no policy yet" is guarded as revision 0."""
-    db = str(tmp_path / "p.db")
+    db = any_db
     SqlStore(db).close()
     stores = [SqlStore(db) for _ in range(WRITERS)]
     try:
@@ -60,9 +60,9 @@ def test_concurrent_first_writes_lose_nothing(tmp_path: Path) -> None:
             s.close()
 
 
-def test_write_after_delete_is_guarded_by_the_delete_revision(tmp_path: Path) -> None:
+def test_write_after_delete_is_guarded_by_the_delete_revision(any_db: str) -> None:
     """A guest whose policy was deleted is at the delete's revision, not 0."""
-    store = SqlStore(str(tmp_path / "p.db"))
+    store = SqlStore(any_db)
     try:
         changes.set_policy(store, "web", {"cpu": {"weight": 200}}, actor="a")
         changes.delete_policy(store, "web", actor="a")

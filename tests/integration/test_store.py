@@ -16,6 +16,7 @@ from tests.conftest import snapshot
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.store import Delete, Put, SqlStore
+from virtpolicy.store.feed import PostgresFeed
 from virtpolicy.store.schema import SCHEMA_REVISION
 
 pytestmark = pytest.mark.integration
@@ -227,3 +228,30 @@ def test_unusable_path_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot create"):
         SqlStore(str(blocker / "sub" / "p.db"))
+
+
+def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> None:
+    """On PostgreSQL a write notifies every listener when it commits, naming the
+    revisions and guests written: the feed returns on the notification (a wait
+    that times out returns False); on SQLite the feed compares its marker."""
+    feed = store.change_feed()
+    stop = threading.Event()
+    try:
+        assert feed.wait(0.01, stop)  # the first look: anything may have changed
+        if "://" not in db:
+            assert not feed.wait(0.01, stop)  # nothing written since
+            SqlStore(db).write([p("web")], "other process")
+            assert feed.wait(0.01, stop)
+            return
+        assert isinstance(feed, PostgresFeed)
+        assert not feed.wait(0.1, stop)  # nothing written: the wait times out
+        heard: list[bool] = []
+        listener = threading.Thread(target=lambda: heard.append(feed.wait(60, stop)))
+        listener.start()
+        SqlStore(db).write([p("web"), p("db")], "other process")
+        listener.join(60)
+        assert heard == [True]
+        assert feed.heard == "1-2 web,db"
+    finally:
+        stop.set()
+        feed.close()

@@ -74,7 +74,10 @@ def test_a_written_policy_is_enforced(tmp_path: Path) -> None:
     async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
         changes.set_policy(store, "db", {"cpu": {"vcpupin": {0: "2"}, "weight": 300}}, actor="t")
         db = host.guests_by_name["db"]
-        await until(lambda: db.vcpupin.get(0) == frozenset({2}))
+        # The pass writes pins, then weight, then the mirror, in a worker thread:
+        # wait for the last of them before looking at the rest.
+        await until(lambda: db.mirror is not None)
+        assert db.vcpupin.get(0) == frozenset({2})
         assert db.sched["cpu_shares"] == 300
         assert db.mirror is not None
         assert db.mirror[0] == 1

@@ -131,13 +131,16 @@ def test_any_patch_is_applied_or_refused(patch: dict[str, Any]) -> None:
         ({"requires": {"db": "x"}}, "requires.db"),
         ({"wants": 3}, "wants"),
         ({"cpu": {"vcpupin": {"²": "1"}}}, "cpu.vcpupin"),
+        ({"requires": {"\n": True}}, "requires.\\n"),  # found by hypothesis
     ],
 )
 def test_malformed_patch_names_the_field(patch: dict[str, Any], field: str) -> None:
-    """Dependencies given as a list or a string, or a vCPU in non-ASCII digits, are refused by field."""
+    """Dependencies given as a list or a string, or a vCPU in non-ASCII digits, are
+    refused by field, on one line (a control character in a key is escaped)."""
     with pytest.raises(PolicyError) as err:
         patch_policy(CURRENT, "web", patch)
     assert field in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("spec", ["²:1", "٣:1", "1²:0"])

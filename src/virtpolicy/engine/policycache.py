@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from virtpolicy.errors import StoreError
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import PolicyStore, Revision
+from virtpolicy.store.base import ChangeFeed, PolicyStore, Revision
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,9 @@ class PolicyCache:
     def get(self, guest: str) -> GuestPolicy | None:
         return self._policies.get(guest)
 
-    def marker(self) -> int:
-        """(Blocking, cheap.) The store's change marker: when it moves, refresh."""
-        return self._store.change_marker()
+    def feed(self) -> ChangeFeed:
+        """A new feed of the store's changes: when it reports one, refresh."""
+        return self._store.change_feed()
 
     def refresh(self) -> list[Revision] | None:
         """(Blocking.) Catch up with the store. Returns the revisions read since the
@@ -98,31 +98,30 @@ async def follow(
     ``on_change(revisions or None)`` on the loop. Setting ``moved`` asks for a
     refresh at once (the API wrote).
 
-    A thread of its own reads the store's change marker every ``interval``
-    seconds (microseconds each; every 4 intervals after :data:`QUIET_S` without
-    a write) and wakes the loop only when it moved, so an idle daemon's loop
-    does not wake for nothing.
+    A thread of its own waits on the store's change feed (PostgreSQL: a
+    notification, at once; SQLite: its change marker, read every ``interval``
+    seconds, every 4 intervals after :data:`QUIET_S` without a write) and wakes
+    the loop only when something was written, so an idle daemon's loop does not
+    wake for nothing.
     """
     loop = asyncio.get_running_loop()
     moved = moved or asyncio.Event()
     stop = threading.Event()
 
     def watch() -> None:
-        last: int | None = None
+        feed = cache.feed()
         changed_at = -math.inf  # quiet from the start: nothing was written yet
-        while True:
-            quiet = time.monotonic() - changed_at > QUIET_S
-            if stop.wait(interval * 4 if quiet else interval):
-                return
-            try:
-                marker: int | None = cache.marker()
-            except StoreError:
-                marker = None  # let a refresh find out and log why
-            if marker != last or marker is None:
-                if last is not None or marker is None:  # not the first look
-                    changed_at = time.monotonic()
-                last = marker
-                loop.call_soon_threadsafe(moved.set)
+        first = True
+        try:
+            while not stop.is_set():
+                quiet = time.monotonic() - changed_at > QUIET_S
+                if feed.wait(interval * 4 if quiet else interval, stop):
+                    if not first:
+                        changed_at = time.monotonic()
+                    loop.call_soon_threadsafe(moved.set)
+                first = False
+        finally:
+            feed.close()
 
     watcher = threading.Thread(target=watch, name="store-watch", daemon=True)
     watcher.start()

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from virtpolicy.errors import PolicyError
-from virtpolicy.policy.model import GuestPolicy, parse_policy
+from virtpolicy.policy.model import GuestPolicy, parse_policy, printable
 from virtpolicy.policy.numbers import ascii_int
 
 _KEYED = ("requires", "wants")
@@ -56,10 +56,11 @@ def _check_keyed(patch: Mapping[str, Any]) -> None:
             )
         for guest, rest in value.items():
             if rest is not None and not isinstance(rest, Mapping):
+                where = f"{kind}.{printable(str(guest)[:40])}"
                 raise PolicyError(
-                    f'{kind}.{str(guest)[:40]}: a dependency is a map such as {{"when": '
+                    f'{where}: a dependency is a map such as {{"when": '
                     f'"running"}} (or null to remove it), not {type(rest).__name__}',
-                    field=f"{kind}.{str(guest)[:40]}",
+                    field=where,
                 )
 
 

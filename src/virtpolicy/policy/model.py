@@ -241,12 +241,12 @@ def describe_validation_error(exc: ValidationError) -> PolicyError:
     field, message = _describe(first)
     more = len(errors) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    field, message = _printable(field), _printable(message)
+    field, message = printable(field), printable(message)
     text = f"{field}: {message}{suffix}" if field else message + suffix
     return PolicyError(text, field=field or None)
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` on one line: controls and other unprintables as escapes."""
     if text.isprintable():
         return text

@@ -6,6 +6,7 @@ implementation fills it for SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -138,6 +139,17 @@ class Job:
         }
 
 
+class ChangeFeed(Protocol):
+    """How a daemon hears that the store changed (see :mod:`virtpolicy.store.feed`)."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """Block up to ``timeout`` s (less if ``stop`` is set); True when the store may
+        have changed since the last call: a write seen, or an error (so that the
+        caller reads and finds out)."""
+
+    def close(self) -> None: ...
+
+
 class PolicyStore(Protocol):
     """Persistence of policies and their revisions."""
 
@@ -147,6 +159,9 @@ class PolicyStore(Protocol):
     def change_marker(self) -> int:
         """A number that changes whenever any process commits to the store; far
         cheaper to read than :meth:`global_revision`, for polling."""
+
+    def change_feed(self) -> ChangeFeed:
+        """A new way to hear of writes by any process (:mod:`virtpolicy.store.feed`)."""
 
     def get(self, guest: str) -> StoredPolicy:
         """The current policy of ``guest``; NotFoundError if it has none."""

@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     delete,
+    func,
     insert,
     inspect,
     select,
@@ -44,12 +45,14 @@ from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import (
     Action,
     Change,
+    ChangeFeed,
     Delete,
     Outcome,
     Revision,
     StoredPolicy,
     Vet,
 )
+from virtpolicy.store.feed import CHANNEL, PollFeed, PostgresFeed, payload
 from virtpolicy.store.schema import (
     SCHEMA_REVISION,
     dependencies,
@@ -76,6 +79,7 @@ class SqlStore(TokensAndJobs):
     def __init__(self, db: str, *, migrate: bool = True) -> None:
         self.url = to_url(db)
         self._sqlite = self.url.get_backend_name() == "sqlite"
+        self._postgres = self.url.get_backend_name() == "postgresql"
         self._marker: sqlite3.Connection | None = None
         self._marker_lock = threading.Lock()
         if self._sqlite and self.url.database not in (None, "", ":memory:"):
@@ -107,6 +111,13 @@ class SqlStore(TokensAndJobs):
                 return int(self._marker.execute("PRAGMA data_version").fetchone()[0])
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self.url}: {exc}") from exc
+
+    def change_feed(self) -> ChangeFeed:
+        """How a daemon hears of writes: LISTEN/NOTIFY on PostgreSQL, the change
+        marker looked at every so often elsewhere (see :mod:`virtpolicy.store.feed`)."""
+        if self._postgres:
+            return PostgresFeed(self.engine, self.url)
+        return PollFeed(self.change_marker)
 
     # -- reading ---------------------------------------------------------
 
@@ -270,6 +281,9 @@ class SqlStore(TokensAndJobs):
             for i, o in enumerate(written, start=1)
         ]
         conn.execute(update(store_state).values(revision=base + len(written)))
+        if self._postgres:  # delivered to every listener when this commits
+            told = payload(base + 1, base + len(written), [o.guest for o in written])
+            conn.execute(select(func.pg_notify(CHANNEL, told)))
         conn.execute(insert(revisions), rows)
         # Revision 1 is a guest's first row; later ones (after a delete too) update it.
         fresh = [r for r in rows if r["revision"] == 1]

@@ -1,0 +1,111 @@
+"""Hearing that the store changed, without reading it.
+
+Every daemon keeps the stored policies in memory and must learn, cheaply and
+soon, that some process wrote. Two ways, one interface
+(:class:`~virtpolicy.store.base.ChangeFeed`):
+
+- SQLite: ``PRAGMA data_version`` (a few microseconds; it moves whenever
+  another connection commits), looked at every ``timeout`` seconds.
+- PostgreSQL: every write transaction sends ``NOTIFY virtpolicy_changes``
+  with the revisions it wrote and the guests they are about; the feed
+  ``LISTEN``s on a connection of its own and returns as soon as one arrives,
+  so a write reaches every daemon without polling.
+
+Either way the daemon then reads only the revisions written since it last
+read (:meth:`~virtpolicy.store.base.PolicyStore.revisions_since`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+
+from virtpolicy.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+#: The channel every write notifies on PostgreSQL.
+CHANNEL = "virtpolicy_changes"
+#: NOTIFY payloads must stay under 8000 bytes; the guest names are cut first.
+_PAYLOAD_MAX = 7000
+
+
+def payload(first: int, last: int, guests: list[str]) -> str:
+    """What a write tells the listeners: ``"FIRST-LAST guest,guest,..."``, the
+    guests cut short (ending in ``...``) where they would not fit."""
+    names = ",".join(guests)
+    if len(names) > _PAYLOAD_MAX:
+        names = names[: _PAYLOAD_MAX - 3].rsplit(",", 1)[0] + ",..."
+    return f"{first}-{last} {names}"
+
+
+class PollFeed:
+    """Reads a change marker every ``timeout`` seconds (SQLite's ``data_version``,
+    or the global revision elsewhere) and compares it with the last one."""
+
+    def __init__(self, marker: Callable[[], int]) -> None:
+        self._marker = marker
+        self._last: int | None = None
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        if stop.wait(timeout):
+            return False
+        try:
+            marker = self._marker()
+        except StoreError as exc:
+            log.debug("store watch: %s", exc)
+            return True
+        changed, self._last = marker != self._last, marker  # the first look counts
+        return changed
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresFeed:
+    """``LISTEN``s on a connection of its own; reconnects after an error."""
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self._engine = engine
+        self._url = url
+        self._conn: Any = None  # psycopg.Connection, autocommit
+        #: The payload of the last notification heard (see :func:`payload`).
+        self.heard = ""
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        if stop.is_set():
+            return False
+        try:
+            if self._conn is None:
+                self._connect()
+                return True  # anything may have been written while not listening
+            heard = list(self._conn.notifies(timeout=timeout, stop_after=1))
+        except Exception as exc:
+            log.debug("store watch on %s: %s", self._url, exc)
+            self.close()
+            stop.wait(min(timeout, 1.0))
+            return True
+        if heard:
+            self.heard = heard[-1].payload
+        return bool(heard)
+
+    def _connect(self) -> None:
+        raw = self._engine.raw_connection()
+        conn: Any = raw.driver_connection
+        raw.detach()  # the feed's own, never back into the pool
+        conn.autocommit = True
+        conn.execute(f"LISTEN {CHANNEL}")
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception as exc:
+                log.debug("store watch: closing: %s", exc)
+            self._conn = None

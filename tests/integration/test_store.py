@@ -3,6 +3,7 @@ both): revisions, concurrency, atomicity."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import threading
@@ -16,6 +17,7 @@ from tests.conftest import snapshot
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.store import Delete, Put, SqlStore
+from virtpolicy.store.base import GuestState, HostRecord
 from virtpolicy.store.feed import PostgresFeed
 from virtpolicy.store.schema import SCHEMA_REVISION
 
@@ -255,3 +257,36 @@ def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> Non
     finally:
         stop.set()
         feed.close()
+
+
+def test_hosts_register_beat_leave_and_get_lost(db: str, store: SqlStore) -> None:
+    """A host registers up, beats, is shown lost after three silent intervals, and
+    leaves cleanly; its guests' states go with it. Another process sees it all."""
+    a = HostRecord("host-a", "qemu:///system", 8, {"sockets": 1}, "0.1.0", "up", 2.0, 100.0, "t")
+    store.register_host(a)
+    store.register_host(dataclasses.replace(a, name="host-b", uri="test:///x"))
+    other = SqlStore(db)
+    ha, hb = other.hosts()
+    assert (ha.name, ha.topology, ha.shown_state(105.0)) == ("host-a", {"sockets": 1}, "up")
+    assert ha.shown_state(106.5) == "lost"  # 6.5 s > 3 beats of 2 s
+    store.heartbeat("host-a", 106.0)
+    assert other.hosts()[0].shown_state(106.5) == "up"
+    seen = [
+        GuestState("db", "host-a", "u-1", "running", {"agent": True}, 106.0),
+        GuestState("web", "host-a", "u-2", "shut off", {}, 106.0),
+    ]
+    store.publish_guests("host-a", seen, [])
+    store.publish_guests("host-b", [GuestState("db", "host-b", "u-9", "running", {}, 106.0)], [])
+    assert [(g.guest, g.host, g.running) for g in other.guest_states()] == [
+        ("db", "host-a", True),
+        ("db", "host-b", True),
+        ("web", "host-a", False),
+    ]
+    assert other.guest_states("host-a")[0].ready == {"agent": True}
+    store.publish_guests("host-a", [dataclasses.replace(seen[1], state="running")], ["db"])
+    assert [(g.guest, g.state) for g in other.guest_states("host-a")] == [("web", "running")]
+    store.leave_host("host-b")
+    assert hb.name == "host-b"
+    assert other.hosts()[1].shown_state(1e12) == "left"  # a clean stop is never lost
+    assert other.guest_states("host-b") == []
+    other.close()

@@ -139,6 +139,48 @@ class Job:
         }
 
 
+#: A host is lost when its heartbeat is older than this many of its intervals.
+LOST_AFTER_BEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class HostRecord:
+    """A daemon sharing the store, as it registered and last beat."""
+
+    name: str
+    uri: str
+    cpus: int
+    topology: Mapping[str, int]
+    version: str
+    state: Literal["up", "left"]
+    heartbeat_s: float
+    heartbeat_at: float  # Unix time
+    started_at: str
+
+    def shown_state(self, now: float) -> Literal["up", "lost", "left"]:
+        """``lost`` when up but silent for more than :data:`LOST_AFTER_BEATS` beats."""
+        if self.state == "up" and now - self.heartbeat_at > LOST_AFTER_BEATS * self.heartbeat_s:
+            return "lost"
+        return self.state
+
+
+@dataclass(frozen=True, slots=True)
+class GuestState:
+    """A guest as one host's daemon sees it: its state, and which readiness
+    conditions (``when`` of a dependency, e.g. "agent") hold now."""
+
+    guest: str
+    host: str
+    uuid: str
+    state: str
+    ready: Mapping[str, bool]
+    updated_at: float  # Unix time
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "blocked", "paused", "pmsuspended")
+
+
 class ChangeFeed(Protocol):
     """How a daemon hears that the store changed (see :mod:`virtpolicy.store.feed`)."""
 
@@ -159,6 +201,26 @@ class PolicyStore(Protocol):
     def change_marker(self) -> int:
         """A number that changes whenever any process commits to the store; far
         cheaper to read than :meth:`global_revision`, for polling."""
+
+    # -- the fleet: hosts and the guests they see --------------------------------
+
+    def register_host(self, host: HostRecord) -> None:
+        """Add or replace ``host`` (a daemon starting), state ``up``."""
+
+    def heartbeat(self, name: str, at: float) -> None:
+        """The host is alive at ``at``."""
+
+    def leave_host(self, name: str) -> None:
+        """A clean stop: state ``left``, and its guests' states are dropped."""
+
+    def hosts(self) -> list[HostRecord]:
+        """Every host that ever registered, by name."""
+
+    def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
+        """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
+
+    def guest_states(self, host: str | None = None) -> list[GuestState]:
+        """The guests every host (or ``host``) last published, by guest and host."""
 
     def change_feed(self) -> ChangeFeed:
         """A new way to hear of writes by any process (:mod:`virtpolicy.store.feed`)."""

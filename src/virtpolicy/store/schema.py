@@ -16,8 +16,17 @@
   that a job whose process died still says how far it got.
 - ``dependencies`` and ``labels``: derived from ``policies`` and rewritten
   with it, so that plans and label selections need no JSON decoding.
+- ``hosts``: each daemon sharing the store (a fleet): its libvirt URI, CPUs
+  and topology summary, version, and heartbeat; ``state`` is ``up`` or
+  ``left`` (a clean stop), and a host whose heartbeat is older than three
+  of its intervals is shown ``lost``.
+- ``guest_states``: the guests each host's daemon sees (state, UUID, and
+  which readiness conditions hold), written when they change, so that every
+  daemon and CLI sees the whole fleet.
 
-Timestamps are ISO 8601 UTC strings, the same on every backend.
+Timestamps are ISO 8601 UTC strings, the same on every backend, except the
+heartbeats and guest states, which are Unix times (compared with the reader's
+clock: the hosts of a fleet keep their clocks in step, as with NTP).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -35,7 +45,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 metadata = MetaData()
 
@@ -113,4 +123,30 @@ jobs = Table(
     Column("results", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Index("ix_jobs_state", "state"),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("uri", String(1024), nullable=False),
+    Column("cpus", Integer, nullable=False),
+    Column("topology", Text, nullable=False),  # JSON: nodes, sockets, cores, threads
+    Column("version", String(32), nullable=False),
+    Column("state", String(8), nullable=False),  # up | left
+    Column("heartbeat_s", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("started_at", String(32), nullable=False),
+)
+
+guest_states = Table(
+    "guest_states",
+    metadata,
+    Column("guest", String(255), primary_key=True),
+    Column("host", String(255), primary_key=True),
+    Column("uuid", String(36), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("ready", Text, nullable=False),  # JSON: condition -> holds
+    Column("updated_at", Float, nullable=False),
+    Index("ix_guest_states_host", "host"),
 )

@@ -68,12 +68,13 @@ from virtpolicy.store.sqlengine import (
     to_url,
     tune_sqlite,
 )
+from virtpolicy.store.sqlfleet import Fleet
 from virtpolicy.store.sqlrecords import TokensAndJobs
 
 log = logging.getLogger(__name__)
 
 
-class SqlStore(TokensAndJobs):
+class SqlStore(Fleet, TokensAndJobs):
     """A :class:`~virtpolicy.store.base.PolicyStore` on a SQL database."""
 
     def __init__(self, db: str, *, migrate: bool = True) -> None:

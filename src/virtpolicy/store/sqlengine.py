@@ -78,6 +78,16 @@ def db_errors(url: URL) -> Iterator[None]:
         raise StoreError(f"store {masked(url)}: {cause}") from exc
 
 
+@contextmanager
+def write_transaction(engine: Engine, url: URL, sqlite: bool) -> Iterator[Connection]:
+    """A transaction that writes: ``BEGIN IMMEDIATE`` on SQLite (writers queue for
+    the lock rather than fail half-way), committed at the end, errors translated."""
+    with db_errors(url), engine.connect() as plain:
+        conn = plain.execution_options(virtpolicy_write=True) if sqlite else plain
+        with conn.begin():
+            yield conn
+
+
 def masked(url: URL) -> str:
     """The URL as shown to people: any password hidden."""
     return url.render_as_string(hide_password=True)

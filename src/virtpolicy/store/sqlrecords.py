@@ -15,6 +15,7 @@ from virtpolicy.errors import NotFoundError, TokenExistsError
 from virtpolicy.store.base import Job, JobState, Role, Token
 from virtpolicy.store.schema import jobs, tokens
 from virtpolicy.store.sqlengine import db_errors as _db_errors
+from virtpolicy.store.sqlengine import write_transaction
 
 
 class TokensAndJobs:
@@ -31,21 +32,19 @@ class TokensAndJobs:
 
     def add_token(self, name: str, role: Role, digest: str, actor: str) -> Token:
         token = Token(name, role, _now(), actor)
-        with _db_errors(self.url), self.engine.connect() as plain:
-            conn = plain.execution_options(virtpolicy_write=True) if self._sqlite else plain
-            with conn.begin():
-                taken = conn.execute(select(tokens.c.name).where(tokens.c.name == name)).first()
-                if taken:
-                    raise TokenExistsError(f'token "{name}" exists already; delete it first')
-                conn.execute(
-                    insert(tokens).values(
-                        name=name,
-                        role=role,
-                        hash=digest,
-                        created_at=token.created_at,
-                        created_by=actor,
-                    )
+        with write_transaction(self.engine, self.url, self._sqlite) as conn:
+            taken = conn.execute(select(tokens.c.name).where(tokens.c.name == name)).first()
+            if taken:
+                raise TokenExistsError(f'token "{name}" exists already; delete it first')
+            conn.execute(
+                insert(tokens).values(
+                    name=name,
+                    role=role,
+                    hash=digest,
+                    created_at=token.created_at,
+                    created_by=actor,
                 )
+            )
         return token
 
     def token_by_digest(self, digest: str) -> Token | None:

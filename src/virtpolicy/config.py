@@ -9,6 +9,7 @@ setting is refused naming the key, the value and where it came from.
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -59,6 +60,9 @@ class ServeSettings(BaseModel):
     tuner_settings: dict[str, float] = {}
     run_dir: str = Field(default_factory=default_run_dir, min_length=1)
     autostart: bool = True
+    #: This host's name in the fleet (the store's hosts), and its heartbeat.
+    host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=255)
+    heartbeat: float = Field(default=2.0, ge=0.1, le=3600.0)
     listen: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None

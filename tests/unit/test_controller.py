@@ -15,8 +15,9 @@ from typing import TypeVar
 import pytest
 
 from virtpolicy.engine import changes, jobrunner
-from virtpolicy.engine.controller import Controller, ControllerSettings
+from virtpolicy.engine.controller import Controller
 from virtpolicy.engine.jobs import JobRequest
+from virtpolicy.engine.settings import ControllerSettings
 from virtpolicy.engine.supervisor import Backoff
 from virtpolicy.errors import ConnectionLostError
 from virtpolicy.loopguard import guarded

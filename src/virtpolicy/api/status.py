@@ -6,13 +6,15 @@ they stay quick whatever the store or libvirt are doing.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import DaemonDep, Reader
+from virtpolicy.api.deps import DaemonDep, Reader, Store
+from virtpolicy.engine import fleetview
 from virtpolicy.errors import NotFoundError
 
 router = APIRouter(prefix="/v1", tags=["status"], responses=schemas.ERRORS)
@@ -68,3 +70,10 @@ async def hook_event(
 async def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     """The libvirt connection and the host's CPUs."""
     return daemon.host_info()
+
+
+@router.get("/hosts")
+async def hosts(who: Reader, store: Store) -> list[dict[str, Any]]:
+    """Every host of the fleet sharing this store: state (up, lost after three
+    missed heartbeats, left after a clean stop), URI, guests, last heartbeat."""
+    return await asyncio.to_thread(fleetview.hosts, store)

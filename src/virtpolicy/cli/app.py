@@ -31,6 +31,7 @@ COMMANDS = {
     "export": "commands",
     "plan": "commands",
     "status": "status",
+    "hosts": "status",
     "hook": "hooks",
     "start": "lifecycle",
     "stop": "lifecycle",

@@ -115,6 +115,10 @@ class RemoteService:
         answer: list[dict[str, Any]] = self._call("GET", "/v1/status")
         return answer
 
+    def hosts(self) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self._call("GET", "/v1/hosts")
+        return answer
+
     def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         if state:

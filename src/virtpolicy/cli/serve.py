@@ -16,10 +16,11 @@ from virtpolicy.cli import logs
 from virtpolicy.cli.app import cli, parse_labels
 from virtpolicy.config import load_serve_settings
 from virtpolicy.engine import aio
-from virtpolicy.engine.controller import Controller, ControllerSettings
+from virtpolicy.engine.controller import Controller
+from virtpolicy.engine.settings import ControllerSettings
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.hypervisor.events import use_asyncio
-from virtpolicy.store import open_store
+from virtpolicy.store import masked_db, open_store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
     "tuner_settings",
     multiple=True,
     metavar="KEY=NUMBER",
-    help="a tuner setting, e.g. threshold=15 or dwell=120.",
+    help="A tuner setting, e.g. threshold=15 or dwell=120.",
 )
 @click.option(
     "--run-dir", metavar="DIR", help="Where the API sockets go [/run/virtpolicy for root]."
@@ -79,6 +80,12 @@ log = logging.getLogger(__name__)
     help="Run exec: conditions only from DIR [unset: exec: conditions are refused].",
 )
 @click.option("--exec-user", metavar="USER", help="Run exec: conditions as USER [nobody].")
+@click.option(
+    "--host", "host_name", metavar="NAME", help="This host's name in the fleet [the hostname]."
+)
+@click.option(
+    "--heartbeat", type=float, metavar="SECONDS", help="Heartbeat into the store every [2]."
+)
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
 @click.option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for --listen.")
 @click.option("--tls-key", metavar="FILE", help="TLS private key (PEM) for --listen.")
@@ -98,6 +105,8 @@ def serve(
     autostart: bool | None,
     exec_dir: str | None,
     exec_user: str | None,
+    host_name: str | None,
+    heartbeat: float | None,
     listen: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -119,6 +128,8 @@ def serve(
             "tuner_settings": parse_labels(tuner_settings, "--set") or None,
             "run_dir": run_dir,
             "autostart": autostart,
+            "host": host_name,
+            "heartbeat": heartbeat,
             "listen": listen,
             "tls_cert": tls_cert,
             "tls_key": tls_key,
@@ -149,12 +160,15 @@ def serve(
             autostart=settings.autostart,
             exec_dir=settings.conditions.exec_dir,
             exec_user=settings.conditions.exec_user,
+            host_name=settings.host,
+            heartbeat=settings.heartbeat,
         ),
     )
     log.info(
-        "serving: connect=%s db=%s mode=%s interval=%ss sample=%ss tuners=%s%s",
+        "serving: host=%s connect=%s db=%s mode=%s interval=%ss sample=%ss tuners=%s%s",
+        settings.host,
         settings.connect,
-        settings.db,
+        masked_db(settings.db),
         settings.mode,
         settings.reconcile_interval,
         settings.sample_interval,

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from virtpolicy.cli.remote import local_daemon
-from virtpolicy.engine import changes, planning
+from virtpolicy.engine import changes, fleetview, planning
 from virtpolicy.engine.changes import HistoryEntry, Result, outcome_result
 from virtpolicy.engine.jobs import settle
 from virtpolicy.policy.graph import Waves
@@ -32,6 +32,7 @@ class Service(Protocol):
     def status(self, guest: str | None) -> list[dict[str, Any]]: ...
     def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]: ...
     def job(self, job_id: int) -> dict[str, Any]: ...
+    def hosts(self) -> list[dict[str, Any]]: ...
 
 
 class LocalService:
@@ -71,6 +72,9 @@ class LocalService:
 
     def status(self, guest: str | None) -> list[dict[str, Any]]:
         return local_daemon("status").status(guest)
+
+    def hosts(self) -> list[dict[str, Any]]:
+        return fleetview.hosts(self.store)
 
     def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]:
         settle(self.store)

@@ -27,3 +27,21 @@ def status_cmd(app: App, guest: str | None, fmt: str) -> None:
         click.echo(yaml.safe_dump(statuses, sort_keys=False), nl=False)
     else:
         click.echo(output.status(statuses), nl=False)
+
+
+@cli.command("hosts")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def hosts_cmd(app: App, fmt: str) -> None:
+    """The hosts sharing the store: up, lost (three heartbeats missed) or left."""
+    rows = app.service.hosts()
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [
+        [h["name"], h["state"], h["uri"], h["guests"], h["running"], f"{h['heartbeat_age_s']}s ago"]
+        for h in rows
+    ]
+    click.echo(
+        output.table(["NAME", "STATE", "URI", "GUESTS", "RUNNING", "HEARTBEAT"], table), nl=False
+    )

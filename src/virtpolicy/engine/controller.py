@@ -8,7 +8,8 @@ This module wires the daemon's parts together and holds no logic of its own:
 - :mod:`~virtpolicy.engine.passes` queues and runs reconcile passes;
 - :mod:`~virtpolicy.engine.jobrunner` runs start and stop jobs;
 - :mod:`~virtpolicy.engine.sampling` samples and runs tuners;
-- :mod:`~virtpolicy.engine.prober` probes dependency conditions.
+- :mod:`~virtpolicy.engine.prober` probes dependency conditions;
+- :mod:`~virtpolicy.engine.membership` keeps this host's place in the fleet.
 
 Everything here runs on the event loop; blocking calls go to threads in
 those modules.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from virtpolicy.engine.admission import refusals
@@ -29,14 +29,16 @@ from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.jobrunner import JobRunner
 from virtpolicy.engine.jobs import JobRequest, settle
-from virtpolicy.engine.monitor import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S, Monitor
+from virtpolicy.engine.membership import Membership
+from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.passes import Passes
 from virtpolicy.engine.policycache import PolicyCache, follow
 from virtpolicy.engine.prober import Prober
-from virtpolicy.engine.reconcile import GuestStatus, Mode, Reconciler
+from virtpolicy.engine.reconcile import GuestStatus, Reconciler
 from virtpolicy.engine.sampling import Sampling
+from virtpolicy.engine.settings import ControllerSettings
 from virtpolicy.engine.states import GuestStates
-from virtpolicy.engine.supervisor import Backoff, Supervisor
+from virtpolicy.engine.supervisor import Supervisor
 from virtpolicy.engine.tuners import load as load_tuners
 from virtpolicy.errors import ConnectionLostError, StoreError
 from virtpolicy.hypervisor.native import GuestInfo
@@ -46,23 +48,6 @@ from virtpolicy.store.base import PolicyStore, Revision
 log = logging.getLogger(__name__)
 
 _POLICY_EVENTS = 100  # more writes than this at once: one event for them all
-
-
-@dataclass(frozen=True, slots=True)
-class ControllerSettings:
-    uri: str
-    mode: Mode = "enforce"
-    reconcile_interval: float = 300.0
-    store_poll_interval: float = 0.5
-    backoff: Backoff = field(default_factory=Backoff)
-    autostart: bool = True
-    sample_interval: float = DEFAULT_INTERVAL_S
-    history: float = DEFAULT_WINDOW_S
-    tuners: tuple[str, ...] = ("static",)
-    dry_run: bool = False
-    tuner_settings: Mapping[str, float] = field(default_factory=dict)
-    exec_dir: str | None = None
-    exec_user: str = "nobody"
 
 
 class Controller:
@@ -111,6 +96,9 @@ class Controller:
         self.sampling = Sampling(
             host, self.monitor, self.dynamic, self.events, self.connected, self.cache.all
         )
+        self.membership = Membership(
+            store, host, self.states, self.connected, settings.host_name, settings.heartbeat
+        )
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
@@ -145,6 +133,7 @@ class Controller:
         log.info("hook guest=%s %s %s", guest, operation, phase)
         if operation in ("started", "stopped", "release"):
             self.states.record(guest, operation)
+            self.membership.changed(guest)
             self.prober.wake()
 
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
@@ -197,6 +186,7 @@ class Controller:
             ),
             asyncio.create_task(self.sampling.run(), name="sampler"),
             asyncio.create_task(self.prober.run(), name="prober"),
+            asyncio.create_task(self.membership.run(), name="membership"),
         ]
         for task in tasks:
             task.add_done_callback(self._task_done)
@@ -207,6 +197,7 @@ class Controller:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.jobs.cancel()
+            await self.membership.leave()
             await asyncio.to_thread(self.host.close)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -218,6 +209,7 @@ class Controller:
 
     def _connected(self, guests: list[GuestInfo]) -> None:
         self.states.replace({g.name: g.state for g in guests})
+        self.membership.listed(guests)
         self.reconciler.forget_mirrors()  # libvirtd may have restarted with other XML
         self.prober.wake()
         if not self._autostarted:
@@ -228,6 +220,7 @@ class Controller:
     def _guest_event(self, guest: str, what: str) -> None:
         log.debug("event guest=%s %s", guest, what)
         self.states.record(guest, what)
+        self.membership.changed(guest)
         if what in ("defined", "undefined"):
             self.reconciler.forget_mirrors(guest)  # a new definition: read its mirror
         self.prober.wake()

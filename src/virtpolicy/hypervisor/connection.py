@@ -132,7 +132,10 @@ class Hypervisor:
             # The test driver's CPU map is 8 wide whatever its node XML says, and
             # it pins only within the map: a CPU must be in both to be pinned on.
             cpus = min(int(ncpus), int(info[2])) or int(ncpus)
-            self._host = HostInfo(cpus=cpus, scheduler=_scheduler(driver, self.uri), driver=driver)
+            topology = dict(
+                zip(("nodes", "sockets", "cores", "threads"), map(int, info[4:8]), strict=True)
+            )
+            self._host = HostInfo(cpus, _scheduler(driver, self.uri), driver, topology)
         return self._host
 
     def sample(self, groups: Collection[str] = stats.ALL_GROUPS) -> stats.Sample:

@@ -38,6 +38,9 @@ class HostInfo:
     cpus: int
     scheduler: Scheduler
     driver: str = ""
+    #: As libvirt's node info gives it: NUMA nodes, sockets per node, cores per
+    #: socket, threads per core.
+    topology: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,15 @@ def open_store(db: str) -> PolicyStore:
     return SqlStore(db)
 
 
+def masked_db(db: str) -> str:
+    """``db`` as shown in logs and status: a URL's password hidden."""
+    if "://" not in db:
+        return db
+    from virtpolicy.store.sqlengine import masked, to_url  # noqa: PLC0415
+
+    return masked(to_url(db))
+
+
 def __getattr__(name: str) -> Any:
     if name == "SqlStore":
         from virtpolicy.store.sql import SqlStore  # noqa: PLC0415
@@ -46,5 +55,6 @@ __all__ = [
     "Revision",
     "SqlStore",
     "StoredPolicy",
+    "masked_db",
     "open_store",
 ]

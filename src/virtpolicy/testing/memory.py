@@ -98,7 +98,8 @@ class MemoryHost:
 
     def host(self) -> HostInfo:
         self._check("host", None)
-        return HostInfo(cpus=self.cpus, scheduler=self.scheduler, driver="memory")
+        topology = {"nodes": 1, "sockets": 1, "cores": self.cpus, "threads": 1}
+        return HostInfo(self.cpus, self.scheduler, "memory", topology)
 
     def guests(self) -> list[GuestInfo]:
         self._check("guests", None)

@@ -1,0 +1,163 @@
+"""This daemon as a member of a fleet: its host row, its heartbeat, its guests.
+
+Once connected to libvirt the daemon registers its host in the store (name,
+URI, CPUs and topology, version), beats every ``heartbeat`` seconds, and
+publishes the state of the guests it sees whenever one changes (at most once
+per :data:`PUBLISH_S`), so that every daemon and CLI sharing the store sees
+the whole fleet. A clean stop marks the host ``left``. Store errors are
+logged once and retried at the next beat: the daemon goes on enforcing what
+it last read (see :attr:`Membership.store_ok`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from virtpolicy import __version__
+from virtpolicy.clock import now as _now
+from virtpolicy.engine.host import Host
+from virtpolicy.engine.states import GuestStates
+from virtpolicy.errors import HypervisorError, StoreError
+from virtpolicy.hypervisor.native import GuestInfo
+from virtpolicy.store.base import GuestState, HostRecord, PolicyStore
+
+log = logging.getLogger(__name__)
+
+#: Changes of guest states within this long go out in one write.
+PUBLISH_S = 0.2
+
+
+class Membership:
+    """Runs until cancelled; :meth:`leave` on a clean stop."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        host: Host,
+        states: GuestStates,
+        connected: asyncio.Event,
+        name: str,
+        heartbeat: float,
+        ready: Callable[[str], Mapping[str, bool]] = lambda _guest: {},
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.states = states
+        self.connected = connected
+        self.name = name
+        self.heartbeat = heartbeat
+        self.ready = ready  # guest -> which readiness conditions hold now
+        self.store_ok = True
+        self.registered = False
+        self._dirty: set[str] = set()
+        self._everything = True  # publish every guest at the next chance
+        self._wake = asyncio.Event()
+        self._uuids: dict[str, str] = {}
+        self._published: dict[str, tuple[str, str]] = {}  # guest -> (uuid, state)
+
+    def listed(self, guests: list[GuestInfo]) -> None:
+        """The listing after a (re)connection: every guest's UUID, and all to publish."""
+        self._uuids.update((g.name, g.uuid) for g in guests)
+        self.changed(None)
+
+    def changed(self, guest: str | None = None) -> None:
+        """A guest's state changed (None: all may have, after a reconnection).
+        On the loop's thread."""
+        if guest is None:
+            self._everything = True
+        else:
+            self._dirty.add(guest)
+        self._wake.set()
+
+    async def run(self) -> None:
+        next_beat = 0.0
+        while True:
+            await self.connected.wait()
+            now = time.monotonic()
+            if not self.registered:
+                await self._call(self._register)
+            elif now >= next_beat:
+                await self._call(self.store.heartbeat, self.name, time.time())
+            if now >= next_beat:
+                next_beat = now + self.heartbeat
+            if self.registered and (self._everything or self._dirty):
+                await self._publish()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - time.monotonic()))
+                await asyncio.sleep(PUBLISH_S)  # gather what changes together
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def leave(self) -> None:
+        """A clean stop: the host is ``left`` and its guests' states are dropped."""
+        if self.registered:
+            await self._call(self.store.leave_host, self.name)
+
+    async def _call(self, fn: Callable[..., object], *args: object) -> bool:
+        try:
+            await asyncio.to_thread(fn, *args)
+        except (StoreError, HypervisorError) as exc:
+            if self.store_ok:
+                log.warning("fleet: %s", exc)
+            self.store_ok = False
+            return False
+        if not self.store_ok:
+            log.info("fleet: the store answers again")
+        self.store_ok = True
+        return True
+
+    def _register(self) -> None:
+        info = self.host.host()
+        record = HostRecord(
+            self.name,
+            self.host.uri,
+            info.cpus,
+            info.topology,
+            __version__,
+            "up",
+            self.heartbeat,
+            time.time(),
+            _now(),
+        )
+        self.store.register_host(record)
+        self.registered = True
+        self._everything = True
+        log.info("fleet: registered host %s (heartbeat every %ss)", self.name, self.heartbeat)
+
+    async def _publish(self) -> None:
+        everything, self._everything = self._everything, False
+        names = set(self.states) | set(self._published) if everything else set(self._dirty)
+        self._dirty.clear()
+        unknown = [n for n in names if n in self.states and n not in self._uuids]
+        if unknown:
+            self._uuids.update(await asyncio.to_thread(self._read_uuids, unknown))
+        at = time.time()
+        seen = [
+            GuestState(n, self.name, self._uuids.get(n, ""), self.states[n], self.ready(n), at)
+            for n in sorted(names)
+            if n in self.states
+            and self._published.get(n) != (self._uuids.get(n, ""), self.states[n])
+        ]
+        gone = sorted(n for n in names if n not in self.states and n in self._published)
+        if not (seen or gone):
+            return
+        if await self._call(self.store.publish_guests, self.name, seen, gone):
+            for g in seen:
+                self._published[g.guest] = (g.uuid, g.state)
+            for n in gone:
+                self._published.pop(n, None)
+                self._uuids.pop(n, None)
+        else:  # try again at the next beat
+            self._dirty.update(names)
+
+    def _read_uuids(self, names: list[str]) -> dict[str, str]:
+        found = {}
+        for name in names:
+            with contextlib.suppress(HypervisorError):  # gone: its undefine event follows
+                found[name] = self.host.guest(name).uuid
+        return found

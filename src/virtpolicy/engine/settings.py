@@ -1,0 +1,29 @@
+"""What the daemon's controller is told at start (``virtpolicy serve`` fills it in)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from virtpolicy.engine.monitor import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S
+from virtpolicy.engine.reconcile import Mode
+from virtpolicy.engine.supervisor import Backoff
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    uri: str
+    mode: Mode = "enforce"
+    reconcile_interval: float = 300.0
+    store_poll_interval: float = 0.5
+    backoff: Backoff = field(default_factory=Backoff)
+    autostart: bool = True
+    sample_interval: float = DEFAULT_INTERVAL_S
+    history: float = DEFAULT_WINDOW_S
+    tuners: tuple[str, ...] = ("static",)
+    dry_run: bool = False
+    tuner_settings: Mapping[str, float] = field(default_factory=dict)
+    exec_dir: str | None = None
+    exec_user: str = "nobody"
+    host_name: str = "localhost"  # this host's name in the fleet
+    heartbeat: float = 2.0

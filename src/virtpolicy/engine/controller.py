@@ -60,7 +60,7 @@ class Controller:
         self.events = EventBus()
         self.states = GuestStates()
         self.cache = PolicyCache(store)
-        self.reconciler = Reconciler(store, host, settings.mode)
+        self.reconciler = Reconciler(store, host, settings.mode, self.cache.stored)
         self.reconciler.on_applied = lambda guest, applied: self.events.publish(
             "enforcement",  # from a pass's thread: the bus hands it to the loop
             guest=guest,

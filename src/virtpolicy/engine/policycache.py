@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from virtpolicy.errors import StoreError
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import ChangeFeed, PolicyStore, Revision
+from virtpolicy.store.base import ChangeFeed, PolicyStore, Revision, StoredPolicy
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class PolicyCache:
         self.revision: int | None = None
         self._marker: int | None = None
         self._policies: Mapping[str, GuestPolicy] = MappingProxyType({})
+        self._stored: Mapping[str, StoredPolicy] = MappingProxyType({})
 
     def all(self) -> Mapping[str, GuestPolicy]:
         """Every policy by guest, as of the last refresh (an immutable view)."""
@@ -43,6 +44,12 @@ class PolicyCache:
 
     def get(self, guest: str) -> GuestPolicy | None:
         return self._policies.get(guest)
+
+    def stored(self) -> Mapping[str, StoredPolicy]:
+        """Every policy by guest with its revision and last writer, as of the last
+        refresh: what reconcile passes enforce, with no store access (so that they
+        go on when the store does not answer)."""
+        return self._stored
 
     def feed(self) -> ChangeFeed:
         """A new feed of the store's changes: when it reports one, refresh."""
@@ -64,22 +71,25 @@ class PolicyCache:
             if self.revision is not None:
                 written = self._store.revisions_since(self.revision, _INCREMENTAL_LIMIT + 1)
                 if len(written) <= _INCREMENTAL_LIMIT:
-                    policies = dict(self._policies)
+                    stored = dict(self._stored)
                     for r in written:
                         if r.policy is None:
-                            policies.pop(r.guest, None)
+                            stored.pop(r.guest, None)
                         else:
-                            policies[r.guest] = r.policy
-                    self._publish(policies, max([revision, *(r.seq for r in written)]), marker)
+                            stored[r.guest] = StoredPolicy(
+                                r.policy, r.revision, r.created_at, r.actor
+                            )
+                    self._publish(stored, max([revision, *(r.seq for r in written)]), marker)
                     return written
             # Read after the revision: a write in between only makes the next
             # refresh read it again, never keeps an older list under a newer revision.
-            every = {s.policy.guest: s.policy for s in self._store.list_policies()}
+            every = {s.policy.guest: s for s in self._store.list_policies()}
             self._publish(every, revision, marker)
             return None
 
-    def _publish(self, policies: dict[str, GuestPolicy], revision: int, marker: int) -> None:
-        self._policies = MappingProxyType(policies)
+    def _publish(self, stored: dict[str, StoredPolicy], revision: int, marker: int) -> None:
+        self._stored = MappingProxyType(stored)
+        self._policies = MappingProxyType({g: s.policy for g, s in stored.items()})
         self.revision = revision
         self._marker = marker
 

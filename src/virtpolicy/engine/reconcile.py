@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,7 +24,6 @@ from virtpolicy.errors import (
     ConnectionLostError,
     GuestNotFoundError,
     HypervisorError,
-    NotFoundError,
 )
 from virtpolicy.hypervisor.native import GuestInfo, Tuning, Value, desired_tuning, drift
 from virtpolicy.policy.model import GuestPolicy
@@ -74,8 +73,17 @@ class GuestStatus:
 class Reconciler:
     """Reconciles the guests of one hypervisor connection with the store."""
 
-    def __init__(self, store: PolicyStore, hypervisor: Host, mode: Mode = "enforce") -> None:
+    def __init__(
+        self,
+        store: PolicyStore,
+        hypervisor: Host,
+        mode: Mode = "enforce",
+        policies: Callable[[], Mapping[str, StoredPolicy]] | None = None,
+    ) -> None:
         self.store = store
+        #: Where passes read the policies: the daemon's cache (no store access),
+        #: else the store itself.
+        self.policies = policies or (lambda: {s.policy.guest: s for s in store.list_policies()})
         self.hypervisor = hypervisor
         self.mode = mode
         self._status: dict[str, GuestStatus] = {}
@@ -102,18 +110,18 @@ class Reconciler:
         """
         with self._lock:
             if guests is None:
-                policies = {s.policy.guest: s for s in self.store.list_policies()}
+                policies = self.policies()
                 self._forget(set(self._status) - set(policies))
                 if not policies:
                     return []  # nothing to enforce: no need to list the domains
                 domains = {d.name: d for d in self.hypervisor.guests()}
                 return [self._one(policies[n], domains.get(n)) for n in sorted(policies)]
             # A few guests (an event, an API write): look up only those.
+            known = self.policies()
             done = []
             for name in guests:
-                try:
-                    stored = self.store.get(name)
-                except NotFoundError:
+                stored = known.get(name)
+                if stored is None:
                     self._forget({name})
                     continue
                 try:

@@ -36,6 +36,7 @@ class FakeDaemon:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self.host_name = "test-host"
         self.events = EventBus()
         self.events.close()  # a stream ends at once; the daemon's is tested on libvirtd
         self.states = {"db": "running"}

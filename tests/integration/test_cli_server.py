@@ -21,7 +21,9 @@ TIME = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z")
 
 @pytest.fixture
 def socket_path(tmp_path: Path, start_daemon: Callable[..., Daemon]) -> Path:
-    return start_daemon(str(tmp_path / "daemon.db"), "--connect", f"test://{NODE}").socket
+    return start_daemon(
+        str(tmp_path / "daemon.db"), "--connect", f"test://{NODE}", "--host", "test-host"
+    ).socket
 
 
 SCRIPT: list[list[str]] = [
@@ -83,8 +85,9 @@ def test_status_table(socket_path: Path, tmp_path: Path) -> None:
     remote("--server", str(socket_path), "policy", "set", "db", "--vcpus", "3", "--weight", "200")
     eventually(lambda: "0:3 1:3" in remote("--server", str(socket_path), "status", "db").output)
     lines = remote("--server", str(socket_path), "status").output.splitlines()
-    assert lines[0].split() == ["GUEST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"]
-    assert lines[1].startswith("db ")
+    header = ["GUEST", "HOST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"]
+    assert lines[0].split() == header
+    assert lines[1].split()[:2] == ["db", "test-host"]
     assert "0:3 1:3" in lines[1]
     assert lines[1].endswith("cpu.weight: not supported by the test driver")
 

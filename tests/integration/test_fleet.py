@@ -71,3 +71,44 @@ def test_hosts_register_beat_and_a_killed_one_is_lost(
     final = hosts()
     assert (final["host-b"]["state"], final["host-b"]["guests"]) == ("left", 0)
     assert final["host-a"]["state"] == "lost"
+
+
+def test_a_policy_written_anywhere_is_live_on_its_guests_host(
+    pg_db: str, start_daemon: Callable[..., Daemon]
+) -> None:
+    """A policy for `db` (on host A) written through host B's API is enforced by host
+    A's daemon; `status` through either daemon, and on the store directly, shows the
+    whole fleet with each guest's host; `--host` filters; a policy for a guest no
+    host has is one row on no host."""
+    a = start_daemon(pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a")
+    b = start_daemon(pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b")
+    run = Cli(pg_db)
+    via_b = ("--server", str(b.socket))
+    assert run(*via_b, "policy", "set", "db", "--vcpus", "3").exit_code == 0
+    assert run(*via_b, "policy", "set", "web", "--vcpus", "1").exit_code == 0
+    assert run("policy", "set", "ghost", "--vcpus", "0").exit_code == 0  # the CLI, no daemon
+
+    def pinned(via: tuple[str, ...]) -> dict[str, tuple[object, object]] | None:
+        answer = run(*via, "status", "-o", "json")
+        assert answer.exit_code == 0, answer.output
+        rows = {s["guest"]: s for s in json.loads(answer.stdout)}
+        got = {
+            g: (s["host"], (s.get("actual") or {}).get("vcpupin", {}).get("0"))
+            for g, s in rows.items()
+        }
+        return (
+            got if got.get("db") == ("host-a", "3") and got.get("web") == ("host-b", "1") else None
+        )
+
+    for via in (("--server", str(a.socket)), via_b, ()):
+        got = eventually(lambda via=via: pinned(via), 20)
+        assert got["ghost"] == (None, None)
+        assert "cache" not in got  # no policy: not ours to report
+    only_a = json.loads(run(*via_b, "status", "--host", "host-a", "-o", "json").stdout)
+    assert {s["guest"] for s in only_a} == {"db"}
+    table = run("status").stdout.splitlines()
+    assert [line.split()[:2] for line in table[1:]] == [
+        ["db", "host-a"],
+        ["ghost", "-"],
+        ["web", "host-b"],
+    ]

@@ -26,6 +26,7 @@ class Daemon(Protocol):
     events: EventBus
     monitor: Monitor
     dynamic: DynamicEngine
+    host_name: str  # this host's name in the fleet
 
     @property
     def states(self) -> Mapping[str, str]:

@@ -7,32 +7,63 @@ they stay quick whatever the store or libvirt are doing.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader, Store
 from virtpolicy.engine import fleetview
-from virtpolicy.errors import NotFoundError
+from virtpolicy.errors import NotFoundError, StoreError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["status"], responses=schemas.ERRORS)
 
 
 @router.get("/status")
-async def status_all(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
-    """Desired vs actual tuning, drift and errors of every guest with a policy."""
-    return [s.to_dict() for s in daemon.statuses()]
+async def status_all(
+    who: Reader,
+    daemon: DaemonDep,
+    store: Store,
+    host: Annotated[str | None, Query(max_length=255, description="only this host's")] = None,
+) -> list[dict[str, Any]]:
+    """Desired vs actual tuning, drift and errors of every guest with a policy, in
+    the whole fleet: this host's as the daemon has them now, the other hosts' as
+    they last published them to the store (each with its ``host``)."""
+    return await _fleet_statuses(daemon, store, host)
 
 
 @router.get("/guests/{guest}/status")
-async def status_one(guest: str, who: Reader, daemon: DaemonDep) -> dict[str, Any]:
-    """Desired vs actual tuning, drift and errors of one guest."""
-    for s in daemon.statuses():
-        if s.guest == guest:
-            return s.to_dict()
+async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -> dict[str, Any]:
+    """Desired vs actual tuning, drift and errors of one guest (on any host)."""
+    for s in await _fleet_statuses(daemon, store, None):
+        if s["guest"] == guest:
+            return s
     raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
+
+
+async def _fleet_statuses(
+    daemon: DaemonDep, store: Store, host: str | None
+) -> list[dict[str, Any]]:
+    mine, here = daemon.host_name, daemon.states
+    local = [{**s.to_dict(), "host": mine} for s in daemon.statuses() if s.guest in here]
+    others: list[dict[str, Any]] = []
+    try:
+        others = await asyncio.to_thread(fleetview.statuses, store, besides=mine)
+    except StoreError as exc:  # this host's still answer
+        log.warning("status: the other hosts' are not in reach: %s", exc)
+    seen = {s["guest"] for s in local + others}
+    # A guest with a policy that no host has: one row, on no host.
+    nowhere = [
+        {**s.to_dict(), "host": None}
+        for s in daemon.statuses()
+        if s.guest not in here and s.guest not in seen
+    ]
+    rows = [s for s in local + others + nowhere if host in (None, s["host"])]
+    return sorted(rows, key=lambda s: (s["guest"], s["host"] or ""))
 
 
 @router.get(

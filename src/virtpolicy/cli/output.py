@@ -106,6 +106,7 @@ def status(statuses: Sequence[dict[str, Any]]) -> str:
         rows.append(
             [
                 st["guest"],
+                st.get("host") or "-",
                 st.get("state", "?"),
                 st.get("policy_revision") or "-",
                 pins.strip() or "-",
@@ -114,7 +115,7 @@ def status(statuses: Sequence[dict[str, Any]]) -> str:
                 "; ".join(trouble) or "-",
             ]
         )
-    return table(["GUEST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"], rows)
+    return table(["GUEST", "HOST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"], rows)
 
 
 def graph(waves: Waves, edges: Edges, fmt: str) -> str:

@@ -109,10 +109,12 @@ class RemoteService:
         waves: Waves = self._call("GET", f"/v1/plan/{operation}", params=params)["waves"]
         return waves
 
-    def status(self, guest: str | None) -> list[dict[str, Any]]:
+    def status(self, guest: str | None, host: str | None = None) -> list[dict[str, Any]]:
         if guest:
-            return [self._call("GET", f"/v1/guests/{_seg(guest)}/status")]
-        answer: list[dict[str, Any]] = self._call("GET", "/v1/status")
+            found = self._call("GET", f"/v1/guests/{_seg(guest)}/status")
+            return [found] if host in (None, found.get("host")) else []
+        params = {"host": host} if host else None
+        answer: list[dict[str, Any]] = self._call("GET", "/v1/status", params=params)
         return answer
 
     def hosts(self) -> list[dict[str, Any]]:

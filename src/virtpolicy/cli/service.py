@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast
 
-from virtpolicy.cli.remote import local_daemon
 from virtpolicy.engine import changes, fleetview, planning
 from virtpolicy.engine.changes import HistoryEntry, Result, outcome_result
 from virtpolicy.engine.jobs import settle
+from virtpolicy.errors import NotFoundError
 from virtpolicy.policy.graph import Waves
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import JobState, PolicyStore, StoredPolicy
@@ -29,7 +29,7 @@ class Service(Protocol):
         self, policies: Sequence[GuestPolicy], prune: bool, dry_run: bool
     ) -> list[Result]: ...
     def plan(self, operation: str, guests: Sequence[str] | None) -> Waves: ...
-    def status(self, guest: str | None) -> list[dict[str, Any]]: ...
+    def status(self, guest: str | None, host: str | None) -> list[dict[str, Any]]: ...
     def jobs(self, limit: int, state: str | None) -> list[dict[str, Any]]: ...
     def job(self, job_id: int) -> dict[str, Any]: ...
     def hosts(self) -> list[dict[str, Any]]: ...
@@ -70,8 +70,13 @@ class LocalService:
     def plan(self, operation: str, guests: Sequence[str] | None) -> Waves:
         return planning.plan(self.store, "start" if operation == "start" else "stop", guests)
 
-    def status(self, guest: str | None) -> list[dict[str, Any]]:
-        return local_daemon("status").status(guest)
+    def status(self, guest: str | None, host: str | None) -> list[dict[str, Any]]:
+        found = [
+            s for s in fleetview.fleet_statuses(self.store, host) if guest in (None, s["guest"])
+        ]
+        if guest and not found:
+            raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
+        return found
 
     def hosts(self) -> list[dict[str, Any]]:
         return fleetview.hosts(self.store)

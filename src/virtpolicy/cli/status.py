@@ -12,13 +12,15 @@ from virtpolicy.cli.app import App, cli, pass_app
 
 @cli.command("status")
 @click.argument("guest", required=False)
+@click.option("--host", "host", metavar="NAME", help="Only the guests of this host.")
 @click.option(
     "-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml"]), default="table"
 )
 @pass_app
-def status_cmd(app: App, guest: str | None, fmt: str) -> None:
-    """Desired vs actual tuning, drift and problems, from the daemon."""
-    statuses = app.service.status(guest)
+def status_cmd(app: App, guest: str | None, host: str | None, fmt: str) -> None:
+    """Desired vs actual tuning, drift and problems of every guest in the fleet, as
+    each host's daemon last checked them."""
+    statuses = app.service.status(guest, host)
     if fmt == "json":
         click.echo(json.dumps(statuses, indent=2))
     elif fmt == "yaml":

@@ -96,9 +96,12 @@ class Controller:
         self.sampling = Sampling(
             host, self.monitor, self.dynamic, self.events, self.connected, self.cache.all
         )
+        self.host_name = settings.host_name
         self.membership = Membership(
-            store, host, self.states, self.connected, settings.host_name, settings.heartbeat
-        )
+            store, host, self.states, self.connected, settings.host_name, settings.heartbeat,
+            status=lambda g: s.to_dict() if (s := self.reconciler.status(g)) else None,
+        )  # fmt: skip
+        self.passes.on_done = self.membership.checked
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
@@ -150,6 +153,7 @@ class Controller:
     def host_info(self) -> dict[str, Any]:
         """The connection, its driver and the host's CPUs (when connected)."""
         info: dict[str, Any] = {
+            "host": self.host_name,
             "uri": self.settings.uri,
             "connected": self.connected.is_set(),
             "mode": self.settings.mode,

@@ -1,4 +1,5 @@
-"""The fleet as the store shows it: hosts with their state and guest counts.
+"""The fleet as the store shows it: hosts with their state and guest counts, and
+every guest's status as its host's daemon last published it.
 
 Read by ``virtpolicy hosts`` (in-process or through any daemon's
 ``GET /v1/hosts``); a host whose heartbeat is older than three of its
@@ -39,3 +40,35 @@ def hosts(store: PolicyStore, now: float | None = None) -> list[dict[str, Any]]:
         }
         for h in store.hosts()
     ]
+
+
+def statuses(
+    store: PolicyStore, host: str | None = None, *, besides: str | None = None
+) -> list[dict[str, Any]]:
+    """Each guest's status as its host last published it, with a ``host`` key; of
+    ``host`` only if given, and not of ``besides`` (the asking daemon's own, which
+    it has fresher). Sorted by guest, then host."""
+    return [
+        {**g.status, "host": g.host}
+        for g in store.guest_states(host)
+        if g.status is not None and g.host != besides
+    ]
+
+
+def fleet_statuses(store: PolicyStore, host: str | None = None) -> list[dict[str, Any]]:
+    """:func:`statuses` of every host, and a row on no host (``host`` None, state
+    ``undefined``) for each guest with a policy that no host has published."""
+    rows = statuses(store, host)
+    if host is None:
+        seen = {r["guest"] for r in rows}
+        rows += [
+            {
+                "guest": s.policy.guest,
+                "host": None,
+                "state": "undefined",
+                "policy_revision": s.revision,
+            }
+            for s in store.list_policies()
+            if s.policy.guest not in seen
+        ]
+    return sorted(rows, key=lambda r: (r["guest"], r["host"] or ""))

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from virtpolicy import __version__
 from virtpolicy.clock import now as _now
@@ -43,6 +45,7 @@ class Membership:
         name: str,
         heartbeat: float,
         ready: Callable[[str], Mapping[str, bool]] = lambda _guest: {},
+        status: Callable[[str], Mapping[str, Any] | None] = lambda _guest: None,
     ) -> None:
         self.store = store
         self.host = host
@@ -51,18 +54,24 @@ class Membership:
         self.name = name
         self.heartbeat = heartbeat
         self.ready = ready  # guest -> which readiness conditions hold now
+        self.status = status  # guest -> its status as last checked (with a policy)
         self.store_ok = True
         self.registered = False
         self._dirty: set[str] = set()
         self._everything = True  # publish every guest at the next chance
         self._wake = asyncio.Event()
         self._uuids: dict[str, str] = {}
-        self._published: dict[str, tuple[str, str]] = {}  # guest -> (uuid, state)
+        self._published: dict[str, tuple[str, str, str]] = {}  # guest -> what was written
 
     def listed(self, guests: list[GuestInfo]) -> None:
         """The listing after a (re)connection: every guest's UUID, and all to publish."""
         self._uuids.update((g.name, g.uuid) for g in guests)
         self.changed(None)
+
+    def checked(self, guests: Iterable[str]) -> None:
+        """A pass checked these guests: their statuses may have changed."""
+        self._dirty.update(guests)
+        self._wake.set()
 
     def changed(self, guest: str | None = None) -> None:
         """A guest's state changed (None: all may have, after a reconnection).
@@ -137,18 +146,20 @@ class Membership:
         if unknown:
             self._uuids.update(await asyncio.to_thread(self._read_uuids, unknown))
         at = time.time()
-        seen = [
-            GuestState(n, self.name, self._uuids.get(n, ""), self.states[n], self.ready(n), at)
-            for n in sorted(names)
-            if n in self.states
-            and self._published.get(n) != (self._uuids.get(n, ""), self.states[n])
-        ]
+        seen = []
+        for n in sorted(n for n in names if n in self.states):
+            uuid = self._uuids.get(n, "")
+            state = GuestState(
+                n, self.name, uuid, self.states[n], self.ready(n), at, self.status(n)
+            )
+            if self._published.get(n) != _key(state):
+                seen.append(state)
         gone = sorted(n for n in names if n not in self.states and n in self._published)
         if not (seen or gone):
             return
         if await self._call(self.store.publish_guests, self.name, seen, gone):
             for g in seen:
-                self._published[g.guest] = (g.uuid, g.state)
+                self._published[g.guest] = _key(g)
             for n in gone:
                 self._published.pop(n, None)
                 self._uuids.pop(n, None)
@@ -161,3 +172,9 @@ class Membership:
             with contextlib.suppress(HypervisorError):  # gone: its undefine event follows
                 found[name] = self.host.guest(name).uuid
         return found
+
+
+def _key(state: GuestState) -> tuple[str, str, str]:
+    """What decides whether a guest's row must be written again (not the time)."""
+    status = json.dumps(state.status, sort_keys=True) if state.status is not None else ""
+    return (state.uuid, state.state, status + json.dumps(dict(state.ready), sort_keys=True))

@@ -28,11 +28,13 @@ class Passes:
         connected: asyncio.Event,
         on_lost: Callable[[str], None],
         retry_s: float = 0.5,
+        on_done: Callable[[list[str]], None] = lambda _guests: None,
     ) -> None:
         self.reconciler = reconciler
         self.connected = connected
         self.on_lost = on_lost
         self.retry_s = retry_s
+        self.on_done = on_done  # the guests a pass checked, on the loop
         self.count = 0
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
@@ -58,8 +60,9 @@ class Passes:
                 continue
             guests = None if ALL in dirty else sorted(dirty)
             try:
-                await asyncio.to_thread(self.reconciler.reconcile, guests)
+                checked = await asyncio.to_thread(self.reconciler.reconcile, guests)
                 self.count += 1
+                self.on_done([s.guest for s in checked])
             except ConnectionLostError as exc:
                 self._dirty |= dirty  # redo after the reconnect
                 self.on_lost(str(exc))

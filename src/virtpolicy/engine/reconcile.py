@@ -131,6 +131,11 @@ class Reconciler:
                 done.append(self._one(stored, info))
             return done
 
+    def status(self, guest: str) -> GuestStatus | None:
+        """``guest``'s status as of its last pass (None: it has no policy)."""
+        with self._status_lock:
+            return self._status.get(guest)
+
     def forget_mirrors(self, guest: str | None = None) -> None:
         """Read the mirror of ``guest`` (None: every guest) again at its next pass:
         after a reconnection, or when the guest was defined anew."""

@@ -175,6 +175,8 @@ class GuestState:
     state: str
     ready: Mapping[str, bool]
     updated_at: float  # Unix time
+    #: Its status as the host's daemon last checked it (a guest with a policy).
+    status: Mapping[str, Any] | None = None
 
     @property
     def running(self) -> bool:

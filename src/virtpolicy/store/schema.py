@@ -20,9 +20,10 @@
   and topology summary, version, and heartbeat; ``state`` is ``up`` or
   ``left`` (a clean stop), and a host whose heartbeat is older than three
   of its intervals is shown ``lost``.
-- ``guest_states``: the guests each host's daemon sees (state, UUID, and
-  which readiness conditions hold), written when they change, so that every
-  daemon and CLI sees the whole fleet.
+- ``guest_states``: the guests each host's daemon sees (state, UUID, which
+  readiness conditions hold, and for a guest with a policy its status:
+  desired vs actual, drift, problems), written when they change, so that
+  every daemon and CLI sees the whole fleet.
 
 Timestamps are ISO 8601 UTC strings, the same on every backend, except the
 heartbeats and guest states, which are Unix times (compared with the reader's
@@ -147,6 +148,7 @@ guest_states = Table(
     Column("uuid", String(36), nullable=False),
     Column("state", String(16), nullable=False),
     Column("ready", Text, nullable=False),  # JSON: condition -> holds
+    Column("status", Text, nullable=False),  # JSON: its status (with a policy), or ""
     Column("updated_at", Float, nullable=False),
     Index("ix_guest_states_host", "host"),
 )

@@ -98,6 +98,7 @@ class Fleet:
                             "state": g.state,
                             "ready": json.dumps(dict(g.ready), sort_keys=True),
                             "updated_at": g.updated_at,
+                            "status": json.dumps(g.status) if g.status is not None else "",
                         }
                         for g in seen
                     ],
@@ -110,6 +111,14 @@ class Fleet:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [
-            GuestState(r.guest, r.host, r.uuid, r.state, json.loads(r.ready), r.updated_at)
+            GuestState(
+                r.guest,
+                r.host,
+                r.uuid,
+                r.state,
+                json.loads(r.ready),
+                r.updated_at,
+                json.loads(r.status) if r.status else None,
+            )
             for r in rows
         ]

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("uuid", sa.String(36), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("ready", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
     op.create_index("ix_guest_states_host", "guest_states", ["host"])

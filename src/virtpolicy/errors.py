@@ -161,6 +161,13 @@ class UnsupportedError(HypervisorError):
     http_status = 501
 
 
+class UnknownStateError(VirtpolicyError):
+    """The daemon cannot tell (a dependency's host is lost, the fleet's state is
+    stale): the hook then follows its hook_failure mode."""
+
+    http_status = 503
+
+
 class ConnectionLostError(HypervisorError):
     """The libvirt connection is gone (libvirtd restarted or crashed)."""
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, Daemon, eventually
+from tests.conftest import Cli, Daemon, api_client, eventually
+from virtpolicy.hook.install import hook_text
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,7 @@ def test_hosts_register_beat_and_a_killed_one_is_lost(
     def both_up() -> dict[str, dict[str, object]] | None:
         seen = hosts()
         ok = {n: (h["state"], h["guests"], h["running"]) for n, h in seen.items()} == {
-            "host-a": ("up", 2, 2),
+            "host-a": ("up", 3, 2),
             "host-b": ("up", 2, 2),
         }
         return seen if ok else None
@@ -112,3 +114,50 @@ def test_a_policy_written_anywhere_is_live_on_its_guests_host(
         ["ghost", "-"],
         ["web", "host-b"],
     ]
+
+
+def test_cross_host_requires_answers_from_the_fleet_state(
+    pg_db: str, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """`web` on host B requires `db` on host A, and `api` on host B requires
+    `archive`, shut off on host A. Host B's admission (what its hook asks) allows
+    web while db runs there, refuses api naming host A, and cannot tell about web
+    once host A is lost: the JSON answer is 503 naming the lost host, and the hook
+    program follows hook_failure (closed refuses, open allows)."""
+    a = start_daemon(
+        pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a",
+        "--heartbeat", HEARTBEAT,
+    )  # fmt: skip
+    b = start_daemon(
+        pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b",
+        "--heartbeat", HEARTBEAT,
+    )  # fmt: skip
+    run = Cli(pg_db)
+    assert run("policy", "set", "web", "--requires", "db").exit_code == 0
+    assert run("policy", "set", "api", "--requires", "archive").exit_code == 0
+    hook = b.run_dir / "virtpolicy-hook.sock"
+
+    def answer(guest: str = "web") -> dict[str, object]:
+        with api_client(hook) as c:
+            got = c.get(f"/v1/guests/{guest}/admission")
+        return {"status": got.status_code, **got.json()}
+
+    eventually(lambda: answer().get("allowed") is True, 20)
+    refused = answer("api")
+    assert refused["reasons"] == ["api requires archive (running): archive is shut off on host-a"]
+
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    a.killed = True
+    unknown = eventually(lambda: (got := answer())["status"] == 503 and got, 20)
+    message = str(unknown["error"]["message"])  # type: ignore[index]
+    assert message.startswith("web requires db (running): db's host host-a is lost (last heartbeat")
+
+    program = tmp_path / "qemu"
+    for failure, status in (("closed", 1), ("open", 0)):
+        program.write_text(hook_text(str(b.run_dir), failure, str(tmp_path / "none")))
+        program.chmod(0o755)
+        argv = [str(program), "web", "prepare", "begin", "-"]
+        done = subprocess.run(argv, input="<domain/>", capture_output=True, text=True, check=False)
+        assert done.returncode == status, done.stderr
+        assert "cannot tell (web requires db (running): db's host host-a is lost" in done.stderr

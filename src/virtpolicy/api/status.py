@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader, Store
 from virtpolicy.engine import fleetview
-from virtpolicy.errors import NotFoundError, StoreError
+from virtpolicy.errors import NotFoundError, StoreError, UnknownStateError
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,17 @@ async def admission(
     """May ``guest`` start now? What libvirt's hook asks before a start.
 
     With ``Accept: text/plain`` (the hook, which keeps its imports few) the
-    answer is ``allowed``, or ``refused`` and a line of reasons.
+    answer is ``allowed``, or ``refused`` and a line of reasons, or ``unknown``
+    and why (a dependency's host is lost; the hook's hook_failure decides).
     """
-    reasons = await daemon.admission(guest)
-    if accept and "text/plain" in accept and "json" not in accept:
+    plain = bool(accept and "text/plain" in accept and "json" not in accept)
+    try:
+        reasons = await daemon.admission(guest)
+    except UnknownStateError as exc:
+        if not plain:
+            raise
+        return PlainTextResponse(f"unknown\n{exc}\n")  # the hook: its hook_failure decides
+    if plain:
         text = "allowed\n" if not reasons else "refused\n" + "; ".join(reasons) + "\n"
         return PlainTextResponse(text)
     return {"guest": guest, "allowed": not reasons, "reasons": reasons}

@@ -6,16 +6,27 @@ while its hook runs, and asking about it would deadlock. Each ``requires``
 dependency must be running, and its condition must hold as the daemon's own
 probes last saw it (:mod:`~virtpolicy.engine.prober`): a request never
 probes. ``wants`` never blocks a start.
+
+A dependency on another host of the fleet is answered from the fleet's state
+as this daemon last read it from the store: its state there, and for
+``agent`` what that host's own probe saw (``tcp:`` and ``exec:`` are probed
+from here, the host that starts the dependent). When that host is lost, or
+the fleet's state is stale, the daemon cannot tell: it says so
+(:class:`~virtpolicy.errors.UnknownStateError`, HTTP 503) unless another
+dependency refuses for sure, and the hook follows its hook_failure mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Protocol
 
+from virtpolicy.errors import UnknownStateError
 from virtpolicy.policy.condition import parse_condition
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.store.base import GuestState, HostRecord
 
 
 class Observations(Protocol):
@@ -23,30 +34,94 @@ class Observations(Protocol):
         """The latest result of probing ``condition`` on ``guest`` (None: it holds)."""
 
 
+class Fleet(Protocol):
+    def where(self, guest: str) -> list[tuple[GuestState, HostRecord | None]]:
+        """``guest`` on the other hosts, with each host's record."""
+
+    def stale(self, now: float) -> float | None:
+        """How old the fleet's state is, when too old to answer from; else None."""
+
+
+class _NoFleet:
+    def where(self, guest: str) -> list[tuple[GuestState, HostRecord | None]]:
+        return []
+
+    def stale(self, now: float) -> float | None:
+        return None
+
+
 async def refusals(
     guest: str,
     policy: GuestPolicy | None,
     states: Mapping[str, str],
     probes: Observations,
+    fleet: Fleet | None = None,
 ) -> list[str]:
-    """Why ``guest`` may not start now: one line per unmet ``requires`` (none: it may)."""
+    """Why ``guest`` may not start now: one line per unmet ``requires`` (none: it
+    may). UnknownStateError when nothing refuses for sure but something cannot be
+    told."""
     if policy is None:
         return []
-    checks = [_check(guest, dep.guest, dep.when, states, probes) for dep in policy.requires]
+    where = fleet or _NoFleet()
+    checks = [_check(guest, dep.guest, dep.when, states, probes, where) for dep in policy.requires]
     answers = await asyncio.gather(*checks)
-    return [reason for reason in answers if reason]
+    sure = [reason for reason, unknown in answers if reason and not unknown]
+    if not sure and any(unknown for _, unknown in answers):
+        raise UnknownStateError("; ".join(r for r, unknown in answers if unknown and r))
+    return sure
 
 
 async def _check(
-    guest: str, dep: str, when: str, states: Mapping[str, str], probes: Observations
-) -> str | None:
+    guest: str,
+    dep: str,
+    when: str,
+    states: Mapping[str, str],
+    probes: Observations,
+    fleet: Fleet,
+) -> tuple[str | None, bool]:
+    """(Why not, or None; whether that is an unknown rather than a refusal.)"""
     prefix = f"{guest} requires {dep} ({when})"
     state = states.get(dep)
     if state is None:
-        return f"{prefix}: {dep} is not defined on this host"
+        return await _elsewhere(prefix, dep, when, probes, fleet)
     if state != "running":
-        return f"{prefix}: {dep} is {state}"
+        return f"{prefix}: {dep} is {state}", False
     if parse_condition(when).kind == "running":
-        return None
+        return None, False
     observed = await probes.observed(dep, when)
-    return f"{prefix}: {observed}" if observed else None
+    return (f"{prefix}: {observed}" if observed else None), False
+
+
+async def _elsewhere(
+    prefix: str, dep: str, when: str, probes: Observations, fleet: Fleet
+) -> tuple[str | None, bool]:
+    """``dep`` is not on this host: as the fleet's state has it."""
+    now = time.time()
+    found = fleet.where(dep)
+    if not found:
+        stale = fleet.stale(now)
+        if stale is not None:
+            return f"{prefix}: the fleet's state is {stale:.0f} s old (store unreachable?)", True
+        return f"{prefix}: {dep} is not defined on this host or any other", False
+    # The running one on a live host if any (a migration shows it on two hosts).
+    found.sort(key=lambda f: (not f[0].running, f[1] is None or f[1].shown_state(now) != "up"))
+    there, host = found[0]
+    if host is None or host.shown_state(now) != "up":
+        seen = f"last heartbeat {now - host.heartbeat_at:.0f} s ago" if host else "unknown"
+        state = host.shown_state(now) if host else "unknown"
+        return f"{prefix}: {dep}'s host {there.host} is {state} ({seen})", True
+    stale = fleet.stale(now)
+    if stale is not None:
+        return f"{prefix}: the fleet's state is {stale:.0f} s old (store unreachable?)", True
+    if not there.running:
+        return f"{prefix}: {dep} is {there.state} on {there.host}", False
+    kind = parse_condition(when).kind
+    if kind == "running":
+        return None, False
+    if kind == "agent":  # only its own host can ask its agent
+        holds = there.ready.get(when)
+        if holds is None:
+            return f"{prefix}: {when} not probed yet on {there.host}", True
+        return (None if holds else f"{prefix}: {when} does not hold on {there.host}"), False
+    observed = await probes.observed(dep, when)  # tcp: and exec: from here
+    return (f"{prefix}: {observed}" if observed else None), False

@@ -72,15 +72,9 @@ class Controller:
         commands = Commands.confined(settings.exec_dir, settings.exec_user)
         self.prober = Prober(host, self.states, self.cache.all, commands)
         self.jobs = JobRunner(
-            store,
-            host,
-            self.events,
-            self.states,
-            self.connected,
-            self.reconciler.notice,
-            commands,
-            self.prober.holds,
-        )
+            store, host, self.events, self.states, self.connected, self.reconciler.notice,
+            commands, self.prober.holds,
+        )  # fmt: skip
         self.dynamic = DynamicEngine.from_settings(
             load_tuners(settings.tuners), settings.tuner_settings, dry_run=settings.dry_run
         )
@@ -99,9 +93,11 @@ class Controller:
         self.host_name = settings.host_name
         self.membership = Membership(
             store, host, self.states, self.connected, settings.host_name, settings.heartbeat,
+            ready=self.prober.ready,
             status=lambda g: s.to_dict() if (s := self.reconciler.status(g)) else None,
         )  # fmt: skip
         self.passes.on_done = self.membership.checked
+        self.prober.elsewhere = self.membership.running_elsewhere
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
@@ -120,16 +116,16 @@ class Controller:
 
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now (empty: it may), from the states libvirt
-        reported and the daemon's own probes; never asks libvirt or the store.
-
-        Until connected the daemon cannot know: it says so (HTTP 503), and the
-        hook follows its hook_failure mode.
-        """
+        reported, the daemon's own probes and the fleet's state as last read; never
+        asks libvirt or the store. Until connected the daemon cannot know: it says
+        so (HTTP 503), and the hook follows its hook_failure mode."""
         if not self.connected.is_set():
             raise ConnectionLostError(
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
             )
-        return await refusals(guest, self.cache.get(guest), self.states, self.prober)
+        return await refusals(
+            guest, self.cache.get(guest), self.states, self.prober, self.membership
+        )
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation: keep ``states`` current. On the loop."""

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 #: Changes of guest states within this long go out in one write.
 PUBLISH_S = 0.2
+#: Every this many beats the other hosts' guests are read whole (to see those
+#: gone); in between only the rows written since the last read, less
+#: :data:`SLACK_S` for clocks slightly apart and writes in flight.
+FULL_READ_BEATS = 15
+SLACK_S = 5.0
 
 
 class Membership:
@@ -62,6 +67,12 @@ class Membership:
         self._wake = asyncio.Event()
         self._uuids: dict[str, str] = {}
         self._published: dict[str, tuple[str, str, str]] = {}  # guest -> what was written
+        #: The other hosts and their guests as last read (replaced whole, never
+        #: changed in place: the loop reads them while a thread reads anew).
+        self.hosts: dict[str, HostRecord] = {}
+        self.others: dict[str, dict[str, GuestState]] = {}  # guest -> host -> state
+        self.read_at: float | None = None  # Unix time of the last good read
+        self._beats = 0
 
     def listed(self, guests: list[GuestInfo]) -> None:
         """The listing after a (re)connection: every guest's UUID, and all to publish."""
@@ -88,9 +99,11 @@ class Membership:
             await self.connected.wait()
             now = time.monotonic()
             if not self.registered:
-                await self._call(self._register)
+                if await self._call(self._register):
+                    await self._call(self._read_fleet)
             elif now >= next_beat:
                 await self._call(self.store.heartbeat, self.name, time.time())
+                await self._call(self._read_fleet)
             if now >= next_beat:
                 next_beat = now + self.heartbeat
             if self.registered and (self._everything or self._dirty):
@@ -165,6 +178,43 @@ class Membership:
                 self._uuids.pop(n, None)
         else:  # try again at the next beat
             self._dirty.update(names)
+
+    def where(self, guest: str) -> list[tuple[GuestState, HostRecord | None]]:
+        """``guest`` on the other hosts, as last read, with each host's record."""
+        return [(g, self.hosts.get(h)) for h, g in sorted(self.others.get(guest, {}).items())]
+
+    def running_elsewhere(self, guest: str) -> bool:
+        """Whether ``guest`` runs on another host that is up, as last read."""
+        now = time.time()
+        return any(
+            g.running and h is not None and h.shown_state(now) == "up" for g, h in self.where(guest)
+        )
+
+    def stale(self, now: float) -> float | None:
+        """How old the fleet's state is (s) when older than three heartbeats."""
+        if self.read_at is None:
+            return None if not self.registered else float("inf")
+        age = now - self.read_at
+        return age if age > 3 * self.heartbeat else None
+
+    def _read_fleet(self) -> None:
+        """(In a thread.) The other hosts, and their guests written since the last read."""
+        started = time.time()
+        full = self.read_at is None or self._beats % FULL_READ_BEATS == 0
+        since = None if full or self.read_at is None else self.read_at - SLACK_S
+        hosts = {h.name: h for h in self.store.hosts() if h.name != self.name}
+        rows = [g for g in self.store.guest_states(since=since) if g.host != self.name]
+        others = {} if full else {k: dict(v) for k, v in self.others.items()}
+        for g in rows:
+            others.setdefault(g.guest, {})[g.host] = g
+        for guest in list(others):  # a host that left took its guests along
+            others[guest] = {
+                h: g for h, g in others[guest].items() if h in hosts and hosts[h].state != "left"
+            }
+            if not others[guest]:
+                del others[guest]
+        self.hosts, self.others, self.read_at = hosts, others, started
+        self._beats += 1
 
     def _read_uuids(self, names: list[str]) -> dict[str, str]:
         found = {}

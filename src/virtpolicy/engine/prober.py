@@ -48,6 +48,8 @@ class Prober:
             commands=commands or Commands.confined(None, "nobody"),
         )
         self._results: dict[Edge, tuple[float, str | None]] = {}
+        #: Whether a guest runs on another host of the fleet (as last read).
+        self.elsewhere: Callable[[str], bool] = lambda _guest: False
         self._wake = asyncio.Event()
         self._round = asyncio.Event()  # set after each round
 
@@ -75,13 +77,34 @@ class Prober:
         return f"{condition} not probed yet"
 
     def edges(self) -> set[Edge]:
-        """The edges worth probing now: required, beyond running, dependency running."""
+        """The edges worth probing now: required, beyond running, dependency running.
+        In a fleet, ``agent`` only where the dependency runs (only its host can ask
+        its agent); ``tcp:`` and ``exec:`` also where a dependent is, when the
+        dependency runs on another host (what the dependent will see)."""
         wanted = set()
-        for policy in self.policies().values():
+        for guest, policy in self.policies().items():
             for dep in policy.requires:
-                if parse_condition(dep.when).kind != "running" and self.states.running(dep.guest):
+                kind = parse_condition(dep.when).kind
+                if kind == "running":
+                    continue
+                here = self.states.running(dep.guest)
+                if kind == "agent":
+                    probe = here
+                else:  # from here too when a guest here depends on one elsewhere
+                    probe = here or (guest in self.states and self.elsewhere(dep.guest))
+                if probe:
                     wanted.add((dep.guest, dep.when))
         return wanted
+
+    def ready(self, guest: str) -> dict[str, bool]:
+        """Which ``agent`` conditions on ``guest`` hold, as last probed here: what
+        this host tells the fleet (the others cannot ask this guest's agent)."""
+        now = time.monotonic()
+        return {
+            condition: result is None
+            for (g, condition), (at, result) in self._results.items()
+            if g == guest and now - at < FRESH_S and parse_condition(condition).kind == "agent"
+        }
 
     async def run(self) -> None:
         while True:

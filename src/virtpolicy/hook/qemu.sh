@@ -102,6 +102,14 @@ if (!defined $answer) {
 my ($verdict, $reasons) = split /\n/, $answer, 2;
 $reasons = '' unless defined $reasons;
 s/^\s+|\s+$//g for $verdict, $reasons;
+if ($verdict eq 'unknown') {    # the daemon cannot tell: hook_failure decides
+    if ($failure eq 'closed') {
+        print STDERR "virtpolicy cannot tell ($reasons); hook_failure=closed refuses $guest\n";
+        exit 1;
+    }
+    print STDERR "virtpolicy: cannot tell ($reasons); going on\n";
+    exit 0;
+}
 if ($verdict ne 'allowed') {
     my $why = $reasons ne '' ? $reasons : "virtpolicy refuses $guest";
     print STDERR "$why\n";
@@ -164,6 +172,15 @@ def main(run_dir, failure, timeout, mode, guest, *rest):
         print(f"virtpolicy: daemon does not answer ({exc}); going on", file=sys.stderr)
         return 0
     verdict, _, reasons = answer.partition("\n")
+    if verdict.strip() == "unknown":  # the daemon cannot tell: hook_failure decides
+        if failure == "closed":
+            print(
+                f"virtpolicy cannot tell ({reasons.strip()}); hook_failure=closed refuses {guest}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"virtpolicy: cannot tell ({reasons.strip()}); going on", file=sys.stderr)
+        return 0
     if verdict.strip() != "allowed":
         print(reasons.strip() or f"virtpolicy refuses {guest}", file=sys.stderr)
         return 1

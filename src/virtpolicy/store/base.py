@@ -221,8 +221,9 @@ class PolicyStore(Protocol):
     def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
         """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
 
-    def guest_states(self, host: str | None = None) -> list[GuestState]:
-        """The guests every host (or ``host``) last published, by guest and host."""
+    def guest_states(self, host: str | None = None, since: float | None = None) -> list[GuestState]:
+        """The guests every host (or ``host``) last published, by guest and host;
+        with ``since``, only those written at or after that Unix time."""
 
     def change_feed(self) -> ChangeFeed:
         """A new way to hear of writes by any process (:mod:`virtpolicy.store.feed`)."""

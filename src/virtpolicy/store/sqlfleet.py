@@ -104,10 +104,12 @@ class Fleet:
                     ],
                 )
 
-    def guest_states(self, host: str | None = None) -> list[GuestState]:
+    def guest_states(self, host: str | None = None, since: float | None = None) -> list[GuestState]:
         query = select(guest_states).order_by(guest_states.c.guest, guest_states.c.host)
         if host is not None:
             query = query.where(guest_states.c.host == host)
+        if since is not None:
+            query = query.where(guest_states.c.updated_at >= since)
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [

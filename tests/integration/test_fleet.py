@@ -161,3 +161,42 @@ def test_cross_host_requires_answers_from_the_fleet_state(
         done = subprocess.run(argv, input="<domain/>", capture_output=True, text=True, check=False)
         assert done.returncode == status, done.stderr
         assert "cannot tell (web requires db (running): db's host host-a is lost" in done.stderr
+
+
+def test_two_guests_of_one_name_are_reported_not_enforced(
+    pg_db: str, start_daemon: Callable[..., Daemon]
+) -> None:
+    """`db` runs on host A and on host C with different UUIDs: both hosts report a
+    problem naming both hosts, and neither enforces db's policy."""
+    daemons = [
+        start_daemon(
+            pg_db, "--connect", f"test://{NODES / node}", "--host", name, "--heartbeat", HEARTBEAT
+        )
+        for node, name in (("fleet-a.xml", "host-a"), ("fleet-c.xml", "host-c"))
+    ]
+
+    def knows_the_other(d: Daemon) -> bool:
+        with api_client(d.socket) as c:
+            fleet = c.get("/v1/host").json()["fleet"]
+        return len(fleet["hosts"]) == 1 and fleet["guests"] >= 1
+
+    for d in daemons:
+        eventually(lambda d=d: knows_the_other(d), 20)
+    run = Cli(pg_db)
+    assert run("policy", "set", "db", "--vcpus", "1").exit_code == 0
+
+    def clashes() -> list[dict[str, object]] | None:
+        rows = json.loads(run("status", "db", "-o", "json").stdout)
+        both = len(rows) == 2 and all(r["problems"] for r in rows)
+        return rows if both else None
+
+    rows = eventually(clashes, 20)
+    assert {r["host"] for r in rows} == {"host-a", "host-c"}
+    for r in rows:
+        [problem] = r["problems"]  # type: ignore[misc]
+        assert "host-a" in problem
+        assert "host-c" in problem
+        assert "neither is enforced" in problem
+        assert r["applied"] == {}
+    for d in daemons:
+        assert "enforce guest=db" not in d.log.read_text()

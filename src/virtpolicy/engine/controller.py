@@ -98,6 +98,8 @@ class Controller:
         )  # fmt: skip
         self.passes.on_done = self.membership.checked
         self.prober.elsewhere = self.membership.running_elsewhere
+        self.reconciler.clash = self.membership.clash
+        self.membership.on_clash = self.passes.request_each
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
@@ -155,6 +157,7 @@ class Controller:
             "mode": self.settings.mode,
             "passes": self.passes.count,
             "samples": self.monitor.samples,
+            "fleet": {"hosts": sorted(self.membership.hosts), "guests": len(self.membership.others)},
         }
         host = self.supervisor.info
         if self.connected.is_set() and host is not None:

@@ -73,6 +73,9 @@ class Membership:
         self.others: dict[str, dict[str, GuestState]] = {}  # guest -> host -> state
         self.read_at: float | None = None  # Unix time of the last good read
         self._beats = 0
+        self._clashing: set[str] = set()
+        #: Called (on the loop) with the guests whose clash began or ended.
+        self.on_clash: Callable[[set[str]], None] = lambda _guests: None
 
     def listed(self, guests: list[GuestInfo]) -> None:
         """The listing after a (re)connection: every guest's UUID, and all to publish."""
@@ -103,7 +106,8 @@ class Membership:
                     await self._call(self._read_fleet)
             elif now >= next_beat:
                 await self._call(self.store.heartbeat, self.name, time.time())
-                await self._call(self._read_fleet)
+                if await self._call(self._read_fleet):
+                    self._check_clashes()
             if now >= next_beat:
                 next_beat = now + self.heartbeat
             if self.registered and (self._everything or self._dirty):
@@ -183,6 +187,20 @@ class Membership:
         """``guest`` on the other hosts, as last read, with each host's record."""
         return [(g, self.hosts.get(h)) for h, g in sorted(self.others.get(guest, {}).items())]
 
+    def clash(self, guest: str, uuid: str) -> str | None:
+        """Why ``guest`` (running here with ``uuid``) must not be enforced: the same
+        name runs on another host that is up with another UUID. (The same UUID on
+        two hosts for a while is a migration.)"""
+        now = time.time()
+        for g, h in self.where(guest):
+            if g.running and g.uuid != uuid and h is not None and h.shown_state(now) == "up":
+                return (
+                    f"{guest} runs on {self.name} (UUID {uuid}) and on {g.host} (UUID {g.uuid}):"
+                    " two guests of one name in the fleet; neither is enforced until one is"
+                    " renamed or stopped"
+                )
+        return None
+
     def running_elsewhere(self, guest: str) -> bool:
         """Whether ``guest`` runs on another host that is up, as last read."""
         now = time.time()
@@ -215,6 +233,13 @@ class Membership:
                 del others[guest]
         self.hosts, self.others, self.read_at = hosts, others, started
         self._beats += 1
+
+    def _check_clashes(self) -> None:
+        """(On the loop, after a read.) Guests whose clash began or ended: to check."""
+        clashing = {g for g in self.states if self.clash(g, self._uuids.get(g, "")) is not None}
+        if clashing != self._clashing:
+            self.on_clash(clashing ^ self._clashing)
+            self._clashing = clashing
 
     def _read_uuids(self, names: list[str]) -> dict[str, str]:
         found = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from virtpolicy.engine.reconcile import Reconciler
 from virtpolicy.errors import ConnectionLostError, StoreError
@@ -43,6 +43,11 @@ class Passes:
         """Ask for a pass over ``guest`` (None: every guest)."""
         self._dirty.add(guest or ALL)
         self._wake.set()
+
+    def request_each(self, guests: Iterable[str]) -> None:
+        """Ask for a pass over each of ``guests``."""
+        for guest in guests:
+            self.request(guest)
 
     async def periodic(self, interval: float) -> None:
         """A pass over every guest every ``interval`` seconds."""

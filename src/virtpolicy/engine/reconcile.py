@@ -84,6 +84,9 @@ class Reconciler:
         #: Where passes read the policies: the daemon's cache (no store access),
         #: else the store itself.
         self.policies = policies or (lambda: {s.policy.guest: s for s in store.list_policies()})
+        #: Why a running guest is not ours alone to enforce (the same name running
+        #: on another host of the fleet with another UUID), or None.
+        self.clash: Callable[[str, str], str | None] = lambda _guest, _uuid: None
         self.hypervisor = hypervisor
         self.mode = mode
         self._status: dict[str, GuestStatus] = {}
@@ -164,7 +167,11 @@ class Reconciler:
             previous = self._status.get(name)
         if previous:
             status.applied, status.applied_at = previous.applied, previous.applied_at
-        if info is not None:
+        clash = self.clash(name, info.uuid) if info is not None and info.running else None
+        if clash:
+            status.state = info.state if info else status.state
+            status.problems.append(clash)  # and no enforcement until it is resolved
+        elif info is not None:
             status.state = info.state
             try:
                 self._enforce(stored, info, status)

@@ -135,6 +135,7 @@ def test_cross_host_requires_answers_from_the_fleet_state(
     run = Cli(pg_db)
     assert run("policy", "set", "web", "--requires", "db").exit_code == 0
     assert run("policy", "set", "api", "--requires", "archive").exit_code == 0
+    assert run("policy", "set", "db", "--weight", "200").exit_code == 0
     hook = b.run_dir / "virtpolicy-hook.sock"
 
     def answer(guest: str = "web") -> dict[str, object]:
@@ -146,12 +147,25 @@ def test_cross_host_requires_answers_from_the_fleet_state(
     refused = answer("api")
     assert refused["reasons"] == ["api requires archive (running): archive is shut off on host-a"]
 
+    published = lambda: json.loads(run("status", "db", "-o", "json").stdout)[0]["host"]  # noqa: E731
+    eventually(lambda: published() == "host-a", 20)  # host A has checked db's policy
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
     a.killed = True
     unknown = eventually(lambda: (got := answer())["status"] == 503 and got, 20)
     message = str(unknown["error"]["message"])  # type: ignore[index]
     assert message.startswith("web requires db (running): db's host host-a is lost (last heartbeat")
+
+    # web goes on (a lost host is not a stopped guest), with a notice; db is unknown.
+    def status(guest: str) -> dict[str, object]:
+        with api_client(b.socket) as c:
+            found: dict[str, object] = c.get(f"/v1/guests/{guest}/status").json()
+        return found
+
+    web = eventually(lambda: (w := status("web"))["notices"] and w, 10)
+    assert web["state"] == "running"
+    assert any("db's host host-a is lost" in n for n in web["notices"])  # type: ignore[attr-defined]
+    assert (status("db")["host"], status("db")["state"]) == ("host-a", "unknown")
 
     program = tmp_path / "qemu"
     for failure, status in (("closed", 1), ("open", 0)):

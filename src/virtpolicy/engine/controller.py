@@ -92,14 +92,9 @@ class Controller:
         )
         self.host_name = settings.host_name
         self.membership = Membership(
-            store, host, self.states, self.connected, settings.host_name, settings.heartbeat,
-            ready=self.prober.ready,
-            status=lambda g: s.to_dict() if (s := self.reconciler.status(g)) else None,
-        )  # fmt: skip
-        self.passes.on_done = self.membership.checked
-        self.prober.elsewhere = self.membership.running_elsewhere
-        self.reconciler.clash = self.membership.clash
-        self.membership.on_clash = self.passes.request_each
+            store, host, self.states, self.connected, settings.host_name, settings.heartbeat
+        )
+        self.membership.wire(self.prober, self.reconciler, self.passes, self.events, self.cache)
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
@@ -157,7 +152,7 @@ class Controller:
             "mode": self.settings.mode,
             "passes": self.passes.count,
             "samples": self.monitor.samples,
-            "fleet": {"hosts": sorted(self.membership.hosts), "guests": len(self.membership.others)},
+            "fleet": self.membership.info(),
         }
         host = self.supervisor.info
         if self.connected.is_set() and host is not None:

@@ -45,11 +45,15 @@ def hosts(store: PolicyStore, now: float | None = None) -> list[dict[str, Any]]:
 def statuses(
     store: PolicyStore, host: str | None = None, *, besides: str | None = None
 ) -> list[dict[str, Any]]:
-    """Each guest's status as its host last published it, with a ``host`` key; of
-    ``host`` only if given, and not of ``besides`` (the asking daemon's own, which
-    it has fresher). Sorted by guest, then host."""
+    """Each guest's status as its host last published it, with a ``host`` key (the
+    state ``unknown`` when that host is lost); of ``host`` only if given, and not
+    of ``besides`` (the asking daemon's own, which it has fresher). Sorted by
+    guest, then host."""
+    now = time.time()
+    lost = {h.name for h in store.hosts() if h.shown_state(now) != "up"}
     return [
-        {**g.status, "host": g.host}
+        # A lost host's guests: what they last were is no longer known.
+        {**g.status, "host": g.host, **({"state": "unknown"} if g.host in lost else {})}
         for g in store.guest_states(host)
         if g.status is not None and g.host != besides
     ]

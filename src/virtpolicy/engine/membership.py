@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virtpolicy import __version__
 from virtpolicy.clock import now as _now
@@ -25,7 +25,15 @@ from virtpolicy.engine.host import Host
 from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import HypervisorError, StoreError
 from virtpolicy.hypervisor.native import GuestInfo
+from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import GuestState, HostRecord, PolicyStore
+
+if TYPE_CHECKING:
+    from virtpolicy.engine.bus import EventBus
+    from virtpolicy.engine.passes import Passes
+    from virtpolicy.engine.policycache import PolicyCache
+    from virtpolicy.engine.prober import Prober
+    from virtpolicy.engine.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +57,6 @@ class Membership:
         connected: asyncio.Event,
         name: str,
         heartbeat: float,
-        ready: Callable[[str], Mapping[str, bool]] = lambda _guest: {},
-        status: Callable[[str], Mapping[str, Any] | None] = lambda _guest: None,
     ) -> None:
         self.store = store
         self.host = host
@@ -58,8 +64,11 @@ class Membership:
         self.connected = connected
         self.name = name
         self.heartbeat = heartbeat
-        self.ready = ready  # guest -> which readiness conditions hold now
-        self.status = status  # guest -> its status as last checked (with a policy)
+        # What :meth:`wire` joins to the daemon's other parts:
+        #: guest -> which readiness conditions hold now, and its status as last
+        #: checked (a guest with a policy).
+        self.ready: Callable[[str], Mapping[str, bool]] = lambda _guest: {}
+        self.status: Callable[[str], Mapping[str, Any] | None] = lambda _guest: None
         self.store_ok = True
         self.registered = False
         self._dirty: set[str] = set()
@@ -74,8 +83,44 @@ class Membership:
         self.read_at: float | None = None  # Unix time of the last good read
         self._beats = 0
         self._clashing: set[str] = set()
+        #: Told (on the loop) when another host's state changes: an event ``host``.
+        self.publish: Callable[..., None] = lambda _kind, **_fields: None
+        #: A note on a guest's status, and the policies: for the guests here that
+        #: depend on one of a lost host (they go on: a lost agent is no stopped guest).
+        self.notice: Callable[[str, str], None] = lambda _guest, _text: None
+        self.policies: Callable[[], Mapping[str, GuestPolicy]] = dict
+        self._host_states: dict[str, str] = {}
         #: Called (on the loop) with the guests whose clash began or ended.
         self.on_clash: Callable[[set[str]], None] = lambda _guests: None
+
+    def wire(
+        self,
+        prober: Prober,
+        reconciler: Reconciler,
+        passes: Passes,
+        events: EventBus,
+        cache: PolicyCache,
+    ) -> None:
+        """Join the daemon's other parts: what this host publishes (readiness from
+        the probes, statuses after passes) and what the fleet's state changes there
+        (probes of dependencies elsewhere, clashes held back from enforcement, host
+        events and notices)."""
+        self.ready, self.policies = prober.ready, cache.all
+        self.status = lambda g: s.to_dict() if (s := reconciler.status(g)) else None
+        self.publish, self.notice = events.publish, reconciler.notice
+        self.on_clash = passes.request_each
+        passes.on_done = self.checked
+        prober.elsewhere = self.running_elsewhere
+        reconciler.clash = self.clash
+
+    def info(self) -> dict[str, Any]:
+        """What this daemon knows of the fleet, for ``GET /v1/host``."""
+        return {
+            "hosts": sorted(self.hosts),
+            "guests": len(self.others),
+            "store": "ok" if self.store_ok else "unreachable",
+            "read_at": self.read_at,
+        }
 
     def listed(self, guests: list[GuestInfo]) -> None:
         """The listing after a (re)connection: every guest's UUID, and all to publish."""
@@ -107,6 +152,7 @@ class Membership:
             elif now >= next_beat:
                 await self._call(self.store.heartbeat, self.name, time.time())
                 if await self._call(self._read_fleet):
+                    self._check_hosts()
                     self._check_clashes()
             if now >= next_beat:
                 next_beat = now + self.heartbeat
@@ -233,6 +279,31 @@ class Membership:
                 del others[guest]
         self.hosts, self.others, self.read_at = hosts, others, started
         self._beats += 1
+
+    def _check_hosts(self) -> None:
+        """(On the loop, after a read.) Tell of each host that came up, was lost or left."""
+        now = time.time()
+        for name, record in self.hosts.items():
+            state = record.shown_state(now)
+            if self._host_states.get(name, "up" if state == "up" else None) != state:
+                age = f"last heartbeat {now - record.heartbeat_at:.0f} s ago"
+                log.warning("fleet: host %s is %s (%s)", name, state, age)
+                self.publish("host", host=name, state=state, detail=age)
+                if state == "lost":
+                    self._notice_lost(name, age)
+            self._host_states[name] = state
+
+    def _notice_lost(self, host: str, age: str) -> None:
+        for guest, policy in self.policies().items():
+            if guest not in self.states:
+                continue
+            for dep in [*policy.requires, *policy.wants]:
+                if any(g.host == host for g, _ in self.where(dep.guest)):
+                    self.notice(
+                        guest,
+                        f"{dep.guest}'s host {host} is lost ({age}); {guest} goes on: a lost"
+                        " host is not a stopped guest",
+                    )
 
     def _check_clashes(self) -> None:
         """(On the loop, after a read.) Guests whose clash began or ended: to check."""

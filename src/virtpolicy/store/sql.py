@@ -86,7 +86,11 @@ class SqlStore(Fleet, TokensAndJobs):
         if self._sqlite and self.url.database not in (None, "", ":memory:"):
             prepare_sqlite_file(Path(self.url.database))
         with db_errors(self.url):
-            self.engine: Engine = create_engine(self.url)
+            # PostgreSQL, shared by a fleet: one connection kept per process (and
+            # the change feed's own), a few more only while writes overlap, each
+            # checked before use so that a restarted server is noticed at once.
+            pool = {"pool_size": 1, "max_overflow": 3, "pool_pre_ping": True}
+            self.engine: Engine = create_engine(self.url, **(pool if self._postgres else {}))
             if self._sqlite:
                 tune_sqlite(self.engine)
             if migrate:

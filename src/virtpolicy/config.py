@@ -60,9 +60,18 @@ class ServeSettings(BaseModel):
     tuner_settings: dict[str, float] = {}
     run_dir: str = Field(default_factory=default_run_dir, min_length=1)
     autostart: bool = True
-    #: This host's name in the fleet (the store's hosts), and its heartbeat.
+    #: This host's name in the fleet (the store's hosts), and its heartbeat:
+    #: unset, every 2 s on a shared store (PostgreSQL), every 60 s on SQLite (one
+    #: host, whose loss no other daemon waits to hear of).
     host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=255)
-    heartbeat: float = Field(default=2.0, ge=0.1, le=3600.0)
+    heartbeat: float | None = Field(default=None, ge=0.1, le=3600.0)
+
+    @property
+    def heartbeat_s(self) -> float:
+        if self.heartbeat is not None:
+            return self.heartbeat
+        return 2.0 if self.db.startswith(("postgresql", "postgres:")) else 60.0
+
     listen: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -84,7 +84,10 @@ log = logging.getLogger(__name__)
     "--host", "host_name", metavar="NAME", help="This host's name in the fleet [the hostname]."
 )
 @click.option(
-    "--heartbeat", type=float, metavar="SECONDS", help="Heartbeat into the store every [2]."
+    "--heartbeat",
+    type=float,
+    metavar="SECONDS",
+    help="Heartbeat into the store every [2 on PostgreSQL, 60 on SQLite].",
 )
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
 @click.option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for --listen.")
@@ -161,7 +164,7 @@ def serve(
             exec_dir=settings.conditions.exec_dir,
             exec_user=settings.conditions.exec_user,
             host_name=settings.host,
-            heartbeat=settings.heartbeat,
+            heartbeat=settings.heartbeat_s,
         ),
     )
     log.info(

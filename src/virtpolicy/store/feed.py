@@ -46,21 +46,29 @@ def payload(first: int, last: int, guests: list[str]) -> str:
 
 class PollFeed:
     """Reads a change marker every ``timeout`` seconds (SQLite's ``data_version``,
-    or the global revision elsewhere) and compares it with the last one."""
+    or the global revision elsewhere) and compares it with the last one; when it
+    moved, reads the global revision, so that writes of other records (a host's
+    heartbeat, the guests' states) do not count as policy changes."""
 
-    def __init__(self, marker: Callable[[], int]) -> None:
+    def __init__(self, marker: Callable[[], int], revision: Callable[[], int]) -> None:
         self._marker = marker
+        self._revision = revision
         self._last: int | None = None
+        self._last_revision: int | None = None
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         if stop.wait(timeout):
             return False
         try:
             marker = self._marker()
+            if marker == self._last:
+                return False
+            revision = self._revision()
         except StoreError as exc:
             log.debug("store watch: %s", exc)
             return True
-        changed, self._last = marker != self._last, marker  # the first look counts
+        changed = revision != self._last_revision  # the first look counts
+        self._last, self._last_revision = marker, revision
         return changed
 
     def close(self) -> None:

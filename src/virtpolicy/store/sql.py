@@ -122,7 +122,7 @@ class SqlStore(Fleet, TokensAndJobs):
         marker looked at every so often elsewhere (see :mod:`virtpolicy.store.feed`)."""
         if self._postgres:
             return PostgresFeed(self.engine, self.url)
-        return PollFeed(self.change_marker)
+        return PollFeed(self.change_marker, self.global_revision)
 
     # -- reading ---------------------------------------------------------
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from virtpolicy.cli.main import cli
 from virtpolicy.hook.install import MARKER, uninstall
@@ -176,15 +177,18 @@ def pg_db(pg_url: str) -> Iterator[str]:
     """A store URL on the lab's PostgreSQL whose tables live in a schema of this
     test's own (through ``search_path``), dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+
+    def admin(sql: str) -> None:  # a connection of its own (a test may restart the server)
+        engine = create_engine(pg_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+        engine.dispose()
+
+    admin(f"CREATE SCHEMA {schema}")
     try:
         yield f"{pg_url}&options=-csearch_path%3D{schema}"
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+        admin(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, Daemon, api_client, eventually
+from tests.conftest import PG_LAB, Cli, Daemon, api_client, eventually
 from virtpolicy.hook.install import hook_text
 
 pytestmark = pytest.mark.integration
@@ -214,3 +214,60 @@ def test_two_guests_of_one_name_are_reported_not_enforced(
         assert r["applied"] == {}
     for d in daemons:
         assert "enforce guest=db" not in d.log.read_text()
+
+
+def test_postgresql_down_and_back_loses_no_write(
+    pg_db: str, start_daemon: Callable[..., Daemon]
+) -> None:
+    """PostgreSQL stopped under two running daemons: a write fails with exit status 1
+    and changes nothing, the daemons say the store is unreachable and go on (the
+    guests keep their pins), admission of a cross-host dependency cannot tell once
+    the fleet's state is stale; started again, a write goes through and reaches
+    the guest's host, and every acknowledged write is there."""
+    a = start_daemon(
+        pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a",
+        "--heartbeat", HEARTBEAT,
+    )  # fmt: skip
+    b = start_daemon(
+        pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b",
+        "--heartbeat", HEARTBEAT,
+    )  # fmt: skip
+    run = Cli(pg_db)
+    assert run("policy", "set", "web", "--requires", "db").exit_code == 0
+    assert run("policy", "set", "db", "--vcpus", "1").exit_code == 0
+
+    def db_pin() -> object:
+        with api_client(a.socket) as c:
+            return c.get("/v1/guests/db/status").json()["actual"]["vcpupin"].get("0")
+
+    def fleet(d: Daemon) -> dict[str, object]:
+        with api_client(d.socket) as c:
+            found: dict[str, object] = c.get("/v1/host").json()["fleet"]
+        return found
+
+    eventually(lambda: db_pin() == "1", 20)
+    with api_client(b.run_dir / "virtpolicy-hook.sock") as hook:
+        eventually(lambda: hook.get("/v1/guests/web/admission").json().get("allowed"), 20)
+    lab = [str(PG_LAB)]
+    subprocess.run([*lab, "stop"], check=True, timeout=60)
+    try:
+        refused = run("policy", "set", "db", "--vcpus", "2")
+        assert refused.exit_code == 1
+        assert refused.output.startswith("error: store postgresql+psycopg://")
+        for d in (a, b):
+            eventually(lambda d=d: fleet(d)["store"] == "unreachable", 20)
+        assert db_pin() == "1"  # enforced as last read
+        with api_client(b.run_dir / "virtpolicy-hook.sock") as hook:
+            stale = eventually(
+                lambda: (got := hook.get("/v1/guests/web/admission")).status_code == 503 and got,
+                20,
+            )
+        assert "store unreachable" in stale.json()["error"]["message"]
+    finally:
+        subprocess.run([*lab, "start"], check=True, timeout=60)
+    for d in (a, b):
+        eventually(lambda d=d: fleet(d)["store"] == "ok", 20)
+    assert run("policy", "set", "db", "--vcpus", "0").exit_code == 0
+    eventually(lambda: db_pin() == "0", 20)
+    history = json.loads(run("policy", "history", "db", "-o", "json").stdout)
+    assert [h["revision"] for h in history] == [1, 2]

@@ -41,6 +41,10 @@ class Fleet(Protocol):
     def stale(self, now: float) -> float | None:
         """How old the fleet's state is, when too old to answer from; else None."""
 
+    def as_of(self) -> float:
+        """When the fleet's state was read: what a host's heartbeat is judged against
+        (a daemon that cannot read the store cannot tell that a host is lost)."""
+
 
 class _NoFleet:
     def where(self, guest: str) -> list[tuple[GuestState, HostRecord | None]]:
@@ -48,6 +52,9 @@ class _NoFleet:
 
     def stale(self, now: float) -> float | None:
         return None
+
+    def as_of(self) -> float:
+        return time.time()
 
 
 async def refusals(
@@ -97,22 +104,20 @@ async def _elsewhere(
 ) -> tuple[str | None, bool]:
     """``dep`` is not on this host: as the fleet's state has it."""
     now = time.time()
-    found = fleet.where(dep)
-    if not found:
-        stale = fleet.stale(now)
-        if stale is not None:
-            return f"{prefix}: the fleet's state is {stale:.0f} s old (store unreachable?)", True
-        return f"{prefix}: {dep} is not defined on this host or any other", False
-    # The running one on a live host if any (a migration shows it on two hosts).
-    found.sort(key=lambda f: (not f[0].running, f[1] is None or f[1].shown_state(now) != "up"))
-    there, host = found[0]
-    if host is None or host.shown_state(now) != "up":
-        seen = f"last heartbeat {now - host.heartbeat_at:.0f} s ago" if host else "unknown"
-        state = host.shown_state(now) if host else "unknown"
-        return f"{prefix}: {dep}'s host {there.host} is {state} ({seen})", True
-    stale = fleet.stale(now)
+    stale = fleet.stale(now)  # what this daemon knows is too old to tell anything
     if stale is not None:
         return f"{prefix}: the fleet's state is {stale:.0f} s old (store unreachable?)", True
+    found = fleet.where(dep)
+    if not found:
+        return f"{prefix}: {dep} is not defined on this host or any other", False
+    # The running one on a live host if any (a migration shows it on two hosts).
+    then = fleet.as_of()
+    found.sort(key=lambda f: (not f[0].running, f[1] is None or f[1].shown_state(then) != "up"))
+    there, host = found[0]
+    if host is None or host.shown_state(then) != "up":
+        seen = f"last heartbeat {now - host.heartbeat_at:.0f} s ago" if host else "unknown"
+        state = host.shown_state(then) if host else "unknown"
+        return f"{prefix}: {dep}'s host {there.host} is {state} ({seen})", True
     if not there.running:
         return f"{prefix}: {dep} is {there.state} on {there.host}", False
     kind = parse_condition(when).kind

@@ -237,9 +237,9 @@ class Membership:
         """Why ``guest`` (running here with ``uuid``) must not be enforced: the same
         name runs on another host that is up with another UUID. (The same UUID on
         two hosts for a while is a migration.)"""
-        now = time.time()
+        then = self.as_of()
         for g, h in self.where(guest):
-            if g.running and g.uuid != uuid and h is not None and h.shown_state(now) == "up":
+            if g.running and g.uuid != uuid and h is not None and h.shown_state(then) == "up":
                 return (
                     f"{guest} runs on {self.name} (UUID {uuid}) and on {g.host} (UUID {g.uuid}):"
                     " two guests of one name in the fleet; neither is enforced until one is"
@@ -249,10 +249,15 @@ class Membership:
 
     def running_elsewhere(self, guest: str) -> bool:
         """Whether ``guest`` runs on another host that is up, as last read."""
-        now = time.time()
+        then = self.as_of()
         return any(
-            g.running and h is not None and h.shown_state(now) == "up" for g, h in self.where(guest)
+            g.running and h is not None and h.shown_state(then) == "up"
+            for g, h in self.where(guest)
         )
+
+    def as_of(self) -> float:
+        """When the fleet's state was last read (now, before the first read)."""
+        return self.read_at if self.read_at is not None else time.time()
 
     def stale(self, now: float) -> float | None:
         """How old the fleet's state is (s) when older than three heartbeats."""

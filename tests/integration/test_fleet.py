@@ -81,7 +81,7 @@ def test_a_policy_written_anywhere_is_live_on_its_guests_host(
     """A policy for `db` (on host A) written through host B's API is enforced by host
     A's daemon; `status` through either daemon, and on the store directly, shows the
     whole fleet with each guest's host; `--host` filters; a policy for a guest no
-    host has is one row on no host."""
+    host has is one row on no host; plans group the guests by host."""
     a = start_daemon(pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a")
     b = start_daemon(pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b")
     run = Cli(pg_db)
@@ -114,6 +114,14 @@ def test_a_policy_written_anywhere_is_live_on_its_guests_host(
         ["ghost", "-"],
         ["web", "host-b"],
     ]
+    # Plans group the guests by host.
+    plan = run("plan", "start", "--all").stdout.splitlines()
+    assert plan[0].split() == ["WAVE", "HOST", "GUESTS"]
+    assert ["1", "host-a", "db"] in [line.split() for line in plan[1:]]
+    dot = run("plan", "start", "--all", "-o", "dot").stdout
+    assert 'label="host-a";' in dot
+    assert 'label="host-b";' in dot
+    assert "subgraph h" in run("plan", "start", "--all", "-o", "mermaid").stdout
 
 
 def test_cross_host_requires_answers_from_the_fleet_state(

@@ -238,7 +238,11 @@ def plan_cmd(app: App, operation: str, guests: tuple[str, ...], everything: bool
     edges = None
     if fmt in ("dot", "mermaid"):
         edges = {p.policy.guest: p.policy.dependencies() for p in app.service.list_policies({})}
-    click.echo(output.plan(waves, fmt, edges), nl=False)
+    # In a fleet, where each guest runs (as its host last published it).
+    hosts = {s["guest"]: s["host"] for s in app.service.status(None, None) if s.get("host")}
+    if len(set(hosts.values())) < 2:
+        hosts = {}  # one host: nothing to group
+    click.echo(output.plan(waves, fmt, edges, hosts), nl=False)
 
 
 def _describe(r: Result) -> str:

@@ -7,7 +7,7 @@ blanks, no borders) so they read well and ``grep``/``awk`` well.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from virtpolicy.policy.graph import Edges, Waves, critical_path
@@ -79,14 +79,30 @@ def pinning(policy: GuestPolicy) -> str:
     return " ".join(parts) or "-"
 
 
-def plan(waves: Waves, fmt: str, edges: Edges | None = None) -> str:
+def plan(
+    waves: Waves,
+    fmt: str,
+    edges: Edges | None = None,
+    hosts: Mapping[str, str] | None = None,
+) -> str:
     """A plan: a table of waves, ``{"waves": [...]}``, or a graph (dot, mermaid)
-    of the planned guests with the critical path marked."""
+    of the planned guests with the critical path marked. With ``hosts`` (guest ->
+    its host in a fleet) the guests are grouped by host: a HOST column, a
+    ``hosts`` map, a box per host in the graph."""
+    hosts = hosts or {}
     if fmt == "json":
-        return json.dumps({"waves": waves}) + "\n"
+        return json.dumps({"waves": waves, **({"hosts": dict(hosts)} if hosts else {})}) + "\n"
     if fmt in ("dot", "mermaid"):
-        return graph(waves, edges or {}, fmt)
-    return table(["WAVE", "GUESTS"], [[i, " ".join(w)] for i, w in enumerate(waves, start=1)])
+        return graph(waves, edges or {}, fmt, hosts)
+    if not hosts:
+        return table(["WAVE", "GUESTS"], [[i, " ".join(w)] for i, w in enumerate(waves, start=1)])
+    rows = []
+    for i, wave in enumerate(waves, start=1):
+        by_host: dict[str, list[str]] = {}
+        for g in wave:
+            by_host.setdefault(hosts.get(g, "-"), []).append(g)
+        rows += [[i, h, " ".join(gs)] for h, gs in sorted(by_host.items())]
+    return table(["WAVE", "HOST", "GUESTS"], rows)
 
 
 def status(statuses: Sequence[dict[str, Any]]) -> str:
@@ -118,34 +134,67 @@ def status(statuses: Sequence[dict[str, Any]]) -> str:
     return table(["GUEST", "HOST", "STATE", "REV", "PINNING", "SCHED", "DRIFT", "PROBLEMS"], rows)
 
 
-def graph(waves: Waves, edges: Edges, fmt: str) -> str:
+def graph(waves: Waves, edges: Edges, fmt: str, hosts: Mapping[str, str] | None = None) -> str:
     """Graphviz or Mermaid text: an arrow from each guest to what it depends on
-    (dashed for ``wants``), the critical path in bold red."""
+    (dashed for ``wants``), the critical path in bold red, guests in a box per
+    host when ``hosts`` says where they run."""
     planned = [g for wave in waves for g in wave]
     chosen = set(planned)
     path = critical_path(edges, waves)
     on_path = set(zip(path[1:], path, strict=False))  # (dependent, dependency)
     arrows = [(g, d, kind) for g in planned for d, kind in edges.get(g, ()) if d in chosen]
+    groups = _by_host(planned, hosts or {})
     if fmt == "dot":
-        lines = ["digraph plan {", "  rankdir=BT;", "  node [shape=box];"]
-        for g in planned:
+        return _dot(groups, path, on_path, arrows)
+    return _mermaid(planned, groups, path, on_path, arrows)
+
+
+Arrow = tuple[str, str, str]  # (dependent, dependency, kind)
+Groups = list[tuple[str | None, list[str]]]
+
+
+def _dot(
+    groups: Groups, path: list[str], on_path: set[tuple[str, str]], arrows: list[Arrow]
+) -> str:
+    lines = ["digraph plan {", "  rankdir=BT;", "  node [shape=box];"]
+    for n, (host, members) in enumerate(groups):
+        indent = "  " if host is None else "    "
+        if host is not None:
+            lines += [f"  subgraph cluster_{n} {{", f"    label={json.dumps(host)};"]
+        for g in members:
             style = " [color=red, penwidth=2]" if g in path else ""
-            lines.append(f"  {json.dumps(g)}{style};")
-        for g, d, kind in arrows:
-            attrs = []
-            if kind == "wants":
-                attrs.append("style=dashed")
-            if (g, d) in on_path:
-                attrs += ["color=red", "penwidth=2"]
-            lines.append(
-                f"  {json.dumps(g)} -> {json.dumps(d)}"
-                + (f" [{', '.join(attrs)}]" if attrs else "")
-                + ";"
-            )
-        return "\n".join([*lines, "}"]) + "\n"
+            lines.append(f"{indent}{json.dumps(g)}{style};")
+        if host is not None:
+            lines.append("  }")
+    for g, d, kind in arrows:
+        attrs = []
+        if kind == "wants":
+            attrs.append("style=dashed")
+        if (g, d) in on_path:
+            attrs += ["color=red", "penwidth=2"]
+        lines.append(
+            f"  {json.dumps(g)} -> {json.dumps(d)}"
+            + (f" [{', '.join(attrs)}]" if attrs else "")
+            + ";"
+        )
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def _mermaid(
+    planned: list[str],
+    groups: Groups,
+    path: list[str],
+    on_path: set[tuple[str, str]],
+    arrows: list[Arrow],
+) -> str:
     ids = {g: f"n{i}" for i, g in enumerate(planned)}
     lines = ["flowchart BT"]
-    lines += [f'  {ids[g]}["{g}"]' for g in planned]
+    for n, (host, members) in enumerate(groups):
+        if host is not None:
+            lines.append(f'  subgraph h{n}["{host}"]')
+        lines += [f'  {ids[g]}["{g}"]' for g in members]
+        if host is not None:
+            lines.append("  end")
     links = []
     for g, d, kind in arrows:
         lines.append(f"  {ids[g]} {'-.->' if kind == 'wants' else '-->'} {ids[d]}")
@@ -157,3 +206,11 @@ def graph(waves: Waves, edges: Edges, fmt: str) -> str:
         lines.append("  classDef critical stroke:red,stroke-width:3px")
         lines.append("  class " + ",".join(ids[g] for g in path) + " critical")
     return "\n".join(lines) + "\n"
+
+
+def _by_host(guests: Sequence[str], hosts: Mapping[str, str]) -> list[tuple[str | None, list[str]]]:
+    """Guests grouped by their host (None: where none is known), in plan order."""
+    groups: dict[str | None, list[str]] = {}
+    for g in guests:
+        groups.setdefault(hosts.get(g), []).append(g)
+    return sorted(groups.items(), key=lambda item: (item[0] is not None, item[0] or ""))

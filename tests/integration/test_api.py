@@ -60,6 +60,9 @@ class FakeDaemon:
     def notify(self, guest: str | None) -> None:
         """The real daemon reconciles; test_sockets checks that end to end."""
 
+    def migration(self, guest: str) -> list[str]:
+        return []
+
     async def admission(self, guest: str) -> list[str]:
         self.loop_thread = threading.get_ident()
         return [] if guest != "web" else ["web requires db (running): db is shut off"]

@@ -201,15 +201,18 @@ def test_hook_program_asks_the_daemon_with_either_client(
     refusal with the daemon's reason and status 1, an allowed start (a name that
     needs quoting included), and hook_failure when the daemon is gone."""
     run("policy", "set", "api", "--requires", "ghost")
-    run("policy", "set", "web", "--requires", "db")
+    run("policy", "set", "web", "--requires", "db", "--vcpus", "1")
+    run("policy", "set", "big", "--vcpupin", "1:6")
     daemon = start_daemon(db, "--connect", f"test://{NODE}")
     wait_connected(daemon)
     program = tmp_path / f"qemu-{client}"
 
-    def hook(guest: str, run_dir: Path, failure: str = "open") -> subprocess.CompletedProcess[str]:
+    def hook(
+        guest: str, run_dir: Path, failure: str = "open", operation: str = "prepare"
+    ) -> subprocess.CompletedProcess[str]:
         program.write_text(hook_text(str(run_dir), failure, str(tmp_path / "none"), client))
         program.chmod(0o755)
-        argv = [str(program), guest, "prepare", "begin", "-"]
+        argv = [str(program), guest, operation, "begin", "-"]
         done = subprocess.run(
             argv, check=False, input="<domain/>", capture_output=True, text=True, timeout=30
         )
@@ -218,12 +221,23 @@ def test_hook_program_asks_the_daemon_with_either_client(
     refused = hook("api", daemon.run_dir)
     assert (refused.returncode, refused.stderr.strip()) == (
         1,
-        "api requires ghost (running): ghost is not defined on this host",
+        "api requires ghost (running): ghost is not defined on this host or any other",
     )
     allowed = hook("web", daemon.run_dir)
     assert (allowed.returncode, allowed.stderr) == (0, "")
     odd = hook("we b é%", daemon.run_dir)
     assert (odd.returncode, odd.stderr) == (0, "")
+    # On the destination of a migration (the domain XML on standard input): fixed
+    # pins onto CPUs this host lacks refuse it; nothing on standard output keeps
+    # the XML as it is.
+    moving = hook("big", daemon.run_dir, operation="migrate")
+    assert (moving.returncode, moving.stdout) == (1, "")
+    assert moving.stderr.strip() == (
+        "big: cpu.vcpupin.1 = 6 names host CPUs this host lacks (it has 4: 0-3);"
+        " pin it for this host, or use cpu.vcpus: auto"
+    )
+    fits = hook("web", daemon.run_dir, operation="migrate")
+    assert (fits.returncode, fits.stdout, fits.stderr) == (0, "", "")
     gone = tmp_path / "gone"
     closed = hook("api", gone, "closed")
     assert closed.returncode == 1

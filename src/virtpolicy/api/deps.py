@@ -45,6 +45,9 @@ class Daemon(Protocol):
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now; empty when it may."""
 
+    def migration(self, guest: str) -> list[str]:
+        """Why ``guest`` may not migrate to this host; empty when it may."""
+
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation on ``guest``."""
 

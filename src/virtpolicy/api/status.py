@@ -92,6 +92,23 @@ async def admission(
     return {"guest": guest, "allowed": not reasons, "reasons": reasons}
 
 
+@router.get(
+    "/guests/{guest}/migration",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+)
+async def migration(
+    guest: str, who: Reader, daemon: DaemonDep, accept: Annotated[str | None, Header()] = None
+) -> Any:
+    """May ``guest`` migrate to this host? What libvirt's hook asks on the
+    destination before a migration (``migrate begin``): its fixed pins must name
+    host CPUs this host has. Answered like admission."""
+    reasons = daemon.migration(guest)
+    if accept and "text/plain" in accept and "json" not in accept:
+        text = "allowed\n" if not reasons else "refused\n" + "; ".join(reasons) + "\n"
+        return PlainTextResponse(text)
+    return {"guest": guest, "allowed": not reasons, "reasons": reasons}
+
+
 hook_router = APIRouter(prefix="/v1", tags=["hook"], responses=schemas.ERRORS)
 
 

@@ -25,7 +25,8 @@ from typing import Protocol
 
 from virtpolicy.errors import UnknownStateError
 from virtpolicy.policy.condition import parse_condition
-from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.policy.model import AUTO, GuestPolicy
 from virtpolicy.store.base import GuestState, HostRecord
 
 
@@ -130,3 +131,23 @@ async def _elsewhere(
         return (None if holds else f"{prefix}: {when} does not hold on {there.host}"), False
     observed = await probes.observed(dep, when)  # tcp: and exec: from here
     return (f"{prefix}: {observed}" if observed else None), False
+
+
+def migration_refusals(guest: str, policy: GuestPolicy | None, host_cpus: int) -> list[str]:
+    """Why ``guest`` may not migrate to this host (the hook's ``migrate begin`` on the
+    destination): fixed pins onto host CPUs this host lacks. ``cpu.vcpus: auto`` is
+    placed afresh here, and ``allowed`` is cut to the CPUs there are."""
+    if policy is None:
+        return []
+    cpu = policy.cpu
+    fixed = [(f"cpu.vcpupin.{v}", c) for v, c in sorted(cpu.vcpupin.items())]
+    if cpu.vcpus not in (None, AUTO):
+        fixed.append(("cpu.vcpus", cpu.vcpus))
+    if cpu.emulatorpin is not None:
+        fixed.append(("cpu.emulatorpin", cpu.emulatorpin))
+    return [
+        f"{guest}: {where} = {cpus} names host CPUs this host lacks (it has {host_cpus}:"
+        f" 0-{host_cpus - 1}); pin it for this host, or use cpu.vcpus: auto"
+        for where, cpus in fixed
+        if cpus is not None and max(parse_cpuset(cpus), default=-1) >= host_cpus
+    ]

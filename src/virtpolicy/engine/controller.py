@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from virtpolicy.engine.admission import refusals
+from virtpolicy.engine.admission import migration_refusals, refusals
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.dynamic import DynamicEngine
@@ -123,6 +123,13 @@ class Controller:
         return await refusals(
             guest, self.cache.get(guest), self.states, self.prober, self.membership
         )
+
+    def migration(self, guest: str) -> list[str]:
+        """Why ``guest`` may not migrate here (empty: it may), from its policy."""
+        info = self.supervisor.info
+        if info is None:
+            raise ConnectionLostError(f"not connected to {self.settings.uri} yet")
+        return migration_refusals(guest, self.cache.get(guest), info.cpus)
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation: keep ``states`` current. On the loop."""

@@ -10,7 +10,10 @@
 # - `prepare begin` (before a start) asks the virtpolicy daemon whether GUEST
 #   may start; a refusal exits 1 with the reason on standard error, and
 #   libvirt refuses the start with that reason;
-# - stopped, release, restore, reconnect and migrate are reported to the
+# - `migrate begin` (on the destination of a migration) asks whether GUEST's
+#   policy can hold here (its fixed pins name CPUs this host has); a refusal
+#   fails the migration with the reason;
+# - stopped, release, restore and reconnect are reported to the
 #   daemon in the background, so that libvirtd does not wait for them (not
 #   `started`: the daemon hears that event from libvirt, and a Python start
 #   during every guest's start cost it CPU on small hosts);
@@ -89,7 +92,8 @@ if ($mode eq 'report') {    # in the background: the daemon also hears libvirt's
     eval { call('POST', join('/', '/v1/hook', map { quote($_) } $guest, @rest)) };
     exit 0;
 }
-my $answer = eval { call('GET', '/v1/guests/' . quote($guest) . '/admission') };
+# admission (before a start) or migration (on the destination, before a migration)
+my $answer = eval { call('GET', '/v1/guests/' . quote($guest) . "/$mode") };
 if (!defined $answer) {
     (my $why = $@) =~ s/\s+$//;
     if ($failure eq 'closed') {
@@ -160,8 +164,8 @@ def main(run_dir, failure, timeout, mode, guest, *rest):
         except OSError:
             pass
         return 0
-    try:
-        answer = call(run_dir, float(timeout), "GET", f"/v1/guests/{quote(guest)}/admission")
+    try:  # admission (before a start) or migration (on the destination)
+        answer = call(run_dir, float(timeout), "GET", f"/v1/guests/{quote(guest)}/{mode}")
     except OSError as exc:
         if failure == "closed":
             print(
@@ -196,9 +200,15 @@ case "$2 $3" in
         ask admission "$1"
         exit $?
         ;;
+    "migrate begin")
+        # On the destination, with the domain XML on standard input (and the
+        # XML to use expected on standard output: an empty answer keeps it).
+        ask migration "$1"
+        exit $?
+        ;;
 esac
 case "$2" in
-    stopped | release | restore | reconnect | migrate)
+    stopped | release | restore | reconnect)
         ask report "$1" "$2" "$3" >/dev/null 2>&1 &
         ;;
 esac

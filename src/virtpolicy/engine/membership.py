@@ -144,7 +144,10 @@ class Membership:
     async def run(self) -> None:
         next_beat = 0.0
         while True:
-            await self.connected.wait()
+            if not self.registered:  # the host's CPUs and topology come from libvirt
+                await self.connected.wait()
+            # Once registered the daemon beats even while libvirtd restarts: the
+            # daemon lives, and its guests' states are as last published.
             now = time.monotonic()
             if not self.registered:
                 if await self._call(self._register):

@@ -17,6 +17,7 @@ scattered about):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Collection, Iterator
@@ -47,6 +48,7 @@ from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_S = 15
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 
@@ -97,6 +99,11 @@ class Hypervisor:
             self._conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
             raise ConnectionLostError(f"{self.uri}: cannot connect: {message(exc)}") from exc
+        # A keepalive every 15 s, not libvirt's default 5 s: a restarted libvirtd
+        # closes the socket and is noticed at once; this is for a hung one (dead
+        # after 3 missed), and an idle daemon then wakes libvirtd 4 times a minute.
+        with contextlib.suppress(libvirt.libvirtError):  # drivers without keepalive
+            self._conn.setKeepAlive(KEEPALIVE_S, 3)
         self.caps = Capabilities()
         self._host = None
         self._handles = {}

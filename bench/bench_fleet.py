@@ -1,0 +1,283 @@
+"""A fleet on one PostgreSQL: many daemons on test-driver hosts, whole processes.
+
+Run: sudo tests/lab/postgres up && .venv/bin/python bench/bench_fleet.py
+     [--daemons 50] [--guests 200] [--writes 20] [--asks 200]
+
+Each daemon is a `virtpolicy serve` process on a test-driver host of its own
+(a node file with --guests running guests, written here), all on the lab's
+PostgreSQL (a schema of this run's own). Measured, every figure printed:
+
+(a) a policy write (to the store, from this process) until the pin is live
+    on the guest's own host (its daemon's status shows it), p50 and p99;
+(b) a write of one policy for every guest of the fleet (one `apply`) until
+    every host's daemon has enforced all of its guests, wall time;
+(c) a cross-host admission (host 0 asked about a guest whose dependency runs
+    on host 1, over the hook's socket), p50 and p99;
+(d) SIGKILL of one daemon until `virtpolicy hosts` shows it lost;
+(e) PostgreSQL connections per daemon (pg_stat_activity) and daemon RSS.
+
+Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from virtpolicy.engine import changes
+from virtpolicy.store import SqlStore
+
+ROOT = Path(__file__).parents[1]
+VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
+DOMAIN = """  <domain type="test">
+    <name>{name}</name>
+    <uuid>{uuid}</uuid>
+    <memory>65536</memory>
+    <vcpu>2</vcpu>
+    <os><type>hvm</type></os>
+  </domain>
+"""
+NODE = """<node>
+  <cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>
+  <cores>8</cores><threads>1</threads><active>8</active><max>8</max></cpu>
+  <memory>67108864</memory>
+{domains}</node>
+"""
+
+
+def sql(url: str, statement: str) -> list[tuple[object, ...]]:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(text(statement))
+        found = [tuple(r) for r in rows] if rows.returns_rows else []
+    engine.dispose()
+    return found
+
+
+def client(sock: Path) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://vp")
+
+
+def until(check: object, timeout: float, step: float = 0.01) -> float:
+    """Seconds until ``check()`` is true (raises after ``timeout``)."""
+    start = time.perf_counter()
+    while not check():  # type: ignore[operator]
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"not within {timeout} s")
+        time.sleep(step)
+    return time.perf_counter() - start
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--daemons", type=int, default=50)
+    parser.add_argument("--guests", type=int, default=200)
+    parser.add_argument("--writes", type=int, default=20)
+    parser.add_argument("--asks", type=int, default=200)
+    args = parser.parse_args()
+    lab = ROOT / "tests" / "lab" / "postgres"
+    base = subprocess.run([str(lab), "url"], capture_output=True, text=True, check=True).stdout
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    sql(base.strip(), f"CREATE SCHEMA {schema}")
+    db = f"{base.strip()}&options=-csearch_path%3D{schema}"
+    work = Path(tempfile.mkdtemp(prefix="vp-bench-fleet-"))
+    env = {**os.environ, "VIRTPOLICY_DB": db}
+    print(f"{platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}, ", end="")
+    print(f"{args.daemons} daemons x {args.guests} guests")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run(
+            [str(VIRTPOLICY), "policy", "list"], env=env, check=True, capture_output=True
+        )
+        for h in range(args.daemons):
+            doms = "".join(
+                DOMAIN.format(name=f"h{h}g{g}", uuid=uuid.uuid4()) for g in range(args.guests)
+            )
+            node = work / f"h{h}.xml"
+            node.write_text(NODE.format(domains=doms))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(VIRTPOLICY),
+                        "serve",
+                        "--host",
+                        f"h{h}",
+                        "--connect",
+                        f"test://{node}",
+                        "--run-dir",
+                        str(work / f"run{h}"),
+                        "--no-autostart",
+                        "--sample-interval",
+                        "3600",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        started = time.perf_counter()
+
+        def all_up() -> bool:
+            out = subprocess.run(
+                [str(VIRTPOLICY), "hosts", "-o", "json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            hosts = json.loads(out.stdout or "[]")
+            return sum(h["state"] == "up" and h["guests"] == args.guests for h in hosts) == len(
+                procs
+            )
+
+        until(all_up, 600, 1.0)
+        print(f"all daemons up with their guests published: {time.perf_counter() - started:.1f} s")
+        time.sleep(5)
+
+        # (a) a write (in this process, as a client of the store) until it is live
+        lat = []
+        store = SqlStore(db)
+        with client(work / "run1" / "virtpolicy-ro.sock") as api:
+            for i in range(args.writes):
+                cpu = str(i % 8)
+                t = time.perf_counter()
+                changes.set_policy(store, "h1g0", {"cpu": {"vcpus": cpu}}, actor="bench")
+
+                def live(cpu: str = cpu) -> bool:
+                    got = api.get("/v1/guests/h1g0/status")
+                    return bool(
+                        got.status_code == 200 and got.json()["actual"]["vcpupin"].get("0") == cpu
+                    )
+
+                until(live, 30)
+                lat.append(time.perf_counter() - t)
+        store.close()
+        print(
+            f"(a) write to live on its host: p50 {statistics.median(lat) * 1000:.0f} ms, "
+            f"p99 {pct(lat, 0.99) * 1000:.0f} ms (n={len(lat)})"
+        )
+
+        # (b) one policy for every guest, until every host has enforced all of its own
+        docs = "\n---\n".join(
+            f'guest: h{h}g{g}\ncpu:\n  vcpus: "{(h + g) % 8}"'
+            for h in range(args.daemons)
+            for g in range(args.guests)
+        )
+        (work / "all.yaml").write_text(docs)
+        t = time.perf_counter()
+        subprocess.run(
+            [str(VIRTPOLICY), "apply", "-f", str(work / "all.yaml")],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        written = time.perf_counter() - t
+
+        def enforced() -> bool:
+            total = 0
+            for h in range(args.daemons):
+                with client(work / f"run{h}" / "virtpolicy-ro.sock") as api:
+                    rows = api.get("/v1/status", params={"host": f"h{h}"}).json()
+                total += sum(
+                    1
+                    for r in rows
+                    if not r["drift"] and r["actual"]["vcpupin"] and r["policy_revision"]
+                )
+            return total >= args.daemons * args.guests
+
+        until(enforced, 900, 1.0)
+        print(
+            f"(b) {args.daemons * args.guests} policies written ({written:.1f} s) until all "
+            f"enforced on their hosts: {time.perf_counter() - t:.1f} s"
+        )
+
+        # (c) cross-host admission
+        subprocess.run(
+            [str(VIRTPOLICY), "policy", "set", "h0g1", "--requires", "h1g1"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        asks = []
+        with client(work / "run0" / "virtpolicy-hook.sock") as hook:
+            until(lambda: hook.get("/v1/guests/h0g1/admission").json().get("allowed"), 30)
+            for _ in range(args.asks):
+                t = time.perf_counter()
+                hook.get("/v1/guests/h0g1/admission").raise_for_status()
+                asks.append(time.perf_counter() - t)
+        print(
+            f"(c) cross-host admission: p50 {statistics.median(asks) * 1000:.1f} ms, "
+            f"p99 {pct(asks, 0.99) * 1000:.1f} ms (n={len(asks)})"
+        )
+
+        # (e) connections and memory, before anything is killed
+        conns = sql(
+            base.strip(),
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name NOT LIKE 'psql%' AND pid <> pg_backend_pid()",
+        )[0][0]
+        rss = [rss_mib(p.pid) for p in procs]
+        print(
+            f"(e) PostgreSQL connections: {conns} for {len(procs)} daemons "
+            f"({int(conns) / len(procs):.2f} each); daemon RSS median "  # type: ignore[call-overload]
+            f"{statistics.median(rss):.0f} MiB, max {max(rss):.0f} MiB"
+        )
+
+        # (d) SIGKILL until lost
+        victim = procs[-1]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        t = time.perf_counter()
+
+        def lost() -> bool:
+            out = subprocess.run(
+                [str(VIRTPOLICY), "hosts", "-o", "json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            return any(
+                h["name"] == f"h{len(procs) - 1}" and h["state"] == "lost"
+                for h in json.loads(out.stdout)
+            )
+
+        seen = until(lost, 60, 0.1)
+        print(f"(d) SIGKILL to lost in `hosts`: {seen:.1f} s (heartbeat 2 s: 3 beats are 6 s)")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            p.wait()
+        sql(base.strip(), f"DROP SCHEMA {schema} CASCADE")
+
+
+if __name__ == "__main__":
+    main()

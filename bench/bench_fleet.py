@@ -69,7 +69,9 @@ def sql(url: str, statement: str) -> list[tuple[object, ...]]:
 
 
 def client(sock: Path) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://vp")
+    return httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://vp", timeout=60
+    )
 
 
 def until(check: object, timeout: float, step: float = 0.01) -> float:

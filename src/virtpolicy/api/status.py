@@ -39,9 +39,19 @@ async def status_all(
 @router.get("/guests/{guest}/status")
 async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -> dict[str, Any]:
     """Desired vs actual tuning, drift and errors of one guest (on any host)."""
-    for s in await _fleet_statuses(daemon, store, None):
-        if s["guest"] == guest:
-            return s
+    mine = daemon.host_name
+    local = [s for s in daemon.statuses() if s.guest == guest]
+    if local and guest in daemon.states:
+        return {**local[0].to_dict(), "host": mine}
+    try:
+        elsewhere = await asyncio.to_thread(fleetview.statuses, store, besides=mine, guest=guest)
+    except StoreError as exc:
+        log.warning("status: the other hosts' are not in reach: %s", exc)
+        elsewhere = []
+    if elsewhere:
+        return elsewhere[0]
+    if local:  # a policy whose guest no host has
+        return {**local[0].to_dict(), "host": None}
     raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
 
 

@@ -43,7 +43,11 @@ def hosts(store: PolicyStore, now: float | None = None) -> list[dict[str, Any]]:
 
 
 def statuses(
-    store: PolicyStore, host: str | None = None, *, besides: str | None = None
+    store: PolicyStore,
+    host: str | None = None,
+    *,
+    besides: str | None = None,
+    guest: str | None = None,
 ) -> list[dict[str, Any]]:
     """Each guest's status as its host last published it, with a ``host`` key (the
     state ``unknown`` when that host is lost); of ``host`` only if given, and not
@@ -54,7 +58,7 @@ def statuses(
     return [
         # A lost host's guests: what they last were is no longer known.
         {**g.status, "host": g.host, **({"state": "unknown"} if g.host in lost else {})}
-        for g in store.guest_states(host)
+        for g in store.guest_states(host, guest=guest, statuses=True)
         if g.status is not None and g.host != besides
     ]
 

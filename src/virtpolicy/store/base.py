@@ -221,9 +221,18 @@ class PolicyStore(Protocol):
     def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
         """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
 
-    def guest_states(self, host: str | None = None, since: float | None = None) -> list[GuestState]:
+    def guest_states(
+        self,
+        host: str | None = None,
+        since: float | None = None,
+        *,
+        guest: str | None = None,
+        statuses: bool = False,
+    ) -> list[GuestState]:
         """The guests every host (or ``host``) last published, by guest and host;
-        with ``since``, only those written at or after that Unix time."""
+        with ``since``, only those written at or after that Unix time; with
+        ``guest``, only that guest's rows. Their statuses (JSON to decode) only
+        when asked for."""
 
     def change_feed(self) -> ChangeFeed:
         """A new way to hear of writes by any process (:mod:`virtpolicy.store.feed`)."""

@@ -104,10 +104,20 @@ class Fleet:
                     ],
                 )
 
-    def guest_states(self, host: str | None = None, since: float | None = None) -> list[GuestState]:
-        query = select(guest_states).order_by(guest_states.c.guest, guest_states.c.host)
+    def guest_states(
+        self,
+        host: str | None = None,
+        since: float | None = None,
+        *,
+        guest: str | None = None,
+        statuses: bool = False,
+    ) -> list[GuestState]:
+        columns = [c for c in guest_states.c if statuses or c.name != "status"]
+        query = select(*columns).order_by(guest_states.c.guest, guest_states.c.host)
         if host is not None:
             query = query.where(guest_states.c.host == host)
+        if guest is not None:
+            query = query.where(guest_states.c.guest == guest)
         if since is not None:
             query = query.where(guest_states.c.updated_at >= since)
         with self._read() as conn:
@@ -120,7 +130,7 @@ class Fleet:
                 r.state,
                 json.loads(r.ready),
                 r.updated_at,
-                json.loads(r.status) if r.status else None,
+                json.loads(r.status) if statuses and r.status else None,
             )
             for r in rows
         ]

@@ -62,7 +62,8 @@ async def _fleet_statuses(
     local = [{**s.to_dict(), "host": mine} for s in daemon.statuses() if s.guest in here]
     others: list[dict[str, Any]] = []
     try:
-        others = await asyncio.to_thread(fleetview.statuses, store, besides=mine)
+        if host != mine:  # only this host's asked for: the store has nothing to add
+            others = await asyncio.to_thread(fleetview.statuses, store, host, besides=mine)
     except StoreError as exc:  # this host's still answer
         log.warning("status: the other hosts' are not in reach: %s", exc)
     seen = {s["guest"] for s in local + others}

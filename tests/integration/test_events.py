@@ -49,7 +49,8 @@ def test_lifecycle_and_dependency_events_and_resume(
 ) -> None:
     """A lifecycle event arrives within a second of `virsh start` (the stream's read
     timeout), a destroyed dependency gives a dependency event for its dependent, a
-    policy write an event of its own, and a reconnect with Last-Event-ID resumes."""
+    policy written through the store by another process an event of its own (within
+    the store watch's interval), and a reconnect with Last-Event-ID resumes."""
     dbg, web = make_guest("edb"), make_guest("eweb")
     run("policy", "set", web, "--requires", dbg)
     daemon = start_daemon(db, "--connect", qemu_uri, "--reconcile-interval", "3600")
@@ -78,8 +79,20 @@ def test_lifecycle_and_dependency_events_and_resume(
             "event": "stopped",
             "action": "none",
         }
-        run("policy", "set", dbg, "--weight", "200")  # through the store, polled
-        policy = until(stream, seen, kind="policy")
+    # A write by another process through the store is noticed within the store
+    # watch's interval (2 s when quiet): a stream that waits longer between events.
+    run("policy", "set", dbg, "--weight", "200")
+    patient = httpx.Timeout(10.0, read=5.0)
+    with (
+        httpx.Client(transport=transport, base_url="http://vp", timeout=patient) as api,
+        api.stream(
+            "GET",
+            "/v1/events",
+            params={"kind": "policy"},
+            headers={"Last-Event-ID": str(dependency["id"])},
+        ) as response,
+    ):
+        policy = until(events(response.iter_lines()), seen, kind="policy")
         assert (policy["guest"], policy["revision"], policy["action"]) == (dbg, 1, "create")
     # Resume after the first event: the next one kept comes first, filtered by kind.
     with (

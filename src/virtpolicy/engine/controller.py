@@ -10,14 +10,13 @@ This module wires the daemon's parts together and holds no logic of its own:
 - :mod:`~virtpolicy.engine.sampling` samples and runs tuners;
 - :mod:`~virtpolicy.engine.prober` probes dependency conditions;
 - :mod:`~virtpolicy.engine.membership` keeps this host's place in the fleet.
-
-Everything here runs on the event loop; blocking calls go to threads in
-those modules.
+Everything here runs on the event loop; blocking calls go to threads there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +47,7 @@ from virtpolicy.store.base import PolicyStore, Revision
 log = logging.getLogger(__name__)
 
 _POLICY_EVENTS = 100  # more writes than this at once: one event for them all
+_STOP_S = 5.0
 
 
 class Controller:
@@ -102,9 +102,8 @@ class Controller:
     # -- what the API asks (see api.deps.Daemon) -----------------------------------
 
     def notify(self, guest: str | None) -> None:
-        """A policy changed through the API: refresh the cache now; the revisions it
-        reads request the passes (for ``guest``, or all that were written). On the
-        loop's thread."""
+        """A policy changed through the API: refresh the cache now (its revisions
+        request the passes). On the loop's thread."""
         self._store_moved.set()
 
     def policies(self) -> Mapping[str, GuestPolicy]:
@@ -112,10 +111,8 @@ class Controller:
         return self.cache.all()
 
     async def admission(self, guest: str) -> list[str]:
-        """Why ``guest`` may not start now (empty: it may), from the states libvirt
-        reported, the daemon's own probes and the fleet's state as last read; never
-        asks libvirt or the store. Until connected the daemon cannot know: it says
-        so (HTTP 503), and the hook follows its hook_failure mode."""
+        """Why ``guest`` may not start now (empty: it may), from memory only (see
+        :mod:`~virtpolicy.engine.admission`); until connected, ConnectionLostError."""
         if not self.connected.is_set():
             raise ConnectionLostError(
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
@@ -202,8 +199,10 @@ class Controller:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.jobs.cancel()
-            await self.membership.leave()
-            await asyncio.to_thread(self.host.close)
+            # A stop is never held up long by the store or libvirt.
+            for last in (self.membership.leave(), asyncio.to_thread(self.host.close)):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(last, _STOP_S)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         # The tasks loop forever; one that ends has crashed. Stop, so that

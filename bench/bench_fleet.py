@@ -145,7 +145,8 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
             )
         started = time.perf_counter()
 
-        def all_up() -> bool:
+        def hosts() -> list[dict[str, object]]:
+            """`virtpolicy hosts -o json`, as a user would ask."""
             out = subprocess.run(
                 [str(VIRTPOLICY), "hosts", "-o", "json"],
                 env=env,
@@ -153,10 +154,12 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
                 text=True,
                 check=False,
             )
-            hosts = json.loads(out.stdout or "[]")
-            return sum(h["state"] == "up" and h["guests"] == args.guests for h in hosts) == len(
-                procs
-            )
+            found: list[dict[str, object]] = json.loads(out.stdout or "[]")
+            return found
+
+        def all_up() -> bool:
+            ready = sum(h["state"] == "up" and h["guests"] == args.guests for h in hosts())
+            return ready == len(procs)
 
         until(all_up, 600, 1.0)
         print(f"all daemons up with their guests published: {time.perf_counter() - started:.1f} s")
@@ -258,17 +261,7 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
         t = time.perf_counter()
 
         def lost() -> bool:
-            out = subprocess.run(
-                [str(VIRTPOLICY), "hosts", "-o", "json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            return any(
-                h["name"] == f"h{len(procs) - 1}" and h["state"] == "lost"
-                for h in json.loads(out.stdout)
-            )
+            return any(h["name"] == f"h{len(procs) - 1}" and h["state"] == "lost" for h in hosts())
 
         seen = until(lost, 60, 0.1)
         print(f"(d) SIGKILL to lost in `hosts`: {seen:.1f} s (heartbeat 2 s: 3 beats are 6 s)")

@@ -70,7 +70,8 @@ class ServeSettings(BaseModel):
     def heartbeat_s(self) -> float:
         if self.heartbeat is not None:
             return self.heartbeat
-        return 2.0 if self.db.startswith(("postgresql", "postgres:")) else 60.0
+        backend = self.db.partition("://")[0].partition("+")[0] if "://" in self.db else ""
+        return 2.0 if backend == "postgresql" else 60.0
 
     listen: str | None = None
     tls_cert: str | None = None

@@ -21,23 +21,28 @@ from virtpolicy.hook.install import hook_text
 pytestmark = pytest.mark.integration
 
 NODES = Path(__file__).parent / "nodes"
-HEARTBEAT = "0.5"
+
+
+@pytest.fixture
+def fleet_host(pg_db: str, start_daemon: Callable[..., Daemon]) -> Callable[[str], Daemon]:
+    """A daemon on the lab's PostgreSQL for the test-driver host ``nodes/fleet-X.xml``,
+    named ``host-X``, beating every half second."""
+
+    def start(x: str) -> Daemon:
+        node = f"test://{NODES / f'fleet-{x}.xml'}"
+        return start_daemon(pg_db, "--connect", node, "--host", f"host-{x}", "--heartbeat", "0.5")
+
+    return start
 
 
 def test_hosts_register_beat_and_a_killed_one_is_lost(
-    pg_db: str, start_daemon: Callable[..., Daemon]
+    pg_db: str, fleet_host: Callable[[str], Daemon]
 ) -> None:
     """Two daemons register with their guests; `hosts -o json` (in-process and
     through a daemon) shows both up; one killed with SIGKILL is lost within three
     heartbeats, one stopped cleanly is left."""
-    a = start_daemon(
-        pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a",
-        "--heartbeat", HEARTBEAT,
-    )  # fmt: skip
-    b = start_daemon(
-        pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b",
-        "--heartbeat", HEARTBEAT,
-    )  # fmt: skip
+    a = fleet_host("a")
+    b = fleet_host("b")
     run = Cli(pg_db)
 
     def hosts(*via: str) -> dict[str, dict[str, object]]:
@@ -76,14 +81,13 @@ def test_hosts_register_beat_and_a_killed_one_is_lost(
 
 
 def test_a_policy_written_anywhere_is_live_on_its_guests_host(
-    pg_db: str, start_daemon: Callable[..., Daemon]
+    pg_db: str, fleet_host: Callable[[str], Daemon]
 ) -> None:
     """A policy for `db` (on host A) written through host B's API is enforced by host
     A's daemon; `status` through either daemon, and on the store directly, shows the
     whole fleet with each guest's host; `--host` filters; a policy for a guest no
     host has is one row on no host; plans group the guests by host."""
-    a = start_daemon(pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a")
-    b = start_daemon(pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b")
+    a, b = fleet_host("a"), fleet_host("b")
     run = Cli(pg_db)
     via_b = ("--server", str(b.socket))
     assert run(*via_b, "policy", "set", "db", "--vcpus", "3").exit_code == 0
@@ -125,21 +129,15 @@ def test_a_policy_written_anywhere_is_live_on_its_guests_host(
 
 
 def test_cross_host_requires_answers_from_the_fleet_state(
-    pg_db: str, start_daemon: Callable[..., Daemon], tmp_path: Path
+    pg_db: str, fleet_host: Callable[[str], Daemon], tmp_path: Path
 ) -> None:
     """`web` on host B requires `db` on host A, and `api` on host B requires
     `archive`, shut off on host A. Host B's admission (what its hook asks) allows
     web while db runs there, refuses api naming host A, and cannot tell about web
     once host A is lost: the JSON answer is 503 naming the lost host, and the hook
     program follows hook_failure (closed refuses, open allows)."""
-    a = start_daemon(
-        pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a",
-        "--heartbeat", HEARTBEAT,
-    )  # fmt: skip
-    b = start_daemon(
-        pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b",
-        "--heartbeat", HEARTBEAT,
-    )  # fmt: skip
+    a = fleet_host("a")
+    b = fleet_host("b")
     run = Cli(pg_db)
     assert run("policy", "set", "web", "--requires", "db").exit_code == 0
     assert run("policy", "set", "api", "--requires", "archive").exit_code == 0
@@ -186,16 +184,11 @@ def test_cross_host_requires_answers_from_the_fleet_state(
 
 
 def test_two_guests_of_one_name_are_reported_not_enforced(
-    pg_db: str, start_daemon: Callable[..., Daemon]
+    pg_db: str, fleet_host: Callable[[str], Daemon]
 ) -> None:
     """`db` runs on host A and on host C with different UUIDs: both hosts report a
     problem naming both hosts, and neither enforces db's policy."""
-    daemons = [
-        start_daemon(
-            pg_db, "--connect", f"test://{NODES / node}", "--host", name, "--heartbeat", HEARTBEAT
-        )
-        for node, name in (("fleet-a.xml", "host-a"), ("fleet-c.xml", "host-c"))
-    ]
+    daemons = [fleet_host("a"), fleet_host("c")]
 
     def knows_the_other(d: Daemon) -> bool:
         with api_client(d.socket) as c:
@@ -225,21 +218,15 @@ def test_two_guests_of_one_name_are_reported_not_enforced(
 
 
 def test_postgresql_down_and_back_loses_no_write(
-    pg_db: str, start_daemon: Callable[..., Daemon]
+    pg_db: str, fleet_host: Callable[[str], Daemon]
 ) -> None:
     """PostgreSQL stopped under two running daemons: a write fails with exit status 1
     and changes nothing, the daemons say the store is unreachable and go on (the
     guests keep their pins), admission of a cross-host dependency cannot tell once
     the fleet's state is stale; started again, a write goes through and reaches
     the guest's host, and every acknowledged write is there."""
-    a = start_daemon(
-        pg_db, "--connect", f"test://{NODES / 'fleet-a.xml'}", "--host", "host-a",
-        "--heartbeat", HEARTBEAT,
-    )  # fmt: skip
-    b = start_daemon(
-        pg_db, "--connect", f"test://{NODES / 'fleet-b.xml'}", "--host", "host-b",
-        "--heartbeat", HEARTBEAT,
-    )  # fmt: skip
+    a = fleet_host("a")
+    b = fleet_host("b")
     run = Cli(pg_db)
     assert run("policy", "set", "web", "--requires", "db").exit_code == 0
     assert run("policy", "set", "db", "--vcpus", "1").exit_code == 0

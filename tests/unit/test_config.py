@@ -50,3 +50,23 @@ def test_missing_config_file() -> None:
     """A config file that cannot be read is named."""
     with pytest.raises(ConfigError, match=r"config: cannot read /nonexistent\.toml"):
         load_serve_settings("/nonexistent.toml", {})
+
+
+@pytest.mark.parametrize(
+    ("db", "heartbeat", "expected"),
+    [
+        ("/var/lib/virtpolicy/policies.db", None, 60.0),
+        ("postgresql+psycopg://vp@/virtpolicy?host=/run/postgresql", None, 2.0),
+        ("postgresql://vp@db.example.net/virtpolicy", None, 2.0),
+        ("sqlite:////tmp/p.db", None, 60.0),
+        ("/tmp/postgresql.db", None, 60.0),
+        ("postgresql+psycopg://vp@/virtpolicy", 7.0, 7.0),
+    ],
+)
+def test_heartbeat_default_follows_the_store(
+    db: str, heartbeat: float | None, expected: float
+) -> None:
+    """Unset, the heartbeat is 2 s on a shared PostgreSQL store and 60 s on SQLite;
+    a value given wins."""
+    settings = load_serve_settings(None, {"db": db, "heartbeat": heartbeat})
+    assert settings.heartbeat_s == expected

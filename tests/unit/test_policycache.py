@@ -36,7 +36,7 @@ def test_a_failed_refresh_does_not_skip_the_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the store fails half-way through a refresh, the next refresh still reads
-    the write that moved the change marker."""
+    the write."""
     store = SqlStore(str(tmp_path / "p.db"))
     try:
         cache = PolicyCache(store)

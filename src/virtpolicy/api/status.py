@@ -90,17 +90,13 @@ async def admission(
     answer is ``allowed``, or ``refused`` and a line of reasons, or ``unknown``
     and why (a dependency's host is lost; the hook's hook_failure decides).
     """
-    plain = bool(accept and "text/plain" in accept and "json" not in accept)
     try:
         reasons = await daemon.admission(guest)
     except UnknownStateError as exc:
-        if not plain:
+        if not _plain(accept):
             raise
         return PlainTextResponse(f"unknown\n{exc}\n")  # the hook: its hook_failure decides
-    if plain:
-        text = "allowed\n" if not reasons else "refused\n" + "; ".join(reasons) + "\n"
-        return PlainTextResponse(text)
-    return {"guest": guest, "allowed": not reasons, "reasons": reasons}
+    return _verdict(guest, reasons, accept)
 
 
 @router.get(
@@ -113,8 +109,17 @@ async def migration(
     """May ``guest`` migrate to this host? What libvirt's hook asks on the
     destination before a migration (``migrate begin``): its fixed pins must name
     host CPUs this host has. Answered like admission."""
-    reasons = daemon.migration(guest)
-    if accept and "text/plain" in accept and "json" not in accept:
+    return _verdict(guest, daemon.migration(guest), accept)
+
+
+def _plain(accept: str | None) -> bool:
+    """The hook asks for plain text (it keeps its imports few)."""
+    return bool(accept and "text/plain" in accept and "json" not in accept)
+
+
+def _verdict(guest: str, reasons: list[str], accept: str | None) -> Any:
+    """``allowed``, or ``refused`` and a line of reasons: as JSON, or as the hook's text."""
+    if _plain(accept):
         text = "allowed\n" if not reasons else "refused\n" + "; ".join(reasons) + "\n"
         return PlainTextResponse(text)
     return {"guest": guest, "allowed": not reasons, "reasons": reasons}

@@ -34,7 +34,6 @@ class PolicyCache:
         self._store = store
         self._lock = threading.Lock()  # one refresh at a time
         self.revision: int | None = None
-        self._marker: int | None = None
         self._policies: Mapping[str, GuestPolicy] = MappingProxyType({})
         self._stored: Mapping[str, StoredPolicy] = MappingProxyType({})
 
@@ -59,14 +58,10 @@ class PolicyCache:
         """(Blocking.) Catch up with the store. Returns the revisions read since the
         last refresh ([] if none), or None when it read everything anew."""
         with self._lock:
-            marker = self._store.change_marker()
-            if marker == self._marker and self.revision is not None:
-                return []  # nothing committed since: not even the revision is read
-            # The marker is kept only once the refresh succeeded: a store error
-            # half-way must not make the next refresh skip what was written.
+            # The change feed has already told a write of a policy from others
+            # (heartbeats, guest states): one query says how far the store is.
             revision = self._store.global_revision()
             if revision == self.revision:
-                self._marker = marker
                 return []
             if self.revision is not None:
                 written = self._store.revisions_since(self.revision, _INCREMENTAL_LIMIT + 1)
@@ -79,19 +74,18 @@ class PolicyCache:
                             stored[r.guest] = StoredPolicy(
                                 r.policy, r.revision, r.created_at, r.actor
                             )
-                    self._publish(stored, max([revision, *(r.seq for r in written)]), marker)
+                    self._publish(stored, max([revision, *(r.seq for r in written)]))
                     return written
             # Read after the revision: a write in between only makes the next
             # refresh read it again, never keeps an older list under a newer revision.
             every = {s.policy.guest: s for s in self._store.list_policies()}
-            self._publish(every, revision, marker)
+            self._publish(every, revision)
             return None
 
-    def _publish(self, stored: dict[str, StoredPolicy], revision: int, marker: int) -> None:
+    def _publish(self, stored: dict[str, StoredPolicy], revision: int) -> None:
         self._stored = MappingProxyType(stored)
         self._policies = MappingProxyType({g: s.policy for g, s in stored.items()})
         self.revision = revision
-        self._marker = marker
 
 
 #: After this long without a write, the store is looked at 4 times less often.

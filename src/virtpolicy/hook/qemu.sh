@@ -88,6 +88,17 @@ sub call {
     return $body;
 }
 
+# The daemon cannot say (it does not answer, or cannot tell): hook_failure decides.
+sub undecided {
+    my ($what, $why) = @_;
+    if ($failure eq 'closed') {
+        print STDERR "virtpolicy $what ($why); hook_failure=closed refuses $guest\n";
+        exit 1;
+    }
+    print STDERR "virtpolicy: $what ($why); going on\n";
+    exit 0;
+}
+
 if ($mode eq 'report') {    # in the background: the daemon also hears libvirt's events
     eval { call('POST', join('/', '/v1/hook', map { quote($_) } $guest, @rest)) };
     exit 0;
@@ -96,24 +107,12 @@ if ($mode eq 'report') {    # in the background: the daemon also hears libvirt's
 my $answer = eval { call('GET', '/v1/guests/' . quote($guest) . "/$mode") };
 if (!defined $answer) {
     (my $why = $@) =~ s/\s+$//;
-    if ($failure eq 'closed') {
-        print STDERR "virtpolicy daemon does not answer ($why); hook_failure=closed refuses $guest\n";
-        exit 1;
-    }
-    print STDERR "virtpolicy: daemon does not answer ($why); going on\n";
-    exit 0;
+    undecided('daemon does not answer', $why);
 }
 my ($verdict, $reasons) = split /\n/, $answer, 2;
 $reasons = '' unless defined $reasons;
 s/^\s+|\s+$//g for $verdict, $reasons;
-if ($verdict eq 'unknown') {    # the daemon cannot tell: hook_failure decides
-    if ($failure eq 'closed') {
-        print STDERR "virtpolicy cannot tell ($reasons); hook_failure=closed refuses $guest\n";
-        exit 1;
-    }
-    print STDERR "virtpolicy: cannot tell ($reasons); going on\n";
-    exit 0;
-}
+undecided('cannot tell', $reasons) if $verdict eq 'unknown';
 if ($verdict ne 'allowed') {
     my $why = $reasons ne '' ? $reasons : "virtpolicy refuses $guest";
     print STDERR "$why\n";
@@ -156,6 +155,15 @@ def call(run_dir, timeout, method, path):
     return body.decode(errors="replace")
 
 
+def undecided(failure, guest, what, why):
+    """The daemon cannot say (it does not answer, or cannot tell): hook_failure decides."""
+    if failure == "closed":
+        print(f"virtpolicy {what} ({why}); hook_failure=closed refuses {guest}", file=sys.stderr)
+        return 1
+    print(f"virtpolicy: {what} ({why}); going on", file=sys.stderr)
+    return 0
+
+
 def main(run_dir, failure, timeout, mode, guest, *rest):
     if mode == "report":  # in the background: the daemon also hears libvirt's events
         path = "/".join(["/v1/hook", quote(guest), *map(quote, rest)])
@@ -167,24 +175,10 @@ def main(run_dir, failure, timeout, mode, guest, *rest):
     try:  # admission (before a start) or migration (on the destination)
         answer = call(run_dir, float(timeout), "GET", f"/v1/guests/{quote(guest)}/{mode}")
     except OSError as exc:
-        if failure == "closed":
-            print(
-                f"virtpolicy daemon does not answer ({exc}); hook_failure=closed refuses {guest}",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"virtpolicy: daemon does not answer ({exc}); going on", file=sys.stderr)
-        return 0
+        return undecided(failure, guest, "daemon does not answer", exc)
     verdict, _, reasons = answer.partition("\n")
-    if verdict.strip() == "unknown":  # the daemon cannot tell: hook_failure decides
-        if failure == "closed":
-            print(
-                f"virtpolicy cannot tell ({reasons.strip()}); hook_failure=closed refuses {guest}",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"virtpolicy: cannot tell ({reasons.strip()}); going on", file=sys.stderr)
-        return 0
+    if verdict.strip() == "unknown":
+        return undecided(failure, guest, "cannot tell", reasons.strip())
     if verdict.strip() != "allowed":
         print(reasons.strip() or f"virtpolicy refuses {guest}", file=sys.stderr)
         return 1

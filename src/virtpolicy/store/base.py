@@ -200,10 +200,6 @@ class PolicyStore(Protocol):
     def global_revision(self) -> int:
         """A number that grows with every write to any guest."""
 
-    def change_marker(self) -> int:
-        """A number that changes whenever any process commits to the store; far
-        cheaper to read than :meth:`global_revision`, for polling."""
-
     # -- the fleet: hosts and the guests they see --------------------------------
 
     def register_host(self, host: HostRecord) -> None:

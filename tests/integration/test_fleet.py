@@ -266,3 +266,77 @@ def test_postgresql_down_and_back_loses_no_write(
     eventually(lambda: db_pin() == "0", 20)
     history = json.loads(run("policy", "history", "db", "-o", "json").stdout)
     assert [h["revision"] for h in history] == [1, 2]
+
+
+def test_a_fleet_wide_job_runs_each_guest_on_its_own_host_in_order(
+    pg_db: str, fleet_host: Callable[[str], Daemon]
+) -> None:
+    """A chain that crosses hosts twice: cache (A) requires api (B) requires web (B)
+    requires db (A). `stop --all` through host B and `start --all` through host A
+    are each one job: every guest is stopped or started by its own host's daemon,
+    in dependency order, and the CLI's table has each guest's host."""
+    a, b = fleet_host("a"), fleet_host("b")
+    run = Cli(pg_db)
+    for guest, deps in [("db", []), ("web", ["db"]), ("api", ["web"]), ("cache", ["api"])]:
+        requires = [arg for d in deps for arg in ("--requires", d)]
+        assert run("policy", "set", guest, "--vcpus", "0", *requires).exit_code == 0
+    assert run("policy", "set", "archive", "--vcpus", "0").exit_code == 0
+    eventually(lambda: len(json.loads(run("hosts", "-o", "json").stdout)) == 2, 20)
+
+    def job(via: Daemon, verb: str) -> list[dict[str, object]]:
+        answer = run("--server", str(via.socket), verb, "--all", "-o", "json")
+        assert answer.exit_code == 0, answer.output
+        rows: list[dict[str, object]] = json.loads(answer.stdout)
+        return rows
+
+    def in_order(rows: list[dict[str, object]]) -> list[tuple[object, object, object]]:
+        return [(r["guest"], r["host"], r["result"]) for r in rows]
+
+    stopped = job(b, "stop")
+    assert in_order(stopped) == [
+        ("archive", "host-a", "already stopped"),
+        ("cache", "host-a", "stopped"),
+        ("api", "host-b", "stopped"),
+        ("web", "host-b", "stopped"),
+        ("db", "host-a", "stopped"),
+    ] or in_order(stopped)[1:] == [  # archive may finish anywhere: nothing waits for it
+        ("cache", "host-a", "stopped"),
+        ("api", "host-b", "stopped"),
+        ("web", "host-b", "stopped"),
+        ("db", "host-a", "stopped"),
+    ]
+    started = [r for r in job(a, "start") if r["guest"] != "archive"]
+    assert in_order(started) == [
+        ("db", "host-a", "started"),
+        ("web", "host-b", "started"),
+        ("api", "host-b", "started"),
+        ("cache", "host-a", "started"),
+    ]
+    # One record per job, with every guest's host, finished once.
+    jobs = json.loads(run("jobs", "-o", "json").stdout)
+    assert [(j["action"], j["state"], j["host"]) for j in jobs[:2]] == [
+        ("start", "succeeded", "host-a"),
+        ("stop", "succeeded", "host-b"),
+    ]
+    assert jobs[0]["hosts"] == {
+        "archive": "host-a",
+        "db": "host-a",
+        "cache": "host-a",
+        "web": "host-b",
+        "api": "host-b",
+    }
+    assert jobs[0]["detail"] == "5 started"
+    table = run("jobs", str(jobs[0]["id"])).stdout.splitlines()
+    assert table[3].split()[:3] == ["GUEST", "HOST", "RESULT"]
+    running = {h["name"]: h["running"] for h in json.loads(run("hosts", "-o", "json").stdout)}
+    assert running == {"host-a": 3, "host-b": 2}
+    # A step of a host that is lost fails, naming it; nothing else waits for it.
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    a.killed = True
+    eventually(lambda: "lost" in run("hosts").stdout, 10)
+    lost = run("--server", str(b.socket), "stop", "cache", "-o", "json")
+    assert lost.exit_code == 1
+    [row] = json.loads(lost.stdout)
+    assert (row["guest"], row["host"], row["result"]) == ("cache", "host-a", "failed")
+    assert row["detail"] == "its host host-a is lost: no daemon finished its step"

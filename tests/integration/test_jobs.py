@@ -60,10 +60,11 @@ def test_cli_start_is_recorded_as_a_job(run: Cli) -> None:
     shown = run("jobs", "2").stdout.splitlines()
     assert shown[0] == "job 2: start, succeeded: 2 already running"
     assert shown[1].startswith(f"run by {jobs[0]['actor']} through the cli (pid ")
-    assert [line.split()[:3] for line in shown[3:]] == [
-        ["GUEST", "RESULT", "TIME"],
-        ["db", "already", "running"],
-        ["web", "already", "running"],
+    here = socket.gethostname()  # the CLI ran both guests' steps itself
+    assert [line.split()[:4] for line in shown[3:]] == [
+        ["GUEST", "HOST", "RESULT", "TIME"],
+        ["db", here, "already", "running"],
+        ["web", here, "already", "running"],
     ]
     listed = run("jobs").stdout.splitlines()
     assert listed[0].split() == [
@@ -71,12 +72,13 @@ def test_cli_start_is_recorded_as_a_job(run: Cli) -> None:
         "ACTION",
         "STATE",
         "DONE",
+        "HOSTS",
         "RUNNER",
         "ACTOR",
         "CREATED",
         "DETAIL",
     ]
-    assert listed[1].split()[:5] == ["2", "start", "succeeded", "2/2", "cli"]
+    assert listed[1].split()[:6] == ["2", "start", "succeeded", "2/2", here, "cli"]
 
 
 def test_failed_start_is_a_failed_job(run: Cli) -> None:
@@ -126,10 +128,10 @@ def test_a_job_whose_process_died_is_settled(store: SqlStore, run: Cli) -> None:
         ("api", "interrupted"),
     ]
     shown = run("jobs", str(orphan.id)).stdout.splitlines()
-    assert [cells(line)[:2] for line in shown[4:]] == [
-        ["db", "started"],
-        ["api", "interrupted"],
-        ["web", "not reached"],
+    assert [cells(line)[:3] for line in shown[4:]] == [
+        ["db", host, "started"],
+        ["api", host, "interrupted"],
+        ["web", host, "not reached"],
     ]
     assert store.job(alive.id).state == "running"
     assert store.job(elsewhere.id).state == "running"  # another host judges its own
@@ -204,8 +206,12 @@ def test_start_and_stop_run_in_the_daemon(
     server = ["--server", str(daemon.socket)]
     started = run(*server, "start", web)
     assert started.exit_code == 0, started.output
-    rows = [line.split()[:2] for line in started.stdout.splitlines()]
-    assert rows == [["GUEST", "RESULT"], [dbg, "started"], [web, "started"]]
+    rows = [line.split()[:3] for line in started.stdout.splitlines()]
+    assert rows == [
+        ["GUEST", "HOST", "RESULT"],
+        [dbg, socket.gethostname(), "started"],
+        [web, socket.gethostname(), "started"],
+    ]
     assert try_virsh("domstate", web).stdout.strip() == "running"
     stopped = run(*server, "stop", dbg, "-o", "json")
     assert stopped.exit_code == 0, stopped.output
@@ -254,7 +260,11 @@ def test_daemon_killed_mid_start_leaves_a_job_record_that_says_so(
         "ended before it did; 1 of 2 guests were done"
     )
     shown = run("jobs", str(job_id)).stdout.splitlines()
-    assert [cells(line)[:2] for line in shown[4:]] == [[dbg, "started"], [web, "interrupted"]]
-    assert cells(shown[5])[3] == ("was waiting when the job's process ended; check its state")
+    here = socket.gethostname()
+    assert [cells(line)[:3] for line in shown[4:]] == [
+        [dbg, here, "started"],
+        [web, here, "interrupted"],
+    ]
+    assert cells(shown[5])[4] == ("was waiting when the job's process ended; check its state")
     assert try_virsh("domstate", web).stdout.strip() == "shut off"
     store.close()

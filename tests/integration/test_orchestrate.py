@@ -198,7 +198,7 @@ def test_cli_start_and_stop(run: Cli) -> None:
     assert result.stdout.count('"already running"') == 3  # a fresh connection: all run
     stopped = run("stop", "db", *connect)
     assert stopped.exit_code == 0
-    rows = [line.split()[:2] for line in stopped.stdout.splitlines()[1:] if line.strip()]
+    rows = [line.split()[::2][:2] for line in stopped.stdout.splitlines()[1:] if line.strip()]
     assert [g for g, _ in rows] == ["web", "api", "db"]
     assert {r for _, r in rows} == {"stopped"}
     assert run("start", *connect).exit_code == 2

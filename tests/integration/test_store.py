@@ -286,3 +286,54 @@ def test_hosts_register_beat_leave_and_get_lost(db: str, store: SqlStore) -> Non
     assert other.hosts()[1].shown_state(1e12) == "left"  # a clean stop is never lost
     assert other.guest_states("host-b") == []
     other.close()
+
+
+def test_job_steps_are_claimed_once_by_their_own_host(db: str, store: SqlStore) -> None:
+    """Each guest of a job is a step of its host. Claimers racing in several
+    threads (each with its own store) take every step exactly once, and only
+    their own host's; results land in the steps, and the job ends once."""
+    guests = [f"g{i}" for i in range(40)]
+    hosts = {g: ("host-a" if i % 2 else "host-b") for i, g in enumerate(guests)}
+    job = store.add_job(
+        "start", {"all": True}, guests, runner="daemon", host="host-a", process="1:1",
+        actor="alice", hosts=hosts,
+    )  # fmt: skip
+    assert job.hosts == hosts
+    assert set(job.unclaimed) == set(guests)
+    assert store.pending_jobs("host-b") == [job.id]
+    taken: dict[str, list[str]] = {"host-a": [], "host-b": []}
+    errors: list[BaseException] = []
+
+    def claimer(host: str) -> None:
+        s = SqlStore(db)
+        try:
+            taken[host].extend(s.claim_steps(job.id, host))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=claimer, args=(h,)) for h in ["host-a", "host-b"] * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(taken["host-a"]) == sorted(g for g in guests if hosts[g] == "host-a")
+    assert sorted(taken["host-b"]) == sorted(g for g in guests if hosts[g] == "host-b")
+    assert store.pending_jobs("host-a") == store.pending_jobs("host-b") == []
+    assert store.claim_steps(job.id, "host-a") == []
+    done = {"guest": "g1", "result": "started", "seconds": 1.5, "detail": ""}
+    store.update_job(job.id, [{"guest": "g0", "result": "starting", "seconds": 0.1, "detail": ""}])
+    store.update_job(job.id, [done])
+    # A step that is done stays done: a late writer does not undo it.
+    store.update_job(job.id, [{**done, "result": "waiting"}])
+    got = SqlStore(db).job(job.id)
+    assert [(r["guest"], r["host"], r["result"]) for r in got.results] == [
+        ("g0", "host-b", "starting"),
+        ("g1", "host-a", "started"),
+    ]
+    assert got.unclaimed == ()
+    assert store.update_job(job.id, [], state="succeeded", detail="ok")
+    assert not store.update_job(job.id, [], state="failed", detail="late")
+    assert (store.job(job.id).state, store.job(job.id).detail) == ("succeeded", "ok")

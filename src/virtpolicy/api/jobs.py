@@ -40,7 +40,7 @@ async def list_jobs(
     state: JobState | None = None,
 ) -> list[dict[str, Any]]:
     """The newest jobs first: running ones current to the guest, and what happened."""
-    await asyncio.to_thread(settle, store)
+    await _settle(request, store)
     jobs = await asyncio.to_thread(store.jobs, limit=limit, state=state)
     return [_current(request, job.id) or job.to_dict() for job in jobs]
 
@@ -54,9 +54,15 @@ async def get_job(job_id: JobId, who: Reader, store: Store, request: Request) ->
     live = _current(request, job_id)
     if live is not None:
         return live
-    await asyncio.to_thread(settle, store)
+    await _settle(request, store)
     job = await asyncio.to_thread(store.job, job_id)
     return job.to_dict()
+
+
+async def _settle(request: Request, store: Any) -> None:
+    """Jobs of this host whose process died are interrupted (this daemon's host name)."""
+    daemon = request.app.state.daemon
+    await asyncio.to_thread(settle, store, daemon.host_name if daemon is not None else None)
 
 
 def _current(request: Request, job_id: int) -> dict[str, Any] | None:

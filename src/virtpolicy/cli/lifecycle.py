@@ -23,7 +23,8 @@ from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.cli.remote import RemoteService
 from virtpolicy.engine import aio
 from virtpolicy.engine.jobs import JobRequest, local_run, parse_job_request, result_rows
-from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult
+from virtpolicy.engine.orchestrate import GuestResult
+from virtpolicy.store.base import IN_FLIGHT
 
 _FOLLOW_S = 0.25
 
@@ -152,6 +153,7 @@ def _report(results: Sequence[GuestResult], fmt: str) -> None:
                 [
                     {
                         "guest": r.guest,
+                        "host": r.host,
                         "result": r.result,
                         "seconds": round(r.seconds, 3),
                         "detail": r.detail,
@@ -162,8 +164,10 @@ def _report(results: Sequence[GuestResult], fmt: str) -> None:
             )
         )
         return
-    rows = [[r.guest, r.result, f"{r.seconds:.1f}s", r.detail or "-"] for r in results]
-    click.echo(output.table(["GUEST", "RESULT", "TIME", "DETAIL"], rows), nl=False)
+    rows = [
+        [r.guest, r.host or "-", r.result, f"{r.seconds:.1f}s", r.detail or "-"] for r in results
+    ]
+    click.echo(output.table(["GUEST", "HOST", "RESULT", "TIME", "DETAIL"], rows), nl=False)
 
 
 cli.add_command(_command("start"))
@@ -208,6 +212,7 @@ def jobs_cmd(app: App, job_id: int | None, limit: int, state: str | None, fmt: s
             j["action"],
             j["state"],
             f"{_done(j)}/{len(j['guests'])}",
+            ",".join(sorted(set(j.get("hosts", {}).values()))) or j["host"],
             j["runner"],
             j["actor"],
             j["created_at"],
@@ -217,7 +222,8 @@ def jobs_cmd(app: App, job_id: int | None, limit: int, state: str | None, fmt: s
     ]
     click.echo(
         output.table(
-            ["ID", "ACTION", "STATE", "DONE", "RUNNER", "ACTOR", "CREATED", "DETAIL"], rows
+            ["ID", "ACTION", "STATE", "DONE", "HOSTS", "RUNNER", "ACTOR", "CREATED", "DETAIL"],
+            rows,
         ),
         nl=False,
     )

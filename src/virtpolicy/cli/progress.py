@@ -20,7 +20,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from virtpolicy.engine.orchestrate import IN_FLIGHT
+from virtpolicy.store.base import IN_FLIGHT
 
 _STYLE = {
     "started": "green",

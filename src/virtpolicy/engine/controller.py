@@ -91,10 +91,10 @@ class Controller:
             host, self.monitor, self.dynamic, self.events, self.connected, self.cache.all
         )
         self.host_name = settings.host_name
-        self.membership = Membership(
-            store, host, self.states, self.connected, settings.host_name, settings.heartbeat
+        self.membership = Membership(store, host, self.states, self.connected, settings)
+        self.membership.wire(
+            self.prober, self.reconciler, self.passes, self.events, self.cache, self.jobs
         )
-        self.membership.wire(self.prober, self.reconciler, self.passes, self.events, self.cache)
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
@@ -173,7 +173,7 @@ class Controller:
         """Connect, then keep reconciling until stopped."""
         self.events.bind(asyncio.get_running_loop())
         try:  # jobs a killed daemon or CLI left "running"; the policies as they are
-            for job in await asyncio.to_thread(settle, self.store):
+            for job in await asyncio.to_thread(settle, self.store, self.host_name):
                 log.warning("job %d interrupted: %s", job.id, job.detail)
             await asyncio.to_thread(self.cache.refresh)
         except StoreError as exc:

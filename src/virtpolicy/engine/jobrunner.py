@@ -1,5 +1,7 @@
-"""The jobs the daemon runs: submitted through the API, autostart at boot, and
-stopping the dependents of a guest that stopped (``on_dependency_stop``)."""
+"""The jobs the daemon runs: submitted through the API, autostart at boot,
+stopping the dependents of a guest that stopped (``on_dependency_stop``), and
+this host's steps of jobs another host's daemon recorded (taken up at each
+heartbeat, see :meth:`JobRunner.look`)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,12 @@ from typing import Any
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
-from virtpolicy.engine.jobs import JobRequest, JobRun
-from virtpolicy.engine.orchestrate import IN_FLIGHT, Progress
+from virtpolicy.engine.jobs import JobFleet, JobRequest, JobRun
+from virtpolicy.engine.orchestrate import Progress
 from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import ConnectionLostError, VirtpolicyError
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import PolicyStore
+from virtpolicy.store.base import IN_FLIGHT, PolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class JobRunner:
         self.notice = notice
         self._jobs: dict[int, JobRun] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: The fleet this daemon is part of (set by its membership).
+        self.fleet: JobFleet | None = None
+        self._looking = False
 
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
         """Record a start or stop job and run it in the background; the job as recorded.
@@ -116,6 +121,34 @@ class JobRunner:
             request = JobRequest(action="stop", guests=to_stop)
             await self._own(request, f"virtpolicy (on_dependency_stop of {dependency})")
 
+    def look(self) -> None:
+        """Take up this host's steps of jobs recorded elsewhere (at each heartbeat)."""
+        if not self._looking and self.fleet is not None and self.connected.is_set():
+            self._looking = True
+            self.in_background(self._take_up(self.fleet))
+
+    async def _take_up(self, fleet: JobFleet) -> None:
+        try:
+            pending = await asyncio.to_thread(self.store.pending_jobs, fleet.name)
+            for job_id in pending:
+                if job_id in self._jobs:
+                    continue
+                job = await asyncio.to_thread(self.store.job, job_id)
+                request = JobRequest(
+                    action="start" if job.action == "start" else "stop",
+                    guests=list(job.guests),
+                    concurrency=int(job.request.get("concurrency", 8)),
+                )
+                run = self._job_run(request, job.actor)
+                if await asyncio.to_thread(run.take_up, job_id) is not None:
+                    self._jobs[job_id] = run
+                    log.info("job %d: took up %d guests of %s", job_id, len(run.mine), job.host)
+                    self.in_background(self._run(run))
+        except VirtpolicyError as exc:
+            log.warning("jobs of other hosts: %s", exc)
+        finally:
+            self._looking = False
+
     async def _own(self, request: JobRequest, actor: str) -> None:
         """Run a job of the daemon's own to its end."""
         try:
@@ -125,7 +158,7 @@ class JobRunner:
             return
         await self._run(run)
 
-    async def _record(self, request: JobRequest, actor: str) -> JobRun:
+    def _job_run(self, request: JobRequest, actor: str) -> JobRun:
         run = JobRun(
             self.store,
             self.host,
@@ -134,8 +167,13 @@ class JobRunner:
             "daemon",
             commands=self.commands,
             on_holds=self.on_holds,
+            fleet=self.fleet,
         )
         run.progress = self._progress(run)
+        return run
+
+    async def _record(self, request: JobRequest, actor: str) -> JobRun:
+        run = self._job_run(request, actor)
         job = await asyncio.to_thread(run.record)
         self._jobs[job.id] = run
         self.events.publish(

@@ -8,6 +8,14 @@ taken for the same process). Progress is written every
 recorded as such. A job whose process died is found by :func:`settle`
 (reading the job list, and the daemon at start-up): it becomes
 ``interrupted``, and the guests it was starting say so.
+
+In a fleet a job is one record with a step per guest for the daemon of the
+guest's host. The daemon that records it takes up its own host's steps;
+every other daemon takes up its own at its next heartbeat
+(:meth:`JobRun.take_up`). Each runs the whole plan, starting or stopping
+only its own guests and awaiting the others' outcomes from the store (a
+step of a host that is lost or left fails, with that reason), and whoever
+finds every step done records how the job ended.
 """
 
 from __future__ import annotations
@@ -20,21 +28,39 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
-from virtpolicy.engine.orchestrate import IN_FLIGHT, GuestResult, Orchestrator, Progress
-from virtpolicy.errors import StoreError
+from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
+from virtpolicy.errors import HypervisorError, StoreError
 from virtpolicy.policy.model import GuestName, describe_validation_error
 from virtpolicy.policy.numbers import ascii_int
-from virtpolicy.store.base import Job, JobState, PolicyStore
+from virtpolicy.store.base import IN_FLIGHT, Job, JobState, PolicyStore
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
+#: How often a job reads the other hosts' steps while it awaits one.
+WATCH_S = 0.5
+
+
+class JobFleet(Protocol):
+    """What a job needs to know of the fleet (the daemon's membership)."""
+
+    name: str
+
+    def host_of(self, guest: str) -> str | None:
+        """The other host, up, where ``guest`` is defined; None: none (this one)."""
+
+    def host_state(self, host: str) -> str:
+        """``up``, ``lost`` or ``left`` as last read; ``unknown`` for no such host."""
+
+    def agent_ready(self, guest: str, condition: str) -> bool:
+        """Whether ``guest``'s host last reported ``condition`` (agent) holding."""
 
 
 class JobRequest(BaseModel):
@@ -145,7 +171,8 @@ def local_run(store: PolicyStore, uri: str, request: JobRequest, actor: str) -> 
 
 @dataclass
 class JobRun:
-    """One job: its orchestrator, its record, and its live progress."""
+    """One job (or this host's part of it): its orchestrator, its record, and its
+    live progress."""
 
     store: PolicyStore
     hypervisor: Host
@@ -155,10 +182,17 @@ class JobRun:
     progress: Progress = lambda _g, _e, _d: None
     commands: Commands = field(default_factory=Commands.as_caller)
     on_holds: Callable[[str, str], None] = lambda _g, _c: None
+    fleet: JobFleet | None = None
     job: Job | None = None
+    #: The guests whose steps this run took up (started or stopped here).
+    mine: set[str] = field(default_factory=set)
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[GuestResult] = field(default_factory=list)
     _dirty: bool = False
+
+    @property
+    def host_name(self) -> str:
+        return self.fleet.name if self.fleet is not None else socket.gethostname()
 
     def plan(self) -> list[list[str]]:
         """Load the policies and check the graph (CycleError) before anything runs."""
@@ -176,19 +210,41 @@ class JobRun:
         return self._orchestrator.stop_plan(self._roots)
 
     def record(self) -> Job:
-        """Plan, and record the job as running; what :meth:`run` then runs."""
-        waves = self.plan()
-        self._t0 = time.monotonic()
-        self.job = self.store.add_job(
+        """Plan, record the job as running with a step per guest for its host, and
+        take up this host's steps; what :meth:`run` then runs."""
+        guests = [g for wave in self.plan() for g in wave]
+        fleet = self.fleet
+        hosts = {g: h for g in guests if fleet is not None and (h := fleet.host_of(g))}
+        job = self.store.add_job(
             self.request.action,
             self.request.model_dump(exclude_defaults=True),
-            [g for wave in waves for g in wave],
+            guests,
             runner=self.runner,
-            host=socket.gethostname(),
+            host=self.host_name,
             process=this_process(),
             actor=self.actor,
+            hosts=hosts,
         )
-        return self.job
+        return self._take(job)
+
+    def take_up(self, job_id: int) -> Job | None:
+        """Take up this host's steps of another daemon's job (None: none left)."""
+        job = self.store.job(job_id)
+        self.plan()
+        self._take(job)
+        return job if self.mine else None
+
+    def _take(self, job: Job) -> Job:
+        # Seconds since the job was recorded, the same on every host of the fleet.
+        self._t0 = datetime.fromisoformat(job.created_at).timestamp()
+        self.job = job
+        self.mine = set(self.store.claim_steps(job.id, self.host_name))
+        if set(job.hosts) - self.mine:
+            self._orchestrator.remote = self
+            self._others: dict[str, asyncio.Future[tuple[str, str]]] = {}
+            self._seen_others: dict[str, dict[str, Any]] = {}
+            self._watch: asyncio.Task[None] | None = None
+        return job
 
     async def run(self) -> Job:
         """Run the recorded job to its end; the final record."""
@@ -200,35 +256,108 @@ class JobRun:
         try:
             self.results = await action(self._roots)
         except BaseException as exc:  # cancelled (the daemon stops) or a bug
-            flusher.cancel()
             why = "cancelled" if isinstance(exc, asyncio.CancelledError) else repr(exc)
             try:
-                detail = f"the {self.runner} stopped the job: {why}"
+                detail = f"the {self.runner} on {self.host_name} stopped the job: {why}"
                 await asyncio.to_thread(self._write, "interrupted", detail)
             except StoreError as store_exc:  # do not hide why the job ended
                 log.error("job %s: %s", self.job.id, store_exc)
             raise
-        flusher.cancel()
-        failed = [r for r in self.results if not r.ok]
-        state: JobState = "failed" if failed else "succeeded"
+        finally:
+            flusher.cancel()
+            if self._orchestrator.remote is not None and self._watch is not None:
+                self._watch.cancel()
+        await asyncio.to_thread(self._write, "running", "")
+        return await asyncio.to_thread(self._end)
+
+    def _end(self) -> Job:
+        """(In a thread.) Record how the job ended once every step is done (any
+        daemon of the job may be the last; the first to record it wins)."""
+        assert self.job is not None
+        job = self.store.job(self.job.id)
+        if job.state != "running" or len(job.results) < len(job.hosts):
+            return job
+        if any(r["result"] in IN_FLIGHT for r in job.results):
+            return job
         counts: dict[str, int] = {}
-        for r in self.results:
-            counts[r.result] = counts.get(r.result, 0) + 1
+        for r in job.results:
+            counts[r["result"]] = counts.get(r["result"], 0) + 1
+        failed = any(r["result"] in ("failed", "held back") for r in job.results)
         summary = ", ".join(f"{n} {result}" for result, n in counts.items())
-        await asyncio.to_thread(self._write, state, summary or "nothing to do")
-        return await asyncio.to_thread(self.store.job, self.job.id)
+        state: JobState = "failed" if failed else "succeeded"
+        self.store.update_job(job.id, [], state=state, detail=summary or "nothing to do")
+        return self.store.job(job.id)
 
     def view(self) -> dict[str, Any]:
         """The job as the API shows it, current to the last guest that moved."""
         assert self.job is not None
+        others = getattr(self, "_seen_others", {})
+        return {**self.job.to_dict(), "results": [*others.values(), *self.live.values()]}
+
+    # -- the other hosts' guests (Remote, for the orchestrator) ---------------------
+
+    def owns(self, guest: str) -> bool:
+        return guest in self.mine
+
+    async def outcome(self, guest: str) -> tuple[str, str]:
+        assert self.job is not None
+        if guest not in self.job.hosts:
+            return "failed", f"{guest} was not part of job {self.job.id} when it was recorded"
+        future = self._others.get(guest)
+        if future is None:
+            future = self._others[guest] = asyncio.get_running_loop().create_future()
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_others())
+        return await asyncio.shield(future)
+
+    def agent_ping(self, guest: str) -> None:
+        assert self.job is not None
+        if self.fleet is None or not self.fleet.agent_ready(guest, "agent"):
+            host = self.job.hosts.get(guest, "its host")
+            raise HypervisorError(f"{host} does not report the guest agent of {guest} answering")
+
+    async def _watch_others(self) -> None:
+        """Read the job's steps until every awaited guest of another host is done."""
+        assert self.job is not None
+        job_id = self.job.id
+        while True:
+            waiting = {g: f for g, f in self._others.items() if not f.done()}
+            if waiting:
+                job = await asyncio.to_thread(self.store.job, job_id)
+                rows = {r["guest"]: dict(r) for r in job.results if r["guest"] not in self.mine}
+                self._seen_others = rows
+                gone = []
+                for guest, future in waiting.items():
+                    row = rows.get(guest)
+                    if row is not None and row["result"] not in IN_FLIGHT:
+                        future.set_result((row["result"], row["detail"]))
+                        continue
+                    host = job.hosts[guest]
+                    state = self.fleet.host_state(host) if self.fleet else "up"
+                    if state != "up":
+                        detail = f"its host {host} is {state}: no daemon finished its step"
+                        gone.append(self._row(guest, "failed", detail))
+                if gone:  # a step done stays done: a host that came back is not undone
+                    await asyncio.to_thread(self.store.update_job, job_id, gone)
+                    continue
+            await asyncio.sleep(WATCH_S)
+
+    # -- progress -----------------------------------------------------------------------
+
+    def _row(self, guest: str, event: str, detail: str) -> dict[str, Any]:
+        seconds = round(max(0.0, time.time() - self._t0), 3)
         return {
-            **self.job.to_dict(),
-            "results": list(self.live.values()),
+            "guest": guest,
+            "host": self.host_name,
+            "result": event,
+            "seconds": seconds,
+            "detail": detail,
         }
 
     def _seen(self, guest: str, event: str, detail: str) -> None:
-        seconds = round(time.monotonic() - self._t0, 3)
-        self.live[guest] = {"guest": guest, "result": event, "seconds": seconds, "detail": detail}
+        if self._orchestrator.remote is not None and guest not in self.mine:
+            return  # another host's guest: its host reports it
+        self.live[guest] = self._row(guest, event, detail)
         self._dirty = True
         self.progress(guest, event, detail)
 
@@ -247,8 +376,22 @@ class JobRun:
 def result_rows(job: Mapping[str, Any]) -> list[GuestResult]:
     """Every guest of a job, in the order they finished, then those not reached."""
     done = sorted(job["results"], key=lambda r: r["seconds"])
-    rows = [GuestResult(r["guest"], r["result"], r["seconds"], r["detail"]) for r in done]
+    hosts = job.get("hosts", {})
+    rows = [
+        GuestResult(
+            r["guest"],
+            r["result"],
+            r["seconds"],
+            r["detail"],
+            r.get("host", hosts.get(r["guest"], "")),
+        )
+        for r in done
+    ]
     reached = {r["guest"] for r in done}
     pending = "waiting" if job["state"] == "running" else "not reached"
-    rows += [GuestResult(g, pending, 0.0) for g in job["guests"] if g not in reached]
+    rows += [
+        GuestResult(g, pending, 0.0, host=hosts.get(g, ""))
+        for g in job["guests"]
+        if g not in reached
+    ]
     return rows

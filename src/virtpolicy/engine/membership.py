@@ -30,10 +30,12 @@ from virtpolicy.store.base import GuestState, HostRecord, PolicyStore
 
 if TYPE_CHECKING:
     from virtpolicy.engine.bus import EventBus
+    from virtpolicy.engine.jobrunner import JobRunner
     from virtpolicy.engine.passes import Passes
     from virtpolicy.engine.policycache import PolicyCache
     from virtpolicy.engine.prober import Prober
     from virtpolicy.engine.reconcile import Reconciler
+    from virtpolicy.engine.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +57,14 @@ class Membership:
         host: Host,
         states: GuestStates,
         connected: asyncio.Event,
-        name: str,
-        heartbeat: float,
+        settings: ControllerSettings,
     ) -> None:
         self.store = store
         self.host = host
         self.states = states
         self.connected = connected
-        self.name = name
-        self.heartbeat = heartbeat
+        self.name = settings.host_name
+        self.heartbeat = settings.heartbeat
         # What :meth:`wire` joins to the daemon's other parts:
         #: guest -> which readiness conditions hold now, and its status as last
         #: checked (a guest with a policy).
@@ -92,6 +93,8 @@ class Membership:
         self._host_states: dict[str, str] = {}
         #: Called (on the loop) with the guests whose clash began or ended.
         self.on_clash: Callable[[set[str]], None] = lambda _guests: None
+        #: Called (on the loop) after each beat's read of the fleet.
+        self.on_beat: Callable[[], None] = lambda: None
 
     def wire(
         self,
@@ -100,11 +103,12 @@ class Membership:
         passes: Passes,
         events: EventBus,
         cache: PolicyCache,
+        jobs: JobRunner,
     ) -> None:
         """Join the daemon's other parts: what this host publishes (readiness from
         the probes, statuses after passes) and what the fleet's state changes there
         (probes of dependencies elsewhere, clashes held back from enforcement, host
-        events and notices)."""
+        events and notices, and this host's steps of jobs recorded elsewhere)."""
         self.ready, self.policies = prober.ready, cache.all
         self.status = lambda g: s.to_dict() if (s := reconciler.status(g)) else None
         self.publish, self.notice = events.publish, reconciler.notice
@@ -112,6 +116,7 @@ class Membership:
         passes.on_done = self.checked
         prober.elsewhere = self.running_elsewhere
         reconciler.clash = self.clash
+        jobs.fleet, self.on_beat = self, jobs.look
 
     def info(self) -> dict[str, Any]:
         """What this daemon knows of the fleet, for ``GET /v1/host``."""
@@ -157,6 +162,7 @@ class Membership:
                 if await self._call(self._read_fleet):
                     self._check_hosts()
                     self._check_clashes()
+                    self.on_beat()
             if now >= next_beat:
                 next_beat = now + self.heartbeat
             if self.registered and (self._everything or self._dirty):
@@ -235,6 +241,31 @@ class Membership:
     def where(self, guest: str) -> list[tuple[GuestState, HostRecord | None]]:
         """``guest`` on the other hosts, as last read, with each host's record."""
         return [(g, self.hosts.get(h)) for h, g in sorted(self.others.get(guest, {}).items())]
+
+    def host_of(self, guest: str) -> str | None:
+        """The other host where ``guest`` is defined, when it is not here: whose
+        daemon starts and stops it in a job (a host that is up first, and of
+        those one where it runs; a lost host's guest fails there, saying so)."""
+        if guest in self.states:
+            return None
+        then = self.as_of()
+        there = [
+            (h.shown_state(then) != "up", not g.running, g.host)
+            for g, h in self.where(guest)
+            if h is not None
+        ]
+        return min(there)[2] if there else None
+
+    def host_state(self, host: str) -> str:
+        """``up``, ``lost`` or ``left`` as last read; ``unknown`` for no such host."""
+        if host == self.name:
+            return "up"
+        record = self.hosts.get(host)
+        return record.shown_state(self.as_of()) if record is not None else "unknown"
+
+    def agent_ready(self, guest: str, condition: str) -> bool:
+        """Whether another host last reported ``condition`` holding on ``guest``."""
+        return any(g.running and g.ready.get(condition, False) for g, _ in self.where(guest))
 
     def clash(self, guest: str, uuid: str) -> str | None:
         """Why ``guest`` (running here with ``uuid``) must not be enforced: the same

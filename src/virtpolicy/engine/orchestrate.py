@@ -10,6 +10,12 @@ dependency did it; a failed ``wants`` is noted and its dependents go on.
 Stop is the reverse: a guest stops once everything that depends on it (of
 the selection) has stopped, with its policy's action and timeout, escalating
 to destroy only when the policy says so.
+
+In a fleet each host's daemon runs the same plan over the whole selection
+but starts and stops only its own guests (:class:`Remote` says which); of
+the others it awaits the outcome their own host reports, and a condition
+on one of them is checked from here (``tcp:``, ``exec:``) or as its host
+reports it (``running``, ``agent``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from virtpolicy.engine.conditions import Commands, Guests, probe_for, wait_until
 from virtpolicy.engine.gate import PriorityGate
@@ -34,10 +40,21 @@ T = TypeVar("T")
 #: (guest, what happened, detail) for live progress.
 Progress = Callable[[str, str, str], None]
 
-#: Progress events of a guest that is not done yet; any other event is its result.
-IN_FLIGHT = frozenset({"waiting", "starting", "stopping"})
 
 _STOP_POLL_S = 0.2
+
+
+class Remote(Protocol):
+    """The guests of a job that other hosts' daemons start and stop."""
+
+    def owns(self, guest: str) -> bool:
+        """Whether this daemon starts or stops ``guest``."""
+
+    async def outcome(self, guest: str) -> tuple[str, str]:
+        """(result, detail) of another host's guest, once its host reports one."""
+
+    def agent_ping(self, guest: str) -> None:
+        """HypervisorError unless another host reports ``guest``'s agent answering."""
 
 
 @dataclass
@@ -48,6 +65,7 @@ class GuestResult:
     result: str
     seconds: float
     detail: str = ""
+    host: str = ""
 
     @property
     def ok(self) -> bool:
@@ -66,10 +84,12 @@ class Orchestrator:
     #: Told each time a dependency's condition was found to hold: (guest, condition).
     on_holds: Callable[[str, str], None] = lambda _g, _c: None
     results: list[GuestResult] = field(default_factory=list)
+    #: In a fleet: who starts and stops the guests that are not this host's.
+    remote: Remote | None = None
 
     def __post_init__(self) -> None:
         self._edges: Edges = {g: p.dependencies() for g, p in self.policies.items()}
-        self._guests = Guests(self._is_running, self.hypervisor.agent_ping, self.commands)
+        self._guests = Guests(self._is_running, self._agent_ping, self.commands)
 
     def start_plan(self, roots: Iterable[str] | None) -> list[list[str]]:
         """The waves (for --dry-run and to check the graph); CycleError if cyclic."""
@@ -102,6 +122,8 @@ class Orchestrator:
         return self.results
 
     async def _start_one(self, guest: str) -> None:
+        if await self._elsewhere(guest):
+            return
         policy = self.policies.get(guest)
         deps = (
             [(d, "requires") for d in policy.requires] + [(d, "wants") for d in policy.wants]
@@ -178,6 +200,8 @@ class Orchestrator:
         return self.results
 
     async def _stop_one(self, guest: str) -> None:
+        if await self._elsewhere(guest, down=True):
+            return
         for dependent, kind in self._dependents.get(guest, ()):
             failure = await asyncio.shield(self._down[dependent])
             if failure and kind == "requires":
@@ -240,7 +264,23 @@ class Orchestrator:
         """``fn(*args)`` in one of this run's threads."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def _elsewhere(self, guest: str, *, down: bool = False) -> bool:
+        """For a guest of another host: its outcome as that host reports it."""
+        if self.remote is None or self.remote.owns(guest):
+            return False
+        result, detail = await self.remote.outcome(guest)
+        self._finish(guest, result, detail, down=down)
+        return True
+
+    def _agent_ping(self, guest: str) -> None:
+        if self.remote is None or self.remote.owns(guest):
+            self.hypervisor.agent_ping(guest)
+        else:
+            self.remote.agent_ping(guest)
+
     def _is_running(self, guest: str) -> bool:
+        if self.remote is not None and not self.remote.owns(guest):
+            return True  # asked only once its host reported it up
         try:
             return self.hypervisor.guest(guest).running
         except GuestNotFoundError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from virtpolicy.policy.graph import Edges
@@ -96,6 +96,10 @@ class Token:
 
 JobState = Literal["running", "succeeded", "failed", "interrupted"]
 
+#: A guest's progress in a job while it is not done yet ("": not reached); any
+#: other result is its outcome.
+IN_FLIGHT = frozenset({"", "waiting", "starting", "stopping"})
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -104,7 +108,9 @@ class Job:
     ``process`` names the process that runs it (``PID:STARTTIME`` on
     ``host``), so that a job left ``running`` by a process that died can be
     told apart from one that still runs. ``results`` has one entry per guest
-    that is done (``guest``, ``result``, ``seconds``, ``detail``).
+    that has moved (``guest``, ``host``, ``result``, ``seconds``, ``detail``).
+    ``hosts`` names the host whose daemon starts or stops each guest, and
+    ``unclaimed`` the guests no daemon has taken up yet.
     """
 
     id: int
@@ -120,6 +126,8 @@ class Job:
     finished_at: str | None
     results: tuple[Mapping[str, Any], ...]
     detail: str
+    hosts: Mapping[str, str] = field(default_factory=dict)
+    unclaimed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +144,8 @@ class Job:
             "finished_at": self.finished_at,
             "results": [dict(r) for r in self.results],
             "detail": self.detail,
+            "hosts": dict(self.hosts),
+            "unclaimed": list(self.unclaimed),
         }
 
 
@@ -296,8 +306,17 @@ class PolicyStore(Protocol):
         host: str,
         process: str,
         actor: str,
+        hosts: Mapping[str, str] | None = None,
     ) -> Job:
-        """Record a new job in state ``running``."""
+        """Record a new job in state ``running``, a pending step per guest for the
+        daemon of its host in ``hosts`` (``host`` for a guest not there)."""
+
+    def claim_steps(self, job_id: int, host: str) -> list[str]:
+        """Take up the pending steps of ``host``; the guests taken. A step is taken
+        once, however many processes ask at the same time."""
+
+    def pending_jobs(self, host: str) -> list[int]:
+        """The running jobs with steps of ``host`` that no one took up yet."""
 
     def update_job(
         self,
@@ -307,7 +326,9 @@ class PolicyStore(Protocol):
         state: JobState = "running",
         detail: str = "",
     ) -> bool:
-        """Record a running job's progress or end; False if it had ended already."""
+        """Record guests' progress (into their steps; a step that is done stays
+        done) and, unless ``state`` is running, the job's end; False if the job
+        had ended already."""
 
     def job(self, job_id: int) -> Job:
         """One job; NotFoundError if there is none with that id."""

@@ -14,6 +14,11 @@
 - ``jobs``: orchestrated starts and stops, who runs them (daemon or CLI,
   host and process) and each guest's result, kept current while they run, so
   that a job whose process died still says how far it got.
+- ``job_steps``: one row per guest of a job, naming the host whose daemon
+  starts or stops it (the guest's host when the job was recorded). Each
+  daemon claims its own host's steps (``FOR UPDATE SKIP LOCKED`` on
+  PostgreSQL), so that no guest's step runs twice, and writes its results
+  there; the jobs' ``results`` column is no longer written.
 - ``dependencies`` and ``labels``: derived from ``policies`` and rewritten
   with it, so that plans and label selections need no JSON decoding.
 - ``hosts``: each daemon sharing the store (a fleet): its libvirt URI, CPUs
@@ -36,6 +41,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -46,7 +52,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 metadata = MetaData()
 
@@ -124,6 +130,19 @@ jobs = Table(
     Column("results", Text, nullable=False),
     Column("detail", Text, nullable=False),
     Index("ix_jobs_state", "state"),
+)
+
+job_steps = Table(
+    "job_steps",
+    metadata,
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("guest", String(255), primary_key=True),
+    Column("host", String(255), nullable=False),  # whose daemon runs this step
+    Column("state", String(8), nullable=False),  # pending | claimed | done
+    Column("result", String(64), nullable=False),  # "" until the guest moved
+    Column("seconds", Float, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_job_steps_host_state", "host", "state"),
 )
 
 hosts = Table(

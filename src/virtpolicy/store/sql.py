@@ -69,12 +69,13 @@ from virtpolicy.store.sqlengine import (
     tune_sqlite,
 )
 from virtpolicy.store.sqlfleet import Fleet
-from virtpolicy.store.sqlrecords import TokensAndJobs
+from virtpolicy.store.sqljobs import Jobs
+from virtpolicy.store.sqlrecords import Tokens
 
 log = logging.getLogger(__name__)
 
 
-class SqlStore(Fleet, TokensAndJobs):
+class SqlStore(Fleet, Jobs, Tokens):
     """A :class:`~virtpolicy.store.base.PolicyStore` on a SQL database."""
 
     def __init__(self, db: str, *, migrate: bool = True) -> None:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL, make_url
@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from virtpolicy.errors import StoreBusyError, StoreError
 
 #: Rows per ``IN (...)`` list, well under every backend's parameter limit.
+T = TypeVar("T")
 _CHUNK = 500
 #: How long a write waits for another writer; well under the hook's patience
 #: (20 s), though admission never waits for the store at all.
@@ -93,6 +94,6 @@ def masked(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+def chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]

@@ -25,7 +25,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from virtpolicy.cli.main import cli
-from virtpolicy.hook.install import MARKER, uninstall
+from virtpolicy.hook.install import MARKER, install, uninstall
 from virtpolicy.store import SqlStore
 
 
@@ -422,3 +422,27 @@ def wait_connected(daemon: Daemon) -> None:
                 return
             assert time.monotonic() < deadline, host
             time.sleep(0.1)
+
+
+LIBVIRTD_LAB = Path(__file__).parent / "lab" / "libvirtd"
+HOOKS = "/etc/libvirt/hooks"
+
+
+@pytest.fixture
+def with_hook(qemu_uri: str) -> Iterator[Callable[[str, str], None]]:
+    """Install the hook (run dir, failure mode) and restart libvirtd to load it;
+    afterwards remove it and restart again, leaving libvirtd as it was."""
+    if not LAB_PIDFILE.exists():
+        pytest.skip("libvirtd was not started by tests/lab/libvirtd; not touching its hooks")
+    installed = False
+
+    def put(run_dir: str, failure: str) -> None:
+        nonlocal installed
+        install(HOOKS, run_dir, failure)
+        installed = True
+        subprocess.run([str(LIBVIRTD_LAB), "restart"], check=True, timeout=60)
+
+    yield put
+    if installed:
+        uninstall(HOOKS)
+        subprocess.run([str(LIBVIRTD_LAB), "restart"], check=True, timeout=60)

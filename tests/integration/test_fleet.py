@@ -1,8 +1,9 @@
 """Several daemons on one PostgreSQL store: the hosts of a fleet.
 
 Daemons run on libvirt's test driver with node files of our own
-(``nodes/fleet-a.xml``, ``nodes/fleet-b.xml``); the store is the lab's real
-PostgreSQL (``tests/lab/postgres``).
+(``nodes/fleet-a.xml``, ``nodes/fleet-b.xml``) and, for the fleet with a real
+host in it, on the lab's libvirtd with QEMU guests and the hook installed;
+the store is the lab's real PostgreSQL (``tests/lab/postgres``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_LAB, Cli, Daemon, api_client, eventually
+from tests.conftest import (
+    PG_LAB,
+    Cli,
+    Daemon,
+    api_client,
+    eventually,
+    try_virsh,
+    virsh,
+    wait_connected,
+)
 from virtpolicy.hook.install import hook_text
 
 pytestmark = pytest.mark.integration
@@ -340,3 +350,77 @@ def test_a_fleet_wide_job_runs_each_guest_on_its_own_host_in_order(
     [row] = json.loads(lost.stdout)
     assert (row["guest"], row["host"], row["result"]) == ("cache", "host-a", "failed")
     assert row["detail"] == "its host host-a is lost: no daemon finished its step"
+
+
+def test_three_hosts_one_of_them_real(
+    pg_db: str,
+    fleet_host: Callable[[str], Daemon],
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[[str], str],
+    with_hook: Callable[[str, str], None],
+    qemu_uri: str,
+) -> None:
+    """Hosts A and B on the test driver, host Q on the lab's libvirtd with two QEMU
+    guests: qa requires archive (shut off on A), qb requires web (on B). A policy
+    written through A's API is live on Q; a real `virsh start qa` is refused naming
+    host A, and allowed once archive runs there; `stop --all` and `start --all`
+    through other hosts run every guest on its own host in dependency order."""
+    a, b = fleet_host("a"), fleet_host("b")
+    q = start_daemon(pg_db, "--connect", qemu_uri, "--host", "host-q", "--heartbeat", "0.5")
+    with_hook(str(q.run_dir), "closed")
+    wait_connected(q)
+    qa, qb = make_guest("fleet-qa"), make_guest("fleet-qb")
+    run = Cli(pg_db)
+    via_a, via_b = ("--server", str(a.socket)), ("--server", str(b.socket))
+    for guest, deps in [("db", []), ("archive", []), ("web", ["db"])]:
+        requires = [arg for d in deps for arg in ("--requires", d)]
+        assert run(*via_b, "policy", "set", guest, "--vcpus", "0", *requires).exit_code == 0
+    for guest, dep, pin in [(qa, "archive", "1"), (qb, "web", "0")]:
+        answer = run(*via_a, "policy", "set", guest, "--requires", dep, "--vcpus", pin,
+                     "--stop-action", "destroy")  # fmt: skip
+        assert answer.exit_code == 0, answer.output
+    hosts = lambda: {h["name"]: h["state"] for h in json.loads(run("hosts", "-o", "json").stdout)}  # noqa: E731
+    eventually(lambda: hosts() == {"host-a": "up", "host-b": "up", "host-q": "up"}, 20)
+
+    refused = try_virsh("start", qa)
+    assert refused.returncode != 0
+    assert f"{qa} requires archive (running): archive is shut off on host-a" in refused.stderr
+    assert try_virsh("domstate", qa).stdout.strip() == "shut off"
+    assert run(*via_a, "start", "archive").exit_code == 0
+    eventually(lambda: try_virsh("start", qa).returncode == 0, 10)
+
+    def pins(guest: str) -> dict[str, str]:
+        rows = [line.split() for line in virsh("vcpupin", guest, "--live").splitlines()]
+        return {r[0]: r[1] for r in rows if r}
+
+    eventually(lambda: pins(qa) == {"0": "1", "1": "1"}, 10)  # written through A, live on Q
+
+    def job(via: tuple[str, str], verb: str) -> dict[str, tuple[str, str, float]]:
+        answer = run(*via, verb, "--all", "-o", "json")
+        assert answer.exit_code == 0, answer.output
+        return {
+            r["guest"]: (r["host"], r["result"], r["seconds"]) for r in json.loads(answer.stdout)
+        }
+
+    stopped = job(("--server", str(q.socket)), "stop")
+    assert {g: r[:2] for g, r in stopped.items()} == {
+        "db": ("host-a", "stopped"),
+        "archive": ("host-a", "stopped"),
+        "web": ("host-b", "stopped"),
+        qa: ("host-q", "destroyed"),
+        qb: ("host-q", "already stopped"),
+    }
+    assert stopped[qb][2] <= stopped["web"][2] <= stopped["db"][2]
+    assert stopped[qa][2] <= stopped["archive"][2]
+    started = job(via_b, "start")
+    assert {g: r[:2] for g, r in started.items()} == {
+        "db": ("host-a", "started"),
+        "archive": ("host-a", "started"),
+        "web": ("host-b", "started"),
+        qa: ("host-q", "started"),
+        qb: ("host-q", "started"),
+    }
+    assert started["db"][2] <= started["web"][2] <= started[qb][2]
+    assert started["archive"][2] <= started[qa][2]
+    assert {try_virsh("domstate", g).stdout.strip() for g in (qa, qb)} == {"running"}
+    eventually(lambda: pins(qb) == {"0": "0", "1": "0"}, 10)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import (
-    LAB_PIDFILE,
     NODE,
     Cli,
     Daemon,
@@ -20,32 +19,9 @@ from tests.conftest import (
     virsh,
     wait_connected,
 )
-from virtpolicy.hook.install import hook_text, install, uninstall
+from virtpolicy.hook.install import hook_text
 
 pytestmark = pytest.mark.integration
-
-LAB = Path(__file__).parents[2] / "tests" / "lab" / "libvirtd"
-HOOKS = "/etc/libvirt/hooks"
-
-
-@pytest.fixture
-def with_hook(qemu_uri: str) -> Iterator[Callable[[str, str], None]]:
-    """Install the hook (run dir, failure mode) and restart libvirtd to load it;
-    afterwards remove it and restart again, leaving libvirtd as it was."""
-    if not LAB_PIDFILE.exists():
-        pytest.skip("libvirtd was not started by tests/lab/libvirtd; not touching its hooks")
-    installed = False
-
-    def put(run_dir: str, failure: str) -> None:
-        nonlocal installed
-        install(HOOKS, run_dir, failure)
-        installed = True
-        subprocess.run([str(LAB), "restart"], check=True, timeout=60)
-
-    yield put
-    if installed:
-        uninstall(HOOKS)
-        subprocess.run([str(LAB), "restart"], check=True, timeout=60)
 
 
 def test_start_is_refused_until_the_dependency_runs(

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.5
 #: How often a job reads the other hosts' steps while it awaits one.
 WATCH_S = 0.5
+_UP = ("started", "already running")
 
 
 class JobFleet(Protocol):
@@ -61,6 +62,9 @@ class JobFleet(Protocol):
 
     def agent_ready(self, guest: str, condition: str) -> bool:
         """Whether ``guest``'s host last reported ``condition`` (agent) holding."""
+
+    def saw_running(self, guest: str, host: str) -> None:
+        """``host`` reports ``guest`` up in a job: admission here knows at once."""
 
 
 class JobRequest(BaseModel):
@@ -330,6 +334,8 @@ class JobRun:
                 for guest, future in waiting.items():
                     row = rows.get(guest)
                     if row is not None and row["result"] not in IN_FLIGHT:
+                        if self.fleet is not None and row["result"] in _UP:
+                            self.fleet.saw_running(guest, row["host"])
                         future.set_result((row["result"], row["detail"]))
                         continue
                     host = job.hosts[guest]

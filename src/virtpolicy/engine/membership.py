@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -266,6 +267,14 @@ class Membership:
     def agent_ready(self, guest: str, condition: str) -> bool:
         """Whether another host last reported ``condition`` holding on ``guest``."""
         return any(g.running and g.ready.get(condition, False) for g, _ in self.where(guest))
+
+    def saw_running(self, guest: str, host: str) -> None:
+        """A job saw ``guest`` start on ``host``: so the fleet's state says, before
+        that host's next write is read (a dependent here may start at once)."""
+        there = self.others.get(guest, {})
+        if host in there:  # replaced whole: a thread may be reading
+            now = dataclasses.replace(there[host], state="running", updated_at=time.time())
+            self.others = {**self.others, guest: {**there, host: now}}
 
     def clash(self, guest: str, uuid: str) -> str | None:
         """Why ``guest`` (running here with ``uuid``) must not be enforced: the same

@@ -8,13 +8,14 @@ tests/integration.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
 from virtpolicy.engine import changes, jobrunner
+from virtpolicy.engine.bus import Event
 from virtpolicy.engine.controller import Controller
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.settings import ControllerSettings
@@ -184,3 +185,53 @@ def test_submit_is_refused_while_disconnected(
         assert store.jobs() == []
 
     run_with(tmp_path, [MemoryGuest("db")], scenario)
+
+
+def test_migration_is_neither_a_start_nor_a_stop(tmp_path: Path) -> None:
+    """A guest that migrates away is not a stopped dependency (its dependents that
+    say on_dependency_stop: stop go on); one that arrives gets its policy put
+    back on arrival, and the event stream tells both."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        changes.set_policy(store, "db", {"cpu": {"vcpupin": {0: "1"}}}, actor="t")
+        changes.set_policy(
+            store, "web", {"requires": {"db": {"when": "running"}}, "stop": {"on_dependency_stop": "stop"}},
+            actor="t",
+        )  # fmt: skip
+        db = host.guests_by_name["db"]
+        await until(lambda: db.vcpupin.get(0) == frozenset({1}))
+        await asyncio.to_thread(host.migrate_out, "db")
+        await until(lambda: c.states["db"] == "shut off")
+        # It arrives elsewhere with that host's pinning; here, back with any other.
+        db.vcpupin[0] = frozenset({3})
+        await asyncio.sleep(0.3)  # what a stop would have set off has had its time
+        assert host.guests_by_name["web"].running
+        assert c.jobs._jobs == {}
+        await asyncio.to_thread(host.migrate_in, "db")
+        await until(lambda: db.vcpupin.get(0) == frozenset({1}))
+        assert c.states["db"] == "running"
+        events = [
+            (e.kind, e.data.get("guest"), e.data.get("event"))
+            async for e in _kept(c)
+            if e.kind in ("lifecycle", "enforcement")
+        ]
+        assert [e for e in events if e[0] == "lifecycle"] == [
+            ("lifecycle", "db", "migrated out"),
+            ("lifecycle", "db", "migrating in"),
+            ("lifecycle", "db", "migrated in"),
+        ]
+        assert events[-1][:2] == ("enforcement", "db")
+
+    guests = [MemoryGuest("db", running=True), MemoryGuest("web", running=True)]
+    run_with(tmp_path, guests, scenario)
+
+
+async def _kept(c: Controller) -> AsyncIterator[Event]:
+    """The events the controller's bus kept so far."""
+    last = c.events._next - 1
+    async for event in c.events.subscribe(after=0):
+        if event is None or event.id >= last:
+            if event is not None:
+                yield event
+            return
+        yield event

@@ -36,7 +36,7 @@ from virtpolicy.engine.prober import Prober
 from virtpolicy.engine.reconcile import GuestStatus, Reconciler
 from virtpolicy.engine.sampling import Sampling
 from virtpolicy.engine.settings import ControllerSettings
-from virtpolicy.engine.states import GuestStates
+from virtpolicy.engine.states import AT_REST, GuestStates
 from virtpolicy.engine.supervisor import Supervisor
 from virtpolicy.engine.tuners import load as load_tuners
 from virtpolicy.errors import ConnectionLostError, StoreError
@@ -232,7 +232,7 @@ class Controller:
         # SHUTDOWN (the guest OS finished) is followed by STOPPED: act once.
         if what in ("stopped", "crashed"):
             self.jobs.in_background(self.jobs.dependency_stopped(guest, what, self.cache.all()))
-        if what not in ("stopped", "shutdown", "undefined", "crashed", "suspended"):
+        if what not in AT_REST:  # "migrated in": its policy holds on arrival
             self.passes.request(guest)
 
     def _policies_written(self, written: list[Revision] | None) -> None:

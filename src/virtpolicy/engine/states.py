@@ -20,7 +20,16 @@ STATE_AFTER = {
     "shutdown": "shut off",
     "crashed": "crashed",
     "release": "shut off",
+    "migrating in": "paused",
+    "migrated in": "running",
+    "migrated out": "shut off",
 }
+
+#: Events after which the guest does not run here (no pass checks it). A guest
+#: that arrives by migration is checked once it resumes ("migrated in").
+AT_REST = frozenset(
+    {"stopped", "shutdown", "undefined", "crashed", "suspended", "migrating in", "migrated out"}
+)
 
 
 class GuestStates(Mapping[str, str]):

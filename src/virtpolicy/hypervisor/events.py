@@ -33,6 +33,15 @@ _LIFECYCLE = {
     libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
 }
 
+#: A migration's lifecycle events, by (event, detail): on the destination the
+#: guest arrives paused, then resumes once the migration is done; on the source
+#: it stops. Neither is a start or a stop of the guest.
+_MIGRATION = {
+    (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED): "migrating in",
+    (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED): "migrated in",
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED): "migrated out",
+}
+
 #: (guest, what happened) -> None
 GuestCallback = Callable[[str, str], None]
 
@@ -78,8 +87,9 @@ class EventWatch:
         ]
         conn.registerCloseCallback(self._closed, None)
 
-    def _lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
-        self.on_guest(dom.name(), _LIFECYCLE.get(event, f"event {event}"))
+    def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        what = _MIGRATION.get((event, detail)) or _LIFECYCLE.get(event, f"event {event}")
+        self.on_guest(dom.name(), what)
 
     def _tunable(self, _conn: Any, dom: Any, params: dict[str, Any], _opaque: Any) -> None:
         self.on_guest(dom.name(), "tuned " + ",".join(sorted(params)))

@@ -179,6 +179,22 @@ class MemoryHost:
     def managedsave(self, name: str) -> None:
         self.destroy(name)
 
+    def migrate_out(self, name: str) -> None:
+        """The guest leaves by live migration: libvirt's STOPPED/MIGRATED here."""
+        g = self._guest("migrate_out", name)
+        with self._lock:
+            g.running = False
+        self._event(name, "migrated out")
+
+    def migrate_in(self, name: str) -> None:
+        """The guest arrives by live migration, with the tuning it had elsewhere:
+        STARTED/MIGRATED (paused), then RESUMED/MIGRATED once it is done."""
+        g = self._guest("migrate_in", name)
+        with self._lock:
+            g.running = True
+        self._event(name, "migrating in")
+        self._event(name, "migrated in")
+
     def agent_ping(self, name: str, timeout_s: int = 5) -> None:
         g = self._guest("agent_ping", name)
         if not (g.running and g.agent):

@@ -55,7 +55,7 @@ class FakeDaemon:
         return {s.policy.guest: s.policy for s in self.store.list_policies()}
 
     def host_info(self) -> dict[str, Any]:
-        return {"uri": "test:///x", "connected": True, "cpus": 4}
+        return {"uri": "test:///x", "connected": True, "cpus": 4, "fleet": {"store": "ok"}}
 
     def notify(self, guest: str | None) -> None:
         """The real daemon reconciles; test_sockets checks that end to end."""

@@ -262,6 +262,10 @@ def test_postgresql_down_and_back_loses_no_write(
         for d in (a, b):
             eventually(lambda d=d: fleet(d)["store"] == "unreachable", 20)
         assert db_pin() == "1"  # enforced as last read
+        shown = run("--server", str(a.socket), "status", "-o", "json")
+        assert shown.exit_code == 0, shown.output
+        [db] = [s for s in json.loads(shown.stdout) if s["guest"] == "db"]
+        assert db["problems"][-1].startswith("store: unreachable")
         with api_client(b.run_dir / "virtpolicy-hook.sock") as hook:
             stale = eventually(
                 lambda: (got := hook.get("/v1/guests/web/admission")).status_code == 503 and got,
@@ -272,6 +276,8 @@ def test_postgresql_down_and_back_loses_no_write(
         subprocess.run([*lab, "start"], check=True, timeout=60)
     for d in (a, b):
         eventually(lambda d=d: fleet(d)["store"] == "ok", 20)
+    shown = json.loads(run("--server", str(a.socket), "status", "-o", "json").stdout)
+    assert not any("store: unreachable" in p for s in shown for p in s["problems"])
     assert run("policy", "set", "db", "--vcpus", "0").exit_code == 0
     eventually(lambda: db_pin() == "0", 20)
     history = json.loads(run("policy", "history", "db", "-o", "json").stdout)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import PlainTextResponse
@@ -55,17 +55,25 @@ async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -
     raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
 
 
+UNREACHABLE = "store: unreachable (this host enforces the policies as last read)"
+
+
 async def _fleet_statuses(
     daemon: DaemonDep, store: Store, host: str | None
 ) -> list[dict[str, Any]]:
     mine, here = daemon.host_name, daemon.states
     local = [{**s.to_dict(), "host": mine} for s in daemon.statuses() if s.guest in here]
     others: list[dict[str, Any]] = []
+    reachable = daemon.host_info()["fleet"]["store"] == "ok"
     try:
         if host != mine:  # only this host's asked for: the store has nothing to add
             others = await asyncio.to_thread(fleetview.statuses, store, host, besides=mine)
     except StoreError as exc:  # this host's still answer
         log.warning("status: the other hosts' are not in reach: %s", exc)
+        reachable = False
+    if not reachable:  # said on each row of this host: enforced as last read
+        for row in local:
+            row["problems"] = [*cast(list[str], row.get("problems") or []), UNREACHABLE]
     seen = {s["guest"] for s in local + others}
     # A guest with a policy that no host has: one row, on no host.
     nowhere = [

@@ -1,7 +1,9 @@
 """A fleet on one PostgreSQL: many daemons on test-driver hosts, whole processes.
 
 Run: sudo tests/lab/postgres up && .venv/bin/python bench/bench_fleet.py
-     [--daemons 50] [--guests 200] [--writes 20] [--asks 200]
+     [--daemons 50] [--guests 200] [--writes 20] [--asks 200] [--heartbeat S]
+The same figures for one host on SQLite (no PostgreSQL needed):
+     .venv/bin/python bench/bench_fleet.py --sqlite --daemons 1 --guests 200
 
 Each daemon is a `virtpolicy serve` process on a test-driver host of its own
 (a node file with --guests running guests, written here), all on the lab's
@@ -12,7 +14,8 @@ PostgreSQL (a schema of this run's own). Measured, every figure printed:
 (b) a write of one policy for every guest of the fleet (one `apply`) until
     every host's daemon has enforced all of its guests, wall time;
 (c) a cross-host admission (host 0 asked about a guest whose dependency runs
-    on host 1, over the hook's socket), p50 and p99;
+    on host 1, over the hook's socket), p50 and p99; with one daemon, an
+    admission whose dependency runs on the same host;
 (d) SIGKILL of one daemon until `virtpolicy hosts` shows it lost;
 (e) PostgreSQL connections per daemon (pg_stat_activity) and daemon RSS.
 
@@ -102,16 +105,25 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
     parser.add_argument("--guests", type=int, default=200)
     parser.add_argument("--writes", type=int, default=20)
     parser.add_argument("--asks", type=int, default=200)
+    parser.add_argument("--heartbeat", type=float, default=None)
+    parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
     args = parser.parse_args()
-    lab = ROOT / "tests" / "lab" / "postgres"
-    base = subprocess.run([str(lab), "url"], capture_output=True, text=True, check=True).stdout
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    sql(base.strip(), f"CREATE SCHEMA {schema}")
-    db = f"{base.strip()}&options=-csearch_path%3D{schema}"
     work = Path(tempfile.mkdtemp(prefix="vp-bench-fleet-"))
+    if args.sqlite:
+        base, schema, db = "", "", str(work / "policies.db")
+    else:
+        lab = ROOT / "tests" / "lab" / "postgres"
+        base = subprocess.run(
+            [str(lab), "url"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        sql(base, f"CREATE SCHEMA {schema}")
+        db = f"{base}&options=-csearch_path%3D{schema}"
     env = {**os.environ, "VIRTPOLICY_DB": db}
     print(f"{platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}, ", end="")
-    print(f"{args.daemons} daemons x {args.guests} guests")
+    kind = "SQLite" if args.sqlite else "PostgreSQL"
+    print(f"{args.daemons} daemons x {args.guests} guests, {kind}")
+    beat = ["--heartbeat", str(args.heartbeat)] if args.heartbeat else []
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run(
@@ -137,6 +149,7 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
                         "--no-autostart",
                         "--sample-interval",
                         "3600",
+                        *beat,
                     ],
                     env=env,
                     stdout=subprocess.DEVNULL,
@@ -168,14 +181,15 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
         # (a) a write (in this process, as a client of the store) until it is live
         lat = []
         store = SqlStore(db)
-        with client(work / "run1" / "virtpolicy-ro.sock") as api:
+        near = 1 % args.daemons  # host 1, or the only one
+        with client(work / f"run{near}" / "virtpolicy-ro.sock") as api:
             for i in range(args.writes):
                 cpu = str(i % 8)
                 t = time.perf_counter()
-                changes.set_policy(store, "h1g0", {"cpu": {"vcpus": cpu}}, actor="bench")
+                changes.set_policy(store, f"h{near}g0", {"cpu": {"vcpus": cpu}}, actor="bench")
 
                 def live(cpu: str = cpu) -> bool:
-                    got = api.get("/v1/guests/h1g0/status")
+                    got = api.get(f"/v1/guests/h{near}g0/status")
                     return bool(
                         got.status_code == 200 and got.json()["actual"]["vcpupin"].get("0") == cpu
                     )
@@ -224,7 +238,7 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
 
         # (c) cross-host admission
         subprocess.run(
-            [str(VIRTPOLICY), "policy", "set", "h0g1", "--requires", "h1g1"],
+            [str(VIRTPOLICY), "policy", "set", "h0g1", "--requires", f"h{near}g1"],
             env=env,
             check=True,
             capture_output=True,
@@ -242,17 +256,18 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
         )
 
         # (e) connections and memory, before anything is killed
-        conns = sql(
-            base.strip(),
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name NOT LIKE 'psql%' AND pid <> pg_backend_pid()",
-        )[0][0]
         rss = [rss_mib(p.pid) for p in procs]
-        print(
-            f"(e) PostgreSQL connections: {conns} for {len(procs)} daemons "
-            f"({int(conns) / len(procs):.2f} each); daemon RSS median "  # type: ignore[call-overload]
-            f"{statistics.median(rss):.0f} MiB, max {max(rss):.0f} MiB"
-        )
+        if not args.sqlite:
+            conns = sql(
+                base,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name NOT LIKE 'psql%' AND pid <> pg_backend_pid()",
+            )[0][0]
+            print(
+                f"(e) PostgreSQL connections: {conns} for {len(procs)} daemons "
+                f"({int(conns) / len(procs):.2f} each)"  # type: ignore[call-overload]
+            )
+        print(f"(e) daemon RSS median {statistics.median(rss):.0f} MiB, max {max(rss):.0f} MiB")
 
         # (d) SIGKILL until lost
         victim = procs[-1]
@@ -263,15 +278,17 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
         def lost() -> bool:
             return any(h["name"] == f"h{len(procs) - 1}" and h["state"] == "lost" for h in hosts())
 
-        seen = until(lost, 60, 0.1)
-        print(f"(d) SIGKILL to lost in `hosts`: {seen:.1f} s (heartbeat 2 s: 3 beats are 6 s)")
+        seen = until(lost, 600, 0.1)
+        beats = args.heartbeat or (60.0 if args.sqlite else 2.0)
+        print(f"(d) SIGKILL to lost in `hosts`: {seen:.1f} s (heartbeat {beats:g} s)")
     finally:
         for p in procs:
             if p.poll() is None:
                 p.terminate()
         for p in procs:
             p.wait()
-        sql(base.strip(), f"DROP SCHEMA {schema} CASCADE")
+        if schema:
+            sql(base, f"DROP SCHEMA {schema} CASCADE")
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
 
         # (c) cross-host admission
         subprocess.run(
-            [str(VIRTPOLICY), "policy", "set", "h0g1", "--requires", f"h{near}g1"],
+            [str(VIRTPOLICY), "policy", "set", "h0g1", "--requires", f"h{near}g{near or 2}"],
             env=env,
             check=True,
             capture_output=True,

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyEr
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.store import Delete, Put, SqlStore
 from virtpolicy.store.base import GuestState, HostRecord
-from virtpolicy.store.feed import PostgresFeed
+from virtpolicy.store.feed import DirectoryFeed, PostgresFeed
 from virtpolicy.store.schema import SCHEMA_REVISION
 
 pytestmark = pytest.mark.integration
@@ -231,15 +232,31 @@ def test_unusable_path_is_a_store_error(tmp_path: Path) -> None:
 def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> None:
     """On PostgreSQL a write notifies every listener when it commits, naming the
     revisions and guests written: the feed returns on the notification (a wait
-    that times out returns False); on SQLite the feed compares its marker."""
+    that times out returns False). On SQLite the kernel wakes the feed when the
+    database's directory is written (inotify), and it compares its marker: a
+    write by another process ends a wait long before its timeout."""
     feed = store.change_feed()
     stop = threading.Event()
     try:
         assert feed.wait(0.01, stop)  # the first look: anything may have changed
         if "://" not in db:
+            assert isinstance(feed, DirectoryFeed)
             assert not feed.wait(0.01, stop)  # nothing written since
+            woken: list[tuple[bool, float]] = []
+
+            def listen() -> None:
+                t = time.monotonic()
+                changed = feed.wait(60, stop)
+                woken.append((changed, time.monotonic() - t))
+
+            listener = threading.Thread(target=listen)
+            listener.start()
+            time.sleep(0.2)
             SqlStore(db).write([p("web")], "other process")
-            assert feed.wait(0.01, stop)
+            listener.join(60)
+            [(changed, waited)] = woken
+            assert changed
+            assert waited < 30  # woken by the write, not by the 60 s poll
             return
         assert isinstance(feed, PostgresFeed)
         assert not feed.wait(0.1, stop)  # nothing written: the wait times out

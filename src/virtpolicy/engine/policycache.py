@@ -103,10 +103,10 @@ async def follow(
     refresh at once (the API wrote).
 
     A thread of its own waits on the store's change feed (PostgreSQL: a
-    notification, at once; SQLite: its change marker, read every ``interval``
-    seconds, every 4 intervals after :data:`QUIET_S` without a write) and wakes
-    the loop only when something was written, so an idle daemon's loop does not
-    wake for nothing.
+    notification, at once; SQLite: its change marker, read when inotify says the
+    database's directory was written, and every ``interval`` seconds, every 4
+    intervals after :data:`QUIET_S` without a write) and wakes the loop only when
+    something was written, so an idle daemon's loop does not wake for nothing.
     """
     loop = asyncio.get_running_loop()
     moved = moved or asyncio.Event()

@@ -10,6 +10,7 @@ check revisions and the graph cannot change under it.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -52,7 +53,7 @@ from virtpolicy.store.base import (
     StoredPolicy,
     Vet,
 )
-from virtpolicy.store.feed import CHANNEL, PollFeed, PostgresFeed, payload
+from virtpolicy.store.feed import CHANNEL, DirectoryFeed, PollFeed, PostgresFeed, payload
 from virtpolicy.store.schema import (
     SCHEMA_REVISION,
     dependencies,
@@ -119,11 +120,15 @@ class SqlStore(Fleet, Jobs, Tokens):
                 raise StoreError(f"store {self.url}: {exc}") from exc
 
     def change_feed(self) -> ChangeFeed:
-        """How a daemon hears of writes: LISTEN/NOTIFY on PostgreSQL, the change
-        marker looked at every so often elsewhere (see :mod:`virtpolicy.store.feed`)."""
+        """How a daemon hears of writes: LISTEN/NOTIFY on PostgreSQL; on SQLite the
+        change marker, looked at when the database's directory is written and every
+        so often (see :mod:`virtpolicy.store.feed`)."""
         if self._postgres:
             return PostgresFeed(self.engine, self.url)
-        return PollFeed(self.change_marker, self.global_revision)
+        poll = PollFeed(self.change_marker, self.global_revision)
+        if self._sqlite and self.url.database not in (None, "", ":memory:"):
+            return DirectoryFeed(os.path.dirname(os.path.abspath(self.url.database)), poll)
+        return poll
 
     # -- reading ---------------------------------------------------------
 

@@ -316,15 +316,21 @@ class Membership:
         since = None if full or self.read_at is None else self.read_at - SLACK_S
         hosts = {h.name: h for h in self.store.hosts() if h.name != self.name}
         rows = [g for g in self.store.guest_states(since=since) if g.host != self.name]
-        others = {} if full else {k: dict(v) for k, v in self.others.items()}
+        # Copied on write: the loop reads the old mapping meanwhile. Only the guests
+        # read now change, unless a host left or went (then all are looked at).
+        away = {h for h in self.hosts if h not in hosts} | {
+            n for n, h in hosts.items() if h.state == "left"
+        }
+        others = {} if full else dict(self.others)
         for g in rows:
-            others.setdefault(g.guest, {})[g.host] = g
-        for guest in list(others):  # a host that left took its guests along
-            others[guest] = {
-                h: g for h, g in others[guest].items() if h in hosts and hosts[h].state != "left"
-            }
-            if not others[guest]:
-                del others[guest]
+            others[g.guest] = {**others.get(g.guest, {}), g.host: g}
+        for guest in list(others) if away else []:  # a host that left took its guests
+            kept = {h: g for h, g in others[guest].items() if h not in away}
+            if len(kept) != len(others[guest]):
+                if kept:
+                    others[guest] = kept
+                else:
+                    del others[guest]
         self.hosts, self.others, self.read_at = hosts, others, started
         self._beats += 1
 
@@ -342,8 +348,10 @@ class Membership:
             self._host_states[name] = state
 
     def _notice_lost(self, host: str, age: str) -> None:
-        for guest, policy in self.policies().items():
-            if guest not in self.states:
+        policies = self.policies()
+        for guest in list(self.states):
+            policy = policies.get(guest)
+            if policy is None:
                 continue
             for dep in [*policy.requires, *policy.wants]:
                 if any(g.host == host for g, _ in self.where(dep.guest)):

@@ -41,6 +41,9 @@ class GuestStates(Mapping[str, str]):
     def __getitem__(self, guest: str) -> str:
         return self._states[guest]
 
+    def __contains__(self, guest: object) -> bool:
+        return guest in self._states
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._states)
 

@@ -8,9 +8,12 @@ import time
 import pytest
 
 from virtpolicy.engine.admission import migration_refusals, refusals
+from virtpolicy.engine.prober import Prober
+from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import UnknownStateError
 from virtpolicy.policy.model import parse_policy
-from virtpolicy.store.base import GuestState, HostRecord
+from virtpolicy.store.base import GuestState, HostRecord, Revision
+from virtpolicy.testing import MemoryHost
 
 
 class Probes:
@@ -109,3 +112,33 @@ def test_migration_refuses_fixed_pins_beyond_this_host() -> None:
     auto = parse_policy({"guest": "g", "cpu": {"vcpus": "auto", "allowed": "0-63"}})
     assert migration_refusals("g", auto, 4) == []
     assert migration_refusals("g", None, 4) == []
+
+
+def test_a_write_about_other_hosts_guests_does_not_wake_the_probes() -> None:
+    """Probes here wake for a policy of a guest here, or one that requires a guest
+    here (its agent is asked from here), or a delete; not for the rest of a fleet."""
+
+    states = GuestStates()
+    states.replace({"db": "running", "web": "shut off"})
+
+    def rev(guest: str, requires: list[str] | None) -> Revision:
+        policy = (
+            None
+            if requires is None
+            else parse_policy({"guest": guest, "requires": [{"guest": d} for d in requires]})
+        )
+        return Revision(1, guest, 1, "update", "t", "now", policy)
+
+    async def woken(revisions: list[Revision] | None) -> bool:
+        prober = Prober(MemoryHost([]), states, dict)  # no probe runs here
+        prober.written(revisions)
+        return prober._wake.is_set()
+
+    def wakes(revisions: list[Revision] | None) -> bool:
+        return asyncio.run(woken(revisions))
+
+    assert wakes(None)
+    assert wakes([rev("web", ["elsewhere"])])
+    assert wakes([rev("api", ["db"])])
+    assert wakes([rev("gone", None)])
+    assert not wakes([rev("api", ["cache"]), rev("cache", [])])

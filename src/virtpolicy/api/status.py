@@ -78,7 +78,7 @@ async def _fleet_statuses(
     # A guest with a policy that no host has: one row, on no host.
     nowhere = [
         {**s.to_dict(), "host": None}
-        for s in daemon.statuses()
+        for s in (daemon.statuses() if host is None else [])  # on no host: not asked for
         if s.guest not in here and s.guest not in seen
     ]
     rows = [s for s in local + others + nowhere if host in (None, s["host"])]

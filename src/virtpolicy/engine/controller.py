@@ -237,7 +237,7 @@ class Controller:
 
     def _policies_written(self, written: list[Revision] | None) -> None:
         """After the store changed: a pass, and one event per policy written."""
-        self.prober.wake()
+        self.prober.written(written)
         if written is None or len(written) > _POLICY_EVENTS:
             self.passes.request()
             self.events.publish("policy", guests=None, revision=self.cache.revision)

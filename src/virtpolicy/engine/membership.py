@@ -377,6 +377,11 @@ class Membership:
 
 
 def _key(state: GuestState) -> tuple[str, str, str]:
-    """What decides whether a guest's row must be written again (not the time)."""
-    status = json.dumps(state.status, sort_keys=True) if state.status is not None else ""
+    """What decides whether a guest's row must be written again (not the time, nor
+    when it was last checked: a pass that changed nothing writes nothing)."""
+    status = (
+        json.dumps({**state.status, "checked_at": None}, sort_keys=True)
+        if state.status is not None
+        else ""
+    )
     return (state.uuid, state.state, status + json.dumps(dict(state.ready), sort_keys=True))

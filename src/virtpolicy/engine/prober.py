@@ -22,6 +22,7 @@ from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import HypervisorError
 from virtpolicy.policy.condition import parse_condition
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.store.base import Revision
 
 INTERVAL_S = 2.0
 #: A result older than this is not used; admission waits for the next round.
@@ -56,6 +57,18 @@ class Prober:
     def wake(self) -> None:
         """Probe soon: a state or a policy changed."""
         self._wake.set()
+
+    def written(self, revisions: list[Revision] | None) -> None:
+        """Policies were written (None: read anew): probe soon if one may change
+        what is probed here (a guest here, or one that requires a guest here).
+        Most writes in a fleet are about other hosts' guests and cost nothing."""
+        if revisions is None or any(
+            r.policy is None
+            or r.guest in self.states
+            or any(d.guest in self.states for d in r.policy.requires)
+            for r in revisions
+        ):
+            self.wake()
 
     def holds(self, guest: str, condition: str) -> None:
         """A job saw ``condition`` hold on ``guest`` just now."""

@@ -118,7 +118,11 @@ class Reconciler:
                 if not policies:
                     return []  # nothing to enforce: no need to list the domains
                 domains = {d.name: d for d in self.hypervisor.guests()}
-                return [self._one(policies[n], domains.get(n)) for n in sorted(policies)]
+                return [
+                    self._one(policies[n], domains.get(n))
+                    for n in sorted(policies)
+                    if n in domains or not self._still_absent(policies[n])
+                ]
             # A few guests (an event, an API write): look up only those.
             known = self.policies()
             done = []
@@ -152,6 +156,15 @@ class Reconciler:
         with self._status_lock:
             status = self._status.setdefault(guest, GuestStatus(guest))
             status.notices = [*status.notices, f"{_now()} {text}"][-_NOTICES:]
+
+    def _still_absent(self, stored: StoredPolicy) -> bool:
+        """Whether the guest was not here at its last pass, at this revision: its
+        status stands (most of a fleet's policies are for other hosts' guests)."""
+        with self._status_lock:
+            old = self._status.get(stored.policy.guest)
+        return (
+            old is not None and old.state == "undefined" and old.policy_revision == stored.revision
+        )
 
     def _forget(self, guests: set[str]) -> None:
         # Policy deleted: no longer ours to report.

@@ -99,6 +99,16 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_each(procs: list[subprocess.Popen[bytes]]) -> list[float]:
+    return [cpu_s(p.pid) for p in procs]
+
+
 def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--daemons", type=int, default=50)
@@ -180,6 +190,7 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
 
         # (a) a write (in this process, as a client of the store) until it is live
         lat = []
+        cpu0 = cpu_each(procs)
         store = SqlStore(db)
         near = 1 % args.daemons  # host 1, or the only one
         with client(work / f"run{near}" / "virtpolicy-ro.sock") as api:
@@ -197,9 +208,12 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
                 until(live, 30)
                 lat.append(time.perf_counter() - t)
         store.close()
+        used = [b - a for a, b in zip(cpu0, cpu_each(procs), strict=True)]
         print(
             f"(a) write to live on its host: p50 {statistics.median(lat) * 1000:.0f} ms, "
-            f"p99 {pct(lat, 0.99) * 1000:.0f} ms (n={len(lat)})"
+            f"p99 {pct(lat, 0.99) * 1000:.0f} ms (n={len(lat)}); daemon CPU per write: "
+            f"{sum(used) / len(lat) * 1000:.0f} ms in all, "
+            f"{statistics.median(used) / len(lat) * 1000:.1f} ms median per daemon"
         )
 
         # (b) one policy for every guest, until every host has enforced all of its own
@@ -209,6 +223,7 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
             for g in range(args.guests)
         )
         (work / "all.yaml").write_text(docs)
+        cpu0 = cpu_each(procs)
         t = time.perf_counter()
         subprocess.run(
             [str(VIRTPOLICY), "apply", "-f", str(work / "all.yaml")],
@@ -234,9 +249,12 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
             return len(done) == args.daemons
 
         until(enforced, 900, 1.0)
+        wall = time.perf_counter() - t
+        used = [b - a for a, b in zip(cpu0, cpu_each(procs), strict=True)]
         print(
             f"(b) {args.daemons * args.guests} policies written ({written:.1f} s) until all "
-            f"enforced on their hosts: {time.perf_counter() - t:.1f} s"
+            f"enforced on their hosts: {wall:.1f} s; daemon CPU: {sum(used):.1f} s in all, "
+            f"per daemon median {statistics.median(used):.2f} s, max {max(used):.2f} s"
         )
 
         # (c) cross-host admission

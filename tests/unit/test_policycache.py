@@ -42,15 +42,15 @@ def test_a_failed_refresh_does_not_skip_the_write(
         cache = PolicyCache(store)
         cache.refresh()
         changes.set_policy(store, "web", {"cpu": {"weight": 300}}, actor="t")
-        real = store.global_revision
+        real = store.revisions_since
 
-        def failing() -> int:
+        def failing(after: int, limit: int) -> list[object]:
             raise StoreError("store busy")
 
-        monkeypatch.setattr(store, "global_revision", failing)
+        monkeypatch.setattr(store, "revisions_since", failing)
         with pytest.raises(StoreError):
             cache.refresh()
-        monkeypatch.setattr(store, "global_revision", real)
+        monkeypatch.setattr(store, "revisions_since", real)
         cache.refresh()
         policy = cache.get("web")
         assert policy is not None

@@ -59,12 +59,11 @@ class PolicyCache:
         last refresh ([] if none), or None when it read everything anew."""
         with self._lock:
             # The change feed has already told a write of a policy from others
-            # (heartbeats, guest states): one query says how far the store is.
-            revision = self._store.global_revision()
-            if revision == self.revision:
-                return []
+            # (heartbeats, guest states): one query reads what was written since.
             if self.revision is not None:
                 written = self._store.revisions_since(self.revision, _INCREMENTAL_LIMIT + 1)
+                if not written:
+                    return []
                 if len(written) <= _INCREMENTAL_LIMIT:
                     stored = dict(self._stored)
                     for r in written:
@@ -74,10 +73,11 @@ class PolicyCache:
                             stored[r.guest] = StoredPolicy(
                                 r.policy, r.revision, r.created_at, r.actor
                             )
-                    self._publish(stored, max([revision, *(r.seq for r in written)]))
+                    self._publish(stored, max(r.seq for r in written))
                     return written
             # Read after the revision: a write in between only makes the next
             # refresh read it again, never keeps an older list under a newer revision.
+            revision = self._store.global_revision()
             every = {s.policy.guest: s for s in self._store.list_policies()}
             self._publish(every, revision)
             return None

@@ -15,10 +15,11 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from tests.conftest import snapshot
+from virtpolicy.engine.policycache import PolicyCache
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.store import Delete, Put, SqlStore
-from virtpolicy.store.base import GuestState, HostRecord
+from virtpolicy.store.base import GuestState, HostRecord, Revision
 from virtpolicy.store.feed import DirectoryFeed, PostgresFeed
 from virtpolicy.store.schema import SCHEMA_REVISION
 
@@ -259,6 +260,7 @@ def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> Non
             assert waited < 30  # woken by the write, not by the 60 s poll
             return
         assert isinstance(feed, PostgresFeed)
+        assert feed.written() is None  # before it listened: only the store can tell
         assert not feed.wait(0.1, stop)  # nothing written: the wait times out
         heard: list[bool] = []
         listener = threading.Thread(target=lambda: heard.append(feed.wait(60, stop)))
@@ -266,7 +268,11 @@ def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> Non
         SqlStore(db).write([p("web"), p("db")], "other process")
         listener.join(60)
         assert heard == [True]
-        assert feed.heard == "1-2 web,db"
+        assert feed.heard.splitlines()[0] == "1-2 web,db"
+        # The notification carried the revisions themselves: a reader needs no query.
+        carried = feed.written()
+        assert carried == SqlStore(db).revisions_since(0, 10)
+        assert feed.written() == []  # taken
     finally:
         stop.set()
         feed.close()
@@ -354,3 +360,43 @@ def test_job_steps_are_claimed_once_by_their_own_host(db: str, store: SqlStore) 
     assert store.update_job(job.id, [], state="succeeded", detail="ok")
     assert not store.update_job(job.id, [], state="failed", detail="late")
     assert (store.job(job.id).state, store.job(job.id).detail) == ("succeeded", "ok")
+
+
+def test_a_cache_on_postgresql_reads_a_write_from_its_notification(
+    db: str, store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a daemon's cache takes a write from the notification that
+    announced it, with no query; a gap in what it heard (here: a notification
+    too big to carry its revisions) makes it read the store. On SQLite it reads
+    the store each time."""
+    cache = PolicyCache(store)
+    feed = cache.feed()
+    stop = threading.Event()
+    try:
+        assert feed.wait(0.01, stop)
+        cache.refresh()
+        reads: list[int] = []
+        real = store.revisions_since
+
+        def counted(seq: int, limit: int) -> list[Revision]:
+            reads.append(seq)
+            return real(seq, limit)
+
+        monkeypatch.setattr(store, "revisions_since", counted)
+        SqlStore(db).write([p("web", cpu={"weight": 300})], "other process")
+        while not feed.wait(0.05, stop):
+            pass
+        assert [r.guest for r in cache.refresh() or []] == ["web"]
+        assert cache.get("web") is not None
+        assert cache.get("web").cpu.weight == 300  # type: ignore[union-attr]
+        assert reads == ([] if "://" in db else [0])
+        big = [p(f"g{i:04}-{'x' * 40}", labels={"k": "v" * 60}) for i in range(60)]
+        SqlStore(db).write(big, "other process")
+        while not feed.wait(0.05, stop):
+            pass
+        assert len(cache.refresh() or []) == 60
+        assert reads[-1] == 1  # read from the store, after revision 1
+        assert len(cache.all()) == 61
+    finally:
+        stop.set()
+        feed.close()

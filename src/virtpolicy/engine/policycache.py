@@ -36,6 +36,7 @@ class PolicyCache:
         self.revision: int | None = None
         self._policies: Mapping[str, GuestPolicy] = MappingProxyType({})
         self._stored: Mapping[str, StoredPolicy] = MappingProxyType({})
+        self._feed: ChangeFeed | None = None
 
     def all(self) -> Mapping[str, GuestPolicy]:
         """Every policy by guest, as of the last refresh (an immutable view)."""
@@ -51,8 +52,10 @@ class PolicyCache:
         return self._stored
 
     def feed(self) -> ChangeFeed:
-        """A new feed of the store's changes: when it reports one, refresh."""
-        return self._store.change_feed()
+        """A new feed of the store's changes: when it reports one, refresh (which
+        takes what the feed heard in full, if it did)."""
+        self._feed = self._store.change_feed()
+        return self._feed
 
     def refresh(self) -> list[Revision] | None:
         """(Blocking.) Catch up with the store. Returns the revisions read since the
@@ -61,7 +64,9 @@ class PolicyCache:
             # The change feed has already told a write of a policy from others
             # (heartbeats, guest states): one query reads what was written since.
             if self.revision is not None:
-                written = self._store.revisions_since(self.revision, _INCREMENTAL_LIMIT + 1)
+                written = self._heard(self.revision) or self._store.revisions_since(
+                    self.revision, _INCREMENTAL_LIMIT + 1
+                )
                 if not written:
                     return []
                 if len(written) <= _INCREMENTAL_LIMIT:
@@ -77,10 +82,24 @@ class PolicyCache:
                     return written
             # Read after the revision: a write in between only makes the next
             # refresh read it again, never keeps an older list under a newer revision.
+            # What the feed heard so far is in what is read now.
+            if self._feed is not None:
+                self._feed.written()
             revision = self._store.global_revision()
             every = {s.policy.guest: s for s in self._store.list_policies()}
             self._publish(every, revision)
             return None
+
+    def _heard(self, revision: int) -> list[Revision]:
+        """The revisions after ``revision`` as the feed heard them, when it heard
+        each one in order (PostgreSQL); else [] and the store is read."""
+        heard = self._feed.written() if self._feed is not None else None
+        after = [r for r in heard or [] if r.seq > revision]
+        if not after or [r.seq for r in after] != list(
+            range(revision + 1, revision + 1 + len(after))
+        ):
+            return []
+        return after
 
     def _publish(self, stored: dict[str, StoredPolicy], revision: int) -> None:
         self._stored = MappingProxyType(stored)

@@ -201,6 +201,11 @@ class ChangeFeed(Protocol):
         have changed since the last call: a write seen, or an error (so that the
         caller reads and finds out)."""
 
+    def written(self) -> list[Revision] | None:
+        """The revisions written since the last call, when the feed heard every
+        one of them in full (PostgreSQL's notifications carry them); None when
+        only the store can tell."""
+
     def close(self) -> None: ...
 
 

@@ -10,28 +10,35 @@ soon, that some process wrote. Two ways, one interface
   every ``timeout`` seconds in any case (and only then where there is no
   inotify).
 - PostgreSQL: every write transaction sends ``NOTIFY virtpolicy_changes``
-  with the revisions it wrote and the guests they are about; the feed
+  with the revisions it wrote and the guests they are about, and the
+  revisions themselves when they fit in a notification; the feed
   ``LISTEN``s on a connection of its own and returns as soon as one arrives,
   so a write reaches every daemon without polling.
 
 Either way the daemon then reads only the revisions written since it last
-read (:meth:`~virtpolicy.store.base.PolicyStore.revisions_since`).
+read (:meth:`~virtpolicy.store.base.PolicyStore.revisions_since`), or, when
+the notifications carried every one of them in order, reads nothing
+(:meth:`PostgresFeed.written`): a write then costs each daemon of a fleet
+no query at all.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
+import json
 import logging
 import os
 import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from virtpolicy.errors import StoreError
+from virtpolicy.store.base import Revision
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +48,24 @@ CHANNEL = "virtpolicy_changes"
 _PAYLOAD_MAX = 7000
 
 
-def payload(first: int, last: int, guests: list[str]) -> str:
+#: Notifications kept for the reader between two refreshes; more: read the store.
+_KEEP = 256
+
+
+def payload(first: int, last: int, guests: list[str], rows: Sequence[Sequence[Any]] = ()) -> str:
     """What a write tells the listeners: ``"FIRST-LAST guest,guest,..."``, the
-    guests cut short (ending in ``...``) where they would not fit."""
+    guests cut short (ending in ``...``) where they would not fit, then on a
+    second line the revisions as JSON rows (seq, guest, revision, action,
+    actor, created_at, doc) when the whole fits in a notification."""
     names = ",".join(guests)
     if len(names) > _PAYLOAD_MAX:
         names = names[: _PAYLOAD_MAX - 3].rsplit(",", 1)[0] + ",..."
-    return f"{first}-{last} {names}"
+    told = f"{first}-{last} {names}"
+    if rows:
+        carried = json.dumps([list(r) for r in rows], separators=(",", ":"))
+        if len(told) + len(carried) < _PAYLOAD_MAX:
+            told += "\n" + carried
+    return told
 
 
 class PollFeed:
@@ -66,6 +84,9 @@ class PollFeed:
         if stop.wait(timeout):
             return False
         return self.check()
+
+    def written(self) -> list[Revision] | None:
+        return None  # only the store can tell
 
     def check(self) -> bool:
         """Whether the policies changed since the last look (a store error counts:
@@ -115,6 +136,9 @@ class DirectoryFeed:
         # The WAL may be written before the commit is visible: look once more.
         return not stop.wait(_SETTLE_S) and self._poll.check()
 
+    def written(self) -> list[Revision] | None:
+        return None
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -149,12 +173,38 @@ def _drain(fd: int) -> None:
 class PostgresFeed:
     """``LISTEN``s on a connection of its own; reconnects after an error."""
 
-    def __init__(self, engine: Engine, url: URL) -> None:
+    def __init__(
+        self, engine: Engine, url: URL, decode: Callable[[Sequence[Any]], Revision]
+    ) -> None:
         self._engine = engine
         self._url = url
+        self._decode = decode
         self._conn: Any = None  # psycopg.Connection, autocommit
         #: The payload of the last notification heard (see :func:`payload`).
         self.heard = ""
+        #: Payloads heard since :meth:`written` last took them; None after a gap
+        #: (a reconnection, too many): then only the store can tell.
+        self._news: collections.deque[str] | None = collections.deque()
+        self._lock = threading.Lock()
+
+    def written(self) -> list[Revision] | None:
+        """The revisions the notifications since the last call carried, in order;
+        None when one did not carry its revisions, or some may have been missed."""
+        with self._lock:
+            news, self._news = self._news, collections.deque()
+        if news is None:
+            return None
+        found: list[Revision] = []
+        try:
+            for told in news:
+                _, _, rows = told.partition("\n")
+                if not rows:
+                    return None
+                found += [self._decode(row) for row in json.loads(rows)]
+        except (ValueError, TypeError, IndexError, StoreError) as exc:
+            log.debug("store watch: a notification not understood: %s", exc)
+            return None
+        return found
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         if stop.is_set():
@@ -162,7 +212,9 @@ class PostgresFeed:
         try:
             if self._conn is None:
                 self._connect()
-                return True  # anything may have been written while not listening
+                with self._lock:
+                    self._news = None  # anything may have been written while not listening
+                return True
             heard = list(self._conn.notifies(timeout=timeout, stop_after=1))
         except Exception as exc:
             log.debug("store watch on %s: %s", self._url, exc)
@@ -171,6 +223,11 @@ class PostgresFeed:
             return True
         if heard:
             self.heard = heard[-1].payload
+            with self._lock:
+                if self._news is not None and len(self._news) < _KEEP:
+                    self._news.extend(n.payload for n in heard)
+                else:
+                    self._news = None
         return bool(heard)
 
     def _connect(self) -> None:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import ValidationError
@@ -124,7 +125,7 @@ class SqlStore(Fleet, Jobs, Tokens):
         change marker, looked at when the database's directory is written and every
         so often (see :mod:`virtpolicy.store.feed`)."""
         if self._postgres:
-            return PostgresFeed(self.engine, self.url)
+            return PostgresFeed(self.engine, self.url, _carried)
         poll = PollFeed(self.change_marker, self.global_revision)
         if self._sqlite and self.url.database not in (None, "", ":memory:"):
             return DirectoryFeed(os.path.dirname(os.path.abspath(self.url.database)), poll)
@@ -293,7 +294,12 @@ class SqlStore(Fleet, Jobs, Tokens):
         ]
         conn.execute(update(store_state).values(revision=base + len(written)))
         if self._postgres:  # delivered to every listener when this commits
-            told = payload(base + 1, base + len(written), [o.guest for o in written])
+            told = payload(
+                base + 1,
+                base + len(written),
+                [o.guest for o in written],
+                [[r[k] for k in _ROW] for r in rows],
+            )
             conn.execute(select(func.pg_notify(CHANNEL, told)))
         conn.execute(insert(revisions), rows)
         # Revision 1 is a guest's first row; later ones (after a delete too) update it.
@@ -414,6 +420,17 @@ def _decode(guest: str, doc: str) -> GuestPolicy:
 
 def _stored(row: Any) -> StoredPolicy:
     return StoredPolicy(_decode(row.guest, row.doc), row.revision, row.updated_at, row.updated_by)
+
+
+#: A revision's fields as a notification carries them (see store.feed.payload).
+_ROW = ("seq", "guest", "revision", "action", "actor", "created_at", "doc")
+
+
+def _carried(row: Sequence[Any]) -> Revision:
+    """A revision from a notification's row; StoreError if it is not one."""
+    if len(row) != len(_ROW):
+        raise StoreError(f"a notification's revision has {len(row)} fields, not {len(_ROW)}")
+    return _revision(SimpleNamespace(**dict(zip(_ROW, row, strict=True))))
 
 
 def _revision(row: Any) -> Revision:

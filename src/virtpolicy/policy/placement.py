@@ -1,0 +1,278 @@
+"""The placer: host CPUs for every guest, from intent and the host's topology.
+
+A pure function (:func:`place`) from the host's topology, the CPUs set aside
+for the host, every guest's request (in the order they arrive) and where the
+guests sit now, to a placement. Deterministic: the same input gives the same
+answer. Rules:
+
+- A *dedicated* guest's vCPUs get host CPUs of their own; no other guest's
+  vCPUs (dedicated or shared) may run there. *Shared* guests float over the
+  shared pool: every host CPU neither reserved nor dedicated.
+- Guests that already sit somewhere keep their CPUs when those are still
+  theirs to have: a new guest never moves a placed dedicated guest.
+- Threads: ``prefer`` fills a core's sibling threads before taking another
+  core; ``isolate`` gives each vCPU a whole core and keeps its siblings idle;
+  ``require`` needs SMT and puts vCPU pairs on sibling pairs.
+- Fewest NUMA nodes first (exactly ``nodes`` when asked for), then fewest
+  last-level cache groups, then the fewest half-used cores left behind.
+- A guest that cannot be placed is refused with what it needs and what each
+  node has: ``web: needs 4 dedicated cores with isolated siblings in 1 NUMA
+  node; node 0 has 2 free, node 1 has 3 (batch holds 4 of them)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from virtpolicy.policy.cpuset import format_cpuset
+from virtpolicy.policy.topology import Topology
+
+Mode = Literal["shared", "dedicated"]
+Threads = Literal["prefer", "isolate", "require"]
+Emulator = Literal["share", "isolate"]
+Core = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What one guest asks for: its vCPU count and its policy's intent."""
+
+    guest: str
+    vcpus: int
+    placement: Mode = "shared"
+    threads: Threads = "prefer"
+    emulator: Emulator = "share"
+    #: Within this many NUMA nodes (None: as few as will do).
+    nodes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Where one guest sits: each vCPU's host CPUs, the emulator's, its nodes, and
+    the host CPUs it holds alone (empty for a shared guest)."""
+
+    vcpupin: tuple[frozenset[int], ...]
+    emulatorpin: frozenset[int]
+    nodes: tuple[int, ...]
+    dedicated: frozenset[int] = frozenset()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "vcpupin": {str(v): format_cpuset(c) for v, c in enumerate(self.vcpupin)},
+            "emulatorpin": format_cpuset(self.emulatorpin),
+        }
+
+
+@dataclass
+class Placement:
+    """Every guest placed, and every guest refused with the reason."""
+
+    guests: dict[str, Placed] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "guests": {g: p.to_dict() for g, p in sorted(self.guests.items())},
+            "refused": dict(sorted(self.refused.items())),
+        }
+
+
+def place(
+    topology: Topology,
+    reserved: frozenset[int],
+    requests: Sequence[Request],
+    current: Mapping[str, Placed] | None = None,
+) -> Placement:
+    """Place ``requests`` (dedicated first, guests that keep their place first of
+    all, then in the order given); see the module docstring."""
+    current = current or {}
+    result = Placement()
+    owner: dict[int, str] = {}  # host CPU -> the dedicated guest holding it
+    usable = frozenset(c.id for c in topology.cpus) - reserved
+    dedicated = [r for r in requests if r.placement == "dedicated"]
+    kept = [r for r in dedicated if _keeps(r, current.get(r.guest), usable, owner)]
+    for r in kept:
+        result.guests[r.guest] = current[r.guest]
+        owner.update(dict.fromkeys(current[r.guest].dedicated, r.guest))
+    for r in dedicated:
+        if r.guest in result.guests:
+            continue
+        found = _dedicated(topology, usable, owner, r)
+        if isinstance(found, str):
+            result.refused[r.guest] = found
+            continue
+        result.guests[r.guest] = found
+        owner.update(dict.fromkeys(found.dedicated, r.guest))
+    pool = usable - set(owner)
+    for r in dedicated:  # their emulators float over the pool (nearby when they can)
+        got = result.guests.get(r.guest)
+        if got is not None and r.emulator == "share":
+            near = pool & topology.cpus_of(got.nodes)
+            emulator = near or pool or got.dedicated
+            result.guests[r.guest] = Placed(got.vcpupin, emulator, got.nodes, got.dedicated)
+    for r in requests:
+        if r.placement == "shared":
+            found = _shared(topology, pool, r)
+            if isinstance(found, str):
+                result.refused[r.guest] = found
+            else:
+                result.guests[r.guest] = found
+    return result
+
+
+# -- dedicated ------------------------------------------------------------------------
+
+
+def _keeps(r: Request, now: Placed | None, usable: frozenset[int], owner: dict[int, str]) -> bool:
+    """Whether ``r`` keeps its current place: dedicated, as many vCPUs, every CPU
+    still usable and nobody else's."""
+    return (
+        now is not None
+        and bool(now.dedicated)
+        and len(now.vcpupin) == r.vcpus
+        and now.dedicated <= usable
+        and not any(c in owner for c in now.dedicated)
+    )
+
+
+def _dedicated(
+    topology: Topology, usable: frozenset[int], owner: dict[int, str], r: Request
+) -> Placed | str:
+    nodes = [n for n in topology.nodes if topology.cpus_of([n]) & usable]
+    counts = [r.nodes] if r.nodes is not None else list(range(1, len(nodes) + 1))
+    if r.threads == "require" and topology.smt < 2:
+        return f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
+    for k in counts:
+        best: tuple[tuple[int, int, tuple[int, ...]], Placed] | None = None
+        for chosen in itertools.combinations(nodes, k):
+            found = _pick(topology, usable, owner, r, chosen)
+            if found is not None and (best is None or found[0] < best[0]):
+                best = found
+        if best is not None:
+            return best[1]
+    return _why(topology, usable, owner, r, nodes)
+
+
+def _pick(
+    topology: Topology,
+    usable: frozenset[int],
+    owner: dict[int, str],
+    r: Request,
+    nodes: tuple[int, ...],
+) -> tuple[tuple[int, int, tuple[int, ...]], Placed] | None:
+    """The best way to place ``r`` within ``nodes`` (with its score: LLC groups
+    used, half-used cores left, nodes), or None."""
+    free = {
+        core: tuple(t for t in threads if t in usable and t not in owner)
+        for core, threads in topology.cores().items()
+        if topology.node_of_core(core) in nodes
+    }
+    whole = [c for c, t in free.items() if t and len(t) == len(topology.cores()[c])]
+    partial = [c for c, t in free.items() if t and c not in whole]
+    llc = {c: topology.cpu(topology.cores()[c][0]).llc or 0 for c in free}
+    whole.sort(key=lambda c: (llc[c], c))
+    partial.sort(key=lambda c: (llc[c], c))
+    vcpus: list[int] = []
+    held: set[int] = set()
+    if r.threads in ("isolate", "require"):
+        per = 1 if r.threads == "isolate" else 2  # require: a vCPU pair per core
+        cores = [c for c in whole if len(topology.cores()[c]) >= per]
+        need = -(-r.vcpus // per)
+        if len(cores) < need:
+            return None
+        for core in cores[:need]:
+            held.update(topology.cores()[core])
+            vcpus += list(topology.cores()[core][:per])
+        vcpus = vcpus[: r.vcpus]
+    else:  # prefer: whole cores filled thread by thread, a half-free core for the rest
+        threads = [t for c in whole for t in free[c]]
+        full = r.vcpus - r.vcpus % topology.smt if topology.smt > 1 else r.vcpus
+        vcpus = threads[:full]
+        rest = r.vcpus - len(vcpus)
+        spare = [t for c in partial for t in free[c]] + threads[full:]
+        if len(spare) < rest:
+            return None
+        vcpus += spare[:rest]
+        held.update(vcpus)
+    emulator: frozenset[int] = frozenset()
+    if r.emulator == "isolate":
+        own_idle = sorted(t for t in held if t not in vcpus) if r.threads != "isolate" else []
+        others = [
+            t for c in partial + whole for t in free[c] if t not in held
+        ]  # a half-used core's thread first
+        extra = (own_idle + others)[:1]
+        if not extra:
+            return None
+        emulator = frozenset(extra)
+        held.update(extra)
+    left_half = sum(
+        1
+        for c, t in free.items()
+        if 0 < len([x for x in t if x not in held]) < len(topology.cores()[c])
+    )
+    groups = len({llc[topology.cpu(t).core_key] for t in held})
+    score = (groups, left_half, nodes)
+    pins = tuple(frozenset([t]) for t in vcpus)
+    return score, Placed(pins, emulator, nodes, frozenset(held))
+
+
+def _why(
+    topology: Topology,
+    usable: frozenset[int],
+    owner: dict[int, str],
+    r: Request,
+    nodes: list[int],
+) -> str:
+    """Why ``r`` cannot be placed: what it needs, what each node has, who holds it."""
+    unit = {
+        "isolate": "cores with isolated siblings",
+        "require": "sibling pairs",
+        "prefer": "host CPUs",
+    }[r.threads]
+    need = r.vcpus if r.threads != "require" else -(-r.vcpus // 2)
+    if r.emulator == "isolate":
+        unit += " (and one for its emulator)"
+    within = f" in {r.nodes} NUMA node{'s' if r.nodes != 1 else ''}" if r.nodes else ""
+    parts = []
+    for n in nodes:
+        cpus = topology.cpus_of([n]) & usable
+        if r.threads == "prefer":
+            free = len([c for c in cpus if c not in owner])
+        else:
+            free = sum(
+                1
+                for core, threads in topology.cores().items()
+                if topology.node_of_core(core) == n
+                and (r.threads == "isolate" or len(threads) > 1)
+                and all(t in cpus and t not in owner for t in threads)
+            )
+        holders: dict[str, int] = {}
+        for c in cpus:
+            if c in owner:
+                holders[owner[c]] = holders.get(owner[c], 0) + 1
+        held = ", ".join(f"{g} holds {k}" for g, k in sorted(holders.items()))
+        parts.append(f"node {n} has {free} free" + (f" ({held} of its CPUs)" if held else ""))
+    return f"{r.guest}: needs {need} dedicated {unit}{within}; " + (
+        ", ".join(parts) if parts else "no host CPU is free of reservations"
+    )
+
+
+# -- shared ---------------------------------------------------------------------------
+
+
+def _shared(topology: Topology, pool: frozenset[int], r: Request) -> Placed | str:
+    nodes = [n for n in topology.nodes if topology.cpus_of([n]) & pool]
+    if not nodes:
+        return f"{r.guest}: no shared host CPU is left: every one is reserved or dedicated"
+    if r.nodes is not None:
+        if len(nodes) < r.nodes:
+            return (
+                f"{r.guest}: needs shared host CPUs in {r.nodes} NUMA nodes; {len(nodes)} have any"
+            )
+        ranked = sorted(nodes, key=lambda n: (-len(topology.cpus_of([n]) & pool), n))
+        nodes = sorted(ranked[: r.nodes])
+    cpus = pool & topology.cpus_of(nodes)
+    return Placed(tuple(cpus for _ in range(r.vcpus)), cpus, tuple(nodes))

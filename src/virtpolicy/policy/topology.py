@@ -1,0 +1,109 @@
+"""A host's CPU topology as plain data: NUMA nodes, sockets, cores, SMT siblings.
+
+Read by ``hypervisor/`` from libvirt's capabilities (or derived from a test
+driver's node info, :meth:`Topology.regular`), and used by the placer
+(:mod:`virtpolicy.policy.placement`). No libvirt here.
+
+A *core* is identified by ``(socket, core)`` as the host reports them; its
+*threads* are the host CPUs that share it (its SMT siblings). A host CPU
+belongs to exactly one NUMA node and one core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class HostCpu:
+    """One host CPU (a hardware thread): where it sits."""
+
+    id: int
+    node: int
+    socket: int
+    core: int
+    #: The last-level cache group it shares, where the host reports one.
+    llc: int | None = None
+
+    @property
+    def core_key(self) -> tuple[int, int]:
+        return (self.socket, self.core)
+
+
+class Topology:
+    """Every host CPU with its place, and each NUMA node's memory (KiB).
+
+    ``source`` says how it was learnt, for ``virtpolicy host``: "capabilities",
+    or "derived from node info" (the test driver)."""
+
+    def __init__(
+        self,
+        cpus: Iterable[HostCpu],
+        memory: Mapping[int, int] | None = None,
+        source: str = "capabilities",
+    ) -> None:
+        self.cpus = tuple(sorted(cpus))
+        if len({c.id for c in self.cpus}) != len(self.cpus):
+            raise ValueError("a host CPU appears twice in the topology")
+        self.memory = dict(memory or {})
+        self.source = source
+        self._by_id = {c.id: c for c in self.cpus}
+        cores: dict[tuple[int, int], list[int]] = {}
+        for c in self.cpus:
+            cores.setdefault(c.core_key, []).append(c.id)
+        self._cores = {k: tuple(sorted(v)) for k, v in sorted(cores.items())}
+
+    def __repr__(self) -> str:
+        return f"Topology({len(self.cpus)} CPUs, nodes {list(self.nodes)}, SMT {self.smt})"
+
+    # -- questions ------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> tuple[int, ...]:
+        """The NUMA nodes, those without CPUs included (from ``memory``)."""
+        return tuple(sorted({c.node for c in self.cpus} | set(self.memory)))
+
+    @property
+    def smt(self) -> int:
+        """Threads per core (the most any core has)."""
+        return max((len(t) for t in self._cores.values()), default=1)
+
+    def cpu(self, cpu_id: int) -> HostCpu:
+        return self._by_id[cpu_id]
+
+    def cores(self) -> Mapping[tuple[int, int], tuple[int, ...]]:
+        """Each core's threads (host CPU ids), cores in (socket, core) order."""
+        return self._cores
+
+    def node_of_core(self, core: tuple[int, int]) -> int:
+        return self._by_id[self._cores[core][0]].node
+
+    def cpus_of(self, nodes: Iterable[int]) -> frozenset[int]:
+        wanted = set(nodes)
+        return frozenset(c.id for c in self.cpus if c.node in wanted)
+
+    def siblings(self, cpu_id: int) -> tuple[int, ...]:
+        """The threads of ``cpu_id``'s core, itself included."""
+        return self._cores[self._by_id[cpu_id].core_key]
+
+    # -- making one -----------------------------------------------------------------
+
+    @classmethod
+    def regular(cls, nodes: int, sockets: int, cores: int, threads: int) -> Topology:
+        """A regular host from libvirt's node info (per node: ``sockets`` sockets of
+        ``cores`` cores of ``threads`` threads), numbered the way Linux usually
+        does: all first threads of every core, then all second threads. What the
+        test driver's node files give, which report no topology of their own."""
+        if min(nodes, sockets, cores, threads) < 1:
+            raise ValueError("nodes, sockets, cores and threads must each be at least 1")
+        per_thread = nodes * sockets * cores
+        found = []
+        for thread in range(threads):
+            for index in range(per_thread):
+                node, rest = divmod(index, sockets * cores)
+                socket = node * sockets + rest // cores
+                found.append(
+                    HostCpu(thread * per_thread + index, node, socket, rest % cores, llc=socket)
+                )
+        return cls(tuple(found), source="derived from node info")

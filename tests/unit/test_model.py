@@ -156,3 +156,42 @@ def test_huge_value_is_shortened_in_message() -> None:
     with pytest.raises(PolicyError) as info:
         parse_policy({"guest": "web", "cpu": {"weight": "x" * 10_000}})
     assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"cpu": {"threads": "isolate"}}, "cpu.threads: only with cpu.placement: dedicated"),
+        ({"cpu": {"emulator": "isolate"}}, "cpu.emulator: only with cpu.placement: dedicated"),
+        ({"cpu": {"topology": "match"}}, "cpu.topology: only with cpu.placement: dedicated"),
+        (
+            {"cpu": {"placement": "dedicated", "vcpus": "0-3"}},
+            "cpu.vcpus: not with cpu.placement: dedicated, which chooses the host CPUs",
+        ),
+        (
+            {"cpu": {"placement": "dedicated", "vcpupin": {"0": "1"}}},
+            "cpu.vcpupin: not with cpu.placement: dedicated, which chooses the host CPUs",
+        ),
+        ({"numa": {"memory": "strict"}}, "numa.memory: only with numa.nodes"),
+        ({"numa": {"nodes": 0}}, "numa.nodes: 0 is below the minimum 1"),
+        ({"cpu": {"threads": "loose", "placement": "dedicated"}}, "cpu.threads: "),
+    ],
+)
+def test_placement_fields_are_checked(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy({"guest": "web", **doc})
+    assert str(caught.value).startswith(message)
+
+
+def test_placement_fields_round_trip_and_stay_out_when_default() -> None:
+    doc = {
+        "guest": "web",
+        "cpu": {"placement": "dedicated", "threads": "isolate", "emulator": "isolate",
+                "topology": "match"},
+        "numa": {"nodes": 1, "memory": "strict"},
+    }  # fmt: skip
+    policy = parse_policy(doc)
+    assert policy.to_document() == doc
+    assert parse_policy({"guest": "web", "cpu": {"placement": "shared"}}).to_document() == {
+        "guest": "web"
+    }

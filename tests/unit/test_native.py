@@ -148,3 +148,14 @@ def test_cap_of_reads_back_what_cap_params_writes() -> None:
         for cap in (None, 30, 150):
             assert cap_of(cap_params(cap, scheduler), scheduler) == cap  # type: ignore[arg-type]
     assert cap_of({"global_period": 100000, "global_quota": 17592186044415}, "cgroup1") is None
+
+
+def test_placement_not_yet_applied_says_so() -> None:
+    """cpu.placement: dedicated and numa are stored; until the placer is wired in,
+    the status says they are not applied, and nothing is pinned for them."""
+    policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated", "weight": 200}})
+    desired = desired_tuning(policy, HOST, 2)
+    assert desired.problems[0].startswith("cpu.placement and numa: stored, not yet applied")
+    assert desired.tuning.vcpupin == {}
+    assert desired.tuning.sched  # the rest of the policy still holds
+    assert desired_tuning(parse_policy({"guest": "web"}), HOST, 2).problems == ()

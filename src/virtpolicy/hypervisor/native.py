@@ -141,6 +141,11 @@ def desired_tuning(
     (default: every host CPU); one outside is put back to ``allowed``.
     """
     problems: list[str] = []
+    if policy.cpu.placement == "dedicated" or policy.numa.nodes is not None:
+        problems.append(
+            "cpu.placement and numa: stored, not yet applied by this version of virtpolicy "
+            "(topology-aware placement is being built); nothing is pinned for them"
+        )
     vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems, actual)
     sched = _scheduler_params(policy, host, previous, problems)
     # One bad cpuset shared by several vCPUs is one problem.

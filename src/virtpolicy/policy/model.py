@@ -128,6 +128,37 @@ class CpuPolicy(_Model):
     emulatorpin: Cpuset | None = None
     weight: Annotated[int, Field(ge=WEIGHT_MIN, le=WEIGHT_MAX)] | None = None
     cap: Annotated[int, Field(ge=CAP_MIN, le=CAP_MAX)] | None = None
+    #: Host CPUs of its own (dedicated) or the shared pool (shared, the default).
+    placement: Literal["shared", "dedicated"] = "shared"
+    #: Dedicated: pack onto sibling threads, a whole core per vCPU, or vCPU pairs
+    #: on sibling pairs.
+    threads: Literal["prefer", "isolate", "require"] = "prefer"
+    #: Dedicated: the emulator on the shared pool, or on one more CPU of its own.
+    emulator: Literal["share", "isolate"] = "share"
+    #: Dedicated: the guest's <cpu><topology> as its vCPUs really sit.
+    topology: Literal["match"] | None = None
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> CpuPolicy:
+        if self.placement != "dedicated":
+            for name, default in (("threads", "prefer"), ("emulator", "share")):
+                if getattr(self, name) != default:
+                    raise PolicyError("only with cpu.placement: dedicated", field=f"cpu.{name}")
+            if self.topology is not None:
+                raise PolicyError("only with cpu.placement: dedicated", field="cpu.topology")
+            return self
+        for name in ("vcpus", "emulatorpin"):
+            if getattr(self, name) is not None:
+                raise PolicyError(
+                    "not with cpu.placement: dedicated, which chooses the host CPUs",
+                    field=f"cpu.{name}",
+                )
+        if self.vcpupin:
+            raise PolicyError(
+                "not with cpu.placement: dedicated, which chooses the host CPUs",
+                field="cpu.vcpupin",
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_auto(self) -> CpuPolicy:
@@ -137,6 +168,22 @@ class CpuPolicy(_Model):
             )
         if self.allowed is not None and self.vcpus != AUTO:
             raise PolicyError("only with cpu.vcpus: auto", field="cpu.allowed")
+        return self
+
+
+class NumaPolicy(_Model):
+    """Where the guest's vCPUs and memory sit among the host's NUMA nodes."""
+
+    #: Its vCPUs within this many host nodes (None: as few as will do).
+    nodes: Annotated[int, Field(ge=1, le=64)] | None = None
+    #: Its memory bound to those nodes (<numatune>): strictly, preferably, or
+    #: interleaved over them.
+    memory: Literal["strict", "preferred", "interleave"] | None = None
+
+    @model_validator(mode="after")
+    def _check_memory(self) -> NumaPolicy:
+        if self.memory is not None and self.nodes is None:
+            raise PolicyError("only with numa.nodes", field="numa.memory")
         return self
 
 
@@ -172,6 +219,7 @@ class GuestPolicy(_Model):
 
     guest: GuestName
     cpu: CpuPolicy = CpuPolicy()
+    numa: NumaPolicy = NumaPolicy()
     # Lists in documents; tuples here so that a policy stays immutable.
     requires: Annotated[tuple[Dependency, ...], Field(strict=False)] = ()
     wants: Annotated[tuple[Dependency, ...], Field(strict=False)] = ()

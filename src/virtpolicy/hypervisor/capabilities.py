@@ -1,0 +1,118 @@
+"""A host's topology from libvirt's capabilities XML (``virConnectGetCapabilities``,
+``virsh capabilities``), and the CPUs the kernel keeps isolated.
+
+Pure parsing, no libvirt call: the same code reads this host's capabilities and
+a file given with ``--capabilities`` to plan for another host.
+
+- NUMA cells (``<topology><cells><cell>``): each host CPU's node, socket and
+  core, and each node's memory; a cell without CPUs is a node all the same.
+- Cores are told apart by their SMT siblings (``siblings``), which libvirt
+  reports per CPU: ``core_id`` repeats across dies and clusters.
+- The last-level cache: the ``<cache><bank>`` of the highest level that
+  lists the CPU.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from virtpolicy.errors import PolicyError
+from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.policy.topology import HostCpu, Topology
+
+ISOLATED = Path("/sys/devices/system/cpu/isolated")
+_UNITS = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "kib": 1,
+    "k": 1,
+    "mib": 1024,
+    "m": 1024,
+    "gib": 1 << 20,
+}
+
+
+def topology_from_capabilities(xml: str, where: str = "capabilities") -> Topology | None:
+    """The topology the document describes; None when it has no NUMA cell with
+    CPUs (libvirt's test driver reports none for a node file of its own).
+    PolicyError, one line naming ``where`` and the element, when it is not a
+    capabilities document."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise PolicyError(f"{where}: not XML: {exc}") from None
+    if root.tag != "capabilities" or root.find("host") is None:
+        raise PolicyError(f"{where}: not a libvirt capabilities document (no <capabilities><host>)")
+    host = root.find("host")
+    assert host is not None
+    llc = _last_level_cache(host, where)
+    cpus: list[HostCpu] = []
+    memory: dict[int, int] = {}
+    for cell in host.findall("topology/cells/cell"):
+        node = _number(cell, "id", where)
+        mem = cell.find("memory")
+        if mem is not None and mem.text:
+            factor = _UNITS.get((mem.get("unit") or "KiB").lower())
+            amount = ascii_int(mem.text.strip(), max_digits=20)
+            if factor is None or amount is None:
+                raise PolicyError(f"{where}: cell {node}: memory {mem.text!r} is not a size")
+            memory[node] = int(amount * factor)
+        for cpu in cell.findall("cpus/cpu"):
+            cpu_id = _number(cpu, "id", where)
+            siblings = cpu.get("siblings")
+            try:
+                threads = parse_cpuset(siblings) if siblings else frozenset({cpu_id})
+            except PolicyError as exc:
+                raise PolicyError(f"{where}: cpu {cpu_id}: siblings: {exc}") from None
+            cpus.append(
+                HostCpu(
+                    cpu_id,
+                    node,
+                    _number(cpu, "socket_id", where, default=node),
+                    min(threads | {cpu_id}),
+                    llc.get(cpu_id),
+                )
+            )
+    if not cpus:
+        return None
+    try:
+        return Topology(cpus, memory, source="capabilities")
+    except ValueError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+
+
+def isolated_cpus(path: Path = ISOLATED) -> frozenset[int]:
+    """The host CPUs the kernel keeps away from its scheduler (``isolcpus``); empty
+    where the file is missing or unreadable."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        return parse_cpuset(text) if text else frozenset()
+    except (OSError, UnicodeDecodeError, PolicyError):
+        return frozenset()
+
+
+def _last_level_cache(host: ET.Element, where: str) -> dict[int, int]:
+    found: dict[int, tuple[int, int]] = {}  # cpu -> (level, bank id)
+    for bank in host.findall("cache/bank"):
+        level = _number(bank, "level", where)
+        bank_id = _number(bank, "id", where)
+        try:
+            members = parse_cpuset(bank.get("cpus") or "")
+        except PolicyError as exc:
+            raise PolicyError(f"{where}: cache bank {bank_id}: cpus: {exc}") from None
+        for cpu in members:
+            if cpu not in found or found[cpu][0] < level:
+                found[cpu] = (level, bank_id)
+    return {cpu: bank for cpu, (_, bank) in found.items()}
+
+
+def _number(element: ET.Element, name: str, where: str, default: int | None = None) -> int:
+    text = element.get(name)
+    if text is None and default is not None:
+        return default
+    value = ascii_int(text, max_digits=9) if text is not None else None
+    if value is None:
+        raise PolicyError(f"{where}: <{element.tag}> {name}={text!r} is not a number")
+    return value

@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from virtpolicy.errors import PolicyError
-from virtpolicy.hypervisor.capabilities import isolated_cpus, topology_from_capabilities
+from virtpolicy.hypervisor.capabilities import (
+    domain_vcpus,
+    isolated_cpus,
+    topology_from_capabilities,
+)
 from virtpolicy.policy.placement import Request, place
 
 CAPS = (Path(__file__).parent / "data" / "caps-2node-smt.xml").read_text()
@@ -108,3 +112,28 @@ def test_isolated_cpus(tmp_path: Path) -> None:
     isolated.write_text("\n")
     assert isolated_cpus(isolated) == frozenset()
     assert isolated_cpus(tmp_path / "missing") == frozenset()
+
+
+def test_a_domains_name_and_vcpus() -> None:
+    xml = (
+        "<domain type='kvm'><name>web</name><vcpu placement='static' current='2'>4</vcpu></domain>"
+    )
+    assert domain_vcpus(xml) == ("web", 2)
+    assert domain_vcpus("<domain><name>db</name><vcpu>3</vcpu></domain>") == ("db", 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200), st.text(max_size=12))
+def test_arbitrary_domain_documents_are_refused_or_read(name: str, vcpus: str) -> None:
+    for xml in (
+        name,
+        f"<domain><name>{_q(name)[1:-1]}</name><vcpu>{_q(vcpus)[1:-1]}</vcpu></domain>",
+    ):
+        try:
+            domain_vcpus(xml, "d.xml")
+        except PolicyError as exc:
+            message = str(exc)
+        else:
+            continue
+        assert message.startswith("d.xml: ")
+        assert "\n" not in message

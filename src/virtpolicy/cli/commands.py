@@ -223,15 +223,42 @@ def export_cmd(app: App, fmt: str) -> None:
 
 
 @cli.command("plan")
-@click.argument("operation", type=click.Choice(["start", "stop"]))
+@click.argument("operation", type=click.Choice(["start", "stop", "placement"]))
 @click.argument("guests", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Every guest in the graph.")
 @click.option(
     "-o", "--output", "fmt", type=click.Choice(["table", "json", "dot", "mermaid"]), default="table"
 )
+@click.option(
+    "--capabilities", metavar="FILE", help="placement: a host's libvirt capabilities XML."
+)
+@click.option(
+    "--domain", "domains", multiple=True, metavar="FILE",
+    help="placement: a guest's domain XML, placed in the order given; repeatable.",
+)  # fmt: skip
+@click.option(
+    "-f", "--filename", "files", multiple=True, metavar="FILE",
+    help="placement: policies from these files instead of the store; repeatable.",
+)  # fmt: skip
 @pass_app
-def plan_cmd(app: App, operation: str, guests: tuple[str, ...], everything: bool, fmt: str) -> None:
-    """Print the waves in which to start or stop GUESTS (and what they depend on)."""
+def plan_cmd(
+    app: App,
+    operation: str,
+    guests: tuple[str, ...],
+    everything: bool,
+    fmt: str,
+    capabilities: str | None,
+    domains: tuple[str, ...],
+    files: tuple[str, ...],
+) -> None:
+    """Print the waves in which to start or stop GUESTS (and what they depend on),
+    or, with placement, where the placer puts the guests of --domain files on the
+    host of a --capabilities file."""
+    if operation == "placement":
+        _plan_placement(app, capabilities, domains, files, fmt, bool(guests or everything))
+        return
+    if capabilities or domains or files:
+        raise fail_usage("plan: --capabilities, --domain and -f are for plan placement")
     if everything == bool(guests):
         raise fail_usage("plan: name guests or give --all, not both or neither")
     waves = app.service.plan(operation, guests or None)
@@ -243,6 +270,31 @@ def plan_cmd(app: App, operation: str, guests: tuple[str, ...], everything: bool
     if len(set(hosts.values())) < 2:
         hosts = {}  # one host: nothing to group
     click.echo(output.plan(waves, fmt, edges, hosts), nl=False)
+
+
+def _plan_placement(
+    app: App,
+    capabilities: str | None,
+    domains: tuple[str, ...],
+    files: tuple[str, ...],
+    fmt: str,
+    named: bool,
+) -> None:
+    from virtpolicy.cli.files import read_documents  # noqa: PLC0415
+    from virtpolicy.cli.placement import plan_placement  # noqa: PLC0415
+
+    if named or fmt not in ("table", "json"):
+        raise fail_usage("plan placement: guests come from --domain files; -o table or json")
+    if not capabilities or not domains:
+        raise fail_usage(
+            "plan placement: give --capabilities FILE and --domain FILE... (the placement"
+            " of the guests on a live host is not built yet)"
+        )
+    if files:
+        policies = {d.policy.guest: d.policy for d in read_documents(files)}
+    else:
+        policies = {s.policy.guest: s.policy for s in app.service.list_policies({})}
+    raise SystemExit(plan_placement(policies, capabilities, domains, fmt))
 
 
 def _describe(r: Result) -> str:

@@ -83,6 +83,26 @@ def topology_from_capabilities(xml: str, where: str = "capabilities") -> Topolog
         raise PolicyError(f"{where}: {exc}") from None
 
 
+def domain_vcpus(xml: str, where: str = "domain") -> tuple[str, int]:
+    """A domain XML's name and vCPU count (``<vcpu current=...>`` if set: the
+    vCPUs it runs with). PolicyError, one line naming ``where``, otherwise."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise PolicyError(f"{where}: not XML: {exc}") from None
+    name = (root.findtext("name") or "").strip()
+    vcpu = root.find("vcpu")
+    if root.tag != "domain" or not name or vcpu is None:
+        raise PolicyError(
+            f"{where}: not a libvirt domain document (no <domain> with <name>, <vcpu>)"
+        )
+    text = vcpu.get("current") or (vcpu.text or "").strip()
+    count = ascii_int(text, max_digits=5)
+    if not count:
+        raise PolicyError(f"{where}: <vcpu> {text!r} is not a vCPU count")
+    return name, count
+
+
 def isolated_cpus(path: Path = ISOLATED) -> frozenset[int]:
     """The host CPUs the kernel keeps away from its scheduler (``isolcpus``); empty
     where the file is missing or unreadable."""

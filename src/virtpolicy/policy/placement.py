@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from virtpolicy.policy.cpuset import format_cpuset
+from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.topology import Topology
 
 Mode = Literal["shared", "dedicated"]
@@ -47,6 +48,14 @@ class Request:
     emulator: Emulator = "share"
     #: Within this many NUMA nodes (None: as few as will do).
     nodes: int | None = None
+
+
+def request_for(guest: str, vcpus: int, policy: GuestPolicy | None) -> Request:
+    """What a guest with ``vcpus`` vCPUs asks for under ``policy`` (none: shared)."""
+    if policy is None:
+        return Request(guest, vcpus)
+    cpu = policy.cpu
+    return Request(guest, vcpus, cpu.placement, cpu.threads, cpu.emulator, policy.numa.nodes)
 
 
 @dataclass(frozen=True, slots=True)

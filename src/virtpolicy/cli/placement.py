@@ -1,0 +1,87 @@
+"""``virtpolicy plan placement``: where the placer puts the guests, offline.
+
+From a libvirt capabilities XML (``--capabilities``, e.g. ``virsh
+capabilities`` of another host) and domain XML files (``--domain``, their
+names and vCPU counts, placed in the order given), with the policies of the
+store or of ``-f`` files. Shows per NUMA node, core and thread which guest's
+vCPU or emulator sits there, what is reserved and what is free; JSON
+``{"guests": {...}, "refused": {...}}``. Exit status 1 when a guest is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from virtpolicy.cli import output
+from virtpolicy.errors import PolicyError
+from virtpolicy.hypervisor.capabilities import domain_vcpus, topology_from_capabilities
+from virtpolicy.policy.cpuset import format_cpuset
+from virtpolicy.policy.document import MAX_FILE_BYTES
+from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.placement import Placement, place, request_for
+from virtpolicy.policy.topology import Topology
+
+
+def plan_placement(
+    policies: dict[str, GuestPolicy], capabilities: str, domains: Sequence[str], fmt: str
+) -> int:
+    """Print the placement; the exit status (1 when a guest was refused)."""
+    topology = topology_from_capabilities(_read(capabilities), capabilities)
+    if topology is None:
+        raise PolicyError(f"{capabilities}: no NUMA cell with CPUs: nothing to place on")
+    requests = []
+    for name in domains:
+        guest, vcpus = domain_vcpus(_read(name), name)
+        requests.append(request_for(guest, vcpus, policies.get(guest)))
+    if len({r.guest for r in requests}) != len(requests):
+        raise PolicyError("--domain: a guest is named twice")
+    placement = place(topology, frozenset(), requests)
+    if fmt == "json":
+        click.echo(json.dumps(placement.to_dict(), indent=2))
+    else:
+        click.echo(_table(topology, placement), nl=False)
+        for guest in sorted(placement.refused):
+            click.echo(f"refused: {placement.refused[guest]}")
+    return 1 if placement.refused else 0
+
+
+def _table(topology: Topology, placement: Placement) -> str:
+    """NODE CORE CPU USE: each host CPU's dedicated vCPU or emulator, else the
+    shared guests that may run there, else free."""
+    uses: dict[int, list[str]] = {c.id: [] for c in topology.cpus}
+    floating: dict[int, list[str]] = {c.id: [] for c in topology.cpus}
+    for guest, placed in sorted(placement.guests.items()):
+        if placed.dedicated:
+            for v, cpus in enumerate(placed.vcpupin):
+                for cpu in cpus:
+                    uses[cpu].append(f"{guest} vCPU {v}")
+            for cpu in placed.emulatorpin & placed.dedicated:
+                uses[cpu].append(f"{guest} emulator")
+            for cpu in placed.dedicated:
+                if not uses[cpu]:
+                    uses[cpu].append(f"{guest} (kept idle)")
+        else:
+            for cpu in frozenset().union(*placed.vcpupin):
+                floating[cpu].append(guest)
+    ordered = sorted(topology.cpus, key=lambda c: (c.node, min(topology.siblings(c.id)), c.id))
+    rows = []
+    for c in ordered:
+        use = uses[c.id] or (
+            [f"shared: {', '.join(floating[c.id])}"] if floating[c.id] else ["free"]
+        )
+        rows.append([c.node, format_cpuset(topology.siblings(c.id)), c.id, "; ".join(use)])
+    return output.table(["NODE", "CORE", "CPU", "USE"], rows)
+
+
+def _read(name: str) -> str:
+    path = Path(name)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise PolicyError(f"{name}: larger than {MAX_FILE_BYTES} bytes")
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise PolicyError(f"{name}: cannot read: {exc.strerror}") from None

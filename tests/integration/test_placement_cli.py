@@ -1,0 +1,83 @@
+"""`virtpolicy plan placement` offline: a capabilities XML of a 2-node SMT host,
+domain XML files, and the policies of the store or of -f files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, snapshot
+
+pytestmark = pytest.mark.integration
+
+CAPS = Path(__file__).parents[1] / "unit" / "data" / "caps-2node-smt.xml"
+
+
+def domain(tmp_path: Path, name: str, vcpus: int) -> str:
+    path = tmp_path / f"{name}.xml"
+    path.write_text(f"<domain type='kvm'><name>{name}</name><vcpu>{vcpus}</vcpu></domain>")
+    return str(path)
+
+
+def test_plan_placement_from_the_store_and_from_files(tmp_path: Path, run: Cli) -> None:
+    """Dedicated guests get cores of their own in one node; a shared guest floats
+    over what is left; the table shows each host CPU's use; one that cannot be
+    placed is refused with the reason and exit status 1."""
+    run("policy", "set", "db", "--vcpus", "0")  # a policy of another kind: shared
+    doc = {"guest": "web", "cpu": {"placement": "dedicated", "threads": "isolate"},
+           "numa": {"nodes": 1}}  # fmt: skip
+    assert run("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
+    args = ["plan", "placement", "--capabilities", str(CAPS)]
+    doms = ["--domain", domain(tmp_path, "web", 3), "--domain", domain(tmp_path, "db", 2)]
+    answer = run(*args, *doms, "-o", "json")
+    assert answer.exit_code == 0, answer.output
+    got = json.loads(answer.stdout)
+    assert got["refused"] == {}
+    assert got["guests"]["web"]["vcpupin"] == {"0": "0", "1": "1", "2": "2"}
+    assert got["guests"]["db"]["vcpupin"]["0"] == "3-7,11-15"  # all but web's cores
+    table = run(*args, *doms).stdout.splitlines()
+    assert table[0].split() == ["NODE", "CORE", "CPU", "USE"]
+    rows = {int(line.split()[2]): line.split(None, 3)[3] for line in table[1:]}
+    assert rows[0] == "web vCPU 0"
+    assert rows[8] == "web (kept idle)"  # isolate: the sibling stays idle
+    assert rows[3] == "shared: db"
+    # From -f instead of the store: web asks for more than one node has.
+    big = tmp_path / "big.yaml"
+    big.write_text("guest: web\ncpu: {placement: dedicated, threads: isolate}\nnuma: {nodes: 1}\n")
+    refused = run(*args, "--domain", domain(tmp_path, "web", 5), "-f", str(big))
+    assert refused.exit_code == 1
+    assert refused.stdout.splitlines()[-1] == (
+        "refused: web: needs 5 dedicated cores with isolated siblings in 1 NUMA node; "
+        "node 0 has 4 free, node 1 has 4 free"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--domain", "D"], "plan placement: give --capabilities FILE and --domain FILE"),
+        (["--capabilities", "C"], "plan placement: give --capabilities FILE and --domain FILE"),
+        (["--capabilities", "C", "--domain", "D", "-o", "dot"], "plan placement: guests come"),
+        (["--capabilities", "NOFILE", "--domain", "D"], "error: NOFILE: cannot read"),
+        (["--capabilities", "D", "--domain", "D"], "error: web.xml: not a libvirt capabilities"),
+        (["--capabilities", "C", "--domain", "C"], "error: C: not a libvirt domain document"),
+        (["--capabilities", "C", "--domain", "D", "--domain", "D"], "error: --domain: a guest"),
+        (["--capabilities", "C", "--domain", "BAD"], "error: bad.xml: <vcpu> 'many' is not"),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(
+    tmp_path: Path, run: Cli, db: str, args: list[str], message: str
+) -> None:
+    run("policy", "set", "db", "--vcpus", "0")
+    before = snapshot(db)
+    files = {"C": str(CAPS), "D": domain(tmp_path, "web", 2)}
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<domain><name>x</name><vcpu>many</vcpu></domain>")
+    files["BAD"] = str(bad)
+    answer = run("plan", "placement", *[files.get(a, a) for a in args])
+    assert answer.exit_code == 2, answer.output
+    shown = answer.output.splitlines()[-1]
+    assert message in shown.replace(str(tmp_path) + "/", "").replace(str(CAPS), "C")
+    assert snapshot(db) == before

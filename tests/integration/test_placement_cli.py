@@ -4,11 +4,12 @@ domain XML files, and the policies of the store or of -f files."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, snapshot
+from tests.conftest import NODE, Cli, Daemon, eventually, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +82,21 @@ def test_bad_input_is_refused_and_changes_nothing(
     shown = answer.output.splitlines()[-1]
     assert message in shown.replace(str(tmp_path) + "/", "").replace(str(CAPS), "C")
     assert snapshot(db) == before
+
+
+def test_host_through_the_daemon(run: Cli, db: str, start_daemon: Callable[..., Daemon]) -> None:
+    """`virtpolicy host` asks the daemon: on the test driver the topology is
+    derived from the node info, and says so."""
+    daemon = start_daemon(db, "--connect", f"test://{NODE}")
+    answer = eventually(
+        lambda: (
+            (got := run("--server", str(daemon.socket), "host", "-o", "json")).exit_code == 0
+            and got
+        ),
+        20,
+    )
+    shown = json.loads(answer.stdout)
+    assert (shown["source"], shown["cpus"], shown["smt"]) == ("derived from node info", 4, 1)
+    assert shown["nodes"]["0"]["cpus"] == "0-3"
+    table = run("--server", str(daemon.socket), "host").stdout.splitlines()
+    assert table[0].startswith("topology: derived from node info; 4 CPUs")

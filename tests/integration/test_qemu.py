@@ -38,6 +38,15 @@ def schedinfo(guest: str, *flags: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def test_the_real_hosts_topology_comes_from_its_capabilities(hv: Hypervisor) -> None:
+    """libvirtd's capabilities give each host CPU's node and core."""
+    layout = hv.host().layout
+    assert layout is not None
+    assert layout.source == "capabilities"
+    assert len(layout.cpus) == hv.host().cpus
+    assert set(layout.nodes) >= {0}
+
+
 def test_policy_set_before_start_is_in_effect_at_start(
     store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
 ) -> None:

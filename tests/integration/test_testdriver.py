@@ -40,6 +40,19 @@ def test_host_cpus_come_from_the_node(hv: Hypervisor) -> None:
     assert {g.name: g.vcpus for g in hv.guests()} == {"db": 2, "web": 2, "api": 1}
 
 
+def test_the_test_drivers_topology_is_derived_from_the_node(hv: Hypervisor) -> None:
+    """The test driver reports no NUMA cells for a node file of our own: the
+    topology is derived from the node info (1 node, 1 socket, 4 cores, 1 thread)."""
+    layout = hv.host().layout
+    assert layout is not None
+    assert (layout.source, layout.nodes, layout.smt, len(layout.cpus)) == (
+        "derived from node info",
+        (0,),
+        1,
+        4,
+    )
+
+
 def test_enforce_pins_and_mirrors(store: SqlStore, hv: Hypervisor) -> None:
     """A pass pins the vCPUs and emulator and mirrors the policy into <metadata>."""
     changes.set_policy(

@@ -32,6 +32,7 @@ COMMANDS = {
     "plan": "commands",
     "status": "status",
     "hosts": "status",
+    "host": "placement",
     "hook": "hooks",
     "start": "lifecycle",
     "stop": "lifecycle",

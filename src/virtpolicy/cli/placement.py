@@ -1,4 +1,5 @@
-"""``virtpolicy plan placement``: where the placer puts the guests, offline.
+"""``virtpolicy host`` (a host's CPU topology) and ``virtpolicy plan placement``
+(where the placer puts the guests, offline).
 
 From a libvirt capabilities XML (``--capabilities``, e.g. ``virsh
 capabilities`` of another host) and domain XML files (``--domain``, their
@@ -13,10 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from virtpolicy.cli import output
+from virtpolicy.cli.app import App, cli, pass_app
 from virtpolicy.errors import PolicyError
 from virtpolicy.hypervisor.capabilities import domain_vcpus, topology_from_capabilities
 from virtpolicy.policy.cpuset import format_cpuset
@@ -24,6 +27,43 @@ from virtpolicy.policy.document import MAX_FILE_BYTES
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.placement import Placement, place, request_for
 from virtpolicy.policy.topology import Topology
+
+
+@cli.command("host")
+@click.option("--capabilities", metavar="FILE", help="A libvirt capabilities XML instead.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def host_cmd(app: App, capabilities: str | None, fmt: str) -> None:
+    """The host's CPU topology: NUMA nodes with their CPUs, cores and memory,
+    threads per core, the kernel's isolated CPUs, and where it was learnt. The
+    daemon's host, or the host a --capabilities file describes."""
+    shown: dict[str, Any]
+    if capabilities:
+        topology = topology_from_capabilities(_read(capabilities), capabilities)
+        if topology is None:
+            raise PolicyError(f"{capabilities}: no NUMA cell with CPUs")
+        shown = dict(topology.to_dict())
+    else:
+        shown = app.daemon("host").host().get("topology") or {}
+        if not shown:
+            raise PolicyError("the daemon is not connected to libvirt yet: no topology to show")
+    if fmt == "json":
+        click.echo(json.dumps(shown, indent=2))
+        return
+    click.echo(
+        f"topology: {shown['source']}; {shown['cpus']} CPUs, {shown['smt']} thread(s) per core;"
+        f" isolated by the kernel: {shown['isolated'] or 'none'}"
+    )
+    rows = [
+        [
+            node,
+            n["cpus"] or "-",
+            n["cores"],
+            n["memory_kib"] if n["memory_kib"] is not None else "-",
+        ]
+        for node, n in shown["nodes"].items()
+    ]
+    click.echo(output.table(["NODE", "CPUS", "CORES", "MEMORY_KIB"], rows), nl=False)
 
 
 def plan_placement(

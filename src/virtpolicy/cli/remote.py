@@ -117,6 +117,11 @@ class RemoteService:
         answer: list[dict[str, Any]] = self._call("GET", "/v1/status", params=params)
         return answer
 
+    def host(self) -> dict[str, Any]:
+        """``GET /v1/host``: the daemon's connection, its host's CPUs and topology."""
+        answer: dict[str, Any] = self._call("GET", "/v1/host")
+        return answer
+
     def hosts(self) -> list[dict[str, Any]]:
         answer: list[dict[str, Any]] = self._call("GET", "/v1/hosts")
         return answer

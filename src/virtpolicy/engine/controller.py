@@ -160,7 +160,7 @@ class Controller:
         }
         host = self.supervisor.info
         if self.connected.is_set() and host is not None:
-            info.update(driver=host.driver, cpus=host.cpus, scheduler=host.scheduler)
+            info.update(host.describe())
         return info
 
     # -- running ------------------------------------------------------------------------

@@ -14,13 +14,18 @@ a file given with ``--capabilities`` to plan for another host.
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.topology import HostCpu, Topology
+
+log = logging.getLogger(__name__)
 
 ISOLATED = Path("/sys/devices/system/cpu/isolated")
 _UNITS = {
@@ -81,6 +86,25 @@ def topology_from_capabilities(xml: str, where: str = "capabilities") -> Topolog
         return Topology(cpus, memory, source="capabilities")
     except ValueError as exc:
         raise PolicyError(f"{where}: {exc}") from None
+
+
+def host_topology(caps: str, node_info: Mapping[str, int], where: str) -> Topology:
+    """The topology from a host's own capabilities or, where they have no cells
+    (the test driver) or cannot be read, derived from its node info (nodes,
+    sockets, cores, threads), which ``Topology.source`` then says; with the
+    kernel's isolated CPUs when ``where`` (the URI) is this machine."""
+    try:
+        found = topology_from_capabilities(caps, where)
+    except PolicyError as exc:
+        log.warning("%s; the topology is derived from the node info", exc)
+        found = None
+    if found is None:
+        counts = [
+            max(1, int(node_info.get(k, 1))) for k in ("nodes", "sockets", "cores", "threads")
+        ]
+        found = Topology.regular(*counts)
+    # The kernel's isolated CPUs are this machine's: only for a local connection.
+    return found.with_isolated(isolated_cpus()) if urlsplit(where).hostname is None else found
 
 
 def domain_vcpus(xml: str, where: str = "domain") -> tuple[str, int]:

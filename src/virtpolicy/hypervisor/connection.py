@@ -34,6 +34,7 @@ from virtpolicy.errors import (
     UnsupportedError,
 )
 from virtpolicy.hypervisor import mirror, stats
+from virtpolicy.hypervisor.capabilities import host_topology
 from virtpolicy.hypervisor.codes import (
     CONNECTION,
     UNSUPPORTED,
@@ -142,7 +143,9 @@ class Hypervisor:
             topology = dict(
                 zip(("nodes", "sockets", "cores", "threads"), map(int, info[4:8]), strict=True)
             )
-            self._host = HostInfo(cpus, _scheduler(driver, self.uri), driver, topology)
+            with self.translating(None, "read the host's capabilities"):
+                layout = host_topology(self.conn.getCapabilities(), topology, self.uri)
+            self._host = HostInfo(cpus, _scheduler(driver, self.uri), driver, topology, layout)
         return self._host
 
     def sample(self, groups: Collection[str] = stats.ALL_GROUPS) -> stats.Sample:

@@ -21,6 +21,7 @@ from typing import Literal
 
 from virtpolicy.policy.cpuset import format_cpuset, parse_cpuset
 from virtpolicy.policy.model import AUTO, GuestPolicy
+from virtpolicy.policy.topology import Topology
 
 #: How a driver and host express CPU weight and cap.
 Scheduler = Literal["cgroup1", "cgroup2", "xen", "none"]
@@ -41,6 +42,18 @@ class HostInfo:
     #: As libvirt's node info gives it: NUMA nodes, sockets per node, cores per
     #: socket, threads per core.
     topology: Mapping[str, int] = field(default_factory=dict)
+    #: Every host CPU's node, socket and core (from the capabilities, or derived
+    #: from the node info where the driver reports no cells).
+    layout: Topology | None = None
+
+    def describe(self) -> dict[str, object]:
+        """For ``GET /v1/host``: the driver, CPUs, scheduler and topology."""
+        return {
+            "driver": self.driver,
+            "cpus": self.cpus,
+            "scheduler": self.scheduler,
+            "topology": self.layout.to_dict() if self.layout is not None else None,
+        }
 
 
 @dataclass(frozen=True, slots=True)

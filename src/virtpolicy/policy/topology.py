@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from virtpolicy.policy.cpuset import format_cpuset
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -42,8 +45,11 @@ class Topology:
         cpus: Iterable[HostCpu],
         memory: Mapping[int, int] | None = None,
         source: str = "capabilities",
+        isolated: frozenset[int] = frozenset(),
     ) -> None:
         self.cpus = tuple(sorted(cpus))
+        #: The host CPUs the kernel keeps isolated (``isolcpus``), shown alongside.
+        self.isolated = isolated
         if len({c.id for c in self.cpus}) != len(self.cpus):
             raise ValueError("a host CPU appears twice in the topology")
         self.memory = dict(memory or {})
@@ -87,6 +93,26 @@ class Topology:
         """The threads of ``cpu_id``'s core, itself included."""
         return self._cores[self._by_id[cpu_id].core_key]
 
+    def to_dict(self) -> dict[str, Any]:
+        """A summary for ``virtpolicy host`` and ``GET /v1/host``: per node its CPUs,
+        cores and memory; threads per core; the kernel's isolated CPUs."""
+        nodes: dict[str, Any] = {}
+        for n in self.nodes:
+            cpus = self.cpus_of([n])
+            cores = {c.core_key for c in self.cpus if c.node == n}
+            nodes[str(n)] = {
+                "cpus": format_cpuset(cpus) if cpus else "",
+                "cores": len(cores),
+                "memory_kib": self.memory.get(n),
+            }
+        return {
+            "source": self.source,
+            "cpus": len(self.cpus),
+            "smt": self.smt,
+            "nodes": nodes,
+            "isolated": format_cpuset(self.isolated) if self.isolated else "",
+        }
+
     # -- making one -----------------------------------------------------------------
 
     @classmethod
@@ -107,3 +133,6 @@ class Topology:
                     HostCpu(thread * per_thread + index, node, socket, rest % cores, llc=socket)
                 )
         return cls(tuple(found), source="derived from node info")
+
+    def with_isolated(self, isolated: frozenset[int]) -> Topology:
+        return Topology(self.cpus, self.memory, self.source, isolated)

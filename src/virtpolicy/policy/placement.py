@@ -35,6 +35,7 @@ Mode = Literal["shared", "dedicated"]
 Threads = Literal["prefer", "isolate", "require"]
 Emulator = Literal["share", "isolate"]
 Core = tuple[int, int]
+_Memo = dict[tuple[int, str], tuple[dict[int, int], dict[int, dict[str, int]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ def place(
     current = current or {}
     result = Placement()
     owner: dict[int, str] = {}  # host CPU -> the dedicated guest holding it
+    memo: _Memo = {}  # what refusals count, while ``owner`` stays the same
     usable = frozenset(c.id for c in topology.cpus) - reserved
     dedicated = [r for r in requests if r.placement == "dedicated"]
     kept = [r for r in dedicated if _keeps(r, current.get(r.guest), usable, owner)]
@@ -109,7 +111,7 @@ def place(
     for r in dedicated:
         if r.guest in result.guests:
             continue
-        found = _dedicated(topology, usable, owner, r)
+        found = _dedicated(topology, usable, owner, r, memo)
         if isinstance(found, str):
             result.refused[r.guest] = found
             continue
@@ -148,21 +150,43 @@ def _keeps(r: Request, now: Placed | None, usable: frozenset[int], owner: dict[i
 
 
 def _dedicated(
-    topology: Topology, usable: frozenset[int], owner: dict[int, str], r: Request
+    topology: Topology, usable: frozenset[int], owner: dict[int, str], r: Request, memo: _Memo
 ) -> Placed | str:
     nodes = [n for n in topology.nodes if topology.cpus_of([n]) & usable]
     counts = [r.nodes] if r.nodes is not None else list(range(1, len(nodes) + 1))
     if r.threads == "require" and topology.smt < 2:
         return f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
+    need = r.vcpus + (r.emulator == "isolate")
+    if len(usable) - len(owner) < need:  # not even counting threads
+        return _why(topology, usable, owner, r, nodes, memo)
+    room = {n: _room(topology, usable, owner, r, n) for n in nodes}
     for k in counts:
         best: tuple[tuple[int, int, tuple[int, ...]], Placed] | None = None
         for chosen in itertools.combinations(nodes, k):
+            if sum(room[n] for n in chosen) < need:
+                continue  # cannot hold it: no need to look closer
             found = _pick(topology, usable, owner, r, chosen)
             if found is not None and (best is None or found[0] < best[0]):
                 best = found
         if best is not None:
             return best[1]
-    return _why(topology, usable, owner, r, nodes)
+    return _why(topology, usable, owner, r, nodes, memo)
+
+
+def _room(
+    topology: Topology, usable: frozenset[int], owner: dict[int, str], r: Request, node: int
+) -> int:
+    """At most how many of ``r``'s vCPUs (and emulator) node ``node`` could hold."""
+    room = 0
+    for core, threads in topology.cores().items():
+        if topology.node_of_core(core) != node:
+            continue
+        free = [t for t in threads if t in usable and t not in owner]
+        if r.threads == "prefer":
+            room += len(free)
+        elif len(free) == len(threads) and (r.threads == "isolate" or len(threads) > 1):
+            room += len(threads)  # an upper bound: what prunes is a node too small
+    return room
 
 
 def _pick(
@@ -234,6 +258,7 @@ def _why(
     owner: dict[int, str],
     r: Request,
     nodes: list[int],
+    memo: _Memo,
 ) -> str:
     """Why ``r`` cannot be placed: what it needs, what each node has, who holds it."""
     unit = {
@@ -245,28 +270,41 @@ def _why(
     if r.emulator == "isolate":
         unit += " (and one for its emulator)"
     within = f" in {r.nodes} NUMA node{'s' if r.nodes != 1 else ''}" if r.nodes else ""
+    key = (len(owner), r.threads)  # ``owner`` only grows during one placement
+    if key not in memo:
+        memo[key] = _counts(topology, usable, owner, r.threads)
+    free, holders = memo[key]
     parts = []
     for n in nodes:
-        cpus = topology.cpus_of([n]) & usable
-        if r.threads == "prefer":
-            free = len([c for c in cpus if c not in owner])
-        else:
-            free = sum(
-                1
-                for core, threads in topology.cores().items()
-                if topology.node_of_core(core) == n
-                and (r.threads == "isolate" or len(threads) > 1)
-                and all(t in cpus and t not in owner for t in threads)
-            )
-        holders: dict[str, int] = {}
-        for c in cpus:
-            if c in owner:
-                holders[owner[c]] = holders.get(owner[c], 0) + 1
-        held = ", ".join(f"{g} holds {k}" for g, k in sorted(holders.items()))
-        parts.append(f"node {n} has {free} free" + (f" ({held} of its CPUs)" if held else ""))
+        held = ", ".join(f"{g} holds {k}" for g, k in sorted(holders.get(n, {}).items()))
+        parts.append(
+            f"node {n} has {free.get(n, 0)} free" + (f" ({held} of its CPUs)" if held else "")
+        )
     return f"{r.guest}: needs {need} dedicated {unit}{within}; " + (
         ", ".join(parts) if parts else "no host CPU is free of reservations"
     )
+
+
+def _counts(
+    topology: Topology, usable: frozenset[int], owner: dict[int, str], threads_policy: Threads
+) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
+    """Per node: the free units for ``threads_policy`` (threads, or whole cores),
+    and how many of its CPUs each dedicated guest holds."""
+    free: dict[int, int] = {}
+    for core, threads in topology.cores().items():  # one pass over the host
+        n = topology.node_of_core(core)
+        open_threads = [t for t in threads if t in usable and t not in owner]
+        if threads_policy == "prefer":
+            free[n] = free.get(n, 0) + len(open_threads)
+        elif len(open_threads) == len(threads) and (
+            threads_policy == "isolate" or len(threads) > 1
+        ):
+            free[n] = free.get(n, 0) + 1
+    holders: dict[int, dict[str, int]] = {}
+    for cpu, guest in owner.items():
+        held = holders.setdefault(topology.cpu(cpu).node, {})
+        held[guest] = held.get(guest, 0) + 1
+    return free, holders
 
 
 # -- shared ---------------------------------------------------------------------------

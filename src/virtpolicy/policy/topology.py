@@ -59,6 +59,11 @@ class Topology:
         for c in self.cpus:
             cores.setdefault(c.core_key, []).append(c.id)
         self._cores = {k: tuple(sorted(v)) for k, v in sorted(cores.items())}
+        by_node: dict[int, set[int]] = {}
+        for c in self.cpus:
+            by_node.setdefault(c.node, set()).add(c.id)
+        self._node_cpus = {n: frozenset(v) for n, v in by_node.items()}
+        self._core_node = {k: self._by_id[v[0]].node for k, v in self._cores.items()}
 
     def __repr__(self) -> str:
         return f"Topology({len(self.cpus)} CPUs, nodes {list(self.nodes)}, SMT {self.smt})"
@@ -83,11 +88,10 @@ class Topology:
         return self._cores
 
     def node_of_core(self, core: tuple[int, int]) -> int:
-        return self._by_id[self._cores[core][0]].node
+        return self._core_node[core]
 
     def cpus_of(self, nodes: Iterable[int]) -> frozenset[int]:
-        wanted = set(nodes)
-        return frozenset(c.id for c in self.cpus if c.node in wanted)
+        return frozenset().union(*(self._node_cpus.get(n, frozenset()) for n in nodes))
 
     def siblings(self, cpu_id: int) -> tuple[int, ...]:
         """The threads of ``cpu_id``'s core, itself included."""

@@ -45,17 +45,16 @@ def arrivals(count: int, seed: int) -> list[Request]:
 
 def first_fit(topology: Topology, requests: list[Request]) -> int:
     """Guests placed by a placer that ignores topology: each dedicated vCPU on the
-    lowest free host CPU, a shared guest while any CPU is not dedicated."""
+    lowest free host CPU; shared guests, as with ours, when some CPU is left
+    over for them at the end."""
     free = sorted(c.id for c in topology.cpus)
     placed = 0
     for r in requests:
-        if r.placement == "dedicated":
-            if len(free) >= r.vcpus:
-                free = free[r.vcpus :]
-                placed += 1
-        elif free:
+        if r.placement == "dedicated" and len(free) >= r.vcpus:
+            free = free[r.vcpus :]
             placed += 1
-    return placed
+    shared = sum(r.placement == "shared" for r in requests)
+    return placed + (shared if free else 0)
 
 
 def fragmentation(topology: Topology, result: Placement) -> tuple[int, int]:

@@ -116,7 +116,8 @@ class EventBus:
             # The queue may repeat what the kept events held: skip up to ``seen``.
             while True:
                 try:
-                    new = await asyncio.wait_for(queue.get(), idle)
+                    async with asyncio.timeout(idle):
+                        new = await queue.get()
                 except TimeoutError:
                     yield None
                     continue

@@ -157,9 +157,8 @@ async def wait_until(label: str, probe: Probe, timeout: float) -> None:
 def _tcp(host: str, port: int) -> Probe:
     async def tcp() -> str | None:
         try:
-            _reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), PROBE_TIMEOUT_S
-            )
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                _reader, writer = await asyncio.open_connection(host, port)
         except TimeoutError:
             return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
         except socket.gaierror as exc:
@@ -191,7 +190,8 @@ async def _run(argv: tuple[str, ...], user: str | None) -> str | None:
     except (OSError, KeyError, ValueError) as exc:
         return f"cannot run {name}: {getattr(exc, 'strerror', None) or exc}"
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            out, _ = await proc.communicate()
     except TimeoutError:
         proc.kill()
         await proc.wait()

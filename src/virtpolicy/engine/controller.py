@@ -202,7 +202,8 @@ class Controller:
             # A stop is never held up long by the store or libvirt.
             for last in (self.membership.leave(), asyncio.to_thread(self.host.close)):
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(last, _STOP_S)
+                    async with asyncio.timeout(_STOP_S):
+                        await last
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         # The tasks loop forever; one that ends has crashed. Stop, so that

@@ -62,7 +62,8 @@ class JobRunner:
         just started is still connecting).
         """
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), CONNECT_WAIT_S)
+            async with asyncio.timeout(CONNECT_WAIT_S):
+                await self.connected.wait()
         if not self.connected.is_set():
             raise ConnectionLostError(
                 f"not connected to {self.host.uri}: cannot {request.action} guests now"

@@ -169,7 +169,8 @@ class Membership:
             if self.registered and (self._everything or self._dirty):
                 await self._publish()
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - time.monotonic()))
+                async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
+                    await self._wake.wait()
                 await asyncio.sleep(PUBLISH_S)  # gather what changes together
             except TimeoutError:
                 pass

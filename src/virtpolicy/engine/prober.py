@@ -86,7 +86,8 @@ class Prober:
             if result is not None and time.monotonic() - result[0] < FRESH_S:
                 return result[1]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._round.wait(), INTERVAL_S + PROBE_TIMEOUT_S)
+                async with asyncio.timeout(INTERVAL_S + PROBE_TIMEOUT_S):
+                    await self._round.wait()
         return f"{condition} not probed yet"
 
     def edges(self) -> set[Edge]:
@@ -130,14 +131,14 @@ class Prober:
             self._round = asyncio.Event()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), INTERVAL_S if edges else None)
+                async with asyncio.timeout(INTERVAL_S if edges else None):
+                    await self._wake.wait()
 
     async def _probe(self, edge: Edge) -> None:
         guest, condition = edge
         try:
-            observed = await asyncio.wait_for(
-                probe_for(guest, condition, self._guests)(), PROBE_TIMEOUT_S
-            )
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                observed = await probe_for(guest, condition, self._guests)()
         except TimeoutError:
             observed = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
         except HypervisorError as exc:

@@ -20,6 +20,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from virtpolicy.engine.orchestrate import FAILED
 from virtpolicy.store.base import IN_FLIGHT
 
 _STYLE = {
@@ -76,7 +77,7 @@ class LiveDisplay:
             return
         began = self.moving.pop(guest, (None,))[0]
         self.done += 1
-        self.failed += event in ("failed", "held back")
+        self.failed += event in FAILED
         line = Text(f"{guest}: ")
         line.append(event, style=_STYLE.get(event, ""))
         if detail:

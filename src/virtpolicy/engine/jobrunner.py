@@ -141,7 +141,7 @@ class JobRunner:
                     concurrency=int(job.request.get("concurrency", 8)),
                 )
                 run = self._job_run(request, job.actor)
-                if await asyncio.to_thread(run.take_up, job_id) is not None:
+                if await asyncio.to_thread(run.take_up, job) is not None:
                     self._jobs[job_id] = run
                     log.info("job %d: took up %d guests of %s", job_id, len(run.mine), job.host)
                     self.in_background(self._run(run))

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
-from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
+from virtpolicy.engine.orchestrate import FAILED, GuestResult, Orchestrator, Progress
 from virtpolicy.errors import HypervisorError, StoreError
 from virtpolicy.policy.model import GuestName, describe_validation_error
 from virtpolicy.policy.numbers import ascii_int
@@ -193,6 +193,11 @@ class JobRun:
     live: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[GuestResult] = field(default_factory=list)
     _dirty: bool = False
+    # Other hosts' guests: their outcomes awaited, their rows as last read, and
+    # the task reading them (while one is awaited).
+    _others: dict[str, asyncio.Future[tuple[str, str]]] = field(default_factory=dict)
+    _seen_others: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _watch: asyncio.Task[None] | None = None
 
     @property
     def host_name(self) -> str:
@@ -231,9 +236,8 @@ class JobRun:
         )
         return self._take(job)
 
-    def take_up(self, job_id: int) -> Job | None:
+    def take_up(self, job: Job) -> Job | None:
         """Take up this host's steps of another daemon's job (None: none left)."""
-        job = self.store.job(job_id)
         self.plan()
         self._take(job)
         return job if self.mine else None
@@ -245,9 +249,6 @@ class JobRun:
         self.mine = set(self.store.claim_steps(job.id, self.host_name))
         if set(job.hosts) - self.mine:
             self._orchestrator.remote = self
-            self._others: dict[str, asyncio.Future[tuple[str, str]]] = {}
-            self._seen_others: dict[str, dict[str, Any]] = {}
-            self._watch: asyncio.Task[None] | None = None
         return job
 
     async def run(self) -> Job:
@@ -269,7 +270,7 @@ class JobRun:
             raise
         finally:
             flusher.cancel()
-            if self._orchestrator.remote is not None and self._watch is not None:
+            if self._watch is not None:
                 self._watch.cancel()
         await asyncio.to_thread(self._write, "running", "")
         return await asyncio.to_thread(self._end)
@@ -286,7 +287,7 @@ class JobRun:
         counts: dict[str, int] = {}
         for r in job.results:
             counts[r["result"]] = counts.get(r["result"], 0) + 1
-        failed = any(r["result"] in ("failed", "held back") for r in job.results)
+        failed = any(r["result"] in FAILED for r in job.results)
         summary = ", ".join(f"{n} {result}" for result, n in counts.items())
         state: JobState = "failed" if failed else "succeeded"
         self.store.update_job(job.id, [], state=state, detail=summary or "nothing to do")
@@ -295,8 +296,8 @@ class JobRun:
     def view(self) -> dict[str, Any]:
         """The job as the API shows it, current to the last guest that moved."""
         assert self.job is not None
-        others = getattr(self, "_seen_others", {})
-        return {**self.job.to_dict(), "results": [*others.values(), *self.live.values()]}
+        rows = [*self._seen_others.values(), *self.live.values()]
+        return {**self.job.to_dict(), "results": rows}
 
     # -- the other hosts' guests (Remote, for the orchestrator) ---------------------
 

@@ -42,6 +42,8 @@ Progress = Callable[[str, str, str], None]
 
 
 _STOP_POLL_S = 0.2
+#: The results of a guest that did not get where the job meant it to.
+FAILED = ("failed", "held back")
 
 
 class Remote(Protocol):
@@ -69,7 +71,7 @@ class GuestResult:
 
     @property
     def ok(self) -> bool:
-        return self.result not in ("failed", "held back")
+        return self.result not in FAILED
 
 
 @dataclass

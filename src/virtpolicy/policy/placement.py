@@ -156,14 +156,14 @@ def _dedicated(
     counts = [r.nodes] if r.nodes is not None else list(range(1, len(nodes) + 1))
     if r.threads == "require" and topology.smt < 2:
         return f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
-    need = r.vcpus + (r.emulator == "isolate")
-    if len(usable) - len(owner) < need:  # not even counting threads
+    if len(usable) - len(owner) < r.vcpus:  # not even counting threads
         return _why(topology, usable, owner, r, nodes, memo)
-    room = {n: _room(topology, usable, owner, r, n) for n in nodes}
+    free, _ = _counted(topology, usable, owner, r.threads, memo)
+    per_unit = 2 if r.threads == "require" else 1  # vCPUs a free unit can hold
     for k in counts:
         best: tuple[tuple[int, int, tuple[int, ...]], Placed] | None = None
         for chosen in itertools.combinations(nodes, k):
-            if sum(room[n] for n in chosen) < need:
+            if per_unit * sum(free.get(n, 0) for n in chosen) < r.vcpus:
                 continue  # cannot hold it: no need to look closer
             found = _pick(topology, usable, owner, r, chosen)
             if found is not None and (best is None or found[0] < best[0]):
@@ -171,22 +171,6 @@ def _dedicated(
         if best is not None:
             return best[1]
     return _why(topology, usable, owner, r, nodes, memo)
-
-
-def _room(
-    topology: Topology, usable: frozenset[int], owner: dict[int, str], r: Request, node: int
-) -> int:
-    """At most how many of ``r``'s vCPUs (and emulator) node ``node`` could hold."""
-    room = 0
-    for core, threads in topology.cores().items():
-        if topology.node_of_core(core) != node:
-            continue
-        free = [t for t in threads if t in usable and t not in owner]
-        if r.threads == "prefer":
-            room += len(free)
-        elif len(free) == len(threads) and (r.threads == "isolate" or len(threads) > 1):
-            room += len(threads)  # an upper bound: what prunes is a node too small
-    return room
 
 
 def _pick(
@@ -270,10 +254,7 @@ def _why(
     if r.emulator == "isolate":
         unit += " (and one for its emulator)"
     within = f" in {r.nodes} NUMA node{'s' if r.nodes != 1 else ''}" if r.nodes else ""
-    key = (len(owner), r.threads)  # ``owner`` only grows during one placement
-    if key not in memo:
-        memo[key] = _counts(topology, usable, owner, r.threads)
-    free, holders = memo[key]
+    free, holders = _counted(topology, usable, owner, r.threads, memo)
     parts = []
     for n in nodes:
         held = ", ".join(f"{g} holds {k}" for g, k in sorted(holders.get(n, {}).items()))
@@ -285,11 +266,27 @@ def _why(
     )
 
 
+def _counted(
+    topology: Topology,
+    usable: frozenset[int],
+    owner: dict[int, str],
+    threads_policy: Threads,
+    memo: _Memo,
+) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
+    """:func:`_counts`, once per state of ``owner`` (which only grows during one
+    placement) and thread policy: what prunes nodes and what refusals say."""
+    key = (len(owner), threads_policy)
+    if key not in memo:
+        memo[key] = _counts(topology, usable, owner, threads_policy)
+    return memo[key]
+
+
 def _counts(
     topology: Topology, usable: frozenset[int], owner: dict[int, str], threads_policy: Threads
 ) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
-    """Per node: the free units for ``threads_policy`` (threads, or whole cores),
-    and how many of its CPUs each dedicated guest holds."""
+    """Per node: the free units for ``threads_policy`` (threads; whole cores for
+    isolate; whole cores with siblings for require), and how many of its CPUs
+    each dedicated guest holds."""
     free: dict[int, int] = {}
     for core, threads in topology.cores().items():  # one pass over the host
         n = topology.node_of_core(core)

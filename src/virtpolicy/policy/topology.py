@@ -11,6 +11,7 @@ belongs to exactly one NUMA node and one core.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,12 @@ class Topology:
 
     def to_dict(self) -> dict[str, Any]:
         """A summary for ``virtpolicy host`` and ``GET /v1/host``: per node its CPUs,
-        cores and memory; threads per core; the kernel's isolated CPUs."""
+        cores and memory; threads per core; the kernel's isolated CPUs. Made once:
+        the daemon's host description (asked for by every ``status``) shows it."""
+        return self._summary
+
+    @functools.cached_property
+    def _summary(self) -> dict[str, Any]:
         nodes: dict[str, Any] = {}
         for n in self.nodes:
             cpus = self.cpus_of([n])

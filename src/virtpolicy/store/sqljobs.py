@@ -151,14 +151,11 @@ class Jobs:
                     ),
                     rows,
                 )
-            values: dict[str, Any] = {}
-            if state != "running":
-                values.update(state=state, detail=detail, finished_at=_now())
-            else:
-                values.update(state="running")  # tells whether the job still runs
-            done = conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.state == "running").values(**values)
-            )
+            running = and_(jobs.c.id == job_id, jobs.c.state == "running")
+            if state == "running":  # progress: only whether the job still runs
+                return conn.execute(select(jobs.c.id).where(running)).first() is not None
+            ended = update(jobs).where(running)
+            done = conn.execute(ended.values(state=state, detail=detail, finished_at=_now()))
         return bool(done.rowcount)
 
     def job(self, job_id: int) -> Job:

@@ -16,8 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from virtpolicy.errors import ConfigError
+from virtpolicy.errors import ConfigError, CpusetError
 from virtpolicy.places import default_db, default_run_dir
+from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.numbers import ascii_int
 
 
@@ -26,6 +27,18 @@ def _names(value: object) -> object:
     if isinstance(value, str):
         return tuple(n.strip() for n in value.split(",") if n.strip())
     return tuple(value) if isinstance(value, list) else value
+
+
+def _cpus(value: object) -> object:
+    """A cpuset (``0-1,8``) as the set of host CPUs; ValueError naming the text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            return parse_cpuset(value)
+        except CpusetError as exc:
+            raise ValueError(str(exc)) from None
+    return value
 
 
 class ConditionSettings(BaseModel):
@@ -65,6 +78,9 @@ class ServeSettings(BaseModel):
     #: host, whose loss no other daemon waits to hear of).
     host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=255)
     heartbeat: float | None = Field(default=None, ge=0.1, le=3600.0)
+    #: Host CPUs kept for the host itself: no guest's vCPUs or emulator run there
+    #: once placement is in play (``cpu.placement``, ``numa.nodes``).
+    reserved: Annotated[frozenset[int], BeforeValidator(_cpus)] = frozenset()
 
     @property
     def heartbeat_s(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.monitor import Monitor
+from virtpolicy.engine.placing import HostPlacement
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters
 from virtpolicy.loopguard import guarded
@@ -44,6 +46,9 @@ class FakeDaemon:
         self.hook_threads: list[int] = []
         self.monitor = Monitor(interval=5)
         self.dynamic = DynamicEngine([])
+        self.jobs = FakeJobs(store)
+        # Nothing placed: what placement does is tested on the test driver and libvirtd.
+        self.reconciler = SimpleNamespace(placing=HostPlacement())
         for t, cpu in ((0.0, 0), (5.0, 2_000_000_000)):
             web = GuestCounters("web", 1, cpu, (VcpuCounters(cpu, 0, None),), 65536, 4, 65536)
             self.monitor.ingest(Sample(t, 1e9 + t, {"web": web}, ((cpu, 0),)), 0.001)
@@ -60,7 +65,7 @@ class FakeDaemon:
     def notify(self, guest: str | None) -> None:
         """The real daemon reconciles; test_sockets checks that end to end."""
 
-    def migration(self, guest: str) -> list[str]:
+    async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
         return []
 
     async def admission(self, guest: str) -> list[str]:
@@ -70,6 +75,13 @@ class FakeDaemon:
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """Records where it ran: the real daemon's states belong to its loop's thread."""
         self.hook_threads.append(threading.get_ident())
+
+
+class FakeJobs:
+    """Stands in for the daemon's job runner."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
 
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
         """Records the job as the daemon does; running it is tested on libvirtd."""
@@ -84,7 +96,7 @@ class FakeDaemon:
         )
         return job.to_dict()
 
-    def job_view(self, job_id: int) -> dict[str, Any] | None:
+    def view(self, job_id: int) -> dict[str, Any] | None:
         return None
 
 

@@ -179,18 +179,24 @@ def test_hook_program_asks_the_daemon_with_either_client(
     run("policy", "set", "api", "--requires", "ghost")
     run("policy", "set", "web", "--requires", "db", "--vcpus", "1")
     run("policy", "set", "big", "--vcpupin", "1:6")
+    wide = {"guest": "wide", "cpu": {"placement": "dedicated"}}
+    assert run("apply", "-f", "-", input=json.dumps(wide)).exit_code == 0
     daemon = start_daemon(db, "--connect", f"test://{NODE}")
     wait_connected(daemon)
     program = tmp_path / f"qemu-{client}"
 
     def hook(
-        guest: str, run_dir: Path, failure: str = "open", operation: str = "prepare"
+        guest: str,
+        run_dir: Path,
+        failure: str = "open",
+        operation: str = "prepare",
+        xml: str = "<domain/>",
     ) -> subprocess.CompletedProcess[str]:
         program.write_text(hook_text(str(run_dir), failure, str(tmp_path / "none"), client))
         program.chmod(0o755)
         argv = [str(program), guest, operation, "begin", "-"]
         done = subprocess.run(
-            argv, check=False, input="<domain/>", capture_output=True, text=True, timeout=30
+            argv, check=False, input=xml, capture_output=True, text=True, timeout=30
         )
         return done
 
@@ -214,6 +220,16 @@ def test_hook_program_asks_the_daemon_with_either_client(
     )
     fits = hook("web", daemon.run_dir, operation="migrate")
     assert (fits.returncode, fits.stdout, fits.stderr) == (0, "", "")
+    # wide asks for dedicated CPUs: the placer counts its vCPUs from the XML (the
+    # ones it runs with) against this host's 4 CPUs.
+    xml = "<domain><name>wide</name><vcpu placement='static' current='5'>8</vcpu></domain>"
+    too_wide = hook("wide", daemon.run_dir, operation="migrate", xml=xml)
+    assert (too_wide.returncode, too_wide.stderr.strip()) == (
+        1,
+        "wide: needs 5 dedicated host CPUs; node 0 has 4 free",
+    )
+    narrow = hook("wide", daemon.run_dir, operation="migrate", xml=xml.replace("'5'", "'3'"))
+    assert (narrow.returncode, narrow.stdout, narrow.stderr) == (0, "", "")
     gone = tmp_path / "gone"
     closed = hook("api", gone, "closed")
     assert closed.returncode == 1

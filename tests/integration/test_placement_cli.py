@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import NODE, Cli, Daemon, eventually, snapshot
+from tests.conftest import NODE, Cli, Daemon, api_client, eventually, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,66 @@ def test_host_through_the_daemon(run: Cli, db: str, start_daemon: Callable[..., 
     assert shown["nodes"]["0"]["cpus"] == "0-3"
     table = run("--server", str(daemon.socket), "host").stdout.splitlines()
     assert table[0].startswith("topology: derived from node info; 4 CPUs")
+
+
+NUMA2 = Path(__file__).parent / "nodes" / "numa2smt.xml"
+NUMA2_CAPS = Path(__file__).parent / "nodes" / "numa2smt-caps.xml"
+
+
+def test_the_daemons_placement_matches_plan_placement(
+    tmp_path: Path, run: Cli, db: str, start_daemon: Callable[..., Daemon]
+) -> None:
+    """On the test driver with a 2-node SMT node file, CPU 0 reserved: the daemon
+    places db (dedicated, isolated, one node), web (dedicated) and api (shared)
+    where `plan placement` puts them offline from the same host's capabilities,
+    and the running guests' vCPUs are pinned there through libvirt."""
+    db_doc = {"guest": "db", "cpu": {"placement": "dedicated", "threads": "isolate"},
+              "numa": {"nodes": 1}}  # fmt: skip
+    web_doc = {"guest": "web", "cpu": {"placement": "dedicated"}}
+    api_doc = {"guest": "api", "cpu": {"weight": 50}}
+    for doc in (db_doc, web_doc, api_doc):
+        assert run("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
+    daemon = start_daemon(db, "--connect", f"test://{NUMA2}", "--reserved", "0")
+    server = ("--server", str(daemon.socket))
+
+    def placed() -> dict[str, Any] | None:
+        answer = run(*server, "plan", "placement", "-o", "json")
+        got = json.loads(answer.stdout) if answer.exit_code == 0 else None
+        return got if got and len(got["guests"]) == 3 else None
+
+    live = eventually(placed, 20)
+    # The daemon places running guests by name: the same order, offline.
+    doms = [
+        a
+        for g, n in (("api", 1), ("db", 2), ("web", 2))
+        for a in ("--domain", domain(tmp_path, g, n))
+    ]
+    offline = run("plan", "placement", "--capabilities", str(NUMA2_CAPS), *doms, "--reserved", "0",
+                  "-o", "json")  # fmt: skip
+    assert offline.exit_code == 0, offline.output
+    assert live["guests"] == json.loads(offline.stdout)["guests"]
+    assert live["in_play"] is True
+    assert live["reserved"] == "0"
+    # db: two whole cores of node 1 (CPUs 2-3; siblings 6-7 kept idle); web: the
+    # free core of node 0 (1 and its sibling 5); api floats over what is left: 4.
+    assert live["guests"]["db"]["vcpupin"] == {"0": "2", "1": "3"}
+    assert live["guests"]["web"]["vcpupin"] == {"0": "1", "1": "5"}
+    assert live["guests"]["api"]["vcpupin"] == {"0": "4"}
+    # ... and libvirt has them (the test driver pins running guests live).
+    with api_client(daemon.socket) as api:
+
+        def pinned() -> dict[str, Any] | None:
+            rows = {s["guest"]: s for s in api.get("/v1/status").json()}
+            done = all(rows.get(g, {}).get("actual", {}).get("vcpupin") == live["guests"][g]["vcpupin"]
+                       for g in ("db", "web", "api"))  # fmt: skip
+            return rows if done else None
+
+        eventually(pinned, 20)
+    table = run(*server, "plan", "placement").stdout.splitlines()
+    rows = {int(line.split()[2]): line.split(None, 3)[3] for line in table[1:] if line[0].isdigit()}
+    assert (rows[0], rows[2], rows[6], rows[4]) == (
+        "reserved",
+        "db vCPU 0",
+        "db (kept idle)",
+        "shared: api",
+    )

@@ -22,6 +22,7 @@ from virtpolicy.engine.settings import ControllerSettings
 from virtpolicy.engine.supervisor import Backoff
 from virtpolicy.errors import ConnectionLostError
 from virtpolicy.loopguard import guarded
+from virtpolicy.policy.topology import Topology
 from virtpolicy.store import SqlStore
 from virtpolicy.testing import MemoryGuest, MemoryHost
 
@@ -50,13 +51,14 @@ def run_with(
     guests: list[MemoryGuest],
     scenario: Callable[[Controller, MemoryHost, SqlStore], Awaitable[None]],
     settings: ControllerSettings = SETTINGS,
+    layout: Topology | None = None,
 ) -> None:
     """Run a controller on a MemoryHost (store and host behind the loop guard) while
     ``scenario`` runs, then stop it."""
 
     async def main() -> None:
         store = SqlStore(str(tmp_path / "p.db"))
-        host = MemoryHost(guests, loop=asyncio.get_running_loop())
+        host = MemoryHost(guests, loop=asyncio.get_running_loop(), layout=layout)
         controller = Controller(guarded(store, "store"), guarded(host, "host"), settings)
         running = asyncio.create_task(controller.run())
         try:
@@ -159,7 +161,7 @@ def test_submitted_job_starts_in_order(tmp_path: Path) -> None:
     async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
         changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
         await until(lambda: c.policies().get("web"))
-        job = await c.submit(JobRequest(action="start", guests=["web"]), "tester")
+        job = await c.jobs.submit(JobRequest(action="start", guests=["web"]), "tester")
         done = await until(lambda: (j := store.job(job["id"])).state != "running" and j)
         assert done.state == "succeeded"
         order = [r["guest"] for r in sorted(done.results, key=lambda r: r["seconds"])]
@@ -181,7 +183,7 @@ def test_submit_is_refused_while_disconnected(
         host.drop()
         await until(lambda: not c.connected.is_set())
         with pytest.raises(ConnectionLostError):
-            await c.submit(JobRequest(action="start", guests=["db"]), "tester")
+            await c.jobs.submit(JobRequest(action="start", guests=["db"]), "tester")
         assert store.jobs() == []
 
     run_with(tmp_path, [MemoryGuest("db")], scenario)

@@ -14,6 +14,7 @@ from virtpolicy.hypervisor.native import (
     weight_params,
 )
 from virtpolicy.policy.model import parse_policy
+from virtpolicy.policy.placement import Placed
 
 HOST = HostInfo(cpus=8, scheduler="cgroup1", driver="qemu")
 
@@ -150,12 +151,60 @@ def test_cap_of_reads_back_what_cap_params_writes() -> None:
     assert cap_of({"global_period": 100000, "global_quota": 17592186044415}, "cgroup1") is None
 
 
-def test_placement_not_yet_applied_says_so() -> None:
-    """cpu.placement: dedicated and numa are stored; until the placer is wired in,
-    the status says they are not applied, and nothing is pinned for them."""
+def test_a_dedicated_guest_not_placed_yet_says_so() -> None:
+    """Until the placer has placed it, a dedicated guest gets no pins, and says so."""
     policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated", "weight": 200}})
     desired = desired_tuning(policy, HOST, 2)
-    assert desired.problems[0].startswith("cpu.placement and numa: stored, not yet applied")
+    assert desired.problems == (
+        "cpu.placement: dedicated: not placed yet; nothing is pinned for it",
+    )
     assert desired.tuning.vcpupin == {}
     assert desired.tuning.sched  # the rest of the policy still holds
     assert desired_tuning(parse_policy({"guest": "web"}), HOST, 2).problems == ()
+
+
+def test_a_refused_placement_is_the_guests_problem() -> None:
+    policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated"}})
+    reason = "web: needs 2 dedicated host CPUs; node 0 has 1 free"
+    desired = desired_tuning(policy, HOST, 2, placed=reason)
+    assert reason in desired.problems
+    assert desired.tuning.vcpupin == {}
+
+
+def test_a_placed_dedicated_guest_gets_its_cpus_and_numatune() -> None:
+    policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated"}, "numa": {"nodes": 1}})
+    placed = Placed((frozenset({4}), frozenset({5})), frozenset({0, 1}), (1,), frozenset({4, 5}))
+    desired = desired_tuning(policy, HOST, 2, placed=placed)
+    assert desired.problems == ()
+    assert desired.tuning.vcpupin == {0: frozenset({4}), 1: frozenset({5})}
+    assert desired.tuning.emulatorpin == frozenset({0, 1})
+    assert desired.tuning.numatune == ("strict", frozenset({1}))
+    assert desired.tuning.describe()["numatune"] == "strict 1"
+    interleaved = parse_policy(
+        {
+            "guest": "web",
+            "cpu": {"placement": "dedicated"},
+            "numa": {"nodes": 1, "memory": "interleave"},
+        }
+    )
+    assert desired_tuning(interleaved, HOST, 2, placed=placed).tuning.numatune == (
+        "interleave",
+        frozenset({1}),
+    )
+
+
+def test_a_shared_guest_floats_over_the_pool_save_its_fixed_pins() -> None:
+    pool = frozenset({0, 1, 2, 3})
+    placed = Placed((pool, pool), pool, (0,))
+    floating = desired_tuning(parse_policy({"guest": "web"}), HOST, 2, placed=placed)
+    assert floating.tuning.vcpupin == {0: pool, 1: pool}
+    assert floating.tuning.emulatorpin == pool
+    assert floating.tuning.numatune is None  # no numa.nodes: memory is not bound
+    fixed = parse_policy({"guest": "web", "cpu": {"vcpupin": {1: "6"}, "emulatorpin": "7"}})
+    pinned = desired_tuning(fixed, HOST, 2, placed=placed)
+    assert pinned.tuning.vcpupin == {0: pool, 1: frozenset({6})}
+    assert pinned.tuning.emulatorpin == frozenset({7})
+    auto = parse_policy({"guest": "web", "cpu": {"vcpus": "auto"}})
+    actual = Tuning(vcpupin={0: frozenset({2}), 1: frozenset({6})})
+    tuned = desired_tuning(auto, HOST, 2, actual=actual, placed=placed)
+    assert tuned.tuning.vcpupin == {0: frozenset({2}), 1: pool}  # 6 left the pool

@@ -11,9 +11,9 @@ from fastapi import Depends, Header, Request
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.dynamic import DynamicEngine
-from virtpolicy.engine.jobs import JobRequest
+from virtpolicy.engine.jobrunner import JobRunner
 from virtpolicy.engine.monitor import Monitor
-from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.engine.reconcile import GuestStatus, Reconciler
 from virtpolicy.errors import NotFoundError, PolicyError
 from virtpolicy.policy.document import load_json
 from virtpolicy.policy.model import GuestPolicy
@@ -27,6 +27,10 @@ class Daemon(Protocol):
     monitor: Monitor
     dynamic: DynamicEngine
     host_name: str  # this host's name in the fleet
+    #: Start and stop jobs: ``submit`` records and runs one, ``view`` is one it runs.
+    jobs: JobRunner
+    #: Its ``placing`` is where the latest pass placed the guests here.
+    reconciler: Reconciler
 
     @property
     def states(self) -> Mapping[str, str]:
@@ -45,17 +49,11 @@ class Daemon(Protocol):
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now; empty when it may."""
 
-    def migration(self, guest: str) -> list[str]:
+    async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
         """Why ``guest`` may not migrate to this host; empty when it may."""
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation on ``guest``."""
-
-    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
-        """Record a start or stop job and run it; the job as recorded."""
-
-    def job_view(self, job_id: int) -> dict[str, Any] | None:
-        """A job this daemon runs now, current to the guest; None if it runs none such."""
 
 
 async def get_store(request: Request) -> PolicyStore:

@@ -26,7 +26,7 @@ async def submit(
     Answers 202 with the job; follow it at its ``Location``.
     """
     job_request = parse_job_request(await json_object(request))
-    job = await daemon.submit(job_request, who.actor)
+    job = await daemon.jobs.submit(job_request, who.actor)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job
 
@@ -67,4 +67,4 @@ async def _settle(request: Request, store: Any) -> None:
 
 def _current(request: Request, job_id: int) -> dict[str, Any] | None:
     daemon = request.app.state.daemon
-    return daemon.job_view(job_id) if daemon is not None else None
+    return daemon.jobs.view(job_id) if daemon is not None else None

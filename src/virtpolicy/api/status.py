@@ -112,12 +112,17 @@ async def admission(
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
 async def migration(
-    guest: str, who: Reader, daemon: DaemonDep, accept: Annotated[str | None, Header()] = None
+    guest: str,
+    who: Reader,
+    daemon: DaemonDep,
+    accept: Annotated[str | None, Header()] = None,
+    vcpus: Annotated[int | None, Query(ge=1, le=4096)] = None,
 ) -> Any:
     """May ``guest`` migrate to this host? What libvirt's hook asks on the
     destination before a migration (``migrate begin``): its fixed pins must name
-    host CPUs this host has. Answered like admission."""
-    return _verdict(guest, daemon.migration(guest), accept)
+    host CPUs this host has, and, given its ``vcpus``, the placer must find it a
+    place here (its dedicated CPUs, its NUMA nodes). Answered like admission."""
+    return _verdict(guest, await daemon.migration(guest, vcpus), accept)
 
 
 def _plain(accept: str | None) -> bool:
@@ -149,6 +154,16 @@ async def hook_event(
 async def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     """The libvirt connection and the host's CPUs."""
     return daemon.host_info()
+
+
+@router.get("/placement")
+async def placement(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+    """Where the placer puts this host's guests, as of the latest pass: each
+    guest's ``vcpupin`` and ``emulatorpin``, the ``refused`` with the reason, and
+    each host CPU's use by node and core. ``in_play`` is false until the config
+    reserves CPUs or a policy asks for dedicated CPUs or NUMA nodes: until then
+    nothing is pinned for placement."""
+    return daemon.reconciler.placing.view()
 
 
 @router.get("/hosts")

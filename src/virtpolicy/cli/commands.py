@@ -240,6 +240,7 @@ def export_cmd(app: App, fmt: str) -> None:
     "-f", "--filename", "files", multiple=True, metavar="FILE",
     help="placement: policies from these files instead of the store; repeatable.",
 )  # fmt: skip
+@click.option("--reserved", metavar="CPUSET", help="placement: host CPUs kept from every guest.")
 @pass_app
 def plan_cmd(
     app: App,
@@ -250,15 +251,17 @@ def plan_cmd(
     capabilities: str | None,
     domains: tuple[str, ...],
     files: tuple[str, ...],
+    reserved: str | None,
 ) -> None:
     """Print the waves in which to start or stop GUESTS (and what they depend on),
-    or, with placement, where the placer puts the guests of --domain files on the
-    host of a --capabilities file."""
+    or, with placement, where the placer puts the guests: those of the daemon's
+    host, or those of --domain files on the host of a --capabilities file."""
     if operation == "placement":
-        _plan_placement(app, capabilities, domains, files, fmt, bool(guests or everything))
+        offline = (capabilities, domains, files, reserved)
+        _plan_placement(app, offline, fmt, bool(guests or everything))
         return
-    if capabilities or domains or files:
-        raise fail_usage("plan: --capabilities, --domain and -f are for plan placement")
+    if capabilities or domains or files or reserved:
+        raise fail_usage("plan: --capabilities, --domain, -f and --reserved are for plan placement")
     if everything == bool(guests):
         raise fail_usage("plan: name guests or give --all, not both or neither")
     waves = app.service.plan(operation, guests or None)
@@ -274,27 +277,30 @@ def plan_cmd(
 
 def _plan_placement(
     app: App,
-    capabilities: str | None,
-    domains: tuple[str, ...],
-    files: tuple[str, ...],
+    offline: tuple[str | None, tuple[str, ...], tuple[str, ...], str | None],
     fmt: str,
     named: bool,
 ) -> None:
     from virtpolicy.cli.files import read_documents  # noqa: PLC0415
-    from virtpolicy.cli.placement import plan_placement  # noqa: PLC0415
+    from virtpolicy.cli.placement import plan_placement, show  # noqa: PLC0415
+    from virtpolicy.policy.cpuset import parse_cpuset  # noqa: PLC0415
 
+    capabilities, domains, files, reserved = offline
     if named or fmt not in ("table", "json"):
         raise fail_usage("plan placement: guests come from --domain files; -o table or json")
+    if not (capabilities or domains or files or reserved):  # the daemon's host, as placed now
+        raise SystemExit(show(app.daemon("plan placement").placement(), fmt))
     if not capabilities or not domains:
         raise fail_usage(
-            "plan placement: give --capabilities FILE and --domain FILE... (the placement"
-            " of the guests on a live host is not built yet)"
+            "plan placement: give --capabilities FILE and --domain FILE... together, or"
+            " neither (the guests on the daemon's host)"
         )
     if files:
         policies = {d.policy.guest: d.policy for d in read_documents(files)}
     else:
         policies = {s.policy.guest: s.policy for s in app.service.list_policies({})}
-    raise SystemExit(plan_placement(policies, capabilities, domains, fmt))
+    cpus = parse_cpuset(reserved) if reserved else frozenset()
+    raise SystemExit(plan_placement(policies, capabilities, domains, cpus, fmt))
 
 
 def _describe(r: Result) -> str:

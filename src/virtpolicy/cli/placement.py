@@ -25,8 +25,7 @@ from virtpolicy.hypervisor.capabilities import domain_vcpus, topology_from_capab
 from virtpolicy.policy.cpuset import format_cpuset
 from virtpolicy.policy.document import MAX_FILE_BYTES
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.policy.placement import Placement, place, request_for
-from virtpolicy.policy.topology import Topology
+from virtpolicy.policy.placement import cpu_uses, place, request_for
 
 
 @cli.command("host")
@@ -67,7 +66,11 @@ def host_cmd(app: App, capabilities: str | None, fmt: str) -> None:
 
 
 def plan_placement(
-    policies: dict[str, GuestPolicy], capabilities: str, domains: Sequence[str], fmt: str
+    policies: dict[str, GuestPolicy],
+    capabilities: str,
+    domains: Sequence[str],
+    reserved: frozenset[int],
+    fmt: str,
 ) -> int:
     """Print the placement; the exit status (1 when a guest was refused)."""
     topology = topology_from_capabilities(_read(capabilities), capabilities)
@@ -79,42 +82,24 @@ def plan_placement(
         requests.append(request_for(guest, vcpus, policies.get(guest)))
     if len({r.guest for r in requests}) != len(requests):
         raise PolicyError("--domain: a guest is named twice")
-    placement = place(topology, frozenset(), requests)
+    unknown = reserved - {c.id for c in topology.cpus}
+    if unknown:
+        raise PolicyError(f"--reserved: CPU {format_cpuset(unknown)} is not on this host")
+    placement = place(topology, reserved, requests)
+    return show({**placement.to_dict(), "cpus": cpu_uses(topology, placement, reserved)}, fmt)
+
+
+def show(answer: dict[str, Any], fmt: str) -> int:
+    """Print a placement (``guests``, ``refused`` and the ``cpus`` rows of
+    :func:`~virtpolicy.policy.placement.cpu_uses`); 1 when a guest was refused."""
     if fmt == "json":
-        click.echo(json.dumps(placement.to_dict(), indent=2))
+        click.echo(json.dumps({k: v for k, v in answer.items() if k != "cpus"}, indent=2))
     else:
-        click.echo(_table(topology, placement), nl=False)
-        for guest in sorted(placement.refused):
-            click.echo(f"refused: {placement.refused[guest]}")
-    return 1 if placement.refused else 0
-
-
-def _table(topology: Topology, placement: Placement) -> str:
-    """NODE CORE CPU USE: each host CPU's dedicated vCPU or emulator, else the
-    shared guests that may run there, else free."""
-    uses: dict[int, list[str]] = {c.id: [] for c in topology.cpus}
-    floating: dict[int, list[str]] = {c.id: [] for c in topology.cpus}
-    for guest, placed in sorted(placement.guests.items()):
-        if placed.dedicated:
-            for v, cpus in enumerate(placed.vcpupin):
-                for cpu in cpus:
-                    uses[cpu].append(f"{guest} vCPU {v}")
-            for cpu in placed.emulatorpin & placed.dedicated:
-                uses[cpu].append(f"{guest} emulator")
-            for cpu in placed.dedicated:
-                if not uses[cpu]:
-                    uses[cpu].append(f"{guest} (kept idle)")
-        else:
-            for cpu in frozenset().union(*placed.vcpupin):
-                floating[cpu].append(guest)
-    ordered = sorted(topology.cpus, key=lambda c: (c.node, min(topology.siblings(c.id)), c.id))
-    rows = []
-    for c in ordered:
-        use = uses[c.id] or (
-            [f"shared: {', '.join(floating[c.id])}"] if floating[c.id] else ["free"]
-        )
-        rows.append([c.node, format_cpuset(topology.siblings(c.id)), c.id, "; ".join(use)])
-    return output.table(["NODE", "CORE", "CPU", "USE"], rows)
+        rows = [[r["node"], r["core"], r["cpu"], r["use"]] for r in answer["cpus"]]
+        click.echo(output.table(["NODE", "CORE", "CPU", "USE"], rows), nl=False)
+        for guest in sorted(answer["refused"]):
+            click.echo(f"refused: {answer['refused'][guest]}")
+    return 1 if answer["refused"] else 0
 
 
 def _read(name: str) -> str:

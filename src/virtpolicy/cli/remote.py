@@ -122,6 +122,11 @@ class RemoteService:
         answer: dict[str, Any] = self._call("GET", "/v1/host")
         return answer
 
+    def placement(self) -> dict[str, Any]:
+        """``GET /v1/placement``: where the daemon's placer puts its host's guests."""
+        answer: dict[str, Any] = self._call("GET", "/v1/placement")
+        return answer
+
     def hosts(self) -> list[dict[str, Any]]:
         answer: list[dict[str, Any]] = self._call("GET", "/v1/hosts")
         return answer

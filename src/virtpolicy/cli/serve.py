@@ -89,6 +89,11 @@ log = logging.getLogger(__name__)
     metavar="SECONDS",
     help="Heartbeat into the store every [2 on PostgreSQL, 60 on SQLite].",
 )
+@click.option(
+    "--reserved",
+    metavar="CPUSET",
+    help="Host CPUs kept for the host: no guest runs there once placement is in play.",
+)
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
 @click.option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for --listen.")
 @click.option("--tls-key", metavar="FILE", help="TLS private key (PEM) for --listen.")
@@ -110,6 +115,7 @@ def serve(
     exec_user: str | None,
     host_name: str | None,
     heartbeat: float | None,
+    reserved: str | None,
     listen: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -133,6 +139,7 @@ def serve(
             "autostart": autostart,
             "host": host_name,
             "heartbeat": heartbeat,
+            "reserved": reserved,
             "listen": listen,
             "tls_cert": tls_cert,
             "tls_key": tls_key,
@@ -165,6 +172,7 @@ def serve(
             exec_user=settings.conditions.exec_user,
             host_name=settings.host,
             heartbeat=settings.heartbeat_s,
+            reserved=settings.reserved,
         ),
     )
     log.info(

@@ -27,7 +27,7 @@ from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.jobrunner import JobRunner
-from virtpolicy.engine.jobs import JobRequest, settle
+from virtpolicy.engine.jobs import settle
 from virtpolicy.engine.membership import Membership
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.passes import Passes
@@ -60,7 +60,9 @@ class Controller:
         self.events = EventBus()
         self.states = GuestStates()
         self.cache = PolicyCache(store)
-        self.reconciler = Reconciler(store, host, settings.mode, self.cache.stored)
+        self.reconciler = Reconciler(
+            store, host, settings.mode, self.cache.stored, settings.reserved
+        )
         self.reconciler.on_applied = lambda guest, applied: self.events.publish(
             "enforcement",  # from a pass's thread: the bus hands it to the loop
             guest=guest,
@@ -117,16 +119,19 @@ class Controller:
             raise ConnectionLostError(
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
             )
-        return await refusals(
-            guest, self.cache.get(guest), self.states, self.prober, self.membership
-        )
+        policy, placing = self.cache.get(guest), self.reconciler.placing
+        found = await refusals(guest, policy, self.states, self.prober, self.membership)
+        return found + [r for r in [placing.refusal(guest)] if r]
 
-    def migration(self, guest: str) -> list[str]:
-        """Why ``guest`` may not migrate here (empty: it may), from its policy."""
-        info = self.supervisor.info
+    async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
+        """Why ``guest`` (with ``vcpus`` vCPUs, when told) may not migrate here (empty:
+        it may): its fixed pins, and whether the placer finds it room here."""
+        info, policy = self.supervisor.info, self.cache.get(guest)
         if info is None:
             raise ConnectionLostError(f"not connected to {self.settings.uri} yet")
-        return migration_refusals(guest, self.cache.get(guest), info.cpus)
+        room = self.reconciler.placing.arriving
+        placed = await asyncio.to_thread(room, guest, vcpus, policy) if vcpus else None
+        return migration_refusals(guest, policy, info.cpus) + ([placed] if placed else [])
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation: keep ``states`` current. On the loop."""
@@ -135,13 +140,6 @@ class Controller:
             self.states.record(guest, operation)
             self.membership.changed(guest)
             self.prober.wake()
-
-    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
-        """Record a start or stop job and run it; the job as recorded."""
-        return await self.jobs.submit(request, actor)
-
-    def job_view(self, job_id: int) -> dict[str, Any] | None:
-        return self.jobs.view(job_id)
 
     def statuses(self) -> list[GuestStatus]:
         """Every guest's status as of its last pass."""

@@ -44,8 +44,11 @@ class Host(Protocol):
     def guest(self, name: str) -> GuestInfo:
         """One domain; GuestNotFoundError if there is none of that name."""
 
-    def actual(self, name: str, running: bool | None = None) -> Tuning:
-        """The tuning in effect: live for a running guest, else the definition."""
+    def actual(
+        self, name: str, running: bool | None = None, *, numa: bool = False, persistent: bool = True
+    ) -> Tuning:
+        """The tuning in effect: live for a running guest, else the definition;
+        with ``numa``, the definition's <numatune> too."""
 
     def apply(
         self, name: str, tuning: Tuning, *, running: bool, persistent: bool = True

@@ -20,6 +20,7 @@ from typing import Literal
 
 from virtpolicy.clock import now as _now
 from virtpolicy.engine.host import Host
+from virtpolicy.engine.placing import HostPlacement
 from virtpolicy.errors import (
     ConnectionLostError,
     GuestNotFoundError,
@@ -27,6 +28,7 @@ from virtpolicy.errors import (
 )
 from virtpolicy.hypervisor.native import GuestInfo, Tuning, Value, desired_tuning, drift
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.placement import Placed, Request, placed_from_pins
 from virtpolicy.store.base import PolicyStore, StoredPolicy
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,11 @@ class Reconciler:
         hypervisor: Host,
         mode: Mode = "enforce",
         policies: Callable[[], Mapping[str, StoredPolicy]] | None = None,
+        reserved: frozenset[int] = frozenset(),
     ) -> None:
         self.store = store
+        #: Where the placer puts each guest here (the host's CPUs minus ``reserved``).
+        self.placing = HostPlacement(reserved)
         #: Where passes read the policies: the daemon's cache (no store access),
         #: else the store itself.
         self.policies = policies or (lambda: {s.policy.guest: s for s in store.list_policies()})
@@ -118,25 +123,30 @@ class Reconciler:
                 if not policies:
                     return []  # nothing to enforce: no need to list the domains
                 domains = {d.name: d for d in self.hypervisor.guests()}
+                self.placing.listed(domains.values())
+                self._place(policies)
                 return [
                     self._one(policies[n], domains.get(n))
                     for n in sorted(policies)
                     if n in domains or not self._still_absent(policies[n])
                 ]
-            # A few guests (an event, an API write): look up only those.
+            # A few guests (an event, an API write): look up only those, and
+            # those whose place moved because of them (a shared pool shrank).
             known = self.policies()
-            done = []
+            infos: dict[str, GuestInfo | None] = {}
             for name in guests:
-                stored = known.get(name)
-                if stored is None:
+                if name not in known:
                     self._forget({name})
                     continue
                 try:
-                    info: GuestInfo | None = self.hypervisor.guest(name)
+                    infos[name] = self.hypervisor.guest(name)
                 except GuestNotFoundError:
-                    info = None
-                done.append(self._one(stored, info))
-            return done
+                    infos[name] = None
+                self.placing.seen(name, infos[name])
+            for name in sorted(self._place(known) - set(infos)):
+                if name in known:
+                    infos[name] = self.placing.info(name)
+            return [self._one(known[n], info) for n, info in infos.items()]
 
     def status(self, guest: str) -> GuestStatus | None:
         """``guest``'s status as of its last pass (None: it has no policy)."""
@@ -210,10 +220,11 @@ class Reconciler:
         if name not in self._mirrors:
             self._mirrors[name] = hv.read_mirror(name, persistent=info.persistent)
         mirror = self._mirrors[name]
-        actual = hv.actual(name, info.running)
-        desired = desired_tuning(
-            stored.policy, hv.host(), info.vcpus, mirror[1] if mirror else None, actual
-        )
+        policy, placed = stored.policy, self.placing.of(name)
+        numa = policy.numa.nodes is not None
+        actual = hv.actual(name, info.running, numa=numa, persistent=info.persistent)
+        previous = mirror[1] if mirror else None
+        desired = desired_tuning(policy, hv.host(), info.vcpus, previous, actual, placed)
         status.problems = list(desired.problems)
         if info.autostart and stored.policy.start.autostart:
             status.problems.append(
@@ -230,7 +241,7 @@ class Reconciler:
             status.problems += hv.apply(
                 name, changes, running=info.running, persistent=info.persistent
             )
-            after = hv.actual(name, info.running)
+            after = hv.actual(name, info.running, numa=numa, persistent=info.persistent)
             applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
             for what, (old, new) in applied.items():
                 log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)
@@ -250,6 +261,21 @@ class Reconciler:
             )
             self._mirrors[name] = (stored.revision, stored.policy)
 
+    def _place(self, policies: Mapping[str, StoredPolicy]) -> set[str]:
+        """Place the guests here again; the guests whose place changed."""
+
+        def pins_of(info: GuestInfo, r: Request) -> Placed | None:
+            if topology is None:
+                return None
+            try:
+                now = self.hypervisor.actual(info.name, info.running)
+            except GuestNotFoundError:
+                return None
+            return placed_from_pins(topology, r, now.vcpupin, now.emulatorpin)
+
+        topology = self.hypervisor.host().layout
+        return self.placing.update(topology, {n: s.policy for n, s in policies.items()}, pins_of)
+
 
 def _only(desired: Tuning, actual: Tuning) -> Tuning:
     """The part of ``desired`` that differs from ``actual``."""
@@ -257,4 +283,5 @@ def _only(desired: Tuning, actual: Tuning) -> Tuning:
         vcpupin={v: c for v, c in desired.vcpupin.items() if actual.vcpupin.get(v) != c},
         emulatorpin=desired.emulatorpin if desired.emulatorpin != actual.emulatorpin else None,
         sched={k: v for k, v in desired.sched.items() if actual.sched.get(k) != v},
+        numatune=desired.numatune if desired.numatune != actual.numatune else None,
     )

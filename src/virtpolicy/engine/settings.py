@@ -27,3 +27,4 @@ class ControllerSettings:
     exec_user: str = "nobody"
     host_name: str = "localhost"  # this host's name in the fleet
     heartbeat: float = 2.0
+    reserved: frozenset[int] = frozenset()  # host CPUs kept from every guest

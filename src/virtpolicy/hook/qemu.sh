@@ -11,7 +11,8 @@
 #   may start; a refusal exits 1 with the reason on standard error, and
 #   libvirt refuses the start with that reason;
 # - `migrate begin` (on the destination of a migration) asks whether GUEST's
-#   policy can hold here (its fixed pins name CPUs this host has); a refusal
+#   policy can hold here (its fixed pins name CPUs this host has, and the
+#   placer finds room for its vCPUs, counted from the domain XML); a refusal
 #   fails the migration with the reason;
 # - stopped, release, restore and reconnect are reported to the
 #   daemon in the background, so that libvirtd does not wait for them (not
@@ -36,9 +37,25 @@ if [ $# -lt 3 ]; then
     echo "usage: qemu GUEST OPERATION PHASE [EXTRA]" >&2
     exit 2
 fi
-if [ -x "$CHAINED" ]; then
-    "$CHAINED" "$@" || exit $?
+XML=""
+if [ "$2 $3" = "migrate begin" ]; then
+    XML=$(cat)  # read once: the chained hook and the vCPU count both need it
 fi
+if [ -x "$CHAINED" ]; then
+    if [ "$2 $3" = "migrate begin" ]; then
+        printf '%s\n' "$XML" | "$CHAINED" "$@" || exit $?
+    else
+        "$CHAINED" "$@" || exit $?
+    fi
+fi
+
+# The vCPUs a domain XML runs with: <vcpu current='N'>, else <vcpu>N (empty: none).
+vcpus_of() {
+    tag=$(printf '%s' "$1" | grep -o "<vcpu[ >][^<]*" | head -n 1)
+    n=$(printf '%s' "$tag" | sed -n "s/.*current=['\"]\([0-9]*\)['\"].*/\1/p")
+    [ -n "$n" ] || n=$(printf '%s' "$tag" | sed -n 's/.*>[[:space:]]*\([0-9]*\)[[:space:]]*$/\1/p')
+    printf '%s' "$n"
+}
 
 ask() {
     if [ "$CLIENT" = perl ] || { [ "$CLIENT" = auto ] && [ -x /usr/bin/perl ]; }; then
@@ -103,8 +120,10 @@ if ($mode eq 'report') {    # in the background: the daemon also hears libvirt's
     eval { call('POST', join('/', '/v1/hook', map { quote($_) } $guest, @rest)) };
     exit 0;
 }
-# admission (before a start) or migration (on the destination, before a migration)
-my $answer = eval { call('GET', '/v1/guests/' . quote($guest) . "/$mode") };
+# admission (before a start) or migration (on the destination, before a migration,
+# with the guest's vCPU count when the XML gave one)
+my $query = (@rest && $rest[0] =~ /^[0-9]{1,6}$/) ? "?vcpus=$rest[0]" : '';
+my $answer = eval { call('GET', '/v1/guests/' . quote($guest) . "/$mode$query") };
 if (!defined $answer) {
     (my $why = $@) =~ s/\s+$//;
     undecided('daemon does not answer', $why);
@@ -172,8 +191,11 @@ def main(run_dir, failure, timeout, mode, guest, *rest):
         except OSError:
             pass
         return 0
+    vcpus = rest[0] if rest and rest[0].isascii() and rest[0].isdigit() else ""
+    query = f"?vcpus={vcpus}" if vcpus and len(vcpus) <= 6 else ""
     try:  # admission (before a start) or migration (on the destination)
-        answer = call(run_dir, float(timeout), "GET", f"/v1/guests/{quote(guest)}/{mode}")
+        path = f"/v1/guests/{quote(guest)}/{mode}{query}"
+        answer = call(run_dir, float(timeout), "GET", path)
     except OSError as exc:
         return undecided(failure, guest, "daemon does not answer", exc)
     verdict, _, reasons = answer.partition("\n")
@@ -197,7 +219,7 @@ case "$2 $3" in
     "migrate begin")
         # On the destination, with the domain XML on standard input (and the
         # XML to use expected on standard output: an empty answer keeps it).
-        ask migration "$1"
+        ask migration "$1" "$(vcpus_of "$XML")"
         exit $?
         ;;
 esac

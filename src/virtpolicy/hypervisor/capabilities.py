@@ -15,12 +15,14 @@ a file given with ``--capabilities`` to plan for another host.
 from __future__ import annotations
 
 import logging
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from virtpolicy.errors import PolicyError
+from virtpolicy.hypervisor.native import Scheduler
 from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.topology import HostCpu, Topology
@@ -160,3 +162,20 @@ def _number(element: ET.Element, name: str, where: str, default: int | None = No
     if value is None:
         raise PolicyError(f"{where}: <{element.tag}> {name}={text!r} is not a number")
     return value
+
+
+def scheduler_of(driver: str, uri: str) -> Scheduler:
+    """How the driver expresses CPU weight and cap on the host at ``uri``."""
+    if driver in ("qemu", "lxc"):
+        # Only a local host's cgroup flavour can be read; remote hosts are
+        # assumed to run cgroup v2, today's default.
+        local = "//" not in uri or uri.split("//", 1)[1].startswith("/")
+        if local and (
+            os.path.exists("/sys/fs/cgroup/cpu/cpu.shares")
+            or os.path.exists("/sys/fs/cgroup/cpu,cpuacct/cpu.shares")
+        ):
+            return "cgroup1"
+        return "cgroup2"
+    if driver == "xen":
+        return "xen"
+    return "none"

@@ -6,6 +6,8 @@ from typing import Any
 
 import libvirt
 
+from virtpolicy.policy.cpuset import format_cpuset, parse_cpuset
+
 UNSUPPORTED = {libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED}
 CONNECTION = {
     libvirt.VIR_ERR_SYSTEM_ERROR,
@@ -34,3 +36,22 @@ def cpus_of(cpumap: Any) -> frozenset[int]:
 
 def cpumap(cpus: frozenset[int], ncpus: int) -> tuple[bool, ...]:
     return tuple(i in cpus for i in range(max(ncpus, max(cpus) + 1)))
+
+
+#: libvirt's ``numa_mode`` values, in order (``virDomainNumatuneMemMode``).
+NUMA_MODES = ("strict", "preferred", "interleave", "restrictive")
+
+
+def numatune_of(params: dict[str, Any]) -> tuple[str, frozenset[int]] | None:
+    """A domain's <numatune> from its NUMA parameters; None where it has none."""
+    nodeset = params.get("numa_nodeset") or ""
+    if not nodeset:
+        return None
+    mode = params.get("numa_mode", 0)
+    name = NUMA_MODES[mode] if 0 <= mode < len(NUMA_MODES) else f"mode {mode}"
+    return name, parse_cpuset(nodeset)
+
+
+def numa_params(numatune: tuple[str, frozenset[int]]) -> dict[str, Any]:
+    mode, nodes = numatune
+    return {"numa_mode": NUMA_MODES.index(mode), "numa_nodeset": format_cpuset(nodes)}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,17 +33,19 @@ from virtpolicy.errors import (
     UnsupportedError,
 )
 from virtpolicy.hypervisor import mirror, stats
-from virtpolicy.hypervisor.capabilities import host_topology
+from virtpolicy.hypervisor.capabilities import host_topology, scheduler_of
 from virtpolicy.hypervisor.codes import (
     CONNECTION,
     UNSUPPORTED,
     cpumap,
     cpus_of,
     message,
+    numa_params,
+    numatune_of,
     refused_flags,
 )
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
-from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
+from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class Hypervisor:
             )
             with self.translating(None, "read the host's capabilities"):
                 layout = host_topology(self.conn.getCapabilities(), topology, self.uri)
-            self._host = HostInfo(cpus, _scheduler(driver, self.uri), driver, topology, layout)
+            self._host = HostInfo(cpus, scheduler_of(driver, self.uri), driver, topology, layout)
         return self._host
 
     def sample(self, groups: Collection[str] = stats.ALL_GROUPS) -> stats.Sample:
@@ -194,8 +195,11 @@ class Hypervisor:
             self._handles[name] = dom
             return self._info(dom)
 
-    def actual(self, name: str, running: bool | None = None) -> Tuning:
-        """The tuning in effect: live for a running guest, else the definition.
+    def actual(
+        self, name: str, running: bool | None = None, *, numa: bool = False, persistent: bool = True
+    ) -> Tuning:
+        """The tuning in effect: live for a running guest, else the definition;
+        with ``numa``, the <numatune> of the definition (of a transient guest, live).
 
         A caller that knows whether the guest runs says so, saving a lookup.
         """
@@ -209,10 +213,14 @@ class Hypervisor:
             pins = self._call_flags(dom.vcpuPinInfo, flags)
             emulator = self._call_flags(dom.emulatorPinInfo, flags)
             sched = self._sched(dom, flags)
+            numatune = (
+                numatune_of(dom.numaParameters(CONFIG if persistent else LIVE)) if numa else None
+            )
         return Tuning(
             vcpupin={i: cpus_of(m) for i, m in enumerate(pins)},
             emulatorpin=cpus_of(emulator) if emulator is not None else None,
             sched={k: int(v) for k, v in sched.items()},
+            numatune=numatune,
         )
 
     # -- changing tuning ------------------------------------------------------
@@ -254,6 +262,8 @@ class Hypervisor:
                             raise
                         self.caps.sched_flags = False
                         problems.append(no_sched)
+            if tuning.numatune is not None:  # the definition's: it binds at start
+                dom.setNumaParameters(numa_params(tuning.numatune), CONFIG if persistent else LIVE)
         return problems
 
     def _pin(
@@ -426,22 +436,6 @@ class Hypervisor:
         if code in CONNECTION and not self.is_alive():
             return ConnectionLostError(f"{self.uri}: connection lost during {what}: {message(exc)}")
         return HypervisorError(f"{subject}{what}: {message(exc)}")
-
-
-def _scheduler(driver: str, uri: str) -> Scheduler:
-    if driver in ("qemu", "lxc"):
-        # Only a local host's cgroup flavour can be read; remote hosts are
-        # assumed to run cgroup v2, today's default.
-        local = "//" not in uri or uri.split("//", 1)[1].startswith("/")
-        if local and (
-            os.path.exists("/sys/fs/cgroup/cpu/cpu.shares")
-            or os.path.exists("/sys/fs/cgroup/cpu,cpuacct/cpu.shares")
-        ):
-            return "cgroup1"
-        return "cgroup2"
-    if driver == "xen":
-        return "xen"
-    return "none"
 
 
 def _targets(*, running: bool, persistent: bool) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from typing import Literal
 
 from virtpolicy.policy.cpuset import format_cpuset, parse_cpuset
 from virtpolicy.policy.model import AUTO, GuestPolicy
+from virtpolicy.policy.placement import Placed
 from virtpolicy.policy.topology import Topology
 
 #: How a driver and host express CPU weight and cap.
@@ -77,15 +78,24 @@ class Tuning:
     vcpupin: Mapping[int, frozenset[int]] = field(default_factory=dict)
     emulatorpin: frozenset[int] | None = None
     sched: Mapping[str, int] = field(default_factory=dict)
+    #: <numatune>: the memory mode and host nodes, in the definition.
+    numatune: tuple[str, frozenset[int]] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The API's form: ``{"vcpupin": {"0": "2-3"}, "emulatorpin": "0-1" or None,
-        "sched": {"cpu_shares": 2048}}``."""
+        "sched": {"cpu_shares": 2048}, "numatune": "strict 0" or None}``."""
         return {
             "vcpupin": {str(v): _cpuset_text(c) for v, c in sorted(self.vcpupin.items())},
             "emulatorpin": None if self.emulatorpin is None else _cpuset_text(self.emulatorpin),
             "sched": dict(sorted(self.sched.items())),
+            "numatune": self._numatune_text(),
         }
+
+    def _numatune_text(self) -> str | None:
+        if self.numatune is None:
+            return None
+        mode, nodes = self.numatune
+        return f"{mode} {_cpuset_text(nodes)}".rstrip()
 
     def describe(self) -> dict[str, str | int]:
         """One value per field, named as drift and the log name them:
@@ -96,6 +106,8 @@ class Tuning:
         if self.emulatorpin is not None:
             out["emulatorpin"] = _cpuset_text(self.emulatorpin)
         out.update(sorted(self.sched.items()))
+        if self.numatune is not None:
+            out["numatune"] = self._numatune_text() or ""
         return out
 
 
@@ -146,23 +158,34 @@ def desired_tuning(
     vcpus: int,
     previous: GuestPolicy | None = None,
     actual: Tuning | None = None,
+    placed: Placed | str | None = None,
 ) -> Desired:
     """What ``policy`` asks of a guest with ``vcpus`` vCPUs on ``host``.
 
     With ``cpu.vcpus: auto`` a vCPU's pinning is the tuner's to
     choose: its ``actual`` pinning stands while it is within ``cpu.allowed``
-    (default: every host CPU); one outside is put back to ``allowed``.
+    (default: every host CPU, or the shared pool where the host has one); one
+    outside is put back to ``allowed``.
+
+    ``placed`` is where the placer put the guest (None: placement is not in play
+    on this host, a reason: the guest could not be placed). A dedicated guest
+    gets its CPUs; a shared one floats over the shared pool, save for the pins
+    its policy fixes; ``numa.nodes`` binds its memory to the nodes (<numatune>).
     """
     problems: list[str] = []
-    if policy.cpu.placement == "dedicated" or policy.numa.nodes is not None:
-        problems.append(
-            "cpu.placement and numa: stored, not yet applied by this version of virtpolicy "
-            "(topology-aware placement is being built); nothing is pinned for them"
-        )
-    vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems, actual)
+    if isinstance(placed, str):
+        problems.append(placed)
+        placed = None
+    if placed is None and policy.cpu.placement == "dedicated":
+        problems.append("cpu.placement: dedicated: not placed yet; nothing is pinned for it")
+    vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems, actual, placed)
     sched = _scheduler_params(policy, host, previous, problems)
+    numatune = None
+    if placed is not None and policy.numa.nodes is not None:
+        numatune = (policy.numa.memory or "strict", frozenset(placed.nodes))
     # One bad cpuset shared by several vCPUs is one problem.
-    return Desired(Tuning(vcpupin, emulatorpin, sched), tuple(dict.fromkeys(problems)))
+    tuning = Tuning(vcpupin, emulatorpin, sched, numatune)
+    return Desired(tuning, tuple(dict.fromkeys(problems)))
 
 
 def _pinning(
@@ -172,9 +195,13 @@ def _pinning(
     previous: GuestPolicy | None,
     problems: list[str],
     actual: Tuning | None = None,
+    placed: Placed | None = None,
 ) -> tuple[dict[int, frozenset[int]], frozenset[int] | None]:
     every_cpu = frozenset(range(host.cpus))
     cpu, before = policy.cpu, previous.cpu if previous else None
+    if placed is not None and cpu.placement == "dedicated":
+        return dict(enumerate(placed.vcpupin)), placed.emulatorpin
+    pool = placed.emulatorpin if placed is not None else None  # a shared guest's pool
 
     def cpus_of(text: str, where: str) -> frozenset[int] | None:
         cpus = parse_cpuset(text)
@@ -194,7 +221,7 @@ def _pinning(
     )
     vcpupin: dict[int, frozenset[int]] = {}
     if cpu.vcpus == AUTO:
-        allowed = cpus_of(cpu.allowed, "cpu.allowed") if cpu.allowed else every_cpu
+        allowed = cpus_of(cpu.allowed, "cpu.allowed") if cpu.allowed else pool or every_cpu
         for vcpu in range(vcpus):
             now = actual.vcpupin.get(vcpu) if actual else None
             vcpupin[vcpu] = now if allowed and now and now <= allowed else allowed or every_cpu
@@ -206,11 +233,15 @@ def _pinning(
         pinned = cpus_of(text, where) if text is not None else None
         if pinned is not None:
             vcpupin[vcpu] = pinned
+        elif text is None and pool is not None:
+            vcpupin[vcpu] = pool
         elif text is None and before and (vcpu in before.vcpupin or before.vcpus is not None):
             vcpupin[vcpu] = every_cpu  # unpinned again: free to run anywhere
     emulatorpin = None
     if cpu.emulatorpin is not None:
         emulatorpin = cpus_of(cpu.emulatorpin, "cpu.emulatorpin")
+    elif pool is not None:
+        emulatorpin = pool
     elif before and before.emulatorpin is not None:
         emulatorpin = every_cpu
     return vcpupin, emulatorpin

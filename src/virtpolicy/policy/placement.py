@@ -320,3 +320,73 @@ def _shared(topology: Topology, pool: frozenset[int], r: Request) -> Placed | st
         nodes = sorted(ranked[: r.nodes])
     cpus = pool & topology.cpus_of(nodes)
     return Placed(tuple(cpus for _ in range(r.vcpus)), cpus, tuple(nodes))
+
+
+def placed_from_pins(
+    topology: Topology,
+    r: Request,
+    vcpupin: Mapping[int, frozenset[int]],
+    emulatorpin: frozenset[int] | None,
+) -> Placed | None:
+    """Where a dedicated guest sits, read back from its pins (a daemon that
+    restarts keeps it there), or None where they are not a placement of ``r``:
+    one host CPU per vCPU, none twice, each vCPU on a core of its own for
+    ``isolate``, vCPU pairs on sibling pairs for ``require``, the emulator on
+    one more CPU for ``emulator: isolate``, within ``nodes`` when asked."""
+    pins = [vcpupin.get(v, frozenset()) for v in range(r.vcpus)]
+    known = {c.id for c in topology.cpus}
+    if any(len(p) != 1 or not p <= known for p in pins):
+        return None
+    cpus = [next(iter(p)) for p in pins]
+    held = set(cpus)
+    if len(held) != len(cpus):
+        return None
+    if r.threads in ("isolate", "require"):
+        per = 1 if r.threads == "isolate" else 2
+        cores = [topology.cpu(c).core_key for c in cpus]
+        if any(cores.count(k) > per for k in cores):
+            return None
+        held = {t for k in cores for t in topology.cores()[k]}
+    emulator = emulatorpin or frozenset()
+    if r.emulator == "isolate":
+        if len(emulator) != 1 or emulator & held or not emulator <= known:
+            return None
+        held |= emulator
+    nodes = tuple(sorted({topology.cpu(c).node for c in held}))
+    if r.nodes is not None and len(nodes) > r.nodes:
+        return None
+    return Placed(tuple(pins), emulator, nodes, frozenset(held))
+
+
+def cpu_uses(
+    topology: Topology, placement: Placement, reserved: frozenset[int] = frozenset()
+) -> list[dict[str, object]]:
+    """Each host CPU, by node and core, with what sits there: a dedicated guest's
+    vCPU or emulator (or its sibling kept idle), else the shared guests that may
+    run there, else ``reserved`` or ``free``."""
+    uses: dict[int, list[str]] = {c.id: [] for c in topology.cpus}
+    floating: dict[int, list[str]] = {c.id: [] for c in topology.cpus}
+    for guest, placed in sorted(placement.guests.items()):
+        if placed.dedicated:
+            for v, cpus in enumerate(placed.vcpupin):
+                for cpu in cpus:
+                    uses[cpu].append(f"{guest} vCPU {v}")
+            for cpu in placed.emulatorpin & placed.dedicated:
+                uses[cpu].append(f"{guest} emulator")
+            for cpu in placed.dedicated:
+                if not uses[cpu]:
+                    uses[cpu].append(f"{guest} (kept idle)")
+        else:
+            for cpu in frozenset().union(*placed.vcpupin):
+                floating[cpu].append(guest)
+    ordered = sorted(topology.cpus, key=lambda c: (c.node, min(topology.siblings(c.id)), c.id))
+    rows: list[dict[str, object]] = []
+    for c in ordered:
+        use = uses[c.id] or (
+            [f"shared: {', '.join(floating[c.id])}"]
+            if floating[c.id]
+            else ["reserved" if c.id in reserved else "free"]
+        )
+        core = format_cpuset(topology.siblings(c.id))
+        rows.append({"node": c.node, "core": core, "cpu": c.id, "use": "; ".join(use)})
+    return rows

@@ -20,6 +20,7 @@ from virtpolicy.errors import ConnectionLostError, GuestNotFoundError, Hyperviso
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
 from virtpolicy.hypervisor.stats import ALL_GROUPS, Sample
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.topology import Topology
 
 
 @dataclass
@@ -32,6 +33,7 @@ class MemoryGuest:
     vcpupin: dict[int, frozenset[int]] = field(default_factory=dict)
     emulatorpin: frozenset[int] | None = None
     sched: dict[str, int] = field(default_factory=dict)
+    numatune: tuple[str, frozenset[int]] | None = None
     mirror: tuple[int, GuestPolicy] | None = None
     agent: bool = True  # does its guest agent answer?
 
@@ -56,9 +58,12 @@ class MemoryHost:
         cpus: int = 4,
         scheduler: Scheduler = "cgroup2",
         loop: asyncio.AbstractEventLoop | None = None,
+        layout: Topology | None = None,
     ) -> None:
         self.uri = "memory:///"
-        self.cpus = cpus
+        self.cpus = len(layout.cpus) if layout is not None else cpus
+        #: The host's CPU topology (default: one node, one thread per core).
+        self.layout = layout or Topology.regular(1, 1, cpus, 1)
         self.scheduler: Scheduler = scheduler
         self.guests_by_name = {g.name: g for g in guests or ()}
         #: guest -> the error its next calls raise (a broken guest).
@@ -99,7 +104,7 @@ class MemoryHost:
     def host(self) -> HostInfo:
         self._check("host", None)
         topology = {"nodes": 1, "sockets": 1, "cores": self.cpus, "threads": 1}
-        return HostInfo(self.cpus, self.scheduler, "memory", topology)
+        return HostInfo(self.cpus, self.scheduler, "memory", topology, self.layout)
 
     def guests(self) -> list[GuestInfo]:
         self._check("guests", None)
@@ -109,10 +114,14 @@ class MemoryHost:
     def guest(self, name: str) -> GuestInfo:
         return self._guest("guest", name).info()
 
-    def actual(self, name: str, running: bool | None = None) -> Tuning:
+    def actual(
+        self, name: str, running: bool | None = None, *, numa: bool = False, persistent: bool = True
+    ) -> Tuning:
         g = self._guest("actual", name)
         with self._lock:
-            return Tuning(dict(g.vcpupin), g.emulatorpin, dict(g.sched))
+            return Tuning(
+                dict(g.vcpupin), g.emulatorpin, dict(g.sched), g.numatune if numa else None
+            )
 
     def read_mirror(self, name: str, *, persistent: bool = True) -> tuple[int, GuestPolicy] | None:
         return self._guest("read_mirror", name).mirror
@@ -132,6 +141,8 @@ class MemoryHost:
             if tuning.emulatorpin is not None:
                 g.emulatorpin = tuning.emulatorpin
             g.sched.update(tuning.sched)
+            if tuning.numatune is not None:
+                g.numatune = tuning.numatune
         return []
 
     def place(self, name: str, vcpu: int, cpus: frozenset[int]) -> None:

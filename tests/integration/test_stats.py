@@ -105,8 +105,9 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
     assert one[1].split() == ["VCPU", "CPU%", "STEAL%", "WAIT%"]
     assert run(*server, "stats", "vp-test-nosuch").exit_code == 1
     top = run(*server, "top").stdout.splitlines()
-    assert top[0].split() == ["CPU", "BUSY%", "PINNED", "VCPUS", "(CPU%)"]
-    cpu0 = next(line for line in top[1:] if line.split()[0] == "0")
+    assert top[0].split() == ["NODE", "CORE", "CPU", "BUSY%", "PINNED", "VCPUS", "(CPU%)"]
+    cpu0 = next(line for line in top[1:] if line.split()[2] == "0")
+    assert cpu0.split()[:2] == ["0", "0"]  # the lab's host: one node, no SMT
     assert f"{busy}/0(" in cpu0
     assert f"{idle}/0(" in cpu0
 

@@ -208,3 +208,11 @@ def test_a_shared_guest_floats_over_the_pool_save_its_fixed_pins() -> None:
     actual = Tuning(vcpupin={0: frozenset({2}), 1: frozenset({6})})
     tuned = desired_tuning(auto, HOST, 2, actual=actual, placed=placed)
     assert tuned.tuning.vcpupin == {0: frozenset({2}), 1: pool}  # 6 left the pool
+
+
+def test_cpu_topology_match_is_stored_and_says_it_is_not_applied() -> None:
+    policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated", "topology": "match"}})
+    placed = Placed((frozenset({4}),), frozenset({0}), (0,), frozenset({4}))
+    desired = desired_tuning(policy, HOST, 1, placed=placed)
+    assert desired.problems == ("cpu.topology: match: stored, not yet applied by this version",)
+    assert desired.tuning.vcpupin == {0: frozenset({4})}  # the placement holds all the same

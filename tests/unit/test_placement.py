@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtpolicy.policy.placement import Placement, Request, place
+from virtpolicy.policy.placement import Placement, Request, place, placed_from_pins
 from virtpolicy.policy.topology import HostCpu, Topology
 
 
@@ -100,8 +100,20 @@ def test_shared_guests_float_over_what_is_not_dedicated_or_reserved() -> None:
     assert got.guests["db"].dedicated == {1, 2, 3}
     assert got.guests["web"].vcpupin == (frozenset({4, 5, 6, 7}),) * 2
     assert got.guests["db"].emulatorpin == {4, 5, 6, 7}  # its emulator shares the pool
-    everything = place(t, frozenset(), [Request("all", 8, "dedicated"), Request("web", 1)])
-    assert everything.refused["web"].startswith("web: no shared host CPU is left")
+    # A new dedicated guest leaves the shared guests a CPU to run on ...
+    both = [Request("all", 8, "dedicated"), Request("web", 1)]
+    everything = place(t, frozenset(), both)
+    assert everything.refused == {
+        "all": "all: needs 8 dedicated host CPUs of the 8 free, which would leave none"
+        " shared (for emulators and shared guests)"
+    }
+    assert everything.guests["web"].vcpupin == (frozenset(range(8)),)
+    # ... but one that holds them all already keeps them (a new guest moves no one).
+    pins = {v: frozenset({v}) for v in range(8)}
+    alone = placed_from_pins(t, both[0], pins, frozenset(range(8)))  # from before
+    assert alone is not None
+    held = place(t, frozenset(), both, current={"all": alone})
+    assert held.refused["web"].startswith("web: no shared host CPU is left")
 
 
 # -- invariants ------------------------------------------------------------------------
@@ -171,3 +183,34 @@ def test_invariants(name: str, rs: list[Request], reserve: set[int], new: list[R
         if r.placement == "dedicated" and r.guest in got.guests:
             assert after.guests[r.guest].dedicated == got.guests[r.guest].dedicated
             assert after.guests[r.guest].vcpupin == got.guests[r.guest].vcpupin
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+@settings(max_examples=40, deadline=None)
+@given(a=requests, b=requests)
+def test_places_that_clash_are_never_both_kept(
+    name: str, a: list[Request], b: list[Request]
+) -> None:
+    """Two placements made apart (two daemons' pins, a stale one) may claim the
+    same CPUs; placed together, only one guest keeps a CPU, and the rest hold."""
+    t = TOPOLOGIES[name]
+    b = [Request(f"b{r.guest}", r.vcpus, r.placement, r.threads, r.emulator, r.nodes) for r in b]
+    claims = {**place(t, frozenset(), a).guests, **place(t, frozenset(), b).guests}
+    got = place(t, frozenset(), a + b, current=claims)
+    check(t, frozenset(), a + b, got)
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+@settings(max_examples=40, deadline=None)
+@given(rs=requests)
+def test_a_place_reads_back_from_its_pins(name: str, rs: list[Request]) -> None:
+    """What a daemon that restarts reads from the pins is the place it wrote."""
+    t = TOPOLOGIES[name]
+    got = place(t, frozenset(), rs)
+    for r in rs:
+        p = got.guests.get(r.guest)
+        if p is None or r.placement != "dedicated":
+            continue
+        back = placed_from_pins(t, r, dict(enumerate(p.vcpupin)), p.emulatorpin)
+        assert back is not None
+        assert (back.vcpupin, back.dedicated) == (p.vcpupin, p.dedicated)

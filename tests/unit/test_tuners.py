@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from virtpolicy.engine.dynamic import DynamicEngine
+from virtpolicy.engine.dynamic import Decision, DynamicEngine
 from virtpolicy.engine.tuners import available, load
 from virtpolicy.engine.tuners.balance import Balance
 from virtpolicy.engine.tuners.contention import Contention
 from virtpolicy.errors import ConfigError
 from virtpolicy.policy.model import GuestPolicy, parse_policy
+from virtpolicy.policy.topology import Topology
 from virtpolicy.testing.simulate import SimulatedHost, clock_of, generate, play
 
 
@@ -152,3 +153,51 @@ def test_a_failing_policy_is_skipped_and_the_others_run() -> None:
     e = engine(host, Broken(), Balance())
     play(host, e, auto("a"), steps=2)
     assert host.pins["a", 0] != host.pins["a", 1]  # balance still placed them
+
+
+# Two nodes of 4 cores x 2 threads, numbered as Linux does: core k has threads k
+# and k+8; node 0 holds CPUs 0-3 and 8-11, node 1 CPUs 4-7 and 12-15.
+LAYOUT = Topology.regular(2, 1, 4, 2)
+
+
+def crowded(noise: dict[int, float]) -> SimulatedHost:
+    """a's two busy vCPUs crowded onto CPU 0; a guest without a policy puts
+    ``noise`` (CPU -> %) elsewhere."""
+    traces = {("a", 0): [80.0] * 20, ("a", 1): [80.0] * 20}
+    traces |= {(f"n{cpu}", 0): [pct] * 20 for cpu, pct in noise.items()}
+    host = SimulatedHost(cpus=16, traces=traces)
+    host.pins |= {("a", 0): frozenset({0}), ("a", 1): frozenset({0})}
+    host.pins |= {(f"n{cpu}", 0): frozenset({cpu}) for cpu in noise}
+    return host
+
+
+def moves_of(decisions: list[Decision]) -> list[frozenset[int]]:
+    return [d.value for d in decisions if d.applied]  # type: ignore[misc]
+
+
+def test_balance_prefers_an_idle_core_to_a_busy_cores_idle_sibling() -> None:
+    """CPU 1 is idle but its sibling 9 is busy; core 2 (CPUs 2 and 10) is idle
+    whole: the vCPU that leaves CPU 0 goes to 2 (without the layout, to 1)."""
+    host = crowded({9: 90.0})
+    moved = moves_of(play(host, engine(host, Balance()), auto("a"), steps=2, layout=LAYOUT))
+    assert moved == [frozenset({2})]
+    blind = crowded({9: 90.0})
+    assert moves_of(play(blind, engine(blind, Balance()), auto("a"), steps=2)) == [frozenset({1})]
+
+
+def test_balance_moves_within_the_nodes_and_the_pool() -> None:
+    """Node 0 is half busy everywhere, node 1 idle: the vCPU stays in node 0 (its
+    memory's). With a shared pool of CPUs 0, 3 and 11, it goes to 3 or 11 only."""
+    busy = dict.fromkeys((1, 2, 3, 8, 9, 10, 11), 50.0)
+    host = crowded(busy)
+    moved = moves_of(play(host, engine(host, Balance()), auto("a"), steps=2, layout=LAYOUT))
+    assert len(moved) == 1
+    assert moved[0] <= LAYOUT.node_cpus(0)
+    blind = crowded(busy)  # without the layout: the idlest CPU, in node 1
+    assert moves_of(play(blind, engine(blind, Balance()), auto("a"), steps=2)) == [frozenset({4})]
+    pooled = crowded({})
+    pools = {"a": frozenset({0, 3, 11})}
+    moved = moves_of(
+        play(pooled, engine(pooled, Balance()), auto("a"), steps=2, layout=LAYOUT, pools=pools)
+    )
+    assert moved == [frozenset({3})]

@@ -50,9 +50,14 @@ def vcpus_table(g: dict[str, Any]) -> str:
 
 
 def top_table(
-    host: dict[str, Any], stats: Sequence[dict[str, Any]], statuses: Sequence[dict[str, Any]]
+    host: dict[str, Any],
+    stats: Sequence[dict[str, Any]],
+    statuses: Sequence[dict[str, Any]],
+    layout: Sequence[dict[str, Any]] = (),
 ) -> str:
-    """Per host CPU: how busy, and which pinned vCPUs may run there (with their %)."""
+    """Per host CPU, by NUMA node and core (``layout``: the ``cpus`` rows of
+    ``GET /v1/placement``): how busy, and which pinned vCPUs may run there (with
+    their %)."""
     busy_vcpu = {(g["guest"], str(v["vcpu"])): v["percent"] for g in stats for v in g["vcpus"]}
     ncpus = len(host["cpus"])
     sitting: dict[int, list[str]] = {cpu: [] for cpu in range(ncpus)}
@@ -67,14 +72,28 @@ def top_table(
             for cpu in cpus:
                 if cpu in sitting:
                     sitting[cpu].append(f"{status['guest']}/{vcpu}({_pct(pct)})")
+    where = {row["cpu"]: (row["node"], row["core"]) for row in layout}
+    ordered = sorted(host["cpus"], key=lambda c: (*_order(where.get(c["cpu"])), c["cpu"]))
     rows = [
-        [c["cpu"], _pct(c["busy_percent"]), " ".join(sitting.get(c["cpu"], [])) or "-"]
-        for c in host["cpus"]
+        [
+            *where.get(c["cpu"], ("-", "-")),
+            c["cpu"],
+            _pct(c["busy_percent"]),
+            " ".join(sitting.get(c["cpu"], [])) or "-",
+        ]
+        for c in ordered
     ]
-    text = output.table(["CPU", "BUSY%", "PINNED VCPUS (CPU%)"], rows)
+    text = output.table(["NODE", "CORE", "CPU", "BUSY%", "PINNED VCPUS (CPU%)"], rows)
     if floating:
         text += f"({floating} vCPUs of guests with policies may run on every host CPU)\n"
     return text
+
+
+def _order(place: tuple[int, str] | None) -> tuple[int, int]:
+    """Node, then the core's first thread; CPUs of no known place last."""
+    if place is None:
+        return (1 << 30, 0)
+    return (place[0], min(parse_cpuset(place[1])))
 
 
 def _show(render: Callable[[], str], watch: bool, interval: float) -> None:
@@ -132,10 +151,12 @@ def stats_cmd(app: App, guest: str | None, watch: bool, fmt: str) -> None:
 @click.option("--watch", "-w", is_flag=True, help="Refresh at each sample until interrupted.")
 @pass_app
 def top_cmd(app: App, watch: bool) -> None:
-    """Per host CPU: how busy it is, and which pinned vCPUs sit on it."""
+    """Per host CPU, by NUMA node and core: how busy it is, and which pinned vCPUs
+    sit on it."""
     api = app.daemon("top")
+    layout = api.placement()["cpus"]  # the host's cores do not change while it runs
     _show(
-        lambda: top_table(api.stats_host(), api.stats_guests(), api.status(None)),
+        lambda: top_table(api.stats_host(), api.stats_guests(), api.status(None), layout),
         watch,
         _interval(api),
     )

@@ -92,6 +92,7 @@ class Controller:
         self.sampling = Sampling(
             host, self.monitor, self.dynamic, self.events, self.connected, self.cache.all
         )
+        self.sampling.placing = self.reconciler.placing
         self.host_name = settings.host_name
         self.membership = Membership(store, host, self.states, self.connected, settings)
         self.membership.wire(

@@ -35,6 +35,7 @@ from virtpolicy.engine.monitor import Rates
 from virtpolicy.engine.tuners import Action, Context, Pins, Tuner
 from virtpolicy.policy.cpuset import format_cpuset
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.topology import Topology
 
 LOG_SIZE = 10_000
 DEFAULT_CONFIRM = 2
@@ -147,6 +148,8 @@ class DynamicEngine:
         pins: Pins,
         caps: Mapping[str, int | None],
         apply: Apply,
+        layout: Topology | None = None,
+        pools: Mapping[str, frozenset[int]] | None = None,
     ) -> list[Decision]:
         """One round: ask every tuner, filter, apply, log. The decisions made."""
         began = time.perf_counter()
@@ -162,6 +165,8 @@ class DynamicEngine:
             caps=caps,
             moved_at=dict(self._changed_at),
             settings={"dwell": self.dwell, **self.settings},
+            layout=layout,
+            pools=pools or {},
         )
         proposed: list[Action] = []
         for tuner in self.tuners:

@@ -148,6 +148,15 @@ class HostPlacement:
         found = place(topology, self.reserved, [*others, request], kept)
         return found.refused.get(guest)
 
+    def pools(self) -> dict[str, frozenset[int]]:
+        """Each shared guest's CPUs (its pool within its nodes) while placement is
+        in play; empty otherwise. For the tuners, which keep vCPUs there."""
+        with self._lock:
+            if not self._in_play:
+                return {}
+            placed = self._placement.guests
+        return {g: p.emulatorpin for g, p in placed.items() if not p.dedicated}
+
     def info(self, guest: str) -> GuestInfo | None:
         """``guest`` as last seen (None: not defined here)."""
         with self._lock:

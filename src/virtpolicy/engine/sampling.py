@@ -19,6 +19,7 @@ from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.dynamic import ROUTINE, Decision, DynamicEngine
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.monitor import Monitor
+from virtpolicy.engine.placing import HostPlacement
 from virtpolicy.engine.tuners import Action
 from virtpolicy.errors import GuestNotFoundError, HypervisorError, StoreError
 from virtpolicy.hypervisor.native import Tuning, cap_of
@@ -45,6 +46,8 @@ class Sampling:
         self.events = events
         self.connected = connected
         self.policies = policies
+        #: Where the placer put the guests (the controller joins the reconciler's).
+        self.placing: HostPlacement | None = None
 
     async def run(self) -> None:
         """One bulk statistics call every sample interval, while connected."""
@@ -124,8 +127,16 @@ class Sampling:
                 return str(exc)
             return None
 
+        pools = self.placing.pools() if self.placing is not None else {}
         return self.dynamic.run(
-            list(self.monitor.recent), policies, host.cpus, live.pins, live.caps, apply
+            list(self.monitor.recent),
+            policies,
+            host.cpus,
+            live.pins,
+            live.caps,
+            apply,
+            host.layout,
+            pools,
         )
 
 

@@ -178,6 +178,8 @@ def desired_tuning(
         placed = None
     if placed is None and policy.cpu.placement == "dedicated":
         problems.append("cpu.placement: dedicated: not placed yet; nothing is pinned for it")
+    if policy.cpu.topology is not None:
+        problems.append("cpu.topology: match: stored, not yet applied by this version")
     vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems, actual, placed)
     sched = _scheduler_params(policy, host, previous, problems)
     numatune = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from virtpolicy.policy.cpuset import format_cpuset
 from virtpolicy.policy.model import GuestPolicy
@@ -35,7 +35,9 @@ Mode = Literal["shared", "dedicated"]
 Threads = Literal["prefer", "isolate", "require"]
 Emulator = Literal["share", "isolate"]
 Core = tuple[int, int]
-_Memo = dict[tuple[int, str], tuple[dict[int, int], dict[int, dict[str, int]]]]
+#: What one call of :func:`place` works out once and uses again: counts of free
+#: units per state of the owners, refusals, the pool near a set of nodes.
+_Memo = dict[tuple[object, ...], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,46 +105,61 @@ def place(
     owner: dict[int, str] = {}  # host CPU -> the dedicated guest holding it
     memo: _Memo = {}  # what refusals count, while ``owner`` stays the same
     usable = frozenset(c.id for c in topology.cpus) - reserved
+    nodes = [n for n in topology.nodes if topology.node_cpus(n) & usable]
     dedicated = [r for r in requests if r.placement == "dedicated"]
-    kept = [r for r in dedicated if _keeps(r, current.get(r.guest), usable, owner)]
-    for r in kept:
-        result.guests[r.guest] = current[r.guest]
-        owner.update(dict.fromkeys(current[r.guest].dedicated, r.guest))
+    for r in dedicated:  # one by one: two guests cannot both keep one CPU
+        now = current.get(r.guest)
+        if now is not None and _keeps(r, now, usable, owner):
+            result.guests[r.guest] = now
+            owner.update(dict.fromkeys(now.dedicated, r.guest))
     for r in dedicated:
         if r.guest in result.guests:
             continue
-        found = _dedicated(topology, usable, owner, r, memo)
+        found = _dedicated(topology, usable, owner, r, nodes, memo)
         if isinstance(found, str):
             result.refused[r.guest] = found
             continue
         result.guests[r.guest] = found
         owner.update(dict.fromkeys(found.dedicated, r.guest))
-    pool = usable - set(owner)
-    for r in dedicated:  # their emulators float over the pool (nearby when they can)
+    _float(topology, usable - set(owner), requests, result, memo)
+    return result
+
+
+def _float(
+    topology: Topology,
+    pool: frozenset[int],
+    requests: Sequence[Request],
+    result: Placement,
+    memo: _Memo,
+) -> None:
+    """Over the shared pool: dedicated guests' emulators (near them when they
+    can) and shared guests."""
+    for r in requests:  # their emulators float over the pool (nearby when they can)
         got = result.guests.get(r.guest)
-        if got is not None and r.emulator == "share":
-            near = pool & topology.cpus_of(got.nodes)
-            emulator = near or pool or got.dedicated
+        if got is not None and r.placement == "dedicated" and r.emulator == "share":
+            if ("near", got.nodes) not in memo:
+                memo["near", got.nodes] = pool & topology.cpus_of(got.nodes)
+            emulator = memo["near", got.nodes] or pool or got.dedicated
             result.guests[r.guest] = Placed(got.vcpupin, emulator, got.nodes, got.dedicated)
     for r in requests:
         if r.placement == "shared":
-            found = _shared(topology, pool, r)
+            if ("shared", r.vcpus, r.nodes) not in memo:  # the same for every such guest
+                memo["shared", r.vcpus, r.nodes] = _shared(topology, pool, r)
+            found = memo["shared", r.vcpus, r.nodes]
             if isinstance(found, str):
-                result.refused[r.guest] = found
+                result.refused[r.guest] = f"{r.guest}: {found}"
             else:
                 result.guests[r.guest] = found
-    return result
 
 
 # -- dedicated ------------------------------------------------------------------------
 
 
-def _keeps(r: Request, now: Placed | None, usable: frozenset[int], owner: dict[int, str]) -> bool:
+def _keeps(r: Request, now: Placed, usable: frozenset[int], owner: dict[int, str]) -> bool:
     """Whether ``r`` keeps its current place: dedicated, as many vCPUs, every CPU
     still usable and nobody else's."""
     return (
-        now is not None
-        and bool(now.dedicated)
+        bool(now.dedicated)
         and len(now.vcpupin) == r.vcpus
         and now.dedicated <= usable
         and not any(c in owner for c in now.dedicated)
@@ -150,14 +167,45 @@ def _keeps(r: Request, now: Placed | None, usable: frozenset[int], owner: dict[i
 
 
 def _dedicated(
-    topology: Topology, usable: frozenset[int], owner: dict[int, str], r: Request, memo: _Memo
+    topology: Topology,
+    usable: frozenset[int],
+    owner: dict[int, str],
+    r: Request,
+    nodes: list[int],
+    memo: _Memo,
 ) -> Placed | str:
-    nodes = [n for n in topology.nodes if topology.cpus_of([n]) & usable]
-    counts = [r.nodes] if r.nodes is not None else list(range(1, len(nodes) + 1))
     if r.threads == "require" and topology.smt < 2:
         return f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
+    # A request like one refused before, while the owners are the same, is refused.
+    key = ("refused", r.vcpus, r.threads, r.emulator, r.nodes, len(owner))
+    if key in memo:
+        return f"{r.guest}: {memo[key]}"
+    found = _search(topology, usable, owner, r, nodes, memo)
+    free = len(usable) - len(owner)
+    if found is not None and free - len(found.dedicated) < 1:
+        # Every place of it holds as many CPUs, and none leaves a shared one.
+        return (
+            f"{r.guest}: needs {len(found.dedicated)} dedicated host CPUs of the {free} free,"
+            " which would leave none shared (for emulators and shared guests)"
+        )
+    if found is not None:
+        return found
+    memo[key] = _why(topology, usable, owner, r, nodes, memo)
+    return f"{r.guest}: {memo[key]}"
+
+
+def _search(
+    topology: Topology,
+    usable: frozenset[int],
+    owner: dict[int, str],
+    r: Request,
+    nodes: list[int],
+    memo: _Memo,
+) -> Placed | None:
+    """The best place for ``r`` in the fewest nodes that hold it, or None."""
+    counts = [r.nodes] if r.nodes is not None else list(range(1, len(nodes) + 1))
     if len(usable) - len(owner) < r.vcpus:  # not even counting threads
-        return _why(topology, usable, owner, r, nodes, memo)
+        return None
     free, _ = _counted(topology, usable, owner, r.threads, memo)
     per_unit = 2 if r.threads == "require" else 1  # vCPUs a free unit can hold
     for k in counts:
@@ -170,7 +218,7 @@ def _dedicated(
                 best = found
         if best is not None:
             return best[1]
-    return _why(topology, usable, owner, r, nodes, memo)
+    return None
 
 
 def _pick(
@@ -244,7 +292,8 @@ def _why(
     nodes: list[int],
     memo: _Memo,
 ) -> str:
-    """Why ``r`` cannot be placed: what it needs, what each node has, who holds it."""
+    """Why ``r`` cannot be placed (after its name): what it needs, what each node
+    has, who holds it."""
     unit = {
         "isolate": "cores with isolated siblings",
         "require": "sibling pairs",
@@ -261,7 +310,7 @@ def _why(
         parts.append(
             f"node {n} has {free.get(n, 0)} free" + (f" ({held} of its CPUs)" if held else "")
         )
-    return f"{r.guest}: needs {need} dedicated {unit}{within}; " + (
+    return f"needs {need} dedicated {unit}{within}; " + (
         ", ".join(parts) if parts else "no host CPU is free of reservations"
     )
 
@@ -275,10 +324,11 @@ def _counted(
 ) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
     """:func:`_counts`, once per state of ``owner`` (which only grows during one
     placement) and thread policy: what prunes nodes and what refusals say."""
-    key = (len(owner), threads_policy)
+    key = ("counts", len(owner), threads_policy)
     if key not in memo:
         memo[key] = _counts(topology, usable, owner, threads_policy)
-    return memo[key]
+    counted: tuple[dict[int, int], dict[int, dict[str, int]]] = memo[key]
+    return counted
 
 
 def _counts(
@@ -308,15 +358,14 @@ def _counts(
 
 
 def _shared(topology: Topology, pool: frozenset[int], r: Request) -> Placed | str:
-    nodes = [n for n in topology.nodes if topology.cpus_of([n]) & pool]
+    """Where a shared guest floats, or why it cannot (after its name)."""
+    nodes = [n for n in topology.nodes if topology.node_cpus(n) & pool]
     if not nodes:
-        return f"{r.guest}: no shared host CPU is left: every one is reserved or dedicated"
+        return "no shared host CPU is left: every one is reserved or dedicated"
     if r.nodes is not None:
         if len(nodes) < r.nodes:
-            return (
-                f"{r.guest}: needs shared host CPUs in {r.nodes} NUMA nodes; {len(nodes)} have any"
-            )
-        ranked = sorted(nodes, key=lambda n: (-len(topology.cpus_of([n]) & pool), n))
+            return f"needs shared host CPUs in {r.nodes} NUMA nodes; {len(nodes)} have any"
+        ranked = sorted(nodes, key=lambda n: (-len(topology.node_cpus(n) & pool), n))
         nodes = sorted(ranked[: r.nodes])
     cpus = pool & topology.cpus_of(nodes)
     return Placed(tuple(cpus for _ in range(r.vcpus)), cpus, tuple(nodes))
@@ -349,7 +398,10 @@ def placed_from_pins(
         held = {t for k in cores for t in topology.cores()[k]}
     emulator = emulatorpin or frozenset()
     if r.emulator == "isolate":
-        if len(emulator) != 1 or emulator & held or not emulator <= known:
+        # On a CPU of no vCPU: a thread of its own core (not for isolate, whose
+        # siblings stay idle), or one more.
+        taken = held if r.threads == "isolate" else set(cpus)
+        if len(emulator) != 1 or emulator & taken or not emulator <= known:
             return None
         held |= emulator
     nodes = tuple(sorted({topology.cpu(c).node for c in held}))

@@ -65,6 +65,8 @@ class Topology:
             by_node.setdefault(c.node, set()).add(c.id)
         self._node_cpus = {n: frozenset(v) for n, v in by_node.items()}
         self._core_node = {k: self._by_id[v[0]].node for k, v in self._cores.items()}
+        self._nodes = tuple(sorted({c.node for c in self.cpus} | set(self.memory)))
+        self._smt = max((len(t) for t in self._cores.values()), default=1)
 
     def __repr__(self) -> str:
         return f"Topology({len(self.cpus)} CPUs, nodes {list(self.nodes)}, SMT {self.smt})"
@@ -74,12 +76,12 @@ class Topology:
     @property
     def nodes(self) -> tuple[int, ...]:
         """The NUMA nodes, those without CPUs included (from ``memory``)."""
-        return tuple(sorted({c.node for c in self.cpus} | set(self.memory)))
+        return self._nodes
 
     @property
     def smt(self) -> int:
         """Threads per core (the most any core has)."""
-        return max((len(t) for t in self._cores.values()), default=1)
+        return self._smt
 
     def cpu(self, cpu_id: int) -> HostCpu:
         return self._by_id[cpu_id]
@@ -93,6 +95,10 @@ class Topology:
 
     def cpus_of(self, nodes: Iterable[int]) -> frozenset[int]:
         return frozenset().union(*(self._node_cpus.get(n, frozenset()) for n in nodes))
+
+    def node_cpus(self, node: int) -> frozenset[int]:
+        """One node's host CPUs (none for a node with memory only)."""
+        return self._node_cpus.get(node, frozenset())
 
     def siblings(self, cpu_id: int) -> tuple[int, ...]:
         """The threads of ``cpu_id``'s core, itself included."""

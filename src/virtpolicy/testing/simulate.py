@@ -24,6 +24,7 @@ from virtpolicy.engine.dynamic import Decision, DynamicEngine
 from virtpolicy.engine.monitor import GuestRates, Rates
 from virtpolicy.engine.tuners import Action
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.topology import Topology
 
 #: (guest, vCPU) -> demand in % of one host CPU, one value per step.
 Traces = dict[tuple[str, int], list[float]]
@@ -153,8 +154,11 @@ def play(
     policies: Mapping[str, GuestPolicy],
     steps: int,
     history: int = 720,
+    layout: Topology | None = None,
+    pools: Mapping[str, frozenset[int]] | None = None,
 ) -> list[Decision]:
-    """Run ``engine`` over ``steps`` intervals of ``host``; every decision made.
+    """Run ``engine`` over ``steps`` intervals of ``host`` (its CPUs laid out as
+    ``layout``, the guests' shared ``pools`` as placed); every decision made.
 
     The engine's clock must be the host's (see :func:`clock_of`).
     """
@@ -162,7 +166,9 @@ def play(
     decisions = []
     for _ in range(steps):
         window.append(host.advance())
-        decisions += engine.run(window, policies, host.cpus, host.pins, host.caps, host.apply)
+        decisions += engine.run(
+            window, policies, host.cpus, host.pins, host.caps, host.apply, layout, pools
+        )
     return decisions
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from virtpolicy.engine.monitor import Rates
 from virtpolicy.errors import ConfigError
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.topology import Topology
 
 GROUP = "virtpolicy.tuners"
 
@@ -72,6 +73,11 @@ class Context:
     caps: Mapping[str, int | None]  # current cap in % of one host CPU, None: none
     moved_at: Mapping[tuple[str, str, int | None], float] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: The host's NUMA nodes, cores and threads (None: not known).
+    layout: Topology | None = None
+    #: Where placement is in play: each shared guest's CPUs (its shared pool,
+    #: within its NUMA nodes). A tuner keeps its vCPUs there.
+    pools: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     def setting(self, name: str, default: float) -> float:
         return float(self.settings.get(name, default))

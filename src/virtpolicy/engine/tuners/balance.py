@@ -17,6 +17,13 @@ host saw there beyond the auto vCPUs (other guests, the host itself).
 Settings: ``threshold`` (5 points), ``dwell`` (60 s), ``max_moves`` (32 per
 decision), ``estimate`` (10 s).
 
+Where the host's layout is known, a vCPU moves only within its NUMA node
+(where its memory is), and of two CPUs as loaded it takes the one whose core
+siblings are idler: an idle core before a busy core's idle sibling (SMT
+threads share a core's units: a CPU counts as loaded as itself plus half its
+busiest sibling, for choosing). Where placement is in play, a vCPU stays
+within its guest's shared pool (never on another guest's dedicated CPUs).
+
 Its hysteresis is its own: the averaged load, the threshold and the dwell
 time. So it asks the engine for no confirmation round (``confirm = 1``):
 waiting one more sample lets the load move on, and a different vCPU may
@@ -27,12 +34,15 @@ took the busiest CPU from 1.13 to 1.24 times the lower bound).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 from virtpolicy.engine.tuners import Action, Context
 from virtpolicy.policy.cpuset import parse_cpuset
 from virtpolicy.policy.model import AUTO
+from virtpolicy.policy.topology import Topology
 
 Vcpus = dict[tuple[str, int], tuple[float, frozenset[int]]]  # (guest, vcpu) -> load, allowed
+Score = Callable[[int], float]  # host CPU -> how loaded it counts as, for choosing
 
 
 class Balance:
@@ -45,27 +55,31 @@ class Balance:
         if not vcpus:
             return []
         load, placed = _loads(context, vcpus)
-        actions = self._place(vcpus, load, placed)
-        return actions + self._rebalance(context, vcpus, load, placed)
+        score = _scorer(context.layout, load)
+        actions = self._place(vcpus, load, placed, score)
+        return actions + self._rebalance(context, vcpus, load, placed, score)
 
     def _place(
-        self, vcpus: Vcpus, load: list[float], placed: dict[tuple[str, int], int]
+        self,
+        vcpus: Vcpus,
+        load: list[float],
+        placed: dict[tuple[str, int], int],
+        score: Score,
     ) -> list[Action]:
         """vCPUs not on one CPU yet go to the least loaded allowed CPU, busiest first."""
         actions = []
-        # Per allowed set, a heap of (load, cpu). Loads only grow here, so an
-        # entry whose load is out of date is pushed back with the current one.
+        # Per allowed set, a heap of (score, cpu). Loads only grow here, so an
+        # entry whose score is out of date is pushed back with the current one.
         heaps: dict[frozenset[int], list[tuple[float, int]]] = {}
         for key in sorted((k for k in vcpus if k not in placed), key=lambda k: -vcpus[k][0]):
             vload, allowed = vcpus[key]
             heap = heaps.get(allowed)
             if heap is None:
-                heap = heaps[allowed] = [(load[c], c) for c in allowed]
+                heap = heaps[allowed] = [(score(c), c) for c in allowed]
                 heapq.heapify(heap)
-            while heap[0][0] != load[heap[0][1]]:
-                heapq.heapreplace(heap, (load[heap[0][1]], heap[0][1]))
+            while heap[0][0] != score(heap[0][1]):
+                heapq.heapreplace(heap, (score(heap[0][1]), heap[0][1]))
             cpu = heap[0][1]
-            heapq.heapreplace(heap, (load[cpu] + vload, cpu))
             actions.append(
                 Action(
                     self.name,
@@ -78,6 +92,7 @@ class Balance:
                 )
             )
             load[cpu] += vload
+            heapq.heapreplace(heap, (score(cpu), cpu))
             placed[key] = cpu
         return actions
 
@@ -87,6 +102,7 @@ class Balance:
         vcpus: Vcpus,
         load: list[float],
         placed: dict[tuple[str, int], int],
+        score: Score,
     ) -> list[Action]:
         """Busiest CPU first: move the vCPU that lowers it most, if by ``threshold``."""
         threshold = context.setting("threshold", 5.0)
@@ -103,7 +119,8 @@ class Balance:
         for peak in sorted(on, key=lambda c: -load[c]):
             if len(actions) >= max_moves:
                 break
-            best = _best_move(vcpus, load, on[peak], peak)
+            near = _node_cpus(context.layout, peak)
+            best = _best_move(vcpus, load, on[peak], peak, score, near)
             if best is None or best[0] < threshold:
                 continue
             gain, key, target = best
@@ -141,6 +158,9 @@ def _movable(context: Context) -> Vcpus:
         allowed = every
         if policy.cpu.allowed:
             allowed = (frozenset(parse_cpuset(policy.cpu.allowed)) & every) or every
+        pool = context.pools.get(guest)
+        if pool:  # placement is in play: its shared pool, within its nodes
+            allowed = (allowed & pool) or pool
         loads = context.vcpu_loads(guest, since)
         for vcpu in range(len(now.vcpu_percent)):
             vload = loads[vcpu] if vcpu < len(loads) else None
@@ -173,17 +193,24 @@ def _loads(context: Context, vcpus: Vcpus) -> tuple[list[float], dict[tuple[str,
 
 
 def _best_move(
-    vcpus: Vcpus, load: list[float], keys: list[tuple[str, int]], peak: int
+    vcpus: Vcpus,
+    load: list[float],
+    keys: list[tuple[str, int]],
+    peak: int,
+    score: Score,
+    near: frozenset[int] | None,
 ) -> tuple[float, tuple[str, int], int] | None:
     """(gain, vCPU, target) of the vCPU in ``keys`` (all on ``peak``) whose move to
-    the least loaded CPU it may use lowers max(peak, target) most."""
+    the least loaded CPU it may use (within ``near``, the peak's node, if known)
+    lowers max(peak, target) most."""
     targets: dict[frozenset[int], int | None] = {}
     best: tuple[float, tuple[str, int], int] | None = None
     for key in keys:
         vload, allowed = vcpus[key]
         if allowed not in targets:
+            room = allowed & near if near is not None else allowed
             targets[allowed] = min(
-                (c for c in allowed if c != peak), key=lambda c: (load[c], c), default=None
+                (c for c in room if c != peak), key=lambda c: (score(c), c), default=None
             )
         target = targets[allowed]
         if target is None:
@@ -192,3 +219,27 @@ def _best_move(
         if best is None or gain > best[0]:
             best = (gain, key, target)
     return best
+
+
+def _scorer(layout: Topology | None, load: list[float]) -> Score:
+    """How loaded a CPU counts as, for choosing a target: its load, plus half its
+    busiest sibling's where the layout is known (reads ``load`` as it changes)."""
+    if layout is None or layout.smt < 2:
+        return lambda c: load[c]
+    known = {cpu.id for cpu in layout.cpus}
+    others = {
+        c: [s for s in layout.siblings(c) if s != c and s < len(load)]
+        for c in range(len(load))
+        if c in known
+    }
+    return lambda c: load[c] + 0.5 * max((load[s] for s in others.get(c, ())), default=0.0)
+
+
+def _node_cpus(layout: Topology | None, cpu: int) -> frozenset[int] | None:
+    """The CPUs of ``cpu``'s NUMA node (None: the layout is not known)."""
+    if layout is None:
+        return None
+    try:
+        return layout.node_cpus(layout.cpu(cpu).node)
+    except KeyError:
+        return None

@@ -184,13 +184,14 @@ def _dedicated(
     free = len(usable) - len(owner)
     if found is not None and free - len(found.dedicated) < 1:
         # Every place of it holds as many CPUs, and none leaves a shared one.
-        return (
-            f"{r.guest}: needs {len(found.dedicated)} dedicated host CPUs of the {free} free,"
+        memo[key] = (
+            f"needs {len(found.dedicated)} dedicated host CPUs of the {free} free,"
             " which would leave none shared (for emulators and shared guests)"
         )
-    if found is not None:
+    elif found is not None:
         return found
-    memo[key] = _why(topology, usable, owner, r, nodes, memo)
+    else:
+        memo[key] = _why(topology, usable, owner, r, nodes, memo)
     return f"{r.guest}: {memo[key]}"
 
 
@@ -208,10 +209,12 @@ def _search(
         return None
     free, _ = _counted(topology, usable, owner, r.threads, memo)
     per_unit = 2 if r.threads == "require" else 1  # vCPUs a free unit can hold
+    # prefer counts threads: its isolated emulator needs one more
+    need = r.vcpus + (r.threads == "prefer" and r.emulator == "isolate")
     for k in counts:
         best: tuple[tuple[int, int, tuple[int, ...]], Placed] | None = None
         for chosen in itertools.combinations(nodes, k):
-            if per_unit * sum(free.get(n, 0) for n in chosen) < r.vcpus:
+            if per_unit * sum(free.get(n, 0) for n in chosen) < need:
                 continue  # cannot hold it: no need to look closer
             found = _pick(topology, usable, owner, r, chosen)
             if found is not None and (best is None or found[0] < best[0]):
@@ -230,27 +233,28 @@ def _pick(
 ) -> tuple[tuple[int, int, tuple[int, ...]], Placed] | None:
     """The best way to place ``r`` within ``nodes`` (with its score: LLC groups
     used, half-used cores left, nodes), or None."""
+    cores = topology.cores()
     free = {
-        core: tuple(t for t in threads if t in usable and t not in owner)
-        for core, threads in topology.cores().items()
-        if topology.node_of_core(core) in nodes
+        core: tuple(t for t in cores[core] if t in usable and t not in owner)
+        for n in nodes
+        for core in topology.node_cores(n)
     }
-    whole = [c for c, t in free.items() if t and len(t) == len(topology.cores()[c])]
-    partial = [c for c, t in free.items() if t and c not in whole]
-    llc = {c: topology.cpu(topology.cores()[c][0]).llc or 0 for c in free}
+    whole = [c for c, t in free.items() if t and len(t) == len(cores[c])]
+    partial = [c for c, t in free.items() if t and len(t) < len(cores[c])]
+    llc = {c: topology.cpu(cores[c][0]).llc or 0 for c in free}
     whole.sort(key=lambda c: (llc[c], c))
     partial.sort(key=lambda c: (llc[c], c))
     vcpus: list[int] = []
     held: set[int] = set()
     if r.threads in ("isolate", "require"):
         per = 1 if r.threads == "isolate" else 2  # require: a vCPU pair per core
-        cores = [c for c in whole if len(topology.cores()[c]) >= per]
+        fit = [c for c in whole if len(cores[c]) >= per]
         need = -(-r.vcpus // per)
-        if len(cores) < need:
+        if len(fit) < need:
             return None
-        for core in cores[:need]:
-            held.update(topology.cores()[core])
-            vcpus += list(topology.cores()[core][:per])
+        for core in fit[:need]:
+            held.update(cores[core])
+            vcpus += list(cores[core][:per])
         vcpus = vcpus[: r.vcpus]
     else:  # prefer: whole cores filled thread by thread, a half-free core for the rest
         threads = [t for c in whole for t in free[c]]
@@ -274,9 +278,7 @@ def _pick(
         emulator = frozenset(extra)
         held.update(extra)
     left_half = sum(
-        1
-        for c, t in free.items()
-        if 0 < len([x for x in t if x not in held]) < len(topology.cores()[c])
+        1 for c, t in free.items() if 0 < len([x for x in t if x not in held]) < len(cores[c])
     )
     groups = len({llc[topology.cpu(t).core_key] for t in held})
     score = (groups, left_half, nodes)

@@ -67,6 +67,10 @@ class Topology:
         self._core_node = {k: self._by_id[v[0]].node for k, v in self._cores.items()}
         self._nodes = tuple(sorted({c.node for c in self.cpus} | set(self.memory)))
         self._smt = max((len(t) for t in self._cores.values()), default=1)
+        node_cores: dict[int, list[tuple[int, int]]] = {}
+        for k, node in self._core_node.items():
+            node_cores.setdefault(node, []).append(k)
+        self._node_cores = {n: tuple(v) for n, v in node_cores.items()}
 
     def __repr__(self) -> str:
         return f"Topology({len(self.cpus)} CPUs, nodes {list(self.nodes)}, SMT {self.smt})"
@@ -95,6 +99,10 @@ class Topology:
 
     def cpus_of(self, nodes: Iterable[int]) -> frozenset[int]:
         return frozenset().union(*(self._node_cpus.get(n, frozenset()) for n in nodes))
+
+    def node_cores(self, node: int) -> tuple[tuple[int, int], ...]:
+        """One node's cores, in (socket, core) order."""
+        return self._node_cores.get(node, ())
 
     def node_cpus(self, node: int) -> frozenset[int]:
         """One node's host CPUs (none for a node with memory only)."""

@@ -116,7 +116,7 @@ def test_the_daemons_placement_matches_plan_placement(
     and the running guests' vCPUs are pinned there through libvirt."""
     db_doc = {"guest": "db", "cpu": {"placement": "dedicated", "threads": "isolate"},
               "numa": {"nodes": 1}}  # fmt: skip
-    web_doc = {"guest": "web", "cpu": {"placement": "dedicated"}}
+    web_doc = {"guest": "web", "cpu": {"placement": "dedicated", "topology": "match"}}
     api_doc = {"guest": "api", "cpu": {"weight": 50}}
     for doc in (db_doc, web_doc, api_doc):
         assert run("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
@@ -155,7 +155,16 @@ def test_the_daemons_placement_matches_plan_placement(
                        for g in ("db", "web", "api"))  # fmt: skip
             return rows if done else None
 
-        eventually(pinned, 20)
+        rows = eventually(pinned, 20)
+        # web's two vCPUs are sibling threads of one core, and it is told so.
+        topology = eventually(
+            lambda: {s["guest"]: s for s in api.get("/v1/status").json()}["web"]["actual"][
+                "topology"
+            ],
+            20,
+        )
+        assert topology == "1 sockets, 1 cores, 2 threads"
+        assert rows["web"]["problems"] == []
     table = run(*server, "plan", "placement").stdout.splitlines()
     rows = {int(line.split()[2]): line.split(None, 3)[3] for line in table[1:] if line[0].isdigit()}
     assert (rows[0], rows[2], rows[6], rows[4]) == (

@@ -48,7 +48,11 @@ def test_dedicated_and_shared_guests_on_qemu_and_a_refused_start(
 ) -> None:
     pa, ps, pz = make_guest("pa", vcpus=1), make_guest("ps", vcpus=1), make_guest("pz", vcpus=2)
     docs = [
-        {"guest": pa, "cpu": {"placement": "dedicated"}, "numa": {"nodes": 1, "memory": "strict"}},
+        {
+            "guest": pa,
+            "cpu": {"placement": "dedicated", "topology": "match"},
+            "numa": {"nodes": 1, "memory": "strict"},
+        },
         {"guest": ps, "cpu": {"weight": 50}},
         {"guest": pz, "cpu": {"placement": "dedicated"}},
     ]
@@ -63,6 +67,12 @@ def test_dedicated_and_shared_guests_on_qemu_and_a_refused_start(
     memory = definition(pa).find("numatune/memory")
     assert memory is not None
     assert (memory.get("mode"), memory.get("nodeset")) == ("strict", "0")
+    topology = eventually(lambda: getattr(definition(pa).find("cpu/topology"), "attrib", None), 20)
+    assert topology == {"sockets": "1", "dies": "1", "cores": "1", "threads": "1"}
+    # The definition was written anew: the policy's mirror in it is still there.
+    mirror = definition(pa).find("metadata/{urn:virtpolicy:policy:1}policy")
+    assert mirror is not None
+    assert json.loads(mirror.text or "")["guest"] == pa
     eventually(lambda: pins(definition(ps)) == {"0": "1", "emulator": "1"}, 20)
     assert pins(definition(pz)) == {}  # refused: nothing pinned for it
     virsh("start", pa)

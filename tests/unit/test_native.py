@@ -11,10 +11,12 @@ from virtpolicy.hypervisor.native import (
     cap_params,
     desired_tuning,
     drift,
+    guest_shape,
     weight_params,
 )
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.policy.placement import Placed
+from virtpolicy.policy.topology import Topology
 
 HOST = HostInfo(cpus=8, scheduler="cgroup1", driver="qemu")
 
@@ -210,9 +212,27 @@ def test_a_shared_guest_floats_over_the_pool_save_its_fixed_pins() -> None:
     assert tuned.tuning.vcpupin == {0: frozenset({2}), 1: pool}  # 6 left the pool
 
 
-def test_cpu_topology_match_is_stored_and_says_it_is_not_applied() -> None:
+def test_cpu_topology_match_follows_the_placement() -> None:
+    """The guest sees its vCPUs as they sit: sibling pairs as threads, a socket
+    per host node; where they sit unevenly, one socket, one thread per core."""
+    layout = Topology.regular(2, 1, 4, 2)  # core k: CPUs k and k+8; node 0: cores 0-3
     policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated", "topology": "match"}})
-    placed = Placed((frozenset({4}),), frozenset({0}), (0,), frozenset({4}))
-    desired = desired_tuning(policy, HOST, 1, placed=placed)
-    assert desired.problems == ("cpu.topology: match: stored, not yet applied by this version",)
-    assert desired.tuning.vcpupin == {0: frozenset({4})}  # the placement holds all the same
+    host = HostInfo(16, "cgroup2", "qemu", layout=layout)
+
+    def shape(*cpus: int) -> tuple[int, int, int] | None:
+        placed = Placed(tuple(frozenset({c}) for c in cpus), frozenset({7}), (0,), frozenset(cpus))
+        return desired_tuning(policy, host, len(cpus), placed=placed).tuning.topology
+
+    assert shape(0, 8, 1, 9) == (1, 2, 2)  # two cores, both threads each
+    assert shape(0, 1, 2, 3) == (1, 4, 1)  # isolate: a core each
+    assert shape(0, 8, 4, 12) == (2, 1, 2)  # a core in each node
+    assert shape(0, 8, 1) == (1, 3, 1)  # uneven: 2 on one core, 1 on another
+    assert guest_shape(layout, Placed((frozenset({0}),), frozenset(), (0,))) == (1, 1, 1)
+    desired = desired_tuning(
+        policy,
+        host,
+        2,
+        placed=Placed((frozenset({0}), frozenset({8})), frozenset({7}), (0,), frozenset({0, 8})),
+    )
+    assert desired.tuning.describe()["topology"] == "1 sockets, 1 cores, 2 threads"
+    assert desired.problems == ()

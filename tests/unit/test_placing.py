@@ -14,6 +14,7 @@ from pathlib import Path
 from tests.unit.test_controller import SETTINGS, run_with, until
 from virtpolicy.engine import changes
 from virtpolicy.engine.controller import Controller
+from virtpolicy.policy.model import parse_policy
 from virtpolicy.policy.placement import Request, place
 from virtpolicy.policy.topology import Topology
 from virtpolicy.store import SqlStore
@@ -32,8 +33,10 @@ def test_a_dedicated_guest_is_pinned_in_its_definition_before_it_starts(tmp_path
     async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
         db, web = host.guests_by_name["db"], host.guests_by_name["web"]
         changes.set_policy(store, "web", {"cpu": {"weight": 200}}, actor="t")
-        changes.set_policy(store, "db", DEDICATED, actor="t")
+        matched = {**DEDICATED, "cpu": {**DEDICATED["cpu"], "topology": "match"}}
+        changes.set_policy(store, "db", matched, actor="t")
         await until(lambda: db.numatune is not None and len(db.vcpupin) == 2)
+        await until(lambda: db.topology == (1, 2, 1))  # a core each: one thread per core
         cpus = set().union(*db.vcpupin.values())
         assert len(cpus) == 2
         assert len({LAYOUT.cpu(x).core_key for x in cpus}) == 2  # isolate: a core each
@@ -112,3 +115,25 @@ def test_without_placement_in_play_nothing_changes(tmp_path: Path) -> None:
         assert c.reconciler.placing.view()["in_play"] is False
 
     run_with(tmp_path, [MemoryGuest("web", running=True)], scenario, SETTINGS, LAYOUT)
+
+
+def test_when_placement_falls_out_of_play_the_pool_is_lifted(tmp_path: Path) -> None:
+    """db dedicated: web floats over what db leaves. db's policy replaced by a
+    shared one (and nothing reserved): web gets every host CPU back, and so
+    does db."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        web, db = host.guests_by_name["web"], host.guests_by_name["db"]
+        changes.set_policy(store, "web", {"cpu": {"weight": 200}}, actor="t")
+        changes.set_policy(store, "db", DEDICATED, actor="t")
+        every = frozenset(range(16))
+        await until(lambda: web.vcpupin and web.vcpupin[0] != every)
+        assert len(web.vcpupin[0]) == 12  # db's two cores (four CPUs) are not in it
+        shared = parse_policy({"guest": "db", "cpu": {"weight": 100}})  # the whole policy
+        changes.put_policy(store, shared, actor="t")
+        await until(lambda: web.vcpupin == {0: every, 1: every} and web.emulatorpin == every)
+        await until(lambda: db.vcpupin == {0: every, 1: every})
+        assert c.reconciler.placing.view()["in_play"] is False
+
+    guests = [MemoryGuest("db", running=True), MemoryGuest("web", running=True)]
+    run_with(tmp_path, guests, scenario, SETTINGS, LAYOUT)

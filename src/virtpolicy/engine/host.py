@@ -45,10 +45,15 @@ class Host(Protocol):
         """One domain; GuestNotFoundError if there is none of that name."""
 
     def actual(
-        self, name: str, running: bool | None = None, *, numa: bool = False, persistent: bool = True
+        self,
+        name: str,
+        running: bool | None = None,
+        *,
+        definition: bool = False,
+        persistent: bool = True,
     ) -> Tuning:
         """The tuning in effect: live for a running guest, else the definition;
-        with ``numa``, the definition's <numatune> too."""
+        with ``definition``, the definition's <numatune> and <cpu><topology> too."""
 
     def apply(
         self, name: str, tuning: Tuning, *, running: bool, persistent: bool = True

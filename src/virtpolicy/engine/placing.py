@@ -16,6 +16,7 @@ the CPUs the config reserves for the host.
 - Placement is *in play* when the config reserves CPUs or a guest here asks for
   dedicated CPUs or NUMA nodes. Until then nothing changes for anyone: a
   shared guest's pins stay the policy's alone, as before placement existed.
+  When it falls out of play, the guests it pinned get every host CPU back.
 
 Blocking where it reads pins back (libvirt): the reconciler calls it in its
 pass's thread. Readers on the loop get the last placement, replaced whole.
@@ -53,6 +54,9 @@ class HostPlacement:
         self._guests: dict[str, GuestInfo] = {}  # every domain here, as last seen
         self._placement = Placement()
         self._in_play = False
+        #: Guests the placer pinned before it fell out of play: pinned to every
+        #: host CPU since, until it is in play again.
+        self._released: set[str] = set()
         #: The host's topology at the latest placement (None: not connected yet).
         self.topology: Topology | None = None
         self._lock = threading.Lock()  # passes and reader threads
@@ -109,6 +113,8 @@ class HostPlacement:
         placement = place(topology, self.reserved, requests, kept)
         with self._lock:
             self._placement, self._in_play, self.topology = placement, in_play, topology
+            if was_in_play and not in_play:  # the placer's pins are lifted from them
+                self._released |= set(before.guests)
         if in_play != was_in_play:  # every guest's pins are the placer's now, or no more
             return set(guests) | set(before.guests)
         return _moved(before, placement) if in_play else set()
@@ -120,11 +126,19 @@ class HostPlacement:
         is not in play."""
         with self._lock:
             if not self._in_play:
-                return None
+                return self._everywhere(guest) if guest in self._released else None
             placement = self._placement
         if guest in placement.refused:
             return placement.refused[guest]
         return placement.guests.get(guest)
+
+    def _everywhere(self, guest: str) -> Placed | None:
+        """Every host CPU for each vCPU: a guest the placer pinned, out of play."""
+        info, topology = self._guests.get(guest), self.topology
+        if info is None or topology is None:
+            return None
+        every = frozenset(c.id for c in topology.cpus)
+        return Placed(tuple(every for _ in range(info.vcpus)), every, topology.nodes)
 
     def refusal(self, guest: str) -> str | None:
         """Why ``guest`` cannot be placed here (None: it can, or it is not known)."""

@@ -221,8 +221,9 @@ class Reconciler:
             self._mirrors[name] = hv.read_mirror(name, persistent=info.persistent)
         mirror = self._mirrors[name]
         policy, placed = stored.policy, self.placing.of(name)
-        numa = policy.numa.nodes is not None
-        actual = hv.actual(name, info.running, numa=numa, persistent=info.persistent)
+        # <numatune> and <cpu><topology> are read only where the policy asks for them.
+        defined = policy.numa.nodes is not None or policy.cpu.topology is not None
+        actual = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
         previous = mirror[1] if mirror else None
         desired = desired_tuning(policy, hv.host(), info.vcpus, previous, actual, placed)
         status.problems = list(desired.problems)
@@ -241,7 +242,7 @@ class Reconciler:
             status.problems += hv.apply(
                 name, changes, running=info.running, persistent=info.persistent
             )
-            after = hv.actual(name, info.running, numa=numa, persistent=info.persistent)
+            after = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
             applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
             for what, (old, new) in applied.items():
                 log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)
@@ -284,4 +285,5 @@ def _only(desired: Tuning, actual: Tuning) -> Tuning:
         emulatorpin=desired.emulatorpin if desired.emulatorpin != actual.emulatorpin else None,
         sched={k: v for k, v in desired.sched.items() if actual.sched.get(k) != v},
         numatune=desired.numatune if desired.numatune != actual.numatune else None,
+        topology=desired.topology if desired.topology != actual.topology else None,
     )

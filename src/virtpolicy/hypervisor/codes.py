@@ -17,6 +17,20 @@ CONNECTION = {
     libvirt.VIR_ERR_RPC,
 }
 
+#: libvirt's domain states, as virsh names them.
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+#: The states of a guest that runs (its vCPUs exist).
+ACTIVE = {"running", "blocked", "paused", "pmsuspended"}
+
 
 def refused_flags(exc: Any) -> bool:
     """The driver refused the flags themselves (the test driver's answer)."""

@@ -35,7 +35,9 @@ from virtpolicy.errors import (
 from virtpolicy.hypervisor import mirror, stats
 from virtpolicy.hypervisor.capabilities import host_topology, scheduler_of
 from virtpolicy.hypervisor.codes import (
+    ACTIVE,
     CONNECTION,
+    STATES,
     UNSUPPORTED,
     cpumap,
     cpus_of,
@@ -44,6 +46,7 @@ from virtpolicy.hypervisor.codes import (
     numatune_of,
     refused_flags,
 )
+from virtpolicy.hypervisor.definition import cpu_topology, with_cpu_topology
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
@@ -53,6 +56,7 @@ log = logging.getLogger(__name__)
 KEEPALIVE_S = 15
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 
 
 # libvirt prints every error to stderr by default; we report them ourselves.
@@ -66,19 +70,6 @@ class Capabilities:
     pin_config: bool | None = None
     sched_flags: bool | None = None
     stats_nowait: bool | None = None
-
-
-_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
-}
-_ACTIVE = {"running", "blocked", "paused", "pmsuspended"}
 
 
 class Hypervisor:
@@ -196,31 +187,36 @@ class Hypervisor:
             return self._info(dom)
 
     def actual(
-        self, name: str, running: bool | None = None, *, numa: bool = False, persistent: bool = True
+        self,
+        name: str,
+        running: bool | None = None,
+        *,
+        definition: bool = False,
+        persistent: bool = True,
     ) -> Tuning:
         """The tuning in effect: live for a running guest, else the definition;
-        with ``numa``, the <numatune> of the definition (of a transient guest, live).
-
-        A caller that knows whether the guest runs says so, saving a lookup.
-        """
-        if running is None:
+        with ``definition``, the <numatune> and <cpu><topology> of the definition
+        (of a transient guest, live)."""
+        if running is None:  # a caller that knows says so, saving a lookup
             running = self.guest(name).running
         with self.translating(name, "read tuning"):
             dom = self._dom(name)
+            numatune = shape = None
+            if definition:
+                numatune = numatune_of(dom.numaParameters(CONFIG if persistent else LIVE))
+                shape = cpu_topology(dom.XMLDesc(INACTIVE if persistent else 0))
             flags = LIVE if running else CONFIG
             if not running and self.caps.pin_config is False:
-                return Tuning()
+                return Tuning(numatune=numatune, topology=shape)
             pins = self._call_flags(dom.vcpuPinInfo, flags)
             emulator = self._call_flags(dom.emulatorPinInfo, flags)
             sched = self._sched(dom, flags)
-            numatune = (
-                numatune_of(dom.numaParameters(CONFIG if persistent else LIVE)) if numa else None
-            )
         return Tuning(
             vcpupin={i: cpus_of(m) for i, m in enumerate(pins)},
             emulatorpin=cpus_of(emulator) if emulator is not None else None,
             sched={k: int(v) for k, v in sched.items()},
             numatune=numatune,
+            topology=shape,
         )
 
     # -- changing tuning ------------------------------------------------------
@@ -264,6 +260,9 @@ class Hypervisor:
                         problems.append(no_sched)
             if tuning.numatune is not None:  # the definition's: it binds at start
                 dom.setNumaParameters(numa_params(tuning.numatune), CONFIG if persistent else LIVE)
+            if tuning.topology is not None and persistent:  # seen from the next start
+                xml = dom.XMLDesc(INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+                self.conn.defineXML(with_cpu_topology(xml, tuning.topology))
         return problems
 
     def _pin(
@@ -380,12 +379,12 @@ class Hypervisor:
         self, dom: Any, persistent: set[str] | None = None, autostart: set[str] | None = None
     ) -> GuestInfo:
         state, _max_mem, _mem, vcpus, _cpu_time = dom.info()
-        text = _STATES.get(state, "unknown")
+        text = STATES.get(state, "unknown")
         uuid = dom.UUIDString()
         return GuestInfo(
             name=dom.name(),
             uuid=uuid,
-            running=text in _ACTIVE,
+            running=text in ACTIVE,
             state=text,
             vcpus=int(vcpus),
             persistent=uuid in persistent if persistent is not None else bool(dom.isPersistent()),

@@ -15,6 +15,7 @@ so that removing a cap really lifts it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -80,6 +81,8 @@ class Tuning:
     sched: Mapping[str, int] = field(default_factory=dict)
     #: <numatune>: the memory mode and host nodes, in the definition.
     numatune: tuple[str, frozenset[int]] | None = None
+    #: <cpu><topology> in the definition: (sockets, cores, threads).
+    topology: tuple[int, int, int] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The API's form: ``{"vcpupin": {"0": "2-3"}, "emulatorpin": "0-1" or None,
@@ -89,6 +92,7 @@ class Tuning:
             "emulatorpin": None if self.emulatorpin is None else _cpuset_text(self.emulatorpin),
             "sched": dict(sorted(self.sched.items())),
             "numatune": self._numatune_text(),
+            "topology": _shape_text(self.topology),
         }
 
     def _numatune_text(self) -> str | None:
@@ -108,6 +112,8 @@ class Tuning:
         out.update(sorted(self.sched.items()))
         if self.numatune is not None:
             out["numatune"] = self._numatune_text() or ""
+        if self.topology is not None:
+            out["topology"] = _shape_text(self.topology) or ""
         return out
 
 
@@ -178,15 +184,15 @@ def desired_tuning(
         placed = None
     if placed is None and policy.cpu.placement == "dedicated":
         problems.append("cpu.placement: dedicated: not placed yet; nothing is pinned for it")
-    if policy.cpu.topology is not None:
-        problems.append("cpu.topology: match: stored, not yet applied by this version")
     vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems, actual, placed)
     sched = _scheduler_params(policy, host, previous, problems)
-    numatune = None
+    numatune = shape = None
     if placed is not None and policy.numa.nodes is not None:
         numatune = (policy.numa.memory or "strict", frozenset(placed.nodes))
+    if placed is not None and policy.cpu.topology == "match" and host.layout is not None:
+        shape = guest_shape(host.layout, placed)
     # One bad cpuset shared by several vCPUs is one problem.
-    tuning = Tuning(vcpupin, emulatorpin, sched, numatune)
+    tuning = Tuning(vcpupin, emulatorpin, sched, numatune, shape)
     return Desired(tuning, tuple(dict.fromkeys(problems)))
 
 
@@ -284,6 +290,31 @@ def _default_weight(scheduler: Scheduler) -> dict[str, int]:
     if scheduler == "xen":
         return {"weight": _XEN_DEFAULT_WEIGHT}
     return {"cpu_shares": _DEFAULT_SHARES[scheduler]} if scheduler in _DEFAULT_SHARES else {}
+
+
+def guest_shape(layout: Topology, placed: Placed) -> tuple[int, int, int]:
+    """(sockets, cores, threads) under which a guest sees its vCPUs as they sit:
+    a thread per vCPU that shares a host core with the next ones (the same number
+    on each core, consecutive vCPUs), a socket per host node (as many vCPUs in
+    each); else one socket, one thread per core."""
+    cpus = [min(pin) for pin in placed.vcpupin]
+    n = len(cpus)
+    cores = [layout.cpu(c).core_key for c in cpus]
+    runs = [len(list(group)) for _core, group in itertools.groupby(cores)]
+    threads = runs[0] if len(set(runs)) == 1 and len(set(cores)) == len(runs) else 1
+    nodes = [layout.cpu(c).node for c in cpus]
+    per_node = [len(list(group)) for _node, group in itertools.groupby(nodes)]
+    sockets = len(per_node) if len(set(per_node)) == 1 and len(set(nodes)) == len(per_node) else 1
+    if n % (sockets * threads):
+        sockets = 1
+    return sockets, n // (sockets * threads), threads
+
+
+def _shape_text(shape: tuple[int, int, int] | None) -> str | None:
+    if shape is None:
+        return None
+    sockets, cores, threads = shape
+    return f"{sockets} sockets, {cores} cores, {threads} threads"
 
 
 def _cpuset_text(cpus: frozenset[int]) -> str:

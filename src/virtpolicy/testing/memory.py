@@ -34,6 +34,7 @@ class MemoryGuest:
     emulatorpin: frozenset[int] | None = None
     sched: dict[str, int] = field(default_factory=dict)
     numatune: tuple[str, frozenset[int]] | None = None
+    topology: tuple[int, int, int] | None = None  # <cpu><topology>
     mirror: tuple[int, GuestPolicy] | None = None
     agent: bool = True  # does its guest agent answer?
 
@@ -115,13 +116,18 @@ class MemoryHost:
         return self._guest("guest", name).info()
 
     def actual(
-        self, name: str, running: bool | None = None, *, numa: bool = False, persistent: bool = True
+        self,
+        name: str,
+        running: bool | None = None,
+        *,
+        definition: bool = False,
+        persistent: bool = True,
     ) -> Tuning:
         g = self._guest("actual", name)
         with self._lock:
-            return Tuning(
-                dict(g.vcpupin), g.emulatorpin, dict(g.sched), g.numatune if numa else None
-            )
+            if not definition:
+                return Tuning(dict(g.vcpupin), g.emulatorpin, dict(g.sched))
+            return Tuning(dict(g.vcpupin), g.emulatorpin, dict(g.sched), g.numatune, g.topology)
 
     def read_mirror(self, name: str, *, persistent: bool = True) -> tuple[int, GuestPolicy] | None:
         return self._guest("read_mirror", name).mirror
@@ -143,6 +149,8 @@ class MemoryHost:
             g.sched.update(tuning.sched)
             if tuning.numatune is not None:
                 g.numatune = tuning.numatune
+            if tuning.topology is not None:
+                g.topology = tuning.topology
         return []
 
     def place(self, name: str, vcpu: int, cpus: frozenset[int]) -> None:

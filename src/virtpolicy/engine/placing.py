@@ -57,6 +57,8 @@ class HostPlacement:
         #: Guests the placer pinned before it fell out of play: pinned to every
         #: host CPU since, until it is in play again.
         self._released: set[str] = set()
+        #: Dedicated guests whose pins were read back since the last listing.
+        self._read_back: set[str] = set()
         #: The host's topology at the latest placement (None: not connected yet).
         self.topology: Topology | None = None
         self._lock = threading.Lock()  # passes and reader threads
@@ -67,6 +69,7 @@ class HostPlacement:
         """Every domain on the host (a full pass's listing)."""
         with self._lock:
             self._guests = {g.name: g for g in guests}
+            self._read_back = set()
 
     def seen(self, name: str, info: GuestInfo | None) -> None:
         """One domain as looked up now (None: it is not defined)."""
@@ -106,8 +109,9 @@ class HostPlacement:
             now = current.get(r.guest)
             if now is not None:  # still the shape its policy asks for?
                 now = placed_from_pins(topology, r, dict(enumerate(now.vcpupin)), now.emulatorpin)
-            else:
-                now = pins_of(info, r)  # a place from before this daemon's time
+            elif r.guest not in self._read_back:  # a place from before this daemon's time
+                self._read_back.add(r.guest)  # once per listing: a libvirt call
+                now = pins_of(info, r)
             if now is not None:
                 kept[r.guest] = now
         placement = place(topology, self.reserved, requests, kept)

@@ -173,3 +173,12 @@ def test_the_daemons_placement_matches_plan_placement(
         "db (kept idle)",
         "shared: api",
     )
+
+
+def test_host_from_a_capabilities_file(run: Cli) -> None:
+    """Each node's CPUs, cores, memory and distances to the others, as the file has them."""
+    table = run("host", "--capabilities", str(CAPS)).stdout.splitlines()
+    assert table[0].startswith("topology: capabilities; 16 CPUs, 2 thread(s) per core")
+    assert table[1].split() == ["NODE", "CPUS", "CORES", "MEMORY_KIB", "DISTANCES"]
+    assert table[2].split() == ["0", "0-3,8-11", "4", "16777216", "10,21,21"]
+    assert table[4].split() == ["2", "-", "0", "8388608", "21,21,10"]

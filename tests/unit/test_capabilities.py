@@ -29,6 +29,8 @@ def test_a_two_node_smt_host() -> None:
     assert (t.cpu(12).node, t.cpu(12).socket, t.cpu(12).llc) == (1, 1, 1)
     assert t.memory == {0: 16777216, 1: 16777216, 2: 8388608}
     assert t.cpus_of([2]) == frozenset()  # a node with memory and no CPU
+    assert (t.distances[0, 0], t.distances[0, 1], t.distances[2, 1]) == (10, 21, 21)
+    assert t.to_dict()["nodes"]["1"]["distances"] == {"0": 21, "1": 10, "2": 21}
     # Placed on it: a dedicated guest with isolated siblings stays in one node.
     got = place(t, frozenset(), [Request("web", 3, "dedicated", "isolate", nodes=1)])
     assert {t.cpu(next(iter(v))).node for v in got.guests["web"].vcpupin} == {0}

@@ -214,3 +214,14 @@ def test_a_place_reads_back_from_its_pins(name: str, rs: list[Request]) -> None:
         back = placed_from_pins(t, r, dict(enumerate(p.vcpupin)), p.emulatorpin)
         assert back is not None
         assert (back.vcpupin, back.dedicated) == (p.vcpupin, p.dedicated)
+
+
+def test_a_guest_over_two_nodes_gets_the_nearest_two() -> None:
+    """Four nodes of 2 CPUs; nodes 1 and 3 are near each other (11), the rest far
+    (21): a guest that needs two nodes gets 1 and 3 (without distances: 0 and 1)."""
+    flat = Topology.regular(4, 1, 2, 1)
+    far = {(a, b): 10 if a == b else 21 for a in range(4) for b in range(4)}
+    near = Topology(flat.cpus, distances={**far, (1, 3): 11, (3, 1): 11})
+    wide = [Request("wide", 4, "dedicated", nodes=2)]
+    assert place(near, frozenset(), wide).guests["wide"].nodes == (1, 3)
+    assert place(flat, frozenset(), wide).guests["wide"].nodes == (0, 1)

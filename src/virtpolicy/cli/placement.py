@@ -59,10 +59,12 @@ def host_cmd(app: App, capabilities: str | None, fmt: str) -> None:
             n["cpus"] or "-",
             n["cores"],
             n["memory_kib"] if n["memory_kib"] is not None else "-",
+            ",".join(str(d) for d in n.get("distances", {}).values()) or "-",
         ]
         for node, n in shown["nodes"].items()
     ]
-    click.echo(output.table(["NODE", "CPUS", "CORES", "MEMORY_KIB"], rows), nl=False)
+    headers = ["NODE", "CPUS", "CORES", "MEMORY_KIB", "DISTANCES"]
+    click.echo(output.table(headers, rows), nl=False)
 
 
 def plan_placement(

@@ -57,8 +57,12 @@ def topology_from_capabilities(xml: str, where: str = "capabilities") -> Topolog
     llc = _last_level_cache(host, where)
     cpus: list[HostCpu] = []
     memory: dict[int, int] = {}
+    distances: dict[tuple[int, int], int] = {}
     for cell in host.findall("topology/cells/cell"):
         node = _number(cell, "id", where)
+        for sibling in cell.findall("distances/sibling"):
+            other = _number(sibling, "id", where)
+            distances[node, other] = _number(sibling, "value", where)
         mem = cell.find("memory")
         if mem is not None and mem.text:
             factor = _UNITS.get((mem.get("unit") or "KiB").lower())
@@ -85,7 +89,7 @@ def topology_from_capabilities(xml: str, where: str = "capabilities") -> Topolog
     if not cpus:
         return None
     try:
-        return Topology(cpus, memory, source="capabilities")
+        return Topology(cpus, memory, source="capabilities", distances=distances)
     except ValueError as exc:
         raise PolicyError(f"{where}: {exc}") from None
 

@@ -14,7 +14,8 @@ answer. Rules:
   core; ``isolate`` gives each vCPU a whole core and keeps its siblings idle;
   ``require`` needs SMT and puts vCPU pairs on sibling pairs.
 - Fewest NUMA nodes first (exactly ``nodes`` when asked for), then fewest
-  last-level cache groups, then the fewest half-used cores left behind.
+  last-level cache groups, then the nearest nodes (by the host's NUMA
+  distances), then the fewest half-used cores left behind.
 - A guest that cannot be placed is refused with what it needs and what each
   node has: ``web: needs 4 dedicated cores with isolated siblings in 1 NUMA
   node; node 0 has 2 free, node 1 has 3 (batch holds 4 of them)``.
@@ -212,7 +213,7 @@ def _search(
     # prefer counts threads: its isolated emulator needs one more
     need = r.vcpus + (r.threads == "prefer" and r.emulator == "isolate")
     for k in counts:
-        best: tuple[tuple[int, int, tuple[int, ...]], Placed] | None = None
+        best: tuple[tuple[int, int, int, tuple[int, ...]], Placed] | None = None
         for chosen in itertools.combinations(nodes, k):
             if per_unit * sum(free.get(n, 0) for n in chosen) < need:
                 continue  # cannot hold it: no need to look closer
@@ -230,9 +231,9 @@ def _pick(
     owner: dict[int, str],
     r: Request,
     nodes: tuple[int, ...],
-) -> tuple[tuple[int, int, tuple[int, ...]], Placed] | None:
+) -> tuple[tuple[int, int, int, tuple[int, ...]], Placed] | None:
     """The best way to place ``r`` within ``nodes`` (with its score: LLC groups
-    used, half-used cores left, nodes), or None."""
+    used, how far apart the nodes are, half-used cores left, nodes), or None."""
     cores = topology.cores()
     free = {
         core: tuple(t for t in cores[core] if t in usable and t not in owner)
@@ -281,7 +282,7 @@ def _pick(
         1 for c, t in free.items() if 0 < len([x for x in t if x not in held]) < len(cores[c])
     )
     groups = len({llc[topology.cpu(t).core_key] for t in held})
-    score = (groups, left_half, nodes)
+    score = (groups, topology.spread(nodes), left_half, nodes)
     pins = tuple(frozenset([t]) for t in vcpus)
     return score, Placed(pins, emulator, nodes, frozenset(held))
 

@@ -47,8 +47,11 @@ class Topology:
         memory: Mapping[int, int] | None = None,
         source: str = "capabilities",
         isolated: frozenset[int] = frozenset(),
+        distances: Mapping[tuple[int, int], int] | None = None,
     ) -> None:
         self.cpus = tuple(sorted(cpus))
+        #: (node, node) -> the distance the host reports (10 within a node).
+        self.distances = dict(distances or {})
         #: The host CPUs the kernel keeps isolated (``isolcpus``), shown alongside.
         self.isolated = isolated
         if len({c.id for c in self.cpus}) != len(self.cpus):
@@ -128,6 +131,7 @@ class Topology:
                 "cpus": format_cpuset(cpus) if cpus else "",
                 "cores": len(cores),
                 "memory_kib": self.memory.get(n),
+                "distances": {str(m): d for (a, m), d in sorted(self.distances.items()) if a == n},
             }
         return {
             "source": self.source,
@@ -159,4 +163,12 @@ class Topology:
         return cls(tuple(found), source="derived from node info")
 
     def with_isolated(self, isolated: frozenset[int]) -> Topology:
-        return Topology(self.cpus, self.memory, self.source, isolated)
+        return Topology(self.cpus, self.memory, self.source, isolated, self.distances)
+
+    def spread(self, nodes: Iterable[int]) -> int:
+        """How far apart ``nodes`` are: the sum of their pairwise distances (where
+        the host reports none: 0 within a node, 1 between two)."""
+        chosen = sorted(nodes)
+        return sum(
+            self.distances.get((a, b), 1) for i, a in enumerate(chosen) for b in chosen[i + 1 :]
+        )

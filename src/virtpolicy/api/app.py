@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from virtpolicy import __version__
-from virtpolicy.api import decisions, events, jobs, policies, schemas, stats, status
+from virtpolicy import __version__, web
+from virtpolicy.api import decisions, events, jobs, policies, schemas, stats, status, views
 from virtpolicy.api.auth import Listener
 from virtpolicy.api.deps import Daemon, Reader
 from virtpolicy.errors import BodyTooLargeError, VirtpolicyError
@@ -77,6 +77,8 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.include_router(events.router)
     app.include_router(stats.router)
     app.include_router(decisions.router)
+    app.include_router(views.router)
+    app.include_router(web.router)
     return app
 
 

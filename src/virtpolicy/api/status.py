@@ -33,7 +33,7 @@ async def status_all(
     """Desired vs actual tuning, drift and errors of every guest with a policy, in
     the whole fleet: this host's as the daemon has them now, the other hosts' as
     they last published them to the store (each with its ``host``)."""
-    return await _fleet_statuses(daemon, store, host)
+    return await fleet_rows(daemon, store, host)
 
 
 @router.get("/guests/{guest}/status")
@@ -58,7 +58,7 @@ async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -
 UNREACHABLE = "store: unreachable (this host enforces the policies as last read)"
 
 
-async def _fleet_statuses(
+async def fleet_rows(
     daemon: DaemonDep, store: Store, host: str | None
 ) -> list[dict[str, Any]]:
     mine, here = daemon.host_name, daemon.states

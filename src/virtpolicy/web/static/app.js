@@ -1,0 +1,353 @@
+// virtpolicy's web page: asks the API for everything, renders it, follows the
+// event stream. No framework and nothing from the internet. Text reaches the
+// page only through textContent (el() below), never as HTML.
+
+const body = document.body;
+const page = body.dataset.page;
+const TOKEN_KEY = "virtpolicy.token"; // sessionStorage: this tab only
+const PAGE_SIZE = 100;
+
+class Unauthorized extends Error {}
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail?.error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+function headers(extra = {}) {
+  const h = new Headers(extra);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) h.set("Authorization", `Bearer ${token}`);
+  if (!h.has("Accept")) h.set("Accept", "application/json");
+  return h;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers(options.headers) });
+  if (response.status === 401) throw new Unauthorized();
+  if (!response.ok) {
+    throw new ApiError(response.status, await response.json().catch(() => null));
+  }
+  return response;
+}
+
+const getJson = async (path) => (await api(path)).json();
+
+// An element with attributes (on*: listeners) and children (strings become text).
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function table(headings, rows, caption) {
+  return el(
+    "table",
+    {},
+    caption ? el("caption", {}, caption) : null,
+    el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))),
+  );
+}
+
+function fill(id, ...children) {
+  const target = document.getElementById(id);
+  const shown = children.flat().filter((c) => c !== null && c !== undefined && c !== false);
+  if (target) target.replaceChildren(...shown);
+}
+
+function showError(error) {
+  const box = document.getElementById("error");
+  box.textContent = error ? String(error.message || error) : "";
+  box.hidden = !error;
+}
+
+function askForToken() {
+  document.getElementById("content").hidden = true;
+  const form = document.getElementById("token-form");
+  form.hidden = false;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, form.elements.token.value.trim());
+    location.reload();
+  });
+  form.elements.token.focus();
+}
+
+const guestLink = (name) => el("a", { href: `/guests/${encodeURIComponent(name)}` }, name);
+const stateBadge = (state) =>
+  el("span", { class: `state state-${String(state || "unknown").replace(/\s+/g, "-")}` }, state || "unknown");
+
+function driftText(drift) {
+  const keys = Object.keys(drift || {});
+  return keys.length ? keys.map((k) => `${k}: ${drift[k].actual} → ${drift[k].desired}`).join("; ") : "";
+}
+
+// -- the event stream -----------------------------------------------------------
+
+// /v1/events through fetch (EventSource cannot send the token): each event's
+// kind and data to onEvent; reconnects after a drop, from the last id seen.
+async function follow(kinds, onEvent) {
+  let last = null;
+  for (;;) {
+    try {
+      const query = kinds.map((k) => `kind=${encodeURIComponent(k)}`).join("&");
+      const extra = last === null ? {} : { "Last-Event-ID": last };
+      const response = await api(`/v1/events?${query}`, { headers: { ...extra, Accept: "text/event-stream" } });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const fields = {};
+          for (const line of block.split("\n")) {
+            if (line.startsWith(":")) continue;
+            const at = line.indexOf(":");
+            if (at > 0) fields[line.slice(0, at)] = line.slice(at + 1).trimStart();
+          }
+          if (fields.id) last = fields.id;
+          if (fields.event && fields.data) onEvent(fields.event, JSON.parse(fields.data));
+        }
+      }
+    } catch (error) {
+      if (error instanceof Unauthorized) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+// Run refresh() now, and again at most every `wait` ms while `trigger` is called.
+function debounced(refresh, wait = 500) {
+  let timer = null;
+  return () => {
+    if (timer === null) timer = setTimeout(() => { timer = null; refresh(); }, wait);
+  };
+}
+
+// -- pages ------------------------------------------------------------------------
+
+const pages = {};
+
+pages.fleet = async () => {
+  const form = document.getElementById("filters");
+  const params = new URLSearchParams(location.search);
+  for (const name of ["q", "host", "state", "label"]) form.elements[name].value = params.get(name) || "";
+  form.elements.problems.checked = params.get("problems") === "true";
+
+  async function render() {
+    const query = new URLSearchParams(location.search);
+    const offset = Number(query.get("offset") || 0);
+    query.set("limit", PAGE_SIZE);
+    const [hosts, guests] = await Promise.all([
+      getJson("/v1/hosts"),
+      getJson(`/v1/fleet/guests?${query}`),
+    ]);
+    fill("hosts", hosts.length
+      ? table(["Host", "State", "Guests", "Running", "Heartbeat"],
+          hosts.map((h) => [h.name, stateBadge(h.state), h.guests, h.running, `${h.heartbeat_age_s} s ago`]))
+      : el("p", {}, "No host has joined yet."));
+    const first = guests.total ? offset + 1 : 0;
+    fill("count", `${guests.total} guests${guests.total ? `; ${first}–${offset + guests.guests.length} shown` : ""}`);
+    fill("guests", table(
+      ["Guest", "Host", "State", "Revision", "Drift", "Problems", "Labels"],
+      guests.guests.map((g) => [
+        guestLink(g.guest),
+        g.host || "—",
+        stateBadge(g.state),
+        g.policy_revision ?? "—",
+        driftText(g.drift),
+        [...(g.problems || []), ...(g.error ? [g.error] : [])].join("; "),
+        Object.entries(g.labels || {}).map(([k, v]) => `${k}=${v}`).join(" "),
+      ]),
+    ));
+    const pager = [];
+    const go = (to) => {
+      const next = new URLSearchParams(location.search);
+      next.set("offset", to);
+      history.replaceState(null, "", `?${next}`);
+      render().catch(showError);
+    };
+    if (offset > 0) pager.push(el("button", { type: "button", onclick: () => go(Math.max(0, offset - PAGE_SIZE)) }, "Previous"));
+    if (offset + PAGE_SIZE < guests.total) pager.push(el("button", { type: "button", onclick: () => go(offset + PAGE_SIZE) }, "Next"));
+    fill("pager", pager);
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    for (const name of ["q", "host", "state", "label"]) {
+      const value = form.elements[name].value.trim();
+      if (value) next.set(name, value);
+    }
+    if (form.elements.problems.checked) next.set("problems", "true");
+    history.replaceState(null, "", next.toString() ? `?${next}` : location.pathname);
+    render().catch(showError);
+  });
+  await render();
+  const again = debounced(() => render().then(() => showError(null), showError));
+  follow(["lifecycle", "policy", "enforcement", "host"], again);
+};
+
+pages.guest = async () => {
+  const guest = body.dataset.guest;
+  const path = encodeURIComponent(guest);
+
+  async function renderStatus() {
+    let status;
+    try {
+      status = await getJson(`/v1/guests/${path}/status`);
+    } catch (error) {
+      if (error.status === 404) { fill("status", el("p", {}, error.message)); return; }
+      throw error;
+    }
+    const desired = status.desired || {}, actual = status.actual || {};
+    const rows = [];
+    const vcpus = new Set([...Object.keys(desired.vcpupin || {}), ...Object.keys(actual.vcpupin || {})]);
+    for (const v of [...vcpus].sort((a, b) => a - b)) {
+      rows.push([`vCPU ${v}`, desired.vcpupin?.[v] ?? "—", actual.vcpupin?.[v] ?? "—"]);
+    }
+    rows.push(["emulator", desired.emulatorpin ?? "—", actual.emulatorpin ?? "—"]);
+    for (const key of new Set([...Object.keys(desired.sched || {}), ...Object.keys(actual.sched || {})])) {
+      rows.push([key, desired.sched?.[key] ?? "—", actual.sched?.[key] ?? "—"]);
+    }
+    if (desired.numatune || actual.numatune) rows.push(["numatune", desired.numatune ?? "—", actual.numatune ?? "—"]);
+    if (desired.topology || actual.topology) rows.push(["topology", desired.topology ?? "—", actual.topology ?? "—"]);
+    const drift = driftText(status.drift);
+    fill("status",
+      el("p", {}, "On ", el("strong", {}, status.host || "no host"), ", ", stateBadge(status.state),
+        status.checked_at ? `, checked ${status.checked_at}` : ""),
+      el("p", { id: "drift", class: drift ? "drift" : "ok" }, drift ? `Drift: ${drift}` : "No drift."),
+      table(["", "Desired", "Actual"], rows, "Tuning"),
+      (status.problems || []).length
+        ? el("ul", { class: "problems", "aria-label": "Problems" }, status.problems.map((p) => el("li", {}, p)))
+        : null,
+      status.error ? el("p", { class: "error-text" }, status.error) : null,
+      (status.notices || []).length
+        ? el("ul", { "aria-label": "Notices" }, status.notices.map((n) => el("li", {}, n)))
+        : null,
+    );
+  }
+
+  async function renderPolicy() {
+    let stored, yaml;
+    try {
+      stored = await getJson(`/v1/policies/${path}`);
+      yaml = await (await api(`/v1/policies/${path}`, { headers: { Accept: "application/yaml" } })).text();
+    } catch (error) {
+      if (error.status === 404) { fill("policy", el("p", {}, error.message)); fill("deps"); fill("history"); return; }
+      throw error;
+    }
+    fill("policy", el("p", {}, `Revision ${stored.revision}`), el("pre", { class: "yaml" }, yaml));
+    const [dependents, history] = await Promise.all([
+      getJson(`/v1/guests/${path}/dependents`),
+      getJson(`/v1/policies/${path}/history`),
+    ]);
+    const policy = stored.policy || {};
+    const edges = [];
+    for (const [kind, list] of [["requires", policy.requires], ["wants", policy.wants]]) {
+      for (const dep of list || []) edges.push([kind, guestLink(dep.guest), dep.when || "running"]);
+    }
+    fill("deps",
+      edges.length ? table(["", "Guest", "Condition"], edges, "It depends on") : el("p", {}, "It depends on no guest."),
+      dependents.dependents.length
+        ? el("p", {}, "Depend on it: ", dependents.dependents.flatMap((g, i) => (i ? [", ", guestLink(g)] : [guestLink(g)])))
+        : el("p", {}, "No guest depends on it."),
+    );
+    fill("history", table(["Revision", "Time", "Actor", "Change"],
+      history.slice().reverse().map((h) => [h.revision, h.time, h.actor, h.change])));
+  }
+
+  await Promise.all([renderStatus(), renderPolicy()]);
+  const status = debounced(() => renderStatus().then(() => showError(null), showError), 300);
+  const policy = debounced(() => renderPolicy().catch(showError), 300);
+  follow(["lifecycle", "policy", "enforcement"], (kind, data) => {
+    if (data.guest !== undefined && data.guest !== null && data.guest !== guest) return;
+    if (kind === "policy") policy();
+    status();
+  });
+};
+
+pages.cpus = async () => {
+  async function render() {
+    const [placement, host] = await Promise.all([getJson("/v1/placement"), getJson("/v1/stats/host")]);
+    const busy = new Map(host.cpus.map((c) => [c.cpu, c.busy_percent]));
+    const nodes = new Map();
+    for (const row of placement.cpus) {
+      if (!nodes.has(row.node)) nodes.set(row.node, new Map());
+      const cores = nodes.get(row.node);
+      if (!cores.has(row.core)) cores.set(row.core, []);
+      cores.get(row.core).push(row);
+    }
+    const shade = (pct) => (pct === null || pct === undefined ? "unknown" : `b${Math.min(10, Math.round(pct / 10))}`);
+    fill("cpus",
+      el("p", {}, placement.in_play
+        ? `Placement is in play${placement.reserved ? `; CPUs ${placement.reserved} are reserved for the host` : ""}.`
+        : "Placement is not in play: no guest here asks for dedicated CPUs or NUMA nodes."),
+      [...nodes].map(([node, cores]) => el("section", { class: "node", "aria-label": `NUMA node ${node}` },
+        el("h2", {}, `Node ${node}`),
+        el("div", { class: "cores" }, [...cores].map(([core, threads]) => el("div", { class: "core", "aria-label": `core ${core}` },
+          threads.map((t) => el("div", {
+            class: `cpu ${shade(busy.get(t.cpu))} ${/vCPU|emulator|kept idle/.test(t.use) ? "dedicated" : t.use === "reserved" ? "reserved" : "shared"}`,
+            "data-cpu": t.cpu,
+            title: `CPU ${t.cpu}: ${t.use}`,
+          }, el("span", { class: "id" }, `CPU ${t.cpu}`),
+             el("span", { class: "busy" }, busy.get(t.cpu) == null ? "—" : `${Math.round(busy.get(t.cpu))} %`),
+             el("span", { class: "use" }, t.use)))))))),
+      Object.keys(placement.refused).length
+        ? el("ul", { class: "problems", "aria-label": "Refused" }, Object.values(placement.refused).map((r) => el("li", {}, r)))
+        : null,
+    );
+  }
+  await render();
+  setInterval(() => render().then(() => showError(null), showError), 5000);
+};
+
+pages.activity = async () => {
+  async function render() {
+    const [jobs, decisions] = await Promise.all([getJson("/v1/jobs"), getJson("/v1/decisions?limit=100")]);
+    fill("jobs", table(["Job", "Action", "State", "Actor", "Guests"],
+      jobs.map((j) => [j.id, j.action, j.state, j.actor, (j.guests || []).join(", ")])));
+    const list = Array.isArray(decisions) ? decisions : decisions.decisions || [];
+    fill("decisions", table(["Time", "Tuner", "Guest", "What", "Outcome", "Why"],
+      list.map((d) => [d.time, d.tuner, d.guest, `${d.kind}${d.vcpu == null ? "" : `.${d.vcpu}`}=${d.value}`, d.outcome, d.reason])));
+  }
+  await render();
+  follow(["job", "decision"], debounced(() => render().then(() => showError(null), showError)));
+};
+
+pages.graph = async () => {
+  fill("graph", el("p", {}, "The dependency graph comes in a later version; `virtpolicy plan start --all -o dot` draws it today."));
+};
+
+async function main() {
+  try {
+    const who = await getJson("/v1/whoami");
+    fill("who", `${who.actor} (${who.role})`);
+    body.dataset.role = who.role;
+    await pages[page]();
+  } catch (error) {
+    if (error instanceof Unauthorized) askForToken();
+    else showError(error);
+  } finally {
+    document.getElementById("content").setAttribute("aria-busy", "false");
+  }
+}
+
+main();

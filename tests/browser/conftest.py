@@ -1,0 +1,107 @@
+"""The web page in a real browser: Debian's Chromium, headless, driven by
+Selenium through Debian's chromedriver (tests/lab/chromium installs both;
+nothing is downloaded at test time), against real daemons.
+
+A browser cannot open a Unix socket: :func:`tunnel` forwards a loopback port
+to one, as ``ssh -L PORT:/run/virtpolicy/virtpolicy.sock`` does for a user.
+The daemon then sees the tunnel's process as the peer, as it would see sshd's.
+Screenshots go to ``$VIRTPOLICY_ARTEFACTS`` (default ``build/screenshots``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTEFACTS = Path(os.environ.get("VIRTPOLICY_ARTEFACTS", "build/screenshots"))
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def tunnel() -> Iterator[Callable[[Path], str]]:
+    """``tunnel(socket_path)``: an http://127.0.0.1:PORT URL that reaches it."""
+    servers: list[socket.socket] = []
+
+    def open_tunnel(path: Path) -> str:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def serve() -> None:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                upstream = socket.socket(socket.AF_UNIX)
+                try:
+                    upstream.connect(str(path))
+                except OSError:
+                    client.close()
+                    continue
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{server.getsockname()[1]}"
+
+    yield open_tunnel
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Iterator[object]:
+    """A headless Chromium at 1280x800 with a throwaway profile; a screenshot
+    of where it ended is saved as an artefact, named after the test."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        if os.environ.get("VIRTPOLICY_REQUIRE_LAB"):
+            pytest.fail("no chromium: run tests/lab/chromium up (as root)")
+        pytest.skip("no chromium: run tests/lab/chromium up (as root)")
+    from selenium import webdriver  # noqa: PLC0415
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    profile = tempfile.mkdtemp(prefix="vp-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # as root in a container; the profile is throwaway
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,800",
+        "--ignore-certificate-errors",  # the tests' self-signed certificate
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        try:
+            driver.save_screenshot(str(ARTEFACTS / f"{request.node.name}.png"))
+        finally:
+            driver.quit()
+            shutil.rmtree(profile, ignore_errors=True)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader, Store, Writer, json_object
-from virtpolicy.engine.jobs import parse_job_request, settle
-from virtpolicy.store.base import JobState
+from virtpolicy.engine.jobs import interrupted, parse_job_request
+from virtpolicy.store.base import Job, JobState
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=schemas.ERRORS)
 
@@ -39,10 +39,14 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     state: JobState | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest jobs first: running ones current to the guest, and what happened."""
-    await _settle(request, store)
-    jobs = await asyncio.to_thread(store.jobs, limit=limit, state=state)
-    return [_current(request, job.id) or job.to_dict() for job in jobs]
+    """The newest jobs first: running ones current to the guest, and what happened.
+    A job whose process died shows as ``interrupted`` (the daemon records it so
+    at its start, the CLI at its next job; a read writes nothing)."""
+    # A dead process's job is stored running and shown interrupted: ask for both.
+    asked = None if state in ("running", "interrupted") else state
+    jobs = await asyncio.to_thread(store.jobs, limit=limit, state=asked)
+    shown = [_seen(request, job) for job in jobs]
+    return [j for j in shown if state is None or j["state"] == state]
 
 
 JobId = Annotated[int, Path(ge=1, le=2**62)]
@@ -54,15 +58,15 @@ async def get_job(job_id: JobId, who: Reader, store: Store, request: Request) ->
     live = _current(request, job_id)
     if live is not None:
         return live
-    await _settle(request, store)
-    job = await asyncio.to_thread(store.job, job_id)
-    return job.to_dict()
+    return _seen(request, await asyncio.to_thread(store.job, job_id))
 
 
-async def _settle(request: Request, store: Any) -> None:
-    """Jobs of this host whose process died are interrupted (this daemon's host name)."""
+def _seen(request: Request, job: Job) -> dict[str, Any]:
+    """The job as it is now: current to the guest if this daemon runs it, shown
+    interrupted if its process on this host died."""
     daemon = request.app.state.daemon
-    await asyncio.to_thread(settle, store, daemon.host_name if daemon is not None else None)
+    ended = interrupted(job, daemon.host_name if daemon is not None else None)
+    return _current(request, job.id) or (ended or job).to_dict()
 
 
 def _current(request: Request, job_id: int) -> dict[str, Any] | None:

@@ -58,9 +58,7 @@ async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -
 UNREACHABLE = "store: unreachable (this host enforces the policies as last read)"
 
 
-async def fleet_rows(
-    daemon: DaemonDep, store: Store, host: str | None
-) -> list[dict[str, Any]]:
+async def fleet_rows(daemon: DaemonDep, store: Store, host: str | None) -> list[dict[str, Any]]:
     mine, here = daemon.host_name, daemon.states
     local = [{**s.to_dict(), "host": mine} for s in daemon.statuses() if s.guest in here]
     others: list[dict[str, Any]] = []

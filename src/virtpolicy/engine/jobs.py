@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -130,30 +131,40 @@ def process_alive(process: str) -> bool:
 
 def settle(store: PolicyStore, host: str | None = None) -> list[Job]:
     """Mark jobs of this host whose process has died as ``interrupted``."""
-    host = host or socket.gethostname()
     settled = []
     for job in store.jobs(state="running", limit=1000):
-        if job.host != host or process_alive(job.process):
-            continue
-        pid = job.process.partition(":")[0]
-        results = [
-            {
-                **r,
-                "result": "interrupted",
-                "detail": f"was {r['result']} when the job's process ended; check its state",
-            }
-            if r["result"] in IN_FLIGHT
-            else r
-            for r in job.results
-        ]
-        done = sum(1 for r in job.results if r["result"] not in IN_FLIGHT)
-        detail = (
-            f"the {job.runner} running this job (pid {pid} on {host}) ended before it did; "
-            f"{done} of {len(job.guests)} guests were done"
-        )
-        if store.update_job(job.id, results, state="interrupted", detail=detail):
+        ended = interrupted(job, host)
+        if ended is not None and store.update_job(
+            job.id, ended.results, state="interrupted", detail=ended.detail
+        ):
             settled.append(store.job(job.id))
     return settled
+
+
+def interrupted(job: Job, host: str | None = None) -> Job | None:
+    """``job`` as :func:`settle` would leave it, when it runs on this host (default:
+    this machine's name) and its process has died; else None. Writes nothing: what
+    a reader is shown before the daemon or the CLI settles it."""
+    host = host or socket.gethostname()
+    if job.state != "running" or job.host != host or process_alive(job.process):
+        return None
+    pid = job.process.partition(":")[0]
+    results: list[Mapping[str, Any]] = [
+        {
+            **r,
+            "result": "interrupted",
+            "detail": f"was {r['result']} when the job's process ended; check its state",
+        }
+        if r["result"] in IN_FLIGHT
+        else r
+        for r in job.results
+    ]
+    done = sum(1 for r in job.results if r["result"] not in IN_FLIGHT)
+    detail = (
+        f"the {job.runner} running this job (pid {pid} on {host}) ended before it did; "
+        f"{done} of {len(job.guests)} guests were done"
+    )
+    return dataclasses.replace(job, results=tuple(results), state="interrupted", detail=detail)
 
 
 # -- running --------------------------------------------------------------------

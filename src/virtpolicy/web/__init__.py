@@ -59,13 +59,17 @@ def _templates() -> Environment:
 
 
 def _page(request: Request, page: str, **context: object) -> HTMLResponse:
-    html = _templates().get_template("page.html").render(
-        page=page,
-        title=PAGES[page],
-        pages=PAGES,
-        version=__version__,
-        listener=request.app.state.listener,
-        **context,
+    html = (
+        _templates()
+        .get_template("page.html")
+        .render(
+            page=page,
+            title=PAGES[page],
+            pages=PAGES,
+            version=__version__,
+            listener=request.app.state.listener,
+            **context,
+        )
     )
     return HTMLResponse(html, headers=_HEADERS)
 

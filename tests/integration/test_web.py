@@ -1,0 +1,120 @@
+"""The web page's shell and the views behind it, in-process (the browser tests
+drive the page itself): escaping, assets, filters and paging, and arbitrary
+input on every path and query, which gets a page or a 4xx, never a 5xx."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from markupsafe import escape
+
+from tests.integration.test_api import client
+from tests.strategies import NASTY_TEXT
+from virtpolicy import __version__
+from virtpolicy.store import SqlStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rw(store: SqlStore) -> Iterator[TestClient]:
+    with client(store, "unix") as c:
+        yield c
+
+
+def test_pages_are_shells_that_load_only_their_own_assets(rw: TestClient) -> None:
+    for path in ("/", "/guests/db", "/graph", "/cpus", "/activity"):
+        r = rw.get(path)
+        assert r.status_code == 200, path
+        assert r.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert f"/static/{__version__}/app.js" in r.text
+        assert "http://" not in r.text
+        assert "https://" not in r.text  # nothing from the internet
+    js = rw.get(f"/static/{__version__}/app.js")
+    assert js.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert js.headers["content-type"].startswith("text/javascript")
+    old = rw.get("/static/0.0.1/app.css")  # a page open across an upgrade
+    assert (old.status_code, old.headers["cache-control"]) == (200, "no-cache")
+    for bad in ("nope.js", "..%2Fpage.html", ".hidden", "%2Fetc%2Fpasswd"):
+        assert rw.get(f"/static/{__version__}/{bad}").status_code == 404, bad
+
+
+def test_the_read_only_socket_says_so(store: SqlStore) -> None:
+    with client(store, "unix-ro") as ro:
+        assert 'id="readonly"' in ro.get("/").text
+        assert ro.get("/v1/whoami").json() == {
+            "actor": "root",
+            "role": "reader",
+            "listener": "unix-ro",
+        }
+
+
+def test_a_guest_name_is_text_on_its_page(rw: TestClient) -> None:
+    r = rw.get("/guests/" + urllib.parse.quote('<img src=x onerror="y">', safe=""))
+    assert r.status_code == 200
+    assert "<img" not in r.text
+    assert "&lt;img src=x onerror=&#34;y&#34;&gt;" in r.text
+
+
+def test_fleet_guests_are_filtered_and_paged(rw: TestClient) -> None:
+    for name, labels in (("a1", {"tier": "front"}), ("a2", {}), ("b1", {"tier": "front"})):
+        assert rw.put(f"/v1/policies/{name}", json={"labels": labels}).status_code == 201
+    # The fake daemon has statuses for web only; the store's are the rest.
+    page = rw.get("/v1/fleet/guests", params={"limit": 1}).json()
+    assert page["total"] == len(rw.get("/v1/status").json())
+    assert len(page["guests"]) == 1
+    assert rw.get("/v1/fleet/guests", params={"q": "zz"}).json() == {"total": 0, "guests": []}
+    bad = rw.get("/v1/fleet/guests", params={"label": "tier"})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["message"] == 'label: "tier" is not KEY=VALUE'
+    assert rw.get("/v1/fleet/guests", params={"limit": 0}).status_code == 422
+    assert rw.get("/v1/fleet/guests", params={"limit": 501}).status_code == 422
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=NASTY_TEXT,
+    query=st.dictionaries(
+        st.sampled_from(["host", "state", "label", "problems", "q", "offset", "limit"]),
+        NASTY_TEXT,
+        max_size=5,
+    ),
+)
+def test_any_path_or_query_gets_a_page_or_a_refusal(
+    rw: TestClient, name: str, query: dict[str, str]
+) -> None:
+    page = rw.get("/guests/" + urllib.parse.quote(name, safe=""))
+    assert page.status_code in (200, 404, 422), page.text[:200]
+    if page.status_code == 200:  # the name as text, escaped as Jinja escapes it
+        assert f'<span class="name">{escape(name)}</span>' in page.text
+    fleet = rw.get("/v1/fleet/guests", params=query)
+    assert fleet.status_code in (200, 422), fleet.text[:200]
+    if fleet.status_code == 422:
+        assert fleet.json()["error"]["message"]
+    asset = rw.get("/static/" + urllib.parse.quote(name, safe="") + "/app.css")
+    assert asset.status_code in (200, 404)
+
+
+def test_reading_jobs_writes_nothing(rw: TestClient, store: SqlStore) -> None:
+    """A job whose process died shows as interrupted, and stays running in the
+    store until the daemon or the CLI settles it: a reader's GET writes nothing."""
+    job = store.add_job(
+        "start", {"guests": ["db"]}, ["db"], runner="cli", host="test-host",
+        process="999999999:1", actor="t",
+    )  # fmt: skip
+    shown = rw.get("/v1/jobs").json()[0]
+    assert (shown["id"], shown["state"]) == (job.id, "interrupted")
+    assert "ended before it did" in shown["detail"]
+    assert rw.get(f"/v1/jobs/{job.id}").json()["state"] == "interrupted"
+    assert [j["id"] for j in rw.get("/v1/jobs", params={"state": "interrupted"}).json()] == [job.id]
+    assert rw.get("/v1/jobs", params={"state": "running"}).json() == []
+    assert store.job(job.id).state == "running"

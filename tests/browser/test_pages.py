@@ -21,8 +21,22 @@ def wait(driver: Any, seconds: float = 20) -> WebDriverWait:  # type: ignore[typ
 
 
 def cells(driver: Any, css: str) -> list[list[str]]:
-    rows = driver.find_elements(By.CSS_SELECTOR, f"{css} tbody tr")
-    return [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+    """A table's cells, read in one go (the page re-renders as events come)."""
+    rows: list[list[str]] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0] + ' tbody tr')]"
+        ".map(r => [...r.cells].map(c => c.innerText.trim()))",
+        css,
+    )
+    return rows
+
+
+def texts(driver: Any, css: str) -> list[str]:
+    """The text of every element ``css`` selects, read in one go."""
+    found: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent.trim())",
+        css,
+    )
+    return found
 
 
 def test_the_fleet_page_lists_the_guests(
@@ -103,3 +117,49 @@ def test_over_tls_without_a_token_only_the_prompt_shows(
     browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
     wait(browser).until(lambda d: len(cells(d, "#guests")) == 1)
     assert browser.find_element(By.ID, "who").text == "token:ops (reader)"
+
+
+def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
+    browser: Any,
+    tunnel: Callable[[Path], str],
+    start_daemon: Callable[..., Daemon],
+    db: str,
+    run: Cli,
+) -> None:
+    """web requires api, api requires db; all stopped: the graph draws three
+    guests left to right (db, api, web) and says web is held back by api, api
+    by db, db being shut off; Start db (an operator's button) starts it, and
+    the chain shortens as the page follows the events."""
+    run("policy", "set", "web", "--requires", "api")
+    run("policy", "set", "api", "--requires", "db")
+    daemon = start_daemon(db, "--connect", f"test://{NODE}")
+    wait_connected(daemon)
+    server = ("--server", str(daemon.socket))
+    assert run(*server, "stop", "db").exit_code == 0  # web and api first, then db
+    url = tunnel(daemon.socket)
+    browser.get(url + "/graph")
+    # db is down but requires nothing: nothing holds it back but itself.
+    wait(browser).until(lambda d: len(texts(d, "#blocked li")) == 2)
+    chains = texts(browser, "#blocked li")
+    assert any(c.startswith("web ← api ← db: db is shut off on ") for c in chains), chains
+    columns = dict(
+        browser.execute_script(
+            "return [...document.querySelectorAll('svg.graph a')].map(a =>"
+            " [a.querySelector('text').textContent, Number(a.querySelector('rect')"
+            ".getAttribute('x'))])"
+        )
+    )
+    assert columns["db"] < columns["api"] < columns["web"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.graph rect.critical")) == 3
+    # Around db, an operator may start it from here; the page follows the job.
+    browser.get(url + "/graph?guest=db")
+    button = wait(browser).until(
+        ec.element_to_be_clickable((By.XPATH, "//button[text()='Start db']"))
+    )
+    button.click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "job"), "succeeded"))
+    wait(browser).until(
+        lambda d: texts(d, "#blocked li") and not any("db is" in t for t in texts(d, "#blocked li"))
+    )
+    chains = texts(browser, "#blocked li")
+    assert any(c.startswith("web ← api: api is shut off on ") for c in chains), chains

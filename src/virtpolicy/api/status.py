@@ -42,7 +42,7 @@ async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -
     mine = daemon.host_name
     local = [s for s in daemon.statuses() if s.guest == guest]
     if local and guest in daemon.states:
-        return {**local[0].to_dict(), "host": mine}
+        return {**local[0].to_dict(), "host": mine, "state": daemon.states[guest]}
     try:
         elsewhere = await asyncio.to_thread(fleetview.statuses, store, besides=mine, guest=guest)
     except StoreError as exc:
@@ -60,7 +60,13 @@ UNREACHABLE = "store: unreachable (this host enforces the policies as last read)
 
 async def fleet_rows(daemon: DaemonDep, store: Store, host: str | None) -> list[dict[str, Any]]:
     mine, here = daemon.host_name, daemon.states
-    local = [{**s.to_dict(), "host": mine} for s in daemon.statuses() if s.guest in here]
+    # The state as libvirt's events last told it (a pass may be older: a guest
+    # at rest, stopped say, is not passed again).
+    local = [
+        {**s.to_dict(), "host": mine, "state": here[s.guest]}
+        for s in daemon.statuses()
+        if s.guest in here
+    ]
     others: list[dict[str, Any]] = []
     reachable = daemon.host_info()["fleet"]["store"] == "ok"
     try:

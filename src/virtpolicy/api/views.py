@@ -1,5 +1,6 @@
 """What the web page asks that the rest of the API does not answer in one call:
-who is asking, and one page of the fleet's guests, filtered.
+who is asking, one page of the fleet's guests (filtered), and the dependency
+graph laid out, with what blocks each guest that is down.
 
 Readers only: nothing here writes or starts anything.
 """
@@ -13,7 +14,9 @@ from fastapi import APIRouter, Query, Request
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader, Store
 from virtpolicy.api.status import fleet_rows
-from virtpolicy.errors import PolicyError
+from virtpolicy.errors import CycleError, PolicyError
+from virtpolicy.policy.graph import critical_path, dependents, requirements, start_waves
+from virtpolicy.policy.layout import blocking_chain, layered
 
 router = APIRouter(prefix="/v1", tags=["views"], responses=schemas.ERRORS)
 
@@ -68,3 +71,86 @@ async def fleet_guests(
             continue
         rows.append({**row, "labels": labels})
     return {"total": len(rows), "guests": rows[offset : offset + limit]}
+
+
+@router.get("/graph")
+async def graph(
+    who: Reader,
+    daemon: DaemonDep,
+    store: Store,
+    guest: Annotated[str | None, Query(max_length=255)] = None,
+    label: Annotated[str | None, Query(max_length=400, description="KEY=VALUE")] = None,
+) -> dict[str, Any]:
+    """The dependency graph (all of it, around ``guest``: what it depends on and
+    what depends on it, or the guests with ``label`` and what they depend on),
+    laid out left to right in start waves: ``nodes`` with ``column``, ``row``,
+    ``state``, ``host``, ``critical`` (on the longest chain) and ``blocked`` (why
+    a guest that is not running cannot start: the chain of what it requires down
+    to the first guest not running), and ``edges`` with their condition."""
+    policies = daemon.policies()
+    edges = {g: p.dependencies() for g, p in policies.items()}
+    every = set(edges) | {d for deps in edges.values() for d, _ in deps}
+    if guest is not None:
+        scope = requirements(edges, [guest]) | dependents(edges, [guest], ("requires", "wants"))
+        scope &= every | {guest}
+    elif label is not None:
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise PolicyError(f'label: "{label[:40]}" is not KEY=VALUE', field="label")
+        scope = requirements(edges, [g for g, p in policies.items() if p.labels.get(key) == value])
+    else:
+        scope = every
+    sub = {g: [(d, k) for d, k in edges.get(g, ()) if d in scope] for g in scope}
+    try:
+        waves = start_waves(sub)
+    except CycleError as exc:  # refused on write; a store written by hand may hold one
+        raise PolicyError(f"the graph has a cycle: {exc}") from None
+    where: dict[str, dict[str, Any]] = {}
+    for row in await fleet_rows(daemon, store, None):
+        if row["guest"] not in where or row.get("state") == "running":
+            where[row["guest"]] = row
+    local = daemon.states
+
+    def state_of(g: str) -> str | None:
+        row = where.get(g)
+        return row.get("state") if row is not None else local.get(g)
+
+    def host_of(g: str) -> str | None:
+        row = where.get(g)
+        return row.get("host") if row is not None else (daemon.host_name if g in local else None)
+
+    positions = layered(sub, waves)
+    critical = set(critical_path(sub, waves))
+    conditions = {
+        (g, d.guest): (kind, d.when)
+        for g, p in policies.items()
+        for kind, deps in (("requires", p.requires), ("wants", p.wants))
+        for d in deps
+    }
+    return {
+        "nodes": [
+            {
+                "guest": g,
+                "column": positions[g][0],
+                "row": positions[g][1],
+                "state": state_of(g),
+                "host": host_of(g),
+                "critical": g in critical,
+                "blocked": None
+                if state_of(g) == "running"
+                else blocking_chain(g, sub, state_of, host_of),
+            }
+            for g in sorted(positions)
+        ],
+        "edges": [
+            {
+                "from": g,
+                "to": d,
+                "kind": conditions.get((g, d), (k, "running"))[0],
+                "when": conditions.get((g, d), (k, "running"))[1],
+                "met": state_of(d) == "running",
+            }
+            for g in sorted(sub)
+            for d, k in sorted(sub[g])
+        ],
+    }

@@ -25,7 +25,7 @@ from typing import Any
 
 from virtpolicy.clock import now
 
-KINDS = ("lifecycle", "policy", "enforcement", "dependency", "job", "decision", "stats")
+KINDS = ("lifecycle", "policy", "enforcement", "dependency", "job", "decision", "host", "stats")
 #: Sent only to those who ask for them by kind.
 ON_REQUEST = frozenset({"stats"})
 KEEP = 4096

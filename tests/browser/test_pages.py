@@ -163,3 +163,47 @@ def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
     )
     chains = texts(browser, "#blocked li")
     assert any(c.startswith("web ← api: api is shut off on ") for c in chains), chains
+
+
+def test_editing_a_guest_with_a_stale_revision_or_a_bad_field(
+    browser: Any,
+    tunnel: Callable[[Path], str],
+    start_daemon: Callable[..., Daemon],
+    db: str,
+    run: Cli,
+) -> None:
+    """An edit made while someone else changed the policy is refused with who did
+    what, and saves nothing; a bad value is shown next to its field and saves
+    nothing; a good one saves (revision 3)."""
+    run("policy", "set", "db", "--weight", "200")
+    daemon = start_daemon(db, "--connect", f"test://{NODE}")
+    wait_connected(daemon)
+    browser.get(tunnel(daemon.socket) + "/guests/db")
+    weight = wait(browser).until(ec.element_to_be_clickable((By.ID, "f-cpu-weight")))
+    weight.clear()
+    weight.send_keys("300")
+    run("policy", "set", "db", "--weight", "250")  # someone else, meanwhile
+    before = snapshot(db)
+    browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Save']").click()
+    conflict = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "#conflict .error-text"))
+    )
+    assert "since you opened it (revision 1 → 2)" in conflict.text
+    assert "changed by root at " in conflict.text
+    assert texts(browser, "#conflict .diff li") == ["2: cpu.weight: 200 -> 250"]
+    assert snapshot(db) == before
+    # Start again from the current policy; a weight of 0 is refused at the field.
+    browser.find_element(By.XPATH, "//button[text()='Discard']").click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "editor"), "revision 2"))
+    weight = browser.find_element(By.ID, "f-cpu-weight")
+    weight.clear()
+    weight.send_keys("0")
+    browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Save']").click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "f-cpu-weight-error"), "weight"))
+    assert weight.get_attribute("aria-invalid") == "true"
+    assert snapshot(db) == before
+    weight.clear()
+    weight.send_keys("300")
+    browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Save']").click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "policy"), "Revision 3"))
+    assert "weight: 300" in browser.find_element(By.CSS_SELECTOR, "#policy pre").text

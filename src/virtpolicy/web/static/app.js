@@ -86,6 +86,9 @@ function askForToken() {
   form.elements.token.focus();
 }
 
+// Writes are offered to an operator or admin, never on the read-only socket.
+const mayWrite = () => ["operator", "admin"].includes(body.dataset.role) && body.dataset.listener !== "unix-ro";
+
 const guestLink = (name) => el("a", { href: `/guests/${encodeURIComponent(name)}` }, name);
 const stateBadge = (state) =>
   el("span", { class: `state state-${String(state || "unknown").replace(/\s+/g, "-")}` }, state || "unknown");
@@ -245,6 +248,111 @@ pages.guest = async () => {
     );
   }
 
+  let editing = false; // while the form holds unsaved changes, it is not redrawn
+
+  function renderEditor(stored) {
+    const policy = stored.policy || {};
+    const value = (path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), policy);
+    const labels = Object.entries(policy.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+    const field = (path, label, input) => {
+      const id = `f-${path.replace(/\./g, "-")}`;
+      const error = el("span", { class: "field-error", id: `${id}-error`, role: "alert" });
+      input.id = id;
+      input.dataset.field = path;
+      input.setAttribute("aria-describedby", `${id}-error`);
+      return el("div", { class: "field" }, el("label", { for: id }, label), input, error);
+    };
+    const text = (path, kind = "text") => {
+      const v = value(path);
+      return el("input", { type: kind, name: path, value: v == null ? "" : v });
+    };
+    const placement = el("select", { name: "cpu.placement" },
+      ["shared", "dedicated"].map((o) => el("option", { value: o, selected: (value("cpu.placement") || "shared") === o }, o)));
+    const autostart = el("input", { type: "checkbox", name: "start.autostart", checked: value("start.autostart") === true });
+    const form = el("form", { id: "editor", class: "editor", novalidate: true },
+      el("h3", {}, `Edit (revision ${stored.revision})`),
+      field("cpu.weight", "CPU weight (1-10000)", text("cpu.weight", "number")),
+      field("cpu.cap", "CPU cap (% of one host CPU)", text("cpu.cap", "number")),
+      field("cpu.vcpus", "vCPUs on host CPUs (cpuset, or auto)", text("cpu.vcpus")),
+      field("cpu.emulatorpin", "Emulator on host CPUs (cpuset)", text("cpu.emulatorpin")),
+      field("cpu.placement", "Placement", placement),
+      field("numa.nodes", "Within NUMA nodes", text("numa.nodes", "number")),
+      field("start.autostart", "Start with the daemon", autostart),
+      field("labels", "Labels (key=value, space between)", el("input", { type: "text", name: "labels", value: labels })),
+      el("div", { class: "actions" }, el("button", { type: "submit" }, "Save"),
+        el("button", { type: "button", onclick: () => { editing = false; renderPolicy().catch(showError); } }, "Discard")),
+      el("div", { id: "conflict", role: "alert" }),
+    );
+    form.addEventListener("input", () => { editing = true; });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      for (const span of form.querySelectorAll(".field-error")) span.textContent = "";
+      for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+      fill("conflict");
+      const patch = {};
+      const set = (path, v) => {
+        const keys = path.split(".");
+        let o = patch;
+        for (const k of keys.slice(0, -1)) o = o[k] ??= {};
+        o[keys.at(-1)] = v;
+      };
+      for (const input of form.querySelectorAll("[data-field]")) {
+        const path = input.dataset.field;
+        if (path === "labels") continue;
+        let now;
+        if (input.type === "checkbox") now = input.checked ? true : null;
+        else if (input.value.trim() === "") now = null;
+        else now = input.type === "number" ? Number(input.value) : input.value.trim();
+        if (path === "cpu.placement" && now === "shared") now = null;
+        const before = value(path) ?? null;
+        if (now !== before) set(path, now);
+      }
+      const wanted = {};
+      for (const pair of form.elements.labels.value.split(/\s+/).filter(Boolean)) {
+        const at = pair.indexOf("=");
+        wanted[at < 0 ? pair : pair.slice(0, at)] = at < 0 ? "" : pair.slice(at + 1);
+      }
+      const had = policy.labels || {};
+      const labelPatch = {};
+      for (const k of Object.keys(had)) if (!(k in wanted)) labelPatch[k] = null;
+      for (const [k, v] of Object.entries(wanted)) if (had[k] !== v) labelPatch[k] = v;
+      if (Object.keys(labelPatch).length) patch.labels = labelPatch;
+      try {
+        await api(`/v1/policies/${path}`, {
+          method: "PATCH",
+          headers: { "Content-Type": "application/json", "If-Match": `"${stored.revision}"` },
+          body: JSON.stringify(patch),
+        });
+        editing = false;
+        await renderPolicy();
+      } catch (error) {
+        if (error.status === 412) return showConflict(stored.revision);
+        const name = error.detail?.error?.field;
+        const input = name && form.querySelector(`[data-field="${CSS.escape(name.split(".").slice(0, 2).join("."))}"]`);
+        if (input) {
+          input.setAttribute("aria-invalid", "true");
+          document.getElementById(`${input.id}-error`).textContent = error.message;
+          input.focus();
+        } else {
+          showError(error);
+        }
+      }
+    });
+    fill("edit", form);
+  }
+
+  // The policy moved on since the form was opened: who changed what, and nothing saved.
+  async function showConflict(opened) {
+    const history = await getJson(`/v1/policies/${path}/history`);
+    const since = history.filter((h) => h.revision > opened);
+    const last = since.at(-1) || history.at(-1);
+    fill("conflict",
+      el("p", { class: "error-text" },
+        `Not saved: changed by ${last.actor} at ${last.time} since you opened it (revision ${opened} → ${last.revision}).`),
+      el("ul", { class: "diff", "aria-label": "What changed" }, since.map((h) => el("li", {}, `${h.revision}: ${h.change}`))),
+      el("p", {}, "Discard to start again from the current policy."));
+  }
+
   async function renderPolicy() {
     let stored, yaml;
     try {
@@ -255,6 +363,7 @@ pages.guest = async () => {
       throw error;
     }
     fill("policy", el("p", {}, `Revision ${stored.revision}`), el("pre", { class: "yaml" }, yaml));
+    if (mayWrite() && !editing) renderEditor(stored);
     const [dependents, history] = await Promise.all([
       getJson(`/v1/guests/${path}/dependents`),
       getJson(`/v1/policies/${path}/history`),
@@ -343,7 +452,6 @@ function svg(tag, attrs = {}, ...children) {
   return node;
 }
 
-const mayWrite = () => ["operator", "admin"].includes(body.dataset.role) && body.dataset.listener !== "unix-ro";
 
 // Start or stop `guest` as the CLI does (a job), showing each guest's progress.
 async function runJob(action, guest, into) {

@@ -207,3 +207,39 @@ def test_editing_a_guest_with_a_stale_revision_or_a_bad_field(
     browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Save']").click()
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "policy"), "Revision 3"))
     assert "weight: 300" in browser.find_element(By.CSS_SELECTOR, "#policy pre").text
+
+
+NUMA2 = Path(__file__).parents[1] / "integration" / "nodes" / "numa2smt.xml"
+
+
+def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
+    browser: Any,
+    tunnel: Callable[[Path], str],
+    start_daemon: Callable[..., Daemon],
+    db: str,
+    run: Cli,
+) -> None:
+    """2 nodes x 2 cores x 2 threads, CPU 0 reserved: db (dedicated, a whole core
+    per vCPU, one node) sits on node 1's two cores, their siblings kept idle; the
+    map draws nodes, then cores, then threads, and marks each CPU's use."""
+    doc = '{"guest": "db", "cpu": {"placement": "dedicated", "threads": "isolate"}, "numa": {"nodes": 1}}'
+    assert run("apply", "-f", "-", input=doc).exit_code == 0
+    daemon = start_daemon(db, "--connect", f"test://{NUMA2}", "--reserved", "0")
+    wait_connected(daemon)
+    browser.get(tunnel(daemon.socket) + "/cpus")
+    wait(browser).until(lambda d: "db vCPU 1" in " ".join(texts(d, ".cpu .use")))
+    layout = browser.execute_script(
+        "return [...document.querySelectorAll('.node')].map(n => [n.querySelector('h2')"
+        ".textContent, [...n.querySelectorAll('.core')].map(c => [...c.querySelectorAll('.cpu')]"
+        ".map(t => [Number(t.dataset.cpu), t.querySelector('.use').textContent, t.className]))])"
+    )
+    nodes = dict(layout)
+    assert [[cpu for cpu, _use, _cls in core] for core in nodes["Node 1"]] == [[2, 6], [3, 7]]
+    uses = {cpu: (use, cls) for cores in nodes.values() for core in cores for cpu, use, cls in core}
+    assert uses[2][0] == "db vCPU 0"
+    assert uses[3][0] == "db vCPU 1"
+    assert uses[6][0] == uses[7][0] == "db (kept idle)"
+    assert all("dedicated" in uses[c][1] for c in (2, 3, 6, 7))
+    assert uses[0][0] == "reserved"
+    assert "reserved" in uses[0][1]
+    assert all("shared" in uses[c][1] for c in (1, 4, 5))

@@ -38,6 +38,14 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 s.shutdown(socket.SHUT_RDWR)
 
 
+def shot(driver: object, name: str) -> Path:
+    """Save a screenshot of the page as it is now, as an artefact ``name``.png."""
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTEFACTS / f"{name}.png"
+    driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+    return path
+
+
 @pytest.fixture
 def tunnel() -> Iterator[Callable[[Path], str]]:
     """``tunnel(socket_path)``: an http://127.0.0.1:PORT URL that reaches it."""
@@ -71,9 +79,10 @@ def tunnel() -> Iterator[Callable[[Path], str]]:
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest) -> Iterator[object]:
+def browser(request: pytest.FixtureRequest, start_daemon: object) -> Iterator[object]:
     """A headless Chromium at 1280x800 with a throwaway profile; a screenshot
-    of where it ended is saved as an artefact, named after the test."""
+    of where it ended is saved as an artefact, named after the test (taken
+    before the test's daemons stop: this fixture comes after theirs)."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         if os.environ.get("VIRTPOLICY_REQUIRE_LAB"):
             pytest.fail("no chromium: run tests/lab/chromium up (as root)")

@@ -11,7 +11,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import NODE, Cli, Daemon, snapshot, wait_connected
+from tests.browser.conftest import shot
+from tests.conftest import NODE, Cli, Daemon, snapshot, virsh, wait_connected
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,7 @@ def test_the_fleet_page_lists_the_guests(
     assert "db" in rows
     hosts = cells(browser, "#hosts")
     assert hosts[0][1] == "up"
+    shot(browser, "fleet")
     assert browser.find_element(By.ID, "who").text.endswith("(admin)")  # root, through the tunnel
     # Filters are in the URL: a link shows the same page.
     browser.find_element(By.NAME, "label").send_keys("tier=front")
@@ -151,6 +153,7 @@ def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
     )
     assert columns["db"] < columns["api"] < columns["web"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.graph rect.critical")) == 3
+    shot(browser, "graph")
     # Around db, an operator may start it from here; the page follows the job.
     browser.get(url + "/graph?guest=db")
     button = wait(browser).until(
@@ -243,3 +246,37 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     assert uses[0][0] == "reserved"
     assert "reserved" in uses[0][1]
     assert all("shared" in uses[c][1] for c in (1, 4, 5))
+    assert texts(browser, ".node .room") == [
+        "For a new dedicated guest: 3 CPUs, 1 whole cores.",
+        "For a new dedicated guest: 0 CPUs, 0 whole cores.",
+    ]
+
+
+def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
+    browser: Any,
+    tunnel: Callable[[Path], str],
+    start_daemon: Callable[..., Daemon],
+    make_guest: Callable[..., str],
+    qemu_uri: str,
+    db: str,
+    run: Cli,
+) -> None:
+    """On the real libvirtd: `virsh vcpupin` moves a running guest's vCPU off its
+    policy; the open guest page shows the drift the daemon found and put back,
+    and the pin as it is again, as the events come (no reload)."""
+    guest = make_guest("webdrift", vcpus=1)
+    run("policy", "set", guest, "--vcpupin", "0:0")
+    virsh("start", guest)
+    daemon = start_daemon(db, "--connect", qemu_uri)
+    wait_connected(daemon)
+    browser.get(tunnel(daemon.socket) + f"/guests/{guest}")
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "drift"), "No drift."))
+    browser.execute_script("window.notReloaded = true")
+    virsh("vcpupin", guest, "0", "1")
+    wait(browser).until(
+        lambda d: any("vcpupin.0: found 1, put back to 0" in t for t in texts(d, "#repairs li"))
+    )
+    wait(browser).until(lambda d: ["vCPU 0", "0", "0"] in cells(d, "#status"))
+    assert browser.find_element(By.ID, "drift").text == "No drift."
+    assert browser.execute_script("return window.notReloaded") is True
+    assert "0" in virsh("vcpupin", guest).split()[-1]

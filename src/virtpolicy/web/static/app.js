@@ -227,7 +227,7 @@ pages.guest = async () => {
       rows.push([`vCPU ${v}`, desired.vcpupin?.[v] ?? "—", actual.vcpupin?.[v] ?? "—"]);
     }
     rows.push(["emulator", desired.emulatorpin ?? "—", actual.emulatorpin ?? "—"]);
-    for (const key of new Set([...Object.keys(desired.sched || {}), ...Object.keys(actual.sched || {})])) {
+    for (const key of Object.keys(desired.sched || {})) { // the managed ones
       rows.push([key, desired.sched?.[key] ?? "—", actual.sched?.[key] ?? "—"]);
     }
     if (desired.numatune || actual.numatune) rows.push(["numatune", desired.numatune ?? "—", actual.numatune ?? "—"]);
@@ -386,9 +386,18 @@ pages.guest = async () => {
   await Promise.all([renderStatus(), renderPolicy()]);
   const status = debounced(() => renderStatus().then(() => showError(null), showError), 300);
   const policy = debounced(() => renderPolicy().catch(showError), 300);
+  const repaired = [];
   follow(["lifecycle", "policy", "enforcement"], (kind, data) => {
     if (data.guest !== undefined && data.guest !== null && data.guest !== guest) return;
     if (kind === "policy") policy();
+    if (kind === "enforcement") {
+      // Drift the daemon found, and put back: what it was, what it is again.
+      const when = new Date().toLocaleTimeString();
+      for (const [what, change] of Object.entries(data.applied || {})) {
+        repaired.unshift(`${when} ${what}: found ${change.from}, put back to ${change.to}`);
+      }
+      fill("repairs", el("ul", { "aria-label": "Drift put back" }, repaired.slice(0, 20).map((r) => el("li", {}, r))));
+    }
     status();
   });
 };
@@ -404,6 +413,14 @@ pages.cpus = async () => {
       if (!cores.has(row.core)) cores.set(row.core, []);
       cores.get(row.core).push(row);
     }
+    // What a new dedicated guest could have here: CPUs neither dedicated nor
+    // reserved (the placer leaves one of the host's shared), and whole cores.
+    const open = (t) => !/vCPU|emulator|kept idle/.test(t.use) && t.use !== "reserved";
+    const room = (cores) => {
+      const threads = [...cores.values()].flat().filter(open).length;
+      const whole = [...cores.values()].filter((ts) => ts.every(open)).length;
+      return `For a new dedicated guest: ${threads} CPUs, ${whole} whole cores.`;
+    };
     const shade = (pct) => (pct === null || pct === undefined ? "unknown" : `b${Math.min(10, Math.round(pct / 10))}`);
     fill("cpus",
       el("p", {}, placement.in_play
@@ -411,6 +428,7 @@ pages.cpus = async () => {
         : "Placement is not in play: no guest here asks for dedicated CPUs or NUMA nodes."),
       [...nodes].map(([node, cores]) => el("section", { class: "node", "aria-label": `NUMA node ${node}` },
         el("h2", {}, `Node ${node}`),
+        el("p", { class: "room" }, room(cores)),
         el("div", { class: "cores" }, [...cores].map(([core, threads]) => el("div", { class: "core", "aria-label": `core ${core}` },
           threads.map((t) => el("div", {
             class: `cpu ${shade(busy.get(t.cpu))} ${/vCPU|emulator|kept idle/.test(t.use) ? "dedicated" : t.use === "reserved" ? "reserved" : "shared"}`,

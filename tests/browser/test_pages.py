@@ -267,7 +267,7 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
     guest = make_guest("webdrift", vcpus=1)
     run("policy", "set", guest, "--vcpupin", "0:0")
     virsh("start", guest)
-    daemon = start_daemon(db, "--connect", qemu_uri)
+    daemon = start_daemon(db, "--connect", qemu_uri, "--sample-interval", "1")
     wait_connected(daemon)
     browser.get(tunnel(daemon.socket) + f"/guests/{guest}")
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "drift"), "No drift."))
@@ -280,3 +280,15 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
     assert browser.find_element(By.ID, "drift").text == "No drift."
     assert browser.execute_script("return window.notReloaded") is True
     assert "0" in virsh("vcpupin", guest).split()[-1]
+    # Its vCPU's chart fills from the event stream, one point per sample.
+    wait(browser).until(
+        lambda d: (
+            len(texts(d, "#charts figcaption")) == 1
+            and d.execute_script(
+                "const p = document.querySelector('#charts polyline.cpu');"
+                " return p ? p.getAttribute('points').split(' ').filter(Boolean).length : 0"
+            )
+            >= 3
+        )
+    )
+    assert texts(browser, "#charts figcaption")[0].startswith("vCPU 0: ")

@@ -52,6 +52,17 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
 function table(headings, rows, caption) {
   return el(
     "table",
@@ -383,7 +394,67 @@ pages.guest = async () => {
       history.slice().reverse().map((h) => [h.revision, h.time, h.actor, h.change])));
   }
 
-  await Promise.all([renderStatus(), renderPolicy()]);
+  // Per-vCPU CPU and steal over the last hour: the history once, then each
+  // sample from the event stream.
+  const HOUR = 3600;
+  let points = [];
+  function renderCharts() {
+    const now = Date.now() / 1000;
+    points = points.filter((p) => p.time > now - HOUR);
+    const vcpus = Object.keys(points.at(-1) || {}).filter((k) => k.startsWith("vcpu.")).length;
+    if (!points.length || !vcpus) {
+      fill("charts", el("p", {}, "No statistics yet (the daemon samples running guests)."));
+      return;
+    }
+    const Wc = 600, Hc = 90;
+    const line = (key) => points
+      .filter((p) => p[key] !== null && p[key] !== undefined)
+      .map((p) => `${(((p.time - (now - HOUR)) / HOUR) * Wc).toFixed(1)},${(Hc - (Math.min(100, p[key]) / 100) * Hc).toFixed(1)}`)
+      .join(" ");
+    const last = points.at(-1);
+    fill("charts", [...Array(vcpus).keys()].map((v) => el("figure", { class: "chart" },
+      svg("svg", { viewBox: `0 0 ${Wc} ${Hc}`, class: "chart", role: "img", "aria-label": `vCPU ${v}: CPU and steal, last hour` },
+        svg("line", { x1: 0, y1: Hc / 2, x2: Wc, y2: Hc / 2, class: "grid" }),
+        svg("polyline", { points: line(`vcpu.${v}`), class: "cpu" }),
+        svg("polyline", { points: line(`steal.${v}`), class: "steal" })),
+      el("figcaption", {}, `vCPU ${v}: ${last[`vcpu.${v}`] ?? "—"} % CPU, ${last[`steal.${v}`] ?? "—"} % steal now (last hour; 0-100 % of one host CPU)`))));
+  }
+  async function loadCharts() {
+    try {
+      const history = await getJson(`/v1/stats/guests/${path}?since=${Date.now() / 1000 - HOUR}`);
+      points = history.points;
+    } catch (error) {
+      if (error.status !== 404) throw error;
+    }
+    renderCharts();
+  }
+
+  async function renderDecisions() {
+    const decisions = await getJson(`/v1/decisions?guest=${path}&limit=20`);
+    fill("guest-decisions", decisions.length
+      ? table(["Time", "Tuner", "What", "Outcome", "Why"], decisions.map((d) =>
+          [d.time, d.tuner, `${d.kind}${d.vcpu == null ? "" : `.${d.vcpu}`}=${d.value}`, d.outcome, d.reason]))
+      : el("p", {}, "No tuner has touched it."));
+  }
+
+  await Promise.all([renderStatus(), renderPolicy(), loadCharts(), renderDecisions()]);
+  const charts = debounced(renderCharts, 1000);
+  const decided = debounced(() => renderDecisions().catch(showError), 1000);
+  follow(["stats", "decision"], (kind, data) => {
+    if (kind === "decision") {
+      if (data.guest === guest) decided();
+      return;
+    }
+    const mine = (data.guests || []).find((g) => g.guest === guest);
+    if (!mine) return;
+    const point = { time: Date.now() / 1000 };
+    for (const v of mine.vcpus || []) {
+      point[`vcpu.${v.vcpu}`] = v.percent;
+      point[`steal.${v.vcpu}`] = v.steal_percent;
+    }
+    points.push(point);
+    charts();
+  });
   const status = debounced(() => renderStatus().then(() => showError(null), showError), 300);
   const policy = debounced(() => renderPolicy().catch(showError), 300);
   const repaired = [];
@@ -459,16 +530,6 @@ pages.activity = async () => {
   follow(["job", "decision"], debounced(() => render().then(() => showError(null), showError)));
 };
 
-const SVG = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
 
 
 // Start or stop `guest` as the CLI does (a job), showing each guest's progress.

@@ -3,39 +3,26 @@ Selenium through Debian's chromedriver (tests/lab/chromium installs both;
 nothing is downloaded at test time), against real daemons.
 
 A browser cannot open a Unix socket: :func:`tunnel` forwards a loopback port
-to one, as ``ssh -L PORT:/run/virtpolicy/virtpolicy.sock`` does for a user.
-The daemon then sees the tunnel's process as the peer, as it would see sshd's.
+to one (:class:`virtpolicy.testing.tunnel.Tunnel`), as ``ssh -L
+PORT:/run/virtpolicy/virtpolicy.sock`` does for a user.
 Screenshots go to ``$VIRTPOLICY_ARTEFACTS`` (default ``build/screenshots``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from virtpolicy.testing.tunnel import Tunnel
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTEFACTS = Path(os.environ.get("VIRTPOLICY_ARTEFACTS", "build/screenshots"))
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
 
 
 def shot(driver: object, name: str) -> Path:
@@ -49,33 +36,15 @@ def shot(driver: object, name: str) -> Path:
 @pytest.fixture
 def tunnel() -> Iterator[Callable[[Path], str]]:
     """``tunnel(socket_path)``: an http://127.0.0.1:PORT URL that reaches it."""
-    servers: list[socket.socket] = []
+    opened: list[Tunnel] = []
 
     def open_tunnel(path: Path) -> str:
-        server = socket.create_server(("127.0.0.1", 0))
-        servers.append(server)
-
-        def serve() -> None:
-            while True:
-                try:
-                    client, _ = server.accept()
-                except OSError:
-                    return
-                upstream = socket.socket(socket.AF_UNIX)
-                try:
-                    upstream.connect(str(path))
-                except OSError:
-                    client.close()
-                    continue
-                for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-        threading.Thread(target=serve, daemon=True).start()
-        return f"http://127.0.0.1:{server.getsockname()[1]}"
+        opened.append(Tunnel(path))
+        return opened[-1].url
 
     yield open_tunnel
-    for server in servers:
-        server.close()
+    for t in opened:
+        t.close()
 
 
 @pytest.fixture

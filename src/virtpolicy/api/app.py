@@ -19,6 +19,7 @@ from virtpolicy import __version__, web
 from virtpolicy.api import decisions, events, jobs, policies, schemas, stats, status, views
 from virtpolicy.api.auth import Listener
 from virtpolicy.api.deps import Daemon, Reader
+from virtpolicy.engine.fleetview import FleetReads
 from virtpolicy.errors import BodyTooLargeError, VirtpolicyError
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.store.base import PolicyStore
@@ -38,6 +39,7 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
         redoc_url=None,
     )
     app.state.store = store
+    app.state.fleet = FleetReads(store)
     app.state.listener = listener
     app.state.daemon = daemon
 

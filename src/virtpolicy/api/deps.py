@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.dynamic import DynamicEngine
+from virtpolicy.engine.fleetview import FleetReads
 from virtpolicy.engine.jobrunner import JobRunner
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus, Reconciler
@@ -106,7 +107,13 @@ async def get_writer(who: Annotated[Principal, Depends(get_principal)]) -> Princ
     return who
 
 
+async def get_fleet(request: Request) -> FleetReads:
+    fleet: FleetReads = request.app.state.fleet
+    return fleet
+
+
 Store = Annotated[PolicyStore, Depends(get_store)]
+Fleet = Annotated[FleetReads, Depends(get_fleet)]
 Reader = Annotated[Principal, Depends(get_principal)]
 Writer = Annotated[Principal, Depends(get_writer)]
 DaemonDep = Annotated[Daemon, Depends(get_daemon)]

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import DaemonDep, Reader, Store
+from virtpolicy.api.deps import DaemonDep, Fleet, Reader, Store
 from virtpolicy.engine import fleetview
 from virtpolicy.errors import NotFoundError, StoreError, UnknownStateError
 
@@ -27,13 +27,14 @@ router = APIRouter(prefix="/v1", tags=["status"], responses=schemas.ERRORS)
 async def status_all(
     who: Reader,
     daemon: DaemonDep,
-    store: Store,
+    fleet: Fleet,
     host: Annotated[str | None, Query(max_length=255, description="only this host's")] = None,
 ) -> list[dict[str, Any]]:
     """Desired vs actual tuning, drift and errors of every guest with a policy, in
     the whole fleet: this host's as the daemon has them now, the other hosts' as
-    they last published them to the store (each with its ``host``)."""
-    return await fleet_rows(daemon, store, host)
+    they last published them to the store (each with its ``host``; read at most
+    every 2 s for all callers)."""
+    return await fleet_rows(daemon, fleet, host)
 
 
 @router.get("/guests/{guest}/status")
@@ -58,7 +59,11 @@ async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -
 UNREACHABLE = "store: unreachable (this host enforces the policies as last read)"
 
 
-async def fleet_rows(daemon: DaemonDep, store: Store, host: str | None) -> list[dict[str, Any]]:
+async def fleet_rows(
+    daemon: DaemonDep, fleet: fleetview.FleetReads, host: str | None
+) -> list[dict[str, Any]]:
+    """Every guest's status in the fleet (of ``host`` only, if given): this host's
+    as the daemon has them, the others' as the store had them (``fleet``)."""
     mine, here = daemon.host_name, daemon.states
     # The state as libvirt's events last told it (a pass may be older: a guest
     # at rest, stopped say, is not passed again).
@@ -71,7 +76,8 @@ async def fleet_rows(daemon: DaemonDep, store: Store, host: str | None) -> list[
     reachable = daemon.host_info()["fleet"]["store"] == "ok"
     try:
         if host != mine:  # only this host's asked for: the store has nothing to add
-            others = await asyncio.to_thread(fleetview.statuses, store, host, besides=mine)
+            every = await asyncio.to_thread(fleet.statuses, mine)
+            others = [r for r in every if host in (None, r["host"])]
     except StoreError as exc:  # this host's still answer
         log.warning("status: the other hosts' are not in reach: %s", exc)
         reachable = False
@@ -171,7 +177,7 @@ async def placement(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
 
 
 @router.get("/hosts")
-async def hosts(who: Reader, store: Store) -> list[dict[str, Any]]:
+async def hosts(who: Reader, fleet: Fleet) -> list[dict[str, Any]]:
     """Every host of the fleet sharing this store: state (up, lost after three
     missed heartbeats, left after a clean stop), URI, guests, last heartbeat."""
-    return await asyncio.to_thread(fleetview.hosts, store)
+    return await asyncio.to_thread(fleet.hosts)

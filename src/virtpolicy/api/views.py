@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import DaemonDep, Reader, Store
+from virtpolicy.api.deps import DaemonDep, Fleet, Reader
 from virtpolicy.api.status import fleet_rows
 from virtpolicy.errors import CycleError, PolicyError
 from virtpolicy.policy.graph import critical_path, dependents, requirements, start_waves
@@ -36,7 +36,7 @@ async def whoami(who: Reader, request: Request) -> dict[str, Any]:
 async def fleet_guests(
     who: Reader,
     daemon: DaemonDep,
-    store: Store,
+    fleet: Fleet,
     host: Annotated[str | None, Query(max_length=255)] = None,
     state: Annotated[str | None, Query(max_length=40)] = None,
     label: Annotated[str | None, Query(max_length=400, description="KEY=VALUE")] = None,
@@ -57,27 +57,28 @@ async def fleet_guests(
             raise PolicyError(f'label: "{label[:40]}" is not KEY=VALUE', field="label")
         wanted = (key, value)
     policies = daemon.policies()
-    rows = []
-    for row in await fleet_rows(daemon, store, host):
-        policy = policies.get(row["guest"])
-        labels = dict(policy.labels) if policy is not None else {}
-        if state is not None and row.get("state") != state:
-            continue
-        if wanted is not None and labels.get(wanted[0]) != wanted[1]:
-            continue
-        if problems and not (row.get("drift") or row.get("problems") or row.get("error")):
-            continue
-        if q and q not in row["guest"]:
-            continue
-        rows.append({**row, "labels": labels})
-    return {"total": len(rows), "guests": rows[offset : offset + limit]}
+
+    def labels_of(guest: str) -> dict[str, str]:
+        policy = policies.get(guest)
+        return dict(policy.labels) if policy is not None else {}
+
+    rows = [
+        row
+        for row in await fleet_rows(daemon, fleet, host)
+        if (state is None or row.get("state") == state)
+        and (q is None or q in row["guest"])
+        and (not problems or row.get("drift") or row.get("problems") or row.get("error"))
+        and (wanted is None or labels_of(row["guest"]).get(wanted[0]) == wanted[1])
+    ]
+    page = [{**row, "labels": labels_of(row["guest"])} for row in rows[offset : offset + limit]]
+    return {"total": len(rows), "guests": page}
 
 
 @router.get("/graph")
 async def graph(
     who: Reader,
     daemon: DaemonDep,
-    store: Store,
+    fleet: Fleet,
     guest: Annotated[str | None, Query(max_length=255)] = None,
     label: Annotated[str | None, Query(max_length=400, description="KEY=VALUE")] = None,
 ) -> dict[str, Any]:
@@ -106,7 +107,7 @@ async def graph(
     except CycleError as exc:  # refused on write; a store written by hand may hold one
         raise PolicyError(f"the graph has a cycle: {exc}") from None
     where: dict[str, dict[str, Any]] = {}
-    for row in await fleet_rows(daemon, store, None):
+    for row in await fleet_rows(daemon, fleet, None):
         if row["guest"] not in where or row.get("state") == "running":
             where[row["guest"]] = row
     local = daemon.states

@@ -245,6 +245,10 @@ class PolicyStore(Protocol):
         ``guest``, only that guest's rows. Their statuses (JSON to decode) only
         when asked for."""
 
+    def guest_keys(self) -> set[tuple[str, str]]:
+        """(guest, host) of every published guest: :meth:`guest_states` without
+        anything to decode."""
+
     def change_feed(self) -> ChangeFeed:
         """A new way to hear of writes by any process (:mod:`virtpolicy.store.feed`)."""
 

@@ -104,6 +104,11 @@ class Fleet:
                     ],
                 )
 
+    def guest_keys(self) -> set[tuple[str, str]]:
+        with self._read() as conn:
+            rows = conn.execute(select(guest_states.c.guest, guest_states.c.host)).all()
+        return {(r.guest, r.host) for r in rows}
+
     def guest_states(
         self,
         host: str | None = None,

@@ -215,6 +215,7 @@ pages.fleet = async () => {
     render().catch(showError);
   });
   await render();
+  performance.mark("vp-fleet-rendered"); // what bench/bench_web.py times
   const again = debounced(() => render().then(() => showError(null), showError));
   follow(["lifecycle", "policy", "enforcement", "host"], again);
 };

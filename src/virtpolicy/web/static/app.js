@@ -376,17 +376,25 @@ pages.guest = async () => {
     }
     fill("policy", el("p", {}, `Revision ${stored.revision}`), el("pre", { class: "yaml" }, yaml));
     if (mayWrite() && !editing) renderEditor(stored);
-    const [dependents, history] = await Promise.all([
+    const [dependents, history, graph] = await Promise.all([
       getJson(`/v1/guests/${path}/dependents`),
       getJson(`/v1/policies/${path}/history`),
+      getJson(`/v1/graph?guest=${path}`),
     ]);
     const policy = stored.policy || {};
+    const nodes = new Map(graph.nodes.map((n) => [n.guest, n]));
+    const now = (g) => {
+      const n = nodes.get(g);
+      return n ? `${n.state || "undefined"}${n.host ? ` on ${n.host}` : ""}` : "unknown";
+    };
     const edges = [];
     for (const [kind, list] of [["requires", policy.requires], ["wants", policy.wants]]) {
-      for (const dep of list || []) edges.push([kind, guestLink(dep.guest), dep.when || "running"]);
+      for (const dep of list || []) edges.push([kind, guestLink(dep.guest), dep.when || "running", now(dep.guest)]);
     }
+    const blocked = nodes.get(guest)?.blocked;
     fill("deps",
-      edges.length ? table(["", "Guest", "Condition"], edges, "It depends on") : el("p", {}, "It depends on no guest."),
+      edges.length ? table(["", "Guest", "Condition", "Now"], edges, "It depends on") : el("p", {}, "It depends on no guest."),
+      blocked ? el("p", { class: "error-text", id: "blocked-by" }, `Held back: ${blocked}`) : null,
       dependents.dependents.length
         ? el("p", {}, "Depend on it: ", dependents.dependents.flatMap((g, i) => (i ? [", ", guestLink(g)] : [guestLink(g)])))
         : el("p", {}, "No guest depends on it."),

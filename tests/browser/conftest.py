@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NODE, Daemon, wait_connected
 from virtpolicy.testing.tunnel import Tunnel
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,6 +46,25 @@ def tunnel() -> Iterator[Callable[[Path], str]]:
     yield open_tunnel
     for t in opened:
         t.close()
+
+
+#: ``served(*serve_args, uri=..., socket=...)``: a connected daemon and its page's URL.
+Served = Callable[..., tuple[Daemon, str]]
+
+
+@pytest.fixture
+def served(start_daemon: Callable[..., Daemon], tunnel: Callable[[Path], str], db: str) -> Served:
+    """Start `virtpolicy serve` on ``uri`` (default: the test driver with our
+    node file), wait until it is connected, and tunnel to its ``socket``."""
+
+    def serve(
+        *args: str, uri: str = f"test://{NODE}", socket: str = "virtpolicy.sock"
+    ) -> tuple[Daemon, str]:
+        daemon = start_daemon(db, "--connect", uri, *args)
+        wait_connected(daemon)
+        return daemon, tunnel(daemon.run_dir / socket)
+
+    return serve
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import shot
-from tests.conftest import NODE, Cli, Daemon, snapshot, virsh, wait_connected
+from tests.browser.conftest import Served, shot
+from tests.conftest import Cli, snapshot, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,7 @@ def texts(driver: Any, css: str) -> list[str]:
 
 def test_the_fleet_page_lists_the_guests(
     browser: Any,
-    tunnel: Callable[[Path], str],
-    start_daemon: Callable[..., Daemon],
+    served: Served,
     db: str,
     run: Cli,
 ) -> None:
@@ -52,9 +51,7 @@ def test_the_fleet_page_lists_the_guests(
     state, and a guest's link leads to its page with its policy."""
     run("policy", "set", "web", "--requires", "db", "--vcpus", "0", "--label", "tier=front")
     run("policy", "set", "db", "--weight", "200")
-    daemon = start_daemon(db, "--connect", f"test://{NODE}")
-    wait_connected(daemon)
-    url = tunnel(daemon.socket)
+    _daemon, url = served()
     browser.get(url + "/")
     wait(browser).until(lambda d: len(cells(d, "#guests")) == 2)
     rows = {r[0]: r for r in cells(browser, "#guests")}
@@ -73,23 +70,21 @@ def test_the_fleet_page_lists_the_guests(
     browser.find_element(By.LINK_TEXT, "web").click()
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "policy"), "requires"))
     assert "Revision 1" in browser.find_element(By.ID, "policy").text
-    assert cells(browser, "#deps")[0][:3] == ["requires", "db", "running"]
-    assert cells(browser, "#deps")[0][3].startswith("running on ")
+    deps = wait(browser).until(lambda d: cells(d, "#deps"))
+    assert deps[0][:3] == ["requires", "db", "running"]
+    assert deps[0][3].startswith("running on ")
 
 
 def test_the_read_only_socket_offers_no_write(
     browser: Any,
-    tunnel: Callable[[Path], str],
-    start_daemon: Callable[..., Daemon],
+    served: Served,
     db: str,
     run: Cli,
 ) -> None:
     """Over the read-only socket the page says so, the caller is a reader, and a
     write made from the page anyway is refused (the API decides, not the page)."""
     run("policy", "set", "db", "--weight", "200")
-    daemon = start_daemon(db, "--connect", f"test://{NODE}")
-    wait_connected(daemon)
-    url = tunnel(daemon.run_dir / "virtpolicy-ro.sock")
+    _daemon, url = served(socket="virtpolicy-ro.sock")
     before = snapshot(db)
     browser.get(url + "/guests/db")
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "policy"), "weight"))
@@ -125,8 +120,7 @@ def test_over_tls_without_a_token_only_the_prompt_shows(
 
 def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
     browser: Any,
-    tunnel: Callable[[Path], str],
-    start_daemon: Callable[..., Daemon],
+    served: Served,
     db: str,
     run: Cli,
 ) -> None:
@@ -136,11 +130,9 @@ def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
     the chain shortens as the page follows the events."""
     run("policy", "set", "web", "--requires", "api")
     run("policy", "set", "api", "--requires", "db")
-    daemon = start_daemon(db, "--connect", f"test://{NODE}")
-    wait_connected(daemon)
+    daemon, url = served()
     server = ("--server", str(daemon.socket))
     assert run(*server, "stop", "db").exit_code == 0  # web and api first, then db
-    url = tunnel(daemon.socket)
     browser.get(url + "/graph")
     # db is down but requires nothing: nothing holds it back but itself.
     wait(browser).until(lambda d: len(texts(d, "#blocked li")) == 2)
@@ -172,8 +164,7 @@ def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
 
 def test_editing_a_guest_with_a_stale_revision_or_a_bad_field(
     browser: Any,
-    tunnel: Callable[[Path], str],
-    start_daemon: Callable[..., Daemon],
+    served: Served,
     db: str,
     run: Cli,
 ) -> None:
@@ -181,9 +172,8 @@ def test_editing_a_guest_with_a_stale_revision_or_a_bad_field(
     what, and saves nothing; a bad value is shown next to its field and saves
     nothing; a good one saves (revision 3)."""
     run("policy", "set", "db", "--weight", "200")
-    daemon = start_daemon(db, "--connect", f"test://{NODE}")
-    wait_connected(daemon)
-    browser.get(tunnel(daemon.socket) + "/guests/db")
+    _daemon, url = served()
+    browser.get(url + "/guests/db")
     weight = wait(browser).until(ec.element_to_be_clickable((By.ID, "f-cpu-weight")))
     weight.clear()
     weight.send_keys("300")
@@ -219,8 +209,7 @@ NUMA2 = Path(__file__).parents[1] / "integration" / "nodes" / "numa2smt.xml"
 
 def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     browser: Any,
-    tunnel: Callable[[Path], str],
-    start_daemon: Callable[..., Daemon],
+    served: Served,
     db: str,
     run: Cli,
 ) -> None:
@@ -229,9 +218,8 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     map draws nodes, then cores, then threads, and marks each CPU's use."""
     doc = '{"guest": "db", "cpu": {"placement": "dedicated", "threads": "isolate"}, "numa": {"nodes": 1}}'
     assert run("apply", "-f", "-", input=doc).exit_code == 0
-    daemon = start_daemon(db, "--connect", f"test://{NUMA2}", "--reserved", "0")
-    wait_connected(daemon)
-    browser.get(tunnel(daemon.socket) + "/cpus")
+    _daemon, url = served("--reserved", "0", uri=f"test://{NUMA2}")
+    browser.get(url + "/cpus")
     wait(browser).until(lambda d: "db vCPU 1" in " ".join(texts(d, ".cpu .use")))
     layout = browser.execute_script(
         "return [...document.querySelectorAll('.node')].map(n => [n.querySelector('h2')"
@@ -256,8 +244,7 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
 
 def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
     browser: Any,
-    tunnel: Callable[[Path], str],
-    start_daemon: Callable[..., Daemon],
+    served: Served,
     make_guest: Callable[..., str],
     qemu_uri: str,
     db: str,
@@ -269,9 +256,8 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
     guest = make_guest("webdrift", vcpus=1)
     run("policy", "set", guest, "--vcpupin", "0:0")
     virsh("start", guest)
-    daemon = start_daemon(db, "--connect", qemu_uri, "--sample-interval", "1")
-    wait_connected(daemon)
-    browser.get(tunnel(daemon.socket) + f"/guests/{guest}")
+    _daemon, url = served("--sample-interval", "1", uri=qemu_uri)
+    browser.get(url + f"/guests/{guest}")
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "drift"), "No drift."))
     browser.execute_script("window.notReloaded = true")
     virsh("vcpupin", guest, "0", "1")
@@ -298,8 +284,7 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
 
 def test_the_fleet_page_at_phone_width_and_by_keyboard(
     browser: Any,
-    tunnel: Callable[[Path], str],
-    start_daemon: Callable[..., Daemon],
+    served: Served,
     db: str,
     run: Cli,
 ) -> None:
@@ -307,10 +292,9 @@ def test_the_fleet_page_at_phone_width_and_by_keyboard(
     comes first, and a filter typed and sent with Enter filters."""
     run("policy", "set", "web", "--label", "tier=front")
     run("policy", "set", "db", "--weight", "200")
-    daemon = start_daemon(db, "--connect", f"test://{NODE}")
-    wait_connected(daemon)
+    _daemon, url = served()
     browser.set_window_size(390, 844)
-    browser.get(tunnel(daemon.socket) + "/")
+    browser.get(url + "/")
     wait(browser).until(lambda d: len(cells(d, "#guests")) == 2)
     wide = browser.execute_script(
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"

@@ -7,6 +7,7 @@ they stay quick whatever the store or libvirt are doing.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from typing import Annotated, Any, cast
 
@@ -16,6 +17,7 @@ from fastapi.responses import PlainTextResponse
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Fleet, Reader, Store
 from virtpolicy.engine import fleetview
+from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, StoreError, UnknownStateError
 
 log = logging.getLogger(__name__)
@@ -62,37 +64,53 @@ UNREACHABLE = "store: unreachable (this host enforces the policies as last read)
 async def fleet_rows(
     daemon: DaemonDep, fleet: fleetview.FleetReads, host: str | None
 ) -> list[dict[str, Any]]:
-    """Every guest's status in the fleet (of ``host`` only, if given): this host's
-    as the daemon has them, the others' as the store had them (``fleet``)."""
-    mine, here = daemon.host_name, daemon.states
-    # The state as libvirt's events last told it (a pass may be older: a guest
-    # at rest, stopped say, is not passed again).
-    local = [
-        {**s.to_dict(), "host": mine, "state": here[s.guest]}
-        for s in daemon.statuses()
-        if s.guest in here
-    ]
-    others: list[dict[str, Any]] = []
+    """Every guest's status in the fleet (of ``host`` only, if given), by guest
+    then host: this host's as the daemon has them, the others' as the store had
+    them (``fleet``), and a row on no host for a policy whose guest no host has.
+    Merged in a thread: with 10,000 guests that is work the loop must not do."""
+    mine = daemon.host_name
+    # Copies taken on the loop, where they change. The state is libvirt's, as
+    # its events last told it (a pass may be older: a guest at rest is not
+    # passed again).
+    here, statuses = dict(daemon.states), daemon.statuses()
     reachable = daemon.host_info()["fleet"]["store"] == "ok"
+    others: list[dict[str, Any]] = []
+    elsewhere: frozenset[str] = frozenset()
     try:
         if host != mine:  # only this host's asked for: the store has nothing to add
-            every = await asyncio.to_thread(fleet.statuses, mine)
-            others = [r for r in every if host in (None, r["host"])]
+            others, elsewhere = await asyncio.to_thread(fleet.statuses_and_guests, mine)
     except StoreError as exc:  # this host's still answer
         log.warning("status: the other hosts' are not in reach: %s", exc)
         reachable = False
-    if not reachable:  # said on each row of this host: enforced as last read
-        for row in local:
-            row["problems"] = [*cast(list[str], row.get("problems") or []), UNREACHABLE]
-    seen = {s["guest"] for s in local + others}
-    # A guest with a policy that no host has: one row, on no host.
-    nowhere = [
-        {**s.to_dict(), "host": None}
-        for s in (daemon.statuses() if host is None else [])  # on no host: not asked for
-        if s.guest not in here and s.guest not in seen
-    ]
-    rows = [s for s in local + others + nowhere if host in (None, s["host"])]
-    return sorted(rows, key=lambda s: (s["guest"], s["host"] or ""))
+    return await asyncio.to_thread(
+        _merged, mine, here, statuses, others, elsewhere, host, reachable
+    )
+
+
+def _merged(
+    mine: str,
+    here: dict[str, str],
+    statuses: list[GuestStatus],
+    others: list[dict[str, Any]],
+    elsewhere: frozenset[str],
+    host: str | None,
+    reachable: bool,
+) -> list[dict[str, Any]]:
+    few = []
+    for status in statuses:  # one pass: most are of guests on other hosts
+        if status.guest in here:
+            row = {**status.to_dict(), "host": mine, "state": here[status.guest]}
+            if not reachable:  # said on each row of this host: enforced as last read
+                row["problems"] = [*cast(list[str], row.get("problems") or []), UNREACHABLE]
+            if host in (None, mine):
+                few.append(row)
+        elif host is None and status.guest not in elsewhere:  # on no host
+            few.append({**status.to_dict(), "host": None})
+    few.sort(key=lambda r: (r["guest"], r["host"] or ""))
+    if host is not None:
+        others = [r for r in others if r["host"] == host]
+    # ``others`` comes sorted by guest then host: merge the few into it.
+    return list(heapq.merge(others, few, key=lambda r: (r["guest"], r["host"] or "")))
 
 
 @router.get(

@@ -8,11 +8,13 @@ intervals is ``lost``, computed here from the reader's clock.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,17 +26,23 @@ def hosts(store: PolicyStore, now: float | None = None) -> list[dict[str, Any]]:
     ``guests`` and ``running`` (as it last published), ``heartbeat`` (ISO 8601
     UTC) and its age in seconds."""
     now = time.time() if now is None else now
-    return _host_rows(store.hosts(), store.guest_states(), now)
+    return _host_rows(store.hosts(), _counts(store.guest_states()), now)
 
 
-def _host_rows(
-    records: Iterable[HostRecord], states: Iterable[GuestState], now: float
-) -> list[dict[str, Any]]:
+def _counts(states: Iterable[GuestState]) -> tuple[Counter[str], Counter[str]]:
+    """Per host: its guests, and how many of them run."""
     guests: Counter[str] = Counter()
     running: Counter[str] = Counter()
     for g in states:
         guests[g.host] += 1
         running[g.host] += g.running
+    return guests, running
+
+
+def _host_rows(
+    records: Iterable[HostRecord], counts: tuple[Counter[str], Counter[str]], now: float
+) -> list[dict[str, Any]]:
+    guests, running = counts
     return [
         {
             "name": h.name,
@@ -91,6 +99,20 @@ def fleet_statuses(store: PolicyStore, host: str | None = None) -> list[dict[str
     return sorted(rows, key=lambda r: (r["guest"], r["host"] or ""))
 
 
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """What :class:`FleetReads` hands out, made once per change of the rows."""
+
+    lost: frozenset[str]
+    statuses: list[dict[str, Any]]
+    guests: frozenset[str]
+    hosts_seen: frozenset[str]
+    counts: tuple[Counter[str], Counter[str]]
+    records: list[HostRecord]
+    #: host -> the statuses and guests of every other host, made when first asked.
+    without: dict[str, tuple[list[dict[str, Any]], frozenset[str]]] = field(default_factory=dict)
+
+
 class FleetReads:
     """What :func:`statuses` and :func:`hosts` give, kept for every reader of one
     API and brought up to date at most once per ``ttl`` seconds: each open web
@@ -111,38 +133,56 @@ class FleetReads:
         self._hosts: list[HostRecord] = []
         self._checked = -math.inf  # monotonic
         self._read_at: float | None = None  # Unix time of the last read's start
-        #: What readers get, made once per change: (lost hosts, sorted rows, statuses).
-        self._made: tuple[frozenset[str], list[GuestState], list[dict[str, Any]]] | None = None
+        #: What readers get, made once per change.
+        self._made: _Made | None = None
 
     def statuses(self, besides: str | None) -> list[dict[str, Any]]:
         """Every host's guests' statuses but ``besides``'s, by guest then host, a
         lost host's guests in state ``unknown`` (do not change them)."""
-        _rows, made = self._current()
-        return [r for r in made if r["host"] != besides] if besides is not None else made
+        return self.statuses_and_guests(besides)[0]
+
+    def statuses_and_guests(
+        self, besides: str | None
+    ) -> tuple[list[dict[str, Any]], frozenset[str]]:
+        """:meth:`statuses`, and the guests they are of (do not change them)."""
+        made = self._current()
+        if besides is None:
+            return made.statuses, made.guests
+        if besides not in made.hosts_seen:
+            return made.statuses, made.guests
+        if besides not in made.without:  # the asking daemon's own: the same each time
+            kept = [r for r in made.statuses if r["host"] != besides]
+            made.without[besides] = (kept, frozenset(r["guest"] for r in kept))
+        return made.without[besides]
 
     def hosts(self) -> list[dict[str, Any]]:
         """:func:`hosts`, counted from the rows kept here."""
-        rows, _made = self._current()
-        with self._lock:
-            records = list(self._hosts)
-        return _host_rows(records, rows, time.time())
+        made = self._current()
+        return _host_rows(made.records, made.counts, time.time())
 
-    def _current(self) -> tuple[list[GuestState], list[dict[str, Any]]]:
+    def _current(self) -> _Made:
         with self._lock:
             now = time.monotonic()
             if now - self._checked > self.ttl:
                 self._read()
                 self._checked = now
             lost = frozenset(h.name for h in self._hosts if h.shown_state(time.time()) != "up")
-            if self._made is None or self._made[0] != lost:
+            if self._made is None or self._made.lost != lost:
                 rows = sorted(self._rows.values(), key=lambda g: (g.guest, g.host))
-                made = [
+                statuses = [
                     {**g.status, "host": g.host, **({"state": "unknown"} if g.host in lost else {})}
                     for g in rows
                     if g.status is not None
                 ]
-                self._made = (lost, rows, made)
-            return self._made[1], self._made[2]
+                self._made = _Made(
+                    lost,
+                    statuses,
+                    frozenset(r["guest"] for r in statuses),
+                    frozenset(g.host for g in rows),
+                    _counts(rows),
+                    self._hosts,  # replaced whole at each read, never changed
+                )
+            return self._made
 
     def _read(self) -> None:
         started = time.time()
@@ -163,4 +203,8 @@ class FleetReads:
             if gone:
                 self._made = None
         self._hosts = self.store.hosts()
+        if self._made is not None:  # the hosts' heartbeats moved on
+            self._made = dataclasses.replace(
+                self._made, records=self._hosts, without=self._made.without
+            )
         self._read_at = started

@@ -227,19 +227,21 @@ def _unix_server(
     store: PolicyStore, daemon: Daemon | None, listener: Listener, path: Path, mode: int
 ) -> uvicorn.Server:
     app = create_app(store, listener, daemon)
+    # Bind ourselves, under a name of our own, so that the mode is right and
+    # the socket listens before its path appears: a client that connects as
+    # soon as it sees the path waits in the backlog, and is never refused.
+    ready = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a stale socket from a daemon that died
-    # Bind ourselves so that the mode is right before anyone can connect.
+        ready.unlink()  # left by a daemon of the same pid that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o777 & ~mode)
     try:
-        sock.bind(str(path))
+        sock.bind(str(ready))
     finally:
         os.umask(old)
-    os.chmod(path, mode)
-    # Listen now: a client that connects before the server runs waits in the
-    # backlog instead of being refused.
+    os.chmod(ready, mode)
     sock.listen(_BACKLOG)
+    os.replace(ready, path)  # over a stale socket from a daemon that died
     config = uvicorn.Config(
         app,
         fd=None,

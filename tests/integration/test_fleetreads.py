@@ -29,12 +29,12 @@ def test_changes_and_gone_guests_are_read_after_the_first_read(store: SqlStore) 
         store.register_host(HostRecord(name, "test:///x", 4, {}, "t", "up", 60.0, now, "t"))
     store.publish_guests("a", [state("web", "a", True, 1), state("db", "a", True, 1)], [])
     reads = fleetview.FleetReads(store, ttl=0.0)
-    assert reads.statuses(None) == fleetview.statuses(store)
-    assert [r["guest"] for r in reads.statuses("a")] == []
+    assert reads.statuses_and_guests(None)[0] == fleetview.statuses(store)
+    assert [r["guest"] for r in reads.statuses_and_guests("a")[0]] == []
     # A change since: read without a full read.
     store.publish_guests("b", [state("api", "b", False, 2)], [])
     store.publish_guests("a", [state("web", "a", False, 3)], [])
-    assert reads.statuses(None) == fleetview.statuses(store)
+    assert reads.statuses_and_guests(None)[0] == fleetview.statuses(store)
 
     def without_age(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         return [{k: v for k, v in r.items() if k != "heartbeat_age_s"} for r in rows]
@@ -46,13 +46,13 @@ def test_changes_and_gone_guests_are_read_after_the_first_read(store: SqlStore) 
     ]
     # A guest gone: dropped at the next read.
     store.publish_guests("a", [], ["db"])
-    assert reads.statuses(None) == fleetview.statuses(store)
-    assert "db" not in [r["guest"] for r in reads.statuses(None)]
+    assert reads.statuses_and_guests(None)[0] == fleetview.statuses(store)
+    assert "db" not in [r["guest"] for r in reads.statuses_and_guests(None)[0]]
 
 
 def test_within_ttl_every_reader_gets_the_same_copy(store: SqlStore) -> None:
     store.register_host(HostRecord("a", "test:///x", 4, {}, "t", "up", 60.0, time.time(), "t"))
     reads = fleetview.FleetReads(store, ttl=3600.0)
-    assert reads.statuses(None) == []
+    assert reads.statuses_and_guests(None)[0] == []
     store.publish_guests("a", [state("web", "a", True, 1)], [])
-    assert reads.statuses(None) == []  # not read again within the ttl
+    assert reads.statuses_and_guests(None)[0] == []  # not read again within the ttl

@@ -136,15 +136,12 @@ class FleetReads:
         #: What readers get, made once per change.
         self._made: _Made | None = None
 
-    def statuses(self, besides: str | None) -> list[dict[str, Any]]:
-        """Every host's guests' statuses but ``besides``'s, by guest then host, a
-        lost host's guests in state ``unknown`` (do not change them)."""
-        return self.statuses_and_guests(besides)[0]
-
     def statuses_and_guests(
         self, besides: str | None
     ) -> tuple[list[dict[str, Any]], frozenset[str]]:
-        """:meth:`statuses`, and the guests they are of (do not change them)."""
+        """Every host's guests' statuses but ``besides``'s, by guest then host, a
+        lost host's guests in state ``unknown``; and the guests they are of (do
+        not change either)."""
         made = self._current()
         if besides is None:
             return made.statuses, made.guests

@@ -7,6 +7,10 @@ wraps its store and its libvirt connection with :func:`guarded`: a method
 called on a thread that runs an event loop raises
 :class:`~virtpolicy.errors.BlockingCallError` and logs the call with its
 stack, so that a test run finds every such call, not just the slow ones.
+
+Work that is pure but may be long, such as validating a request body (a
+policy's cpusets, a file of thousands of policies), is marked with
+:func:`off_loop` and fails the same way when called on the loop.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import asyncio
 import functools
 import logging
 import os
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 from virtpolicy.errors import BlockingCallError
 
@@ -23,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ENV = "VIRTPOLICY_LOOP_GUARD"
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def enabled() -> bool:
@@ -36,6 +42,24 @@ def on_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def off_loop(func: Callable[P, T]) -> Callable[P, T]:
+    """``func``, which with the guard on refuses to run on an event loop's thread."""
+    what = f"{func.__module__}.{func.__qualname__}"
+
+    @functools.wraps(func)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        if enabled() and on_loop():
+            _refuse(f"{what}() called on the event loop's thread")
+        return func(*args, **kwargs)
+
+    return call
+
+
+def _refuse(message: str) -> None:
+    log.error("BLOCKING CALL: %s", message, stack_info=True)
+    raise BlockingCallError(message)
 
 
 def guarded(target: T, what: str) -> T:
@@ -56,9 +80,7 @@ class _Guarded:
         @functools.wraps(value)
         def call(*args: Any, **kwargs: Any) -> Any:
             if on_loop():
-                message = f"{self._what}.{name}() called on the event loop's thread"
-                log.error("BLOCKING CALL: %s", message, stack_info=True)
-                raise BlockingCallError(message)
+                _refuse(f"{self._what}.{name}() called on the event loop's thread")
             return value(*args, **kwargs)
 
         return call

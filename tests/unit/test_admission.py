@@ -142,3 +142,42 @@ def test_a_write_about_other_hosts_guests_does_not_wake_the_probes() -> None:
     assert wakes([rev("api", ["db"])])
     assert wakes([rev("gone", None)])
     assert not wakes([rev("api", ["cache"]), rev("cache", [])])
+
+
+def test_a_condition_that_cannot_be_probed_is_its_guests_problem_only() -> None:
+    """A stored condition the resolver chokes on (as older versions accepted: a
+    64-character label) is that edge's result; the prober goes on and probes the
+    others. It once raised UnicodeError out of the prober, which ended the daemon."""
+    from virtpolicy.policy.model import Dependency, GuestPolicy  # noqa: PLC0415
+
+    bad_when = "tcp:" + "a" * 64 + ":80"
+
+    async def scenario() -> tuple[str | None, str | None, bool]:
+        server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        good_when = f"tcp:127.0.0.1:{port}"
+        policies = {
+            "web": GuestPolicy.model_construct(
+                guest="web",
+                requires=(
+                    Dependency.model_construct(guest="db", when=bad_when, timeout=5),
+                    Dependency.model_construct(guest="cache", when=good_when, timeout=5),
+                ),
+            )
+        }
+        states = GuestStates()
+        states.replace({"db": "running", "cache": "running", "web": "shut off"})
+        prober = Prober(MemoryHost([]), states, lambda: policies)
+        task = asyncio.create_task(prober.run())
+        bad = await prober.observed("db", bad_when)
+        good = await prober.observed("cache", good_when)
+        alive = not task.done()
+        task.cancel()
+        server.close()
+        return bad, good, alive
+
+    bad, good, alive = asyncio.run(scenario())
+    assert alive
+    assert good is None
+    assert bad is not None
+    assert "a" * 64 in bad

@@ -103,6 +103,17 @@ def test_any_bytes_are_policies_or_one_refusal(data: bytes) -> None:
         (b'{"guest": "a", "cpu": {"weight": ' + b"9" * 5000 + b"}}", "Exceeds the limit"),
         (b"guest: a\ncpu:\n  weight: " + b"9" * 5000 + b"\n", "Exceeds the limit"),
         (b"guest: a\nrequires:\n  - guest: db\n    when: tcp:db:\xc2\xb2\n", "port"),
+        # Duplicate keys were merged, the last one winning; now neither does.
+        (b'{"guest": "a", "guest": "b"}', 'the key "guest" appears twice in one object'),
+        (b'{"guest": "a", "cpu": {"weight": 1, "weight": 2}}', '"weight" appears twice'),
+        (b"guest: a\nguest: b\n", 'the key "guest" appears twice in one mapping'),
+        (b"guest: a\nlabels: {x: 1, x: 2}\n", '"x" appears twice'),
+        # A lone surrogate from an escape is not text: nothing could store it.
+        (b'{"guest": "x\\ud800"}', "is not text: a lone surrogate .\\\\ud800"),
+        (b'{"guest": "a", "labels": {"k\\udfff": "v"}}', "a lone surrogate .\\\\udfff"),
+        (b'guest: "x\\ud800"\n', "invalid Unicode character escape|lone surrogate"),
+        (b'[{"guest": "a", "requires": [{"guest": "\\udc00"}]}]', "a lone surrogate"),
+        (b'\xff\xfe{\x00"\x00}\x00', "not UTF-8 text"),
     ],
 )
 def test_hostile_documents_are_refused_in_one_line(data: bytes, problem: str) -> None:

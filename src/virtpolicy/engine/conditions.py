@@ -163,6 +163,8 @@ def _tcp(host: str, port: int) -> Probe:
             return f"no answer within {PROBE_TIMEOUT_S:.0f} s"
         except socket.gaierror as exc:
             return f"cannot resolve {host}: {exc.strerror}"
+        except (UnicodeError, ValueError) as exc:  # a name the resolver cannot encode
+            return f"cannot resolve {host}: {exc}"
         except OSError as exc:
             # asyncio's "Connect call failed" carries only the errno.
             return os.strerror(exc.errno).lower() if exc.errno else str(exc)

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 
 from virtpolicy.engine.conditions import PROBE_TIMEOUT_S, Commands, Guests, probe_for
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.states import GuestStates
-from virtpolicy.errors import HypervisorError
-from virtpolicy.policy.condition import parse_condition
+from virtpolicy.errors import HypervisorError, PolicyError
+from virtpolicy.policy.condition import Kind, parse_condition
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import Revision
 
@@ -28,7 +29,18 @@ INTERVAL_S = 2.0
 #: A result older than this is not used; admission waits for the next round.
 FRESH_S = 3 * INTERVAL_S
 
+log = logging.getLogger(__name__)
+
 Edge = tuple[str, str]  # (dependency, condition)
+
+
+def _kind(condition: str) -> Kind | None:
+    """The condition's kind; None for one that does not parse (a policy stored by
+    an older version): it is probed, and the probe reports why it cannot be."""
+    try:
+        return parse_condition(condition).kind
+    except PolicyError:
+        return None
 
 
 class Prober:
@@ -98,7 +110,7 @@ class Prober:
         wanted = set()
         for guest, policy in self.policies().items():
             for dep in policy.requires:
-                kind = parse_condition(dep.when).kind
+                kind = _kind(dep.when)
                 if kind == "running":
                     continue
                 here = self.states.running(dep.guest)
@@ -117,7 +129,7 @@ class Prober:
         return {
             condition: result is None
             for (g, condition), (at, result) in self._results.items()
-            if g == guest and now - at < FRESH_S and parse_condition(condition).kind == "agent"
+            if g == guest and now - at < FRESH_S and _kind(condition) == "agent"
         }
 
     async def run(self) -> None:
@@ -135,12 +147,19 @@ class Prober:
                     await self._wake.wait()
 
     async def _probe(self, edge: Edge) -> None:
+        """Probe one edge. Whatever goes wrong is that edge's result, shown to
+        admission and status as the reason its dependents wait: one condition
+        that cannot be probed never stops the others, or the daemon."""
         guest, condition = edge
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 observed = await probe_for(guest, condition, self._guests)()
         except TimeoutError:
             observed = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
-        except HypervisorError as exc:
+        except (HypervisorError, PolicyError) as exc:
             observed = str(exc)
+        except Exception as exc:  # the boundary of one probe: see the docstring
+            if self._results.get(edge, (0.0, ""))[1] != f"cannot probe: {exc}":
+                log.warning("probe of %s on %s failed", condition, guest, exc_info=True)
+            observed = f"cannot probe: {exc}"
         self._results[edge] = (time.monotonic(), observed)

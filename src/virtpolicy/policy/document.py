@@ -17,13 +17,15 @@ from typing import Any
 
 import yaml
 
+from virtpolicy import loopguard
 from virtpolicy.errors import DocumentError, PolicyError
 from virtpolicy.policy.model import GuestPolicy, parse_policy
+from virtpolicy.policy.text import not_text, printable, quoted
 
 #: Largest policy file read, a guard against mistakes (a log file, an image).
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
@@ -60,6 +62,7 @@ def too_large(source: str, size: int) -> str:
     )
 
 
+@loopguard.off_loop
 def parse_documents(data: bytes, source: str) -> list[Document]:
     """Parse and validate every policy in ``data`` (a file's bytes)."""
     text = decode(data, source)
@@ -114,20 +117,49 @@ def _looks_like_json(text: str) -> bool:
     return text.lstrip()[:1] in ("{", "[")
 
 
+@loopguard.off_loop
 def load_json(text: str | bytes, source: str) -> Any:
     """One JSON value; DocumentError (one line, naming ``source``) for anything
     that is not one: bad syntax, nesting too deep for the parser, an integer
-    with more digits than Python converts."""
+    with more digits than Python converts, a key twice in one object, a string
+    that is not text (a lone surrogate, from an escape such as ``\\ud800``)."""
+    if isinstance(text, bytes):
+        text = decode(text, source)
     try:
-        return json.loads(text)
+        value = json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, source))
     except json.JSONDecodeError as exc:
         raise DocumentError(
             f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
     except RecursionError:
         raise DocumentError(f"{source}: not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # int() over sys.get_int_max_str_digits(), bad UTF-8
+    except DocumentError:
+        raise
+    except ValueError as exc:  # int() over sys.get_int_max_str_digits()
         raise DocumentError(f"{source}: not valid JSON: {_first_clause(exc)}") from None
+    check_strings(value, source)
+    return value
+
+
+def _unique(pairs: list[tuple[Any, Any]], source: str) -> dict[Any, Any]:
+    """An object from its pairs, refusing a key that comes twice: JSON parsers
+    differ on which one wins, so a document that says both means neither."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        dup = _first_repeat(k for k, _ in pairs)
+        raise DocumentError(
+            f"{source}: the key {quoted(str(dup))} appears twice in one object",
+            field=printable(str(dup)[:60]),
+        )
+    return found
+
+
+def check_strings(value: Any, source: str) -> None:
+    """Refuse a document holding a string (or key) that is not text: a lone
+    surrogate, which nothing can store or send."""
+    why = not_text(value)
+    if why is not None:
+        raise DocumentError(f"{source}: {why}")
 
 
 def _first_clause(exc: Exception) -> str:
@@ -140,6 +172,35 @@ def _load_json(text: str, source: str) -> list[tuple[int, Any]]:
     if not items:
         raise DocumentError(f"{source}: holds no policy documents")
     return list(enumerate(items, start=1))
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]  # C or Python, as PyYAML was built
+    """The safe loader, refusing a key twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        if len(mapping) != len(node.value):
+            dup = _first_repeat(self.construct_object(k, deep=True) for k, _ in node.value)
+            if dup is not None:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {quoted(str(dup))} appears twice in one mapping",
+                    node.start_mark,
+                )
+        return mapping
+
+
+def _first_repeat(keys: Iterable[Any]) -> Any:
+    seen: set[Any] = set()
+    for key in keys:
+        try:
+            if key in seen:
+                return key
+            seen.add(key)
+        except TypeError:  # unhashable: PyYAML refuses it itself
+            continue
+    return None
 
 
 def _load_yaml(text: str, source: str) -> list[tuple[int, Any]]:
@@ -166,6 +227,7 @@ def _load_yaml(text: str, source: str) -> list[tuple[int, Any]]:
         loader.dispose()
     if not any(raw is not None for _, raw in docs):
         raise DocumentError(f"{source}: holds no policy documents")
+    check_strings([raw for _, raw in docs], source)
     return docs
 
 

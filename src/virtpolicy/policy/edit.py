@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from virtpolicy.errors import PolicyError
-from virtpolicy.policy.model import GuestPolicy, parse_policy, printable
+from virtpolicy.policy.model import GuestPolicy, parse_policy
 from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.policy.text import printable
 
 _KEYED = ("requires", "wants")
 _MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}

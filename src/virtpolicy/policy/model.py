@@ -24,10 +24,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from virtpolicy import loopguard
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.condition import normalize_condition
 from virtpolicy.policy.cpuset import MAX_CPUS, normalize_cpuset
 from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.policy.text import not_text, printable
 
 #: Relative CPU weight, on the cgroup v2 ``cpu.weight`` scale.
 WEIGHT_MIN, WEIGHT_MAX = 1, 10000
@@ -270,12 +272,16 @@ class GuestPolicy(_Model):
         return json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"))
 
 
+@loopguard.off_loop
 def parse_policy(doc: object) -> GuestPolicy:
     """Validate a document into a policy, or raise one :class:`PolicyError`.
 
     The error's message is one line naming the field and the value, e.g.
     ``cpu.vcpupin[1]: "0-" is not a cpuset: range has no end (at 2)``.
     """
+    why = not_text(doc)
+    if why is not None:
+        raise PolicyError(why)
     try:
         return GuestPolicy.model_validate(doc)
     except ValidationError as exc:
@@ -292,13 +298,6 @@ def describe_validation_error(exc: ValidationError) -> PolicyError:
     field, message = printable(field), printable(message)
     text = f"{field}: {message}{suffix}" if field else message + suffix
     return PolicyError(text, field=field or None)
-
-
-def printable(text: str) -> str:
-    """``text`` on one line: controls and other unprintables as escapes."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # Our wording for pydantic's error types; {value} is the offending input.

@@ -72,6 +72,29 @@ def snapshot(db: str) -> tuple[int, str, list[tuple[str, int]]]:
         s.close()
 
 
+#: A policy as a bad write once stored it (``tcp:[[]]:80`` kept as ``tcp:[]:80``).
+BROKEN_DOC = '{"guest":"x2","requires":[{"guest":"db","when":"tcp:[]:80"}]}'
+
+
+def break_policy(store: SqlStore, guest: str, doc: str) -> None:
+    """Store ``doc`` as ``guest``'s current policy and its latest revision, as an
+    older version (or a hand-edit) could have: past every check of the writing code."""
+    from sqlalchemy import select, update  # noqa: PLC0415
+
+    from virtpolicy.store.schema import policies, revisions  # noqa: PLC0415
+
+    with store.engine.begin() as conn:
+        number = conn.execute(
+            select(policies.c.revision).where(policies.c.guest == guest)
+        ).scalar_one()
+        conn.execute(update(policies).where(policies.c.guest == guest).values(doc=doc))
+        conn.execute(
+            update(revisions)
+            .where(revisions.c.guest == guest, revisions.c.revision == number)
+            .values(doc=doc)
+        )
+
+
 # -- a real libvirtd with QEMU (tests/lab/libvirtd) ------------------------------
 
 QEMU_URI = os.environ.get("VIRTPOLICY_QEMU_URI", "qemu:///system")

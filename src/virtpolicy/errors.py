@@ -84,6 +84,23 @@ class StoreBusyError(StoreError):
     http_status = 503
 
 
+class BrokenPolicyError(StoreError):
+    """The stored policy of a guest no longer validates (written by an older
+    version, or by hand): it is not enforced, and can only be replaced whole
+    or deleted."""
+
+    http_status = 409
+
+    def __init__(self, guest: str, revision: int, reason: str) -> None:
+        super().__init__(
+            f"{guest}: the stored policy (revision {revision}) no longer loads: {reason}; "
+            "replace it whole (apply -f, PUT) or delete it"
+        )
+        self.guest = guest
+        self.revision = revision
+        self.reason = reason
+
+
 class NotFoundError(StoreError):
     """The guest, or the revision asked for, does not exist in the store."""
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import snapshot
+from tests.conftest import BROKEN_DOC, break_policy, snapshot
 from tests.strategies import BODIES, NASTY_TEXT
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY, Listener, digest, new_token
@@ -497,3 +497,39 @@ def test_hook_reports_run_on_the_loop(store: SqlStore) -> None:
         assert c.get("/v1/guests/db/admission").status_code == 200
         assert c.post("/v1/hook/db/started/begin").status_code == 204
     assert daemon.hook_threads == [daemon.loop_thread]
+
+
+def test_a_bad_condition_is_refused_and_the_store_keeps_nothing(rw: TestClient, db: str) -> None:
+    """The writes that once killed the daemon (a host its resolver chokes on) or
+    poisoned the store (``tcp:[[]]:80``, stored as ``tcp:[]:80``, which no longer
+    validated) are refused with 422 naming the field, and nothing is written."""
+    before = snapshot(db)
+    for when in ("tcp:" + "a" * 64 + ":80", "tcp:a..b:80", "tcp:a\x00b:80", "tcp:[[]]:80"):
+        r = rw.put("/v1/policies/x2", json={"requires": [{"guest": "db", "when": when}]})
+        assert r.status_code == 422, when
+        assert r.json()["error"]["field"] == "requires[0].when"
+        assert "is not a condition" in r.json()["error"]["message"]
+    assert snapshot(db) == before
+
+
+def test_a_broken_stored_policy_is_listed_and_can_be_replaced_or_deleted(
+    rw: TestClient, store: SqlStore
+) -> None:
+    """A stored policy that no longer loads: GET answers 409 in one line, the list
+    shows it broken beside the others, and PUT replaces it or DELETE removes it."""
+    rw.put("/v1/policies/x2", json={})
+    rw.put("/v1/policies/web", json={"cpu": {"weight": 5}})
+    break_policy(store, "x2", BROKEN_DOC)
+    r = rw.get("/v1/policies/x2")
+    assert (r.status_code, r.json()["error"]["type"]) == (409, "BrokenPolicyError")
+    listed = {item["guest"]: item for item in rw.get("/v1/policies").json()}
+    assert listed["web"]["policy"]["cpu"] == {"weight": 5}
+    assert listed["x2"]["policy"] is None
+    assert "tcp:[]:80" in listed["x2"]["broken"]
+    assert rw.get("/v1/policies/x2/history").status_code == 200
+    r = rw.put("/v1/policies/x2", json={"cpu": {"weight": 6}})
+    assert (r.status_code, r.json()["action"]) == (200, "update")
+    assert rw.get("/v1/policies/x2").json()["policy"]["cpu"] == {"weight": 6}
+    break_policy(store, "x2", BROKEN_DOC)
+    assert rw.delete("/v1/policies/x2").status_code == 200
+    assert [item["guest"] for item in rw.get("/v1/policies").json()] == ["web"]

@@ -10,9 +10,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Cli, snapshot
+from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
 from tests.strategies import BODIES, NASTY_TEXT
 from virtpolicy.policy.document import MAX_FILE_BYTES
+from virtpolicy.store import SqlStore
 
 pytestmark = pytest.mark.integration
 
@@ -446,3 +447,30 @@ def test_non_ascii_digits_are_refused(run: Cli, db: str, args: list[str], field:
     assert result.exit_code == 2
     assert field in result.output
     assert snapshot(db) == before
+
+
+def test_a_broken_stored_policy_through_the_cli(run: Cli, store: SqlStore, tmp_path: Path) -> None:
+    """With a stored policy that no longer loads: get fails in one line, list and
+    export name it on stderr (export exits 1: its output is not the whole store),
+    apply -f replaces it and delete removes it."""
+    run("policy", "set", "x2", "--weight", "5")
+    run("policy", "set", "web", "--weight", "7")
+    break_policy(store, "x2", BROKEN_DOC)
+    r = run("policy", "get", "x2")
+    assert r.exit_code == 1
+    assert r.stderr.count("\n") == 1
+    assert "x2: the stored policy (revision 1) no longer loads" in r.stderr
+    r = run("policy", "list")
+    assert (r.exit_code, "web" in r.stdout) == (0, True)
+    assert "warning: x2: the stored policy (revision 1) no longer loads" in r.stderr
+    r = run("export")
+    assert r.exit_code == 1
+    assert "guest: web" in r.stdout
+    assert "x2" not in r.stdout
+    fixed = tmp_path / "x2.yaml"
+    fixed.write_text("guest: x2\ncpu:\n  weight: 9\n")
+    assert run("apply", "-f", str(fixed)).exit_code == 0
+    assert "weight: 9" in run("policy", "get", "x2").stdout
+    break_policy(store, "x2", BROKEN_DOC)
+    assert run("policy", "delete", "x2").exit_code == 0
+    assert run("export").exit_code == 0

@@ -14,7 +14,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from tests.conftest import snapshot
+from tests.conftest import BROKEN_DOC, break_policy, snapshot
 from virtpolicy.engine.policycache import PolicyCache
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
@@ -400,3 +400,70 @@ def test_a_cache_on_postgresql_reads_a_write_from_its_notification(
     finally:
         stop.set()
         feed.close()
+
+
+def test_eight_long_unicode_names_in_one_write(store: SqlStore) -> None:
+    """Eight guests of 254 emoji and a digit each, in one write: accepted on both
+    stores (PostgreSQL refused it, "payload string too long": the notification was
+    cut at 7,000 characters, and its limit is 8,000 bytes)."""
+    guests = ["\U0001f601" * 254 + str(i) for i in range(8)]
+    store.write([p(g) for g in guests], "alice")
+    assert store.guests() == sorted(guests)
+
+
+def test_a_broken_policy_is_shown_and_can_be_replaced_or_deleted(store: SqlStore) -> None:
+    """A stored policy that no longer validates (here what a bad write once left:
+    ``tcp:[]:80``) is named by get and broken_policies in one line, left out of
+    the list, and can be deleted, or replaced whole; the others read on."""
+    store.write([p("db"), p("x2"), p("web", cpu={"weight": 5})], "alice")
+    break_policy(store, "x2", BROKEN_DOC)
+    with pytest.raises(StoreError) as info:
+        store.get("x2")
+    assert "x2: the stored policy (revision 1) no longer loads" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert info.value.http_status == 409
+    assert [s.policy.guest for s in store.list_policies()] == ["db", "web"]
+    [broken] = store.broken_policies()
+    assert (broken.guest, broken.revision) == ("x2", 1)
+    assert "tcp:[]:80" in broken.reason
+    assert "\n" not in broken.reason
+    [rev] = store.history("x2")
+    assert rev.policy is None
+    assert "tcp:[]:80" in rev.broken
+    # Replaced whole: an update, revision 2; then it loads.
+    [outcome] = store.write([p("x2", cpu={"weight": 7})], "bob")
+    assert (outcome.action, outcome.revision, outcome.before) == ("update", 2, None)
+    assert store.get("x2").policy.cpu.weight == 7
+    assert store.broken_policies() == []
+    # Broken again, then deleted.
+    break_policy(store, "x2", BROKEN_DOC)
+    [outcome] = store.write([Delete("x2")], "bob")
+    assert (outcome.action, outcome.revision) == ("delete", 3)
+    assert store.guests() == ["db", "web"]
+
+
+def test_a_broken_policy_never_stops_the_cache_taking_other_changes(store: SqlStore) -> None:
+    """A daemon's cache reads past a broken policy: the guest is reported broken
+    and left alone, and a later write of another guest is taken (it once stopped
+    taking every change: "policy set cache --weight 321 was never enforced")."""
+    store.write([p("cache"), p("x2")], "alice")
+    break_policy(store, "x2", BROKEN_DOC)
+    cache = PolicyCache(store)
+    assert cache.refresh() is None  # a whole read
+    assert set(cache.all()) == {"cache"}
+    assert "tcp:[]:80" in cache.broken()["x2"]
+    store.write([p("cache", cpu={"weight": 321})], "alice")
+    assert [r.guest for r in cache.refresh() or []] == ["cache"]
+    assert cache.get("cache").cpu.weight == 321  # type: ignore[union-attr]
+    # A broken revision read incrementally, with another guest's change after it.
+    store.write([p("x3")], "alice")
+    break_policy(store, "x3", '{"guest":"x3","cpu":{"weight":0}}')
+    store.write([p("cache", cpu={"weight": 322})], "alice")
+    assert [r.guest for r in cache.refresh() or []] == ["x3", "cache"]
+    assert "cpu.weight: 0 is below the minimum 1" in cache.broken()["x3"]
+    assert "x3" not in cache.all()
+    assert cache.get("cache").cpu.weight == 322  # type: ignore[union-attr]
+    store.write([p("x2", cpu={"weight": 9})], "alice")
+    cache.refresh()
+    assert "x2" not in cache.broken()
+    assert cache.get("x2").cpu.weight == 9  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, Precond
 from virtpolicy.policy.document import check_unique, dump_yaml, parse_documents
 from virtpolicy.policy.model import check_guest_name, parse_policy
 from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.policy.text import quoted
 from virtpolicy.store.base import Outcome, Put, StoredPolicy
 
 router = APIRouter(prefix="/v1", tags=["policies"], responses=schemas.ERRORS)
@@ -30,14 +31,30 @@ Guests = Annotated[list[str] | None, Query()]
 
 @router.get("/policies")
 def list_policies(who: Reader, store: Store, label: Labels = None) -> list[dict[str, Any]]:
-    """Every policy, optionally only those with all labels ``KEY=VALUE``."""
+    """Every policy, optionally only those with all labels ``KEY=VALUE``. Without
+    labels, a stored policy that no longer loads is listed too, with ``"policy":
+    null`` and ``"broken"`` saying why: replace it whole or delete it."""
     selector = {}
     for spec in label or ():
         key, sep, value = spec.partition("=")
         if not sep or not key:
-            raise PolicyError(f'label: "{spec}" is not KEY=VALUE', field="label")
+            raise PolicyError(f"label: {quoted(spec)} is not KEY=VALUE", field="label")
         selector[key] = value
-    return [_stored(s) for s in store.list_policies(selector)]
+    listed = [_stored(s) for s in store.list_policies(selector)]
+    if selector:
+        return listed
+    broken = [
+        {
+            "guest": b.guest,
+            "revision": b.revision,
+            "updated_at": b.updated_at,
+            "updated_by": b.updated_by,
+            "policy": None,
+            "broken": b.reason,
+        }
+        for b in store.broken_policies()
+    ]
+    return sorted(listed + broken, key=lambda item: str(item["guest"])) if broken else listed
 
 
 @router.get(

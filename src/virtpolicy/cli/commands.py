@@ -8,7 +8,7 @@ import click
 
 from virtpolicy.cli import output
 from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
-from virtpolicy.errors import NotFoundError
+from virtpolicy.errors import EXIT_FAILED, NotFoundError
 
 if TYPE_CHECKING:
     from virtpolicy.engine.changes import Result
@@ -133,8 +133,11 @@ def policy_get(app: App, guest: str, fmt: str) -> None:
 @click.option("-o", "--output", "fmt", type=_OUTPUT, default="table", show_default=True)
 @pass_app
 def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
-    """List policies, optionally only those with all the given labels."""
+    """List policies, optionally only those with all the given labels. A stored
+    policy that no longer loads is named on standard error."""
     click.echo(output.policies(app.service.list_policies(parse_labels(label)), fmt), nl=False)
+    if not label:
+        _warn_broken(app)
 
 
 @policy.command("delete")
@@ -218,8 +221,24 @@ def apply_cmd(app: App, files: tuple[str, ...], dry_run: bool, prune: bool) -> N
 @click.option("-o", "--output", "fmt", type=click.Choice(["yaml", "json"]), default="yaml")
 @pass_app
 def export_cmd(app: App, fmt: str) -> None:
-    """Print every policy (desired state only), ready for ``apply -f``."""
+    """Print every policy (desired state only), ready for ``apply -f``. A stored
+    policy that no longer loads is named on standard error and left out: then
+    the exit status is 1."""
     click.echo(output.policies(app.service.list_policies({}), fmt), nl=False)
+    if _warn_broken(app):
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _warn_broken(app: App) -> int:
+    """Name each stored policy that no longer loads, on standard error; how many."""
+    broken = app.service.broken()
+    for b in broken:
+        click.echo(
+            f"warning: {b.guest}: the stored policy (revision {b.revision}) no longer loads: "
+            f"{b.reason}; replace it whole (apply -f) or delete it",
+            err=True,
+        )
+    return len(broken)
 
 
 @cli.command("plan")

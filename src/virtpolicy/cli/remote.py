@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the policy model (pydantic) is imported by the commands tha
     from virtpolicy.engine.changes import HistoryEntry, Result
     from virtpolicy.policy.graph import Waves
     from virtpolicy.policy.model import GuestPolicy
-    from virtpolicy.store.base import StoredPolicy
+    from virtpolicy.store.base import BrokenPolicy, StoredPolicy
 
 _TIMEOUT_S = 30.0
 
@@ -57,7 +57,23 @@ class RemoteService:
 
     def list_policies(self, labels: Mapping[str, str]) -> list[StoredPolicy]:
         params = [("label", f"{k}={v}") for k, v in labels.items()]
-        return [_stored(item) for item in self._call("GET", "/v1/policies", params=params)]
+        listed = self._call("GET", "/v1/policies", params=params)
+        return [_stored(item) for item in listed if item.get("policy") is not None]
+
+    def broken(self) -> list[BrokenPolicy]:
+        from virtpolicy.store.base import BrokenPolicy  # noqa: PLC0415
+
+        return [
+            BrokenPolicy(
+                item["guest"],
+                item["revision"],
+                item["updated_at"],
+                item["updated_by"],
+                item["broken"],
+            )
+            for item in self._call("GET", "/v1/policies")
+            if item.get("broken")
+        ]
 
     def set(self, guest: str, patch: Mapping[str, Any], expect: int | None) -> Result:
         return _result(

@@ -16,12 +16,13 @@ from virtpolicy.engine.jobs import settle
 from virtpolicy.errors import NotFoundError
 from virtpolicy.policy.graph import Waves
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import JobState, PolicyStore, StoredPolicy
+from virtpolicy.store.base import BrokenPolicy, JobState, PolicyStore, StoredPolicy
 
 
 class Service(Protocol):
     def get(self, guest: str) -> StoredPolicy: ...
     def list_policies(self, labels: Mapping[str, str]) -> list[StoredPolicy]: ...
+    def broken(self) -> list[BrokenPolicy]: ...
     def set(self, guest: str, patch: Mapping[str, Any], expect: int | None) -> Result: ...
     def delete(self, guest: str, expect: int | None) -> Result: ...
     def history(self, guest: str) -> list[HistoryEntry]: ...
@@ -47,6 +48,9 @@ class LocalService:
 
     def list_policies(self, labels: Mapping[str, str]) -> list[StoredPolicy]:
         return self.store.list_policies(labels)
+
+    def broken(self) -> list[BrokenPolicy]:
+        return self.store.broken_policies()
 
     def set(self, guest: str, patch: Mapping[str, Any], expect: int | None) -> Result:
         return outcome_result(

@@ -143,8 +143,24 @@ class Controller:
             self.prober.wake()
 
     def statuses(self) -> list[GuestStatus]:
-        """Every guest's status as of its last pass."""
-        return self.reconciler.statuses()
+        """Every guest's status as of its last pass, and every guest whose stored
+        policy no longer loads (not enforced, said so)."""
+        found = self.reconciler.statuses()
+        broken = self.cache.broken()
+        if not broken:
+            return found
+        found = [s for s in found if s.guest not in broken]
+        for guest, why in broken.items():
+            reason = f"the stored policy no longer loads: {why}"
+            state = self.states.get(guest, "undefined")
+            found.append(
+                GuestStatus(
+                    guest,
+                    state=state,
+                    error=f"stored policy not enforced: it no longer loads: {reason}",
+                )
+            )
+        return sorted(found, key=lambda s: s.guest)
 
     def host_info(self) -> dict[str, Any]:
         """The connection, its driver and the host's CPUs (when connected)."""

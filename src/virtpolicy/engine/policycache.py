@@ -36,6 +36,7 @@ class PolicyCache:
         self.revision: int | None = None
         self._policies: Mapping[str, GuestPolicy] = MappingProxyType({})
         self._stored: Mapping[str, StoredPolicy] = MappingProxyType({})
+        self._broken: Mapping[str, str] = MappingProxyType({})
         self._feed: ChangeFeed | None = None
 
     def all(self) -> Mapping[str, GuestPolicy]:
@@ -50,6 +51,11 @@ class PolicyCache:
         refresh: what reconcile passes enforce, with no store access (so that they
         go on when the store does not answer)."""
         return self._stored
+
+    def broken(self) -> Mapping[str, str]:
+        """guest -> why its stored policy no longer loads: such a guest is left
+        alone (not enforced) and shown, while every other guest goes on."""
+        return self._broken
 
     def feed(self) -> ChangeFeed:
         """A new feed of the store's changes: when it reports one, refresh (which
@@ -70,15 +76,18 @@ class PolicyCache:
                 if not written:
                     return []
                 if len(written) <= _INCREMENTAL_LIMIT:
-                    stored = dict(self._stored)
+                    stored, broken = dict(self._stored), dict(self._broken)
                     for r in written:
+                        broken.pop(r.guest, None)
                         if r.policy is None:
                             stored.pop(r.guest, None)
+                            if r.broken:
+                                broken[r.guest] = r.broken
                         else:
                             stored[r.guest] = StoredPolicy(
                                 r.policy, r.revision, r.created_at, r.actor
                             )
-                    self._publish(stored, max(r.seq for r in written))
+                    self._publish(stored, broken, max(r.seq for r in written))
                     return written
             # Read after the revision: a write in between only makes the next
             # refresh read it again, never keeps an older list under a newer revision.
@@ -87,7 +96,8 @@ class PolicyCache:
                 self._feed.written()
             revision = self._store.global_revision()
             every = {s.policy.guest: s for s in self._store.list_policies()}
-            self._publish(every, revision)
+            broken = {b.guest: b.reason for b in self._store.broken_policies()}
+            self._publish(every, broken, revision)
             return None
 
     def _heard(self, revision: int) -> list[Revision]:
@@ -101,7 +111,13 @@ class PolicyCache:
             return []
         return after
 
-    def _publish(self, stored: dict[str, StoredPolicy], revision: int) -> None:
+    def _publish(
+        self, stored: dict[str, StoredPolicy], broken: dict[str, str], revision: int
+    ) -> None:
+        if broken.keys() != self._broken.keys():
+            for guest in broken.keys() - self._broken.keys():
+                log.warning("policy of %s is not enforced: %s", guest, broken[guest])
+        self._broken = MappingProxyType(broken)
         self._stored = MappingProxyType(stored)
         self._policies = MappingProxyType({g: s.policy for g, s in stored.items()})
         self.revision = revision

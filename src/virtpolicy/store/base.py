@@ -29,7 +29,8 @@ class StoredPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Revision:
-    """One version of a guest's policy. ``policy`` is None for a delete."""
+    """One version of a guest's policy. ``policy`` is None for a delete, and for
+    a stored document that no longer validates: then ``broken`` says why."""
 
     seq: int
     guest: str
@@ -38,6 +39,19 @@ class Revision:
     actor: str
     created_at: str
     policy: GuestPolicy | None
+    broken: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenPolicy:
+    """A guest's current policy as stored, when it no longer validates (written
+    by an older version, or by hand): not enforced, shown, replaced or deleted."""
+
+    guest: str
+    revision: int
+    updated_at: str
+    updated_by: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,14 +267,20 @@ class PolicyStore(Protocol):
         """A new way to hear of writes by any process (:mod:`virtpolicy.store.feed`)."""
 
     def get(self, guest: str) -> StoredPolicy:
-        """The current policy of ``guest``; NotFoundError if it has none."""
+        """The current policy of ``guest``; NotFoundError if it has none,
+        BrokenPolicyError if it no longer validates."""
 
     def head(self, guest: str) -> tuple[int, GuestPolicy | None]:
         """The guest's current revision and policy, read together: after a delete the
-        delete's revision and None; (0, None) if it never had a policy."""
+        delete's revision and None; (0, None) if it never had a policy;
+        BrokenPolicyError if it no longer validates."""
 
     def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
-        """Current policies, by guest name, having all of ``labels``."""
+        """Current policies, by guest name, having all of ``labels``; those that no
+        longer validate are left out (see :meth:`broken_policies`)."""
+
+    def broken_policies(self) -> list[BrokenPolicy]:
+        """Current policies that no longer validate, by guest name."""
 
     def guests(self) -> list[str]:
         """Names of the guests that have a policy, sorted."""
@@ -350,6 +370,7 @@ class PolicyStore(Protocol):
 
 
 __all__ = [
+    "BrokenPolicy",
     "Change",
     "Delete",
     "Edges",

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 #: The channel every write notifies on PostgreSQL.
 CHANNEL = "virtpolicy_changes"
-#: NOTIFY payloads must stay under 8000 bytes; the guest names are cut first.
+#: NOTIFY payloads must stay under 8000 bytes (bytes, not characters: a guest
+#: name of 255 emoji is 1,020 bytes); the guest names are cut first.
 _PAYLOAD_MAX = 7000
 
 
@@ -58,12 +59,15 @@ def payload(first: int, last: int, guests: list[str], rows: Sequence[Sequence[An
     second line the revisions as JSON rows (seq, guest, revision, action,
     actor, created_at, doc) when the whole fits in a notification."""
     names = ",".join(guests)
-    if len(names) > _PAYLOAD_MAX:
-        names = names[: _PAYLOAD_MAX - 3].rsplit(",", 1)[0] + ",..."
+    encoded = names.encode()
+    if len(encoded) > _PAYLOAD_MAX:
+        cut = encoded[: _PAYLOAD_MAX - 4].decode(errors="ignore")  # not within a character
+        names = cut.rsplit(",", 1)[0] + ",..."
     told = f"{first}-{last} {names}"
     if rows:
+        # ASCII (JSON escapes the rest), so its length is its size in bytes.
         carried = json.dumps([list(r) for r in rows], separators=(",", ":"))
-        if len(told) + len(carried) < _PAYLOAD_MAX:
+        if len(told.encode()) + 1 + len(carried) < _PAYLOAD_MAX:
             told += "\n" + carried
     return told
 

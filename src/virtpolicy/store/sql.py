@@ -37,15 +37,17 @@ from sqlalchemy import (
 
 from virtpolicy.clock import now as _now
 from virtpolicy.errors import (
+    BrokenPolicyError,
     ConflictError,
     NotFoundError,
     PolicyError,
     StoreError,
 )
 from virtpolicy.policy.graph import check_acyclic
-from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.model import GuestPolicy, describe_validation_error
 from virtpolicy.store.base import (
     Action,
+    BrokenPolicy,
     Change,
     ChangeFeed,
     Delete,
@@ -153,7 +155,9 @@ class SqlStore(Fleet, Jobs, Tokens):
             ).first()
         if row is None:
             return 0, None
-        return int(row.revision), _decode(guest, row.doc) if row.doc is not None else None
+        if row.doc is None:
+            return int(row.revision), None
+        return int(row.revision), _decode(guest, row.revision, row.doc)
 
     def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         query = select(policies).where(policies.c.doc.is_not(None))
@@ -161,7 +165,27 @@ class SqlStore(Fleet, Jobs, Tokens):
             query = query.where(policies.c.guest.in_(_with_label(key, value)))
         with self._read() as conn:
             rows = conn.execute(query.order_by(policies.c.guest)).all()
-        return [_stored(row) for row in rows]
+        found = []
+        for row in rows:
+            try:
+                found.append(_stored(row))
+            except BrokenPolicyError:
+                continue  # see broken_policies()
+        return found
+
+    def broken_policies(self) -> list[BrokenPolicy]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(policies).where(policies.c.doc.is_not(None)).order_by(policies.c.guest)
+            ).all()
+        broken = []
+        for row in rows:
+            reason = _fault(row.doc)
+            if reason is not None:
+                broken.append(
+                    BrokenPolicy(row.guest, row.revision, row.updated_at, row.updated_by, reason)
+                )
+        return broken
 
     def guests(self) -> list[str]:
         with self._read() as conn:
@@ -251,11 +275,13 @@ class SqlStore(Fleet, Jobs, Tokens):
             revision, doc = current.get(change.guest, (0, None))
             if change.expect is not None and change.expect != revision:
                 raise ConflictError(change.guest, change.expect, revision)
+            # A stored policy that no longer loads has no "before": it can be
+            # deleted or replaced whole, and what it was shows in its history.
+            before = _loaded(change.guest, revision, doc)
             if isinstance(change, Delete):
                 if doc is None:
                     raise NotFoundError(f"{change.guest}: no policy")
-                gone = _decode(change.guest, doc)
-                outcomes.append(Outcome(change.guest, "delete", revision + 1, gone, None))
+                outcomes.append(Outcome(change.guest, "delete", revision + 1, before, None))
                 continue
             # Canonical JSON: equal text is an equal policy, no decoding needed.
             if doc == change.policy.canonical_json():
@@ -263,8 +289,7 @@ class SqlStore(Fleet, Jobs, Tokens):
                     Outcome(change.guest, "unchanged", revision, change.policy, change.policy)
                 )
                 continue
-            before = _decode(change.guest, doc) if doc is not None else None
-            action: Action = "create" if before is None else "update"
+            action: Action = "create" if doc is None else "update"
             outcomes.append(Outcome(change.guest, action, revision + 1, before, change.policy))
             old_deps = before.dependencies() if before else []
             graph_changed |= change.policy.dependencies() != old_deps
@@ -279,6 +304,9 @@ class SqlStore(Fleet, Jobs, Tokens):
         return outcomes
 
     def _record(self, conn: Connection, written: Sequence[Outcome], base: int, actor: str) -> None:
+        for o in written:
+            if o.after is not None:
+                _check_reads_back(o.after)
         now = _now()
         rows: list[dict[str, Any]] = [
             {
@@ -411,15 +439,54 @@ def _edges(conn: Connection) -> dict[str, list[tuple[str, str]]]:
     return graph
 
 
-def _decode(guest: str, doc: str) -> GuestPolicy:
+def _fault(doc: str) -> str | None:
+    """Why a stored document does not validate, in one line; None if it does."""
+    try:
+        GuestPolicy.model_validate_json(doc)
+    except ValidationError as exc:
+        return str(describe_validation_error(exc))
+    except ValueError as exc:  # PolicyError raised outside pydantic's wrapping
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _decode(guest: str, revision: int, doc: str) -> GuestPolicy:
     try:
         return GuestPolicy.model_validate_json(doc)
-    except ValidationError as exc:
-        raise StoreError(f"{guest}: stored policy no longer validates: {exc}") from None
+    except ValueError:
+        raise BrokenPolicyError(guest, revision, _fault(doc) or "it does not validate") from None
+
+
+def _loaded(guest: str, revision: int, doc: str | None) -> GuestPolicy | None:
+    """The stored policy, or None when there is none or it no longer loads."""
+    if doc is None:
+        return None
+    try:
+        return _decode(guest, revision, doc)
+    except BrokenPolicyError:
+        return None
+
+
+def _check_reads_back(policy: GuestPolicy) -> None:
+    """What is stored must read back as exactly what was accepted: a policy whose
+    text validates as something else (or not at all) is refused, not written."""
+    text = policy.canonical_json()
+    try:
+        again = GuestPolicy.model_validate_json(text)
+    except ValueError:
+        again = None
+    if again != policy:
+        raise PolicyError(
+            f"{policy.guest}: the policy would not read back as written "
+            f"({_fault(text) or 'it reads back as another policy'}); nothing was written",
+            field="guest",
+        )
 
 
 def _stored(row: Any) -> StoredPolicy:
-    return StoredPolicy(_decode(row.guest, row.doc), row.revision, row.updated_at, row.updated_by)
+    return StoredPolicy(
+        _decode(row.guest, row.revision, row.doc), row.revision, row.updated_at, row.updated_by
+    )
 
 
 #: A revision's fields as a notification carries them (see store.feed.payload).
@@ -434,5 +501,8 @@ def _carried(row: Sequence[Any]) -> Revision:
 
 
 def _revision(row: Any) -> Revision:
-    policy = _decode(row.guest, row.doc) if row.doc is not None else None
-    return Revision(row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy)
+    policy = _loaded(row.guest, row.revision, row.doc)
+    broken = (_fault(row.doc) or "") if policy is None and row.doc is not None else ""
+    return Revision(
+        row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy, broken
+    )

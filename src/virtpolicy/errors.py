@@ -74,6 +74,12 @@ class BodyTooLargeError(PolicyError):
         super().__init__(message, field="body")
 
 
+class UnsupportedMediaTypeError(PolicyError):
+    """A request body of a type the route does not read (JSON, or YAML where documented)."""
+
+    http_status = 415
+
+
 class StoreError(VirtpolicyError):
     """The policy store failed to read or write."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +314,54 @@ def test_the_fleet_page_at_phone_width_and_by_keyboard(
     assert focused.find_element(By.XPATH, "..").text.startswith("Name")  # labelled
     focused.send_keys("we", Keys.ENTER)
     wait(browser).until(lambda d: [r[0] for r in cells(d, "#guests")] == ["web"])
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Iterator[str]:
+    """Another website: a blank page served from another loopback port."""
+    import functools  # noqa: PLC0415
+    import http.server  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<!doctype html><title>elsewhere</title>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp_path / "site")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_page_of_another_origin_changes_nothing(
+    browser: Any,
+    served: Served,
+    elsewhere: str,
+    db: str,
+    run: Cli,
+) -> None:
+    """A page of another website, open in the operator's browser beside the
+    tunnel, sends what any page can without asking first: text/plain
+    ``no-cors`` POSTs to /v1/apply and /v1/jobs, and a form post. Nothing is
+    written and no job is recorded (each of these once wrote or stopped)."""
+    run("policy", "set", "db", "--weight", "200")
+    _daemon, url = served()
+    before = snapshot(db)
+    jobs_before = run("jobs", "-o", "json").stdout
+    browser.get(elsewhere)
+    sent = browser.execute_async_script(
+        """const [target, done] = [arguments[0], arguments[arguments.length - 1]];
+        const plain = (path, body) => fetch(target + path, {method: 'POST', mode: 'no-cors',
+            headers: {'Content-Type': 'text/plain'}, body});
+        Promise.all([
+          plain('/v1/apply', '{"guest": "db", "cpu": {"weight": 1}}'),
+          plain('/v1/jobs', '{"action": "stop", "all": true}'),
+          fetch(target + '/v1/apply', {method: 'POST', mode: 'no-cors',
+            body: new URLSearchParams({guest: 'db'})}),
+        ]).then(rs => done(rs.map(r => r.type)), e => done(String(e)));""",
+        url,
+    )
+    assert sent == ["opaque", "opaque", "opaque"]  # sent, answers hidden from the page
+    assert snapshot(db) == before
+    assert run("jobs", "-o", "json").stdout == jobs_before

@@ -31,6 +31,7 @@ from virtpolicy.store import SqlStore
 pytestmark = pytest.mark.integration
 
 ROOT, ALICE = (1, 0, 0), (2, 1000, 1000)
+JSON = "application/json"
 
 
 class FakeDaemon:
@@ -261,7 +262,9 @@ def test_invalid_json_body(rw: TestClient, db: str) -> None:
 def test_oversized_body(rw: TestClient, db: str) -> None:
     """A body over 8 MiB is refused with 413 before it is read."""
     before = snapshot(db)
-    r = rw.put("/v1/policies/web", content=b" " * (8 * 1024 * 1024 + 1))
+    r = rw.put(
+        "/v1/policies/web", content=b" " * (8 * 1024 * 1024 + 1), headers={"content-type": JSON}
+    )
     assert r.status_code == 413
     assert snapshot(db) == before
 
@@ -291,7 +294,9 @@ def test_validate_writes_nothing(rw: TestClient, db: str) -> None:
     """/v1/validate reports what would change, or the first problem, and writes nothing."""
     before = snapshot(db)
     r = rw.post(
-        "/v1/validate", content=b'[{"guest": "a"}, {"guest": "b", "requires": [{"guest": "a"}]}]'
+        "/v1/validate",
+        content=b'[{"guest": "a"}, {"guest": "b", "requires": [{"guest": "a"}]}]',
+        headers={"content-type": JSON},
     )
     assert r.json() == {
         "valid": True,
@@ -300,7 +305,9 @@ def test_validate_writes_nothing(rw: TestClient, db: str) -> None:
             {"guest": "b", "action": "create", "revision": 1, "changes": ["+requires.a=running"]},
         ],
     }
-    r = rw.post("/v1/validate", content=b'{"guest": "a", "cpu": {"cap": 0}}')
+    r = rw.post(
+        "/v1/validate", content=b'{"guest": "a", "cpu": {"cap": 0}}', headers={"content-type": JSON}
+    )
     assert (r.status_code, r.json()["error"]["message"]) == (
         422,
         "body, document 1 (a): cpu.cap: 0 is below the minimum 1",
@@ -533,3 +540,130 @@ def test_a_broken_stored_policy_is_listed_and_can_be_replaced_or_deleted(
     break_policy(store, "x2", BROKEN_DOC)
     assert rw.delete("/v1/policies/x2").status_code == 200
     assert [item["guest"] for item in rw.get("/v1/policies").json()] == ["web"]
+
+
+POLICY = b'{"guest": "web", "cpu": {"weight": 5}}'
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v1/apply", "text/plain"),
+        ("/v1/apply", "application/x-www-form-urlencoded"),
+        ("/v1/apply", "multipart/form-data; boundary=x"),
+        ("/v1/apply", "application/xml"),
+        ("/v1/apply", None),
+        ("/v1/validate", "text/plain"),
+        ("/v1/jobs", "text/plain"),
+        ("/v1/jobs", "application/yaml"),
+    ],
+)
+def test_a_body_that_is_not_json_is_refused(
+    rw: TestClient, db: str, path: str, content_type: str | None
+) -> None:
+    """A body sent as text, a form or XML (what a page of another site can send
+    without asking) is refused with 415 naming the type, before it is read: it
+    was parsed as JSON, and a text/plain POST to /v1/apply wrote a policy."""
+    before = snapshot(db)
+    headers = {"content-type": content_type} if content_type else {}
+    body = b'{"action": "stop", "all": true}' if path == "/v1/jobs" else POLICY
+    r = rw.post(path, content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["field"] == "Content-Type"
+    assert snapshot(db) == before
+    assert rw.get("/v1/jobs").json() == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"origin": "http://testserver.evil.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},
+        {"origin": "http://testserver", "sec-fetch-site": "cross-site"},
+    ],
+)
+def test_a_request_from_another_origin_changes_nothing(
+    rw: TestClient, db: str, headers: dict[str, str]
+) -> None:
+    """Writes, jobs and deletes from a page of another origin get 403 naming the
+    header, and change nothing: through the tunnel to the read-write socket, a
+    page the operator opened wrote a policy and stopped a guest."""
+    rw.put("/v1/policies/db", json={})
+    before = snapshot(db)
+    sent = {**headers, "content-type": JSON}
+    for method, path, body in [
+        ("POST", "/v1/apply", POLICY),
+        ("PUT", "/v1/policies/web", POLICY),
+        ("PATCH", "/v1/policies/db", b'{"cpu": {"weight": 9}}'),
+        ("DELETE", "/v1/policies/db", b""),
+        ("POST", "/v1/jobs", b'{"action": "stop", "all": true}'),
+    ]:
+        r = rw.request(method, path, content=body, headers=sent)
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"]["field"] in ("Origin", "Sec-Fetch-Site")
+    assert snapshot(db) == before
+    assert rw.get("/v1/jobs").json() == []
+
+
+def test_the_pages_own_origin_may_write(rw: TestClient) -> None:
+    """The daemon's own page (same origin, as the browser says) writes as before."""
+    own = {"origin": "http://testserver", "sec-fetch-site": "same-origin"}
+    r = rw.put("/v1/policies/web", content=POLICY, headers={**own, "content-type": JSON})
+    assert r.status_code == 201
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    method=st.sampled_from(["POST", "PUT", "PATCH", "DELETE"]),
+    path=st.sampled_from(
+        ["/v1/apply", "/v1/validate", "/v1/jobs", "/v1/policies/web", "/v1/policies/db", "/v1/x"]
+    ),
+    origin=st.from_regex(r"[!-~]([ -~]{0,28}[!-~])?", fullmatch=True).filter(
+        lambda o: o != "http://testserver"
+    ),
+)
+def test_any_state_changing_request_from_another_origin_is_refused(
+    rw: TestClient, db: str, method: str, path: str, origin: str
+) -> None:
+    """For every method that changes state, path and origin other than the page's
+    own: 403, nothing written."""
+    before = snapshot(db)
+    r = rw.request(method, path, content=POLICY, headers={"origin": origin, "content-type": JSON})
+    assert r.status_code == 403
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/apply", b'[{"guest": "x\\ud800"}]'),
+        ("/v1/validate", b'{"guest": "a", "labels": {"k": "v\\udfff"}}'),
+        ("/v1/apply", b'{"guest": "a", "requires": [{"guest": "\\ud800"}]}'),
+        ("/v1/policies/web", b'{"labels": {"k": "\\ud800"}}'),
+        ("/v1/jobs", b'{"action": "start", "guests": ["\\ud800"]}'),
+        ("/v1/apply", b'{"guest": "a", "guest": "b"}'),
+        ("/v1/apply", b'{"guest": "a", "cpu": {"vcpus": "' + b"0-16383," * 25000 + b'"}}'),
+    ],
+)
+def test_bad_text_in_a_body_is_a_refusal(rw: TestClient, db: str, path: str, body: bytes) -> None:
+    """A lone surrogate, a key twice or a 200 kB cpuset: 422 naming it, never a
+    500 (a surrogate reached the store's encoder), nothing written."""
+    before = snapshot(db)
+    method = "PUT" if path.startswith("/v1/policies/") else "POST"
+    r = rw.request(method, path, content=body, headers={"content-type": JSON})
+    assert r.status_code == 422, r.text
+    assert "\n" not in r.json()["error"]["message"]
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    "target", ["/v1/policies/%ff", "/v1/policies?label=a%3D%ff", "/v1/plan/start?guest=%ed%a0%80"]
+)
+def test_a_path_or_query_that_is_not_utf8_is_a_400(rw: TestClient, target: str) -> None:
+    """Bytes that are not UTF-8 in the path or the query: 400 naming where."""
+    r = rw.get(target)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "RequestError"

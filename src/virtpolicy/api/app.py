@@ -13,15 +13,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from virtpolicy import __version__, web
 from virtpolicy.api import decisions, events, jobs, policies, schemas, stats, status, views
 from virtpolicy.api.auth import Listener
 from virtpolicy.api.deps import Daemon, Reader
+from virtpolicy.api.guard import BodyLimit, SameOrigin, error_response
 from virtpolicy.engine.fleetview import FleetReads
-from virtpolicy.errors import BodyTooLargeError, VirtpolicyError
-from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.errors import VirtpolicyError
 from virtpolicy.store.base import PolicyStore
 
 #: Largest request body accepted, as for policy files.
@@ -43,7 +42,9 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.state.listener = listener
     app.state.daemon = daemon
 
+    # The last added runs first: a cross-origin request is refused before its body.
     app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(SameOrigin)
 
     @app.exception_handler(VirtpolicyError)
     async def virtpolicy_error(_request: Request, exc: VirtpolicyError) -> JSONResponse:
@@ -82,45 +83,3 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.include_router(views.router)
     app.include_router(web.router)
     return app
-
-
-class BodyLimit:
-    """Refuses a request body over ``limit`` bytes: at once when Content-Length says
-    so, and while reading it otherwise (chunked), so that no body is read whole."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                length = ascii_int(value.decode("latin-1"))
-                if length is None or length > self.limit:
-                    error = BodyTooLargeError(self._message())
-                    response = error_response(413, type(error).__name__, str(error), "body")
-                    await response(scope, receive, send)
-                    return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyTooLargeError(self._message())
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _message(self) -> str:
-        return f"body: over the limit of {self.limit} bytes"
-
-
-def error_response(status_code: int, kind: str, message: str, field: str | None) -> JSONResponse:
-    """The one error shape of the API."""
-    return JSONResponse({"error": {"type": kind, "message": message, "field": field}}, status_code)

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Annotated, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Request
 
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
+from virtpolicy.api.guard import bad_type
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.fleetview import FleetReads
 from virtpolicy.engine.jobrunner import JobRunner
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus, Reconciler
-from virtpolicy.errors import NotFoundError, PolicyError
+from virtpolicy.errors import NotFoundError, PolicyError, UnsupportedMediaTypeError
 from virtpolicy.policy.document import load_json
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore
+
+T = TypeVar("T")
 
 
 class Daemon(Protocol):
@@ -76,18 +79,28 @@ def notify_daemon(request: Request, guest: str | None) -> None:
         daemon.notify(guest)
 
 
-async def json_object(request: Request) -> dict[str, Any]:
-    """The request body, which must be a JSON object (PolicyError, 422, if not)."""
-    body = await request.body()
-    # Parsing a large body takes a while: not on the loop.
-    value = (
-        await asyncio.to_thread(load_json, body, "body")
-        if len(body) > 65536
-        else (load_json(body, "body"))
-    )
-    if not isinstance(value, dict):
-        raise PolicyError("body: must be a JSON object", field="body")
-    return value
+async def read_body(request: Request, *, yaml: bool = False) -> bytes:
+    """The request body, once its Content-Type says it is JSON (or YAML, with
+    ``yaml``); UnsupportedMediaTypeError (415) before reading it otherwise."""
+    refusal = bad_type(request.headers.get("content-type"), yaml=yaml)
+    if refusal is not None:
+        raise UnsupportedMediaTypeError(refusal[2], field=refusal[3])
+    return await request.body()
+
+
+async def json_object(request: Request, then: Callable[[dict[str, Any]], T]) -> T:
+    """``then`` of the request body, which must be a JSON object (PolicyError, 422,
+    if not). Parsing and ``then`` (validation) run in a worker thread: however
+    long a body takes to check, the loop goes on answering."""
+    body = await read_body(request)
+
+    def parse() -> T:
+        value = load_json(body, "body")
+        if not isinstance(value, dict):
+            raise PolicyError("body: must be a JSON object", field="body")
+        return then(value)
+
+    return await asyncio.to_thread(parse)
 
 
 async def get_principal(

@@ -25,7 +25,7 @@ async def submit(
     ``"all": true``, ``"labels": {KEY: VALUE}``, optionally ``"concurrency"``.
     Answers 202 with the job; follow it at its ``Location``.
     """
-    job_request = parse_job_request(await json_object(request))
+    job_request = await json_object(request, parse_job_request)
     job = await daemon.jobs.submit(job_request, who.actor)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import Reader, Store, Writer, json_object, notify_daemon
+from virtpolicy.api.deps import Reader, Store, Writer, json_object, notify_daemon, read_body
 from virtpolicy.engine import changes, planning
 from virtpolicy.engine.changes import outcome_result
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
 from virtpolicy.policy.document import check_unique, dump_yaml, parse_documents
-from virtpolicy.policy.model import check_guest_name, parse_policy
+from virtpolicy.policy.model import GuestPolicy, check_guest_name, parse_policy
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import quoted
 from virtpolicy.store.base import Outcome, Put, StoredPolicy
@@ -89,13 +89,17 @@ async def put_policy(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Create or replace a guest's policy; the body is the whole document."""
-    doc = await json_object(request)
-    doc.setdefault("guest", guest)
-    if doc["guest"] != guest:
-        raise PolicyError(
-            f'guest: "{doc["guest"]}" does not match the URL ("{guest}")', field="guest"
-        )
-    policy = parse_policy(doc)
+
+    def validated(doc: dict[str, Any]) -> GuestPolicy:
+        doc.setdefault("guest", guest)
+        if doc["guest"] != guest:
+            shown = quoted(doc["guest"]) if isinstance(doc["guest"], str) else str(doc["guest"])
+            raise PolicyError(
+                f"guest: {shown[:80]} does not match the URL ({quoted(guest)})", field="guest"
+            )
+        return parse_policy(doc)
+
+    policy = await json_object(request, validated)
     return await _written(
         request,
         response,
@@ -117,7 +121,7 @@ async def patch_policy(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Change some fields: a JSON merge patch, with requires/wants keyed by guest."""
-    patch = await json_object(request)
+    patch = await json_object(request, _as_is)
     name = _guest(guest)
     return await _written(
         request,
@@ -160,7 +164,7 @@ def history(guest: str, who: Reader, store: Store) -> list[dict[str, Any]]:
 async def validate(request: Request, who: Reader, store: Store) -> dict[str, Any]:
     """Validate policy documents (an object or an array) against the stored
     graph, writing nothing and taking no write lock; 422 names the first problem."""
-    body = await request.body()
+    body = await read_body(request, yaml=True)
     docs = await asyncio.to_thread(lambda: check_unique(parse_documents(body, "body")))
     outcomes = await asyncio.to_thread(
         store.write, [Put(d.policy) for d in docs], who.actor, dry_run=True
@@ -178,7 +182,7 @@ async def apply(
 ) -> dict[str, Any]:
     """Make the store hold exactly these policies (JSON array or YAML stream):
     all or nothing, idempotent; with ``dry_run`` report diffs and write nothing."""
-    body = await request.body()
+    body = await read_body(request, yaml=True)
     docs = await asyncio.to_thread(lambda: check_unique(parse_documents(body, "body")))
     outcomes = await asyncio.to_thread(
         lambda: changes.apply_policies(
@@ -214,6 +218,10 @@ def plan(operation: str, who: Reader, store: Store, guest: Guests = None) -> dic
         raise NotFoundError(f'no plan "{operation}": start or stop')
     names = [_guest(g) for g in guest or ()] or None
     return {"waves": planning.plan(store, "start" if operation == "start" else "stop", names)}
+
+
+def _as_is(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc
 
 
 def _guest(name: str) -> str:

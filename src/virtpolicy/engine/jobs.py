@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from virtpolicy import loopguard
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.orchestrate import FAILED, GuestResult, Orchestrator, Progress
@@ -86,6 +87,7 @@ class JobRequest(BaseModel):
         return self
 
 
+@loopguard.off_loop
 def parse_job_request(doc: object) -> JobRequest:
     """A :class:`JobRequest` from JSON data; PolicyError (one line) if it is not one."""
     try:

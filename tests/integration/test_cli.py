@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
 from tests.strategies import BODIES, NASTY_TEXT
+from virtpolicy.cli.main import cli
 from virtpolicy.policy.document import MAX_FILE_BYTES
 from virtpolicy.store import SqlStore
 
@@ -446,6 +448,44 @@ def test_non_ascii_digits_are_refused(run: Cli, db: str, args: list[str], field:
     result = run("policy", "set", "web", *args)
     assert result.exit_code == 2
     assert field in result.output
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["policy", "set", "\udcff", "--weight", "5"], 'argument 5 ("\ufffd") is not UTF-8 text'),
+        (["policy", "set", "web", "--label", "k=\udcff"], "is not UTF-8 text"),
+        (["policy", "set", "web", "--weight", "\u0663\u0660\u0660"], "not a whole number"),
+        (["policy", "set", "web", "--weight", "1_000"], "not a whole number"),
+        (["policy", "set", "web", "--cap", " 7 "], "not a whole number"),
+        (["policy", "history", "web\udcff"], "is not UTF-8 text"),
+    ],
+)
+def test_arguments_that_are_not_text_or_digits_are_usage_errors(
+    run: Cli, db: str, args: list[str], shown: str
+) -> None:
+    """An argument that was not UTF-8 (a traceback from the store's encoder) and
+    numbers in other digits or with '_' (accepted, as int() reads them) are
+    usage errors naming them; nothing is written, with --db or --server."""
+    run("policy", "set", "web", "--weight", "100")
+    before = snapshot(db)
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert shown in result.output
+    assert snapshot(db) == before
+    remote = CliRunner().invoke(cli, ["--server", "/nonexistent.sock", *args])
+    assert remote.exit_code == 2, remote.output
+    assert shown in remote.output
+
+
+def test_apply_from_a_file_that_never_ends(run: Cli, db: str) -> None:
+    """apply -f /dev/zero (its size says 0) stops reading at the limit and is
+    refused; it read without end."""
+    before = snapshot(db)
+    result = run("apply", "-f", "/dev/zero")
+    assert result.exit_code == 2
+    assert "over the limit of 8 MiB" in result.output
     assert snapshot(db) == before
 
 

@@ -7,6 +7,7 @@ Exit statuses: 0 ok, 1 operation failed, 2 bad usage or invalid policy,
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ import click
 from virtpolicy import __version__
 from virtpolicy.errors import EXIT_INVALID, VirtpolicyError
 from virtpolicy.places import default_db, local_actor
+from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.policy.text import bad_text, quoted
 
 if TYPE_CHECKING:
     from virtpolicy.cli.remote import RemoteService
@@ -112,6 +115,72 @@ class Group(click.Group):
             return super().invoke(ctx)
         except VirtpolicyError as exc:
             raise CommandError(exc) from exc
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Python reads an argument that is not UTF-8 with its bytes as lone
+        # surrogates ("\udcff"), which nothing can store or send: refuse it here,
+        # for every command, before any of them sees it.
+        if ctx.parent is None:
+            for number, arg in enumerate(args, start=1):
+                if bad_text(arg) is not None:
+                    shown = _as_read(arg)
+                    raise fail_usage(f"argument {number} ({quoted(shown)}) is not UTF-8 text")
+        return super().parse_args(ctx, args)
+
+
+def _as_read(arg: str) -> str:
+    """An argument that is not text as a terminal shows it (U+FFFD for bad bytes)."""
+    try:
+        raw = arg.encode("utf-8", "surrogateescape")  # bytes that were not UTF-8
+    except UnicodeEncodeError:
+        raw = arg.encode("utf-8", "surrogatepass")  # a surrogate given as one
+    return raw.decode("utf-8", "replace")
+
+
+class Whole(click.ParamType[int, Any]):
+    """A whole number in ASCII digits, optionally within [``low``, ``high``]: the
+    model's own rule (``int()`` also takes "٣٠٠", " 7 " and "1_000")."""
+
+    name = "integer"
+
+    def __init__(self, low: int | None = None, high: int | None = None) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            number: int | None = value
+        else:
+            number = ascii_int(str(value).removeprefix("-"))
+            if number is not None and str(value).startswith("-"):
+                number = -number
+        if number is None:
+            self.fail(f"{quoted(str(value))} is not a whole number in digits 0-9", param, ctx)
+        if (self.low is not None and number < self.low) or (
+            self.high is not None and number > self.high
+        ):
+            bounds = f"{self.low if self.low is not None else ''}-{self.high or ''}"
+            self.fail(f"{number} is not in the range {bounds}", param, ctx)
+        return number
+
+
+class Seconds(click.ParamType[float, Any]):
+    """A number of seconds in ASCII digits, with a fraction if need be (``0.5``)."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        if not _SECONDS.fullmatch(str(value)):
+            self.fail(
+                f"{quoted(str(value))} is not a number of seconds (e.g. 30 or 0.5)", param, ctx
+            )
+        return float(value)
+
+
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?", re.ASCII)
 
 
 @click.group(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from virtpolicy.cli import output
-from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
+from virtpolicy.cli.app import App, Whole, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.errors import EXIT_FAILED, NotFoundError
 
 if TYPE_CHECKING:
@@ -35,13 +35,15 @@ def policy() -> None:
 )
 @click.option("--allowed", metavar="CPUSET", help="With --vcpus auto: the CPUs to place on.")
 @click.option("--emulatorpin", metavar="CPUSET", help="Where the emulator threads may run.")
-@click.option("--weight", type=int, help="Relative CPU weight, 1-10000 (100 is normal).")
-@click.option("--cap", type=int, metavar="PCT", help="Most CPU, in percent of one host CPU.")
+@click.option("--weight", type=Whole(), help="Relative CPU weight, 1-10000 (100 is normal).")
+@click.option("--cap", type=Whole(), metavar="PCT", help="Most CPU, in percent of one host CPU.")
 @click.option("--requires", multiple=True, metavar="GUEST[@WHEN]", help="Hard dependency.")
 @click.option("--wants", multiple=True, metavar="GUEST[@WHEN]", help="Soft dependency.")
 @click.option("--autostart/--no-autostart", default=None, help="Start with the host.")
-@click.option("--start-delay", type=int, metavar="SECONDS", help="Wait after the guest is up.")
-@click.option("--stop-timeout", type=int, metavar="SECONDS", help="Wait for shutdown this long.")
+@click.option("--start-delay", type=Whole(), metavar="SECONDS", help="Wait after the guest is up.")
+@click.option(
+    "--stop-timeout", type=Whole(), metavar="SECONDS", help="Wait for shutdown this long."
+)
 @click.option(
     "--stop-action", type=click.Choice(["shutdown", "destroy", "managedsave"]), help="How to stop."
 )
@@ -52,7 +54,9 @@ def policy() -> None:
     metavar="FIELD",
     help="Remove a field first (cpu.cap, labels.tier, ...).",
 )
-@click.option("--if-revision", type=int, metavar="N", help="Only if the policy is at revision N.")
+@click.option(
+    "--if-revision", type=Whole(), metavar="N", help="Only if the policy is at revision N."
+)
 @pass_app
 def policy_set(
     app: App,
@@ -142,7 +146,9 @@ def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
 
 @policy.command("delete")
 @click.argument("guest")
-@click.option("--if-revision", type=int, metavar="N", help="Only if the policy is at revision N.")
+@click.option(
+    "--if-revision", type=Whole(), metavar="N", help="Only if the policy is at revision N."
+)
 @pass_app
 def policy_delete(app: App, guest: str, if_revision: int | None) -> None:
     """Delete GUEST's policy (its history stays)."""
@@ -168,8 +174,8 @@ def policy_history(app: App, guest: str, fmt: str) -> None:
 
 @policy.command("diff")
 @click.argument("guest")
-@click.argument("rev1", type=click.IntRange(min=1))
-@click.argument("rev2", type=click.IntRange(min=1), required=False)
+@click.argument("rev1", type=Whole(low=1))
+@click.argument("rev2", type=Whole(low=1), required=False)
 @pass_app
 def policy_diff(app: App, guest: str, rev1: int, rev2: int | None) -> None:
     """Show what changed from REV1 to REV2 (default: the latest) as a unified diff."""

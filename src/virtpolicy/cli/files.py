@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from virtpolicy.errors import DocumentError
 from virtpolicy.policy.document import (
@@ -30,12 +31,18 @@ def read_documents(names: Sequence[str]) -> list[Document]:
     return check_unique(docs)
 
 
+def _bounded(source: str, stream: BinaryIO) -> bytes:
+    """At most :data:`MAX_FILE_BYTES` of ``stream``: a file's size is not trusted
+    (``/dev/zero`` and a FIFO say 0 and never end)."""
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise DocumentError(too_large(source, len(data)))
+    return data
+
+
 def _read(name: str) -> list[tuple[str, bytes]]:
     if name == "-":
-        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise DocumentError(too_large("<stdin>", len(data)))
-        return [("<stdin>", data)]
+        return [("<stdin>", _bounded("<stdin>", sys.stdin.buffer))]
     path = Path(name)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file())
@@ -46,6 +53,7 @@ def _read(name: str) -> list[tuple[str, bytes]]:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise DocumentError(too_large(name, size))
-        return [(name, path.read_bytes())]
+        with path.open("rb") as stream:
+            return [(name, _bounded(name, stream))]
     except OSError as exc:
         raise DocumentError(f"{name}: cannot read: {exc.strerror}") from None

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from virtpolicy.cli import output, progress
-from virtpolicy.cli.app import App, cli, fail_usage, parse_labels, pass_app
+from virtpolicy.cli.app import App, Whole, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.cli.remote import RemoteService
 from virtpolicy.engine import aio
 from virtpolicy.engine.jobs import JobRequest, local_run, parse_job_request, result_rows
@@ -48,7 +48,7 @@ def _options(verb: str) -> list[click.Parameter]:
             metavar="URI",
             help="libvirt URI, in-process [$LIBVIRT_DEFAULT_URI, else qemu:///system]",
         ),
-        click.Option(["--concurrency"], type=click.IntRange(1, 256), default=8, show_default=True),
+        click.Option(["--concurrency"], type=Whole(1, 256), default=8, show_default=True),
         click.Option(["--dry-run"], is_flag=True, help="Print the plan; change nothing."),
         click.Option(
             ["-o", "--output", "fmt"], type=click.Choice(["table", "json"]), default="table"
@@ -175,8 +175,8 @@ cli.add_command(_command("stop"))
 
 
 @cli.command("jobs")
-@click.argument("job_id", metavar="[ID]", type=click.IntRange(1, 2**62), required=False)
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.argument("job_id", metavar="[ID]", type=Whole(1, 2**62), required=False)
+@click.option("--limit", type=Whole(1, 1000), default=20, show_default=True)
 @click.option(
     "--state",
     type=click.Choice(["running", "succeeded", "failed", "interrupted"]),

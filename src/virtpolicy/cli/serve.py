@@ -13,7 +13,7 @@ from virtpolicy import loopguard
 from virtpolicy.api import server
 from virtpolicy.api.server import raise_descriptor_limit
 from virtpolicy.cli import logs
-from virtpolicy.cli.app import cli, parse_labels
+from virtpolicy.cli.app import Seconds, cli, parse_labels
 from virtpolicy.config import load_serve_settings
 from virtpolicy.engine import aio
 from virtpolicy.engine.controller import Controller
@@ -38,15 +38,17 @@ log = logging.getLogger(__name__)
     help="Put drift back, or only report it [enforce].",
 )
 @click.option(
-    "--reconcile-interval", type=float, metavar="SECONDS", help="Periodic pass interval [300]."
+    "--reconcile-interval", type=Seconds(), metavar="SECONDS", help="Periodic pass interval [300]."
 )
 @click.option(
     "--sample-interval",
-    type=float,
+    type=Seconds(),
     metavar="SECONDS",
     help="Utilization sample interval, at least 1 [5].",
 )
-@click.option("--history", type=float, metavar="SECONDS", help="Utilization history kept [3600].")
+@click.option(
+    "--history", type=Seconds(), metavar="SECONDS", help="Utilization history kept [3600]."
+)
 @click.option(
     "--tuner",
     "tuners",
@@ -85,7 +87,7 @@ log = logging.getLogger(__name__)
 )
 @click.option(
     "--heartbeat",
-    type=float,
+    type=Seconds(),
     metavar="SECONDS",
     help="Heartbeat into the store every [2 on PostgreSQL, 60 on SQLite].",
 )

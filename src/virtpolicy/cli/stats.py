@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from virtpolicy.cli import output
-from virtpolicy.cli.app import App, cli, pass_app
+from virtpolicy.cli.app import App, Whole, cli, pass_app
 from virtpolicy.cli.remote import RemoteService
 from virtpolicy.engine.tuners import available, load
 from virtpolicy.errors import NotFoundError, VirtpolicyError
@@ -202,7 +202,7 @@ def tuners_cmd(app: App, fmt: str) -> None:
 
 @cli.command("decisions")
 @click.argument("guest", required=False)
-@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--limit", type=Whole(1, 10000), default=50, show_default=True)
 @click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_app
 def decisions_cmd(app: App, guest: str | None, limit: int, fmt: str) -> None:

@@ -182,3 +182,42 @@ def test_host_from_a_capabilities_file(run: Cli) -> None:
     assert table[1].split() == ["NODE", "CPUS", "CORES", "MEMORY_KIB", "DISTANCES"]
     assert table[2].split() == ["0", "0-3,8-11", "4", "16777216", "10,21,21"]
     assert table[4].split() == ["2", "-", "0", "8388608", "21,21,10"]
+
+
+def test_a_daemons_job_applies_admission_without_the_hook(
+    run: Cli, db: str, start_daemon: Callable[..., Daemon]
+) -> None:
+    """On a host without libvirt's hook (the test driver), a start job through
+    the daemon asks the same admission as the hook would: a guest the placer
+    refused is not started (it was, unpinned, over others' dedicated CPUs, and
+    the job said "succeeded"); the job fails naming the refusal."""
+    db_doc = {"guest": "db", "cpu": {"placement": "dedicated", "threads": "isolate"},
+              "numa": {"nodes": 1}}  # fmt: skip
+    for doc in (db_doc, {"guest": "web"}, {"guest": "api"}):
+        assert run("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
+    daemon = start_daemon(db, "--connect", f"test://{NUMA2}", "--reserved", "0")
+    server = ("--server", str(daemon.socket))
+    eventually(lambda: run(*server, "status", "-o", "json").exit_code == 0 or None, 20)
+    stopped = run(*server, "stop", "web")
+    assert stopped.exit_code == 0, stopped.output
+    # web now wants two whole cores in one node: node 1 is db's, node 0 has one
+    # core left beside the reserved CPU 0.
+    web_doc = {"guest": "web", "cpu": {"placement": "dedicated", "threads": "isolate"},
+               "numa": {"nodes": 1}}  # fmt: skip
+    assert run(*server, "apply", "-f", "-", input=json.dumps(web_doc)).exit_code == 0
+
+    def refused() -> str | None:
+        got = json.loads(run(*server, "plan", "placement", "-o", "json").stdout)
+        return got["refused"].get("web")
+
+    reason = eventually(refused, 20)
+    started = run(*server, "start", "web")
+    assert started.exit_code == 1, started.output
+    [job] = json.loads(run(*server, "jobs", "-o", "json").stdout)[:1]
+    assert job["state"] == "failed"
+    [row] = [r for r in job["results"] if r["guest"] == "web"]
+    assert row["result"] == "refused"
+    assert reason in row["detail"]
+    with api_client(daemon.socket) as api:
+        states = {s["guest"]: s["state"] for s in api.get("/v1/status").json()}
+    assert states["web"] == "shut off"

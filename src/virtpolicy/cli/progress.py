@@ -30,6 +30,7 @@ _STYLE = {
     "already stopped": "green",
     "failed": "red",
     "held back": "yellow",
+    "refused": "red",
     "destroyed after shutdown timed out": "yellow",
 }
 

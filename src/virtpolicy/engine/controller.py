@@ -75,7 +75,7 @@ class Controller:
         self.prober = Prober(host, self.states, self.cache.all, commands)
         self.jobs = JobRunner(
             store, host, self.events, self.states, self.connected, self.reconciler.notice,
-            commands, self.prober.holds,
+            commands, self.prober.holds, self.admission,
         )  # fmt: skip
         self.dynamic = DynamicEngine.from_settings(
             load_tuners(settings.tuners), settings.tuner_settings, dry_run=settings.dry_run

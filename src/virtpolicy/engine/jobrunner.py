@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from virtpolicy.engine.bus import EventBus
@@ -39,7 +39,11 @@ class JobRunner:
         notice: Callable[[str, str], None],
         commands: Commands,
         on_holds: Callable[[str, str], None],
+        admission: Callable[[str], Awaitable[list[str]]],
     ) -> None:
+        #: Asked before each guest a job starts: the same answer as libvirt's hook
+        #: gets, so a job on a host without the hook admits what the hook would.
+        self.admission = admission
         self.commands = commands
         self.on_holds = on_holds
         self.store = store
@@ -169,9 +173,16 @@ class JobRunner:
             commands=self.commands,
             on_holds=self.on_holds,
             fleet=self.fleet,
+            admit=self._admit,
         )
         run.progress = self._progress(run)
         return run
+
+    async def _admit(self, guest: str) -> list[str]:
+        """Why a job may not start ``guest`` now; nothing for one that runs."""
+        if self.states.running(guest):
+            return []
+        return await self.admission(guest)
 
     async def _record(self, request: JobRequest, actor: str) -> JobRun:
         run = self._job_run(request, actor)

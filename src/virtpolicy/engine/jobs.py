@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -200,6 +200,8 @@ class JobRun:
     commands: Commands = field(default_factory=Commands.as_caller)
     on_holds: Callable[[str, str], None] = lambda _g, _c: None
     fleet: JobFleet | None = None
+    #: Why a guest may not start (the daemon's admission); None: not checked.
+    admit: Callable[[str], Awaitable[list[str]]] | None = None
     job: Job | None = None
     #: The guests whose steps this run took up (started or stopped here).
     mine: set[str] = field(default_factory=set)
@@ -226,6 +228,7 @@ class JobRun:
             progress=self._seen,
             commands=self.commands,
             on_holds=self.on_holds,
+            admit=self.admit,
         )
         if self.request.action == "start":
             return self._orchestrator.start_plan(self._roots)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -43,7 +43,7 @@ Progress = Callable[[str, str, str], None]
 
 _STOP_POLL_S = 0.2
 #: The results of a guest that did not get where the job meant it to.
-FAILED = ("failed", "held back")
+FAILED = ("failed", "held back", "refused")
 
 
 class Remote(Protocol):
@@ -88,6 +88,9 @@ class Orchestrator:
     results: list[GuestResult] = field(default_factory=list)
     #: In a fleet: who starts and stops the guests that are not this host's.
     remote: Remote | None = None
+    #: Why a guest may not start now (the daemon's admission: dependencies and
+    #: placement, as libvirt's hook would ask); none: no such check here.
+    admit: Callable[[str], Awaitable[list[str]]] | None = None
 
     def __post_init__(self) -> None:
         self._edges: Edges = {g: p.dependencies() for g, p in self.policies.items()}
@@ -139,6 +142,10 @@ class Orchestrator:
             self._finish(guest, "held back", hard[0])
             return
         async with self._gate.held(self._urgency.get(guest, 0)):
+            refused = await self.admit(guest) if self.admit is not None else []
+            if refused:
+                self._finish(guest, "refused", "; ".join(refused))
+                return
             self.progress(guest, "starting", "")
             try:
                 started = await self._call(self.hypervisor.start, guest)

@@ -467,3 +467,36 @@ def test_a_broken_policy_never_stops_the_cache_taking_other_changes(store: SqlSt
     cache.refresh()
     assert "x2" not in cache.broken()
     assert cache.get("x2").cpu.weight == 9  # type: ignore[union-attr]
+
+
+RACE = """
+import sys, time
+from virtpolicy.store import SqlStore
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+store = SqlStore(sys.argv[1])
+print(store.global_revision())
+store.close()
+"""
+
+
+def test_processes_starting_at_once_on_a_new_store_all_open_it(db: str) -> None:
+    """Six processes open a new store at the same instant: each finds the schema
+    made once, none fails (on PostgreSQL one of three CLIs once exited with a
+    duplicate key in pg_type, and a daemon of a fleet's first start died)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    at = str(time.time() + 2.0)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE, db, at],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    answers = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in answers]
+    assert [out.strip() for out, _ in answers] == ["0"] * 6
+    SqlStore(db).close()

@@ -385,29 +385,48 @@ class SqlStore(Fleet, Jobs, Tokens):
             yield conn
 
     def _migrate(self) -> None:
+        """Bring the schema up to :data:`SCHEMA_REVISION`, once, however many
+        processes start at the same time on a new store (a fleet's first start,
+        several CLIs at once): the migration holds a lock (an advisory lock on
+        PostgreSQL, the write lock on SQLite) and looks again under it."""
         with self.engine.connect() as conn:
-            current = None
-            if inspect(conn).has_table("alembic_version"):
-                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        if current == SCHEMA_REVISION:
-            return
+            if _schema_revision(conn) == SCHEMA_REVISION:
+                return
         # Alembic is imported only when a migration is due: it costs start-up time.
         from alembic import command  # noqa: PLC0415
         from alembic.config import Config  # noqa: PLC0415
         from alembic.util.exc import CommandError  # noqa: PLC0415
 
-        log.info("store %s: upgrading schema %s -> %s", self.url, current, SCHEMA_REVISION)
         config = Config()
         config.set_main_option("script_location", "virtpolicy.store:migrations")
-        with self.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            try:
-                command.upgrade(config, SCHEMA_REVISION)
-            except CommandError as exc:
-                raise StoreError(
-                    f"{self.url}: schema revision {current!r} is unknown to this virtpolicy "
-                    f"(it knows up to {SCHEMA_REVISION}); is the store from a newer version?"
-                ) from exc
+        with self.engine.connect() as plain:
+            conn = plain.execution_options(virtpolicy_write=True) if self._sqlite else plain
+            with conn.begin():
+                if self._postgres:
+                    conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+                current = _schema_revision(conn)
+                if current == SCHEMA_REVISION:
+                    return  # another process migrated while this one waited
+                log.info("store %s: upgrading schema %s -> %s", self.url, current, SCHEMA_REVISION)
+                config.attributes["connection"] = conn
+                try:
+                    command.upgrade(config, SCHEMA_REVISION)
+                except CommandError as exc:
+                    raise StoreError(
+                        f"{self.url}: schema revision {current!r} is unknown to this virtpolicy "
+                        f"(it knows up to {SCHEMA_REVISION}); is the store from a newer version?"
+                    ) from exc
+
+
+#: The advisory lock key the schema's migration holds on PostgreSQL ("vpol").
+_MIGRATION_LOCK = 0x76706F6C
+
+
+def _schema_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    found = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if found is None else str(found)
 
 
 def _with_label(key: str, value: str) -> Any:

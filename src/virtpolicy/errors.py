@@ -88,6 +88,15 @@ class StoreBusyError(StoreError):
     """Another process holds the store's write lock longer than a write waits."""
 
     http_status = 503
+    #: Seconds after which the same request may well succeed (``Retry-After``).
+    retry_after = 2
+
+
+class StoreUnavailableError(StoreError):
+    """The store's database does not answer (down, restarting, unreachable)."""
+
+    http_status = 503
+    retry_after = 5
 
 
 class BrokenPolicyError(StoreError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,13 +35,15 @@ NODES = Path(__file__).parent / "nodes"
 
 
 @pytest.fixture
-def fleet_host(pg_db: str, start_daemon: Callable[..., Daemon]) -> Callable[[str], Daemon]:
+def fleet_host(pg_db: str, start_daemon: Callable[..., Daemon]) -> Callable[..., Daemon]:
     """A daemon on the lab's PostgreSQL for the test-driver host ``nodes/fleet-X.xml``,
     named ``host-X``, beating every half second."""
 
-    def start(x: str) -> Daemon:
+    def start(x: str, heartbeat: str = "0.5") -> Daemon:
         node = f"test://{NODES / f'fleet-{x}.xml'}"
-        return start_daemon(pg_db, "--connect", node, "--host", f"host-{x}", "--heartbeat", "0.5")
+        return start_daemon(
+            pg_db, "--connect", node, "--host", f"host-{x}", "--heartbeat", heartbeat
+        )
 
     return start
 
@@ -430,3 +433,120 @@ def test_three_hosts_one_of_them_real(
     assert started["archive"][2] <= started[qa][2]
     assert {try_virsh("domstate", g).stdout.strip() for g in (qa, qb)} == {"running"}
     eventually(lambda: pins(qb) == {"0": "0", "1": "0"}, 10)
+
+
+def knows_the_fleet(run: Cli, daemon: Daemon) -> None:
+    """Wait until ``daemon`` has read host B's guests (its fleet read, every beat)."""
+
+    def there() -> bool:
+        with api_client(daemon.socket) as api:
+            return bool(api.get("/v1/host").json()["fleet"]["guests"] >= 2)
+
+    eventually(lambda: there() or None, 20)
+
+
+def test_a_fleet_job_ends_though_a_daemon_is_killed_and_restarted_mid_way(
+    pg_db: str, fleet_host: Callable[..., Daemon]
+) -> None:
+    """db (A) <- web (B, start.delay 4) <- api (B) <- cache (A), one start job
+    through A. B's daemon is killed while web waits out its delay, and a new one
+    starts at once under the same name: it takes up B's unfinished steps, and
+    the job ends (it stayed running for 23 minutes, web "starting", until A's
+    daemon was stopped). Heartbeats every 2 s, as by default on PostgreSQL: the
+    new daemon is up long before host-b would look lost."""
+    a, b = fleet_host("a", "2"), fleet_host("b", "2")
+    run = Cli(pg_db)
+    for guest, deps in [("db", []), ("web", ["db"]), ("api", ["web"]), ("cache", ["api"])]:
+        requires = [arg for d in deps for arg in ("--requires", d)]
+        assert run("policy", "set", guest, "--vcpus", "0", *requires).exit_code == 0
+    assert run("policy", "set", "web", "--start-delay", "4").exit_code == 0
+    knows_the_fleet(run, a)
+    stopped = run("--server", str(a.socket), "stop", "--all", "-o", "json")
+    assert stopped.exit_code == 0, stopped.output
+    with api_client(a.socket) as api:
+        job = api.post("/v1/jobs", json={"action": "start", "all": True}).json()
+
+    def step(guest: str) -> str:
+        rows = json.loads(run("jobs", str(job["id"]), "-o", "json").stdout)["results"]
+        return next((r["result"] for r in rows if r["guest"] == guest), "")
+
+    eventually(lambda: step("web") == "starting" or None, 20)
+    time.sleep(1.0)  # started (the test driver starts at once): its delay runs now
+    b.proc.send_signal(signal.SIGKILL)
+    b.proc.wait()
+    b.killed = True
+    fleet_host("b", "2")  # at once: host-b never looks lost
+
+    def ended() -> dict[str, object] | None:
+        found: dict[str, object] = json.loads(run("jobs", str(job["id"]), "-o", "json").stdout)
+        return found if found["state"] != "running" else None
+
+    final = eventually(ended, 30)
+    results = {r["guest"]: r["result"] for r in final["results"]}  # type: ignore[attr-defined]
+    assert final["state"] == "succeeded", final
+    # The new daemon's test driver has its guests running again: they are found so.
+    assert results == {
+        "db": "started",
+        "web": "already running",
+        "api": "already running",
+        "cache": "started",
+    }
+
+
+def test_a_guests_new_state_reaches_the_fleet_within_a_heartbeat(
+    pg_db: str, fleet_host: Callable[[str], Daemon]
+) -> None:
+    """web stopped on host B: host A's status, `status --db` and the fleet rows
+    say "shut off" within a few heartbeats, not at the next periodic pass (the
+    status was as of the last pass, 300 s apart)."""
+    a, b = fleet_host("a"), fleet_host("b")
+    run = Cli(pg_db)
+    assert run("policy", "set", "web", "--vcpus", "0").exit_code == 0
+    knows_the_fleet(run, a)
+
+    def seen(*via: str) -> str:
+        rows = json.loads(run(*via, "status", "-o", "json").stdout)
+        return next((r["state"] for r in rows if r["guest"] == "web"), "")
+
+    eventually(lambda: seen("--server", str(a.socket)) == "running" or None, 20)
+    stopped = run("--server", str(b.socket), "stop", "web")
+    assert stopped.exit_code == 0, stopped.output
+    eventually(lambda: seen("--server", str(a.socket)) == "shut off" or None, 5)
+    eventually(lambda: seen() == "shut off" or None, 5)
+    assert seen("--server", str(b.socket)) == "shut off"
+
+
+def test_the_store_down_and_back_makes_no_host_lost(
+    pg_db: str, fleet_host: Callable[[str], Daemon]
+) -> None:
+    """PostgreSQL stopped for longer than three heartbeats and started again: no
+    daemon calls the other lost (no host beat while the store was down; each
+    saw the other "lost (last heartbeat 24 s ago)", which failed job steps in
+    flight), and each logs the outage once, not at every retry."""
+    a, b = fleet_host("a"), fleet_host("b")
+    run = Cli(pg_db)
+    eventually(lambda: len(json.loads(run("hosts", "-o", "json").stdout)) == 2, 20)
+    lab = [str(PG_LAB)]
+    subprocess.run([*lab, "stop"], check=True, timeout=60)
+    try:
+        with api_client(a.socket) as api:
+            eventually(lambda: api.get("/v1/host").json()["fleet"]["store"] == "unreachable", 20)
+            refused = api.put("/v1/policies/web", json={"cpu": {"weight": 5}})
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"]
+            assert "\n" not in refused.json()["error"]["message"]
+        cli = run("policy", "set", "web", "--weight", "5")
+        assert (cli.exit_code, cli.output.count("\n")) == (1, 1)
+        time.sleep(3 * 0.5 + 1.0)  # longer than three heartbeats: the outage itself
+    finally:
+        subprocess.run([*lab, "start"], check=True, timeout=60)
+    for d in (a, b):
+        with api_client(d.socket) as api:
+            eventually(lambda api=api: api.get("/v1/host").json()["fleet"]["store"] == "ok", 20)
+    time.sleep(2.0)  # what was lost would show within these beats
+    for d in (a, b):
+        log = d.log.read_text()
+        assert " is lost " not in log, log
+        assert log.count("store: store postgresql") <= 2  # the cache's and the passes' first line
+    hosts = {h["name"]: h["state"] for h in json.loads(run("hosts", "-o", "json").stdout)}
+    assert hosts == {"host-a": "up", "host-b": "up"}

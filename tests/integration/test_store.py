@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -281,15 +282,17 @@ def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> Non
 def test_hosts_register_beat_leave_and_get_lost(db: str, store: SqlStore) -> None:
     """A host registers up, beats, is shown lost after three silent intervals, and
     leaves cleanly; its guests' states go with it. Another process sees it all."""
-    a = HostRecord("host-a", "qemu:///system", 8, {"sockets": 1}, "0.1.0", "up", 2.0, 100.0, "t")
+    t = time.time()
+    a = HostRecord("host-a", "qemu:///system", 8, {"sockets": 1}, "0.1.0", "up", 2.0, t, "t")
     store.register_host(a)
     store.register_host(dataclasses.replace(a, name="host-b", uri="test:///x"))
     other = SqlStore(db)
     ha, hb = other.hosts()
-    assert (ha.name, ha.topology, ha.shown_state(105.0)) == ("host-a", {"sockets": 1}, "up")
-    assert ha.shown_state(106.5) == "lost"  # 6.5 s > 3 beats of 2 s
-    store.heartbeat("host-a", 106.0)
-    assert other.hosts()[0].shown_state(106.5) == "up"
+    assert (ha.name, ha.topology, ha.shown_state(t + 5)) == ("host-a", {"sockets": 1}, "up")
+    assert ha.shown_state(time.time() + 6.5) == "lost"  # 6.5 s > 3 beats of 2 s
+    store.heartbeat("host-a", time.time())
+    t = time.time()
+    assert other.hosts()[0].shown_state(t + 5.5) == "up"
     seen = [
         GuestState("db", "host-a", "u-1", "running", {"agent": True}, 106.0),
         GuestState("web", "host-a", "u-2", "shut off", {}, 106.0),
@@ -500,3 +503,50 @@ def test_processes_starting_at_once_on_a_new_store_all_open_it(db: str) -> None:
     assert [p.returncode for p in procs] == [0] * 6, [err for _, err in answers]
     assert [out.strip() for out, _ in answers] == ["0"] * 6
     SqlStore(db).close()
+
+
+def test_a_host_whose_clock_lags_is_neither_lost_nor_missed(
+    pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host whose clock is 30 s behind (PostgreSQL, a fleet): its heartbeats and
+    guest states are stamped by the database's clock, so another host sees it up
+    and reads its rows incrementally (it was always lost past 6 s, and its rows
+    were never read past 10 s); its offset is kept and shown."""
+    from virtpolicy.engine import fleetview  # noqa: PLC0415
+    from virtpolicy.store import sqlfleet  # noqa: PLC0415
+
+    lagging, reader = SqlStore(pg_db), SqlStore(pg_db)
+    real = time.time
+    monkeypatch.setattr(sqlfleet, "time", types.SimpleNamespace(time=lambda: real() - 30))
+    record = HostRecord("host-b", "qemu:///system", 4, {}, "0.1.0", "up", 2.0, real() - 30, "t")
+    lagging.register_host(record)
+    lagging.heartbeat("host-b", real() - 30)
+    lagging.publish_guests("host-b", [GuestState("b1", "host-b", "u", "running", {}, 0.0)], [])
+    monkeypatch.undo()
+    [host] = reader.hosts()
+    assert host.shown_state(time.time()) == "up"
+    assert -31 < host.clock_offset_s < -29
+    assert [g.guest for g in reader.guest_states(since=time.time() - 5)] == ["b1"]
+    [row] = fleetview.hosts(reader)
+    assert row["heartbeat_age_s"] < 5
+    lagging.close()
+    reader.close()
+
+
+def test_steps_a_dead_daemon_claimed_are_taken_up_again(db: str, store: SqlStore) -> None:
+    """A daemon killed while it ran its steps leaves them claimed; the host's next
+    daemon makes them pending again (its own, of running jobs only), and takes
+    them up: the job no longer waits for ever."""
+    job = store.add_job("start", {}, ["a1", "b1", "b2"], runner="daemon", host="host-a",
+                        process="1:1", actor="t", hosts={"b1": "host-b", "b2": "host-b"})  # fmt: skip
+    assert store.claim_steps(job.id, "host-b") == ["b1", "b2"]
+    assert store.claim_steps(job.id, "host-a") == ["a1"]
+    store.update_job(job.id, [{"guest": "b1", "result": "starting", "seconds": 1, "detail": ""}])
+    store.update_job(job.id, [{"guest": "b2", "result": "started", "seconds": 2, "detail": ""}])
+    assert store.pending_jobs("host-b") == []
+    assert store.release_steps("host-b") == [(job.id, "b1")]  # b2 is done
+    assert store.pending_jobs("host-b") == [job.id]
+    assert store.claim_steps(job.id, "host-b") == ["b1"]
+    assert store.release_steps("host-c") == []
+    store.update_job(job.id, [], state="failed", detail="x")
+    assert store.release_steps("host-b") == []  # an ended job's steps stay as they are

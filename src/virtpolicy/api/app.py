@@ -49,7 +49,11 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     @app.exception_handler(VirtpolicyError)
     async def virtpolicy_error(_request: Request, exc: VirtpolicyError) -> JSONResponse:
         field = getattr(exc, "field", None)
-        return error_response(exc.http_status, type(exc).__name__, str(exc), field)
+        response = error_response(exc.http_status, type(exc).__name__, str(exc), field)
+        retry = getattr(exc, "retry_after", None)
+        if retry is not None:  # the store is busy or down: a client may try again then
+            response.headers["Retry-After"] = str(retry)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def request_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

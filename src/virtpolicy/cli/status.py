@@ -29,6 +29,21 @@ def status_cmd(app: App, guest: str | None, host: str | None, fmt: str) -> None:
         click.echo(yaml.safe_dump(statuses, sort_keys=False), nl=False)
     else:
         click.echo(output.status(statuses), nl=False)
+        for h in app.service.hosts():
+            note = _clock_note(h.get("clock_offset_s", 0.0))
+            if note:
+                click.echo(f"note: host {h['name']}: {note}", err=True)
+
+
+def _clock_note(offset: float) -> str:
+    """How far a host's clock is from the store's, where that is over a second."""
+    if abs(offset) <= CLOCK_NOTE_S:
+        return ""
+    return f"clock {abs(offset):.1f}s {'ahead of' if offset > 0 else 'behind'} the store's"
+
+
+#: A host's clock further than this from the store's is pointed out.
+CLOCK_NOTE_S = 1.0
 
 
 @cli.command("hosts")
@@ -41,7 +56,17 @@ def hosts_cmd(app: App, fmt: str) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     table = [
-        [h["name"], h["state"], h["uri"], h["guests"], h["running"], f"{h['heartbeat_age_s']}s ago"]
+        [
+            h["name"],
+            h["state"],
+            h["uri"],
+            h["guests"],
+            h["running"],
+            " ".join(
+                [f"{h['heartbeat_age_s']}s ago"]
+                + [f"({n})" for n in [_clock_note(h.get("clock_offset_s", 0.0))] if n]
+            ),
+        ]
         for h in rows
     ]
     click.echo(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -145,7 +146,13 @@ class Controller:
     def statuses(self) -> list[GuestStatus]:
         """Every guest's status as of its last pass, and every guest whose stored
         policy no longer loads (not enforced, said so)."""
-        found = self.reconciler.statuses()
+        # A status is as of its guest's last pass; its state is as libvirt last said.
+        found = [
+            dataclasses.replace(s, state=self.states[s.guest])
+            if s.guest in self.states and self.states[s.guest] != s.state
+            else s
+            for s in self.reconciler.statuses()
+        ]
         broken = self.cache.broken()
         if not broken:
             return found

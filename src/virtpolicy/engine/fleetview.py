@@ -54,6 +54,7 @@ def _host_rows(
                 timespec="milliseconds"
             ),
             "heartbeat_age_s": round(max(0.0, now - h.heartbeat_at), 1),
+            "clock_offset_s": round(h.clock_offset_s, 3),
         }
         for h in records
     ]
@@ -73,11 +74,18 @@ def statuses(
     now = time.time()
     lost = {h.name for h in store.hosts() if h.shown_state(now) != "up"}
     return [
-        # A lost host's guests: what they last were is no longer known.
-        {**g.status, "host": g.host, **({"state": "unknown"} if g.host in lost else {})}
+        _status(g, lost)
         for g in store.guest_states(host, guest=guest, statuses=True)
         if g.status is not None and g.host != besides
     ]
+
+
+def _status(g: GuestState, lost: frozenset[str] | set[str]) -> dict[str, Any]:
+    """A guest's status as its host published it, with its state as of the row
+    (written at each change, where the status is as of the last pass), and
+    ``unknown`` on a lost host: what it last was is no longer known."""
+    assert g.status is not None
+    return {**g.status, "host": g.host, "state": "unknown" if g.host in lost else g.state}
 
 
 def fleet_statuses(store: PolicyStore, host: str | None = None) -> list[dict[str, Any]]:
@@ -166,11 +174,7 @@ class FleetReads:
             lost = frozenset(h.name for h in self._hosts if h.shown_state(time.time()) != "up")
             if self._made is None or self._made.lost != lost:
                 rows = sorted(self._rows.values(), key=lambda g: (g.guest, g.host))
-                statuses = [
-                    {**g.status, "host": g.host, **({"state": "unknown"} if g.host in lost else {})}
-                    for g in rows
-                    if g.status is not None
-                ]
+                statuses = [_status(g, lost) for g in rows if g.status is not None]
                 self._made = _Made(
                     lost,
                     statuses,

@@ -27,7 +27,7 @@ from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import HypervisorError, StoreError
 from virtpolicy.hypervisor.native import GuestInfo
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import GuestState, HostRecord, PolicyStore
+from virtpolicy.store.base import LOST_AFTER_BEATS, GuestState, HostRecord, PolicyStore
 
 if TYPE_CHECKING:
     from virtpolicy.engine.bus import EventBus
@@ -92,6 +92,9 @@ class Membership:
         self.notice: Callable[[str, str], None] = lambda _guest, _text: None
         self.policies: Callable[[], Mapping[str, GuestPolicy]] = dict
         self._host_states: dict[str, str] = {}
+        #: When this daemon last found the store answering after it did not (Unix
+        #: time): no host beat while it was down, so none is lost for that gap.
+        self._store_back_at: float | None = None
         #: Called (on the loop) with the guests whose clash began or ended.
         self.on_clash: Callable[[set[str]], None] = lambda _guests: None
         #: Called (on the loop) after each beat's read of the fleet.
@@ -191,8 +194,23 @@ class Membership:
             return False
         if not self.store_ok:
             log.info("fleet: the store answers again")
+            self._store_back_at = time.time()
         self.store_ok = True
         return True
+
+    def shown_state(self, record: HostRecord, now: float) -> str:
+        """``record``'s state at ``now``: ``lost`` as the record says, but not for a
+        silence the store caused (every host's heartbeats failed while it was
+        down): after it answers again, each host has its three beats to beat."""
+        state = record.shown_state(now)
+        back = self._store_back_at
+        if (
+            state == "lost"
+            and back is not None
+            and now - back <= LOST_AFTER_BEATS * record.heartbeat_s
+        ):
+            return "up"
+        return state
 
     def _register(self) -> None:
         info = self.host.host()
@@ -208,6 +226,11 @@ class Membership:
             _now(),
         )
         self.store.register_host(record)
+        # Steps this host's daemon claimed and never finished were a process's
+        # that has ended (a host has one daemon): this one takes them up anew.
+        for job_id, guest in self.store.release_steps(self.name):
+            log.warning("job %d: %s was left mid-way by this host's last daemon; taking it up",
+                        job_id, guest)  # fmt: skip
         self.registered = True
         self._everything = True
         log.info("fleet: registered host %s (heartbeat every %ss)", self.name, self.heartbeat)
@@ -252,7 +275,7 @@ class Membership:
             return None
         then = self.as_of()
         there = [
-            (h.shown_state(then) != "up", not g.running, g.host)
+            (self.shown_state(h, then) != "up", not g.running, g.host)
             for g, h in self.where(guest)
             if h is not None
         ]
@@ -263,7 +286,7 @@ class Membership:
         if host == self.name:
             return "up"
         record = self.hosts.get(host)
-        return record.shown_state(self.as_of()) if record is not None else "unknown"
+        return self.shown_state(record, self.as_of()) if record is not None else "unknown"
 
     def agent_ready(self, guest: str, condition: str) -> bool:
         """Whether another host last reported ``condition`` holding on ``guest``."""
@@ -283,7 +306,7 @@ class Membership:
         two hosts for a while is a migration.)"""
         then = self.as_of()
         for g, h in self.where(guest):
-            if g.running and g.uuid != uuid and h is not None and h.shown_state(then) == "up":
+            if g.running and g.uuid != uuid and h is not None and self.shown_state(h, then) == "up":
                 return (
                     f"{guest} runs on {self.name} (UUID {uuid}) and on {g.host} (UUID {g.uuid}):"
                     " two guests of one name in the fleet; neither is enforced until one is"
@@ -295,7 +318,7 @@ class Membership:
         """Whether ``guest`` runs on another host that is up, as last read."""
         then = self.as_of()
         return any(
-            g.running and h is not None and h.shown_state(then) == "up"
+            g.running and h is not None and self.shown_state(h, then) == "up"
             for g, h in self.where(guest)
         )
 
@@ -339,7 +362,7 @@ class Membership:
         """(On the loop, after a read.) Tell of each host that came up, was lost or left."""
         now = time.time()
         for name, record in self.hosts.items():
-            state = record.shown_state(now)
+            state = self.shown_state(record, now)
             if self._host_states.get(name, "up" if state == "up" else None) != state:
                 age = f"last heartbeat {now - record.heartbeat_at:.0f} s ago"
                 log.warning("fleet: host %s is %s (%s)", name, state, age)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from virtpolicy.engine.outage import Outage
 from virtpolicy.engine.reconcile import Reconciler
 from virtpolicy.errors import ConnectionLostError, StoreError
 
@@ -56,6 +57,7 @@ class Passes:
             self.request()
 
     async def run(self) -> None:
+        outage = Outage("store (reconcile passes)", log)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -66,13 +68,14 @@ class Passes:
             guests = None if ALL in dirty else sorted(dirty)
             try:
                 checked = await asyncio.to_thread(self.reconciler.reconcile, guests)
+                outage.answered()
                 self.count += 1
                 self.on_done([s.guest for s in checked])
             except ConnectionLostError as exc:
                 self._dirty |= dirty  # redo after the reconnect
                 self.on_lost(str(exc))
             except StoreError as exc:
-                log.warning("store: %s", exc)
+                outage.failed(exc)
                 self._dirty |= dirty
                 await asyncio.sleep(self.retry_s)
                 self._wake.set()

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from virtpolicy.engine.outage import Outage
 from virtpolicy.errors import StoreError
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import ChangeFeed, PolicyStore, Revision, StoredPolicy
@@ -164,6 +165,7 @@ async def follow(
 
     watcher = threading.Thread(target=watch, name="store-watch", daemon=True)
     watcher.start()
+    outage = Outage("store", log)
     try:
         while True:
             await moved.wait()
@@ -171,10 +173,11 @@ async def follow(
             try:
                 written = await asyncio.to_thread(cache.refresh)
             except StoreError as exc:
-                log.warning("store: %s", exc)
+                outage.failed(exc)
                 await asyncio.sleep(interval)
                 moved.set()  # try again
             else:
+                outage.answered()
                 if written != []:
                     on_change(written)
     finally:

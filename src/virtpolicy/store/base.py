@@ -178,8 +178,12 @@ class HostRecord:
     version: str
     state: Literal["up", "left"]
     heartbeat_s: float
-    heartbeat_at: float  # Unix time
+    #: Unix time, on the clock of whoever read the record (the store translates
+    #: the database's clock, which stamps it).
+    heartbeat_at: float
     started_at: str
+    #: The host's own clock less the database's, at its last heartbeat.
+    clock_offset_s: float = 0.0
 
     def shown_state(self, now: float) -> Literal["up", "lost", "left"]:
         """``lost`` when up but silent for more than :data:`LOST_AFTER_BEATS` beats."""
@@ -198,7 +202,7 @@ class GuestState:
     uuid: str
     state: str
     ready: Mapping[str, bool]
-    updated_at: float  # Unix time
+    updated_at: float  # Unix time, on the reader's clock (as heartbeat_at)
     #: Its status as the host's daemon last checked it (a guest with a policy).
     status: Mapping[str, Any] | None = None
 
@@ -235,7 +239,13 @@ class PolicyStore(Protocol):
         """Add or replace ``host`` (a daemon starting), state ``up``."""
 
     def heartbeat(self, name: str, at: float) -> None:
-        """The host is alive at ``at``."""
+        """The host is alive now; ``at`` is its own clock, kept as its offset from
+        the database's."""
+
+    def release_steps(self, host: str) -> list[tuple[int, str]]:
+        """(A daemon starting.) The steps of running jobs that ``host``'s daemon
+        had claimed and not finished (a process that has since ended), made
+        pending again, so that the new daemon takes them up; (job, guest) each."""
 
     def leave_host(self, name: str) -> None:
         """A clean stop: state ``left``, and its guests' states are dropped."""
@@ -255,7 +265,8 @@ class PolicyStore(Protocol):
         statuses: bool = False,
     ) -> list[GuestState]:
         """The guests every host (or ``host``) last published, by guest and host;
-        with ``since``, only those written at or after that Unix time; with
+        with ``since``, only those written at or after that Unix time (the
+        reader's clock); with
         ``guest``, only that guest's rows. Their statuses (JSON to decode) only
         when asked for."""
 

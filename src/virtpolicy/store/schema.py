@@ -31,8 +31,10 @@
   every daemon and CLI sees the whole fleet.
 
 Timestamps are ISO 8601 UTC strings, the same on every backend, except the
-heartbeats and guest states, which are Unix times (compared with the reader's
-clock: the hosts of a fleet keep their clocks in step, as with NTP).
+heartbeats and guest states, which are Unix times of the database's clock
+(PostgreSQL's ``clock_timestamp()``): readers measure their own clock against
+it at each read, so a host whose clock is off is neither shown lost nor left
+out of incremental reads. Each host's offset is kept beside its heartbeat.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 metadata = MetaData()
 
@@ -155,8 +157,10 @@ hosts = Table(
     Column("version", String(32), nullable=False),
     Column("state", String(8), nullable=False),  # up | left
     Column("heartbeat_s", Float, nullable=False),
-    Column("heartbeat_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),  # the database's clock
     Column("started_at", String(32), nullable=False),
+    #: The host's clock less the database's, at its last heartbeat.
+    Column("clock_offset_s", Float, nullable=False, server_default="0"),
 )
 
 guest_states = Table(

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from virtpolicy.errors import StoreBusyError, StoreError
+from virtpolicy.errors import StoreBusyError, StoreError, StoreUnavailableError
 
 #: Rows per ``IN (...)`` list, well under every backend's parameter limit.
 T = TypeVar("T")
@@ -73,10 +73,18 @@ def db_errors(url: URL) -> Iterator[None]:
                 f"store busy: another process has held {masked(url)} for writing "
                 f"over {_BUSY_TIMEOUT_MS // 1000} s; try again"
             ) from exc
-        raise StoreError(f"store {masked(url)}: {cause}") from exc
+        # The server is down, restarting or unreachable: try again later.
+        raise StoreUnavailableError(f"store {masked(url)}: {first_line(cause)}") from exc
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
-        raise StoreError(f"store {masked(url)}: {cause}") from exc
+        raise StoreError(f"store {masked(url)}: {first_line(cause)}") from exc
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a driver's message (psycopg's run to several: the
+    server's text, then hints and the statement)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 @contextmanager

@@ -8,14 +8,15 @@ behind each other or behind a policy write.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 
 from virtpolicy.store.base import GuestState, HostRecord
-from virtpolicy.store.schema import guest_states, hosts
+from virtpolicy.store.schema import guest_states, hosts, job_steps, jobs
 from virtpolicy.store.sqlengine import chunks, write_transaction
 
 
@@ -25,6 +26,7 @@ class Fleet:
     url: URL
     engine: Engine
     _sqlite: bool
+    _postgres: bool
 
     def _read(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError
@@ -33,27 +35,58 @@ class Fleet:
         """A transaction for rows of this host's own (no store-wide lock)."""
         return write_transaction(self.engine, self.url, self._sqlite)
 
+    # -- the database's clock ------------------------------------------------------
+
+    def _clock(self, conn: Connection) -> tuple[float, float]:
+        """(The database's time, its offset from this process's clock): what
+        stamps heartbeats and guest states, and what a reader adds to its own
+        clock to compare. SQLite is on this machine: its clock is this one."""
+        if not self._postgres:
+            return time.time(), 0.0
+        before = time.time()
+        db_now = float(
+            conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar_one()
+        )
+        return db_now, db_now - (before + time.time()) / 2
+
     def register_host(self, host: HostRecord) -> None:
-        row = {
-            "uri": host.uri,
-            "cpus": host.cpus,
-            "topology": json.dumps(dict(host.topology), sort_keys=True),
-            "version": host.version,
-            "state": "up",
-            "heartbeat_s": host.heartbeat_s,
-            "heartbeat_at": host.heartbeat_at,
-            "started_at": host.started_at,
-        }
         with self._own_write() as conn:
+            db_now, offset = self._clock(conn)
+            row = {
+                "uri": host.uri,
+                "cpus": host.cpus,
+                "topology": json.dumps(dict(host.topology), sort_keys=True),
+                "version": host.version,
+                "state": "up",
+                "heartbeat_s": host.heartbeat_s,
+                "heartbeat_at": db_now,
+                "started_at": host.started_at,
+                "clock_offset_s": -offset,
+            }
             done = conn.execute(update(hosts).where(hosts.c.name == host.name).values(**row))
             if done.rowcount == 0:
                 conn.execute(insert(hosts).values(name=host.name, **row))
 
     def heartbeat(self, name: str, at: float) -> None:
         with self._own_write() as conn:
+            db_now, offset = self._clock(conn)
             conn.execute(
-                update(hosts).where(hosts.c.name == name).values(heartbeat_at=at, state="up")
+                update(hosts)
+                .where(hosts.c.name == name)
+                .values(heartbeat_at=db_now, state="up", clock_offset_s=-offset)
             )
+
+    def release_steps(self, host: str) -> list[tuple[int, str]]:
+        left = and_(
+            job_steps.c.host == host,
+            job_steps.c.state == "claimed",
+            job_steps.c.job_id.in_(select(jobs.c.id).where(jobs.c.state == "running")),
+        )
+        with self._own_write() as conn:
+            found = conn.execute(select(job_steps.c.job_id, job_steps.c.guest).where(left)).all()
+            if found:
+                conn.execute(update(job_steps).where(left).values(state="pending"))
+        return sorted((int(r.job_id), str(r.guest)) for r in found)
 
     def leave_host(self, name: str) -> None:
         with self._own_write() as conn:
@@ -63,6 +96,7 @@ class Fleet:
     def hosts(self) -> list[HostRecord]:
         with self._read() as conn:
             rows = conn.execute(select(hosts).order_by(hosts.c.name)).all()
+            _, offset = self._clock(conn)
         return [
             HostRecord(
                 r.name,
@@ -72,14 +106,16 @@ class Fleet:
                 r.version,
                 r.state,
                 r.heartbeat_s,
-                r.heartbeat_at,
+                r.heartbeat_at - offset,
                 r.started_at,
+                r.clock_offset_s,
             )
             for r in rows
         ]
 
     def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
         with self._own_write() as conn:
+            db_now, _ = self._clock(conn)
             names = [g.guest for g in seen] + list(gone)
             for chunk in chunks(names):
                 conn.execute(
@@ -97,7 +133,7 @@ class Fleet:
                             "uuid": g.uuid,
                             "state": g.state,
                             "ready": json.dumps(dict(g.ready), sort_keys=True),
-                            "updated_at": g.updated_at,
+                            "updated_at": db_now,
                             "status": json.dumps(g.status) if g.status is not None else "",
                         }
                         for g in seen
@@ -123,9 +159,10 @@ class Fleet:
             query = query.where(guest_states.c.host == host)
         if guest is not None:
             query = query.where(guest_states.c.guest == guest)
-        if since is not None:
-            query = query.where(guest_states.c.updated_at >= since)
         with self._read() as conn:
+            _, offset = self._clock(conn)
+            if since is not None:
+                query = query.where(guest_states.c.updated_at >= since + offset)
             rows = conn.execute(query).all()
         return [
             GuestState(
@@ -134,7 +171,7 @@ class Fleet:
                 r.uuid,
                 r.state,
                 json.loads(r.ready),
-                r.updated_at,
+                r.updated_at - offset,
                 json.loads(r.status) if statuses and r.status else None,
             )
             for r in rows

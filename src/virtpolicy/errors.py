@@ -54,7 +54,12 @@ class CpusetError(PolicyError):
 
 
 class CycleError(PolicyError):
-    """The dependency graph would contain a cycle; ``cycle`` lists it, closed."""
+    """The dependency graph would contain a cycle; ``cycle`` lists it, closed.
+
+    Over HTTP a conflict (409): a policy that is valid alone, whose
+    dependencies close a cycle with what is stored."""
+
+    http_status = 409
 
     def __init__(self, cycle: list[str]) -> None:
         super().__init__("dependency cycle: " + " -> ".join(cycle), field="requires")

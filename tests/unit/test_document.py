@@ -48,7 +48,7 @@ def test_dumps_parse_back() -> None:
         (b"guest: web\n\xff\xfe\n", "f.yaml: not UTF-8 text (byte 0xff at offset 11)"),
         (b"guest: [web\n", "f.yaml: not valid YAML: "),
         (b'{"guest": ', "f.yaml: not valid JSON: Expecting value (line 1, column 11)"),
-        (b"- 1\n- 2\n", "f.yaml, document 1: [1, 2] is not a mapping"),
+        (b"- 1\n- 2\n", "f.yaml, document 1: 1 is not a mapping"),  # a list of policies
         (b"guest: web\ncolour: red\n", "f.yaml, document 1 (web): colour: unknown field"),
         (
             b"guest: a\n---\nguest: b\ncpu: {weight: 0}\n",

@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from virtpolicy import __version__, web
 from virtpolicy.api import decisions, events, jobs, policies, schemas, stats, status, views
@@ -62,9 +64,11 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
         return error_response(422, "RequestError", f"{where}: {first.get('msg')}", where)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = error_response(exc.status_code, "HTTPError", str(exc.detail), None)
-        response.headers.update(exc.headers or {})  # 405 carries Allow
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not of the first route
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
         return response
 
     @app.get("/v1/openapi.json", include_in_schema=False)
@@ -87,3 +91,17 @@ def create_app(store: PolicyStore, listener: Listener, daemon: Daemon | None = N
     app.include_router(views.router)
     app.include_router(web.router)
     return app
+
+
+#: The methods a route here may answer to.
+METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route of ``app`` answers at the request's path (Starlette's
+    405 names those of the first route that matched the path alone)."""
+    return [
+        method
+        for method in METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in app.routes)
+    ]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import DaemonDep, Reader
+from virtpolicy.api.deps import DaemonDep, Reader, guest_name
 from virtpolicy.engine.tuners import available
 
 router = APIRouter(prefix="/v1", tags=["tuners"], responses=schemas.ERRORS)
@@ -32,4 +32,6 @@ def decisions(
 ) -> list[dict[str, Any]]:
     """Decisions of the tuners, newest first: what was proposed and why,
     and whether it was applied (or why not: waiting, rate limit, dry run, failed)."""
+    if guest is not None:
+        guest_name(guest)
     return [d.to_dict() for d in daemon.dynamic.decisions(guest, limit)]

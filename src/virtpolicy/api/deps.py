@@ -18,7 +18,8 @@ from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.reconcile import GuestStatus, Reconciler
 from virtpolicy.errors import NotFoundError, PolicyError, UnsupportedMediaTypeError
 from virtpolicy.policy.document import load_json
-from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.model import GuestPolicy, check_guest_name
+from virtpolicy.policy.text import quoted
 from virtpolicy.store.base import PolicyStore
 
 T = TypeVar("T")
@@ -80,8 +81,9 @@ def notify_daemon(request: Request, guest: str | None) -> None:
 
 
 async def read_body(request: Request, *, yaml: bool = False) -> bytes:
-    """The request body, once its Content-Type says it is JSON (or YAML, with
-    ``yaml``); UnsupportedMediaTypeError (415) before reading it otherwise."""
+    """The request body, once its Content-Type says it is JSON (a merge patch is
+    JSON too), or YAML with ``yaml``; UnsupportedMediaTypeError (415) before
+    reading it otherwise."""
     refusal = bad_type(request.headers.get("content-type"), yaml=yaml)
     if refusal is not None:
         raise UnsupportedMediaTypeError(refusal[2], field=refusal[3])
@@ -125,7 +127,30 @@ async def get_fleet(request: Request) -> FleetReads:
     return fleet
 
 
+def guest_name(name: str) -> str:
+    """``name`` if it is a guest name, else PolicyError (422) naming it."""
+    try:
+        check_guest_name(name)
+    except PolicyError as exc:
+        raise PolicyError(f"guest: {exc}", field="guest") from None
+    return name
+
+
+def selector(spec: str) -> tuple[str, str]:
+    """A ``label`` query, ``KEY=VALUE``, as (key, value); PolicyError (422) if not one."""
+    key, sep, value = spec.partition("=")
+    if not sep or not key:
+        raise PolicyError(f"label: {quoted(spec, 40)} is not KEY=VALUE", field="label")
+    return key, value
+
+
+def _path_guest(guest: str) -> str:
+    return guest_name(guest)
+
+
 Store = Annotated[PolicyStore, Depends(get_store)]
+#: A ``{guest}`` of the path, checked as every guest name is.
+GuestPath = Annotated[str, Depends(_path_guest)]
 Fleet = Annotated[FleetReads, Depends(get_fleet)]
 Reader = Annotated[Principal, Depends(get_principal)]
 Writer = Annotated[Principal, Depends(get_writer)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -13,7 +14,6 @@ from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader
 from virtpolicy.engine.bus import KINDS
 from virtpolicy.errors import PolicyError
-from virtpolicy.policy.numbers import ascii_int
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=schemas.ERRORS)
 
@@ -45,7 +45,8 @@ async def events(
             raise PolicyError(f'kind: "{k}" is not one of {", ".join(KINDS)}', field="kind")
     after = since
     if last_event_id is not None:
-        after = ascii_int(last_event_id.strip())
+        matched = re.fullmatch(schemas.EVENT_ID_PATTERN, last_event_id)
+        after = int(last_event_id.strip(" \t")) if matched else None
         if after is None:
             raise PolicyError(
                 f'Last-Event-ID: "{last_event_id[:40]}" is not an event id', field="Last-Event-ID"

@@ -28,6 +28,7 @@ from virtpolicy.policy.text import printable
 #: Methods that read; every other one changes something.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
 
 
@@ -135,7 +136,7 @@ def bad_type(content_type: str | None, *, yaml: bool = False) -> Refusal | None:
     """415 unless the body is JSON (or YAML, where the route reads it): the
     routes that read a body ask this before they read it."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    accepted: Iterable[str] = (JSON, *sorted(YAML_TYPES)) if yaml else (JSON,)
+    accepted: Iterable[str] = (JSON, MERGE_PATCH, *(sorted(YAML_TYPES) if yaml else ()))
     if media in accepted:
         return None
     shown = printable(content_type[:60]) if content_type else "(none)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -12,13 +13,22 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import Reader, Store, Writer, json_object, notify_daemon, read_body
+from virtpolicy.api.deps import (
+    GuestPath,
+    Reader,
+    Store,
+    Writer,
+    guest_name,
+    json_object,
+    notify_daemon,
+    read_body,
+    selector,
+)
 from virtpolicy.engine import changes, planning
 from virtpolicy.engine.changes import outcome_result
 from virtpolicy.errors import ConflictError, NotFoundError, PolicyError, PreconditionFailedError
 from virtpolicy.policy.document import check_unique, dump_yaml, parse_documents
-from virtpolicy.policy.model import GuestPolicy, check_guest_name, parse_policy
-from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.policy.model import GuestPolicy, parse_policy
 from virtpolicy.policy.text import quoted
 from virtpolicy.store.base import Outcome, Put, StoredPolicy
 
@@ -34,14 +44,9 @@ def list_policies(who: Reader, store: Store, label: Labels = None) -> list[dict[
     """Every policy, optionally only those with all labels ``KEY=VALUE``. Without
     labels, a stored policy that no longer loads is listed too, with ``"policy":
     null`` and ``"broken"`` saying why: replace it whole or delete it."""
-    selector = {}
-    for spec in label or ():
-        key, sep, value = spec.partition("=")
-        if not sep or not key:
-            raise PolicyError(f"label: {quoted(spec)} is not KEY=VALUE", field="label")
-        selector[key] = value
-    listed = [_stored(s) for s in store.list_policies(selector)]
-    if selector:
+    chosen = dict(selector(spec) for spec in label or ())
+    listed = [_stored(s) for s in store.list_policies(chosen)]
+    if chosen:
         return listed
     broken = [
         {
@@ -62,7 +67,7 @@ def list_policies(who: Reader, store: Store, label: Labels = None) -> list[dict[
     responses={200: {"content": {"application/json": {}, "application/yaml": {}}}},
 )
 def get_policy(
-    guest: str,
+    guest: GuestPath,
     who: Reader,
     store: Store,
     response: Response,
@@ -70,7 +75,7 @@ def get_policy(
 ) -> Any:
     """One guest's policy; the ETag is its revision. With ``Accept: application/yaml``
     the policy document alone, as ``virtpolicy policy get`` prints it."""
-    stored = store.get(_guest(guest))
+    stored = store.get(guest_name(guest))
     etag = f'"{stored.revision}"'
     if accept and "application/yaml" in accept and "json" not in accept:
         text = dump_yaml([stored.policy])
@@ -81,7 +86,7 @@ def get_policy(
 
 @router.put("/policies/{guest}", openapi_extra=schemas.POLICY_BODY)
 async def put_policy(
-    guest: str,
+    guest: GuestPath,
     request: Request,
     who: Writer,
     store: Store,
@@ -113,7 +118,7 @@ async def put_policy(
 
 @router.patch("/policies/{guest}", openapi_extra=schemas.PATCH_BODY)
 async def patch_policy(
-    guest: str,
+    guest: GuestPath,
     request: Request,
     who: Writer,
     store: Store,
@@ -122,7 +127,7 @@ async def patch_policy(
 ) -> dict[str, Any]:
     """Change some fields: a JSON merge patch, with requires/wants keyed by guest."""
     patch = await json_object(request, _as_is)
-    name = _guest(guest)
+    name = guest_name(guest)
     return await _written(
         request,
         response,
@@ -136,7 +141,7 @@ async def patch_policy(
 
 @router.delete("/policies/{guest}")
 async def delete_policy(
-    guest: str,
+    guest: GuestPath,
     request: Request,
     who: Writer,
     store: Store,
@@ -144,7 +149,7 @@ async def delete_policy(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Delete a guest's policy (history keeps it)."""
-    name = _guest(guest)
+    name = guest_name(guest)
     return await _written(
         request,
         response,
@@ -155,9 +160,9 @@ async def delete_policy(
 
 
 @router.get("/policies/{guest}/history")
-def history(guest: str, who: Reader, store: Store) -> list[dict[str, Any]]:
+def history(guest: GuestPath, who: Reader, store: Store) -> list[dict[str, Any]]:
     """Every revision, oldest first, with what it changed."""
-    return [e.to_dict() for e in changes.history(store, _guest(guest))]
+    return [e.to_dict() for e in changes.history(store, guest_name(guest))]
 
 
 @router.post("/validate", openapi_extra=schemas.DOCUMENTS_BODY)
@@ -200,9 +205,9 @@ async def apply(
 
 
 @router.get("/guests/{guest}/dependents", tags=["plans"])
-def dependents(guest: str, who: Reader, store: Store) -> dict[str, Any]:
+def dependents(guest: GuestPath, who: Reader, store: Store) -> dict[str, Any]:
     """Who depends on ``guest``: what stopping it would stop first, in order."""
-    waves = planning.plan(store, "stop", [_guest(guest)])
+    waves = planning.plan(store, "stop", [guest_name(guest)])
     before = [[g for g in wave if g != guest] for wave in waves]
     return {
         "guest": guest,
@@ -216,7 +221,7 @@ def plan(operation: str, who: Reader, store: Store, guest: Guests = None) -> dic
     """Start or stop waves for the given guests (none: every guest)."""
     if operation not in ("start", "stop"):
         raise NotFoundError(f'no plan "{operation}": start or stop')
-    names = [_guest(g) for g in guest or ()] or None
+    names = [guest_name(g) for g in guest or ()] or None
     return {"waves": planning.plan(store, "start" if operation == "start" else "stop", names)}
 
 
@@ -224,21 +229,14 @@ def _as_is(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _guest(name: str) -> str:
-    try:
-        check_guest_name(name)
-    except PolicyError as exc:
-        raise PolicyError(f"guest: {exc}", field="guest") from None
-    return name
-
-
 def _if_match(header: str | None) -> int | None:
     if header is None:
         return None
-    revision = ascii_int(header.strip().removeprefix("W/").strip('"'), max_digits=12)
-    if revision is None:
-        raise PolicyError(f'If-Match: "{header[:40]}" is not a revision ETag', field="If-Match")
-    return revision
+    if not re.fullmatch(schemas.ETAG_PATTERN, header):
+        raise PolicyError(
+            f"If-Match: {quoted(header, 40)} is not a revision ETag", field="If-Match"
+        )
+    return int(header.strip(" \t").removeprefix("W/").strip('"'))
 
 
 async def _written(

@@ -8,13 +8,15 @@ the one error shape; the statuses it can give are listed with it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from virtpolicy.engine.bus import KINDS
 from virtpolicy.engine.jobs import JobRequest
-from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.model import GUEST_NAME_MAX, GUEST_NAME_PATTERN, TIMEOUT_MAX, GuestPolicy
 
 _REF = "#/components/schemas/{model}"
 
@@ -33,19 +35,154 @@ def body(schema: dict[str, Any], *media: str) -> dict[str, Any]:
     }
 
 
-POLICY_BODY = body(ref("GuestPolicy"))
-PATCH_BODY = body(ref("PolicyPatch"), "application/json", "application/merge-patch+json")
+#: A write that created the policy answers 201 (with its ETag), else 200.
+CREATED = {201: {"description": "created: revision 1 of a new policy"}}
+POLICY_BODY = {**body(ref("PolicyBody")), "responses": CREATED}
+PATCH_BODY = {
+    **body(ref("PolicyPatch"), "application/json", "application/merge-patch+json"),
+    "responses": CREATED,
+}
 DOCUMENTS_BODY = body(
-    {"anyOf": [ref("GuestPolicy"), {"type": "array", "items": ref("GuestPolicy")}]},
+    {
+        "anyOf": [
+            ref("GuestPolicy"),
+            {"type": "array", "items": ref("GuestPolicy"), "minItems": 1},
+        ]
+    },
     "application/json",
     "application/yaml",
 )
 JOB_BODY = body(ref("JobRequest"))
 
+# -- what the models' own schemas cannot say -----------------------------------------
+
+#: A libvirt domain name: 1-255 characters, no '/', no control characters, no
+#: blank at either end.
+GUEST_NAME: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": GUEST_NAME_MAX,
+    "pattern": GUEST_NAME_PATTERN,
+}
+#: libvirt's cpuset syntax (``0-3,^2,8``): CPUs below 16384, selecting at least one.
+CPUSET: dict[str, Any] = {
+    "type": "string",
+    "format": "cpuset",
+    "minLength": 1,
+    "maxLength": 4096,
+    "pattern": r"^[0-9 \t,^-]+$",
+}
+#: ``running``, ``agent``, ``tcp:HOST:PORT`` or ``exec:COMMAND``.
+CONDITION: dict[str, Any] = {
+    "type": "string",
+    "format": "virtpolicy-condition",
+    "pattern": r"^(running|agent|tcp:.+:[0-9]{1,5}|exec:[\s\S]*\S[\s\S]*)$",
+}
+LABEL_KEY = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"}
+LABEL_VALUE = {"type": "string", "maxLength": 255, "pattern": r"^[^\x00-\x1f\x7f]*$"}
+#: A vCPU number below 16384, as JSON keys are written (leading zeros allowed).
+VCPU_KEY = {
+    "type": "string",
+    "pattern": r"^(?=[0-9]{1,6}$)0*(0|[1-9][0-9]{0,3}|1[0-5][0-9]{3}|16[0-2][0-9]{2}"
+    r"|163[0-7][0-9]|1638[0-3])$",
+}
+#: A revision's ETag in If-Match (``"3"``, ``W/"3"`` or ``3``), and an event id.
+ETAG_PATTERN = r'^[ \t]*(W/)?"?[0-9]{1,12}"?[ \t]*$'
+EVENT_ID_PATTERN = r"^[ \t]*[0-9]{1,18}[ \t]*$"
+#: ``KEY=VALUE`` in a query.
+SELECTOR = {"type": "string", "pattern": "^[^=]+="}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _refine(schemas: dict[str, Any]) -> None:
+    """Say in the document what the models' validators check: names, cpusets,
+    conditions, labels, and which CPU and NUMA fields go together. What no JSON
+    Schema can say is in the descriptions: a dependency on the guest itself, a
+    guest listed twice among its dependencies, and a cycle are refused (422; a
+    cycle through stored policies is a conflict, 409)."""
+    policy, cpu, numa = schemas["GuestPolicy"], schemas["CpuPolicy"], schemas["NumaPolicy"]
+    policy["properties"]["guest"] = GUEST_NAME
+    policy["properties"]["labels"].update(
+        {"propertyNames": LABEL_KEY, "additionalProperties": LABEL_VALUE}
+    )
+    policy["description"] += (
+        " A dependency on the guest itself, a guest listed twice in requires and"
+        " wants, and a dependency cycle are refused."
+    )
+    dependency = schemas["Dependency"]["properties"]
+    dependency["guest"] = GUEST_NAME
+    dependency["when"] = {**CONDITION, "default": "running"}
+    props = cpu["properties"]
+    props["vcpupin"].update({"propertyNames": VCPU_KEY, "additionalProperties": CPUSET})
+    props["vcpus"] = {"anyOf": [CPUSET, {"const": "auto"}, {"type": "null"}], "default": None}
+    props["allowed"] = {**_nullable(CPUSET), "default": None}
+    props["emulatorpin"] = {**_nullable(CPUSET), "default": None}
+    unset = {"type": "null"}
+    dedicated = {"properties": {"placement": {"const": "dedicated"}}, "required": ["placement"]}
+    auto = {"properties": {"vcpus": {"const": "auto"}}, "required": ["vcpus"]}
+    cpu["allOf"] = [
+        {  # dedicated: the placer chooses the CPUs; shared: no dedicated options
+            "if": dedicated,
+            "then": {
+                "properties": {
+                    "vcpus": unset,
+                    "emulatorpin": unset,
+                    "vcpupin": {"maxProperties": 0},
+                }
+            },
+            "else": {
+                "properties": {
+                    "threads": {"const": "prefer"},
+                    "emulator": {"const": "share"},
+                    "topology": unset,
+                }
+            },
+        },
+        {  # auto: a tuner places every vCPU, within allowed
+            "if": auto,
+            "then": {"properties": {"vcpupin": {"maxProperties": 0}}},
+            "else": {"properties": {"allowed": unset}},
+        },
+    ]
+    numa["allOf"] = [
+        {
+            "if": {"properties": {"memory": {"type": "string"}}, "required": ["memory"]},
+            "then": {"properties": {"nodes": {"type": "integer"}}, "required": ["nodes"]},
+        }
+    ]
+    # PUT's body may leave out the guest: it is the URL's.
+    schemas["PolicyBody"] = {
+        **{k: v for k, v in policy.items() if k != "required"},
+        "title": "PolicyBody",
+        "description": policy["description"] + " The guest, if given, is the URL's.",
+    }
+    job = schemas["JobRequest"]
+    job["properties"]["guests"].update({"items": GUEST_NAME, "uniqueItems": True})
+    none, some = {"maxItems": 0}, {"minItems": 1}
+    job["oneOf"] = [  # exactly one way to choose the guests
+        _selection(some, False, {"maxProperties": 0}, "guests"),
+        _selection(none, True, {"maxProperties": 0}, "all"),
+        _selection(none, False, {"minProperties": 1}, "labels"),
+    ]
+
+
+def _selection(
+    guests: dict[str, Any], every: bool, labels: dict[str, Any], given: str
+) -> dict[str, Any]:
+    return {
+        "properties": {"guests": guests, "all": {"const": every}, "labels": labels},
+        "required": [given],
+    }
+
+
 #: Error statuses every route may give, in the one error shape.
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"description": text, "content": {"application/json": {"schema": ref("Error")}}}
     for code, text in (
+        (400, "the path or the query is not UTF-8 text"),
         (401, "no credentials (TCP needs a bearer token)"),
         (403, "the role or the socket does not allow it"),
         (404, "no such guest, revision, job or route"),
@@ -53,6 +190,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (409, "conflict with the stored state"),
         (412, "If-Match names a revision that is no longer current"),
         (413, "body over the limit"),
+        (415, "a body that is not JSON (or YAML, where the route reads it)"),
         (422, "invalid input; the message names the field"),
         (503, "store busy, or libvirt not connected"),
     )
@@ -84,23 +222,35 @@ def _patch_schema() -> dict[str, Any]:
             {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {"when": {"type": "string"}, "timeout": {"type": "integer"}},
+                "properties": {
+                    "when": CONDITION,
+                    "timeout": {"type": "integer", "minimum": 1, "maximum": TIMEOUT_MAX},
+                },
             },
             {"type": "null"},
         ]
     }
-    keyed = {"anyOf": [{"type": "object", "additionalProperties": dependency}, {"type": "null"}]}
+    keyed = {
+        "anyOf": [
+            {"type": "object", "propertyNames": GUEST_NAME, "additionalProperties": dependency},
+            {"type": "null"},
+        ]
+    }
     return {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "guest": {"type": "string"},
+            "guest": {**GUEST_NAME, "description": "the guest of the URL, if given"},
             "cpu": {"anyOf": [ref("CpuPolicy"), {"type": "null"}]},
             "start": {"anyOf": [ref("StartPolicy"), {"type": "null"}]},
             "stop": {"anyOf": [ref("StopPolicy"), {"type": "null"}]},
             "labels": {
                 "anyOf": [
-                    {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+                    {
+                        "type": "object",
+                        "propertyNames": LABEL_KEY,
+                        "additionalProperties": {"anyOf": [LABEL_VALUE, {"type": "null"}]},
+                    },
                     {"type": "null"},
                 ]
             },
@@ -126,9 +276,46 @@ def install(app: FastAPI) -> None:
                 schema = model.model_json_schema(ref_template=_REF)
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
+            _refine(schemas)
             schemas["PolicyPatch"] = _patch_schema()
             schemas["Error"] = _error_schema()
+            _parameters(doc, tcp=app.state.listener == "tcp")
             app.openapi_schema = doc
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _parameters(doc: dict[str, Any], *, tcp: bool) -> None:
+    """Guest names in paths and queries, label selectors, headers' forms, and how
+    a caller is known: a bearer token over TCP (a security scheme, not a header
+    parameter); on the Unix sockets the peer's credentials, so no scheme."""
+    if tcp:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            operation["parameters"] = [
+                {**param, "schema": _parameter(param)}
+                for param in operation.get("parameters", [])
+                if (param["name"], param["in"]) != ("authorization", "header")
+            ]
+
+
+def _parameter(param: dict[str, Any]) -> dict[str, Any]:
+    """What a parameter's value may be, where FastAPI's own schema says less."""
+    single: dict[tuple[str, str], dict[str, Any]] = {
+        ("guest", "path"): GUEST_NAME,
+        ("guest", "query"): GUEST_NAME,
+        ("label", "query"): SELECTOR,
+        ("kind", "query"): {"enum": list(KINDS)},
+        ("operation", "path"): {"type": "string", "enum": ["start", "stop"]},
+        ("if-match", "header"): {"type": "string", "pattern": ETAG_PATTERN},
+        ("last-event-id", "header"): {"type": "string", "pattern": EVENT_ID_PATTERN},
+    }
+    schema: dict[str, Any] = param["schema"]
+    found = single.get((param["name"], param["in"]))
+    if found is None:
+        return schema
+    many = param["in"] == "query" and '"array"' in json.dumps(schema)
+    return {"type": "array", "items": found} if many else found

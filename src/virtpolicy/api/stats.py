@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from virtpolicy.api import metrics, schemas
-from virtpolicy.api.deps import DaemonDep, Reader
+from virtpolicy.api.deps import DaemonDep, GuestPath, Reader
 from virtpolicy.errors import NotFoundError
 
 router = APIRouter(tags=["stats"], responses=schemas.ERRORS)
@@ -33,7 +33,7 @@ def guests(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
 
 @router.get("/v1/stats/guests/{guest}")
 def guest(
-    guest: str,
+    guest: GuestPath,
     who: Reader,
     daemon: DaemonDep,
     since: Annotated[

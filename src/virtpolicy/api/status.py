@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import DaemonDep, Fleet, Reader, Store
+from virtpolicy.api.deps import DaemonDep, Fleet, GuestPath, Reader, Store
 from virtpolicy.engine import fleetview
 from virtpolicy.engine.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, StoreError, UnknownStateError
@@ -40,7 +40,9 @@ async def status_all(
 
 
 @router.get("/guests/{guest}/status")
-async def status_one(guest: str, who: Reader, daemon: DaemonDep, store: Store) -> dict[str, Any]:
+async def status_one(
+    guest: GuestPath, who: Reader, daemon: DaemonDep, store: Store
+) -> dict[str, Any]:
     """Desired vs actual tuning, drift and errors of one guest (on any host)."""
     mine = daemon.host_name
     local = [s for s in daemon.statuses() if s.guest == guest]
@@ -118,7 +120,7 @@ def _merged(
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
 async def admission(
-    guest: str, who: Reader, daemon: DaemonDep, accept: Annotated[str | None, Header()] = None
+    guest: GuestPath, who: Reader, daemon: DaemonDep, accept: Annotated[str | None, Header()] = None
 ) -> Any:
     """May ``guest`` start now? What libvirt's hook asks before a start.
 
@@ -140,7 +142,7 @@ async def admission(
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
 async def migration(
-    guest: str,
+    guest: GuestPath,
     who: Reader,
     daemon: DaemonDep,
     accept: Annotated[str | None, Header()] = None,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from virtpolicy.api import schemas
-from virtpolicy.api.deps import DaemonDep, Fleet, Reader
+from virtpolicy.api.deps import DaemonDep, Fleet, Reader, guest_name, selector
 from virtpolicy.api.status import fleet_rows
 from virtpolicy.errors import CycleError, PolicyError
 from virtpolicy.policy.graph import critical_path, dependents, requirements, start_waves
@@ -50,12 +50,7 @@ async def fleet_guests(
     [...]}``, ``total`` counting every guest the filters let through. Filters:
     ``host``, ``state``, ``label`` (``KEY=VALUE``), ``problems`` (drift, a
     problem or an error), ``q`` (part of the name)."""
-    wanted: tuple[str, str] | None = None
-    if label is not None:
-        key, sep, value = label.partition("=")
-        if not sep or not key:
-            raise PolicyError(f'label: "{label[:40]}" is not KEY=VALUE', field="label")
-        wanted = (key, value)
+    wanted = selector(label) if label is not None else None
     policies = daemon.policies()
 
     def labels_of(guest: str) -> dict[str, str]:
@@ -88,16 +83,17 @@ async def graph(
     ``state``, ``host``, ``critical`` (on the longest chain) and ``blocked`` (why
     a guest that is not running cannot start: the chain of what it requires down
     to the first guest not running), and ``edges`` with their condition."""
+    wanted = selector(label) if label is not None else None
+    if guest is not None:
+        guest_name(guest)
     policies = daemon.policies()
     edges = {g: p.dependencies() for g, p in policies.items()}
     every = set(edges) | {d for deps in edges.values() for d, _ in deps}
     if guest is not None:
         scope = requirements(edges, [guest]) | dependents(edges, [guest], ("requires", "wants"))
         scope &= every | {guest}
-    elif label is not None:
-        key, sep, value = label.partition("=")
-        if not sep or not key:
-            raise PolicyError(f'label: "{label[:40]}" is not KEY=VALUE', field="label")
+    elif wanted is not None:
+        key, value = wanted
         scope = requirements(edges, [g for g, p in policies.items() if p.labels.get(key) == value])
     else:
         scope = every

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -38,9 +38,10 @@ from virtpolicy import loopguard
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.orchestrate import FAILED, GuestResult, Orchestrator, Progress
-from virtpolicy.errors import HypervisorError, StoreError
-from virtpolicy.policy.model import GuestName, describe_validation_error
+from virtpolicy.errors import HypervisorError, PolicyError, StoreError
+from virtpolicy.policy.model import GuestName, describe_validation_error, whole_numbers
 from virtpolicy.policy.numbers import ascii_int
+from virtpolicy.policy.text import quoted
 from virtpolicy.store.base import IN_FLIGHT, Job, JobState, PolicyStore
 
 log = logging.getLogger(__name__)
@@ -72,18 +73,23 @@ class JobFleet(Protocol):
 class JobRequest(BaseModel):
     """What to start or stop: named guests, every guest with a policy, or a label."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     action: Literal["start", "stop"]
     guests: list[GuestName] = []
     all: bool = False
     labels: dict[str, str] = {}
-    concurrency: int = Field(8, ge=1, le=256)
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
 
     @model_validator(mode="after")
     def _one_selection(self) -> JobRequest:
         if sum(map(bool, (self.guests, self.all, self.labels))) != 1:
             raise ValueError("name guests, or give all or labels: exactly one of them")
+        seen: set[str] = set()
+        for guest in self.guests:
+            if guest in seen:
+                raise PolicyError(f"{quoted(guest)} is named twice", field="guests")
+            seen.add(guest)
         return self
 
 
@@ -91,9 +97,11 @@ class JobRequest(BaseModel):
 def parse_job_request(doc: object) -> JobRequest:
     """A :class:`JobRequest` from JSON data; PolicyError (one line) if it is not one."""
     try:
-        return JobRequest.model_validate(doc)
+        return JobRequest.model_validate(whole_numbers(doc))
     except ValidationError as exc:
         raise describe_validation_error(exc) from None
+    except RecursionError:
+        raise PolicyError("body: nested too deeply to be a job request") from None
 
 
 def select(store: PolicyStore, request: JobRequest) -> tuple[dict[str, Any], list[str] | None]:

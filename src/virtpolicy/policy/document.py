@@ -1,7 +1,8 @@
 """Policy files: YAML streams or JSON, one policy per document.
 
-A YAML file holds one or more documents separated by ``---``; a JSON file
-holds one policy object or an array of them. Empty YAML documents are skipped.
+A YAML file holds one or more documents separated by ``---`` (or one
+document that is a list of policies); a JSON file holds one policy object or
+an array of them. Empty YAML documents are skipped.
 Errors name the source and the document number (1-based) and stay on one line.
 
 Reading is from bytes already in memory: the caller reads the file (and
@@ -225,6 +226,8 @@ def _load_yaml(text: str, source: str) -> list[tuple[int, Any]]:
         raise DocumentError(f"{source}: not valid YAML: {_first_clause(exc)}") from None
     finally:
         loader.dispose()
+    if len(docs) == 1 and isinstance(docs[0][1], list):  # one list of them, as in JSON
+        docs = list(enumerate(docs[0][1], start=1))
     if not any(raw is not None for _, raw in docs):
         raise DocumentError(f"{source}: holds no policy documents")
     check_strings([raw for _, raw in docs], source)

@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.model import GuestPolicy, parse_policy
 from virtpolicy.policy.numbers import ascii_int
-from virtpolicy.policy.text import printable
+from virtpolicy.policy.text import printable, quoted
 
 _KEYED = ("requires", "wants")
 _MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}
@@ -30,7 +32,13 @@ _FIELDS = {
 
 def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, Any]) -> GuestPolicy:
     """Apply ``patch`` to ``current`` (or to an empty policy for ``guest``)."""
+    _check_known(patch)
     _check_keyed(patch)
+    if "guest" in patch and patch["guest"] != guest:
+        shown = quoted(patch["guest"]) if isinstance(patch["guest"], str) else "it"
+        raise PolicyError(
+            f"guest: {shown} is not the guest patched ({quoted(guest)})", field="guest"
+        )
     doc: dict[str, Any] = current.to_document() if current else {"guest": guest}
     for kind in _KEYED:
         doc[kind] = {
@@ -41,6 +49,21 @@ def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, An
         merged[kind] = [{**rest, "guest": g} for g, rest in merged.get(kind, {}).items()]
     merged["guest"] = guest
     return parse_policy(merged)
+
+
+def _check_known(patch: Mapping[str, Any]) -> None:
+    """Every key of a patch names a field of the model: one that does not is
+    refused, even with null (which would remove nothing, silently)."""
+    for key, value in patch.items():
+        field = GuestPolicy.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            raise PolicyError(f"{printable(str(key)[:60])}: unknown field", field=str(key)[:60])
+        inner = field.annotation
+        if isinstance(value, Mapping) and isinstance(inner, type) and issubclass(inner, BaseModel):
+            for sub in value:
+                if sub not in inner.model_fields:
+                    where = f"{key}.{printable(str(sub)[:60])}"
+                    raise PolicyError(f"{where}: unknown field", field=where)
 
 
 def _check_keyed(patch: Mapping[str, Any]) -> None:

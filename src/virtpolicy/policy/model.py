@@ -29,7 +29,7 @@ from virtpolicy.errors import PolicyError
 from virtpolicy.policy.condition import normalize_condition
 from virtpolicy.policy.cpuset import MAX_CPUS, normalize_cpuset
 from virtpolicy.policy.numbers import ascii_int
-from virtpolicy.policy.text import not_text, printable
+from virtpolicy.policy.text import bad_text, not_text, printable, quoted
 
 #: Relative CPU weight, on the cgroup v2 ``cpu.weight`` scale.
 WEIGHT_MIN, WEIGHT_MAX = 1, 10000
@@ -75,15 +75,29 @@ def _vcpu_key(key: object) -> object:
     return key if number is None else number
 
 
+#: What may not start or end a guest name: the blanks ``str.strip()`` removes
+#: that are not control characters (those are refused anywhere).
+_EDGE_BLANKS = r"\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NAME_CHAR = r"/\u0000-\u001f\u007f"
+#: A guest name as a regular expression that Python, ECMAScript (the OpenAPI
+#: document) and Rust read the same: 1 or more characters, no '/', no control
+#: character, no blank at either end (the length, 1-255, is checked apart).
+GUEST_NAME_PATTERN = (
+    rf"^[^{_NAME_CHAR}{_EDGE_BLANKS}](?:[^{_NAME_CHAR}]*[^{_NAME_CHAR}{_EDGE_BLANKS}])?$"
+)
+_GUEST_NAME = re.compile(GUEST_NAME_PATTERN)
+GUEST_NAME_MAX = 255
+
+
 def check_guest_name(value: object) -> object:
     """Validate a libvirt domain name: 1-255 characters, no ``/``, no controls."""
     if not isinstance(value, str):
         return value
-    if not value or len(value) > 255:
+    if not value or len(value) > GUEST_NAME_MAX:
         raise PolicyError(f'"{value[:40]}" is not a guest name: it must be 1-255 characters')
-    if "/" in value or _CONTROL.search(value) or value != value.strip():
+    if not _GUEST_NAME.fullmatch(value) or bad_text(value) is not None:
         raise PolicyError(
-            f"{json.dumps(value)} is not a guest name: no '/', control characters or outer blanks"
+            f"{quoted(value, 80)} is not a guest name: no '/', control characters or outer blanks"
         )
     return value
 
@@ -111,6 +125,8 @@ Condition = Annotated[str, BeforeValidator(_condition)]
 GuestName = Annotated[str, BeforeValidator(check_guest_name)]
 LabelKey = Annotated[str, BeforeValidator(_label_key)]
 LabelValue = Annotated[str, BeforeValidator(_label_value)]
+
+
 VcpuIndex = Annotated[int, Field(ge=0, lt=MAX_CPUS)]
 Seconds = Annotated[int, Field(ge=1, le=TIMEOUT_MAX)]
 
@@ -283,9 +299,23 @@ def parse_policy(doc: object) -> GuestPolicy:
     if why is not None:
         raise PolicyError(why)
     try:
-        return GuestPolicy.model_validate(doc)
+        return GuestPolicy.model_validate(whole_numbers(doc))
     except ValidationError as exc:
         raise describe_validation_error(exc) from None
+    except RecursionError:
+        raise PolicyError("the document is nested too deeply to be a policy") from None
+
+
+def whole_numbers(doc: Any) -> Any:
+    """``doc`` with each float that is a whole number as an int: JSON has only
+    numbers, and JSON Schema's integer is any number without a fraction (300.0)."""
+    if isinstance(doc, float) and doc.is_integer():
+        return int(doc)
+    if isinstance(doc, dict):
+        return {k: whole_numbers(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [whole_numbers(v) for v in doc]
+    return doc
 
 
 def describe_validation_error(exc: ValidationError) -> PolicyError:

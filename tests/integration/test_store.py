@@ -15,7 +15,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from tests.conftest import BROKEN_DOC, break_policy, snapshot
+from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
 from virtpolicy.engine.policycache import PolicyCache
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
@@ -529,6 +529,10 @@ def test_a_host_whose_clock_lags_is_neither_lost_nor_missed(
     assert [g.guest for g in reader.guest_states(since=time.time() - 5)] == ["b1"]
     [row] = fleetview.hosts(reader)
     assert row["heartbeat_age_s"] < 5
+    assert -31 < row["clock_offset_s"] < -29
+    shown = Cli(pg_db)("hosts").stdout.splitlines()[1]
+    assert shown.split()[:2] == ["host-b", "up"]
+    assert "(clock 30.0s behind the store's)" in shown or "(clock 29.9s behind" in shown
     lagging.close()
     reader.close()
 

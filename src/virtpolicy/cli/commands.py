@@ -47,6 +47,42 @@ def policy() -> None:
 @click.option(
     "--stop-action", type=click.Choice(["shutdown", "destroy", "managedsave"]), help="How to stop."
 )
+@click.option(
+    "--stop-escalate/--no-stop-escalate",
+    default=None,
+    help="Destroy after a shutdown that times out.",
+)
+@click.option(
+    "--on-dependency-stop",
+    type=click.Choice(["none", "stop"]),
+    help="When a required guest stops: note it, or stop this one too.",
+)
+@click.option(
+    "--placement",
+    type=click.Choice(["shared", "dedicated"]),
+    help="Host CPUs of its own (dedicated) or the shared pool.",
+)
+@click.option(
+    "--threads",
+    type=click.Choice(["prefer", "isolate", "require"]),
+    help="Dedicated: sibling threads, a whole core per vCPU, or vCPU pairs on sibling pairs.",
+)
+@click.option(
+    "--emulator",
+    type=click.Choice(["share", "isolate"]),
+    help="Dedicated: the emulator on the shared pool, or on a CPU of its own.",
+)
+@click.option(
+    "--topology",
+    type=click.Choice(["match"]),
+    help="Dedicated: the guest sees its vCPUs as the threads and cores they run on.",
+)
+@click.option("--numa-nodes", type=Whole(1, 64), metavar="N", help="Within this many nodes.")
+@click.option(
+    "--numa-memory",
+    type=click.Choice(["strict", "preferred", "interleave"]),
+    help="With --numa-nodes: bind the memory to those nodes.",
+)
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="Set a label.")
 @click.option(
     "--clear",
@@ -73,6 +109,14 @@ def policy_set(
     start_delay: int | None,
     stop_timeout: int | None,
     stop_action: str | None,
+    stop_escalate: bool | None,
+    on_dependency_stop: str | None,
+    placement: str | None,
+    threads: str | None,
+    emulator: str | None,
+    topology: str | None,
+    numa_nodes: int | None,
+    numa_memory: str | None,
     label: tuple[str, ...],
     clear: tuple[str, ...],
     if_revision: int | None,
@@ -91,27 +135,36 @@ def policy_set(
         "emulatorpin": emulatorpin,
         "weight": weight,
         "cap": cap,
+        "placement": placement,
+        "threads": threads,
+        "emulator": emulator,
+        "topology": topology,
     }
     for spec in vcpupin:
         cpu.setdefault("vcpupin", {}).update(vcpupin_patch(spec))
-    patch: dict[str, Any] = {
-        "cpu": {k: v for k, v in cpu.items() if v is not None},
-        "start": {
-            k: v for k, v in {"autostart": autostart, "delay": start_delay}.items() if v is not None
-        },
+    given = {
+        "cpu": cpu,
+        "numa": {"nodes": numa_nodes, "memory": numa_memory},
+        "start": {"autostart": autostart, "delay": start_delay},
         "stop": {
-            k: v
-            for k, v in {"timeout": stop_timeout, "action": stop_action}.items()
-            if v is not None
+            "timeout": stop_timeout,
+            "action": stop_action,
+            "escalate": stop_escalate,
+            "on_dependency_stop": on_dependency_stop,
         },
-        "labels": parse_labels(label),
-        "requires": {},
-        "wants": {},
     }
-    for spec in requires:
-        patch["requires"].update(dependency_patch(spec, "--requires"))
-    for spec in wants:
-        patch["wants"].update(dependency_patch(spec, "--wants"))
+    patch: dict[str, Any] = {
+        **{
+            part: {k: v for k, v in fields.items() if v is not None}
+            for part, fields in given.items()
+        },
+    }
+    # Only the maps given: an empty one would undo a --clear of the whole map.
+    for kind, specs in (("requires", requires), ("wants", wants)):
+        for spec in specs:
+            patch.setdefault(kind, {}).update(dependency_patch(spec, f"--{kind}"))
+    if label:
+        patch["labels"] = parse_labels(label)
     merged = merge_patches(*(clear_path(path) for path in clear), patch)
     click.echo(_describe(app.service.set(guest, merged, if_revision)))
 

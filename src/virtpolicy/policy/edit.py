@@ -12,7 +12,7 @@ removes one dependency without restating the others. Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -22,12 +22,42 @@ from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import printable, quoted
 
 _KEYED = ("requires", "wants")
-_MAPS = {"cpu.vcpupin", "labels", "requires", "wants"}
-_FIELDS = {
-    "cpu": {"vcpupin", "vcpus", "allowed", "emulatorpin", "weight", "cap"},
-    "start": {"autostart", "delay"},
-    "stop": {"timeout", "action", "escalate", "on_dependency_stop"},
-}
+
+
+def _sections() -> dict[str, set[str]]:
+    """The policy's sections (``cpu``, ``numa``, ...) and their fields, read from
+    the model itself: a field added there can be set and cleared at once."""
+    found: dict[str, set[str]] = {}
+    for name, info in GuestPolicy.model_fields.items():
+        inner = info.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            found[name] = set(inner.model_fields)
+    return found
+
+
+def _maps() -> set[str]:
+    """Fields whose values are maps (and the dependencies, kept by guest): cleared
+    whole or one key at a time."""
+    found = set(_KEYED)
+    for name, info in GuestPolicy.model_fields.items():
+        if _is_dict(info.annotation):
+            found.add(name)
+        inner = info.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            found |= {
+                f"{name}.{f}" for f, i in inner.model_fields.items() if _is_dict(i.annotation)
+            }
+    return found
+
+
+def _is_dict(annotation: Any) -> bool:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return get_origin(annotation) is dict
+
+
+_FIELDS = _sections()
+_MAPS = _maps()
 
 
 def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, Any]) -> GuestPolicy:

@@ -225,3 +225,24 @@ def test_a_guest_over_two_nodes_gets_the_nearest_two() -> None:
     wide = [Request("wide", 4, "dedicated", nodes=2)]
     assert place(near, frozenset(), wide).guests["wide"].nodes == (1, 3)
     assert place(flat, frozenset(), wide).guests["wide"].nodes == (0, 1)
+
+
+def test_a_refusal_on_a_large_host_stays_on_one_short_line() -> None:
+    """256 CPUs in 8 nodes, every node full of dedicated guests: refusing one
+    1-vCPU isolate guest said ~1,100 characters. The line stays under 200 (what is
+    needed, the two best nodes, two holders each, how many more), says "1 core"
+    not "1 cores", and the full account (every node, every holder) is kept."""
+    t = Topology.regular(8, 1, 16, 2)  # 8 nodes x 16 cores x SMT 2
+    assert t.siblings(0) == (0, 128)
+    reserved = frozenset(range(128, 256))  # one thread of every core: no core is whole
+    fillers = [Request(f"guest-{i:02}", 3, "dedicated", "prefer", nodes=1) for i in range(40)]
+    got = place(t, reserved, [*fillers, Request("late", 1, "dedicated", "isolate")])
+    line = got.refused["late"]
+    assert line.startswith("late: needs 1 dedicated core with isolated siblings; node ")
+    assert len(line) < 200, line
+    assert "(held by guest-00 and 4 others)" in line
+    assert line.endswith("; and 6 more nodes")
+    full = got.details["late"]
+    assert all(f"node {n} has" in full for n in range(8))
+    assert all(f"{r.guest} holds" in full for r in fillers if r.guest in got.guests)
+    assert got.to_dict()["details"] == {"late": full}

@@ -84,12 +84,16 @@ class Placement:
     """Every guest placed, and every guest refused with the reason."""
 
     guests: dict[str, Placed] = field(default_factory=dict)
+    #: One line each, under 200 characters: what it needs, the best nodes.
     refused: dict[str, str] = field(default_factory=dict)
+    #: The full account of each refusal: every node, everyone holding it.
+    details: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "guests": {g: p.to_dict() for g, p in sorted(self.guests.items())},
             "refused": dict(sorted(self.refused.items())),
+            "details": dict(sorted(self.details.items())),
         }
 
 
@@ -117,8 +121,8 @@ def place(
         if r.guest in result.guests:
             continue
         found = _dedicated(topology, usable, owner, r, nodes, memo)
-        if isinstance(found, str):
-            result.refused[r.guest] = found
+        if isinstance(found, tuple):
+            result.refused[r.guest], result.details[r.guest] = found
             continue
         result.guests[r.guest] = found
         owner.update(dict.fromkeys(found.dedicated, r.guest))
@@ -148,7 +152,7 @@ def _float(
                 memo["shared", r.vcpus, r.nodes] = _shared(topology, pool, r)
             found = memo["shared", r.vcpus, r.nodes]
             if isinstance(found, str):
-                result.refused[r.guest] = f"{r.guest}: {found}"
+                result.refused[r.guest] = result.details[r.guest] = f"{r.guest}: {found}"
             else:
                 result.guests[r.guest] = found
 
@@ -174,26 +178,29 @@ def _dedicated(
     r: Request,
     nodes: list[int],
     memo: _Memo,
-) -> Placed | str:
+) -> Placed | tuple[str, str]:
+    """Where ``r`` goes, or why not: (one line, the full account)."""
     if r.threads == "require" and topology.smt < 2:
-        return f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
+        why = f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
+        return why, why
     # A request like one refused before, while the owners are the same, is refused.
     key = ("refused", r.vcpus, r.threads, r.emulator, r.nodes, len(owner))
     if key in memo:
-        return f"{r.guest}: {memo[key]}"
+        return f"{r.guest}: {memo[key][0]}", f"{r.guest}: {memo[key][1]}"
     found = _search(topology, usable, owner, r, nodes, memo)
     free = len(usable) - len(owner)
     if found is not None and free - len(found.dedicated) < 1:
         # Every place of it holds as many CPUs, and none leaves a shared one.
-        memo[key] = (
+        why = (
             f"needs {len(found.dedicated)} dedicated host CPUs of the {free} free,"
             " which would leave none shared (for emulators and shared guests)"
         )
+        memo[key] = (why, why)
     elif found is not None:
         return found
     else:
         memo[key] = _why(topology, usable, owner, r, nodes, memo)
-    return f"{r.guest}: {memo[key]}"
+    return f"{r.guest}: {memo[key][0]}", f"{r.guest}: {memo[key][1]}"
 
 
 def _search(
@@ -287,6 +294,10 @@ def _pick(
     return score, Placed(pins, emulator, nodes, frozenset(held))
 
 
+#: A refusal's one line stays under this many characters (its guest's name aside).
+BRIEF_CHARS = 200
+
+
 def _why(
     topology: Topology,
     usable: frozenset[int],
@@ -294,28 +305,46 @@ def _why(
     r: Request,
     nodes: list[int],
     memo: _Memo,
-) -> str:
-    """Why ``r`` cannot be placed (after its name): what it needs, what each node
-    has, who holds it."""
+) -> tuple[str, str]:
+    """Why ``r`` cannot be placed (after its name): what it needs, then, in one
+    line, the two nodes with the most free and who holds the most of them; in
+    the full account, every node and everyone holding it."""
     unit = {
-        "isolate": "cores with isolated siblings",
-        "require": "sibling pairs",
-        "prefer": "host CPUs",
+        "isolate": ("core with isolated siblings", "cores with isolated siblings"),
+        "require": ("sibling pair", "sibling pairs"),
+        "prefer": ("host CPU", "host CPUs"),
     }[r.threads]
     need = r.vcpus if r.threads != "require" else -(-r.vcpus // 2)
+    what = unit[0] if need == 1 else unit[1]
     if r.emulator == "isolate":
-        unit += " (and one for its emulator)"
+        what += " (and one for its emulator)"
     within = f" in {r.nodes} NUMA node{'s' if r.nodes != 1 else ''}" if r.nodes else ""
     free, holders = _counted(topology, usable, owner, r.threads, memo)
-    parts = []
-    for n in nodes:
+    needs = f"needs {need} dedicated {what}{within}; "
+    if not nodes:
+        return needs + "no host CPU is free of reservations", needs + "no host CPU is free"
+
+    def every(n: int) -> str:
         held = ", ".join(f"{g} holds {k}" for g, k in sorted(holders.get(n, {}).items()))
-        parts.append(
-            f"node {n} has {free.get(n, 0)} free" + (f" ({held} of its CPUs)" if held else "")
-        )
-    return f"needs {need} dedicated {unit}{within}; " + (
-        ", ".join(parts) if parts else "no host CPU is free of reservations"
-    )
+        return f"node {n} has {free.get(n, 0)} free" + (f" ({held} of its CPUs)" if held else "")
+
+    def brief(n: int) -> str:
+        held = sorted(holders.get(n, {}).items(), key=lambda gk: (-gk[1], gk[0]))
+        if not held:
+            return f"node {n} has {free.get(n, 0)} free"
+        others = len(held) - 1
+        more = f" and {others} other{'s' if others != 1 else ''}" if others else ""
+        return f"node {n} has {free.get(n, 0)} free (held by {held[0][0][:40]}{more})"
+
+    full = needs + ", ".join(every(n) for n in nodes)
+    if len(r.guest) + len(full) < BRIEF_CHARS:  # the whole account fits on the line
+        return full, full
+    best = sorted(nodes, key=lambda n: (-free.get(n, 0), n))[:2]
+    rest = len(nodes) - len(best)
+    short = needs + ", ".join(brief(n) for n in best)
+    if rest:
+        short += f"; and {rest} more node{'s' if rest != 1 else ''}"
+    return short, full
 
 
 def _counted(

@@ -79,3 +79,26 @@ def test_a_status_is_published_whole(store: SqlStore) -> None:
     finally:
         release.set()
         worker.join()
+
+
+def test_a_forget_during_a_pass_is_not_overwritten(store: SqlStore) -> None:
+    """The loop forgets a's mirror (a was defined anew) while a pass is reading it:
+    the pass does not keep what it read or wrote before the forget, so the next
+    pass reads the mirror again (it kept the stale one, and never read it)."""
+    host = MemoryHost(guests())
+    host.open()
+    reconciler = Reconciler(store, host)
+    reads: list[str] = []
+
+    def before(method: str, guest: str | None) -> None:
+        if method == "read_mirror" and guest == "a":
+            reads.append(guest)
+            if len(reads) == 1:
+                reconciler.forget_mirrors("a")  # as the loop would, mid-read
+
+    host.before = before
+    reconciler.reconcile(["a"])
+    reconciler.reconcile(["a"])
+    assert reads == ["a", "a"]
+    reconciler.reconcile(["a"])
+    assert reads == ["a", "a"]  # known since: read once per forget, not per pass

@@ -99,6 +99,11 @@ class Reconciler:
         #: What each guest's <metadata> mirror holds, as last read or written here:
         #: only this daemon writes it, so it is read once per connection.
         self._mirrors: dict[str, tuple[int, GuestPolicy] | None] = {}
+        #: Guards ``_mirrors`` (a pass's thread writes it, the loop forgets it);
+        #: ``_forgets`` counts the forgets, so that what a pass read or wrote
+        #: before one is not kept after it.
+        self._mirrors_lock = threading.Lock()
+        self._forgets = 0
         self._lock = threading.Lock()  # one pass at a time
         #: Told (in the pass's thread) what a pass changed on a guest.
         self.on_applied: Callable[[str, dict[str, tuple[Value, Value]]], None] = (
@@ -156,10 +161,29 @@ class Reconciler:
     def forget_mirrors(self, guest: str | None = None) -> None:
         """Read the mirror of ``guest`` (None: every guest) again at its next pass:
         after a reconnection, or when the guest was defined anew."""
-        if guest is None:
-            self._mirrors.clear()
-        else:
-            self._mirrors.pop(guest, None)
+        with self._mirrors_lock:
+            if guest is None:
+                self._mirrors.clear()
+            else:
+                self._mirrors.pop(guest, None)
+            self._forgets += 1
+
+    def _mirror(self, name: str, persistent: bool) -> tuple[tuple[int, GuestPolicy] | None, int]:
+        """(In the pass's thread.) What ``name``'s mirror holds, read from libvirt
+        unless known, and the forgets counted when it was looked up."""
+        with self._mirrors_lock:
+            if name in self._mirrors:
+                return self._mirrors[name], self._forgets
+            seen = self._forgets
+        mirror = self.hypervisor.read_mirror(name, persistent=persistent)  # not under the lock
+        self._remember(name, mirror, seen)
+        return mirror, seen
+
+    def _remember(self, name: str, mirror: tuple[int, GuestPolicy] | None, seen: int) -> None:
+        """Keep ``mirror`` unless a forget came since ``seen``: then the next pass reads."""
+        with self._mirrors_lock:
+            if self._forgets == seen:
+                self._mirrors[name] = mirror
 
     def notice(self, guest: str, text: str) -> None:
         """Record something that happened around ``guest`` on its status."""
@@ -217,9 +241,7 @@ class Reconciler:
 
     def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:
         hv, name = self.hypervisor, info.name
-        if name not in self._mirrors:
-            self._mirrors[name] = hv.read_mirror(name, persistent=info.persistent)
-        mirror = self._mirrors[name]
+        mirror, seen = self._mirror(name, info.persistent)
         policy, placed = stored.policy, self.placing.of(name)
         # <numatune> and <cpu><topology> are read only where the policy asks for them.
         defined = policy.numa.nodes is not None or policy.cpu.topology is not None
@@ -260,7 +282,7 @@ class Reconciler:
                 running=info.running,
                 persistent=info.persistent,
             )
-            self._mirrors[name] = (stored.revision, stored.policy)
+            self._remember(name, (stored.revision, stored.policy), seen)
 
     def _place(self, policies: Mapping[str, StoredPolicy]) -> set[str]:
         """Place the guests here again; the guests whose place changed."""

@@ -9,6 +9,7 @@ import pytest
 
 from virtpolicy.engine import changes
 from virtpolicy.engine.reconcile import Reconciler
+from virtpolicy.errors import GuestNotFoundError
 from virtpolicy.hypervisor.connection import Hypervisor
 from virtpolicy.hypervisor.native import Tuning
 from virtpolicy.store import SqlStore
@@ -171,3 +172,20 @@ def test_many_guests_beyond_the_cpu_map_are_each_reported(tmp_path: Path) -> Non
     finally:
         hv.close()
         store.close()
+
+
+def test_a_guest_defined_anew_is_not_reached_through_its_old_handle(hv: Hypervisor) -> None:
+    """web undefined and defined again under the same name (a new UUID): the old
+    handle, kept from the listing, answered "no such guest" for ever after. Now
+    the first such answer drops it, and the next call finds the new guest."""
+    hv.guests()  # keeps a handle of each guest
+    old = hv.conn.lookupByName("web")
+    xml = old.XMLDesc(0)
+    old.destroy()
+    old.undefine()
+    fresh = xml.replace(old.UUIDString(), "7a0c3e11-0c2e-4c55-9d11-5c1e3a7f0fff")
+    hv.conn.defineXML(fresh).create()
+    # A pass says it runs (from the listing), so the kept handle is used.
+    with pytest.raises(GuestNotFoundError):  # through the handle of the guest that is gone
+        hv.actual("web", running=True)
+    assert hv.actual("web", running=True).vcpupin  # looked up anew

@@ -158,8 +158,14 @@ class Hypervisor:
 
     def watch(self, on_guest: GuestCallback, on_close: Callable[[str], None]) -> None:
         """Lifecycle and tunable events of the current connection (see events.py)."""
+
+        def seen(guest: str, what: str) -> None:
+            if what in ("defined", "undefined"):  # a new definition: look its handle up
+                self._handles.pop(guest, None)
+            on_guest(guest, what)
+
         with self.translating(None, "register event callbacks"):
-            EventWatch(self.conn, on_guest, on_close).register()
+            EventWatch(self.conn, seen, on_close).register()
 
     # -- guests ---------------------------------------------------------------
 
@@ -429,6 +435,8 @@ class Hypervisor:
         code = exc.get_error_code()
         subject = f"{guest}: " if guest else ""
         if code == libvirt.VIR_ERR_NO_DOMAIN:
+            if guest is not None:  # a handle of a guest undefined (and maybe defined anew)
+                self._handles.pop(guest, None)
             return GuestNotFoundError(f"{guest}: no such guest on {self.uri}")
         if code in UNSUPPORTED:
             return UnsupportedError(f"{subject}{what}: not supported: {message(exc)}")

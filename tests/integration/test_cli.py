@@ -580,3 +580,38 @@ def test_every_field_can_be_set_and_cleared(run: Cli, db: str, path: str) -> Non
     assert cleared.exit_code == 0, cleared.output
     doc = json.loads(run("policy", "get", "web", "-o", "json").stdout)
     assert _field(doc, path) in (None, [], {}), doc
+
+
+def test_policy_set_choices_are_the_models() -> None:
+    """Each option of `policy set` that offers choices offers exactly the values
+    the model takes (written out in the command, which must not import the model
+    to start up)."""
+    import typing  # noqa: PLC0415
+
+    import click  # noqa: PLC0415
+
+    from virtpolicy.cli.commands import policy_set  # noqa: PLC0415
+    from virtpolicy.policy.model import GuestPolicy  # noqa: PLC0415
+
+    def literal(path: str) -> set[object]:
+        model: typing.Any = GuestPolicy
+        *sections, name = path.split(".")
+        for section in sections:
+            model = model.model_fields[section].annotation
+        annotation = model.model_fields[name].annotation
+        found = set()
+        for arg in (annotation, *typing.get_args(annotation)):
+            if typing.get_origin(arg) is typing.Literal:
+                found |= set(typing.get_args(arg))
+        return found
+
+    checked = 0
+    for param in policy_set.params:
+        if isinstance(param.type, click.Choice):
+            flag = param.opts[0]
+            path = next(p for p, args in FIELD_ARGS.items() if flag in args)
+            assert set(param.type.choices) == literal(path), flag
+            checked += 1
+    assert (
+        checked == 7
+    )  # stop.action, stop.on_dependency_stop, cpu.placement, threads, emulator, topology, numa.memory

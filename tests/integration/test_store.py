@@ -290,7 +290,7 @@ def test_hosts_register_beat_leave_and_get_lost(db: str, store: SqlStore) -> Non
     ha, hb = other.hosts()
     assert (ha.name, ha.topology, ha.shown_state(t + 5)) == ("host-a", {"sockets": 1}, "up")
     assert ha.shown_state(time.time() + 6.5) == "lost"  # 6.5 s > 3 beats of 2 s
-    store.heartbeat("host-a", time.time())
+    store.heartbeat("host-a")
     t = time.time()
     assert other.hosts()[0].shown_state(t + 5.5) == "up"
     seen = [
@@ -416,7 +416,7 @@ def test_eight_long_unicode_names_in_one_write(store: SqlStore) -> None:
 
 def test_a_broken_policy_is_shown_and_can_be_replaced_or_deleted(store: SqlStore) -> None:
     """A stored policy that no longer validates (here what a bad write once left:
-    ``tcp:[]:80``) is named by get and broken_policies in one line, left out of
+    ``tcp:[]:80``) is named by get and policies_and_broken in one line, left out of
     the list, and can be deleted, or replaced whole; the others read on."""
     store.write([p("db"), p("x2"), p("web", cpu={"weight": 5})], "alice")
     break_policy(store, "x2", BROKEN_DOC)
@@ -426,7 +426,7 @@ def test_a_broken_policy_is_shown_and_can_be_replaced_or_deleted(store: SqlStore
     assert "\n" not in str(info.value)
     assert info.value.http_status == 409
     assert [s.policy.guest for s in store.list_policies()] == ["db", "web"]
-    [broken] = store.broken_policies()
+    [broken] = store.policies_and_broken()[1]
     assert (broken.guest, broken.revision) == ("x2", 1)
     assert "tcp:[]:80" in broken.reason
     assert "\n" not in broken.reason
@@ -437,7 +437,7 @@ def test_a_broken_policy_is_shown_and_can_be_replaced_or_deleted(store: SqlStore
     [outcome] = store.write([p("x2", cpu={"weight": 7})], "bob")
     assert (outcome.action, outcome.revision, outcome.before) == ("update", 2, None)
     assert store.get("x2").policy.cpu.weight == 7
-    assert store.broken_policies() == []
+    assert store.policies_and_broken()[1] == []
     # Broken again, then deleted.
     break_policy(store, "x2", BROKEN_DOC)
     [outcome] = store.write([Delete("x2")], "bob")
@@ -520,7 +520,7 @@ def test_a_host_whose_clock_lags_is_neither_lost_nor_missed(
     monkeypatch.setattr(sqlfleet, "time", types.SimpleNamespace(time=lambda: real() - 30))
     record = HostRecord("host-b", "qemu:///system", 4, {}, "0.1.0", "up", 2.0, real() - 30, "t")
     lagging.register_host(record)
-    lagging.heartbeat("host-b", real() - 30)
+    lagging.heartbeat("host-b")
     lagging.publish_guests("host-b", [GuestState("b1", "host-b", "u", "running", {}, 0.0)], [])
     monkeypatch.undo()
     [host] = reader.hosts()

@@ -127,13 +127,14 @@ async def get_fleet(request: Request) -> FleetReads:
     return fleet
 
 
-def guest_name(name: str) -> str:
-    """``name`` if it is a guest name, else PolicyError (422) naming it."""
+def guest_name(guest: str) -> str:
+    """``guest`` if it is a guest name, else PolicyError (422) naming it; as a
+    dependency (:data:`GuestPath`), the ``{guest}`` of the path."""
     try:
-        check_guest_name(name)
+        check_guest_name(guest)
     except PolicyError as exc:
         raise PolicyError(f"guest: {exc}", field="guest") from None
-    return name
+    return guest
 
 
 def selector(spec: str) -> tuple[str, str]:
@@ -144,13 +145,9 @@ def selector(spec: str) -> tuple[str, str]:
     return key, value
 
 
-def _path_guest(guest: str) -> str:
-    return guest_name(guest)
-
-
 Store = Annotated[PolicyStore, Depends(get_store)]
 #: A ``{guest}`` of the path, checked as every guest name is.
-GuestPath = Annotated[str, Depends(_path_guest)]
+GuestPath = Annotated[str, Depends(guest_name)]
 Fleet = Annotated[FleetReads, Depends(get_fleet)]
 Reader = Annotated[Principal, Depends(get_principal)]
 Writer = Annotated[Principal, Depends(get_writer)]

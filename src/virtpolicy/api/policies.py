@@ -45,7 +45,8 @@ def list_policies(who: Reader, store: Store, label: Labels = None) -> list[dict[
     labels, a stored policy that no longer loads is listed too, with ``"policy":
     null`` and ``"broken"`` saying why: replace it whole or delete it."""
     chosen = dict(selector(spec) for spec in label or ())
-    listed = [_stored(s) for s in store.list_policies(chosen)]
+    stored, unloadable = store.policies_and_broken(chosen)
+    listed = [_stored(s) for s in stored]
     if chosen:
         return listed
     broken = [
@@ -57,7 +58,7 @@ def list_policies(who: Reader, store: Store, label: Labels = None) -> list[dict[
             "policy": None,
             "broken": b.reason,
         }
-        for b in store.broken_policies()
+        for b in unloadable
     ]
     return sorted(listed + broken, key=lambda item: str(item["guest"])) if broken else listed
 
@@ -75,7 +76,7 @@ def get_policy(
 ) -> Any:
     """One guest's policy; the ETag is its revision. With ``Accept: application/yaml``
     the policy document alone, as ``virtpolicy policy get`` prints it."""
-    stored = store.get(guest_name(guest))
+    stored = store.get(guest)
     etag = f'"{stored.revision}"'
     if accept and "application/yaml" in accept and "json" not in accept:
         text = dump_yaml([stored.policy])
@@ -127,14 +128,13 @@ async def patch_policy(
 ) -> dict[str, Any]:
     """Change some fields: a JSON merge patch, with requires/wants keyed by guest."""
     patch = await json_object(request, _as_is)
-    name = guest_name(guest)
     return await _written(
         request,
         response,
-        name,
+        guest,
         if_match,
         lambda expect: changes.set_policy(
-            store, name, patch, actor=who.actor, expect=expect, may_exec=who.role == "admin"
+            store, guest, patch, actor=who.actor, expect=expect, may_exec=who.role == "admin"
         ),
     )
 
@@ -149,20 +149,19 @@ async def delete_policy(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Delete a guest's policy (history keeps it)."""
-    name = guest_name(guest)
     return await _written(
         request,
         response,
-        name,
+        guest,
         if_match,
-        lambda expect: changes.delete_policy(store, name, actor=who.actor, expect=expect),
+        lambda expect: changes.delete_policy(store, guest, actor=who.actor, expect=expect),
     )
 
 
 @router.get("/policies/{guest}/history")
 def history(guest: GuestPath, who: Reader, store: Store) -> list[dict[str, Any]]:
     """Every revision, oldest first, with what it changed."""
-    return [e.to_dict() for e in changes.history(store, guest_name(guest))]
+    return [e.to_dict() for e in changes.history(store, guest)]
 
 
 @router.post("/validate", openapi_extra=schemas.DOCUMENTS_BODY)
@@ -207,7 +206,7 @@ async def apply(
 @router.get("/guests/{guest}/dependents", tags=["plans"])
 def dependents(guest: GuestPath, who: Reader, store: Store) -> dict[str, Any]:
     """Who depends on ``guest``: what stopping it would stop first, in order."""
-    waves = planning.plan(store, "stop", [guest_name(guest)])
+    waves = planning.plan(store, "stop", [guest])
     before = [[g for g in wave if g != guest] for wave in waves]
     return {
         "guest": guest,

@@ -16,7 +16,16 @@ from fastapi.openapi.utils import get_openapi
 
 from virtpolicy.engine.bus import KINDS
 from virtpolicy.engine.jobs import JobRequest
-from virtpolicy.policy.model import GUEST_NAME_MAX, GUEST_NAME_PATTERN, TIMEOUT_MAX, GuestPolicy
+from virtpolicy.policy.cpuset import MAX_CPUSET_CHARS
+from virtpolicy.policy.model import (
+    CONTROL_RANGE,
+    GUEST_NAME_MAX,
+    GUEST_NAME_PATTERN,
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_MAX,
+    TIMEOUT_MAX,
+    GuestPolicy,
+)
 
 _REF = "#/components/schemas/{model}"
 
@@ -69,7 +78,7 @@ CPUSET: dict[str, Any] = {
     "type": "string",
     "format": "cpuset",
     "minLength": 1,
-    "maxLength": 4096,
+    "maxLength": MAX_CPUSET_CHARS,
     "pattern": r"^[0-9 \t,^-]+$",
 }
 #: ``running``, ``agent``, ``tcp:HOST:PORT`` or ``exec:COMMAND``.
@@ -78,8 +87,12 @@ CONDITION: dict[str, Any] = {
     "format": "virtpolicy-condition",
     "pattern": r"^(running|agent|tcp:.+:[0-9]{1,5}|exec:[\s\S]*\S[\s\S]*)$",
 }
-LABEL_KEY = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"}
-LABEL_VALUE = {"type": "string", "maxLength": 255, "pattern": r"^[^\x00-\x1f\x7f]*$"}
+LABEL_KEY = {"type": "string", "pattern": LABEL_KEY_PATTERN}
+LABEL_VALUE = {
+    "type": "string",
+    "maxLength": LABEL_VALUE_MAX,
+    "pattern": f"^[^{CONTROL_RANGE}]*$",
+}
 #: A vCPU number below 16384, as JSON keys are written (leading zeros allowed).
 VCPU_KEY = {
     "type": "string",
@@ -302,19 +315,24 @@ def _parameters(doc: dict[str, Any], *, tcp: bool) -> None:
             ]
 
 
+#: (name, where) -> what one value of the parameter may be, where FastAPI's own
+#: schema says less.
+_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("guest", "path"): GUEST_NAME,
+    ("guest", "query"): GUEST_NAME,
+    ("label", "query"): SELECTOR,
+    ("kind", "query"): {"enum": list(KINDS)},
+    ("operation", "path"): {"type": "string", "enum": ["start", "stop"]},
+    ("if-match", "header"): {"type": "string", "pattern": ETAG_PATTERN},
+    ("last-event-id", "header"): {"type": "string", "pattern": EVENT_ID_PATTERN},
+}
+
+
 def _parameter(param: dict[str, Any]) -> dict[str, Any]:
-    """What a parameter's value may be, where FastAPI's own schema says less."""
-    single: dict[tuple[str, str], dict[str, Any]] = {
-        ("guest", "path"): GUEST_NAME,
-        ("guest", "query"): GUEST_NAME,
-        ("label", "query"): SELECTOR,
-        ("kind", "query"): {"enum": list(KINDS)},
-        ("operation", "path"): {"type": "string", "enum": ["start", "stop"]},
-        ("if-match", "header"): {"type": "string", "pattern": ETAG_PATTERN},
-        ("last-event-id", "header"): {"type": "string", "pattern": EVENT_ID_PATTERN},
-    }
+    """A parameter's schema from :data:`_PARAMETERS`, as a list in a query that
+    takes several."""
     schema: dict[str, Any] = param["schema"]
-    found = single.get((param["name"], param["in"]))
+    found = _PARAMETERS.get((param["name"], param["in"]))
     if found is None:
         return schema
     many = param["in"] == "query" and '"array"' in json.dumps(schema)

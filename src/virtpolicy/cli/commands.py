@@ -12,6 +12,7 @@ from virtpolicy.errors import EXIT_FAILED, NotFoundError
 
 if TYPE_CHECKING:
     from virtpolicy.engine.changes import Result
+    from virtpolicy.store.base import BrokenPolicy
 
 # The policy model (pydantic) and YAML are imported by the commands that use
 # them: `policy get` through the daemon needs neither (see bench/README.md).
@@ -192,9 +193,9 @@ def policy_get(app: App, guest: str, fmt: str) -> None:
 def policy_list(app: App, label: tuple[str, ...], fmt: str) -> None:
     """List policies, optionally only those with all the given labels. A stored
     policy that no longer loads is named on standard error."""
-    click.echo(output.policies(app.service.list_policies(parse_labels(label)), fmt), nl=False)
-    if not label:
-        _warn_broken(app)
+    stored, broken = app.service.listing(parse_labels(label))
+    click.echo(output.policies(stored, fmt), nl=False)
+    _warn_broken(broken)
 
 
 @policy.command("delete")
@@ -283,21 +284,21 @@ def export_cmd(app: App, fmt: str) -> None:
     """Print every policy (desired state only), ready for ``apply -f``. A stored
     policy that no longer loads is named on standard error and left out: then
     the exit status is 1."""
-    click.echo(output.policies(app.service.list_policies({}), fmt), nl=False)
-    if _warn_broken(app):
+    stored, broken = app.service.listing({})
+    click.echo(output.policies(stored, fmt), nl=False)
+    _warn_broken(broken)
+    if broken:
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-def _warn_broken(app: App) -> int:
-    """Name each stored policy that no longer loads, on standard error; how many."""
-    broken = app.service.broken()
+def _warn_broken(broken: list[BrokenPolicy]) -> None:
+    """Name each stored policy that no longer loads, on standard error."""
     for b in broken:
         click.echo(
             f"warning: {b.guest}: the stored policy (revision {b.revision}) no longer loads: "
             f"{b.reason}; replace it whole (apply -f) or delete it",
             err=True,
         )
-    return len(broken)
 
 
 @cli.command("plan")

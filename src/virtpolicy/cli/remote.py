@@ -56,14 +56,14 @@ class RemoteService:
         return answer.decode()
 
     def list_policies(self, labels: Mapping[str, str]) -> list[StoredPolicy]:
-        params = [("label", f"{k}={v}") for k, v in labels.items()]
-        listed = self._call("GET", "/v1/policies", params=params)
-        return [_stored(item) for item in listed if item.get("policy") is not None]
+        return self.listing(labels)[0]
 
-    def broken(self) -> list[BrokenPolicy]:
+    def listing(self, labels: Mapping[str, str]) -> tuple[list[StoredPolicy], list[BrokenPolicy]]:
         from virtpolicy.store.base import BrokenPolicy  # noqa: PLC0415
 
-        return [
+        params = [("label", f"{k}={v}") for k, v in labels.items()]
+        listed = self._call("GET", "/v1/policies", params=params)
+        return [_stored(item) for item in listed if item.get("policy") is not None], [
             BrokenPolicy(
                 item["guest"],
                 item["revision"],
@@ -71,7 +71,7 @@ class RemoteService:
                 item["updated_by"],
                 item["broken"],
             )
-            for item in self._call("GET", "/v1/policies")
+            for item in listed
             if item.get("broken")
         ]
 

@@ -158,15 +158,9 @@ class Controller:
             return found
         found = [s for s in found if s.guest not in broken]
         for guest, why in broken.items():
-            reason = f"the stored policy no longer loads: {why}"
             state = self.states.get(guest, "undefined")
-            found.append(
-                GuestStatus(
-                    guest,
-                    state=state,
-                    error=f"stored policy not enforced: it no longer loads: {reason}",
-                )
-            )
+            error = f"policy not enforced: the stored policy no longer loads: {why}"
+            found.append(GuestStatus(guest, state=state, error=error))
         return sorted(found, key=lambda s: s.guest)
 
     def host_info(self) -> dict[str, Any]:

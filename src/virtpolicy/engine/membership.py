@@ -162,7 +162,7 @@ class Membership:
                 if await self._call(self._register):
                     await self._call(self._read_fleet)
             elif now >= next_beat:
-                await self._call(self.store.heartbeat, self.name, time.time())
+                await self._call(self.store.heartbeat, self.name)
                 if await self._call(self._read_fleet):
                     self._check_hosts()
                     self._check_clashes()

@@ -96,9 +96,10 @@ class PolicyCache:
             if self._feed is not None:
                 self._feed.written()
             revision = self._store.global_revision()
-            every = {s.policy.guest: s for s in self._store.list_policies()}
-            broken = {b.guest: b.reason for b in self._store.broken_policies()}
-            self._publish(every, broken, revision)
+            good, bad = self._store.policies_and_broken()
+            self._publish(
+                {s.policy.guest: s for s in good}, {b.guest: b.reason for b in bad}, revision
+            )
             return None
 
     def _heard(self, revision: int) -> list[Revision]:

@@ -24,40 +24,31 @@ from virtpolicy.policy.text import printable, quoted
 _KEYED = ("requires", "wants")
 
 
-def _sections() -> dict[str, set[str]]:
-    """The policy's sections (``cpu``, ``numa``, ...) and their fields, read from
-    the model itself: a field added there can be set and cleared at once."""
-    found: dict[str, set[str]] = {}
-    for name, info in GuestPolicy.model_fields.items():
-        inner = info.annotation
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            found[name] = set(inner.model_fields)
-    return found
-
-
-def _maps() -> set[str]:
-    """Fields whose values are maps (and the dependencies, kept by guest): cleared
-    whole or one key at a time."""
-    found = set(_KEYED)
-    for name, info in GuestPolicy.model_fields.items():
-        if _is_dict(info.annotation):
-            found.add(name)
-        inner = info.annotation
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            found |= {
-                f"{name}.{f}" for f, i in inner.model_fields.items() if _is_dict(i.annotation)
-            }
-    return found
-
-
 def _is_dict(annotation: Any) -> bool:
     while get_origin(annotation) is Annotated:
         annotation = get_args(annotation)[0]
     return get_origin(annotation) is dict
 
 
-_FIELDS = _sections()
-_MAPS = _maps()
+# Read from the model itself: a field added there can be set and cleared at once.
+#: The policy's sections (``cpu``, ``numa``, ...) and their fields.
+_FIELDS: dict[str, set[str]] = {
+    name: set(info.annotation.model_fields)
+    for name, info in GuestPolicy.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+}
+#: Fields whose values are maps (and the dependencies, kept by guest): cleared
+#: whole or one key at a time.
+_MAPS: set[str] = {
+    *_KEYED,
+    *(name for name, info in GuestPolicy.model_fields.items() if _is_dict(info.annotation)),
+    *(
+        f"{section}.{name}"
+        for section in _FIELDS
+        for name, info in GuestPolicy.model_fields[section].annotation.model_fields.items()  # type: ignore[union-attr]
+        if _is_dict(info.annotation)
+    ),
+}
 
 
 def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, Any]) -> GuestPolicy:
@@ -85,15 +76,12 @@ def _check_known(patch: Mapping[str, Any]) -> None:
     """Every key of a patch names a field of the model: one that does not is
     refused, even with null (which would remove nothing, silently)."""
     for key, value in patch.items():
-        field = GuestPolicy.model_fields.get(key) if isinstance(key, str) else None
-        if field is None:
+        if key not in GuestPolicy.model_fields:
             raise PolicyError(f"{printable(str(key)[:60])}: unknown field", field=str(key)[:60])
-        inner = field.annotation
-        if isinstance(value, Mapping) and isinstance(inner, type) and issubclass(inner, BaseModel):
-            for sub in value:
-                if sub not in inner.model_fields:
-                    where = f"{key}.{printable(str(sub)[:60])}"
-                    raise PolicyError(f"{where}: unknown field", field=where)
+        for sub in value if key in _FIELDS and isinstance(value, Mapping) else ():
+            if sub not in _FIELDS[key]:
+                where = f"{key}.{printable(str(sub)[:60])}"
+                raise PolicyError(f"{where}: unknown field", field=where)
 
 
 def _check_keyed(patch: Mapping[str, Any]) -> None:

@@ -42,8 +42,13 @@ AUTO = "auto"
 DEFAULT_DEPENDENCY_TIMEOUT = 300
 DEFAULT_STOP_TIMEOUT = 300
 
-_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,62})")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: A label key, and the characters no label value may hold (the OpenAPI
+#: document says the same with these).
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
+CONTROL_RANGE = r"\x00-\x1f\x7f"
+LABEL_VALUE_MAX = 255
+_LABEL_KEY = re.compile(LABEL_KEY_PATTERN)
+_CONTROL = re.compile(f"[{CONTROL_RANGE}]")
 
 
 def _cpuset(value: object) -> object:
@@ -78,7 +83,7 @@ def _vcpu_key(key: object) -> object:
 #: What may not start or end a guest name: the blanks ``str.strip()`` removes
 #: that are not control characters (those are refused anywhere).
 _EDGE_BLANKS = r"\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_NAME_CHAR = r"/\u0000-\u001f\u007f"
+_NAME_CHAR = "/" + CONTROL_RANGE
 #: A guest name as a regular expression that Python, ECMAScript (the OpenAPI
 #: document) and Rust read the same: 1 or more characters, no '/', no control
 #: character, no blank at either end (the length, 1-255, is checked apart).
@@ -112,7 +117,7 @@ def _label_key(value: object) -> object:
 
 
 def _label_value(value: object) -> object:
-    if isinstance(value, str) and (len(value) > 255 or _CONTROL.search(value)):
+    if isinstance(value, str) and (len(value) > LABEL_VALUE_MAX or _CONTROL.search(value)):
         raise PolicyError(
             f"{json.dumps(value[:40])} is not a label value: "
             "at most 255 characters, no control characters"

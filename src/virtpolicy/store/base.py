@@ -238,9 +238,9 @@ class PolicyStore(Protocol):
     def register_host(self, host: HostRecord) -> None:
         """Add or replace ``host`` (a daemon starting), state ``up``."""
 
-    def heartbeat(self, name: str, at: float) -> None:
-        """The host is alive now; ``at`` is its own clock, kept as its offset from
-        the database's."""
+    def heartbeat(self, name: str) -> None:
+        """The host is alive now (the database's clock), and how far this process's
+        clock is from it (kept as the host's offset)."""
 
     def release_steps(self, host: str) -> list[tuple[int, str]]:
         """(A daemon starting.) The steps of running jobs that ``host``'s daemon
@@ -288,10 +288,13 @@ class PolicyStore(Protocol):
 
     def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         """Current policies, by guest name, having all of ``labels``; those that no
-        longer validate are left out (see :meth:`broken_policies`)."""
+        longer validate are left out (see :meth:`policies_and_broken`)."""
 
-    def broken_policies(self) -> list[BrokenPolicy]:
-        """Current policies that no longer validate, by guest name."""
+    def policies_and_broken(
+        self, labels: Mapping[str, str] | None = None
+    ) -> tuple[list[StoredPolicy], list[BrokenPolicy]]:
+        """:meth:`list_policies`, and the current policies (with all of ``labels``)
+        that no longer validate, each by guest name: one read for both."""
 
     def guests(self) -> list[str]:
         """Names of the guests that have a policy, sorted."""

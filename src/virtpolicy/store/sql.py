@@ -160,32 +160,27 @@ class SqlStore(Fleet, Jobs, Tokens):
         return int(row.revision), _decode(guest, row.revision, row.doc)
 
     def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
+        return self.policies_and_broken(labels)[0]
+
+    def policies_and_broken(
+        self, labels: Mapping[str, str] | None = None
+    ) -> tuple[list[StoredPolicy], list[BrokenPolicy]]:
         query = select(policies).where(policies.c.doc.is_not(None))
         for key, value in (labels or {}).items():
             query = query.where(policies.c.guest.in_(_with_label(key, value)))
         with self._read() as conn:
             rows = conn.execute(query.order_by(policies.c.guest)).all()
-        found = []
+        found, broken = [], []
         for row in rows:
             try:
                 found.append(_stored(row))
-            except BrokenPolicyError:
-                continue  # see broken_policies()
-        return found
-
-    def broken_policies(self) -> list[BrokenPolicy]:
-        with self._read() as conn:
-            rows = conn.execute(
-                select(policies).where(policies.c.doc.is_not(None)).order_by(policies.c.guest)
-            ).all()
-        broken = []
-        for row in rows:
-            reason = _fault(row.doc)
-            if reason is not None:
+            except BrokenPolicyError as exc:
                 broken.append(
-                    BrokenPolicy(row.guest, row.revision, row.updated_at, row.updated_by, reason)
+                    BrokenPolicy(
+                        row.guest, row.revision, row.updated_at, row.updated_by, exc.reason
+                    )
                 )
-        return broken
+        return found, broken
 
     def guests(self) -> list[str]:
         with self._read() as conn:

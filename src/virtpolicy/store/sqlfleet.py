@@ -67,7 +67,7 @@ class Fleet:
             if done.rowcount == 0:
                 conn.execute(insert(hosts).values(name=host.name, **row))
 
-    def heartbeat(self, name: str, at: float) -> None:
+    def heartbeat(self, name: str) -> None:
         with self._own_write() as conn:
             db_now, offset = self._clock(conn)
             conn.execute(

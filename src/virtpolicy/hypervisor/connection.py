@@ -21,7 +21,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -48,28 +47,18 @@ from virtpolicy.hypervisor.codes import (
 )
 from virtpolicy.hypervisor.definition import cpu_topology, with_cpu_topology
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
+from virtpolicy.hypervisor.flags import CONFIG, LIVE, Capabilities, call_flags
 from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15
-CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 
 
 # libvirt prints every error to stderr by default; we report them ourselves.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-
-@dataclass(slots=True)
-class Capabilities:
-    """What this connection's driver can do; None until learned."""
-
-    pin_config: bool | None = None
-    sched_flags: bool | None = None
-    stats_nowait: bool | None = None
 
 
 class Hypervisor:
@@ -138,6 +127,7 @@ class Hypervisor:
             with self.translating(None, "read the host's capabilities"):
                 layout = host_topology(self.conn.getCapabilities(), topology, self.uri)
             self._host = HostInfo(cpus, scheduler_of(driver, self.uri), driver, topology, layout)
+            self.caps.driver = driver
         return self._host
 
     def sample(self, groups: Collection[str] = stats.ALL_GROUPS) -> stats.Sample:
@@ -214,9 +204,9 @@ class Hypervisor:
             flags = LIVE if running else CONFIG
             if not running and self.caps.pin_config is False:
                 return Tuning(numatune=numatune, topology=shape)
-            pins = self._call_flags(dom.vcpuPinInfo, flags)
-            emulator = self._call_flags(dom.emulatorPinInfo, flags)
-            sched = self._sched(dom, flags)
+            pins = call_flags(dom.vcpuPinInfo, flags)
+            emulator = call_flags(dom.emulatorPinInfo, flags)
+            sched = self.caps.sched(dom, flags)
         return Tuning(
             vcpupin={i: cpus_of(m) for i, m in enumerate(pins)},
             emulatorpin=cpus_of(emulator) if emulator is not None else None,
@@ -238,70 +228,26 @@ class Hypervisor:
         """
         problems: list[str] = []
         ncpus = self.host().cpus
-        no_sched = f"scheduler parameters: not supported by the {self.host().driver} driver"
+        where = {"running": running, "persistent": persistent}
         with self.translating(name, "apply tuning"):
             dom = self._dom(name)
-            where = (running, persistent)
-            for vcpu, cpus in sorted(tuning.vcpupin.items()):
-                self._pin(name, dom.pinVcpuFlags, (vcpu, cpumap(cpus, ncpus)), where, problems)
+            found = [
+                self.caps.pin_vcpu(dom, vcpu, cpumap(cpus, ncpus), **where)
+                for vcpu, cpus in sorted(tuning.vcpupin.items())
+            ]
             if tuning.emulatorpin is not None:
-                self._pin(
-                    name, dom.pinEmulator, (cpumap(tuning.emulatorpin, ncpus),), where, problems
+                found.append(
+                    self.caps.pin_emulator(dom, cpumap(tuning.emulatorpin, ncpus), **where)
                 )
             if tuning.sched:
-                if self.caps.sched_flags is False:
-                    problems.append(no_sched)
-                else:
-                    try:
-                        # QEMU refuses AFFECT_LIVE|AFFECT_CONFIG together for
-                        # scheduler parameters ("mutually exclusive"), unlike
-                        # pinning: one call each.
-                        for flags in _targets(running=running, persistent=persistent):
-                            dom.setSchedulerParametersFlags(dict(tuning.sched), flags)
-                        self.caps.sched_flags = True
-                    except libvirt.libvirtError as exc:
-                        if not refused_flags(exc):
-                            raise
-                        self.caps.sched_flags = False
-                        problems.append(no_sched)
+                found.append(self.caps.set_sched(dom, tuning.sched, **where))
+            problems += dict.fromkeys(p for p in found if p)  # each said once, in order
             if tuning.numatune is not None:  # the definition's: it binds at start
                 dom.setNumaParameters(numa_params(tuning.numatune), CONFIG if persistent else LIVE)
             if tuning.topology is not None and persistent:  # seen from the next start
                 xml = dom.XMLDesc(INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
                 self.conn.defineXML(with_cpu_topology(xml, tuning.topology))
         return problems
-
-    def _pin(
-        self,
-        name: str,
-        call: Any,
-        args: tuple[Any, ...],
-        where: tuple[bool, bool],
-        problems: list[str],
-    ) -> None:
-        what = "vcpupin" if len(args) == 2 else "emulatorpin"
-        running, persistent = where
-        if not persistent:
-            call(*args, LIVE)  # transient: only the live guest exists
-            return
-        if self.caps.pin_config is not False:
-            try:
-                call(*args, CONFIG | (LIVE if running else 0))
-                self.caps.pin_config = True
-                return
-            except libvirt.libvirtError as exc:
-                if not refused_flags(exc):
-                    raise
-                log.info(
-                    "%s: %s refuses pinning the definition; pinning live only",
-                    self.uri,
-                    self.host().driver,
-                )
-                self.caps.pin_config = False
-        if running:
-            call(*args, 0)  # flags 0: the current (live) state
-        else:
-            problems.append(f"{what}: the {self.host().driver} driver pins only running guests")
 
     # -- live changes of tuners -----------------------------------------
 
@@ -402,27 +348,6 @@ class Hypervisor:
         dom = self._handles.get(name)
         return dom if dom is not None else self.conn.lookupByName(name)
 
-    def _call_flags(self, call: Any, flags: int) -> Any:
-        try:
-            return call(flags)
-        except libvirt.libvirtError as exc:
-            if not refused_flags(exc):
-                raise
-            return call(0)
-
-    def _sched(self, dom: Any, flags: int) -> dict[str, Any]:
-        if self.caps.sched_flags is False:
-            return {}
-        try:
-            params: dict[str, Any] = dom.schedulerParametersFlags(flags)
-        except libvirt.libvirtError as exc:
-            if not refused_flags(exc):
-                raise
-            self.caps.sched_flags = False
-            return {}
-        self.caps.sched_flags = True
-        return params
-
     @contextmanager
     def translating(self, guest: str | None, what: str) -> Iterator[None]:
         """Turn libvirt errors inside the block into virtpolicy's, keeping the cause."""
@@ -443,9 +368,3 @@ class Hypervisor:
         if code in CONNECTION and not self.is_alive():
             return ConnectionLostError(f"{self.uri}: connection lost during {what}: {message(exc)}")
         return HypervisorError(f"{subject}{what}: {message(exc)}")
-
-
-def _targets(*, running: bool, persistent: bool) -> tuple[int, ...]:
-    """The states a change goes to: the definition (a transient guest has none)
-    and, while it runs, the live guest."""
-    return ((CONFIG,) if persistent else ()) + ((LIVE,) if running else ())

@@ -20,18 +20,17 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from virtpolicy.engine.orchestrate import FAILED
-from virtpolicy.store.base import IN_FLIGHT
+from virtpolicy.store.base import FAILED, IN_FLIGHT, Result
 
-_STYLE = {
-    "started": "green",
-    "stopped": "green",
-    "already running": "green",
-    "already stopped": "green",
-    "failed": "red",
-    "held back": "yellow",
-    "refused": "red",
-    "destroyed after shutdown timed out": "yellow",
+_STYLE: dict[str, str] = {
+    Result.STARTED: "green",
+    Result.STOPPED: "green",
+    Result.ALREADY_RUNNING: "green",
+    Result.ALREADY_STOPPED: "green",
+    Result.FAILED: "red",
+    Result.HELD_BACK: "yellow",
+    Result.REFUSED: "red",
+    Result.DESTROYED_AFTER_TIMEOUT: "yellow",
 }
 
 

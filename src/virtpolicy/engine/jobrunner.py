@@ -19,7 +19,7 @@ from virtpolicy.engine.orchestrate import Progress
 from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import ConnectionLostError, VirtpolicyError
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import IN_FLIGHT, PolicyStore
+from virtpolicy.store.base import IN_FLIGHT, UP, PolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class JobRunner:
 
     def _progress(self, run: JobRun) -> Progress:
         def progress(guest: str, event: str, detail: str) -> None:
-            if event in ("started", "already running"):
+            if event in UP:
                 # Before any dependent starts, so that its hook sees this one up.
                 self.states.record(guest, "started")
             assert run.job is not None

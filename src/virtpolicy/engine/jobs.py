@@ -37,19 +37,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from virtpolicy import loopguard
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
-from virtpolicy.engine.orchestrate import FAILED, GuestResult, Orchestrator, Progress
+from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
 from virtpolicy.errors import HypervisorError, PolicyError, StoreError
 from virtpolicy.policy.model import GuestName, describe_validation_error, whole_numbers
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import quoted
-from virtpolicy.store.base import IN_FLIGHT, Job, JobState, PolicyStore
+from virtpolicy.store.base import FAILED, IN_FLIGHT, UP, Job, JobState, PolicyStore, Result, Step
 
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
 #: How often a job reads the other hosts' steps while it awaits one.
 WATCH_S = 0.5
-_UP = ("started", "already running")
 
 
 class JobFleet(Protocol):
@@ -159,10 +158,10 @@ def interrupted(job: Job, host: str | None = None) -> Job | None:
     if job.state != "running" or job.host != host or process_alive(job.process):
         return None
     pid = job.process.partition(":")[0]
-    results: list[Mapping[str, Any]] = [
+    results: list[Step] = [
         {
             **r,
-            "result": "interrupted",
+            "result": Result.INTERRUPTED,
             "detail": f"was {r['result']} when the job's process ended; check its state",
         }
         if r["result"] in IN_FLIGHT
@@ -213,13 +212,13 @@ class JobRun:
     job: Job | None = None
     #: The guests whose steps this run took up (started or stopped here).
     mine: set[str] = field(default_factory=set)
-    live: dict[str, dict[str, Any]] = field(default_factory=dict)
+    live: dict[str, Step] = field(default_factory=dict)
     results: list[GuestResult] = field(default_factory=list)
     _dirty: bool = False
     # Other hosts' guests: their outcomes awaited, their rows as last read, and
     # the task reading them (while one is awaited).
     _others: dict[str, asyncio.Future[tuple[str, str]]] = field(default_factory=dict)
-    _seen_others: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _seen_others: dict[str, Step] = field(default_factory=dict)
     _watch: asyncio.Task[None] | None = None
 
     @property
@@ -331,7 +330,7 @@ class JobRun:
     async def outcome(self, guest: str) -> tuple[str, str]:
         assert self.job is not None
         if guest not in self.job.hosts:
-            return "failed", f"{guest} was not part of job {self.job.id} when it was recorded"
+            return Result.FAILED, f"{guest} was not part of job {self.job.id} when it was recorded"
         future = self._others.get(guest)
         if future is None:
             future = self._others[guest] = asyncio.get_running_loop().create_future()
@@ -353,13 +352,13 @@ class JobRun:
             waiting = {g: f for g, f in self._others.items() if not f.done()}
             if waiting:
                 job = await asyncio.to_thread(self.store.job, job_id)
-                rows = {r["guest"]: dict(r) for r in job.results if r["guest"] not in self.mine}
+                rows = {r["guest"]: r for r in job.results if r["guest"] not in self.mine}
                 self._seen_others = rows
                 gone = []
                 for guest, future in waiting.items():
                     row = rows.get(guest)
                     if row is not None and row["result"] not in IN_FLIGHT:
-                        if self.fleet is not None and row["result"] in _UP:
+                        if self.fleet is not None and row["result"] in UP:
                             self.fleet.saw_running(guest, row["host"])
                         future.set_result((row["result"], row["detail"]))
                         continue
@@ -367,7 +366,7 @@ class JobRun:
                     state = self.fleet.host_state(host) if self.fleet else "up"
                     if state != "up":
                         detail = f"its host {host} is {state}: no daemon finished its step"
-                        gone.append(self._row(guest, "failed", detail))
+                        gone.append(self._row(guest, Result.FAILED, detail))
                 if gone:  # a step done stays done: a host that came back is not undone
                     await asyncio.to_thread(self.store.update_job, job_id, gone)
                     continue
@@ -375,15 +374,9 @@ class JobRun:
 
     # -- progress -----------------------------------------------------------------------
 
-    def _row(self, guest: str, event: str, detail: str) -> dict[str, Any]:
+    def _row(self, guest: str, event: str, detail: str) -> Step:
         seconds = round(max(0.0, time.time() - self._t0), 6)  # µs: the order they finished in
-        return {
-            "guest": guest,
-            "host": self.host_name,
-            "result": event,
-            "seconds": seconds,
-            "detail": detail,
-        }
+        return Step(guest=guest, host=self.host_name, result=event, seconds=seconds, detail=detail)
 
     def _seen(self, guest: str, event: str, detail: str) -> None:
         if self._orchestrator.remote is not None and guest not in self.mine:
@@ -411,7 +404,7 @@ def result_rows(job: Mapping[str, Any]) -> list[GuestResult]:
     rows = [
         GuestResult(
             r["guest"],
-            r["result"],
+            Result(r["result"]),
             r["seconds"],
             r["detail"],
             r.get("host", hosts.get(r["guest"], "")),
@@ -419,7 +412,7 @@ def result_rows(job: Mapping[str, Any]) -> list[GuestResult]:
         for r in done
     ]
     reached = {r["guest"] for r in done}
-    pending = "waiting" if job["state"] == "running" else "not reached"
+    pending = Result.WAITING if job["state"] == "running" else Result.NOT_REACHED
     rows += [
         GuestResult(g, pending, 0.0, host=hosts.get(g, ""))
         for g in job["guests"]

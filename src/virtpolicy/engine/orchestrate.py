@@ -34,6 +34,7 @@ from virtpolicy.engine.host import Host
 from virtpolicy.errors import ConditionError, GuestNotFoundError, HypervisorError
 from virtpolicy.policy.graph import Edges, start_waves, stop_waves
 from virtpolicy.policy.model import Dependency, GuestPolicy, StopPolicy
+from virtpolicy.store.base import FAILED, Result
 
 T = TypeVar("T")
 
@@ -42,8 +43,6 @@ Progress = Callable[[str, str, str], None]
 
 
 _STOP_POLL_S = 0.2
-#: The results of a guest that did not get where the job meant it to.
-FAILED = ("failed", "held back", "refused")
 
 
 class Remote(Protocol):
@@ -64,7 +63,7 @@ class GuestResult:
     """How one guest fared: started, already running, stopped, failed, held back."""
 
     guest: str
-    result: str
+    result: Result
     seconds: float
     detail: str = ""
     host: str = ""
@@ -139,19 +138,19 @@ class Orchestrator:
         hard = [r for (_, kind), r in zip(deps, reasons, strict=True) if r and kind == "requires"]
         soft = [r for (_, kind), r in zip(deps, reasons, strict=True) if r and kind == "wants"]
         if hard:
-            self._finish(guest, "held back", hard[0])
+            self._finish(guest, Result.HELD_BACK, hard[0])
             return
         async with self._gate.held(self._urgency.get(guest, 0)):
             refused = await self.admit(guest) if self.admit is not None else []
             if refused:
-                self._finish(guest, "refused", "; ".join(refused))
+                self._finish(guest, Result.REFUSED, "; ".join(refused))
                 return
-            self.progress(guest, "starting", "")
+            self.progress(guest, Result.STARTING, "")
             try:
                 started = await self._call(self.hypervisor.start, guest)
-                result = "started" if started else "already running"
+                result = Result.STARTED if started else Result.ALREADY_RUNNING
             except HypervisorError as exc:
-                self._finish(guest, "failed", str(exc))
+                self._finish(guest, Result.FAILED, str(exc))
                 return
         if policy and policy.start.delay:
             await asyncio.sleep(policy.start.delay)
@@ -164,7 +163,7 @@ class Orchestrator:
             return f"{guest} {kind} {dep.guest}: {failure}"
         # Dependents that wait for the same condition on the same guest share
         # one probe: a condition is a fact about the dependency.
-        self.progress(guest, "waiting", f"for {dep.guest} ({dep.when})")
+        self.progress(guest, Result.WAITING, f"for {dep.guest} ({dep.when})")
         key = (dep.guest, str(dep.when), dep.timeout)
         task = self._waits.get(key)
         if task is None:
@@ -216,31 +215,31 @@ class Orchestrator:
             if failure and kind == "requires":
                 self._finish(
                     guest,
-                    "held back",
+                    Result.HELD_BACK,
                     f"{dependent} requires {guest} and did not stop: {failure}",
                     down=True,
                 )
                 return
         stop = self.policies[guest].stop if guest in self.policies else StopPolicy()
         async with self._gate.held(self._urgency.get(guest, 0)):
-            self.progress(guest, "stopping", stop.action)
+            self.progress(guest, Result.STOPPING, stop.action)
             try:
                 result = await self._stop_guest(guest, stop)
             except (HypervisorError, TimeoutError) as exc:
-                self._finish(guest, "failed", str(exc), down=True)
+                self._finish(guest, Result.FAILED, str(exc), down=True)
                 return
         self._finish(guest, result, "", down=True)
 
-    async def _stop_guest(self, guest: str, stop: StopPolicy) -> str:
+    async def _stop_guest(self, guest: str, stop: StopPolicy) -> Result:
         info = await self._call(self.hypervisor.guest, guest)
         if not info.running:
-            return "already stopped"
+            return Result.ALREADY_STOPPED
         if stop.action == "destroy":
             await self._call(self.hypervisor.destroy, guest)
-            return "destroyed"
+            return Result.DESTROYED
         if stop.action == "managedsave":
             await self._call(self.hypervisor.managedsave, guest)
-            return "saved"
+            return Result.SAVED
         await self._call(self.hypervisor.shutdown, guest)
         deadline = time.monotonic() + stop.timeout
         while await self._call(self._is_running, guest):
@@ -248,9 +247,9 @@ class Orchestrator:
                 if not stop.escalate:
                     raise TimeoutError(f"{guest}: did not shut down within {stop.timeout} s")
                 await self._call(self.hypervisor.destroy, guest)
-                return "destroyed after shutdown timed out"
+                return Result.DESTROYED_AFTER_TIMEOUT
             await asyncio.sleep(_STOP_POLL_S)
-        return "stopped"
+        return Result.STOPPED
 
     # -- shared ---------------------------------------------------------------------
 
@@ -278,7 +277,7 @@ class Orchestrator:
         if self.remote is None or self.remote.owns(guest):
             return False
         result, detail = await self.remote.outcome(guest)
-        self._finish(guest, result, detail, down=down)
+        self._finish(guest, Result(result), detail, down=down)
         return True
 
     def _agent_ping(self, guest: str) -> None:
@@ -295,7 +294,7 @@ class Orchestrator:
         except GuestNotFoundError:
             return False
 
-    def _finish(self, guest: str, result: str, detail: str, *, down: bool = False) -> None:
+    def _finish(self, guest: str, result: Result, detail: str, *, down: bool = False) -> None:
         """Record the result and release whoever waits on this guest."""
         outcome = GuestResult(guest, result, time.monotonic() - self._t0, detail)
         self.results.append(outcome)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, Literal, Protocol, TypedDict
 
 from virtpolicy.policy.graph import Edges
 from virtpolicy.policy.model import GuestPolicy
@@ -110,9 +111,47 @@ class Token:
 
 JobState = Literal["running", "succeeded", "failed", "interrupted"]
 
-#: A guest's progress in a job while it is not done yet ("": not reached); any
-#: other result is its outcome.
-IN_FLIGHT = frozenset({"", "waiting", "starting", "stopping"})
+
+class Result(StrEnum):
+    """What became of one guest in a job: its progress while in flight, then its
+    outcome. Shown and stored as the text."""
+
+    PENDING = ""  # not reached yet
+    WAITING = "waiting"
+    STARTING = "starting"
+    STOPPING = "stopping"
+    STARTED = "started"
+    ALREADY_RUNNING = "already running"
+    STOPPED = "stopped"
+    ALREADY_STOPPED = "already stopped"
+    SAVED = "saved"
+    DESTROYED = "destroyed"
+    DESTROYED_AFTER_TIMEOUT = "destroyed after shutdown timed out"
+    FAILED = "failed"
+    HELD_BACK = "held back"
+    REFUSED = "refused"
+    INTERRUPTED = "interrupted"
+    NOT_REACHED = "not reached"  # shown for a guest of a job that ended without it
+
+
+#: A guest's progress in a job while it is not done yet; any other result is
+#: its outcome. (Results read back from the store or JSON are plain text: a
+#: Result is equal to its text, so ``text in IN_FLIGHT`` works for both.)
+IN_FLIGHT = frozenset({Result.PENDING, Result.WAITING, Result.STARTING, Result.STOPPING})
+#: The outcomes of a guest that did not get where the job meant it to.
+FAILED = frozenset({Result.FAILED, Result.HELD_BACK, Result.REFUSED})
+#: The outcomes of a guest that runs after a start job.
+UP = frozenset({Result.STARTED, Result.ALREADY_RUNNING})
+
+
+class Step(TypedDict):
+    """One guest's step of a job as stored and shown."""
+
+    guest: str
+    host: str
+    result: str
+    seconds: float
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +177,7 @@ class Job:
     actor: str
     created_at: str
     finished_at: str | None
-    results: tuple[Mapping[str, Any], ...]
+    results: tuple[Step, ...]
     detail: str
     hosts: Mapping[str, str] = field(default_factory=dict)
     unclaimed: tuple[str, ...] = ()
@@ -364,7 +403,7 @@ class PolicyStore(Protocol):
     def update_job(
         self,
         job_id: int,
-        results: Sequence[Mapping[str, Any]],
+        results: Sequence[Step],
         *,
         state: JobState = "running",
         detail: str = "",

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from virtpolicy.clock import now as _now
 from virtpolicy.errors import NotFoundError
-from virtpolicy.store.base import IN_FLIGHT, Job, JobState
+from virtpolicy.store.base import IN_FLIGHT, Job, JobState, Step
 from virtpolicy.store.schema import job_steps, jobs
 from virtpolicy.store.sqlengine import chunks, write_transaction
 
@@ -118,7 +118,7 @@ class Jobs:
     def update_job(
         self,
         job_id: int,
-        results: Sequence[Mapping[str, Any]],
+        results: Sequence[Step],
         *,
         state: JobState = "running",
         detail: str = "",
@@ -199,13 +199,13 @@ def _job(row: Any, steps: list[Any]) -> Job:
         created_at=row.created_at,
         finished_at=row.finished_at,
         results=tuple(
-            {
-                "guest": s.guest,
-                "host": s.host,
-                "result": s.result,
-                "seconds": s.seconds,
-                "detail": s.detail,
-            }
+            Step(
+                guest=s.guest,
+                host=s.host,
+                result=s.result,
+                seconds=s.seconds,
+                detail=s.detail,
+            )
             for s in sorted(steps, key=lambda s: (s.seconds, s.guest))
             if s.result
         ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,6 +27,7 @@ from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters
 from virtpolicy.loopguard import guarded
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store import SqlStore
+from virtpolicy.store.base import Revision
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ class FakeDaemon:
     def host_info(self) -> dict[str, Any]:
         return {"uri": "test:///x", "connected": True, "cpus": 4, "fleet": {"store": "ok"}}
 
-    def notify(self, guest: str | None) -> None:
+    def notify(self, written: Sequence[Revision]) -> None:
         """The real daemon reconciles; test_sockets checks that end to end."""
 
     async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:

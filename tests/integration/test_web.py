@@ -4,6 +4,7 @@ input on every path and query, which gets a page or a 4xx, never a 5xx."""
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from tests.integration.test_api import client
 from tests.strategies import NASTY_TEXT
 from virtpolicy import __version__
 from virtpolicy.store import SqlStore
+from virtpolicy.store.base import GuestState, HostRecord
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +68,10 @@ def test_a_guest_name_is_text_on_its_page(rw: TestClient) -> None:
 def test_fleet_guests_are_filtered_and_paged(rw: TestClient) -> None:
     for name, labels in (("a1", {"tier": "front"}), ("a2", {}), ("b1", {"tier": "front"})):
         assert rw.put(f"/v1/policies/{name}", json={"labels": labels}).status_code == 201
-    # The fake daemon has statuses for web only; the store's are the rest.
+    # The fake daemon has statuses for web only; the store's are the rest; and
+    # db is defined there without a policy (not in /v1/status, in the list).
     page = rw.get("/v1/fleet/guests", params={"limit": 1}).json()
-    assert page["total"] == len(rw.get("/v1/status").json())
+    assert page["total"] == len(rw.get("/v1/status").json()) + 1
     assert len(page["guests"]) == 1
     assert rw.get("/v1/fleet/guests", params={"q": "zz"}).json() == {"total": 0, "guests": []}
     bad = rw.get("/v1/fleet/guests", params={"label": "tier"})
@@ -76,6 +79,26 @@ def test_fleet_guests_are_filtered_and_paged(rw: TestClient) -> None:
     assert bad.json()["error"]["message"] == 'label: "tier" is not KEY=VALUE'
     assert rw.get("/v1/fleet/guests", params={"limit": 0}).status_code == 422
     assert rw.get("/v1/fleet/guests", params={"limit": 501}).status_code == 422
+
+
+def test_a_guest_without_a_policy_is_listed_and_placed_on_the_graph(
+    rw: TestClient, store: SqlStore
+) -> None:
+    """A defined guest without a policy is in the fleet's list, with its host, on
+    this host and on another; on the graph a dependency on it shows where it is."""
+    store.register_host(HostRecord("h2", "test:///x", 4, {}, "t", "up", 60.0, time.time(), "t"))
+    cache = GuestState("cache", "h2", "u-cache", "running", {}, time.time())
+    store.publish_guests("h2", [cache], [])
+    assert rw.put("/v1/policies/web", json={"requires": [{"guest": "db"}, {"guest": "cache"}]}).status_code == 201
+    listed = rw.get("/v1/fleet/guests").json()["guests"]
+    bare = {"policy_revision": None, "state": "running", "labels": {}}
+    assert {"guest": "db", "host": "test-host", **bare} in listed  # the fake daemon's
+    assert {"guest": "cache", "host": "h2", **bare} in listed
+    assert rw.get("/v1/fleet/guests", params={"host": "h2"}).json()["total"] == 1
+    nodes = {n["guest"]: n for n in rw.get("/v1/graph").json()["nodes"]}
+    assert (nodes["cache"]["host"], nodes["cache"]["state"]) == ("h2", "running")
+    assert (nodes["db"]["host"], nodes["db"]["state"]) == ("test-host", "running")
+    assert [g["guest"] for g in rw.get("/v1/status").json()] == ["web"]  # policies only
 
 
 @settings(

@@ -20,7 +20,7 @@ from virtpolicy.engine.controller import Controller
 from virtpolicy.engine.jobs import JobRequest
 from virtpolicy.engine.settings import ControllerSettings
 from virtpolicy.engine.supervisor import Backoff
-from virtpolicy.errors import ConnectionLostError
+from virtpolicy.errors import ConnectionLostError, StoreError
 from virtpolicy.loopguard import guarded
 from virtpolicy.policy.topology import Topology
 from virtpolicy.store import SqlStore
@@ -87,6 +87,35 @@ def test_a_written_policy_is_enforced(tmp_path: Path) -> None:
         assert db.mirror[0] == 1
         status = await until(lambda: [s for s in c.statuses() if s.guest == "db"])
         assert status[0].drift == {}
+
+    run_with(tmp_path, [MemoryGuest("db", running=True)], scenario)
+
+
+def test_a_write_through_the_api_is_enforced_without_reading_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the API wrote reaches the guest from the revision it hands over: the
+    daemon reads nothing back (here it could not: every read of policies fails)."""
+
+    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+        await until(lambda: c.cache.revision is not None)
+        reads: list[str] = []
+
+        def unreachable(name: str) -> Callable[..., object]:
+            def read(*_args: object, **_kwargs: object) -> object:
+                reads.append(name)
+                raise StoreError("the store does not answer")
+
+            return read
+
+        outcome = changes.set_policy(store, "db", {"cpu": {"weight": 300}}, actor="api")
+        for name in ("revisions_since", "policies_and_broken", "global_revision"):
+            monkeypatch.setattr(store, name, unreachable(name))
+        assert outcome.written is not None
+        c.notify([outcome.written])
+        db = host.guests_by_name["db"]
+        await until(lambda: db.sched.get("cpu_shares") == 300)
+        assert c.policies()["db"].cpu.weight == 300
 
     run_with(tmp_path, [MemoryGuest("db", running=True)], scenario)
 

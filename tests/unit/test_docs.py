@@ -17,7 +17,8 @@ def test_links_stay_in_the_repository(page: Path) -> None:
     targets = LINK.findall(page.read_text())
     for target in targets:
         path = target.partition("#")[0]
-        assert "://" not in target and not target.startswith("/"), f"{page.name}: {target}"
+        assert "://" not in target, f"{page.name}: {target}"
+        assert not target.startswith("/"), f"{page.name}: {target}"
         if not path:
             continue
         resolved = (page.parent / path).resolve()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -20,7 +20,7 @@ from virtpolicy.errors import NotFoundError, PolicyError, UnsupportedMediaTypeEr
 from virtpolicy.policy.document import load_json
 from virtpolicy.policy.model import GuestPolicy, check_guest_name
 from virtpolicy.policy.text import quoted
-from virtpolicy.store.base import PolicyStore
+from virtpolicy.store.base import Outcome, PolicyStore, Revision
 
 T = TypeVar("T")
 
@@ -48,8 +48,8 @@ class Daemon(Protocol):
 
     def host_info(self) -> dict[str, Any]: ...
 
-    def notify(self, guest: str | None) -> None:
-        """A policy changed through the API: reconcile ``guest`` (None: all) now."""
+    def notify(self, written: Sequence[Revision]) -> None:
+        """Policies were written through the API: these revisions (enforce them now)."""
 
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now; empty when it may."""
@@ -73,11 +73,12 @@ async def get_daemon(request: Request) -> Daemon:
     return daemon
 
 
-def notify_daemon(request: Request, guest: str | None) -> None:
-    """Tell the daemon, if there is one, that ``guest``'s policy changed."""
+def notify_daemon(request: Request, outcomes: Iterable[Outcome]) -> None:
+    """Tell the daemon, if there is one, what a write wrote."""
     daemon: Daemon | None = request.app.state.daemon
-    if daemon is not None:
-        daemon.notify(guest)
+    written = [o.written for o in outcomes if o.written is not None]
+    if daemon is not None and written:
+        daemon.notify(written)
 
 
 async def read_body(request: Request, *, yaml: bool = False) -> bytes:

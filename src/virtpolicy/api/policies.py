@@ -199,7 +199,7 @@ async def apply(
         )
     )
     if not dry_run:
-        notify_daemon(request, None)
+        notify_daemon(request, outcomes)
     return {"dry_run": dry_run, "results": [_change(o, diff=dry_run) for o in outcomes]}
 
 
@@ -254,7 +254,7 @@ async def _written(
         if expect is None:
             raise
         raise PreconditionFailedError(exc.guest, exc.expected, exc.actual) from exc
-    notify_daemon(request, guest)
+    notify_daemon(request, [outcome])
     return _outcome(outcome, response)
 
 

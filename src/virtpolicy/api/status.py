@@ -64,12 +64,13 @@ UNREACHABLE = "store: unreachable (this host enforces the policies as last read)
 
 
 async def fleet_rows(
-    daemon: DaemonDep, fleet: fleetview.FleetReads, host: str | None
+    daemon: DaemonDep, fleet: fleetview.FleetReads, host: str | None, *, everyone: bool = False
 ) -> list[dict[str, Any]]:
     """Every guest's status in the fleet (of ``host`` only, if given), by guest
     then host: this host's as the daemon has them, the others' as the store had
-    them (``fleet``), and a row on no host for a policy whose guest no host has.
-    Merged in a thread: with 10,000 guests that is work the loop must not do."""
+    them (``fleet``), and a row on no host for a policy whose guest no host has;
+    with ``everyone``, a row (name, host, state) for each guest without a policy
+    too. Merged in a thread: with 10,000 guests that is work the loop must not do."""
     mine = daemon.host_name
     # Copies taken on the loop, where they change. The state is libvirt's, as
     # its events last told it (a pass may be older: a guest at rest is not
@@ -80,12 +81,14 @@ async def fleet_rows(
     elsewhere: frozenset[str] = frozenset()
     try:
         if host != mine:  # only this host's asked for: the store has nothing to add
-            others, elsewhere = await asyncio.to_thread(fleet.statuses_and_guests, mine)
+            others, elsewhere = await asyncio.to_thread(
+                fleet.statuses_and_guests, mine, everyone=everyone
+            )
     except StoreError as exc:  # this host's still answer
         log.warning("status: the other hosts' are not in reach: %s", exc)
         reachable = False
     return await asyncio.to_thread(
-        _merged, mine, here, statuses, others, elsewhere, host, reachable
+        _merged, mine, here, statuses, others, elsewhere, host, reachable, everyone
     )
 
 
@@ -97,8 +100,16 @@ def _merged(
     elsewhere: frozenset[str],
     host: str | None,
     reachable: bool,
+    everyone: bool,
 ) -> list[dict[str, Any]]:
     few = []
+    if everyone and host in (None, mine):
+        managed = {s.guest for s in statuses}
+        few += [
+            {**fleetview.unmanaged(g), "host": mine, "state": state}
+            for g, state in here.items()
+            if g not in managed
+        ]
     for status in statuses:  # one pass: most are of guests on other hosts
         if status.guest in here:
             row = {**status.to_dict(), "host": mine, "state": here[status.guest]}

@@ -45,8 +45,9 @@ async def fleet_guests(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
-    """One page of every guest with a policy in the fleet (as ``/v1/status`` has
-    them, with the policy's ``labels``), by name: ``{"total": N, "guests":
+    """One page of every guest in the fleet, with a policy or not (as ``/v1/status``
+    has them, with the policy's ``labels``; a guest without a policy has
+    ``policy_revision`` null), by name: ``{"total": N, "guests":
     [...]}``, ``total`` counting every guest the filters let through. Filters:
     ``host``, ``state``, ``label`` (``KEY=VALUE``), ``problems`` (drift, a
     problem or an error), ``q`` (part of the name)."""
@@ -59,7 +60,7 @@ async def fleet_guests(
 
     rows = [
         row
-        for row in await fleet_rows(daemon, fleet, host)
+        for row in await fleet_rows(daemon, fleet, host, everyone=True)
         if (state is None or row.get("state") == state)
         and (q is None or q in row["guest"])
         and (not problems or row.get("drift") or row.get("problems") or row.get("error"))
@@ -103,7 +104,7 @@ async def graph(
     except CycleError as exc:  # refused on write; a store written by hand may hold one
         raise PolicyError(f"the graph has a cycle: {exc}") from None
     where: dict[str, dict[str, Any]] = {}
-    for row in await fleet_rows(daemon, fleet, None):
+    for row in await fleet_rows(daemon, fleet, None, everyone=True):
         if row["guest"] not in where or row.get("state") == "running":
             where[row["guest"]] = row
     local = daemon.states

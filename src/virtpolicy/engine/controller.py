@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from virtpolicy.engine.admission import migration_refusals, refusals
@@ -105,10 +105,14 @@ class Controller:
 
     # -- what the API asks (see api.deps.Daemon) -----------------------------------
 
-    def notify(self, guest: str | None) -> None:
-        """A policy changed through the API: refresh the cache now (its revisions
-        request the passes). On the loop's thread."""
-        self._store_moved.set()
+    def notify(self, written: Sequence[Revision]) -> None:
+        """Policies were written through the API: take the revisions into the cache
+        as they are (no read of the store) and pass their guests; the store is
+        read only when another write came in between. On the loop's thread."""
+        if self.cache.take(written):
+            self._policies_written(list(written))
+        else:
+            self._store_moved.set()
 
     def policies(self) -> Mapping[str, GuestPolicy]:
         """Every stored policy by guest, as last read (no store access)."""

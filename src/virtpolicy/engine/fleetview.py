@@ -83,9 +83,15 @@ def statuses(
 def _status(g: GuestState, lost: frozenset[str] | set[str]) -> dict[str, Any]:
     """A guest's status as its host published it, with its state as of the row
     (written at each change, where the status is as of the last pass), and
-    ``unknown`` on a lost host: what it last was is no longer known."""
-    assert g.status is not None
-    return {**g.status, "host": g.host, "state": "unknown" if g.host in lost else g.state}
+    ``unknown`` on a lost host: what it last was is no longer known. A guest
+    without a policy has no status: its name, host and state only."""
+    status = g.status if g.status is not None else unmanaged(g.guest)
+    return {**status, "host": g.host, "state": "unknown" if g.host in lost else g.state}
+
+
+def unmanaged(guest: str) -> dict[str, Any]:
+    """The row of a guest that has no policy (virtpolicy leaves it alone)."""
+    return {"guest": guest, "policy_revision": None}
 
 
 def fleet_statuses(store: PolicyStore, host: str | None = None) -> list[dict[str, Any]]:
@@ -113,12 +119,16 @@ class _Made:
 
     lost: frozenset[str]
     statuses: list[dict[str, Any]]
+    #: Every guest a host publishes, with a policy or not.
+    everyone: list[dict[str, Any]]
     guests: frozenset[str]
     hosts_seen: frozenset[str]
     counts: tuple[Counter[str], Counter[str]]
     records: list[HostRecord]
-    #: host -> the statuses and guests of every other host, made when first asked.
-    without: dict[str, tuple[list[dict[str, Any]], frozenset[str]]] = field(default_factory=dict)
+    #: (host, everyone) -> the rows and guests of every other host, made when first asked.
+    without: dict[tuple[str, bool], tuple[list[dict[str, Any]], frozenset[str]]] = field(
+        default_factory=dict
+    )
 
 
 class FleetReads:
@@ -145,20 +155,21 @@ class FleetReads:
         self._made: _Made | None = None
 
     def statuses_and_guests(
-        self, besides: str | None
+        self, besides: str | None, *, everyone: bool = False
     ) -> tuple[list[dict[str, Any]], frozenset[str]]:
         """Every host's guests' statuses but ``besides``'s, by guest then host, a
-        lost host's guests in state ``unknown``; and the guests they are of (do
-        not change either)."""
+        lost host's guests in state ``unknown`` (with ``everyone``, the guests
+        without a policy too); and the guests with a policy among them (do not
+        change either)."""
         made = self._current()
-        if besides is None:
-            return made.statuses, made.guests
-        if besides not in made.hosts_seen:
-            return made.statuses, made.guests
-        if besides not in made.without:  # the asking daemon's own: the same each time
-            kept = [r for r in made.statuses if r["host"] != besides]
-            made.without[besides] = (kept, frozenset(r["guest"] for r in kept))
-        return made.without[besides]
+        rows = made.everyone if everyone else made.statuses
+        if besides is None or besides not in made.hosts_seen:
+            return rows, made.guests
+        if (besides, everyone) not in made.without:  # the asker's own: the same each time
+            kept = [r for r in rows if r["host"] != besides]
+            guests = frozenset(r["guest"] for r in made.statuses if r["host"] != besides)
+            made.without[besides, everyone] = (kept, guests)
+        return made.without[besides, everyone]
 
     def hosts(self) -> list[dict[str, Any]]:
         """:func:`hosts`, counted from the rows kept here."""
@@ -174,10 +185,12 @@ class FleetReads:
             lost = frozenset(h.name for h in self._hosts if h.shown_state(time.time()) != "up")
             if self._made is None or self._made.lost != lost:
                 rows = sorted(self._rows.values(), key=lambda g: (g.guest, g.host))
-                statuses = [_status(g, lost) for g in rows if g.status is not None]
+                everyone = [_status(g, lost) for g in rows]
+                statuses = [r for r, g in zip(everyone, rows, strict=True) if g.status is not None]
                 self._made = _Made(
                     lost,
                     statuses,
+                    everyone,
                     frozenset(r["guest"] for r in statuses),
                     frozenset(g.host for g in rows),
                     _counts(rows),

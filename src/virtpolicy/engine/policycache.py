@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from virtpolicy.engine.outage import Outage
@@ -71,24 +71,13 @@ class PolicyCache:
             # The change feed has already told a write of a policy from others
             # (heartbeats, guest states): one query reads what was written since.
             if self.revision is not None:
-                written = self._heard(self.revision) or self._store.revisions_since(
-                    self.revision, _INCREMENTAL_LIMIT + 1
-                )
+                written = self._heard(self.revision)
+                if written is None:
+                    written = self._store.revisions_since(self.revision, _INCREMENTAL_LIMIT + 1)
                 if not written:
                     return []
                 if len(written) <= _INCREMENTAL_LIMIT:
-                    stored, broken = dict(self._stored), dict(self._broken)
-                    for r in written:
-                        broken.pop(r.guest, None)
-                        if r.policy is None:
-                            stored.pop(r.guest, None)
-                            if r.broken:
-                                broken[r.guest] = r.broken
-                        else:
-                            stored[r.guest] = StoredPolicy(
-                                r.policy, r.revision, r.created_at, r.actor
-                            )
-                    self._publish(stored, broken, max(r.seq for r in written))
+                    self._apply(written)
                     return written
             # Read after the revision: a write in between only makes the next
             # refresh read it again, never keeps an older list under a newer revision.
@@ -102,16 +91,41 @@ class PolicyCache:
             )
             return None
 
-    def _heard(self, revision: int) -> list[Revision]:
+    def take(self, written: Sequence[Revision]) -> bool:
+        """Take in the revisions a write of this process made, without reading the
+        store, when they follow on from what was read (no other write came in
+        between) and no refresh is under way; else False: refresh. Never waits."""
+        if not written or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self.revision is None or not _in_order(written, self.revision):
+                return False
+            self._apply(written)
+            return True
+        finally:
+            self._lock.release()
+
+    def _apply(self, written: Sequence[Revision]) -> None:
+        stored, broken = dict(self._stored), dict(self._broken)
+        for r in written:
+            broken.pop(r.guest, None)
+            if r.policy is None:
+                stored.pop(r.guest, None)
+                if r.broken:
+                    broken[r.guest] = r.broken
+            else:
+                stored[r.guest] = StoredPolicy(r.policy, r.revision, r.created_at, r.actor)
+        self._publish(stored, broken, max(r.seq for r in written))
+
+    def _heard(self, revision: int) -> list[Revision] | None:
         """The revisions after ``revision`` as the feed heard them, when it heard
-        each one in order (PostgreSQL); else [] and the store is read."""
+        each one in order (PostgreSQL); [] when it heard none after ``revision``
+        (those of this process's own writes, taken already); None: read the store."""
         heard = self._feed.written() if self._feed is not None else None
-        after = [r for r in heard or [] if r.seq > revision]
-        if not after or [r.seq for r in after] != list(
-            range(revision + 1, revision + 1 + len(after))
-        ):
-            return []
-        return after
+        if heard is None:
+            return None
+        after = [r for r in heard if r.seq > revision]
+        return after if not after or _in_order(after, revision) else None
 
     def _publish(
         self, stored: dict[str, StoredPolicy], broken: dict[str, str], revision: int
@@ -123,6 +137,11 @@ class PolicyCache:
         self._stored = MappingProxyType(stored)
         self._policies = MappingProxyType({g: s.policy for g, s in stored.items()})
         self.revision = revision
+
+
+def _in_order(written: Sequence[Revision], revision: int) -> bool:
+    """Whether ``written`` are the revisions right after ``revision``, in order."""
+    return [r.seq for r in written] == list(range(revision + 1, revision + 1 + len(written)))
 
 
 #: After this long without a write, the store is looked at 4 times less often.

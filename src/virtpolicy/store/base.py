@@ -83,13 +83,15 @@ Change = Put | Delete
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a write did to one guest: a new revision, or ``unchanged``."""
+    """What a write did to one guest: a new revision, or ``unchanged``; once
+    written, the revision as stored (``written``)."""
 
     guest: str
     action: Action | Literal["unchanged"]
     revision: int
     before: GuestPolicy | None
     after: GuestPolicy | None
+    written: Revision | None = None
 
 
 #: Checks a write's outcomes inside its transaction, before anything is written;

@@ -9,6 +9,7 @@ check revisions and the graph cannot change under it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -17,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy import (
@@ -257,7 +258,8 @@ class SqlStore(Fleet, Jobs, Tokens):
                 if dry_run or not written:
                     tx.rollback()
                     return outcomes
-                self._record(conn, written, int(base), actor)
+                stored = self._record(conn, written, int(base), actor)
+        outcomes = [dataclasses.replace(o, written=stored.get(o.guest)) for o in outcomes]
         for o in written:
             log.info("policy %s: %s revision %d by %s", o.guest, o.action, o.revision, actor)
         return outcomes
@@ -298,7 +300,10 @@ class SqlStore(Fleet, Jobs, Tokens):
             check_acyclic(graph, first=[o.guest for o in outcomes if o.action != "unchanged"])
         return outcomes
 
-    def _record(self, conn: Connection, written: Sequence[Outcome], base: int, actor: str) -> None:
+    def _record(
+        self, conn: Connection, written: Sequence[Outcome], base: int, actor: str
+    ) -> dict[str, Revision]:
+        """Write the revisions (and tell the listeners); each guest's as written."""
         for o in written:
             if o.after is not None:
                 _check_reads_back(o.after)
@@ -371,6 +376,12 @@ class SqlStore(Fleet, Jobs, Tokens):
             conn.execute(insert(dependencies), deps)
         if tags:
             conn.execute(insert(labels), tags)
+        return {
+            o.guest: Revision(
+                r["seq"], o.guest, o.revision, cast(Action, o.action), actor, now, o.after
+            )
+            for o, r in zip(written, rows, strict=True)
+        }
 
     # -- plumbing ----------------------------------------------------------
 

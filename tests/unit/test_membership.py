@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from virtpolicy.engine.membership import Membership
-from virtpolicy.engine.settings import ControllerSettings
+from virtpolicy.engine.membership import Fleet, Membership, Unpublished
 from virtpolicy.engine.states import GuestStates
 from virtpolicy.store import SqlStore
 from virtpolicy.testing import MemoryGuest, MemoryHost
@@ -24,18 +23,23 @@ def test_a_wake_and_a_cancel_together_still_end_the_loop(tmp_path: Path, yields:
     async def main() -> None:
         store = SqlStore(str(tmp_path / "p.db"))
         host = MemoryHost([MemoryGuest("db", running=True)], loop=asyncio.get_running_loop())
-        settings = ControllerSettings(uri="memory:///", heartbeat=3600)
-        membership = Membership(store, host, GuestStates(), asyncio.Event(), settings)
-        membership.registered = True  # beat and publish only: no registration
+        fleet, unpublished = Fleet("h", 3600, GuestStates()), Unpublished()
+        fleet.registered = True  # beat and publish only: no registration
+        membership = Membership(
+            store, host, fleet, unpublished, asyncio.Event(),
+            ready=lambda _g: {}, status=lambda _g: None, policies=dict,
+            publish=lambda _kind, **_fields: None, notice=lambda _g, _t: None,
+            on_clash=lambda _guests: None, on_beat=lambda: None,
+        )  # fmt: skip
         task = asyncio.create_task(membership.run())
         try:
             # Settled: the first beat and publication are done, the loop waits.
             for _ in range(500):
                 await asyncio.sleep(0.01)
-                if not membership._everything and membership.read_at is not None:
+                if not unpublished.everything and fleet.read_at is not None:
                     break
             await asyncio.sleep(0.05)
-            membership.changed("db")
+            unpublished.changed("db")
             for _ in range(yields):
                 await asyncio.sleep(0)
             task.cancel()

@@ -26,10 +26,10 @@ from virtpolicy.engine.admission import migration_refusals, refusals
 from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.dynamic import DynamicEngine
-from virtpolicy.engine.host import Host
+from virtpolicy.engine.host import Host as Hypervisor
 from virtpolicy.engine.jobrunner import JobRunner
 from virtpolicy.engine.jobs import settle
-from virtpolicy.engine.membership import Membership
+from virtpolicy.engine.membership import Fleet, Membership, Unpublished
 from virtpolicy.engine.monitor import Monitor
 from virtpolicy.engine.passes import Passes
 from virtpolicy.engine.policycache import PolicyCache, follow
@@ -54,29 +54,41 @@ _STOP_S = 5.0
 class Controller:
     """Runs until :meth:`stop`; see the module docstring."""
 
-    def __init__(self, store: PolicyStore, host: Host, settings: ControllerSettings) -> None:
+    def __init__(
+        self, store: PolicyStore, hypervisor: Hypervisor, settings: ControllerSettings
+    ) -> None:
         self.store = store
-        self.host = host
+        self.hypervisor = hypervisor
         self.settings = settings
+        self.host_name = settings.host_name
+        # What every part reads: events out, libvirt's states, the policies, the fleet.
         self.events = EventBus()
         self.states = GuestStates()
         self.cache = PolicyCache(store)
+        self.fleet = Fleet(settings.host_name, settings.heartbeat, self.states)
+        self.unpublished = Unpublished()
+        # Enforcement: the connection, and passes over the guests.
         self.reconciler = Reconciler(
-            store, host, settings.mode, self.cache.stored, settings.reserved
+            store, hypervisor, settings.mode, self.cache.stored, settings.reserved,
+            clash=self.fleet.clash, on_applied=self._applied,
+        )  # fmt: skip
+        self.supervisor = Supervisor(
+            hypervisor, self._guest_event, self._connected, settings.backoff
         )
-        self.reconciler.on_applied = lambda guest, applied: self.events.publish(
-            "enforcement",  # from a pass's thread: the bus hands it to the loop
-            guest=guest,
-            applied={k: {"from": old, "to": new} for k, (old, new) in applied.items()},
-        )
-        self.supervisor = Supervisor(host, self._guest_event, self._connected, settings.backoff)
         self.connected = self.supervisor.connected
-        self.passes = Passes(self.reconciler, self.connected, self.supervisor.lost)
+        self.passes = Passes(
+            self.reconciler, self.connected, self.supervisor.lost,
+            on_done=self.unpublished.checked,
+        )  # fmt: skip
+        # Dependencies and jobs.
         commands = Commands.confined(settings.exec_dir, settings.exec_user)
-        self.prober = Prober(host, self.states, self.cache.all, commands)
+        self.prober = Prober(
+            hypervisor, self.states, self.cache.all, commands,
+            elsewhere=self.fleet.running_elsewhere,
+        )  # fmt: skip
         self.jobs = JobRunner(
-            store, host, self.events, self.states, self.connected, self.reconciler.notice,
-            commands, self.prober.holds, self.admission,
+            store, hypervisor, self.events, self.states, self.connected, self.reconciler.notice,
+            commands, self.prober.holds, self.admission, fleet=self.fleet,
         )  # fmt: skip
         self.dynamic = DynamicEngine.from_settings(
             load_tuners(settings.tuners), settings.tuner_settings, dry_run=settings.dry_run
@@ -91,17 +103,28 @@ class Controller:
             else frozenset(),
         )
         self.sampling = Sampling(
-            host, self.monitor, self.dynamic, self.events, self.connected, self.cache.all
-        )
-        self.sampling.placing = self.reconciler.placing
-        self.host_name = settings.host_name
-        self.membership = Membership(store, host, self.states, self.connected, settings)
-        self.membership.wire(
-            self.prober, self.reconciler, self.passes, self.events, self.cache, self.jobs
-        )
+            hypervisor, self.monitor, self.dynamic, self.events, self.connected,
+            self.cache.all, self.reconciler.placing,
+        )  # fmt: skip
+        # This host in the fleet: what it publishes, and what the fleet's changes set off.
+        self.membership = Membership(
+            store, hypervisor, self.fleet, self.unpublished, self.connected,
+            ready=self.prober.ready, status=self.reconciler.status_of, policies=self.cache.all,
+            publish=self.events.publish, notice=self.reconciler.notice,
+            on_clash=self.passes.request_each, on_beat=self.jobs.look,
+        )  # fmt: skip
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
+
+    def _applied(self, guest: str, applied: Mapping[str, tuple[Any, Any]]) -> None:
+        """What a pass changed on a guest: an event (from the pass's thread: the bus
+        hands it to the loop)."""
+        self.events.publish(
+            "enforcement",
+            guest=guest,
+            applied={k: {"from": old, "to": new} for k, (old, new) in applied.items()},
+        )
 
     # -- what the API asks (see api.deps.Daemon) -----------------------------------
 
@@ -126,7 +149,7 @@ class Controller:
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
             )
         policy, placing = self.cache.get(guest), self.reconciler.placing
-        found = await refusals(guest, policy, self.states, self.prober, self.membership)
+        found = await refusals(guest, policy, self.states, self.prober, self.fleet)
         return found + [r for r in [placing.refusal(guest)] if r]
 
     async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
@@ -144,7 +167,7 @@ class Controller:
         log.info("hook guest=%s %s %s", guest, operation, phase)
         if operation in ("started", "stopped", "release"):
             self.states.record(guest, operation)
-            self.membership.changed(guest)
+            self.unpublished.changed(guest)
             self.prober.wake()
 
     def statuses(self) -> list[GuestStatus]:
@@ -176,7 +199,7 @@ class Controller:
             "mode": self.settings.mode,
             "passes": self.passes.count,
             "samples": self.monitor.samples,
-            "fleet": self.membership.info(),
+            "fleet": self.fleet.info(),
         }
         host = self.supervisor.info
         if self.connected.is_set() and host is not None:
@@ -220,7 +243,7 @@ class Controller:
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.jobs.cancel()
             # A stop is never held up long by the store or libvirt.
-            for last in (self.membership.leave(), asyncio.to_thread(self.host.close)):
+            for last in (self.membership.leave(), asyncio.to_thread(self.hypervisor.close)):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_STOP_S):
                         await last
@@ -245,7 +268,7 @@ class Controller:
     def _guest_event(self, guest: str, what: str) -> None:
         log.debug("event guest=%s %s", guest, what)
         self.states.record(guest, what)
-        self.membership.changed(guest)
+        self.unpublished.changed(guest)
         if what in ("defined", "undefined"):
             self.reconciler.forget_mirrors(guest)  # a new definition: read its mirror
         self.prober.wake()

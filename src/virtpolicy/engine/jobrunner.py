@@ -15,7 +15,6 @@ from virtpolicy.engine.bus import EventBus
 from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.jobs import JobFleet, JobRequest, JobRun
-from virtpolicy.engine.orchestrate import Progress
 from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import ConnectionLostError, VirtpolicyError
 from virtpolicy.policy.model import GuestPolicy
@@ -40,6 +39,7 @@ class JobRunner:
         commands: Commands,
         on_holds: Callable[[str, str], None],
         admission: Callable[[str], Awaitable[list[str]]],
+        fleet: JobFleet | None = None,
     ) -> None:
         #: Asked before each guest a job starts: the same answer as libvirt's hook
         #: gets, so a job on a host without the hook admits what the hook would.
@@ -54,8 +54,8 @@ class JobRunner:
         self.notice = notice
         self._jobs: dict[int, JobRun] = {}
         self._background: set[asyncio.Task[None]] = set()
-        #: The fleet this daemon is part of (set by its membership).
-        self.fleet: JobFleet | None = None
+        #: The fleet this daemon is part of.
+        self.fleet = fleet
         self._looking = False
 
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
@@ -164,6 +164,9 @@ class JobRunner:
         await self._run(run)
 
     def _job_run(self, request: JobRequest, actor: str) -> JobRun:
+        def progress(guest: str, event: str, detail: str) -> None:
+            self._progress(run, guest, event, detail)
+
         run = JobRun(
             self.store,
             self.host,
@@ -172,10 +175,10 @@ class JobRunner:
             "daemon",
             commands=self.commands,
             on_holds=self.on_holds,
+            progress=progress,
             fleet=self.fleet,
             admit=self._admit,
         )
-        run.progress = self._progress(run)
         return run
 
     async def _admit(self, guest: str) -> list[str]:
@@ -210,20 +213,11 @@ class JobRunner:
         finally:
             self._jobs.pop(run.job.id, None)
 
-    def _progress(self, run: JobRun) -> Progress:
-        def progress(guest: str, event: str, detail: str) -> None:
-            if event in UP:
-                # Before any dependent starts, so that its hook sees this one up.
-                self.states.record(guest, "started")
-            assert run.job is not None
-            self.events.publish("job", job=run.job.id, guest=guest, result=event, detail=detail)
-            if event not in IN_FLIGHT:
-                log.info(
-                    "job=%d guest=%s %s%s",
-                    run.job.id,
-                    guest,
-                    event,
-                    f": {detail}" if detail else "",
-                )
-
-        return progress
+    def _progress(self, run: JobRun, guest: str, event: str, detail: str) -> None:
+        if event in UP:
+            # Before any dependent starts, so that its hook sees this one up.
+            self.states.record(guest, "started")
+        assert run.job is not None
+        self.events.publish("job", job=run.job.id, guest=guest, result=event, detail=detail)
+        if event not in IN_FLIGHT:
+            log.info("job=%d guest=%s %s%s", run.job.id, guest, event, f": {detail}" * bool(detail))

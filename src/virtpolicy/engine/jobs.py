@@ -39,7 +39,13 @@ from virtpolicy.engine.conditions import Commands
 from virtpolicy.engine.host import Host
 from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
 from virtpolicy.errors import HypervisorError, PolicyError, StoreError
-from virtpolicy.policy.model import GuestName, describe_validation_error, whole_numbers
+from virtpolicy.policy.graph import start_waves, stop_waves
+from virtpolicy.policy.model import (
+    GuestName,
+    GuestPolicy,
+    describe_validation_error,
+    whole_numbers,
+)
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import quoted
 from virtpolicy.store.base import FAILED, IN_FLIGHT, UP, Job, JobState, PolicyStore, Result, Step
@@ -103,7 +109,9 @@ def parse_job_request(doc: object) -> JobRequest:
         raise PolicyError("body: nested too deeply to be a job request") from None
 
 
-def select(store: PolicyStore, request: JobRequest) -> tuple[dict[str, Any], list[str] | None]:
+def select(
+    store: PolicyStore, request: JobRequest
+) -> tuple[dict[str, GuestPolicy], list[str] | None]:
     """The stored policies by guest, and the roots the request names (None: all)."""
     policies = {s.policy.guest: s.policy for s in store.list_policies()}
     if request.all:
@@ -227,19 +235,11 @@ class JobRun:
 
     def plan(self) -> list[list[str]]:
         """Load the policies and check the graph (CycleError) before anything runs."""
-        policies, self._roots = select(self.store, self.request)
-        self._orchestrator = Orchestrator(
-            self.hypervisor,
-            policies,
-            self.request.concurrency,
-            progress=self._seen,
-            commands=self.commands,
-            on_holds=self.on_holds,
-            admit=self.admit,
-        )
+        self._policies, self._roots = select(self.store, self.request)
+        edges = {g: p.dependencies() for g, p in self._policies.items()}
         if self.request.action == "start":
-            return self._orchestrator.start_plan(self._roots)
-        return self._orchestrator.stop_plan(self._roots)
+            return start_waves(edges, self._roots)
+        return stop_waves(edges, self._roots)
 
     def record(self) -> Job:
         """Plan, record the job as running with a step per guest for its host, and
@@ -270,8 +270,17 @@ class JobRun:
         self._t0 = datetime.fromisoformat(job.created_at).timestamp()
         self.job = job
         self.mine = set(self.store.claim_steps(job.id, self.host_name))
-        if set(job.hosts) - self.mine:
-            self._orchestrator.remote = self
+        self._orchestrator = Orchestrator(
+            self.hypervisor,
+            self._policies,
+            self.request.concurrency,
+            progress=self._seen,
+            commands=self.commands,
+            on_holds=self.on_holds,
+            admit=self.admit,
+            # Other hosts' guests are theirs to start and stop, and to report.
+            remote=self if set(job.hosts) - self.mine else None,
+        )
         return job
 
     async def run(self) -> Job:

@@ -6,7 +6,12 @@ publishes the state of the guests it sees whenever one changes (at most once
 per :data:`PUBLISH_S`), so that every daemon and CLI sharing the store sees
 the whole fleet. A clean stop marks the host ``left``. Store errors are
 logged once and retried at the next beat: the daemon goes on enforcing what
-it last read (see :attr:`Membership.store_ok`).
+it last read (see :attr:`Fleet.store_ok`).
+
+Three parts: :class:`Fleet` is what this daemon knows of the fleet (asked by
+the prober, the reconciler and jobs), :class:`Unpublished` the guests to
+publish (marked by passes and events), :class:`Membership` the task that
+registers, beats, publishes and reads.
 """
 
 from __future__ import annotations
@@ -18,25 +23,16 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from virtpolicy import __version__
 from virtpolicy.clock import now as _now
-from virtpolicy.engine.host import Host
+from virtpolicy.engine.host import Host as Hypervisor
 from virtpolicy.engine.states import GuestStates
 from virtpolicy.errors import HypervisorError, StoreError
 from virtpolicy.hypervisor.native import GuestInfo
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import LOST_AFTER_BEATS, GuestState, HostRecord, PolicyStore
-
-if TYPE_CHECKING:
-    from virtpolicy.engine.bus import EventBus
-    from virtpolicy.engine.jobrunner import JobRunner
-    from virtpolicy.engine.passes import Passes
-    from virtpolicy.engine.policycache import PolicyCache
-    from virtpolicy.engine.prober import Prober
-    from virtpolicy.engine.reconcile import Reconciler
-    from virtpolicy.engine.settings import ControllerSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,78 +45,54 @@ FULL_READ_BEATS = 15
 SLACK_S = 5.0
 
 
-class Membership:
-    """Runs until cancelled; :meth:`leave` on a clean stop."""
+class Unpublished:
+    """The guests whose state or status changed since this host last published
+    them: marked by passes and libvirt's events, taken by :class:`Membership`.
+    On the loop's thread."""
 
-    def __init__(
-        self,
-        store: PolicyStore,
-        host: Host,
-        states: GuestStates,
-        connected: asyncio.Event,
-        settings: ControllerSettings,
-    ) -> None:
-        self.store = store
-        self.host = host
+    def __init__(self) -> None:
+        self.guests: set[str] = set()
+        self.everything = True  # publish every guest at the next chance
+        self.wake = asyncio.Event()
+
+    def checked(self, guests: Iterable[str]) -> None:
+        """A pass checked these guests: their statuses may have changed."""
+        self.guests.update(guests)
+        self.wake.set()
+
+    def take(self) -> tuple[bool, set[str]]:
+        """(Whether every guest is to publish, the guests marked), and none left."""
+        taken = (self.everything, self.guests)
+        self.everything, self.guests = False, set()
+        return taken
+
+    def changed(self, guest: str | None = None) -> None:
+        """A guest's state changed (None: all may have, after a reconnection)."""
+        if guest is None:
+            self.everything = True
+        else:
+            self.guests.add(guest)
+        self.wake.set()
+
+
+class Fleet:
+    """What this daemon knows of the fleet: the other hosts and their guests as
+    last read (replaced whole, never changed in place: the loop reads them while
+    a thread reads anew), and whether the store answers. :class:`Membership`
+    keeps it current; the prober, the reconciler and jobs ask it."""
+
+    def __init__(self, name: str, heartbeat: float, states: GuestStates) -> None:
+        self.name = name
+        self.heartbeat = heartbeat
         self.states = states
-        self.connected = connected
-        self.name = settings.host_name
-        self.heartbeat = settings.heartbeat
-        # What :meth:`wire` joins to the daemon's other parts:
-        #: guest -> which readiness conditions hold now, and its status as last
-        #: checked (a guest with a policy).
-        self.ready: Callable[[str], Mapping[str, bool]] = lambda _guest: {}
-        self.status: Callable[[str], Mapping[str, Any] | None] = lambda _guest: None
-        self.store_ok = True
-        self.registered = False
-        self._dirty: set[str] = set()
-        self._everything = True  # publish every guest at the next chance
-        self._wake = asyncio.Event()
-        self._uuids: dict[str, str] = {}
-        self._published: dict[str, tuple[str, str, str]] = {}  # guest -> what was written
-        #: The other hosts and their guests as last read (replaced whole, never
-        #: changed in place: the loop reads them while a thread reads anew).
         self.hosts: dict[str, HostRecord] = {}
         self.others: dict[str, dict[str, GuestState]] = {}  # guest -> host -> state
         self.read_at: float | None = None  # Unix time of the last good read
-        self._beats = 0
-        self._clashing: set[str] = set()
-        #: Told (on the loop) when another host's state changes: an event ``host``.
-        self.publish: Callable[..., None] = lambda _kind, **_fields: None
-        #: A note on a guest's status, and the policies: for the guests here that
-        #: depend on one of a lost host (they go on: a lost agent is no stopped guest).
-        self.notice: Callable[[str, str], None] = lambda _guest, _text: None
-        self.policies: Callable[[], Mapping[str, GuestPolicy]] = dict
-        self._host_states: dict[str, str] = {}
+        self.store_ok = True
+        self.registered = False
         #: When this daemon last found the store answering after it did not (Unix
         #: time): no host beat while it was down, so none is lost for that gap.
-        self._store_back_at: float | None = None
-        #: Called (on the loop) with the guests whose clash began or ended.
-        self.on_clash: Callable[[set[str]], None] = lambda _guests: None
-        #: Called (on the loop) after each beat's read of the fleet.
-        self.on_beat: Callable[[], None] = lambda: None
-
-    def wire(
-        self,
-        prober: Prober,
-        reconciler: Reconciler,
-        passes: Passes,
-        events: EventBus,
-        cache: PolicyCache,
-        jobs: JobRunner,
-    ) -> None:
-        """Join the daemon's other parts: what this host publishes (readiness from
-        the probes, statuses after passes) and what the fleet's state changes there
-        (probes of dependencies elsewhere, clashes held back from enforcement, host
-        events and notices, and this host's steps of jobs recorded elsewhere)."""
-        self.ready, self.policies = prober.ready, cache.all
-        self.status = lambda g: s.to_dict() if (s := reconciler.status(g)) else None
-        self.publish, self.notice = events.publish, reconciler.notice
-        self.on_clash = passes.request_each
-        passes.on_done = self.checked
-        prober.elsewhere = self.running_elsewhere
-        reconciler.clash = self.clash
-        jobs.fleet, self.on_beat = self, jobs.look
+        self.store_back_at: float | None = None
 
     def info(self) -> dict[str, Any]:
         """What this daemon knows of the fleet, for ``GET /v1/host``."""
@@ -131,79 +103,12 @@ class Membership:
             "read_at": self.read_at,
         }
 
-    def listed(self, guests: list[GuestInfo]) -> None:
-        """The listing after a (re)connection: every guest's UUID, and all to publish."""
-        self._uuids.update((g.name, g.uuid) for g in guests)
-        self.changed(None)
-
-    def checked(self, guests: Iterable[str]) -> None:
-        """A pass checked these guests: their statuses may have changed."""
-        self._dirty.update(guests)
-        self._wake.set()
-
-    def changed(self, guest: str | None = None) -> None:
-        """A guest's state changed (None: all may have, after a reconnection).
-        On the loop's thread."""
-        if guest is None:
-            self._everything = True
-        else:
-            self._dirty.add(guest)
-        self._wake.set()
-
-    async def run(self) -> None:
-        next_beat = 0.0
-        while True:
-            if not self.registered:  # the host's CPUs and topology come from libvirt
-                await self.connected.wait()
-            # Once registered the daemon beats even while libvirtd restarts: the
-            # daemon lives, and its guests' states are as last published.
-            now = time.monotonic()
-            if not self.registered:
-                if await self._call(self._register):
-                    await self._call(self._read_fleet)
-            elif now >= next_beat:
-                await self._call(self.store.heartbeat, self.name)
-                if await self._call(self._read_fleet):
-                    self._check_hosts()
-                    self._check_clashes()
-                    self.on_beat()
-            if now >= next_beat:
-                next_beat = now + self.heartbeat
-            if self.registered and (self._everything or self._dirty):
-                await self._publish()
-            try:
-                async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
-                    await self._wake.wait()
-                await asyncio.sleep(PUBLISH_S)  # gather what changes together
-            except TimeoutError:
-                pass
-            self._wake.clear()
-
-    async def leave(self) -> None:
-        """A clean stop: the host is ``left`` and its guests' states are dropped."""
-        if self.registered:
-            await self._call(self.store.leave_host, self.name)
-
-    async def _call(self, fn: Callable[..., object], *args: object) -> bool:
-        try:
-            await asyncio.to_thread(fn, *args)
-        except (StoreError, HypervisorError) as exc:
-            if self.store_ok:
-                log.warning("fleet: %s", exc)
-            self.store_ok = False
-            return False
-        if not self.store_ok:
-            log.info("fleet: the store answers again")
-            self._store_back_at = time.time()
-        self.store_ok = True
-        return True
-
     def shown_state(self, record: HostRecord, now: float) -> str:
         """``record``'s state at ``now``: ``lost`` as the record says, but not for a
         silence the store caused (every host's heartbeats failed while it was
         down): after it answers again, each host has its three beats to beat."""
         state = record.shown_state(now)
-        back = self._store_back_at
+        back = self.store_back_at
         if (
             state == "lost"
             and back is not None
@@ -211,57 +116,6 @@ class Membership:
         ):
             return "up"
         return state
-
-    def _register(self) -> None:
-        info = self.host.host()
-        record = HostRecord(
-            self.name,
-            self.host.uri,
-            info.cpus,
-            info.topology,
-            __version__,
-            "up",
-            self.heartbeat,
-            time.time(),
-            _now(),
-        )
-        self.store.register_host(record)
-        # Steps this host's daemon claimed and never finished were a process's
-        # that has ended (a host has one daemon): this one takes them up anew.
-        for job_id, guest in self.store.release_steps(self.name):
-            log.warning("job %d: %s was left mid-way by this host's last daemon; taking it up",
-                        job_id, guest)  # fmt: skip
-        self.registered = True
-        self._everything = True
-        log.info("fleet: registered host %s (heartbeat every %ss)", self.name, self.heartbeat)
-
-    async def _publish(self) -> None:
-        everything, self._everything = self._everything, False
-        names = set(self.states) | set(self._published) if everything else set(self._dirty)
-        self._dirty.clear()
-        unknown = [n for n in names if n in self.states and n not in self._uuids]
-        if unknown:
-            self._uuids.update(await asyncio.to_thread(self._read_uuids, unknown))
-        at = time.time()
-        seen = []
-        for n in sorted(n for n in names if n in self.states):
-            uuid = self._uuids.get(n, "")
-            state = GuestState(
-                n, self.name, uuid, self.states[n], self.ready(n), at, self.status(n)
-            )
-            if self._published.get(n) != _key(state):
-                seen.append(state)
-        gone = sorted(n for n in names if n not in self.states and n in self._published)
-        if not (seen or gone):
-            return
-        if await self._call(self.store.publish_guests, self.name, seen, gone):
-            for g in seen:
-                self._published[g.guest] = _key(g)
-            for n in gone:
-                self._published.pop(n, None)
-                self._uuids.pop(n, None)
-        else:  # try again at the next beat
-            self._dirty.update(names)
 
     def where(self, guest: str) -> list[tuple[GuestState, HostRecord | None]]:
         """``guest`` on the other hosts, as last read, with each host's record."""
@@ -333,19 +187,164 @@ class Membership:
         age = now - self.read_at
         return age if age > 3 * self.heartbeat else None
 
+
+class Membership:
+    """Runs until cancelled; :meth:`leave` on a clean stop."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        hypervisor: Hypervisor,
+        fleet: Fleet,
+        unpublished: Unpublished,
+        connected: asyncio.Event,
+        *,
+        ready: Callable[[str], Mapping[str, bool]],
+        status: Callable[[str], Mapping[str, Any] | None],
+        policies: Callable[[], Mapping[str, GuestPolicy]],
+        publish: Callable[..., None],
+        notice: Callable[[str, str], None],
+        on_clash: Callable[[set[str]], None],
+        on_beat: Callable[[], None],
+    ) -> None:
+        """``ready``: which readiness conditions of a guest hold now; ``status``: a
+        guest's status as last checked (with a policy); ``publish``: an event
+        (``host`` when another host's state changes); ``notice``: a note on a
+        guest's status (a dependency's host is lost); ``on_clash``: the guests
+        whose clash began or ended; ``on_beat``: after each read of the fleet.
+        All called on the loop."""
+        self.store = store
+        self.hypervisor = hypervisor
+        self.fleet = fleet
+        self.unpublished = unpublished
+        self.connected = connected
+        self.ready, self.status, self.policies = ready, status, policies
+        self.publish, self.notice = publish, notice
+        self.on_clash, self.on_beat = on_clash, on_beat
+        self.name = fleet.name
+        self.states = fleet.states
+        self._uuids: dict[str, str] = {}
+        self._published: dict[str, tuple[str, str, str]] = {}  # guest -> what was written
+        self._beats = 0
+        self._clashing: set[str] = set()
+        self._host_states: dict[str, str] = {}
+
+    def listed(self, guests: list[GuestInfo]) -> None:
+        """The listing after a (re)connection: every guest's UUID, and all to publish."""
+        self._uuids.update((g.name, g.uuid) for g in guests)
+        self.unpublished.changed(None)
+
+    async def run(self) -> None:
+        next_beat = 0.0
+        while True:
+            if not self.fleet.registered:  # the host's CPUs and topology come from libvirt
+                await self.connected.wait()
+            # Once registered the daemon beats even while libvirtd restarts: the
+            # daemon lives, and its guests' states are as last published.
+            now = time.monotonic()
+            if not self.fleet.registered:
+                if await self._call(self._register):
+                    await self._call(self._read_fleet)
+            elif now >= next_beat:
+                await self._call(self.store.heartbeat, self.name)
+                if await self._call(self._read_fleet):
+                    self._check_hosts()
+                    self._check_clashes()
+                    self.on_beat()
+            if now >= next_beat:
+                next_beat = now + self.fleet.heartbeat
+            if self.fleet.registered and (self.unpublished.everything or self.unpublished.guests):
+                await self._publish()
+            try:
+                async with asyncio.timeout(max(0.0, next_beat - time.monotonic())):
+                    await self.unpublished.wake.wait()
+                await asyncio.sleep(PUBLISH_S)  # gather what changes together
+            except TimeoutError:
+                pass
+            self.unpublished.wake.clear()
+
+    async def leave(self) -> None:
+        """A clean stop: the host is ``left`` and its guests' states are dropped."""
+        if self.fleet.registered:
+            await self._call(self.store.leave_host, self.name)
+
+    async def _call(self, fn: Callable[..., object], *args: object) -> bool:
+        try:
+            await asyncio.to_thread(fn, *args)
+        except (StoreError, HypervisorError) as exc:
+            if self.fleet.store_ok:
+                log.warning("fleet: %s", exc)
+            self.fleet.store_ok = False
+            return False
+        if not self.fleet.store_ok:
+            log.info("fleet: the store answers again")
+            self.fleet.store_back_at = time.time()
+        self.fleet.store_ok = True
+        return True
+
+    def _register(self) -> None:
+        info = self.hypervisor.host()
+        record = HostRecord(
+            self.name,
+            self.hypervisor.uri,
+            info.cpus,
+            info.topology,
+            __version__,
+            "up",
+            self.fleet.heartbeat,
+            time.time(),
+            _now(),
+        )
+        self.store.register_host(record)
+        # Steps this host's daemon claimed and never finished were a process's
+        # that has ended (a host has one daemon): this one takes them up anew.
+        for job_id, guest in self.store.release_steps(self.name):
+            log.warning("job %d: %s was left mid-way by this host's last daemon; taking it up",
+                        job_id, guest)  # fmt: skip
+        self.fleet.registered = True
+        self.unpublished.everything = True
+        log.info("fleet: registered host %s (heartbeat every %ss)", self.name, self.fleet.heartbeat)
+
+    async def _publish(self) -> None:
+        everything, marked = self.unpublished.take()
+        names = set(self.states) | set(self._published) if everything else marked
+        unknown = [n for n in names if n in self.states and n not in self._uuids]
+        if unknown:
+            self._uuids.update(await asyncio.to_thread(self._read_uuids, unknown))
+        at = time.time()
+        seen = []
+        for n in sorted(n for n in names if n in self.states):
+            uuid = self._uuids.get(n, "")
+            state = GuestState(
+                n, self.name, uuid, self.states[n], self.ready(n), at, self.status(n)
+            )
+            if self._published.get(n) != _key(state):
+                seen.append(state)
+        gone = sorted(n for n in names if n not in self.states and n in self._published)
+        if not (seen or gone):
+            return
+        if await self._call(self.store.publish_guests, self.name, seen, gone):
+            for g in seen:
+                self._published[g.guest] = _key(g)
+            for n in gone:
+                self._published.pop(n, None)
+                self._uuids.pop(n, None)
+        else:  # try again at the next beat
+            self.unpublished.guests.update(names)
+
     def _read_fleet(self) -> None:
         """(In a thread.) The other hosts, and their guests written since the last read."""
         started = time.time()
-        full = self.read_at is None or self._beats % FULL_READ_BEATS == 0
-        since = None if full or self.read_at is None else self.read_at - SLACK_S
+        full = self.fleet.read_at is None or self._beats % FULL_READ_BEATS == 0
+        since = None if full or self.fleet.read_at is None else self.fleet.read_at - SLACK_S
         hosts = {h.name: h for h in self.store.hosts() if h.name != self.name}
         rows = [g for g in self.store.guest_states(since=since) if g.host != self.name]
         # Copied on write: the loop reads the old mapping meanwhile. Only the guests
         # read now change, unless a host left or went (then all are looked at).
-        away = {h for h in self.hosts if h not in hosts} | {
+        away = {h for h in self.fleet.hosts if h not in hosts} | {
             n for n, h in hosts.items() if h.state == "left"
         }
-        others = {} if full else dict(self.others)
+        others = {} if full else dict(self.fleet.others)
         for g in rows:
             others[g.guest] = {**others.get(g.guest, {}), g.host: g}
         for guest in list(others) if away else []:  # a host that left took its guests
@@ -355,14 +354,14 @@ class Membership:
                     others[guest] = kept
                 else:
                     del others[guest]
-        self.hosts, self.others, self.read_at = hosts, others, started
+        self.fleet.hosts, self.fleet.others, self.fleet.read_at = hosts, others, started
         self._beats += 1
 
     def _check_hosts(self) -> None:
         """(On the loop, after a read.) Tell of each host that came up, was lost or left."""
         now = time.time()
-        for name, record in self.hosts.items():
-            state = self.shown_state(record, now)
+        for name, record in self.fleet.hosts.items():
+            state = self.fleet.shown_state(record, now)
             if self._host_states.get(name, "up" if state == "up" else None) != state:
                 age = f"last heartbeat {now - record.heartbeat_at:.0f} s ago"
                 log.warning("fleet: host %s is %s (%s)", name, state, age)
@@ -378,7 +377,7 @@ class Membership:
             if policy is None:
                 continue
             for dep in [*policy.requires, *policy.wants]:
-                if any(g.host == host for g, _ in self.where(dep.guest)):
+                if any(g.host == host for g, _ in self.fleet.where(dep.guest)):
                     self.notice(
                         guest,
                         f"{dep.guest}'s host {host} is lost ({age}); {guest} goes on: a lost"
@@ -387,7 +386,9 @@ class Membership:
 
     def _check_clashes(self) -> None:
         """(On the loop, after a read.) Guests whose clash began or ended: to check."""
-        clashing = {g for g in self.states if self.clash(g, self._uuids.get(g, "")) is not None}
+        clashing = {
+            g for g in self.states if self.fleet.clash(g, self._uuids.get(g, "")) is not None
+        }
         if clashing != self._clashing:
             self.on_clash(clashing ^ self._clashing)
             self._clashing = clashing
@@ -396,7 +397,7 @@ class Membership:
         found = {}
         for name in names:
             with contextlib.suppress(HypervisorError):  # gone: its undefine event follows
-                found[name] = self.host.guest(name).uuid
+                found[name] = self.hypervisor.guest(name).uuid
         return found
 
 

@@ -52,6 +52,7 @@ class Prober:
         states: GuestStates,
         policies: Callable[[], Mapping[str, GuestPolicy]],
         commands: Commands | None = None,
+        elsewhere: Callable[[str], bool] = lambda _guest: False,
     ) -> None:
         self.states = states
         self.policies = policies
@@ -62,7 +63,7 @@ class Prober:
         )
         self._results: dict[Edge, tuple[float, str | None]] = {}
         #: Whether a guest runs on another host of the fleet (as last read).
-        self.elsewhere: Callable[[str], bool] = lambda _guest: False
+        self.elsewhere = elsewhere
         self._wake = asyncio.Event()
         self._round = asyncio.Event()  # set after each round
 

@@ -82,6 +82,9 @@ class Reconciler:
         mode: Mode = "enforce",
         policies: Callable[[], Mapping[str, StoredPolicy]] | None = None,
         reserved: frozenset[int] = frozenset(),
+        *,
+        clash: Callable[[str, str], str | None] = lambda _guest, _uuid: None,
+        on_applied: Callable[[str, dict[str, tuple[Value, Value]]], None] = lambda _g, _a: None,
     ) -> None:
         self.store = store
         #: Where the placer puts each guest here (the host's CPUs minus ``reserved``).
@@ -91,7 +94,7 @@ class Reconciler:
         self.policies = policies or (lambda: {s.policy.guest: s for s in store.list_policies()})
         #: Why a running guest is not ours alone to enforce (the same name running
         #: on another host of the fleet with another UUID), or None.
-        self.clash: Callable[[str, str], str | None] = lambda _guest, _uuid: None
+        self.clash = clash
         self.hypervisor = hypervisor
         self.mode = mode
         self._status: dict[str, GuestStatus] = {}
@@ -106,9 +109,7 @@ class Reconciler:
         self._forgets = 0
         self._lock = threading.Lock()  # one pass at a time
         #: Told (in the pass's thread) what a pass changed on a guest.
-        self.on_applied: Callable[[str, dict[str, tuple[Value, Value]]], None] = (
-            lambda _guest, _applied: None
-        )
+        self.on_applied = on_applied
 
     def statuses(self) -> list[GuestStatus]:
         """A snapshot of every guest's status, by name."""
@@ -157,6 +158,11 @@ class Reconciler:
         """``guest``'s status as of its last pass (None: it has no policy)."""
         with self._status_lock:
             return self._status.get(guest)
+
+    def status_of(self, guest: str) -> dict[str, object] | None:
+        """``guest``'s status as published (None: it has no policy)."""
+        status = self.status(guest)
+        return status.to_dict() if status is not None else None
 
     def forget_mirrors(self, guest: str | None = None) -> None:
         """Read the mirror of ``guest`` (None: every guest) again at its next pass:

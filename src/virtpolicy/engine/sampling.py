@@ -39,6 +39,7 @@ class Sampling:
         events: EventBus,
         connected: asyncio.Event,
         policies: Callable[[], Mapping[str, GuestPolicy]],
+        placing: HostPlacement | None = None,
     ) -> None:
         self.hypervisor = host
         self.monitor = monitor
@@ -46,8 +47,8 @@ class Sampling:
         self.events = events
         self.connected = connected
         self.policies = policies
-        #: Where the placer put the guests (the controller joins the reconciler's).
-        self.placing: HostPlacement | None = None
+        #: Where the placer put the guests (the reconciler's).
+        self.placing = placing
 
     async def run(self) -> None:
         """One bulk statistics call every sample interval, while connected."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -27,6 +29,54 @@ from sqlalchemy.pool import NullPool
 from virtpolicy.cli.main import cli
 from virtpolicy.hook.install import MARKER, install, uninstall
 from virtpolicy.store import SqlStore
+
+# -- sharing the labs between test processes ------------------------------------------
+#
+# The suite runs in several processes (pytest-xdist). Each test holds a shared
+# lock on every lab it uses (libvirtd: the ``qemu_uri`` fixture; PostgreSQL:
+# ``pg_url``) and on the machine; a test that stops or restarts a lab, or whose
+# figures another test's load would skew, holds that one alone (an exclusive
+# lock: ``@pytest.mark.alone("libvirtd")``, and the ``with_hook`` fixture, whose
+# hook answers for every guest that starts). Locks are taken in one order, so
+# two processes never wait on each other.
+
+LOCKS = Path(tempfile.gettempdir()) / "virtpolicy-test-locks"
+RESOURCES = ("machine", "libvirtd", "postgres")
+
+
+@contextlib.contextmanager
+def holding(resource: str, *, alone: bool) -> Iterator[None]:
+    """A lock on ``resource`` shared with other tests, or held ``alone``: a
+    test that waits to be alone goes before those that come after it (the
+    turnstile), so it is never starved by a stream of shared holders."""
+    LOCKS.mkdir(exist_ok=True)
+    with (
+        open(LOCKS / f"{resource}.turnstile", "a") as turnstile,
+        open(LOCKS / f"{resource}.lock", "a") as lock,
+    ):
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _labs_shared(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hold this test's locks on the labs it uses (see above) for its whole run."""
+    used = {"machine", *(["libvirtd"] if "qemu_uri" in request.fixturenames else [])}
+    used |= {"postgres"} if "pg_url" in request.fixturenames else set()
+    alone = {r for mark in request.node.iter_markers("alone") for r in mark.args}
+    alone |= {"libvirtd"} if "with_hook" in request.fixturenames else set()
+    with contextlib.ExitStack() as held:
+        for resource in RESOURCES:
+            if resource in used | alone:
+                held.enter_context(holding(resource, alone=resource in alone))
+        yield
 
 
 @dataclass
@@ -165,7 +215,8 @@ def qemu_uri() -> str:
     if shutil.which("virsh") is None:
         reason = "virsh is not installed"
     else:
-        proc = try_virsh("version")
+        with holding("libvirtd", alone=False):  # not while another test restarts it
+            proc = try_virsh("version")
         if proc.returncode != 0:
             reason = f"no libvirtd answers on {QEMU_URI}: {proc.stderr.strip()}"
     if reason:
@@ -173,7 +224,8 @@ def qemu_uri() -> str:
         if os.environ.get("VIRTPOLICY_REQUIRE_LAB"):
             pytest.fail(reason)
         pytest.skip(reason)
-    remove_stale_test_hook()
+    with holding("libvirtd", alone=True):
+        remove_stale_test_hook()
     return QEMU_URI
 
 
@@ -186,7 +238,9 @@ def pg_url() -> str:
 
     With VIRTPOLICY_REQUIRE_LAB=1 (set by CI) the skip becomes a failure.
     """
-    if subprocess.run([str(PG_LAB), "status"], check=False).returncode != 0:
+    with holding("postgres", alone=False):  # not while another test stops it
+        answers = subprocess.run([str(PG_LAB), "status"], check=False).returncode == 0
+    if not answers:
         reason = "no lab PostgreSQL answers (start one with: sudo tests/lab/postgres up)"
         if os.environ.get("VIRTPOLICY_REQUIRE_LAB"):
             pytest.fail(reason)
@@ -242,8 +296,8 @@ def remove_stale_test_hook() -> None:
     except OSError:
         return
     match = re.search(r"^RUN_DIR='?([^'\n]*)'?$", text, flags=re.M)
-    tmp_root = str(Path(tempfile.gettempdir()) / "pytest-of-")
-    if MARKER not in text or match is None or not match.group(1).startswith(tmp_root):
+    tmp_roots = tuple(str(Path(tempfile.gettempdir()) / p) for p in ("pytest-of-", RUN_DIRS))
+    if MARKER not in text or match is None or not match.group(1).startswith(tmp_roots):
         return
     uninstall(str(HOOK.parent))
     subprocess.run(
@@ -303,8 +357,28 @@ class Daemon:
         return self.run_dir / "virtpolicy.sock"
 
 
+#: Where daemons' sockets go: a Unix socket's path has at most 107 bytes, and
+#: pytest's temporary directories (a worker's, a long test name) come close.
+RUN_DIRS = "vp-run-"
+
+
 @pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+def short_dir() -> Iterator[Callable[[], Path]]:
+    """``short_dir()``: a new directory with a short path (for a daemon's sockets),
+    removed after the test."""
+    made: list[str] = []
+
+    def make() -> Path:
+        made.append(tempfile.mkdtemp(prefix=RUN_DIRS))
+        return Path(made[-1])
+
+    yield make
+    for directory in made:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, short_dir: Callable[[], Path]) -> Iterator[Callable[..., Daemon]]:
     """Start `virtpolicy --db DB serve ARGS...`; waits for its sockets; stopped after
     the test with SIGTERM, which must end it cleanly (exit status 0).
 
@@ -320,7 +394,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         run_dir: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> Daemon:
-        run_dir = run_dir or tmp_path / f"run{len(started)}"
+        run_dir = run_dir or short_dir()
         log_path = tmp_path / f"serve{len(started)}.log"
         proc = subprocess.Popen(
             [str(VIRTPOLICY), "--db", db, "serve", "--run-dir", str(run_dir), *args],

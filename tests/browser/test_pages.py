@@ -53,11 +53,13 @@ def test_the_fleet_page_lists_the_guests(
     run("policy", "set", "db", "--weight", "200")
     _daemon, url = served()
     browser.get(url + "/")
-    wait(browser).until(lambda d: len(cells(d, "#guests")) == 2)
+    # Every guest of the host; api, without a policy, too.
+    wait(browser).until(lambda d: len(cells(d, "#guests")) == 3)
     rows = {r[0]: r for r in cells(browser, "#guests")}
     assert rows["web"][2] == "running"
     assert rows["web"][6] == "tier=front"
     assert "db" in rows
+    assert rows["api"][3] == "—"  # no policy: no revision
     hosts = cells(browser, "#hosts")
     assert hosts[0][1] == "up"
     shot(browser, "fleet")
@@ -114,7 +116,7 @@ def test_over_tls_without_a_token_only_the_prompt_shows(
     token = run("token", "create", "ops", "--role", "reader").output.strip()
     browser.find_element(By.ID, "token").send_keys(token)
     browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
-    wait(browser).until(lambda d: len(cells(d, "#guests")) == 1)
+    wait(browser).until(lambda d: len(cells(d, "#guests")) == 3)  # the host's guests
     assert browser.find_element(By.ID, "who").text == "token:ops (reader)"
 
 
@@ -295,7 +297,7 @@ def test_the_fleet_page_at_phone_width_and_by_keyboard(
     _daemon, url = served()
     browser.set_window_size(390, 844)
     browser.get(url + "/")
-    wait(browser).until(lambda d: len(cells(d, "#guests")) == 2)
+    wait(browser).until(lambda d: len(cells(d, "#guests")) == 3)
     wide = browser.execute_script(
         "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )

@@ -61,6 +61,7 @@ def test_guest_started_later_gets_its_policy(
     assert live_pins(guest)[1] == "0"
 
 
+@pytest.mark.alone("libvirtd")
 @pytest.mark.parametrize("how", ["restart", "crash"])
 def test_libvirtd_restart_is_survived(
     how: str, daemon: subprocess.Popen[str], run: Cli, make_guest: Callable[[str], str]

@@ -230,6 +230,7 @@ def test_two_guests_of_one_name_are_reported_not_enforced(
         assert "enforce guest=db" not in d.log.read_text()
 
 
+@pytest.mark.alone("postgres")
 def test_postgresql_down_and_back_loses_no_write(
     pg_db: str, fleet_host: Callable[[str], Daemon]
 ) -> None:
@@ -516,6 +517,7 @@ def test_a_guests_new_state_reaches_the_fleet_within_a_heartbeat(
     assert seen("--server", str(b.socket)) == "shut off"
 
 
+@pytest.mark.alone("postgres")
 def test_the_store_down_and_back_makes_no_host_lost(
     pg_db: str, fleet_host: Callable[[str], Daemon]
 ) -> None:

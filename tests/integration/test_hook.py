@@ -48,7 +48,7 @@ def test_start_is_refused_until_the_dependency_runs(
     assert try_virsh("domstate", web).stdout.strip() == "running"
     # A stop is reported in the background: libvirtd did not wait for it.
     virsh("destroy", web)
-    log = daemon.run_dir.parent / "serve0.log"
+    log = daemon.log
     eventually(lambda: f"hook guest={web} release end" in log.read_text(), 10)
 
 
@@ -78,14 +78,14 @@ def test_daemon_autostarts_in_order_through_its_own_hook(
     qemu_uri: str,
     db: str,
     run: Cli,
-    tmp_path: Path,
+    short_dir: Callable[[], Path],
 ) -> None:
     """At daemon start, autostart guests start in dependency order; the hook asks
     the daemon about each start while the daemon's own start call is in flight."""
     dbg, web = make_guest("adb"), make_guest("aweb")
     run("policy", "set", dbg, "--autostart")
     run("policy", "set", web, "--autostart", "--requires", dbg)
-    run_dir = tmp_path / "run-auto"
+    run_dir = short_dir()
     with_hook(str(run_dir), "closed")  # a hook that cannot reach us would refuse
     virsh("autostart", web)  # libvirt's own flag too: the status must warn
     daemon = start_daemon(db, "--connect", qemu_uri, run_dir=run_dir)
@@ -118,7 +118,7 @@ def test_diamond_through_the_daemon_with_the_hook(
     qemu_uri: str,
     db: str,
     run: Cli,
-    tmp_path: Path,
+    short_dir: Callable[[], Path],
     exec_dir: str,
 ) -> None:
     """db <- api <- web, db <- cache <- web on QEMU, run as a job of the daemon while
@@ -131,7 +131,7 @@ def test_diamond_through_the_daemon_with_the_hook(
     for middle in ("api", "cache"):
         run("policy", "set", g[middle], "--requires", f"{g['db']}@exec:sleep 1", *destroy)
     run("policy", "set", g["web"], "--requires", g["api"], "--requires", g["cache"], *destroy)
-    run_dir = tmp_path / "run-diamond"
+    run_dir = short_dir()
     with_hook(str(run_dir), "closed")
     daemon = start_daemon(db, "--connect", qemu_uri, "--exec-dir", exec_dir, run_dir=run_dir)
     wait_connected(daemon)

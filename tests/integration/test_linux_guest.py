@@ -8,6 +8,7 @@ machine, TCG otherwise (the choice is made once per run and printed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
@@ -16,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, Daemon, api_client, eventually, remove_guest, try_virsh, virsh
+from tests.conftest import (
+    Cli,
+    Daemon,
+    api_client,
+    eventually,
+    holding,
+    remove_guest,
+    try_virsh,
+    virsh,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,18 +95,23 @@ def accel(linux_image: tuple[str, str]) -> str:
         return decided.read_text().strip()
     kind = "qemu"
     if Path("/dev/kvm").exists():
-        name = define("vp-test-kvm-probe", linux_image, "kvm")
-        try:
-            if try_virsh("start", name).returncode == 0:
-                try:
-                    eventually(lambda: agent_answers(name), timeout=30)
-                    kind = "kvm"
-                except pytest.fail.Exception:
-                    pass
-        finally:
-            remove_guest(name)
+        with holding("libvirtd", alone=False):
+            kind = probe_kvm(linux_image)
     decided.write_text(kind + "\n")
     return kind
+
+
+def probe_kvm(linux_image: tuple[str, str]) -> str:
+    """'kvm' when a KVM guest's agent answers within 30 s, else 'qemu'."""
+    name = define("vp-test-kvm-probe", linux_image, "kvm")
+    try:
+        if try_virsh("start", name).returncode == 0:
+            with contextlib.suppress(pytest.fail.Exception):
+                eventually(lambda: agent_answers(name), timeout=30)
+                return "kvm"
+    finally:
+        remove_guest(name)
+    return "qemu"
 
 
 @pytest.fixture

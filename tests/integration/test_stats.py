@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BUSY, IDLE, VIRTPOLICY, Cli, Daemon, eventually, virsh, wait_connected
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone("machine")]  # figures of load
 
 
 def stats_of(api: httpx.Client, guest: str) -> dict[str, Any] | None:

@@ -89,7 +89,12 @@ def test_a_guest_without_a_policy_is_listed_and_placed_on_the_graph(
     store.register_host(HostRecord("h2", "test:///x", 4, {}, "t", "up", 60.0, time.time(), "t"))
     cache = GuestState("cache", "h2", "u-cache", "running", {}, time.time())
     store.publish_guests("h2", [cache], [])
-    assert rw.put("/v1/policies/web", json={"requires": [{"guest": "db"}, {"guest": "cache"}]}).status_code == 201
+    assert (
+        rw.put(
+            "/v1/policies/web", json={"requires": [{"guest": "db"}, {"guest": "cache"}]}
+        ).status_code
+        == 201
+    )
     listed = rw.get("/v1/fleet/guests").json()["guests"]
     bare = {"policy_revision": None, "state": "running", "labels": {}}
     assert {"guest": "db", "host": "test-host", **bare} in listed  # the fake daemon's

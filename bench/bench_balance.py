@@ -6,7 +6,7 @@ Run: .venv/bin/python bench/bench_balance.py [--guests 1000] [--vcpus 4] [--cpus
 
 The simulated host (virtpolicy.testing.simulate) plays seeded
 per-vCPU load traces of an hour at 5 s steps; every guest has ``vcpus: auto``.
-After every sample the dynamic engine runs ``balance`` with its defaults
+After every sample the tuners runs ``balance`` with its defaults
 (``--set`` changes a setting: threshold, dwell, max_moves, estimate, window,
 confirm).
 
@@ -34,12 +34,12 @@ import statistics
 import time
 from collections import deque
 
-from virtpolicy.engine.dynamic import DynamicEngine
-from virtpolicy.engine.monitor import Rates
 from virtpolicy.engine.tuners import Context
 from virtpolicy.engine.tuners.balance import Balance
+from virtpolicy.engine.tuners.monitor import Rates
+from virtpolicy.engine.tuners.run import Tuners
 from virtpolicy.policy.model import parse_policy
-from virtpolicy.testing.simulate import SimulatedHost, clock_of, generate
+from virtpolicy.testing.simulate import SimulatedHypervisor, clock_of, generate
 
 
 def naive_pack(
@@ -56,7 +56,7 @@ def naive_pack(
     return placement
 
 
-def peak_ratio(host: SimulatedHost, step: int | None = None) -> float:
+def peak_ratio(host: SimulatedHypervisor, step: int | None = None) -> float:
     return max(host.cpu_demand(step)) / host.lower_bound(step)
 
 
@@ -85,9 +85,9 @@ def main() -> None:
     policies = {g: parse_policy({"guest": g, "cpu": {"vcpus": "auto"}}) for g in guests}
     keys = sorted(traces)
 
-    host = SimulatedHost(args.cpus, traces)
-    engine = DynamicEngine.from_settings([Balance()], settings, clock=clock_of(host))
-    naive = SimulatedHost(args.cpus, traces)
+    host = SimulatedHypervisor(args.cpus, traces)
+    engine = Tuners.from_settings([Balance()], settings, clock=clock_of(host))
+    naive = SimulatedHypervisor(args.cpus, traces)
     naive_moves = 0
     window: deque[Rates] = deque(maxlen=13)
     naive_window: deque[Rates] = deque(maxlen=13)

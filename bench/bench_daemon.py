@@ -36,8 +36,8 @@ import httpx
 import libvirt
 
 from virtpolicy.engine import changes
-from virtpolicy.engine.reconcile import Reconciler
-from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.engine.tuning.reconcile import Reconciler
+from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.store import SqlStore
 
 URI = "qemu:///system"
@@ -73,7 +73,7 @@ def summary(seconds: list[float], digits: int = 1) -> str:
 
 def measure_window(conn: libvirt.virConnect, store: SqlStore, starts: int) -> tuple[int, int]:
     """(starts whose first live reading differed from the policy, starts)."""
-    hv = Hypervisor(URI)
+    hv = LibvirtConnection(URI)
     hv.open()
     name = "vp-bench-window"
     remove(conn, name)
@@ -161,7 +161,7 @@ def wait_for(dom: libvirt.virDomain, cpus: frozenset[int], timeout: float) -> No
 
 def measure_pass_cpu(store: SqlStore, guests: list[str], passes: int) -> tuple[float, float]:
     """(CPU µs per guest per pass, wall ms per pass) in steady state."""
-    hv = Hypervisor(URI)
+    hv = LibvirtConnection(URI)
     hv.open()
     for i, guest in enumerate(guests):
         changes.set_policy(

@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from virtpolicy.engine import aio
-from virtpolicy.engine.orchestrate import Orchestrator
-from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.engine.jobs.orchestrate import Orchestrator
+from virtpolicy.engine.runtime import aio
+from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.policy.graph import start_waves
 from virtpolicy.policy.model import GuestPolicy, parse_policy
 
@@ -84,7 +84,7 @@ def main() -> None:
     policies, delay = make(args.guests, args.seed)
     node = Path(tempfile.mkdtemp(prefix="vp-bench-orch-")) / "host.xml"
     node.write_text(node_xml(sorted(policies)))
-    hv = Hypervisor(f"test://{node}")
+    hv = LibvirtConnection(f"test://{node}")
     hv.open()
     for g in policies:
         hv.destroy(g)  # the test driver starts its node's guests running

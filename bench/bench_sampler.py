@@ -32,7 +32,7 @@ from pathlib import Path
 
 import libvirt
 
-from virtpolicy.engine.monitor import Monitor
+from virtpolicy.engine.tuners.monitor import Monitor
 from virtpolicy.hypervisor import stats
 
 URI = "qemu:///system"

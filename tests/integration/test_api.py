@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
-from types import SimpleNamespace
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -17,12 +16,12 @@ from tests.conftest import BROKEN_DOC, break_policy, snapshot
 from tests.strategies import BODIES, NASTY_TEXT
 from virtpolicy.api.app import create_app
 from virtpolicy.api.auth import PEER_KEY, Listener, digest, new_token
-from virtpolicy.engine.bus import EventBus
-from virtpolicy.engine.dynamic import DynamicEngine
-from virtpolicy.engine.jobs import JobRequest
-from virtpolicy.engine.monitor import Monitor
-from virtpolicy.engine.placing import HostPlacement
-from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.engine.jobs.run import JobRequest
+from virtpolicy.engine.runtime.bus import Event, EventBus
+from virtpolicy.engine.tuners.monitor import Monitor
+from virtpolicy.engine.tuners.run import Decision, Tuners
+from virtpolicy.engine.tuning.placing import HostPlacement
+from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters
 from virtpolicy.loopguard import guarded
 from virtpolicy.policy.model import GuestPolicy
@@ -40,20 +39,57 @@ class FakeDaemon:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
-        self.host_name = "test-host"
         self.events = EventBus()
         self.events.close()  # a stream ends at once; the daemon's is tested on libvirtd
         self.states = {"db": "running"}
         self.loop_thread: int | None = None
         self.hook_threads: list[int] = []
         self.monitor = Monitor(interval=5)
-        self.dynamic = DynamicEngine([])
-        self.jobs = FakeJobs(store)
-        # Nothing placed: what placement does is tested on the test driver and libvirtd.
-        self.reconciler = SimpleNamespace(placing=HostPlacement())
+        self.tuners = Tuners([])
         for t, cpu in ((0.0, 0), (5.0, 2_000_000_000)):
             web = GuestCounters("web", 1, cpu, (VcpuCounters(cpu, 0, None),), 65536, 4, 65536)
             self.monitor.ingest(Sample(t, 1e9 + t, {"web": web}, ((cpu, 0),)), 0.001)
+
+    def this_host(self) -> str:
+        return "test-host"
+
+    def guest_states(self) -> dict[str, str]:
+        return self.states
+
+    def placement(self) -> dict[str, Any]:
+        """Nothing placed: placement is tested on the test driver and libvirtd."""
+        return HostPlacement().view()
+
+    def utilization(self, *groups: str) -> Monitor:
+        self.monitor.want(*groups)
+        return self.monitor
+
+    def tuner_info(self) -> dict[str, Any]:
+        return {"running": self.tuners.names, "dry_run": self.tuners.dry_run}
+
+    def decisions(self, guest: str | None, limit: int) -> list[Decision]:
+        return self.tuners.decisions(guest, limit)
+
+    def subscribe(
+        self, after: int | None, kinds: set[str], idle: float
+    ) -> AsyncIterator[Event | None]:
+        return self.events.subscribe(after, kinds, idle=idle)
+
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        """Records the job as the daemon does; running it is tested on libvirtd."""
+        job = self.store.add_job(
+            request.action,
+            request.model_dump(exclude_defaults=True),
+            request.guests,
+            runner="daemon",
+            host="h",
+            process="1:1",
+            actor=actor,
+        )
+        return job.to_dict()
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        return None
 
     def statuses(self) -> list[GuestStatus]:
         return [GuestStatus("web", 1, "running", drift={"vcpupin.0": ("0-3", "1")})]
@@ -77,29 +113,6 @@ class FakeDaemon:
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """Records where it ran: the real daemon's states belong to its loop's thread."""
         self.hook_threads.append(threading.get_ident())
-
-
-class FakeJobs:
-    """Stands in for the daemon's job runner."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self.store = store
-
-    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
-        """Records the job as the daemon does; running it is tested on libvirtd."""
-        job = self.store.add_job(
-            request.action,
-            request.model_dump(exclude_defaults=True),
-            request.guests,
-            runner="daemon",
-            host="h",
-            process="1:1",
-            actor=actor,
-        )
-        return job.to_dict()
-
-    def view(self, job_id: int) -> dict[str, Any] | None:
-        return None
 
 
 def client(

@@ -109,7 +109,7 @@ except SystemExit:
     pass
 print("IMPORTED", " ".join(sorted(m for m in sys.modules if m.split(".")[0] in {
     "fastapi", "uvicorn", "sqlalchemy", "alembic", "httpx", "pydantic", "libvirt", "rich"
-} or m.startswith(("virtpolicy.api", "virtpolicy.engine.controller", "virtpolicy.store.sql")))))
+} or m.startswith(("virtpolicy.api", "virtpolicy.engine.daemon.controller", "virtpolicy.store.sql")))))
 """
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli
-from virtpolicy.engine.orchestrate import GuestResult, Orchestrator
+from virtpolicy.engine.jobs.orchestrate import GuestResult, Orchestrator
 from virtpolicy.errors import CycleError
-from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.policy.model import GuestPolicy, parse_policy
 
 pytestmark = pytest.mark.integration
@@ -25,9 +25,9 @@ ALL = ("db", "api", "cache", "web", "batch")
 
 
 @pytest.fixture
-def hv() -> Iterator[Hypervisor]:
+def hv() -> Iterator[LibvirtConnection]:
     """The shop host with every guest shut off."""
-    h = Hypervisor(f"test://{SHOP}")
+    h = LibvirtConnection(f"test://{SHOP}")
     h.open()
     for guest in ALL:
         h.destroy(guest)
@@ -43,7 +43,7 @@ def by_guest(results: list[GuestResult]) -> dict[str, GuestResult]:
     return {r.guest: r for r in results}
 
 
-def running(hv: Hypervisor) -> set[str]:
+def running(hv: LibvirtConnection) -> set[str]:
     return {g.name for g in hv.guests() if g.running}
 
 
@@ -61,7 +61,7 @@ DIAMOND = policies(
 )
 
 
-def test_diamond_starts_in_order_with_parallel_middle(hv: Hypervisor) -> None:
+def test_diamond_starts_in_order_with_parallel_middle(hv: LibvirtConnection) -> None:
     """db first; api and cache together once db's condition holds; web last."""
     results = by_guest(asyncio.run(Orchestrator(hv, DIAMOND).start(["web"])))
     assert {g: r.result for g, r in results.items()} == dict.fromkeys(
@@ -77,7 +77,7 @@ def test_diamond_starts_in_order_with_parallel_middle(hv: Hypervisor) -> None:
     assert abs(t["api"] - t["cache"]) < 0.25
 
 
-def test_chain_and_already_running(hv: Hypervisor) -> None:
+def test_chain_and_already_running(hv: LibvirtConnection) -> None:
     """A chain starts bottom-up; a guest already running is left as it is."""
     hv.start("db")
     chain = policies(
@@ -90,7 +90,7 @@ def test_chain_and_already_running(hv: Hypervisor) -> None:
     assert running(hv) == {"db", "api", "web"}
 
 
-def test_tcp_condition_is_waited_for(hv: Hypervisor) -> None:
+def test_tcp_condition_is_waited_for(hv: LibvirtConnection) -> None:
     """web waits until the port it requires is opened, half a second later."""
     port = closed_port()
     server = socket.socket()
@@ -115,7 +115,7 @@ def test_tcp_condition_is_waited_for(hv: Hypervisor) -> None:
     assert results["web"].seconds >= 0.5
 
 
-def test_requires_timeout_holds_dependents_back(hv: Hypervisor) -> None:
+def test_requires_timeout_holds_dependents_back(hv: LibvirtConnection) -> None:
     """A requires whose condition never holds leaves its dependents unstarted, saying why."""
     port = closed_port()
     deps = policies(
@@ -137,7 +137,7 @@ def test_requires_timeout_holds_dependents_back(hv: Hypervisor) -> None:
     assert running(hv) == {"db"}
 
 
-def test_failed_wants_lets_dependents_go_on(hv: Hypervisor) -> None:
+def test_failed_wants_lets_dependents_go_on(hv: LibvirtConnection) -> None:
     """A wants that fails is noted, and its dependent still starts."""
     deps = policies(
         {"guest": "web", "wants": [{"guest": "cache", "when": "exec:false", "timeout": 1}]}
@@ -147,7 +147,7 @@ def test_failed_wants_lets_dependents_go_on(hv: Hypervisor) -> None:
     assert results["web"].detail.startswith("went on: web wants cache (exec:false): false exited 1")
 
 
-def test_unknown_dependency_fails_its_dependents(hv: Hypervisor) -> None:
+def test_unknown_dependency_fails_its_dependents(hv: LibvirtConnection) -> None:
     """A dependency libvirt does not know fails that start; dependents stay down."""
     deps = policies({"guest": "web", "requires": [{"guest": "ghost"}]})
     results = by_guest(asyncio.run(Orchestrator(hv, deps).start(["web"])))
@@ -159,7 +159,7 @@ def test_unknown_dependency_fails_its_dependents(hv: Hypervisor) -> None:
     assert "web" not in running(hv)
 
 
-def test_stop_stops_dependents_first(hv: Hypervisor) -> None:
+def test_stop_stops_dependents_first(hv: LibvirtConnection) -> None:
     """stop db stops web, then api and cache, then db."""
     asyncio.run(Orchestrator(hv, DIAMOND).start(["web"]))
     results = asyncio.run(Orchestrator(hv, DIAMOND).stop(["db"]))
@@ -171,7 +171,7 @@ def test_stop_stops_dependents_first(hv: Hypervisor) -> None:
     assert running(hv) == set()
 
 
-def test_cycle_from_an_older_store_is_refused_at_start(hv: Hypervisor) -> None:
+def test_cycle_from_an_older_store_is_refused_at_start(hv: LibvirtConnection) -> None:
     """A cycle that got into the store is refused again when starting."""
     # Each policy is valid alone; only the graph of both has the cycle.
     cyclic = policies(

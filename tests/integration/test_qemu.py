@@ -9,16 +9,16 @@ import pytest
 
 from tests.conftest import virsh
 from virtpolicy.engine import changes
-from virtpolicy.engine.reconcile import Reconciler
-from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.engine.tuning.reconcile import Reconciler
+from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.store import SqlStore
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def hv(qemu_uri: str) -> Iterator[Hypervisor]:
-    h = Hypervisor(qemu_uri)
+def hv(qemu_uri: str) -> Iterator[LibvirtConnection]:
+    h = LibvirtConnection(qemu_uri)
     h.open()
     yield h
     h.close()
@@ -38,17 +38,17 @@ def schedinfo(guest: str, *flags: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
-def test_the_real_hosts_topology_comes_from_its_capabilities(hv: Hypervisor) -> None:
+def test_the_real_hosts_topology_comes_from_its_capabilities(hv: LibvirtConnection) -> None:
     """libvirtd's capabilities give each host CPU's node and core."""
-    layout = hv.host().layout
+    layout = hv.node().layout
     assert layout is not None
     assert layout.source == "capabilities"
-    assert len(layout.cpus) == hv.host().cpus
+    assert len(layout.cpus) == hv.node().cpus
     assert set(layout.nodes) >= {0}
 
 
 def test_policy_set_before_start_is_in_effect_at_start(
-    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[[str], str]
 ) -> None:
     """Pinning, weight and cap written to the definition hold from the first instant."""
     guest = make_guest("before")
@@ -65,13 +65,13 @@ def test_policy_set_before_start_is_in_effect_at_start(
     assert vcpupin(guest, "--live") == {0: "1", 1: "1"}
     assert virsh("emulatorpin", guest, "--live").split()[-1] == "0"
     info = schedinfo(guest, "--live")
-    expected_shares = "2048" if hv.host().scheduler == "cgroup1" else "200"
+    expected_shares = "2048" if hv.node().scheduler == "cgroup1" else "200"
     assert info["cpu_shares"] == expected_shares
     assert (info["global_period"], info["global_quota"]) == ("100000", "150000")
 
 
 def test_policy_changed_while_running_takes_effect_live(
-    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[[str], str]
 ) -> None:
     """A change to a running guest's policy is applied live and to the definition."""
     guest = make_guest("live")
@@ -86,11 +86,11 @@ def test_policy_changed_while_running_takes_effect_live(
     reconciler.reconcile()
     info = schedinfo(guest, "--live")
     assert info["global_quota"] in ("-1", "17592186044415")  # uncapped again
-    assert info["cpu_shares"] == ("3072" if hv.host().scheduler == "cgroup1" else "300")
+    assert info["cpu_shares"] == ("3072" if hv.node().scheduler == "cgroup1" else "300")
 
 
 def test_hand_made_drift_is_put_back_in_enforce_mode(
-    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[[str], str]
 ) -> None:
     """`virsh vcpupin` by hand is undone by the next pass."""
     guest = make_guest("drift")
@@ -106,7 +106,7 @@ def test_hand_made_drift_is_put_back_in_enforce_mode(
 
 
 def test_hand_made_drift_is_only_reported_in_report_mode(
-    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[[str], str]
 ) -> None:
     """In report mode the drift shows on the status and stays on the guest."""
     guest = make_guest("report")
@@ -116,14 +116,14 @@ def test_hand_made_drift_is_only_reported_in_report_mode(
     virsh("vcpupin", guest, "0", "0", "--live")
     virsh("schedinfo", guest, "--live", "--set", "cpu_shares=1000")
     [status] = Reconciler(store, hv, mode="report").reconcile()
-    shares = "5120" if hv.host().scheduler == "cgroup1" else "500"
+    shares = "5120" if hv.node().scheduler == "cgroup1" else "500"
     assert status.drift == {"vcpupin.0": ("0", "1"), "cpu_shares": (1000, int(shares))}
     assert vcpupin(guest, "--live")[0] == "0"
     assert schedinfo(guest, "--live")["cpu_shares"] == "1000"
 
 
 def test_pin_to_missing_cpu_names_the_host_size(
-    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str]
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[[str], str]
 ) -> None:
     """A pin to a CPU the host lacks is refused on the status, the rest applied."""
     guest = make_guest("missing")
@@ -131,7 +131,7 @@ def test_pin_to_missing_cpu_names_the_host_size(
         store, guest, {"cpu": {"vcpupin": {"0": "63"}, "emulatorpin": "0"}}, actor="t"
     )
     [status] = Reconciler(store, hv).reconcile()
-    n = hv.host().cpus
+    n = hv.node().cpus
     assert status.problems == [
         f"cpu.vcpupin[0]: CPU 63 does not exist: the host has {n} CPUs (0-{n - 1})"
     ]
@@ -139,7 +139,7 @@ def test_pin_to_missing_cpu_names_the_host_size(
 
 
 def test_transient_guest_is_enforced_live_with_its_mirror(
-    store: SqlStore, hv: Hypervisor, make_guest: Callable[[str], str], tmp_path: Path
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[[str], str], tmp_path: Path
 ) -> None:
     """A guest made by `virsh create` has no definition to write: its pinning,
     weight and mirror go to the live guest only, with no error or problem, and a
@@ -156,7 +156,7 @@ def test_transient_guest_is_enforced_live_with_its_mirror(
     assert (status.state, status.error, status.problems, status.drift) == ("running", None, [], {})
     assert vcpupin(guest, "--live") == {0: "1", 1: "1"}
     assert schedinfo(guest, "--live")["cpu_shares"] == (
-        "3072" if hv.host().scheduler == "cgroup1" else "300"
+        "3072" if hv.node().scheduler == "cgroup1" else "300"
     )
     assert hv.read_mirror(guest, persistent=False) is not None
     [again] = Reconciler(store, hv).reconcile()  # a fresh reconciler reads the mirror

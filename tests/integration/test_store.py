@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
-from virtpolicy.engine.policycache import PolicyCache
+from virtpolicy.engine.daemon.policycache import PolicyCache
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.store import Delete, Put, SqlStore

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from virtpolicy.engine import changes
-from virtpolicy.engine.reconcile import Reconciler
+from virtpolicy.engine.tuning.reconcile import Reconciler
 from virtpolicy.errors import GuestNotFoundError
-from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.hypervisor.native import Tuning
 from virtpolicy.store import SqlStore
 
@@ -20,31 +20,31 @@ NODE = Path(__file__).parent / "nodes" / "host4.xml"
 
 
 @pytest.fixture
-def hv() -> Iterator[Hypervisor]:
+def hv() -> Iterator[LibvirtConnection]:
     """A fresh connection: each test-driver connection has its own state."""
-    h = Hypervisor(f"test://{NODE}")
+    h = LibvirtConnection(f"test://{NODE}")
     h.open()
     yield h
     h.close()
 
 
-def pins(hv: Hypervisor, guest: str) -> dict[int, str]:
+def pins(hv: LibvirtConnection, guest: str) -> dict[int, str]:
     """vCPU pinning as libvirt reports it, in cpuset spelling."""
     desc = hv.actual(guest).describe()
     return {int(k.split(".")[1]): str(v) for k, v in desc.items() if k.startswith("vcpupin.")}
 
 
-def test_host_cpus_come_from_the_node(hv: Hypervisor) -> None:
+def test_host_cpus_come_from_the_node(hv: LibvirtConnection) -> None:
     """The host has the 4 CPUs of our node XML, not getCPUMap's fixed 8."""
-    assert hv.host().cpus == 4
-    assert hv.host().scheduler == "none"
+    assert hv.node().cpus == 4
+    assert hv.node().scheduler == "none"
     assert {g.name: g.vcpus for g in hv.guests()} == {"db": 2, "web": 2, "api": 1}
 
 
-def test_the_test_drivers_topology_is_derived_from_the_node(hv: Hypervisor) -> None:
+def test_the_test_drivers_topology_is_derived_from_the_node(hv: LibvirtConnection) -> None:
     """The test driver reports no NUMA cells for a node file of our own: the
     topology is derived from the node info (1 node, 1 socket, 4 cores, 1 thread)."""
-    layout = hv.host().layout
+    layout = hv.node().layout
     assert layout is not None
     assert (layout.source, layout.nodes, layout.smt, len(layout.cpus)) == (
         "derived from node info",
@@ -54,7 +54,7 @@ def test_the_test_drivers_topology_is_derived_from_the_node(hv: Hypervisor) -> N
     )
 
 
-def test_enforce_pins_and_mirrors(store: SqlStore, hv: Hypervisor) -> None:
+def test_enforce_pins_and_mirrors(store: SqlStore, hv: LibvirtConnection) -> None:
     """A pass pins the vCPUs and emulator and mirrors the policy into <metadata>."""
     changes.set_policy(
         store, "db", {"cpu": {"vcpupin": {"0": "1"}, "vcpus": "2-3", "emulatorpin": "0"}}, actor="t"
@@ -69,7 +69,7 @@ def test_enforce_pins_and_mirrors(store: SqlStore, hv: Hypervisor) -> None:
     assert '<virtpolicy:policy xmlns:virtpolicy="urn:virtpolicy:policy:1" revision="1">' in xml
 
 
-def test_drift_is_put_back(store: SqlStore, hv: Hypervisor) -> None:
+def test_drift_is_put_back(store: SqlStore, hv: LibvirtConnection) -> None:
     """A hand-made re-pin through libvirt is undone by the next pass in enforce mode."""
     changes.set_policy(store, "web", {"cpu": {"vcpus": "3"}}, actor="t")
     reconciler = Reconciler(store, hv)
@@ -81,7 +81,7 @@ def test_drift_is_put_back(store: SqlStore, hv: Hypervisor) -> None:
     assert status.applied == {"vcpupin.1": ("0-1", "3")}
 
 
-def test_report_mode_only_reports(store: SqlStore, hv: Hypervisor) -> None:
+def test_report_mode_only_reports(store: SqlStore, hv: LibvirtConnection) -> None:
     """In report mode the drift is recorded and libvirt is left as it is."""
     changes.set_policy(store, "web", {"cpu": {"vcpus": "3"}}, actor="t")
     [status] = Reconciler(store, hv, mode="report").reconcile()
@@ -90,7 +90,7 @@ def test_report_mode_only_reports(store: SqlStore, hv: Hypervisor) -> None:
     assert status.applied == {}
 
 
-def test_unsupported_and_impossible_are_reported(store: SqlStore, hv: Hypervisor) -> None:
+def test_unsupported_and_impossible_are_reported(store: SqlStore, hv: LibvirtConnection) -> None:
     """Weight on the test driver and a pin to a missing CPU become status problems."""
     changes.set_policy(store, "api", {"cpu": {"weight": 200, "emulatorpin": "7"}}, actor="t")
     [status] = Reconciler(store, hv).reconcile()
@@ -102,14 +102,14 @@ def test_unsupported_and_impossible_are_reported(store: SqlStore, hv: Hypervisor
     assert hv.actual("api").emulatorpin == frozenset({0, 1, 2, 3})
 
 
-def test_policy_for_undefined_guest_waits(store: SqlStore, hv: Hypervisor) -> None:
+def test_policy_for_undefined_guest_waits(store: SqlStore, hv: LibvirtConnection) -> None:
     """A policy may exist before its guest; it is reported as undefined, no error."""
     changes.set_policy(store, "later", {"cpu": {"vcpus": "1"}}, actor="t")
     [status] = Reconciler(store, hv).reconcile()
     assert (status.state, status.error) == ("undefined", None)
 
 
-def test_removing_pinning_unpins(store: SqlStore, hv: Hypervisor) -> None:
+def test_removing_pinning_unpins(store: SqlStore, hv: LibvirtConnection) -> None:
     """Clearing a pin in the policy frees the vCPU again (the mirror remembers it)."""
     changes.set_policy(store, "db", {"cpu": {"vcpus": "2"}}, actor="t")
     reconciler = Reconciler(store, hv)
@@ -120,7 +120,7 @@ def test_removing_pinning_unpins(store: SqlStore, hv: Hypervisor) -> None:
     assert pins(hv, "db") == {0: "0-3", 1: "0-3"}
 
 
-def test_guests_without_policy_are_left_alone(store: SqlStore, hv: Hypervisor) -> None:
+def test_guests_without_policy_are_left_alone(store: SqlStore, hv: LibvirtConnection) -> None:
     """Only guests with a policy are touched."""
     changes.set_policy(store, "db", {"cpu": {"vcpus": "1"}}, actor="t")
     before = hv.actual("web")
@@ -152,10 +152,10 @@ def test_many_guests_beyond_the_cpu_map_are_each_reported(tmp_path: Path) -> Non
     enforced, the others each get a problem on their status, and the pass covers all 500."""
     node = big_node(tmp_path / "node64.xml", 64, 500)
     store = SqlStore(str(tmp_path / "p.db"))
-    hv = Hypervisor(f"test://{node}")
+    hv = LibvirtConnection(f"test://{node}")
     hv.open()
     try:
-        assert hv.host().cpus == 8
+        assert hv.node().cpus == 8
         for i in range(500):
             changes.set_policy(
                 store, f"g{i:03d}", {"cpu": {"vcpupin": {0: str(i % 64)}}}, actor="t"
@@ -174,7 +174,7 @@ def test_many_guests_beyond_the_cpu_map_are_each_reported(tmp_path: Path) -> Non
         store.close()
 
 
-def test_a_guest_defined_anew_is_not_reached_through_its_old_handle(hv: Hypervisor) -> None:
+def test_a_guest_defined_anew_is_not_reached_through_its_old_handle(hv: LibvirtConnection) -> None:
     """web undefined and defined again under the same name (a new UUID): the old
     handle, kept from the listing, answered "no such guest" for ever after. Now
     the first such answer drops it, and the next call finds the new guest."""

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from virtpolicy.engine.admission import migration_refusals, refusals
-from virtpolicy.engine.prober import Prober
-from virtpolicy.engine.states import GuestStates
+from virtpolicy.engine.jobs.admission import migration_refusals, refusals
+from virtpolicy.engine.jobs.prober import Prober
+from virtpolicy.engine.runtime.states import GuestStates
 from virtpolicy.errors import UnknownStateError
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.store.base import GuestState, HostRecord, Revision
-from virtpolicy.testing import MemoryHost
+from virtpolicy.testing import MemoryHypervisor
 
 
 class Probes:
@@ -130,7 +130,7 @@ def test_a_write_about_other_hosts_guests_does_not_wake_the_probes() -> None:
         return Revision(1, guest, 1, "update", "t", "now", policy)
 
     async def woken(revisions: list[Revision] | None) -> bool:
-        prober = Prober(MemoryHost([]), states, dict)  # no probe runs here
+        prober = Prober(MemoryHypervisor([]), states, dict)  # no probe runs here
         prober.written(revisions)
         return prober._wake.is_set()
 
@@ -167,7 +167,7 @@ def test_a_condition_that_cannot_be_probed_is_its_guests_problem_only() -> None:
         }
         states = GuestStates()
         states.replace({"db": "running", "cache": "running", "web": "shut off"})
-        prober = Prober(MemoryHost([]), states, lambda: policies)
+        prober = Prober(MemoryHypervisor([]), states, lambda: policies)
         task = asyncio.create_task(prober.run())
         bad = await prober.observed("db", bad_when)
         good = await prober.observed("cache", good_when)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from virtpolicy.engine.bus import Event, EventBus
+from virtpolicy.engine.runtime.bus import Event, EventBus
 
 
 async def take(bus: EventBus, n: int, **kw: object) -> list[Event | None]:

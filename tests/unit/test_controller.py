@@ -1,6 +1,6 @@
 """The daemon's controller on an in-memory host: connection, passes, states, jobs.
 
-No libvirt: :class:`virtpolicy.testing.MemoryHost` stands in for it, and the
+No libvirt: :class:`virtpolicy.testing.MemoryHypervisor` stands in for it, and the
 store is a temporary SQLite file. Enforcement on real libvirt is tested in
 tests/integration.
 """
@@ -14,17 +14,18 @@ from typing import TypeVar
 
 import pytest
 
-from virtpolicy.engine import changes, jobrunner
-from virtpolicy.engine.bus import Event
-from virtpolicy.engine.controller import Controller
-from virtpolicy.engine.jobs import JobRequest
-from virtpolicy.engine.settings import ControllerSettings
-from virtpolicy.engine.supervisor import Backoff
+from virtpolicy.engine import changes
+from virtpolicy.engine.daemon.controller import Controller
+from virtpolicy.engine.daemon.settings import ControllerSettings
+from virtpolicy.engine.daemon.supervisor import Backoff
+from virtpolicy.engine.jobs import runner as jobrunner
+from virtpolicy.engine.jobs.run import JobRequest
+from virtpolicy.engine.runtime.bus import Event
 from virtpolicy.errors import ConnectionLostError, StoreError
 from virtpolicy.loopguard import guarded
 from virtpolicy.policy.topology import Topology
 from virtpolicy.store import SqlStore
-from virtpolicy.testing import MemoryGuest, MemoryHost
+from virtpolicy.testing import MemoryGuest, MemoryHypervisor
 
 T = TypeVar("T")
 
@@ -49,16 +50,16 @@ async def until(check: Callable[[], T | None], timeout: float = 5.0) -> T:
 def run_with(
     tmp_path: Path,
     guests: list[MemoryGuest],
-    scenario: Callable[[Controller, MemoryHost, SqlStore], Awaitable[None]],
+    scenario: Callable[[Controller, MemoryHypervisor, SqlStore], Awaitable[None]],
     settings: ControllerSettings = SETTINGS,
     layout: Topology | None = None,
 ) -> None:
-    """Run a controller on a MemoryHost (store and host behind the loop guard) while
+    """Run a controller on a MemoryHypervisor (store and host behind the loop guard) while
     ``scenario`` runs, then stop it."""
 
     async def main() -> None:
         store = SqlStore(str(tmp_path / "p.db"))
-        host = MemoryHost(guests, loop=asyncio.get_running_loop(), layout=layout)
+        host = MemoryHypervisor(guests, loop=asyncio.get_running_loop(), layout=layout)
         controller = Controller(guarded(store, "store"), guarded(host, "host"), settings)
         running = asyncio.create_task(controller.run())
         try:
@@ -75,7 +76,7 @@ def run_with(
 def test_a_written_policy_is_enforced(tmp_path: Path) -> None:
     """A policy written to the store reaches the running guest: pins and weight."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "db", {"cpu": {"vcpupin": {0: "2"}, "weight": 300}}, actor="t")
         db = host.guests_by_name["db"]
         # The pass writes pins, then weight, then the mirror, in a worker thread:
@@ -97,7 +98,7 @@ def test_a_write_through_the_api_is_enforced_without_reading_the_store(
     """What the API wrote reaches the guest from the revision it hands over: the
     daemon reads nothing back (here it could not: every read of policies fails)."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         await until(lambda: c.cache.revision is not None)
         reads: list[str] = []
 
@@ -124,7 +125,7 @@ def test_a_lost_connection_is_reopened_and_everything_checked(tmp_path: Path) ->
     """After the connection drops, the controller reconnects and a full pass puts
     drift made meanwhile back."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "db", {"cpu": {"vcpupin": {0: "1"}}}, actor="t")
         db = host.guests_by_name["db"]
         await until(lambda: db.vcpupin.get(0) == frozenset({1}))
@@ -140,7 +141,7 @@ def test_a_lost_connection_is_reopened_and_everything_checked(tmp_path: Path) ->
 def test_hook_reports_and_events_keep_the_states(tmp_path: Path) -> None:
     """States come from the listing, then from events and hook reports, on the loop."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         assert dict(c.states) == {"db": "running", "web": "shut off"}
         c.hook_event("web", "started", "begin")
         assert c.states["web"] == "running"
@@ -154,7 +155,7 @@ def test_admission_follows_the_dependency(tmp_path: Path) -> None:
     """web requires db: refused while db is shut off, allowed once it runs; never asks
     the host or the store (both guarded: a call from the loop would fail)."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
         await until(lambda: c.policies().get("web"))
         assert await c.admission("web") == ["web requires db (running): db is shut off"]
@@ -168,7 +169,7 @@ def test_admission_follows_the_dependency(tmp_path: Path) -> None:
 def test_admission_waits_for_the_daemons_own_probe(tmp_path: Path) -> None:
     """An agent condition is answered from the prober's result, not probed on request."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "web", {"requires": {"db": {"when": "agent"}}}, actor="t")
         await until(lambda: c.policies().get("web"))
         assert await c.admission("web") == [
@@ -187,7 +188,7 @@ def test_admission_waits_for_the_daemons_own_probe(tmp_path: Path) -> None:
 def test_submitted_job_starts_in_order(tmp_path: Path) -> None:
     """A start job of the daemon starts db before web, and the job is recorded."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
         await until(lambda: c.policies().get("web"))
         job = await c.jobs.submit(JobRequest(action="start", guests=["web"]), "tester")
@@ -207,7 +208,7 @@ def test_submit_is_refused_while_disconnected(
     nothing is recorded."""
     monkeypatch.setattr(jobrunner, "CONNECT_WAIT_S", 0.1)
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         host.open = host.close  # type: ignore[method-assign]  # libvirtd stays away
         host.drop()
         await until(lambda: not c.connected.is_set())
@@ -223,7 +224,7 @@ def test_migration_is_neither_a_start_nor_a_stop(tmp_path: Path) -> None:
     say on_dependency_stop: stop go on); one that arrives gets its policy put
     back on arrival, and the event stream tells both."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "db", {"cpu": {"vcpupin": {0: "1"}}}, actor="t")
         changes.set_policy(
             store, "web", {"requires": {"db": {"when": "running"}}, "stop": {"on_dependency_stop": "stop"}},

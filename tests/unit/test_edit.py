@@ -13,7 +13,7 @@ from virtpolicy.policy.edit import (
     clear_path,
     dependency_patch,
     merge_patches,
-    patch_policy,
+    merged_policy,
     vcpupin_patch,
 )
 from virtpolicy.policy.model import parse_policy
@@ -30,7 +30,7 @@ CURRENT = parse_policy(
 
 def test_patch_changes_only_given_fields() -> None:
     """Fields not in the patch keep their values."""
-    after = patch_policy(CURRENT, "web", {"cpu": {"weight": 200}})
+    after = merged_policy(CURRENT, "web", {"cpu": {"weight": 200}})
     assert after.cpu.weight == 200
     assert after.cpu.cap == 50
     assert after.labels == CURRENT.labels
@@ -39,12 +39,12 @@ def test_patch_changes_only_given_fields() -> None:
 
 def test_patch_adds_and_removes_one_dependency() -> None:
     """Dependencies are addressed by guest: one added, one removed, others kept."""
-    after = patch_policy(CURRENT, "web", {"requires": {"cache": {"when": "tcp:c:6379"}}})
+    after = merged_policy(CURRENT, "web", {"requires": {"cache": {"when": "tcp:c:6379"}}})
     assert [(d.guest, d.when) for d in after.requires] == [
         ("db", "running"),
         ("cache", "tcp:c:6379"),
     ]
-    after = patch_policy(after, "web", clear_path("requires.db"))
+    after = merged_policy(after, "web", clear_path("requires.db"))
     assert [d.guest for d in after.requires] == ["cache"]
 
 
@@ -61,7 +61,7 @@ def test_patch_adds_and_removes_one_dependency() -> None:
 )
 def test_clear_path(path: str, check: object) -> None:
     """Clearing a path removes exactly that field."""
-    after = patch_policy(CURRENT, "web", clear_path(path))
+    after = merged_policy(CURRENT, "web", clear_path(path))
     assert check(after)  # type: ignore[operator]
 
 
@@ -74,7 +74,7 @@ def test_clear_unknown_path(path: str) -> None:
 
 def test_patch_on_nothing_creates() -> None:
     """Patching a guest with no policy starts from an empty one."""
-    assert patch_policy(None, "new", {"cpu": {"weight": 7}}).to_document() == {
+    assert merged_policy(None, "new", {"cpu": {"weight": 7}}).to_document() == {
         "guest": "new",
         "cpu": {"weight": 7},
     }
@@ -83,7 +83,7 @@ def test_patch_on_nothing_creates() -> None:
 def test_invalid_patch_names_the_field() -> None:
     """A patch that makes the policy invalid fails like any invalid policy."""
     with pytest.raises(PolicyError, match=r"cpu\.weight: 0 is below the minimum 1"):
-        patch_policy(CURRENT, "web", {"cpu": {"weight": 0}})
+        merged_policy(CURRENT, "web", {"cpu": {"weight": 0}})
 
 
 def test_later_patches_win() -> None:
@@ -120,7 +120,7 @@ def test_vcpupin_spec_invalid(spec: str) -> None:
 def test_any_patch_is_applied_or_refused(patch: dict[str, Any]) -> None:
     """An arbitrary merge patch gives a policy or a PolicyError naming what is wrong, nothing else."""
     for current in (None, CURRENT):
-        message = refusal(lambda c=current: patch_policy(c, "web", patch), PolicyError)
+        message = refusal(lambda c=current: merged_policy(c, "web", patch), PolicyError)
         assert message is None or (message and "\n" not in message)
 
 
@@ -138,7 +138,7 @@ def test_malformed_patch_names_the_field(patch: dict[str, Any], field: str) -> N
     """Dependencies given as a list or a string, or a vCPU in non-ASCII digits, are
     refused by field, on one line (a control character in a key is escaped)."""
     with pytest.raises(PolicyError) as err:
-        patch_policy(CURRENT, "web", patch)
+        merged_policy(CURRENT, "web", patch)
     assert field in str(err.value)
     assert "\n" not in str(err.value)
 

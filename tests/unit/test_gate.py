@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from virtpolicy.engine.gate import PriorityGate
-from virtpolicy.engine.orchestrate import Orchestrator
+from virtpolicy.engine.jobs.orchestrate import Orchestrator
+from virtpolicy.engine.runtime.gate import PriorityGate
 from virtpolicy.policy.model import parse_policy
-from virtpolicy.testing import MemoryHost
+from virtpolicy.testing import MemoryHypervisor
 from virtpolicy.testing.memory import MemoryGuest
 
 
@@ -61,7 +61,7 @@ def test_orchestrated_start_goes_critical_chain_first() -> None:
     chain of dependents behind it (m, then n and o wait for it) starts first,
     though a, b and c come before it by name; a stop takes the reverse view (o,
     with n and m still to stop after it)."""
-    host = MemoryHost([MemoryGuest(n) for n in ("a", "b", "c", "m", "n", "o")])
+    host = MemoryHypervisor([MemoryGuest(n) for n in ("a", "b", "c", "m", "n", "o")])
     host.open()
     calls: list[tuple[str, str]] = []
     host.before = lambda method, guest: calls.append((method, str(guest)))

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from virtpolicy.engine.membership import Fleet, Membership, Unpublished
-from virtpolicy.engine.states import GuestStates
+from virtpolicy.engine.fleet.membership import Fleet, Membership, Unpublished
+from virtpolicy.engine.runtime.states import GuestStates
 from virtpolicy.store import SqlStore
-from virtpolicy.testing import MemoryGuest, MemoryHost
+from virtpolicy.testing import MemoryGuest, MemoryHypervisor
 
 
 @pytest.mark.parametrize("yields", range(5))
 def test_a_wake_and_a_cancel_together_still_end_the_loop(tmp_path: Path, yields: int) -> None:
     async def main() -> None:
         store = SqlStore(str(tmp_path / "p.db"))
-        host = MemoryHost([MemoryGuest("db", running=True)], loop=asyncio.get_running_loop())
+        host = MemoryHypervisor([MemoryGuest("db", running=True)], loop=asyncio.get_running_loop())
         fleet, unpublished = Fleet("h", 3600, GuestStates()), Unpublished()
         fleet.registered = True  # beat and publish only: no registration
         membership = Membership(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from virtpolicy.api import metrics
-from virtpolicy.engine.monitor import History, Monitor, rates
-from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.engine.tuners.monitor import History, Monitor, rates
+from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.hypervisor.native import Tuning
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters, parse_domain_stats
 from virtpolicy.policy.model import parse_policy

@@ -4,7 +4,7 @@ import pytest
 
 from virtpolicy.errors import PolicyError
 from virtpolicy.hypervisor.native import (
-    HostInfo,
+    NodeInfo,
     Scheduler,
     Tuning,
     cap_of,
@@ -18,7 +18,7 @@ from virtpolicy.policy.model import parse_policy
 from virtpolicy.policy.placement import Placed
 from virtpolicy.policy.topology import Topology
 
-HOST = HostInfo(cpus=8, scheduler="cgroup1", driver="qemu")
+HOST = NodeInfo(cpus=8, scheduler="cgroup1", driver="qemu")
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_impossible_pins_are_problems() -> None:
 
 def test_unsupported_scheduler_is_a_problem() -> None:
     """On a driver without scheduler parameters, weight and cap are reported."""
-    host = HostInfo(cpus=4, scheduler="none", driver="test")
+    host = NodeInfo(cpus=4, scheduler="none", driver="test")
     policy = parse_policy({"guest": "g", "cpu": {"weight": 5, "cap": 50}})
     desired = desired_tuning(policy, host, vcpus=1)
     assert desired.tuning == Tuning()
@@ -217,7 +217,7 @@ def test_cpu_topology_match_follows_the_placement() -> None:
     per host node; where they sit unevenly, one socket, one thread per core."""
     layout = Topology.regular(2, 1, 4, 2)  # core k: CPUs k and k+8; node 0: cores 0-3
     policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated", "topology": "match"}})
-    host = HostInfo(16, "cgroup2", "qemu", layout=layout)
+    host = NodeInfo(16, "cgroup2", "qemu", layout=layout)
 
     def shape(*cpus: int) -> tuple[int, int, int] | None:
         placed = Placed(tuple(frozenset({c}) for c in cpus), frozenset({7}), (0,), frozenset(cpus))

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from virtpolicy.engine import outage as module
-from virtpolicy.engine.outage import Outage
+from virtpolicy.engine.runtime import outage as module
+from virtpolicy.engine.runtime.outage import Outage
 
 
 def test_a_retry_every_half_second_logs_once_a_minute(

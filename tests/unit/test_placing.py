@@ -1,4 +1,4 @@
-"""The daemon places guests: on a MemoryHost with two NUMA nodes and SMT.
+"""The daemon places guests: on a MemoryHypervisor with two NUMA nodes and SMT.
 
 Host: 2 nodes x 4 cores x 2 threads, numbered as Linux does: core k has threads
 k and k+8; node 0 holds cores 0-3 (CPUs 0-3, 8-11), node 1 cores 4-7 (CPUs 4-7,
@@ -13,12 +13,12 @@ from pathlib import Path
 
 from tests.unit.test_controller import SETTINGS, run_with, until
 from virtpolicy.engine import changes
-from virtpolicy.engine.controller import Controller
+from virtpolicy.engine.daemon.controller import Controller
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.policy.placement import Request, place
 from virtpolicy.policy.topology import Topology
 from virtpolicy.store import SqlStore
-from virtpolicy.testing import MemoryGuest, MemoryHost
+from virtpolicy.testing import MemoryGuest, MemoryHypervisor
 
 LAYOUT = Topology.regular(nodes=2, sockets=1, cores=4, threads=2)
 RESERVED = frozenset({0, 1})
@@ -28,9 +28,9 @@ DEDICATED = {"cpu": {"placement": "dedicated", "threads": "isolate"}, "numa": {"
 
 def test_a_dedicated_guest_is_pinned_in_its_definition_before_it_starts(tmp_path: Path) -> None:
     """db is shut off: its pins and <numatune> are written to its definition (the
-    MemoryHost keeps what apply writes); web, shared, leaves db's cores alone."""
+    MemoryHypervisor keeps what apply writes); web, shared, leaves db's cores alone."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         db, web = host.guests_by_name["db"], host.guests_by_name["web"]
         changes.set_policy(store, "web", {"cpu": {"weight": 200}}, actor="t")
         matched = {**DEDICATED, "cpu": {**DEDICATED["cpu"], "topology": "match"}}
@@ -64,7 +64,7 @@ def test_a_start_that_cannot_be_placed_is_refused_with_the_reason(tmp_path: Path
     """big asks for 4 isolated cores in one node; db and batch hold node 1's four,
     node 0 has two whole cores left: admission refuses big's start, naming why."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "db", DEDICATED, actor="t")
         changes.set_policy(store, "batch", DEDICATED, actor="t")
         changes.set_policy(store, "big", DEDICATED, actor="t")
@@ -88,7 +88,7 @@ def test_a_restarted_daemon_keeps_dedicated_guests_where_their_pins_are(tmp_path
     back and keeps it there, though by name it would have come first."""
     zz = MemoryGuest("zz", running=True, vcpupin={0: frozenset({12}), 1: frozenset({14})}, vcpus=2)
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "zz", DEDICATED, actor="t")
         changes.set_policy(store, "aa", DEDICATED, actor="t")
         aa = host.guests_by_name["aa"]
@@ -106,7 +106,7 @@ def test_without_placement_in_play_nothing_changes(tmp_path: Path) -> None:
     """No reserved CPUs, no dedicated or NUMA policy: a shared guest's pins stay the
     policy's alone (here: none), as before placement existed."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         changes.set_policy(store, "web", {"cpu": {"weight": 300}}, actor="t")
         web = host.guests_by_name["web"]
         await until(lambda: web.sched.get("cpu_shares") == 300)
@@ -122,7 +122,7 @@ def test_when_placement_falls_out_of_play_the_pool_is_lifted(tmp_path: Path) -> 
     shared one (and nothing reserved): web gets every host CPU back, and so
     does db."""
 
-    async def scenario(c: Controller, host: MemoryHost, store: SqlStore) -> None:
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
         web, db = host.guests_by_name["web"], host.guests_by_name["db"]
         changes.set_policy(store, "web", {"cpu": {"weight": 200}}, actor="t")
         changes.set_policy(store, "db", DEDICATED, actor="t")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from virtpolicy.engine import changes
-from virtpolicy.engine.policycache import PolicyCache
+from virtpolicy.engine.daemon.policycache import PolicyCache
 from virtpolicy.errors import StoreError
 from virtpolicy.store import SqlStore
 

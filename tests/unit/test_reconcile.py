@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from virtpolicy.engine import changes
-from virtpolicy.engine.reconcile import Reconciler
+from virtpolicy.engine.tuning.reconcile import Reconciler
 from virtpolicy.errors import GuestNotFoundError, HypervisorError
 from virtpolicy.store import SqlStore
-from virtpolicy.testing import MemoryGuest, MemoryHost
+from virtpolicy.testing import MemoryGuest, MemoryHypervisor
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def guests() -> list[MemoryGuest]:
 def test_one_guest_failing_does_not_end_the_pass(store: SqlStore, error: Exception) -> None:
     """b fails (a libvirt error, a bug, or undefined since the listing): a and c are
     still enforced, and b's status carries what happened."""
-    host = MemoryHost(guests())
+    host = MemoryHypervisor(guests())
     host.open()
     host.fail["b"] = error
     statuses = {s.guest: s for s in Reconciler(store, host).reconcile()}
@@ -57,7 +57,7 @@ def test_one_guest_failing_does_not_end_the_pass(store: SqlStore, error: Excepti
 def test_a_status_is_published_whole(store: SqlStore) -> None:
     """While a pass over b is under way, readers see b's previous status, complete,
     never a fresh one with its state still unknown."""
-    host = MemoryHost(guests())
+    host = MemoryHypervisor(guests())
     host.open()
     reconciler = Reconciler(store, host)
     reconciler.reconcile()
@@ -85,7 +85,7 @@ def test_a_forget_during_a_pass_is_not_overwritten(store: SqlStore) -> None:
     """The loop forgets a's mirror (a was defined anew) while a pass is reading it:
     the pass does not keep what it read or wrote before the forget, so the next
     pass reads the mirror again (it kept the stale one, and never read it)."""
-    host = MemoryHost(guests())
+    host = MemoryHypervisor(guests())
     host.open()
     reconciler = Reconciler(store, host)
     reads: list[str] = []

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from virtpolicy.engine.dynamic import Decision, DynamicEngine
 from virtpolicy.engine.tuners import available, load
 from virtpolicy.engine.tuners.balance import Balance
 from virtpolicy.engine.tuners.contention import Contention
+from virtpolicy.engine.tuners.run import Decision, Tuners
 from virtpolicy.errors import ConfigError
 from virtpolicy.policy.model import GuestPolicy, parse_policy
 from virtpolicy.policy.topology import Topology
-from virtpolicy.testing.simulate import SimulatedHost, clock_of, generate, play
+from virtpolicy.testing.simulate import SimulatedHypervisor, clock_of, generate, play
 
 
 def auto(*guests: str, **cpu: object) -> dict[str, GuestPolicy]:
     return {g: parse_policy({"guest": g, "cpu": {"vcpus": "auto", **cpu}}) for g in guests}
 
 
-def engine(host: SimulatedHost, *tuners: object, **kw: object) -> DynamicEngine:
-    return DynamicEngine(list(tuners), clock=clock_of(host), **kw)  # type: ignore[arg-type]
+def engine(host: SimulatedHypervisor, *tuners: object, **kw: object) -> Tuners:
+    return Tuners(list(tuners), clock=clock_of(host), **kw)  # type: ignore[arg-type]
 
 
 def test_builtins_are_found_through_entry_points() -> None:
@@ -34,7 +34,7 @@ def test_balance_places_then_moves_a_busy_vcpu_off_a_crowded_cpu() -> None:
     """Balance places then moves a busy vCPU off a crowded CPU."""
     steps = 40
     traces = {("a", 0): [80.0] * steps, ("a", 1): [80.0] * steps, ("b", 0): [60.0] * steps}
-    host = SimulatedHost(cpus=4, traces=traces)
+    host = SimulatedHypervisor(cpus=4, traces=traces)
     e = engine(host, Balance())
     decisions = play(host, e, auto("a", "b"), steps=2)
     # Unplaced vCPUs go to one CPU each at once (no confirmation needed), apart.
@@ -72,7 +72,7 @@ def test_balance_does_not_flap_on_load_oscillating_around_the_threshold() -> Non
     policies = auto("x", "y", "z")
 
     def moves(**kw: object) -> int:
-        host = SimulatedHost(cpus=2, traces=traces)
+        host = SimulatedHypervisor(cpus=2, traces=traces)
         host.pins.update({("x", 0): frozenset({0}), ("y", 0): frozenset({1})})
         host.pins[("z", 0)] = frozenset({0})
         play(host, engine(host, Balance(), **kw), policies, steps)
@@ -85,7 +85,7 @@ def test_balance_does_not_flap_on_load_oscillating_around_the_threshold() -> Non
 def test_dry_run_decides_and_logs_but_changes_nothing() -> None:
     """Dry run decides and logs but changes nothing."""
     traces = {("a", 0): [90.0] * 10, ("a", 1): [90.0] * 10}
-    host = SimulatedHost(cpus=2, traces=traces)
+    host = SimulatedHypervisor(cpus=2, traces=traces)
     host.pins.update({("a", 0): frozenset({0}), ("a", 1): frozenset({0})})
     e = engine(host, Balance(), dry_run=True)
     play(host, e, auto("a"), steps=5)
@@ -109,7 +109,7 @@ def test_contention_caps_above_fair_share_and_lifts_when_calm() -> None:
         "hog": parse_policy({"guest": "hog"}),
         "small": parse_policy({"guest": "small", "cpu": {"weight": 100}}),
     }
-    host = SimulatedHost(cpus=2, traces=traces)
+    host = SimulatedHypervisor(cpus=2, traces=traces)
     e = engine(host, Contention(), dwell=30)
     play(host, e, policies, steps=busy)
     assert host.caps["hog"] == 100  # two equal weights on two CPUs: 100 % each
@@ -124,7 +124,7 @@ def test_contention_does_not_flap_between_its_thresholds() -> None:
     """Host load wandering between 75 % and 85 %: under high (90), over low (70)."""
     steps = 120
     wander = [75.0 if t % 7 < 3 else 85.0 for t in range(steps)]
-    host = SimulatedHost(cpus=2, traces={("g", 0): wander, ("g", 1): wander})
+    host = SimulatedHypervisor(cpus=2, traces={("g", 0): wander, ("g", 1): wander})
     e = engine(host, Contention(), window=5)  # each sample alone: no smoothing helps
     play(host, e, {"g": parse_policy({"guest": "g"})}, steps=steps)
     assert e.decisions() == []
@@ -133,7 +133,7 @@ def test_contention_does_not_flap_between_its_thresholds() -> None:
 def test_balance_quality_on_a_generated_trace() -> None:
     """A small version of the benchmark: the peak ends near the lower bound."""
     traces = generate(guests=40, vcpus=4, steps=30, seed=3)
-    host = SimulatedHost(cpus=16, traces=traces)
+    host = SimulatedHypervisor(cpus=16, traces=traces)
     play(host, engine(host, Balance()), auto(*{g for g, _ in traces}), steps=30)
     assert max(host.cpu_demand()) <= 1.25 * host.lower_bound()
 
@@ -149,7 +149,7 @@ def test_a_failing_policy_is_skipped_and_the_others_run() -> None:
             raise RuntimeError("bug")
 
     traces = {("a", 0): [90.0] * 4, ("a", 1): [90.0] * 4}
-    host = SimulatedHost(cpus=2, traces=traces)
+    host = SimulatedHypervisor(cpus=2, traces=traces)
     e = engine(host, Broken(), Balance())
     play(host, e, auto("a"), steps=2)
     assert host.pins["a", 0] != host.pins["a", 1]  # balance still placed them
@@ -160,12 +160,12 @@ def test_a_failing_policy_is_skipped_and_the_others_run() -> None:
 LAYOUT = Topology.regular(2, 1, 4, 2)
 
 
-def crowded(noise: dict[int, float]) -> SimulatedHost:
+def crowded(noise: dict[int, float]) -> SimulatedHypervisor:
     """a's two busy vCPUs crowded onto CPU 0; a guest without a policy puts
     ``noise`` (CPU -> %) elsewhere."""
     traces = {("a", 0): [80.0] * 20, ("a", 1): [80.0] * 20}
     traces |= {(f"n{cpu}", 0): [pct] * 20 for cpu, pct in noise.items()}
-    host = SimulatedHost(cpus=16, traces=traces)
+    host = SimulatedHypervisor(cpus=16, traces=traces)
     host.pins |= {("a", 0): frozenset({0}), ("a", 1): frozenset({0})}
     host.pins |= {(f"n{cpu}", 0): frozenset({cpu}) for cpu in noise}
     return host

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from virtpolicy.errors import AuthError, ForbiddenError
-from virtpolicy.store.base import PolicyStore, Role
+from virtpolicy.store.base import Role, Tokens
 
 Listener = Literal["unix", "unix-ro", "hook", "tcp"]
 ROLES: tuple[Role, ...] = ("reader", "operator", "admin")
@@ -57,7 +57,7 @@ def identify(
     listener: Listener,
     peer: tuple[int, int, int] | None,
     authorization: str | None,
-    store: PolicyStore,
+    store: Tokens,
 ) -> Principal:
     """The principal of a request, from its socket and its credentials."""
     if authorization:

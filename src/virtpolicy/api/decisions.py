@@ -17,8 +17,7 @@ router = APIRouter(prefix="/v1", tags=["tuners"], responses=schemas.ERRORS)
 def tuners(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     """The tuners this daemon runs, whether in dry run, and all installed."""
     return {
-        "running": daemon.dynamic.names,
-        "dry_run": daemon.dynamic.dry_run,
+        **daemon.tuner_info(),
         "installed": available(),
     }
 
@@ -34,4 +33,4 @@ def decisions(
     and whether it was applied (or why not: waiting, rate limit, dry run, failed)."""
     if guest is not None:
         guest_name(guest)
-    return [d.to_dict() for d in daemon.dynamic.decisions(guest, limit)]
+    return [d.to_dict() for d in daemon.decisions(guest, limit)]

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Header, Request
 
 from virtpolicy.api.auth import PEER_KEY, Principal, identify
 from virtpolicy.api.guard import bad_type
-from virtpolicy.engine.bus import EventBus
-from virtpolicy.engine.dynamic import DynamicEngine
 from virtpolicy.engine.fleetview import FleetReads
-from virtpolicy.engine.jobrunner import JobRunner
-from virtpolicy.engine.monitor import Monitor
-from virtpolicy.engine.reconcile import GuestStatus, Reconciler
+from virtpolicy.engine.jobs.run import JobRequest
+from virtpolicy.engine.runtime.bus import Event
+from virtpolicy.engine.tuners.monitor import Monitor
+from virtpolicy.engine.tuners.run import Decision
+from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, PolicyError, UnsupportedMediaTypeError
 from virtpolicy.policy.document import load_json
 from virtpolicy.policy.model import GuestPolicy, check_guest_name
@@ -26,27 +26,48 @@ T = TypeVar("T")
 
 
 class Daemon(Protocol):
-    """What the API needs of the running daemon (absent when only the store is served)."""
+    """What the API needs of the running daemon (absent when only the store is
+    served): questions and commands, each one method, answered from the daemon's
+    memory on its loop unless it says otherwise."""
 
-    events: EventBus
-    monitor: Monitor
-    dynamic: DynamicEngine
-    host_name: str  # this host's name in the fleet
-    #: Start and stop jobs: ``submit`` records and runs one, ``view`` is one it runs.
-    jobs: JobRunner
-    #: Its ``placing`` is where the latest pass placed the guests here.
-    reconciler: Reconciler
+    def this_host(self) -> str:
+        """This host's name in the fleet."""
 
-    @property
-    def states(self) -> Mapping[str, str]:
+    def guest_states(self) -> Mapping[str, str]:
         """Every domain's state as libvirt last told the daemon."""
 
-    def statuses(self) -> list[GuestStatus]: ...
+    def statuses(self) -> list[GuestStatus]:
+        """Every guest's status as of its last pass."""
 
     def policies(self) -> Mapping[str, GuestPolicy]:
         """Every stored policy by guest, as the daemon last read them."""
 
-    def host_info(self) -> dict[str, Any]: ...
+    def host_info(self) -> dict[str, Any]:
+        """The connection, its driver, the host's CPUs and the fleet."""
+
+    def placement(self) -> dict[str, Any]:
+        """Where the latest pass placed the guests here, per CPU."""
+
+    def utilization(self, *groups: str) -> Monitor:
+        """The figures sampled so far (read only); the ``groups`` asked for
+        ("vcpu", "balloon", "host") are sampled from the next sample on."""
+
+    def tuner_info(self) -> dict[str, Any]:
+        """The tuners it runs (``running``) and whether in dry run (``dry_run``)."""
+
+    def decisions(self, guest: str | None, limit: int) -> list[Decision]:
+        """The tuners' decisions, newest first (of ``guest`` only, if given)."""
+
+    def subscribe(
+        self, after: int | None, kinds: set[str], idle: float
+    ) -> AsyncIterator[Event | None]:
+        """The event stream from after event ``after`` (see the event bus)."""
+
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        """Record a start or stop job and run it in the background; the record."""
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        """A job this daemon runs, current to its last guest (None: not here)."""
 
     def notify(self, written: Sequence[Revision]) -> None:
         """Policies were written through the API: these revisions (enforce them now)."""

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader
-from virtpolicy.engine.bus import KINDS
+from virtpolicy.engine.runtime.bus import KINDS
 from virtpolicy.errors import PolicyError
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=schemas.ERRORS)
@@ -51,7 +51,7 @@ async def events(
             raise PolicyError(
                 f'Last-Event-ID: "{last_event_id[:40]}" is not an event id', field="Last-Event-ID"
             )
-    subscription = daemon.events.subscribe(after, set(kind or ()), idle=KEEPALIVE_S)
+    subscription = daemon.subscribe(after, set(kind or ()), KEEPALIVE_S)
 
     async def stream() -> AsyncIterator[str]:
         yield ": virtpolicy events\n\n"  # the headers go out now, not with the first event

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader, Store, Writer, json_object
-from virtpolicy.engine.jobs import interrupted, parse_job_request
-from virtpolicy.store.base import Job, JobState
+from virtpolicy.engine.jobs.run import interrupted, parse_job_request
+from virtpolicy.store.jobrecords import Job, JobState
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=schemas.ERRORS)
 
@@ -26,7 +26,7 @@ async def submit(
     Answers 202 with the job; follow it at its ``Location``.
     """
     job_request = await json_object(request, parse_job_request)
-    job = await daemon.jobs.submit(job_request, who.actor)
+    job = await daemon.submit(job_request, who.actor)
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return job
 
@@ -65,10 +65,10 @@ def _seen(request: Request, job: Job) -> dict[str, Any]:
     """The job as it is now: current to the guest if this daemon runs it, shown
     interrupted if its process on this host died."""
     daemon = request.app.state.daemon
-    ended = interrupted(job, daemon.host_name if daemon is not None else None)
+    ended = interrupted(job, daemon.this_host() if daemon is not None else None)
     return _current(request, job.id) or (ended or job).to_dict()
 
 
 def _current(request: Request, job_id: int) -> dict[str, Any] | None:
     daemon = request.app.state.daemon
-    return daemon.jobs.view(job_id) if daemon is not None else None
+    return daemon.job(job_id) if daemon is not None else None

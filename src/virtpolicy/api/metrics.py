@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from virtpolicy.engine.monitor import Monitor
-from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.engine.tuners.monitor import Monitor
+from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.policy.model import GuestPolicy
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from virtpolicy.engine.bus import KINDS
-from virtpolicy.engine.jobs import JobRequest
+from virtpolicy.engine.jobs.run import JobRequest
+from virtpolicy.engine.runtime.bus import KINDS
 from virtpolicy.policy.cpuset import MAX_CPUSET_CHARS
 from virtpolicy.policy.model import (
     CONTROL_RANGE,

@@ -21,8 +21,7 @@ def guests(who: Reader, daemon: DaemonDep) -> list[dict[str, Any]]:
     CPU), per vCPU %, steal and wait %, memory. Per-vCPU and memory figures are
     collected from the sample after the first such read on, for 5 minutes after the
     last."""
-    daemon.monitor.want("vcpu", "balloon")
-    latest = daemon.monitor.latest
+    latest = daemon.utilization("vcpu", "balloon").latest
     if latest is None:
         return []
     return [
@@ -44,8 +43,7 @@ def guest(
     ] = 0,
 ) -> dict[str, Any]:
     """One guest's history: CPU %, each vCPU's % and steal %, resident memory."""
-    daemon.monitor.want("vcpu", "balloon")
-    monitor = daemon.monitor
+    monitor = daemon.utilization("vcpu", "balloon")
     latest = monitor.latest
     if latest is None or (guest not in latest.guests and guest not in monitor.history.owners()):
         raise NotFoundError(f"{guest}: no statistics (no such guest, or not sampled yet)")
@@ -61,9 +59,8 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     """Each host CPU's busy %, and the sampler's health. The host CPUs' figures are
     collected from the sample after the first such read on, for 5 minutes after
     the last."""
-    daemon.monitor.want("host")
+    monitor = daemon.utilization("host")
     cpus = int(daemon.host_info().get("cpus") or 0)
-    monitor = daemon.monitor
     latest = monitor.latest
     history = monitor.history
     series = len(history.series)
@@ -95,9 +92,9 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
 async def prometheus(who: Reader, daemon: DaemonDep) -> Response:
     """Prometheus text format: guest and vCPU CPU seconds, tuning, drift,
     dependency state, sampler health."""
-    daemon.monitor.want("vcpu", "balloon", "host")
+    monitor = daemon.utilization("vcpu", "balloon", "host")
     policies = daemon.policies()  # in memory
-    text = metrics.render(daemon.monitor, daemon.statuses(), policies, dict(daemon.states))
+    text = metrics.render(monitor, daemon.statuses(), policies, dict(daemon.guest_states()))
     return Response(text, media_type=metrics.CONTENT_TYPE)
 
 

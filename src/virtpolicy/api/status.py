@@ -17,7 +17,7 @@ from fastapi.responses import PlainTextResponse
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Fleet, GuestPath, Reader, Store
 from virtpolicy.engine import fleetview
-from virtpolicy.engine.reconcile import GuestStatus
+from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, StoreError, UnknownStateError
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ async def status_one(
     guest: GuestPath, who: Reader, daemon: DaemonDep, store: Store
 ) -> dict[str, Any]:
     """Desired vs actual tuning, drift and errors of one guest (on any host)."""
-    mine = daemon.host_name
+    mine = daemon.this_host()
     local = [s for s in daemon.statuses() if s.guest == guest]
-    if local and guest in daemon.states:
-        return {**local[0].to_dict(), "host": mine, "state": daemon.states[guest]}
+    if local and guest in daemon.guest_states():
+        return {**local[0].to_dict(), "host": mine, "state": daemon.guest_states()[guest]}
     try:
         elsewhere = await asyncio.to_thread(fleetview.statuses, store, besides=mine, guest=guest)
     except StoreError as exc:
@@ -71,11 +71,11 @@ async def fleet_rows(
     them (``fleet``), and a row on no host for a policy whose guest no host has;
     with ``everyone``, a row (name, host, state) for each guest without a policy
     too. Merged in a thread: with 10,000 guests that is work the loop must not do."""
-    mine = daemon.host_name
+    mine = daemon.this_host()
     # Copies taken on the loop, where they change. The state is libvirt's, as
     # its events last told it (a pass may be older: a guest at rest is not
     # passed again).
-    here, statuses = dict(daemon.states), daemon.statuses()
+    here, statuses = dict(daemon.guest_states()), daemon.statuses()
     reachable = daemon.host_info()["fleet"]["store"] == "ok"
     others: list[dict[str, Any]] = []
     elsewhere: frozenset[str] = frozenset()
@@ -204,7 +204,7 @@ async def placement(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     each host CPU's use by node and core. ``in_play`` is false until the config
     reserves CPUs or a policy asks for dedicated CPUs or NUMA nodes: until then
     nothing is pinned for placement."""
-    return daemon.reconciler.placing.view()
+    return daemon.placement()
 
 
 @router.get("/hosts")

@@ -107,7 +107,7 @@ async def graph(
     for row in await fleet_rows(daemon, fleet, None, everyone=True):
         if row["guest"] not in where or row.get("state") == "running":
             where[row["guest"]] = row
-    local = daemon.states
+    local = daemon.guest_states()
 
     def state_of(g: str) -> str | None:
         row = where.get(g)
@@ -115,7 +115,7 @@ async def graph(
 
     def host_of(g: str) -> str | None:
         row = where.get(g)
-        return row.get("host") if row is not None else (daemon.host_name if g in local else None)
+        return row.get("host") if row is not None else (daemon.this_host() if g in local else None)
 
     positions = layered(sub, waves)
     critical = set(critical_path(sub, waves))

@@ -21,10 +21,10 @@ import click
 from virtpolicy.cli import output, progress
 from virtpolicy.cli.app import App, Whole, cli, fail_usage, parse_labels, pass_app
 from virtpolicy.cli.remote import RemoteService
-from virtpolicy.engine import aio
-from virtpolicy.engine.jobs import JobRequest, local_run, parse_job_request, result_rows
-from virtpolicy.engine.orchestrate import GuestResult
-from virtpolicy.store.base import IN_FLIGHT
+from virtpolicy.engine.jobs.orchestrate import GuestResult
+from virtpolicy.engine.jobs.run import JobRequest, local_run, parse_job_request, result_rows
+from virtpolicy.engine.runtime import aio
+from virtpolicy.store.jobrecords import IN_FLIGHT
 
 _FOLLOW_S = 0.25
 

@@ -20,7 +20,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from virtpolicy.store.base import FAILED, IN_FLIGHT, Result
+from virtpolicy.store.jobrecords import FAILED, IN_FLIGHT, Result
 
 _STYLE: dict[str, str] = {
     Result.STARTED: "green",

@@ -15,10 +15,10 @@ from virtpolicy.api.server import raise_descriptor_limit
 from virtpolicy.cli import logs
 from virtpolicy.cli.app import Seconds, cli, parse_labels
 from virtpolicy.config import load_serve_settings
-from virtpolicy.engine import aio
-from virtpolicy.engine.controller import Controller
-from virtpolicy.engine.settings import ControllerSettings
-from virtpolicy.hypervisor.connection import Hypervisor
+from virtpolicy.engine.daemon.controller import Controller
+from virtpolicy.engine.daemon.settings import ControllerSettings
+from virtpolicy.engine.runtime import aio
+from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.hypervisor.events import use_asyncio
 from virtpolicy.store import masked_db, open_store
 
@@ -153,13 +153,13 @@ def serve(
     logs.configure(logging.DEBUG if verbose else logging.INFO)
     raise_descriptor_limit()
     store = open_store(settings.db)
-    host = Hypervisor(settings.connect)
+    hypervisor = LibvirtConnection(settings.connect)
     if loopguard.enabled():
         store = loopguard.guarded(store, "store")
-        host = loopguard.guarded(host, "hypervisor")
+        hypervisor = loopguard.guarded(hypervisor, "hypervisor")
     controller = Controller(
         store,
-        host,
+        hypervisor,
         ControllerSettings(
             uri=settings.connect,
             mode=settings.mode,

@@ -12,11 +12,12 @@ from typing import Any, Protocol, cast
 
 from virtpolicy.engine import changes, fleetview, planning
 from virtpolicy.engine.changes import HistoryEntry, Result, outcome_result
-from virtpolicy.engine.jobs import settle
+from virtpolicy.engine.jobs.run import settle
 from virtpolicy.errors import NotFoundError
 from virtpolicy.policy.graph import Waves
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import BrokenPolicy, JobState, PolicyStore, StoredPolicy
+from virtpolicy.store.base import BrokenPolicy, PolicyStore, StoredPolicy
+from virtpolicy.store.jobrecords import JobState
 
 
 class Service(Protocol):

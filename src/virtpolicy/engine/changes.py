@@ -12,7 +12,7 @@ from typing import Any
 
 from virtpolicy.errors import ForbiddenError
 from virtpolicy.policy.diff import field_changes, summarize, unified_diff
-from virtpolicy.policy.edit import patch_policy
+from virtpolicy.policy.edit import merged_policy
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import Change, Delete, Outcome, PolicyStore, Put, Revision, Vet
 
@@ -35,7 +35,7 @@ def set_policy(
     two writers creating it at once cannot both succeed.
     """
     revision, before = store.head(guest)  # one read: the two cannot disagree
-    after = patch_policy(before, guest, patch)
+    after = merged_policy(before, guest, patch)
     guard = expect if expect is not None else revision
     [outcome] = store.write([Put(after, guard)], actor, vet=_vet(may_exec))
     return outcome

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from virtpolicy.store.base import GuestState, HostRecord, PolicyStore
+from virtpolicy.store.base import FleetRecords, GuestState, HostRecord, PolicyStore
 
 
-def hosts(store: PolicyStore, now: float | None = None) -> list[dict[str, Any]]:
+def hosts(store: FleetRecords, now: float | None = None) -> list[dict[str, Any]]:
     """One object per host: ``name``, ``state`` (up, lost, left), ``uri``,
     ``guests`` and ``running`` (as it last published), ``heartbeat`` (ISO 8601
     UTC) and its age in seconds."""
@@ -61,7 +61,7 @@ def _host_rows(
 
 
 def statuses(
-    store: PolicyStore,
+    store: FleetRecords,
     host: str | None = None,
     *,
     besides: str | None = None,
@@ -143,7 +143,7 @@ class FleetReads:
     guests no host publishes any more. Blocking (the store): call it in a
     thread."""
 
-    def __init__(self, store: PolicyStore, ttl: float = 2.0, skew: float = 10.0) -> None:
+    def __init__(self, store: FleetRecords, ttl: float = 2.0, skew: float = 10.0) -> None:
         self.store = store
         self.ttl, self.skew = ttl, skew
         self._lock = threading.Lock()  # one read at a time; the others wait for it

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 from virtpolicy.policy.graph import Waves, start_waves, stop_waves
-from virtpolicy.store.base import PolicyStore
+from virtpolicy.store.base import Policies
 
 Operation = Literal["start", "stop"]
 
 
-def plan(store: PolicyStore, operation: Operation, guests: Sequence[str] | None) -> Waves:
+def plan(store: Policies, operation: Operation, guests: Sequence[str] | None) -> Waves:
     """Waves for ``operation`` on ``guests`` (None: every guest in the graph).
 
     The graph is checked for cycles again here: a store written by an older

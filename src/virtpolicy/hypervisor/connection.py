@@ -48,7 +48,7 @@ from virtpolicy.hypervisor.codes import (
 from virtpolicy.hypervisor.definition import cpu_topology, with_cpu_topology
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
 from virtpolicy.hypervisor.flags import CONFIG, LIVE, Capabilities, call_flags
-from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Tuning, cap_params
+from virtpolicy.hypervisor.native import GuestInfo, NodeInfo, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,14 @@ INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
-class Hypervisor:
+class LibvirtConnection:
     """One libvirt connection and the tuning operations virtpolicy needs."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.caps = Capabilities()
         self._conn: Any = None
-        self._host: HostInfo | None = None
+        self._host: NodeInfo | None = None
         #: Domain handles from the latest listing or lookup: a pass reads each
         #: guest with several calls, and a lookup is a round trip of its own.
         self._handles: dict[str, Any] = {}
@@ -111,7 +111,7 @@ class Hypervisor:
             raise ConnectionLostError(f"{self.uri}: not connected")
         return self._conn
 
-    def host(self) -> HostInfo:
+    def node(self) -> NodeInfo:
         """The host's CPU count and scheduler flavour (probed once per connection)."""
         if self._host is None:
             with self.translating(None, "read host info"):
@@ -126,7 +126,7 @@ class Hypervisor:
             )
             with self.translating(None, "read the host's capabilities"):
                 layout = host_topology(self.conn.getCapabilities(), topology, self.uri)
-            self._host = HostInfo(cpus, scheduler_of(driver, self.uri), driver, topology, layout)
+            self._host = NodeInfo(cpus, scheduler_of(driver, self.uri), driver, topology, layout)
             self.caps.driver = driver
         return self._host
 
@@ -137,14 +137,14 @@ class Hypervisor:
         with self.translating(None, "collect statistics"):
             if self.caps.stats_nowait is not False:
                 try:
-                    sample = stats.collect(self.conn, self.host().cpus, groups)
+                    sample = stats.collect(self.conn, self.node().cpus, groups)
                     self.caps.stats_nowait = True
                     return sample
                 except libvirt.libvirtError as exc:
                     if self.caps.stats_nowait or not refused_flags(exc):
                         raise
                     self.caps.stats_nowait = False  # the test driver knows no NOWAIT
-            return stats.collect(self.conn, self.host().cpus, groups, nowait=0)
+            return stats.collect(self.conn, self.node().cpus, groups, nowait=0)
 
     def watch(self, on_guest: GuestCallback, on_close: Callable[[str], None]) -> None:
         """Lifecycle and tunable events of the current connection (see events.py)."""
@@ -227,7 +227,7 @@ class Hypervisor:
         raises HypervisorError for real failures.
         """
         problems: list[str] = []
-        ncpus = self.host().cpus
+        ncpus = self.node().cpus
         where = {"running": running, "persistent": persistent}
         with self.translating(name, "apply tuning"):
             dom = self._dom(name)
@@ -255,13 +255,13 @@ class Hypervisor:
         """Pin one vCPU of a running guest, live only: a dynamic placement."""
         with self.translating(name, "pin a vCPU"):
             dom = self.conn.lookupByName(name)
-            dom.pinVcpuFlags(vcpu, cpumap(cpus, self.host().cpus), LIVE)
+            dom.pinVcpuFlags(vcpu, cpumap(cpus, self.node().cpus), LIVE)
 
     def set_cap(self, name: str, cap: int | None) -> None:
         """Cap a running guest (None: lift the cap), live only."""
-        params = cap_params(cap, self.host().scheduler)
+        params = cap_params(cap, self.node().scheduler)
         if not params:
-            raise UnsupportedError(f"{name}: cap: not supported by the {self.host().driver} driver")
+            raise UnsupportedError(f"{name}: cap: not supported by the {self.node().driver} driver")
         with self.translating(name, "set a cap"):
             self.conn.lookupByName(name).setSchedulerParametersFlags(params, LIVE)
 

@@ -35,7 +35,7 @@ _XEN_DEFAULT_WEIGHT = 256
 
 
 @dataclass(frozen=True, slots=True)
-class HostInfo:
+class NodeInfo:
     """What tuning depends on: the host's CPUs and its scheduler flavour."""
 
     cpus: int
@@ -160,7 +160,7 @@ def cap_of(sched: Mapping[str, int], scheduler: Scheduler) -> int | None:
 
 def desired_tuning(
     policy: GuestPolicy,
-    host: HostInfo,
+    host: NodeInfo,
     vcpus: int,
     previous: GuestPolicy | None = None,
     actual: Tuning | None = None,
@@ -198,7 +198,7 @@ def desired_tuning(
 
 def _pinning(
     policy: GuestPolicy,
-    host: HostInfo,
+    host: NodeInfo,
     vcpus: int,
     previous: GuestPolicy | None,
     problems: list[str],
@@ -256,7 +256,7 @@ def _pinning(
 
 
 def _scheduler_params(
-    policy: GuestPolicy, host: HostInfo, previous: GuestPolicy | None, problems: list[str]
+    policy: GuestPolicy, host: NodeInfo, previous: GuestPolicy | None, problems: list[str]
 ) -> dict[str, int]:
     cpu, before = policy.cpu, previous.cpu if previous else None
     if host.scheduler == "none":

@@ -4,7 +4,7 @@
 groups gives, in one round trip, what a per-guest loop would need four calls
 per guest for; the host's per-CPU times come from ``virNodeGetCPUStats``,
 one call per host CPU. Counters are kept as libvirt gives them
-(nanoseconds, KiB); rates are derived in :mod:`virtpolicy.engine.monitor`.
+(nanoseconds, KiB); rates are derived in :mod:`virtpolicy.engine.tuners.monitor`.
 A field a driver does not report (the test driver reports only state) is
 None, never 0, so that it cannot turn into a spike.
 """

@@ -51,7 +51,7 @@ _MAPS: set[str] = {
 }
 
 
-def patch_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, Any]) -> GuestPolicy:
+def merged_policy(current: GuestPolicy | None, guest: str, patch: Mapping[str, Any]) -> GuestPolicy:
     """Apply ``patch`` to ``current`` (or to an empty policy for ``guest``)."""
     _check_known(patch)
     _check_keyed(patch)

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from virtpolicy.policy import capacity
 from virtpolicy.policy.cpuset import format_cpuset
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.topology import Topology
@@ -181,8 +182,8 @@ def _dedicated(
 ) -> Placed | tuple[str, str]:
     """Where ``r`` goes, or why not: (one line, the full account)."""
     if r.threads == "require" and topology.smt < 2:
-        why = f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
-        return why, why
+        no_smt = f"{r.guest}: cpu.threads require needs SMT; this host has one thread per core"
+        return no_smt, no_smt
     # A request like one refused before, while the owners are the same, is refused.
     key = ("refused", r.vcpus, r.threads, r.emulator, r.nodes, len(owner))
     if key in memo:
@@ -191,15 +192,15 @@ def _dedicated(
     free = len(usable) - len(owner)
     if found is not None and free - len(found.dedicated) < 1:
         # Every place of it holds as many CPUs, and none leaves a shared one.
-        why = (
+        reason = (
             f"needs {len(found.dedicated)} dedicated host CPUs of the {free} free,"
             " which would leave none shared (for emulators and shared guests)"
         )
-        memo[key] = (why, why)
+        memo[key] = (reason, reason)
     elif found is not None:
         return found
     else:
-        memo[key] = _why(topology, usable, owner, r, nodes, memo)
+        memo[key] = capacity.why(topology, usable, owner, r, nodes, memo)
     return f"{r.guest}: {memo[key][0]}", f"{r.guest}: {memo[key][1]}"
 
 
@@ -215,7 +216,7 @@ def _search(
     counts = [r.nodes] if r.nodes is not None else list(range(1, len(nodes) + 1))
     if len(usable) - len(owner) < r.vcpus:  # not even counting threads
         return None
-    free, _ = _counted(topology, usable, owner, r.threads, memo)
+    free, _ = capacity.counted(topology, usable, owner, r.threads, memo)
     per_unit = 2 if r.threads == "require" else 1  # vCPUs a free unit can hold
     # prefer counts threads: its isolated emulator needs one more
     need = r.vcpus + (r.threads == "prefer" and r.emulator == "isolate")
@@ -292,98 +293,6 @@ def _pick(
     score = (groups, topology.spread(nodes), left_half, nodes)
     pins = tuple(frozenset([t]) for t in vcpus)
     return score, Placed(pins, emulator, nodes, frozenset(held))
-
-
-#: A refusal's one line stays under this many characters (its guest's name aside).
-BRIEF_CHARS = 200
-
-
-def _why(
-    topology: Topology,
-    usable: frozenset[int],
-    owner: dict[int, str],
-    r: Request,
-    nodes: list[int],
-    memo: _Memo,
-) -> tuple[str, str]:
-    """Why ``r`` cannot be placed (after its name): what it needs, then, in one
-    line, the two nodes with the most free and who holds the most of them; in
-    the full account, every node and everyone holding it."""
-    unit = {
-        "isolate": ("core with isolated siblings", "cores with isolated siblings"),
-        "require": ("sibling pair", "sibling pairs"),
-        "prefer": ("host CPU", "host CPUs"),
-    }[r.threads]
-    need = r.vcpus if r.threads != "require" else -(-r.vcpus // 2)
-    what = unit[0] if need == 1 else unit[1]
-    if r.emulator == "isolate":
-        what += " (and one for its emulator)"
-    within = f" in {r.nodes} NUMA node{'s' if r.nodes != 1 else ''}" if r.nodes else ""
-    free, holders = _counted(topology, usable, owner, r.threads, memo)
-    needs = f"needs {need} dedicated {what}{within}; "
-    if not nodes:
-        return needs + "no host CPU is free of reservations", needs + "no host CPU is free"
-
-    def every(n: int) -> str:
-        held = ", ".join(f"{g} holds {k}" for g, k in sorted(holders.get(n, {}).items()))
-        return f"node {n} has {free.get(n, 0)} free" + (f" ({held} of its CPUs)" if held else "")
-
-    def brief(n: int) -> str:
-        held = sorted(holders.get(n, {}).items(), key=lambda gk: (-gk[1], gk[0]))
-        if not held:
-            return f"node {n} has {free.get(n, 0)} free"
-        others = len(held) - 1
-        more = f" and {others} other{'s' if others != 1 else ''}" if others else ""
-        return f"node {n} has {free.get(n, 0)} free (held by {held[0][0][:40]}{more})"
-
-    full = needs + ", ".join(every(n) for n in nodes)
-    if len(r.guest) + len(full) < BRIEF_CHARS:  # the whole account fits on the line
-        return full, full
-    best = sorted(nodes, key=lambda n: (-free.get(n, 0), n))[:2]
-    rest = len(nodes) - len(best)
-    short = needs + ", ".join(brief(n) for n in best)
-    if rest:
-        short += f"; and {rest} more node{'s' if rest != 1 else ''}"
-    return short, full
-
-
-def _counted(
-    topology: Topology,
-    usable: frozenset[int],
-    owner: dict[int, str],
-    threads_policy: Threads,
-    memo: _Memo,
-) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
-    """:func:`_counts`, once per state of ``owner`` (which only grows during one
-    placement) and thread policy: what prunes nodes and what refusals say."""
-    key = ("counts", len(owner), threads_policy)
-    if key not in memo:
-        memo[key] = _counts(topology, usable, owner, threads_policy)
-    counted: tuple[dict[int, int], dict[int, dict[str, int]]] = memo[key]
-    return counted
-
-
-def _counts(
-    topology: Topology, usable: frozenset[int], owner: dict[int, str], threads_policy: Threads
-) -> tuple[dict[int, int], dict[int, dict[str, int]]]:
-    """Per node: the free units for ``threads_policy`` (threads; whole cores for
-    isolate; whole cores with siblings for require), and how many of its CPUs
-    each dedicated guest holds."""
-    free: dict[int, int] = {}
-    for core, threads in topology.cores().items():  # one pass over the host
-        n = topology.node_of_core(core)
-        open_threads = [t for t in threads if t in usable and t not in owner]
-        if threads_policy == "prefer":
-            free[n] = free.get(n, 0) + len(open_threads)
-        elif len(open_threads) == len(threads) and (
-            threads_policy == "isolate" or len(threads) > 1
-        ):
-            free[n] = free.get(n, 0) + 1
-    holders: dict[int, dict[str, int]] = {}
-    for cpu, guest in owner.items():
-        held = holders.setdefault(topology.cpu(cpu).node, {})
-        held[guest] = held.get(guest, 0) + 1
-    return free, holders
 
 
 # -- shared ---------------------------------------------------------------------------

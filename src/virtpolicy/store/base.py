@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal, Protocol, TypedDict
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from virtpolicy.policy.graph import Edges
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.store.jobrecords import Job, JobState, Step
 
 Action = Literal["create", "update", "delete"]
 
@@ -111,99 +111,6 @@ class Token:
     created_by: str
 
 
-JobState = Literal["running", "succeeded", "failed", "interrupted"]
-
-
-class Result(StrEnum):
-    """What became of one guest in a job: its progress while in flight, then its
-    outcome. Shown and stored as the text."""
-
-    PENDING = ""  # not reached yet
-    WAITING = "waiting"
-    STARTING = "starting"
-    STOPPING = "stopping"
-    STARTED = "started"
-    ALREADY_RUNNING = "already running"
-    STOPPED = "stopped"
-    ALREADY_STOPPED = "already stopped"
-    SAVED = "saved"
-    DESTROYED = "destroyed"
-    DESTROYED_AFTER_TIMEOUT = "destroyed after shutdown timed out"
-    FAILED = "failed"
-    HELD_BACK = "held back"
-    REFUSED = "refused"
-    INTERRUPTED = "interrupted"
-    NOT_REACHED = "not reached"  # shown for a guest of a job that ended without it
-
-
-#: A guest's progress in a job while it is not done yet; any other result is
-#: its outcome. (Results read back from the store or JSON are plain text: a
-#: Result is equal to its text, so ``text in IN_FLIGHT`` works for both.)
-IN_FLIGHT = frozenset({Result.PENDING, Result.WAITING, Result.STARTING, Result.STOPPING})
-#: The outcomes of a guest that did not get where the job meant it to.
-FAILED = frozenset({Result.FAILED, Result.HELD_BACK, Result.REFUSED})
-#: The outcomes of a guest that runs after a start job.
-UP = frozenset({Result.STARTED, Result.ALREADY_RUNNING})
-
-
-class Step(TypedDict):
-    """One guest's step of a job as stored and shown."""
-
-    guest: str
-    host: str
-    result: str
-    seconds: float
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """An orchestrated start or stop, and how far it got.
-
-    ``process`` names the process that runs it (``PID:STARTTIME`` on
-    ``host``), so that a job left ``running`` by a process that died can be
-    told apart from one that still runs. ``results`` has one entry per guest
-    that has moved (``guest``, ``host``, ``result``, ``seconds``, ``detail``).
-    ``hosts`` names the host whose daemon starts or stops each guest, and
-    ``unclaimed`` the guests no daemon has taken up yet.
-    """
-
-    id: int
-    action: str
-    request: Mapping[str, Any]
-    guests: tuple[str, ...]
-    state: JobState
-    runner: str
-    host: str
-    process: str
-    actor: str
-    created_at: str
-    finished_at: str | None
-    results: tuple[Step, ...]
-    detail: str
-    hosts: Mapping[str, str] = field(default_factory=dict)
-    unclaimed: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "action": self.action,
-            "state": self.state,
-            "request": dict(self.request),
-            "guests": list(self.guests),
-            "runner": self.runner,
-            "host": self.host,
-            "process": self.process,
-            "actor": self.actor,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "results": [dict(r) for r in self.results],
-            "detail": self.detail,
-            "hosts": dict(self.hosts),
-            "unclaimed": list(self.unclaimed),
-        }
-
-
 #: A host is lost when its heartbeat is older than this many of its intervals.
 LOST_AFTER_BEATS = 3
 
@@ -268,52 +175,11 @@ class ChangeFeed(Protocol):
     def close(self) -> None: ...
 
 
-class PolicyStore(Protocol):
-    """Persistence of policies and their revisions."""
+class Policies(Protocol):
+    """The policies, their revisions and how a reader hears of writes."""
 
     def global_revision(self) -> int:
         """A number that grows with every write to any guest."""
-
-    # -- the fleet: hosts and the guests they see --------------------------------
-
-    def register_host(self, host: HostRecord) -> None:
-        """Add or replace ``host`` (a daemon starting), state ``up``."""
-
-    def heartbeat(self, name: str) -> None:
-        """The host is alive now (the database's clock), and how far this process's
-        clock is from it (kept as the host's offset)."""
-
-    def release_steps(self, host: str) -> list[tuple[int, str]]:
-        """(A daemon starting.) The steps of running jobs that ``host``'s daemon
-        had claimed and not finished (a process that has since ended), made
-        pending again, so that the new daemon takes them up; (job, guest) each."""
-
-    def leave_host(self, name: str) -> None:
-        """A clean stop: state ``left``, and its guests' states are dropped."""
-
-    def hosts(self) -> list[HostRecord]:
-        """Every host that ever registered, by name."""
-
-    def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
-        """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
-
-    def guest_states(
-        self,
-        host: str | None = None,
-        since: float | None = None,
-        *,
-        guest: str | None = None,
-        statuses: bool = False,
-    ) -> list[GuestState]:
-        """The guests every host (or ``host``) last published, by guest and host;
-        with ``since``, only those written at or after that Unix time (the
-        reader's clock); with
-        ``guest``, only that guest's rows. Their statuses (JSON to decode) only
-        when asked for."""
-
-    def guest_keys(self) -> set[tuple[str, str]]:
-        """(guest, host) of every published guest: :meth:`guest_states` without
-        anything to decode."""
 
     def change_feed(self) -> ChangeFeed:
         """A new way to hear of writes by any process (:mod:`virtpolicy.store.feed`)."""
@@ -368,6 +234,53 @@ class PolicyStore(Protocol):
         the outcomes, writes nothing and takes no write lock.
         """
 
+
+class FleetRecords(Protocol):
+    """The hosts of a fleet and the guests each one sees."""
+
+    def register_host(self, host: HostRecord) -> None:
+        """Add or replace ``host`` (a daemon starting), state ``up``."""
+
+    def heartbeat(self, name: str) -> None:
+        """The host is alive now (the database's clock), and how far this process's
+        clock is from it (kept as the host's offset)."""
+
+    def release_steps(self, host: str) -> list[tuple[int, str]]:
+        """(A daemon starting.) The steps of running jobs that ``host``'s daemon
+        had claimed and not finished (a process that has since ended), made
+        pending again, so that the new daemon takes them up; (job, guest) each."""
+
+    def leave_host(self, name: str) -> None:
+        """A clean stop: state ``left``, and its guests' states are dropped."""
+
+    def hosts(self) -> list[HostRecord]:
+        """Every host that ever registered, by name."""
+
+    def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
+        """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
+
+    def guest_states(
+        self,
+        host: str | None = None,
+        since: float | None = None,
+        *,
+        guest: str | None = None,
+        statuses: bool = False,
+    ) -> list[GuestState]:
+        """The guests every host (or ``host``) last published, by guest and host;
+        with ``since``, only those written at or after that Unix time (the
+        reader's clock); with
+        ``guest``, only that guest's rows. Their statuses (JSON to decode) only
+        when asked for."""
+
+    def guest_keys(self) -> set[tuple[str, str]]:
+        """(guest, host) of every published guest: :meth:`guest_states` without
+        anything to decode."""
+
+
+class Tokens(Protocol):
+    """API tokens, kept by the digest of their secret."""
+
     def add_token(self, name: str, role: Role, digest: str, actor: str) -> Token:
         """Record a token by the SHA-256 ``digest`` of its secret; ConflictError if taken."""
 
@@ -379,6 +292,10 @@ class PolicyStore(Protocol):
 
     def delete_token(self, name: str) -> None:
         """Forget a token; NotFoundError if there is none of that name."""
+
+
+class Jobs(Protocol):
+    """Start and stop jobs and each guest's step of them."""
 
     def add_job(
         self,
@@ -419,6 +336,15 @@ class PolicyStore(Protocol):
 
     def jobs(self, *, limit: int = 50, state: JobState | None = None) -> list[Job]:
         """The newest jobs first."""
+
+
+class JobStore(Policies, Jobs, Protocol):
+    """What running a job needs: the policies it plans from, and the jobs."""
+
+
+class PolicyStore(Policies, FleetRecords, Tokens, Jobs, Protocol):
+    """A store: each caller names the part it needs where it can (a job runner
+    needs no tokens); the daemon and the interfaces hold the whole."""
 
     def close(self) -> None:
         """Release connections."""

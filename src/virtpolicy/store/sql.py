@@ -17,10 +17,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
-from pydantic import ValidationError
 from sqlalchemy import (
     Connection,
     Engine,
@@ -30,9 +28,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 
@@ -45,7 +41,7 @@ from virtpolicy.errors import (
     StoreError,
 )
 from virtpolicy.policy.graph import check_acyclic
-from virtpolicy.policy.model import GuestPolicy, describe_validation_error
+from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import (
     Action,
     BrokenPolicy,
@@ -57,9 +53,18 @@ from virtpolicy.store.base import (
     StoredPolicy,
     Vet,
 )
+from virtpolicy.store.decoding import (
+    ROW,
+    carried,
+    check_reads_back,
+    decode,
+    loaded,
+    revision_of,
+    stored,
+)
 from virtpolicy.store.feed import CHANNEL, DirectoryFeed, PollFeed, PostgresFeed, payload
+from virtpolicy.store.migrate import migrate as upgrade_schema
 from virtpolicy.store.schema import (
-    SCHEMA_REVISION,
     dependencies,
     labels,
     policies,
@@ -100,7 +105,7 @@ class SqlStore(Fleet, Jobs, Tokens):
             if self._sqlite:
                 tune_sqlite(self.engine)
             if migrate:
-                self._migrate()
+                upgrade_schema(self.engine, self.url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -128,7 +133,7 @@ class SqlStore(Fleet, Jobs, Tokens):
         change marker, looked at when the database's directory is written and every
         so often (see :mod:`virtpolicy.store.feed`)."""
         if self._postgres:
-            return PostgresFeed(self.engine, self.url, _carried)
+            return PostgresFeed(self.engine, self.url, carried)
         poll = PollFeed(self.change_marker, self.global_revision)
         if self._sqlite and self.url.database not in (None, "", ":memory:"):
             return DirectoryFeed(os.path.dirname(os.path.abspath(self.url.database)), poll)
@@ -147,7 +152,7 @@ class SqlStore(Fleet, Jobs, Tokens):
             ).first()
         if row is None:
             raise NotFoundError(f"{guest}: no policy")
-        return _stored(row)
+        return stored(row)
 
     def head(self, guest: str) -> tuple[int, GuestPolicy | None]:
         with self._read() as conn:
@@ -158,7 +163,7 @@ class SqlStore(Fleet, Jobs, Tokens):
             return 0, None
         if row.doc is None:
             return int(row.revision), None
-        return int(row.revision), _decode(guest, row.revision, row.doc)
+        return int(row.revision), decode(guest, row.revision, row.doc)
 
     def list_policies(self, labels: Mapping[str, str] | None = None) -> list[StoredPolicy]:
         return self.policies_and_broken(labels)[0]
@@ -174,7 +179,7 @@ class SqlStore(Fleet, Jobs, Tokens):
         found, broken = [], []
         for row in rows:
             try:
-                found.append(_stored(row))
+                found.append(stored(row))
             except BrokenPolicyError as exc:
                 broken.append(
                     BrokenPolicy(
@@ -204,7 +209,7 @@ class SqlStore(Fleet, Jobs, Tokens):
             ).all()
         if not rows:
             raise NotFoundError(f"{guest}: no policy history")
-        return [_revision(row) for row in rows]
+        return [revision_of(row) for row in rows]
 
     def revisions_since(self, seq: int, limit: int) -> list[Revision]:
         with self._read() as conn:
@@ -214,7 +219,7 @@ class SqlStore(Fleet, Jobs, Tokens):
                 .order_by(revisions.c.seq)
                 .limit(limit)
             ).all()
-        return [_revision(row) for row in rows]
+        return [revision_of(row) for row in rows]
 
     def revision(self, guest: str, number: int) -> Revision:
         with self._read() as conn:
@@ -223,7 +228,7 @@ class SqlStore(Fleet, Jobs, Tokens):
             ).first()
         if row is None:
             raise NotFoundError(f"{guest}: no revision {number}")
-        return _revision(row)
+        return revision_of(row)
 
     # -- writing ---------------------------------------------------------
 
@@ -274,7 +279,7 @@ class SqlStore(Fleet, Jobs, Tokens):
                 raise ConflictError(change.guest, change.expect, revision)
             # A stored policy that no longer loads has no "before": it can be
             # deleted or replaced whole, and what it was shows in its history.
-            before = _loaded(change.guest, revision, doc)
+            before = loaded(change.guest, revision, doc)
             if isinstance(change, Delete):
                 if doc is None:
                     raise NotFoundError(f"{change.guest}: no policy")
@@ -306,7 +311,7 @@ class SqlStore(Fleet, Jobs, Tokens):
         """Write the revisions (and tell the listeners); each guest's as written."""
         for o in written:
             if o.after is not None:
-                _check_reads_back(o.after)
+                check_reads_back(o.after)
         now = _now()
         rows: list[dict[str, Any]] = [
             {
@@ -326,7 +331,7 @@ class SqlStore(Fleet, Jobs, Tokens):
                 base + 1,
                 base + len(written),
                 [o.guest for o in written],
-                [[r[k] for k in _ROW] for r in rows],
+                [[r[k] for k in ROW] for r in rows],
             )
             conn.execute(select(func.pg_notify(CHANNEL, told)))
         conn.execute(insert(revisions), rows)
@@ -390,50 +395,6 @@ class SqlStore(Fleet, Jobs, Tokens):
         with db_errors(self.url), self.engine.connect() as conn:
             yield conn
 
-    def _migrate(self) -> None:
-        """Bring the schema up to :data:`SCHEMA_REVISION`, once, however many
-        processes start at the same time on a new store (a fleet's first start,
-        several CLIs at once): the migration holds a lock (an advisory lock on
-        PostgreSQL, the write lock on SQLite) and looks again under it."""
-        with self.engine.connect() as conn:
-            if _schema_revision(conn) == SCHEMA_REVISION:
-                return
-        # Alembic is imported only when a migration is due: it costs start-up time.
-        from alembic import command  # noqa: PLC0415
-        from alembic.config import Config  # noqa: PLC0415
-        from alembic.util.exc import CommandError  # noqa: PLC0415
-
-        config = Config()
-        config.set_main_option("script_location", "virtpolicy.store:migrations")
-        with self.engine.connect() as plain:
-            conn = plain.execution_options(virtpolicy_write=True) if self._sqlite else plain
-            with conn.begin():
-                if self._postgres:
-                    conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-                current = _schema_revision(conn)
-                if current == SCHEMA_REVISION:
-                    return  # another process migrated while this one waited
-                log.info("store %s: upgrading schema %s -> %s", self.url, current, SCHEMA_REVISION)
-                config.attributes["connection"] = conn
-                try:
-                    command.upgrade(config, SCHEMA_REVISION)
-                except CommandError as exc:
-                    raise StoreError(
-                        f"{self.url}: schema revision {current!r} is unknown to this virtpolicy "
-                        f"(it knows up to {SCHEMA_REVISION}); is the store from a newer version?"
-                    ) from exc
-
-
-#: The advisory lock key the schema's migration holds on PostgreSQL ("vpol").
-_MIGRATION_LOCK = 0x76706F6C
-
-
-def _schema_revision(conn: Connection) -> str | None:
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    found = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    return None if found is None else str(found)
-
 
 def _with_label(key: str, value: str) -> Any:
     return select(labels.c.guest).where(and_(labels.c.key == key, labels.c.value == value))
@@ -462,72 +423,3 @@ def _edges(conn: Connection) -> dict[str, list[tuple[str, str]]]:
     ):
         graph.setdefault(guest, []).append((target, kind))
     return graph
-
-
-def _fault(doc: str) -> str | None:
-    """Why a stored document does not validate, in one line; None if it does."""
-    try:
-        GuestPolicy.model_validate_json(doc)
-    except ValidationError as exc:
-        return str(describe_validation_error(exc))
-    except ValueError as exc:  # PolicyError raised outside pydantic's wrapping
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return None
-
-
-def _decode(guest: str, revision: int, doc: str) -> GuestPolicy:
-    try:
-        return GuestPolicy.model_validate_json(doc)
-    except ValueError:
-        raise BrokenPolicyError(guest, revision, _fault(doc) or "it does not validate") from None
-
-
-def _loaded(guest: str, revision: int, doc: str | None) -> GuestPolicy | None:
-    """The stored policy, or None when there is none or it no longer loads."""
-    if doc is None:
-        return None
-    try:
-        return _decode(guest, revision, doc)
-    except BrokenPolicyError:
-        return None
-
-
-def _check_reads_back(policy: GuestPolicy) -> None:
-    """What is stored must read back as exactly what was accepted: a policy whose
-    text validates as something else (or not at all) is refused, not written."""
-    text = policy.canonical_json()
-    try:
-        again = GuestPolicy.model_validate_json(text)
-    except ValueError:
-        again = None
-    if again != policy:
-        raise PolicyError(
-            f"{policy.guest}: the policy would not read back as written "
-            f"({_fault(text) or 'it reads back as another policy'}); nothing was written",
-            field="guest",
-        )
-
-
-def _stored(row: Any) -> StoredPolicy:
-    return StoredPolicy(
-        _decode(row.guest, row.revision, row.doc), row.revision, row.updated_at, row.updated_by
-    )
-
-
-#: A revision's fields as a notification carries them (see store.feed.payload).
-_ROW = ("seq", "guest", "revision", "action", "actor", "created_at", "doc")
-
-
-def _carried(row: Sequence[Any]) -> Revision:
-    """A revision from a notification's row; StoreError if it is not one."""
-    if len(row) != len(_ROW):
-        raise StoreError(f"a notification's revision has {len(row)} fields, not {len(_ROW)}")
-    return _revision(SimpleNamespace(**dict(zip(_ROW, row, strict=True))))
-
-
-def _revision(row: Any) -> Revision:
-    policy = _loaded(row.guest, row.revision, row.doc)
-    broken = (_fault(row.doc) or "") if policy is None and row.doc is not None else ""
-    return Revision(
-        row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy, broken
-    )

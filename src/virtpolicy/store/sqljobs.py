@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from virtpolicy.clock import now as _now
 from virtpolicy.errors import NotFoundError
-from virtpolicy.store.base import IN_FLIGHT, Job, JobState, Step
+from virtpolicy.store.jobrecords import IN_FLIGHT, Job, JobState, Step
 from virtpolicy.store.schema import job_steps, jobs
 from virtpolicy.store.sqlengine import chunks, write_transaction
 

@@ -1,10 +1,10 @@
-"""A hypervisor in memory: :class:`MemoryHost` implements the engine's Host.
+"""A hypervisor in memory: :class:`MemoryHypervisor` implements the engine's Host.
 
 Guests are plain records; what the engine writes (pins, scheduler values,
 the mirrored policy) is kept and read back as written, and starting or
 stopping a guest emits the lifecycle event libvirt would, on the event loop
 given at construction. ``fail`` makes the next calls about a guest raise,
-and :meth:`MemoryHost.drop` loses the connection as a libvirtd restart does.
+and :meth:`MemoryHypervisor.drop` loses the connection as a libvirtd restart does.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from virtpolicy.engine.host import GuestEvent
 from virtpolicy.errors import ConnectionLostError, GuestNotFoundError, HypervisorError
-from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Scheduler, Tuning, cap_params
+from virtpolicy.hypervisor.base import GuestEvent
+from virtpolicy.hypervisor.native import GuestInfo, NodeInfo, Scheduler, Tuning, cap_params
 from virtpolicy.hypervisor.stats import ALL_GROUPS, Sample
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.topology import Topology
@@ -49,8 +49,8 @@ class MemoryGuest:
         )
 
 
-class MemoryHost:
-    """A :class:`~virtpolicy.engine.host.Host` in memory; thread-safe."""
+class MemoryHypervisor:
+    """A :class:`~virtpolicy.hypervisor.base.Hypervisor` in memory; thread-safe."""
 
     def __init__(
         self,
@@ -102,10 +102,10 @@ class MemoryHost:
 
     # -- reading ----------------------------------------------------------------
 
-    def host(self) -> HostInfo:
-        self._check("host", None)
+    def node(self) -> NodeInfo:
+        self._check("node", None)
         topology = {"nodes": 1, "sockets": 1, "cores": self.cpus, "threads": 1}
-        return HostInfo(self.cpus, self.scheduler, "memory", topology, self.layout)
+        return NodeInfo(self.cpus, self.scheduler, "memory", topology, self.layout)
 
     def guests(self) -> list[GuestInfo]:
         self._check("guests", None)

@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from virtpolicy.engine.dynamic import Decision, DynamicEngine
-from virtpolicy.engine.monitor import GuestRates, Rates
 from virtpolicy.engine.tuners import Action
+from virtpolicy.engine.tuners.monitor import GuestRates, Rates
+from virtpolicy.engine.tuners.run import Decision, Tuners
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.topology import Topology
 
@@ -69,7 +69,7 @@ def from_csv(path: Path) -> Traces:
 
 
 @dataclass
-class SimulatedHost:
+class SimulatedHypervisor:
     """Plays the traces; policies' actions change its pinning and caps."""
 
     cpus: int
@@ -149,8 +149,8 @@ class SimulatedHost:
 
 
 def play(
-    host: SimulatedHost,
-    engine: DynamicEngine,
+    host: SimulatedHypervisor,
+    engine: Tuners,
     policies: Mapping[str, GuestPolicy],
     steps: int,
     history: int = 720,
@@ -172,6 +172,6 @@ def play(
     return decisions
 
 
-def clock_of(host: SimulatedHost) -> Callable[[], float]:
+def clock_of(host: SimulatedHypervisor) -> Callable[[], float]:
     """The simulated time: the end of the last interval played."""
     return lambda: host.step * host.interval

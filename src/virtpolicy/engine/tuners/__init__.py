@@ -4,7 +4,7 @@ A tuner is an object with a ``name``, a one-line ``description``
 and ``decide(context) -> list[Action]``. It is a pure function of what the
 :class:`Context` holds: the recent statistics, the stored policies, the host
 topology, the current tuning, and when each vCPU was last moved. It changes
-nothing; :mod:`virtpolicy.engine.dynamic` applies what it proposes, with
+nothing; :mod:`virtpolicy.engine.tuners.run` applies what it proposes, with
 rate limits and hysteresis, and logs every decision.
 
 Tuners are found through the entry-point group ``virtpolicy.tuners``
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from virtpolicy.engine.monitor import Rates
+from virtpolicy.engine.tuners.monitor import Rates
 from virtpolicy.errors import ConfigError
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.topology import Topology

@@ -4,7 +4,7 @@ Answered from the state the daemon keeps from libvirt events, never from
 libvirt about the guest being started: libvirtd holds that guest's job lock
 while its hook runs, and asking about it would deadlock. Each ``requires``
 dependency must be running, and its condition must hold as the daemon's own
-probes last saw it (:mod:`~virtpolicy.engine.prober`): a request never
+probes last saw it (:mod:`~virtpolicy.engine.jobs.prober`): a request never
 probes. ``wants`` never blocks a start.
 
 A dependency on another host of the fleet is answered from the fleet's state

@@ -11,8 +11,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from virtpolicy.engine.outage import Outage
-from virtpolicy.engine.reconcile import Reconciler
+from virtpolicy.engine.runtime.outage import Outage
+from virtpolicy.engine.tuning.reconcile import Reconciler
 from virtpolicy.errors import ConnectionLostError, StoreError
 
 log = logging.getLogger(__name__)

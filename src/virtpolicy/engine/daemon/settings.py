@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from virtpolicy.engine.monitor import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S
-from virtpolicy.engine.reconcile import Mode
-from virtpolicy.engine.supervisor import Backoff
+from virtpolicy.engine.daemon.supervisor import Backoff
+from virtpolicy.engine.tuners.monitor import DEFAULT_INTERVAL_S, DEFAULT_WINDOW_S
+from virtpolicy.engine.tuning.reconcile import Mode
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The controller: make each guest's actual tuning match its stored policy.
+"""Reconcile passes: make each guest's actual tuning match its stored policy.
 
 One pass per guest: read the policy (store), the guest and its tuning
 (libvirt), compute the native desired tuning, and in ``enforce`` mode apply
@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from virtpolicy.clock import now as _now
-from virtpolicy.engine.host import Host
-from virtpolicy.engine.placing import HostPlacement
+from virtpolicy.engine.tuning.placing import HostPlacement
 from virtpolicy.errors import (
     ConnectionLostError,
     GuestNotFoundError,
     HypervisorError,
 )
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.hypervisor.native import GuestInfo, Tuning, Value, desired_tuning, drift
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.placement import Placed, Request, placed_from_pins
-from virtpolicy.store.base import PolicyStore, StoredPolicy
+from virtpolicy.store.base import Policies, StoredPolicy
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ class Reconciler:
 
     def __init__(
         self,
-        store: PolicyStore,
-        hypervisor: Host,
+        store: Policies,
+        hypervisor: Hypervisor,
         mode: Mode = "enforce",
         policies: Callable[[], Mapping[str, StoredPolicy]] | None = None,
         reserved: frozenset[int] = frozenset(),
@@ -253,7 +253,7 @@ class Reconciler:
         defined = policy.numa.nodes is not None or policy.cpu.topology is not None
         actual = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
         previous = mirror[1] if mirror else None
-        desired = desired_tuning(policy, hv.host(), info.vcpus, previous, actual, placed)
+        desired = desired_tuning(policy, hv.node(), info.vcpus, previous, actual, placed)
         status.problems = list(desired.problems)
         if info.autostart and stored.policy.start.autostart:
             status.problems.append(
@@ -302,7 +302,7 @@ class Reconciler:
                 return None
             return placed_from_pins(topology, r, now.vcpupin, now.emulatorpin)
 
-        topology = self.hypervisor.host().layout
+        topology = self.hypervisor.node().layout
         return self.placing.update(topology, {n: s.policy for n, s in policies.items()}, pins_of)
 
 

@@ -1,4 +1,4 @@
-"""Sampling and dynamic rounds: one bulk statistics call every sample interval,
+"""Sampling and tuner rounds: one bulk statistics call every sample interval,
 the rates it gives, and then one round of the tuners on them.
 
 The sample and the round run in a worker thread; a round reads a running
@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TypeVar
 
-from virtpolicy.engine.bus import EventBus
-from virtpolicy.engine.dynamic import ROUTINE, Decision, DynamicEngine
-from virtpolicy.engine.host import Host
-from virtpolicy.engine.monitor import Monitor
-from virtpolicy.engine.placing import HostPlacement
+from virtpolicy.engine.runtime.bus import EventBus
 from virtpolicy.engine.tuners import Action
+from virtpolicy.engine.tuners.monitor import Monitor
+from virtpolicy.engine.tuners.run import ROUTINE, Decision, Tuners
+from virtpolicy.engine.tuning.placing import HostPlacement
 from virtpolicy.errors import GuestNotFoundError, HypervisorError, StoreError
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.hypervisor.native import Tuning, cap_of
 from virtpolicy.policy.model import GuestPolicy
 
@@ -33,17 +33,17 @@ class Sampling:
 
     def __init__(
         self,
-        host: Host,
+        hypervisor: Hypervisor,
         monitor: Monitor,
-        dynamic: DynamicEngine,
+        tuners: Tuners,
         events: EventBus,
         connected: asyncio.Event,
         policies: Callable[[], Mapping[str, GuestPolicy]],
         placing: HostPlacement | None = None,
     ) -> None:
-        self.hypervisor = host
+        self.hypervisor = hypervisor
         self.monitor = monitor
-        self.dynamic = dynamic
+        self.tuners = tuners
         self.events = events
         self.connected = connected
         self.policies = policies
@@ -70,7 +70,7 @@ class Sampling:
                 log.warning("statistics: %s", exc)
             else:
                 rates = self.monitor.ingest(sample, used)
-                if any(name != "static" for name in self.dynamic.names):
+                if any(name != "static" for name in self.tuners.names):
                     await self._decide()
                 if streaming:  # else nobody listens: build no event
                     self.events.publish(
@@ -107,12 +107,12 @@ class Sampling:
 
     def _decide_now(self) -> list[Decision]:
         """(In a thread.) Current pins and caps of running guests with a policy,
-        then one round of the dynamic engine, applying live."""
+        then one round of the tuners, applying live."""
         latest = self.monitor.latest
         if latest is None:
             return []
         policies = self.policies()
-        host = self.hypervisor.host()
+        node = self.hypervisor.node()
         live = _LiveTuning(
             self.hypervisor,
             [n for n, r in latest.guests.items() if r.running and n in policies],
@@ -129,14 +129,14 @@ class Sampling:
             return None
 
         pools = self.placing.pools() if self.placing is not None else {}
-        return self.dynamic.run(
+        return self.tuners.run(
             list(self.monitor.recent),
             policies,
-            host.cpus,
+            node.cpus,
             live.pins,
             live.caps,
             apply,
-            host.layout,
+            node.layout,
             pools,
         )
 
@@ -158,7 +158,7 @@ class _LiveTuning:
     for every guest with a policy. ``pins`` and ``caps`` are the views a
     :class:`~virtpolicy.engine.tuners.Context` takes."""
 
-    def __init__(self, hypervisor: Host, guests: Collection[str]) -> None:
+    def __init__(self, hypervisor: Hypervisor, guests: Collection[str]) -> None:
         self._hypervisor = hypervisor
         self.guests = guests
         self._read: dict[str, Tuning | None] = {}
@@ -180,7 +180,7 @@ class _LiveTuning:
         tuning = self.of(guest)
         if tuning is None:
             raise KeyError(guest)
-        return cap_of(tuning.sched, self._hypervisor.host().scheduler)
+        return cap_of(tuning.sched, self._hypervisor.node().scheduler)
 
 
 class _Pins(Mapping[tuple[str, int], frozenset[int]]):

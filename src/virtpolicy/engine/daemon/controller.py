@@ -2,14 +2,14 @@
 
 This module wires the daemon's parts together and holds no logic of its own:
 
-- :mod:`~virtpolicy.engine.supervisor` keeps the libvirt connection;
-- :mod:`~virtpolicy.engine.states` holds every domain's state from events;
-- :mod:`~virtpolicy.engine.policycache` follows the store;
-- :mod:`~virtpolicy.engine.passes` queues and runs reconcile passes;
-- :mod:`~virtpolicy.engine.jobrunner` runs start and stop jobs;
-- :mod:`~virtpolicy.engine.sampling` samples and runs tuners;
-- :mod:`~virtpolicy.engine.prober` probes dependency conditions;
-- :mod:`~virtpolicy.engine.membership` keeps this host's place in the fleet.
+- :mod:`~virtpolicy.engine.daemon.supervisor` keeps the libvirt connection;
+- :mod:`~virtpolicy.engine.runtime.states` holds every domain's state from events;
+- :mod:`~virtpolicy.engine.daemon.policycache` follows the store;
+- :mod:`~virtpolicy.engine.daemon.passes` queues and runs reconcile passes;
+- :mod:`~virtpolicy.engine.jobs.runner` runs start and stop jobs;
+- :mod:`~virtpolicy.engine.daemon.sampler` samples and runs tuners;
+- :mod:`~virtpolicy.engine.jobs.prober` probes dependency conditions;
+- :mod:`~virtpolicy.engine.fleet.membership` keeps this host's place in the fleet.
 Everything here runs on the event loop; blocking calls go to threads there.
 """
 
@@ -19,28 +19,28 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from virtpolicy.engine.admission import migration_refusals, refusals
-from virtpolicy.engine.bus import EventBus
-from virtpolicy.engine.conditions import Commands
-from virtpolicy.engine.dynamic import DynamicEngine
-from virtpolicy.engine.host import Host as Hypervisor
-from virtpolicy.engine.jobrunner import JobRunner
-from virtpolicy.engine.jobs import settle
-from virtpolicy.engine.membership import Fleet, Membership, Unpublished
-from virtpolicy.engine.monitor import Monitor
-from virtpolicy.engine.passes import Passes
-from virtpolicy.engine.policycache import PolicyCache, follow
-from virtpolicy.engine.prober import Prober
-from virtpolicy.engine.reconcile import GuestStatus, Reconciler
-from virtpolicy.engine.sampling import Sampling
-from virtpolicy.engine.settings import ControllerSettings
-from virtpolicy.engine.states import AT_REST, GuestStates
-from virtpolicy.engine.supervisor import Supervisor
+from virtpolicy.engine.daemon.passes import Passes
+from virtpolicy.engine.daemon.policycache import PolicyCache, follow
+from virtpolicy.engine.daemon.sampler import Sampling
+from virtpolicy.engine.daemon.settings import ControllerSettings
+from virtpolicy.engine.daemon.supervisor import Supervisor
+from virtpolicy.engine.fleet.membership import Fleet, Membership, Unpublished
+from virtpolicy.engine.jobs.admission import migration_refusals, refusals
+from virtpolicy.engine.jobs.conditions import Commands
+from virtpolicy.engine.jobs.prober import Prober
+from virtpolicy.engine.jobs.run import JobRequest, settle
+from virtpolicy.engine.jobs.runner import JobRunner
+from virtpolicy.engine.runtime.bus import Event, EventBus
+from virtpolicy.engine.runtime.states import AT_REST, GuestStates
 from virtpolicy.engine.tuners import load as load_tuners
+from virtpolicy.engine.tuners.monitor import Monitor
+from virtpolicy.engine.tuners.run import Decision, Tuners
+from virtpolicy.engine.tuning.reconcile import GuestStatus, Reconciler
 from virtpolicy.errors import ConnectionLostError, StoreError
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.hypervisor.native import GuestInfo
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore, Revision
@@ -90,20 +90,20 @@ class Controller:
             store, hypervisor, self.events, self.states, self.connected, self.reconciler.notice,
             commands, self.prober.holds, self.admission, fleet=self.fleet,
         )  # fmt: skip
-        self.dynamic = DynamicEngine.from_settings(
+        self.tuners = Tuners.from_settings(
             load_tuners(settings.tuners), settings.tuner_settings, dry_run=settings.dry_run
         )
         self.monitor = Monitor(
             settings.sample_interval,
             settings.history,
-            keep=self.dynamic.window,
+            keep=self.tuners.window,
             # A tuner beyond static reads per-vCPU and host CPU figures every round.
             always=frozenset({"vcpu", "host"})
-            if set(self.dynamic.names) - {"static"}
+            if set(self.tuners.names) - {"static"}
             else frozenset(),
         )
         self.sampling = Sampling(
-            hypervisor, self.monitor, self.dynamic, self.events, self.connected,
+            hypervisor, self.monitor, self.tuners, self.events, self.connected,
             self.cache.all, self.reconciler.placing,
         )  # fmt: skip
         # This host in the fleet: what it publishes, and what the fleet's changes set off.
@@ -137,13 +137,46 @@ class Controller:
         else:
             self._store_moved.set()
 
+    def this_host(self) -> str:
+        return self.host_name
+
+    def guest_states(self) -> Mapping[str, str]:
+        """Every domain's state as libvirt last told (a live view: copy to keep)."""
+        return self.states
+
+    def placement(self) -> dict[str, Any]:
+        """Where the latest pass placed the guests here."""
+        return self.reconciler.placing.view()
+
+    def utilization(self, *groups: str) -> Monitor:
+        """The figures sampled so far; ``groups`` are sampled from the next sample on."""
+        self.monitor.want(*groups)
+        return self.monitor
+
+    def tuner_info(self) -> dict[str, Any]:
+        return {"running": self.tuners.names, "dry_run": self.tuners.dry_run}
+
+    def decisions(self, guest: str | None, limit: int) -> list[Decision]:
+        return self.tuners.decisions(guest, limit)
+
+    def subscribe(
+        self, after: int | None, kinds: set[str], idle: float
+    ) -> AsyncIterator[Event | None]:
+        return self.events.subscribe(after, kinds, idle=idle)
+
+    async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
+        return await self.jobs.submit(request, actor)
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        return self.jobs.view(job_id)
+
     def policies(self) -> Mapping[str, GuestPolicy]:
         """Every stored policy by guest, as last read (no store access)."""
         return self.cache.all()
 
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now (empty: it may), from memory only (see
-        :mod:`~virtpolicy.engine.admission`); until connected, ConnectionLostError."""
+        :mod:`~virtpolicy.engine.jobs.admission`); until connected, ConnectionLostError."""
         if not self.connected.is_set():
             raise ConnectionLostError(
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"

@@ -1,7 +1,7 @@
 """The hypervisor seam: what the engine needs of one libvirt connection.
 
 :class:`virtpolicy.hypervisor.connection.Hypervisor` is the real one;
-:class:`virtpolicy.testing.MemoryHost` is an in-memory one for the engine's
+:class:`virtpolicy.testing.MemoryHypervisor` is an in-memory one for the engine's
 unit tests. Every method blocks (it talks to libvirtd): the daemon calls
 them in worker threads, never on its event loop.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-from virtpolicy.hypervisor.native import GuestInfo, HostInfo, Tuning
+from virtpolicy.hypervisor.native import GuestInfo, NodeInfo, Tuning
 from virtpolicy.hypervisor.stats import ALL_GROUPS, Sample
 from virtpolicy.policy.model import GuestPolicy
 
@@ -19,7 +19,7 @@ from virtpolicy.policy.model import GuestPolicy
 GuestEvent = Callable[[str, str], None]
 
 
-class Host(Protocol):
+class Hypervisor(Protocol):
     """One connection to a hypervisor, as the engine uses it."""
 
     uri: str
@@ -35,7 +35,7 @@ class Host(Protocol):
         ``on_close(reason)`` when the connection drops. Callbacks come on the
         event loop's thread and must not block."""
 
-    def host(self) -> HostInfo:
+    def node(self) -> NodeInfo:
         """The host's CPU count and scheduler flavour."""
 
     def guests(self) -> list[GuestInfo]:

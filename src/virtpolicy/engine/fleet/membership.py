@@ -27,12 +27,17 @@ from typing import Any
 
 from virtpolicy import __version__
 from virtpolicy.clock import now as _now
-from virtpolicy.engine.host import Host as Hypervisor
-from virtpolicy.engine.states import GuestStates
+from virtpolicy.engine.runtime.states import GuestStates
 from virtpolicy.errors import HypervisorError, StoreError
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.hypervisor.native import GuestInfo
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import LOST_AFTER_BEATS, GuestState, HostRecord, PolicyStore
+from virtpolicy.store.base import (
+    LOST_AFTER_BEATS,
+    FleetRecords,
+    GuestState,
+    HostRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +198,7 @@ class Membership:
 
     def __init__(
         self,
-        store: PolicyStore,
+        store: FleetRecords,
         hypervisor: Hypervisor,
         fleet: Fleet,
         unpublished: Unpublished,
@@ -283,7 +288,7 @@ class Membership:
         return True
 
     def _register(self) -> None:
-        info = self.hypervisor.host()
+        info = self.hypervisor.node()
         record = HostRecord(
             self.name,
             self.hypervisor.uri,

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from virtpolicy.engine.host import GuestEvent, Host
 from virtpolicy.errors import HypervisorError
-from virtpolicy.hypervisor.native import GuestInfo, HostInfo
+from virtpolicy.hypervisor.base import GuestEvent, Hypervisor
+from virtpolicy.hypervisor.native import GuestInfo, NodeInfo
 
 log = logging.getLogger(__name__)
 
@@ -27,24 +27,24 @@ class Supervisor:
 
     def __init__(
         self,
-        host: Host,
+        hypervisor: Hypervisor,
         on_guest: GuestEvent,
         on_connected: Callable[[list[GuestInfo]], None],
         backoff: Backoff | None = None,
     ) -> None:
-        self.host = host
+        self.hypervisor = hypervisor
         self.on_guest = on_guest
         self.on_connected = on_connected
         self.backoff = backoff or Backoff()
         self.connected = asyncio.Event()
         #: The host as probed at the last connection (readable on the loop).
-        self.info: HostInfo | None = None
+        self.info: NodeInfo | None = None
         self._lost = asyncio.Event()
 
     def lost(self, reason: str) -> None:
         """The connection is gone: reconnect. From libvirt's close callback (on the
         loop) or from the loop after a call failed with ConnectionLostError."""
-        log.warning("connection to %s lost (%s); reconnecting", self.host.uri, reason)
+        log.warning("connection to %s lost (%s); reconnecting", self.hypervisor.uri, reason)
         self._lost.set()
 
     async def run(self) -> None:
@@ -54,22 +54,24 @@ class Supervisor:
                 guests = await asyncio.to_thread(self._connect)
             except HypervisorError as exc:
                 log.warning("%s; retrying in %.1f s", exc, delay)
-                await asyncio.to_thread(self.host.close)
+                await asyncio.to_thread(self.hypervisor.close)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.backoff.max)
                 continue
-            log.info("connected to %s (%s driver)", self.host.uri, self.info and self.info.driver)
+            log.info(
+                "connected to %s (%s driver)", self.hypervisor.uri, self.info and self.info.driver
+            )
             delay = self.backoff.initial
             self._lost.clear()
             self.on_connected(guests)
             self.connected.set()
             await self._lost.wait()
             self.connected.clear()
-            await asyncio.to_thread(self.host.close)
+            await asyncio.to_thread(self.hypervisor.close)
 
     def _connect(self) -> list[GuestInfo]:
         """(In a thread.) Open, subscribe, read the host and list the guests."""
-        self.host.open()
-        self.host.watch(self.on_guest, self.lost)
-        self.info = self.host.host()
-        return self.host.guests()
+        self.hypervisor.open()
+        self.hypervisor.watch(self.on_guest, self.lost)
+        self.info = self.hypervisor.node()
+        return self.hypervisor.guests()

@@ -35,10 +35,10 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from virtpolicy import loopguard
-from virtpolicy.engine.conditions import Commands
-from virtpolicy.engine.host import Host
-from virtpolicy.engine.orchestrate import GuestResult, Orchestrator, Progress
+from virtpolicy.engine.jobs.conditions import Commands
+from virtpolicy.engine.jobs.orchestrate import GuestResult, Orchestrator, Progress
 from virtpolicy.errors import HypervisorError, PolicyError, StoreError
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.graph import start_waves, stop_waves
 from virtpolicy.policy.model import (
     GuestName,
@@ -48,7 +48,8 @@ from virtpolicy.policy.model import (
 )
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import quoted
-from virtpolicy.store.base import FAILED, IN_FLIGHT, UP, Job, JobState, PolicyStore, Result, Step
+from virtpolicy.store.base import Jobs, JobStore, Policies
+from virtpolicy.store.jobrecords import FAILED, IN_FLIGHT, UP, Job, JobState, Result, Step
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,7 @@ def parse_job_request(doc: object) -> JobRequest:
         raise PolicyError("body: nested too deeply to be a job request") from None
 
 
-def select(
-    store: PolicyStore, request: JobRequest
-) -> tuple[dict[str, GuestPolicy], list[str] | None]:
+def select(store: Policies, request: JobRequest) -> tuple[dict[str, GuestPolicy], list[str] | None]:
     """The stored policies by guest, and the roots the request names (None: all)."""
     policies = {s.policy.guest: s.policy for s in store.list_policies()}
     if request.all:
@@ -146,7 +145,7 @@ def process_alive(process: str) -> bool:
     return pid is not None and _start_time(pid) == started
 
 
-def settle(store: PolicyStore, host: str | None = None) -> list[Job]:
+def settle(store: Jobs, host: str | None = None) -> list[Job]:
     """Mark jobs of this host whose process has died as ``interrupted``."""
     settled = []
     for job in store.jobs(state="running", limit=1000):
@@ -188,12 +187,12 @@ def interrupted(job: Job, host: str | None = None) -> Job | None:
 
 
 @contextlib.contextmanager
-def local_run(store: PolicyStore, uri: str, request: JobRequest, actor: str) -> Iterator[JobRun]:
+def local_run(store: JobStore, uri: str, request: JobRequest, actor: str) -> Iterator[JobRun]:
     """A job run in this process on a connection of its own to ``uri`` (the CLI
     with no daemon to ask), closed when the block ends."""
-    from virtpolicy.hypervisor.connection import Hypervisor  # noqa: PLC0415 (libvirt)
+    from virtpolicy.hypervisor.connection import LibvirtConnection  # noqa: PLC0415 (libvirt)
 
-    hypervisor = Hypervisor(uri)
+    hypervisor = LibvirtConnection(uri)
     hypervisor.open()
     try:
         yield JobRun(store, hypervisor, request, actor, "cli")
@@ -206,8 +205,8 @@ class JobRun:
     """One job (or this host's part of it): its orchestrator, its record, and its
     live progress."""
 
-    store: PolicyStore
-    hypervisor: Host
+    store: JobStore
+    hypervisor: Hypervisor
     request: JobRequest
     actor: str
     runner: str

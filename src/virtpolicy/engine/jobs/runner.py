@@ -11,14 +11,15 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from virtpolicy.engine.bus import EventBus
-from virtpolicy.engine.conditions import Commands
-from virtpolicy.engine.host import Host
-from virtpolicy.engine.jobs import JobFleet, JobRequest, JobRun
-from virtpolicy.engine.states import GuestStates
+from virtpolicy.engine.jobs.conditions import Commands
+from virtpolicy.engine.jobs.run import JobFleet, JobRequest, JobRun
+from virtpolicy.engine.runtime.bus import EventBus
+from virtpolicy.engine.runtime.states import GuestStates
 from virtpolicy.errors import ConnectionLostError, VirtpolicyError
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import IN_FLIGHT, UP, PolicyStore
+from virtpolicy.store.base import JobStore
+from virtpolicy.store.jobrecords import IN_FLIGHT, UP
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ class JobRunner:
 
     def __init__(
         self,
-        store: PolicyStore,
-        host: Host,
+        store: JobStore,
+        hypervisor: Hypervisor,
         events: EventBus,
         states: GuestStates,
         connected: asyncio.Event,
@@ -47,7 +48,7 @@ class JobRunner:
         self.commands = commands
         self.on_holds = on_holds
         self.store = store
-        self.host = host
+        self.hypervisor = hypervisor
         self.events = events
         self.states = states
         self.connected = connected
@@ -70,7 +71,7 @@ class JobRunner:
                 await self.connected.wait()
         if not self.connected.is_set():
             raise ConnectionLostError(
-                f"not connected to {self.host.uri}: cannot {request.action} guests now"
+                f"not connected to {self.hypervisor.uri}: cannot {request.action} guests now"
             )
         run = await self._record(request, actor)
         self.in_background(self._run(run))
@@ -169,7 +170,7 @@ class JobRunner:
 
         run = JobRun(
             self.store,
-            self.host,
+            self.hypervisor,
             request,
             actor,
             "daemon",

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from virtpolicy.engine.monitor import Rates
 from virtpolicy.engine.tuners import Action, Context, Pins, Tuner
+from virtpolicy.engine.tuners.monitor import Rates
 from virtpolicy.policy.cpuset import format_cpuset
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.topology import Topology
@@ -106,7 +106,7 @@ Apply = Callable[[Action], str | None]
 
 
 @dataclass
-class DynamicEngine:
+class Tuners:
     tuners: Sequence[Tuner]
     dry_run: bool = False
     window: float = 60.0
@@ -124,7 +124,7 @@ class DynamicEngine:
     @classmethod
     def from_settings(
         cls, tuners: Sequence[Tuner], settings: Mapping[str, float], **kw: Any
-    ) -> DynamicEngine:
+    ) -> Tuners:
         """An engine whose ``window``, ``confirm`` and ``dwell`` come from the same
         settings (``serve --set``) as the tuners' own, when given there."""
         return cls(

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
-from virtpolicy.engine.outage import Outage
+from virtpolicy.engine.runtime.outage import Outage
 from virtpolicy.errors import StoreError
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import ChangeFeed, PolicyStore, Revision, StoredPolicy
+from virtpolicy.store.base import ChangeFeed, Policies, Revision, StoredPolicy
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ _INCREMENTAL_LIMIT = 500
 class PolicyCache:
     """guest -> policy, at the store's global revision :attr:`revision`."""
 
-    def __init__(self, store: PolicyStore) -> None:
+    def __init__(self, store: Policies) -> None:
         self._store = store
         self._lock = threading.Lock()  # one refresh at a time
         self.revision: int | None = None

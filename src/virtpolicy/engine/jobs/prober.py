@@ -17,10 +17,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from virtpolicy.engine.conditions import PROBE_TIMEOUT_S, Commands, Guests, probe_for
-from virtpolicy.engine.host import Host
-from virtpolicy.engine.states import GuestStates
+from virtpolicy.engine.jobs.conditions import PROBE_TIMEOUT_S, Commands, Guests, probe_for
+from virtpolicy.engine.runtime.states import GuestStates
 from virtpolicy.errors import HypervisorError, PolicyError
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.condition import Kind, parse_condition
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import Revision
@@ -48,7 +48,7 @@ class Prober:
 
     def __init__(
         self,
-        host: Host,
+        hypervisor: Hypervisor,
         states: GuestStates,
         policies: Callable[[], Mapping[str, GuestPolicy]],
         commands: Commands | None = None,
@@ -58,7 +58,7 @@ class Prober:
         self.policies = policies
         self._guests = Guests(
             is_running=states.running,
-            agent_ping=host.agent_ping,
+            agent_ping=hypervisor.agent_ping,
             commands=commands or Commands.confined(None, "nobody"),
         )
         self._results: dict[Edge, tuple[float, str | None]] = {}

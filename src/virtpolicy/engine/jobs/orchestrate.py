@@ -28,13 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from virtpolicy.engine.conditions import Commands, Guests, probe_for, wait_until
-from virtpolicy.engine.gate import PriorityGate
-from virtpolicy.engine.host import Host
+from virtpolicy.engine.jobs.conditions import Commands, Guests, probe_for, wait_until
+from virtpolicy.engine.runtime.gate import PriorityGate
 from virtpolicy.errors import ConditionError, GuestNotFoundError, HypervisorError
+from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.graph import Edges, start_waves, stop_waves
 from virtpolicy.policy.model import Dependency, GuestPolicy, StopPolicy
-from virtpolicy.store.base import FAILED, Result
+from virtpolicy.store.jobrecords import FAILED, Result
 
 T = TypeVar("T")
 
@@ -77,7 +77,7 @@ class GuestResult:
 class Orchestrator:
     """Starts and stops guests of one hypervisor by their stored policies."""
 
-    hypervisor: Host
+    hypervisor: Hypervisor
     policies: dict[str, GuestPolicy]
     concurrency: int = 8
     progress: Progress = lambda _g, _e, _d: None

@@ -28,7 +28,7 @@ from virtpolicy.hypervisor.stats import GuestCounters, Sample
 
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_WINDOW_S = 3600.0
-RECENT_S = 60.0  # the dynamic engine's default window
+RECENT_S = 60.0  # the tuners's default window
 
 
 class VcpuRates(NamedTuple):

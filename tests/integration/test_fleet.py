@@ -472,7 +472,8 @@ def test_a_fleet_job_ends_though_a_daemon_is_killed_and_restarted_mid_way(
         return next((r["result"] for r in rows if r["guest"] == guest), "")
 
     eventually(lambda: step("web") == "starting" or None, 20)
-    time.sleep(1.0)  # started (the test driver starts at once): its delay runs now
+    with api_client(b.socket) as api:  # started: its delay runs now
+        eventually(lambda: api.get("/v1/guests/web/status").json().get("state") == "running")
     b.proc.send_signal(signal.SIGKILL)
     b.proc.wait()
     b.killed = True
@@ -542,10 +543,11 @@ def test_the_store_down_and_back_makes_no_host_lost(
         time.sleep(3 * 0.5 + 1.0)  # longer than three heartbeats: the outage itself
     finally:
         subprocess.run([*lab, "start"], check=True, timeout=60)
-    for d in (a, b):
+    back = time.time()
+    for d in (a, b):  # four beats read since: a host taken for lost would show by now
         with api_client(d.socket) as api:
             eventually(lambda api=api: api.get("/v1/host").json()["fleet"]["store"] == "ok", 20)
-    time.sleep(2.0)  # what was lost would show within these beats
+            eventually(lambda api=api: api.get("/v1/host").json()["fleet"]["read_at"] > back + 2)
     for d in (a, b):
         log = d.log.read_text()
         assert " is lost " not in log, log

@@ -16,7 +16,17 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BUSY, IDLE, VIRTPOLICY, Cli, Daemon, eventually, virsh, wait_connected
+from tests.conftest import (
+    BUSY,
+    IDLE,
+    VIRTPOLICY,
+    Cli,
+    Daemon,
+    api_client,
+    eventually,
+    virsh,
+    wait_connected,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.alone("machine")]  # figures of load
 
@@ -66,8 +76,14 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
 
         virsh("destroy", busy)
         virsh("start", busy)
-        time.sleep(4)
-        history = api.get(f"/v1/stats/guests/{busy}").json()["points"]
+        again = time.time()
+
+        def busy_again() -> list[dict[str, Any]] | None:  # two samples of the new run
+            points = api.get(f"/v1/stats/guests/{busy}").json()["points"]
+            after = [p for p in points if p["time"] > again + 1 and p["cpu"] is not None]
+            return points if len(after) >= 2 else None
+
+        history = eventually(busy_again, 30)
         values = [p["cpu"] for p in history if p["cpu"] is not None]
         # One vCPU (and QEMU's own threads): never negative, never a spike.
         assert all(0 <= v <= 150 for v in values), values
@@ -151,7 +167,9 @@ def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
     assert applied[0]["value"] == "1"
     assert applied[0]["reason"].startswith("CPU 0 was at ")
     # The static pass keeps balance's placement: it is within cpu.allowed (all).
-    time.sleep(3)
+    with api_client(daemon.socket) as api:
+        samples = api.get("/v1/host").json()["samples"]
+        eventually(lambda: api.get("/v1/host").json()["samples"] >= samples + 3, 20)
     assert pins() == moved
     tuners = run(*server, "tuners").stdout
     assert any(line.split()[:2] == ["balance", "running"] for line in tuners.splitlines())

@@ -22,6 +22,7 @@ from virtpolicy.engine.tuners.monitor import Monitor
 from virtpolicy.engine.tuners.run import Decision, Tuners
 from virtpolicy.engine.tuning.placing import HostPlacement
 from virtpolicy.engine.tuning.reconcile import GuestStatus
+from virtpolicy.hypervisor.native import Field
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters
 from virtpolicy.loopguard import guarded
 from virtpolicy.policy.model import GuestPolicy
@@ -92,7 +93,14 @@ class FakeDaemon:
         return None
 
     def statuses(self) -> list[GuestStatus]:
-        return [GuestStatus("web", 1, "running", drift={"vcpupin.0": ("0-3", "1")})]
+        return [
+            GuestStatus(
+                "web",
+                1,
+                "running",
+                drift={Field("vcpupin", vcpu=0): (frozenset(range(4)), frozenset({1}))},
+            )
+        ]
 
     def policies(self) -> dict[str, GuestPolicy]:
         return {s.policy.guest: s.policy for s in self.store.list_policies()}

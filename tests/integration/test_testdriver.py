@@ -11,7 +11,8 @@ from virtpolicy.engine import changes
 from virtpolicy.engine.tuning.reconcile import Reconciler
 from virtpolicy.errors import GuestNotFoundError
 from virtpolicy.hypervisor.connection import LibvirtConnection
-from virtpolicy.hypervisor.native import Tuning
+from virtpolicy.hypervisor.native import Tuning, shown
+from virtpolicy.policy.cpuset import format_cpuset
 from virtpolicy.store import SqlStore
 
 pytestmark = pytest.mark.integration
@@ -30,8 +31,7 @@ def hv() -> Iterator[LibvirtConnection]:
 
 def pins(hv: LibvirtConnection, guest: str) -> dict[int, str]:
     """vCPU pinning as libvirt reports it, in cpuset spelling."""
-    desc = hv.actual(guest).describe()
-    return {int(k.split(".")[1]): str(v) for k, v in desc.items() if k.startswith("vcpupin.")}
+    return {v: format_cpuset(c) if c else "" for v, c in hv.actual(guest).vcpupin.items()}
 
 
 def test_host_cpus_come_from_the_node(hv: LibvirtConnection) -> None:
@@ -63,7 +63,7 @@ def test_enforce_pins_and_mirrors(store: SqlStore, hv: LibvirtConnection) -> Non
     assert pins(hv, "db") == {0: "1", 1: "2-3"}
     assert hv.actual("db").emulatorpin == frozenset({0})
     assert status.drift == {}
-    assert status.applied["vcpupin.1"] == ("0-3", "2-3")
+    assert shown(status.applied)["vcpupin.1"] == ("0-3", "2-3")
     assert hv.read_mirror("db") == (1, store.get("db").policy)
     xml = hv.conn.lookupByName("db").XMLDesc(0)
     assert '<virtpolicy:policy xmlns:virtpolicy="urn:virtpolicy:policy:1" revision="1">' in xml
@@ -78,7 +78,7 @@ def test_drift_is_put_back(store: SqlStore, hv: LibvirtConnection) -> None:
     assert pins(hv, "web") == {0: "3", 1: "0-1"}
     [status] = reconciler.reconcile(["web"])
     assert pins(hv, "web") == {0: "3", 1: "3"}
-    assert status.applied == {"vcpupin.1": ("0-1", "3")}
+    assert shown(status.applied) == {"vcpupin.1": ("0-1", "3")}
 
 
 def test_report_mode_only_reports(store: SqlStore, hv: LibvirtConnection) -> None:
@@ -86,7 +86,7 @@ def test_report_mode_only_reports(store: SqlStore, hv: LibvirtConnection) -> Non
     changes.set_policy(store, "web", {"cpu": {"vcpus": "3"}}, actor="t")
     [status] = Reconciler(store, hv, mode="report").reconcile()
     assert pins(hv, "web") == {0: "0-3", 1: "0-3"}
-    assert status.drift == {"vcpupin.0": ("0-3", "3"), "vcpupin.1": ("0-3", "3")}
+    assert shown(status.drift) == {"vcpupin.0": ("0-3", "3"), "vcpupin.1": ("0-3", "3")}
     assert status.applied == {}
 
 

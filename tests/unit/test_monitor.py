@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from virtpolicy.api import metrics
 from virtpolicy.engine.tuners.monitor import History, Monitor, rates
 from virtpolicy.engine.tuning.reconcile import GuestStatus
-from virtpolicy.hypervisor.native import Tuning
+from virtpolicy.hypervisor.native import Field, Tuning
 from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters, parse_domain_stats
 from virtpolicy.policy.model import parse_policy
 
@@ -94,7 +94,7 @@ def test_prometheus_text_parses_with_the_right_labels() -> None:
     monitor.ingest(sample(5, guest("web", 3 * S, [2 * S, 1 * S]), host=((1 * S, 4 * S),)), 0.002)
     actual = Tuning(vcpupin={0: frozenset({0, 1}), 1: frozenset({2})}, sched={"cpu_shares": 2048})
     status = GuestStatus("web", 1, "running", actual=actual)
-    status.drift = {"cpu_shares": (1024, 2048)}
+    status.drift = {Field("sched", name="cpu_shares"): (1024, 2048)}
     policies = {"web": parse_policy({"guest": "web", "requires": [{"guest": 'd"b'}]})}
     text = metrics.render(monitor, [status], policies, {'d"b': "running"})
     families = {f.name: f for f in text_string_to_metric_families(text)}

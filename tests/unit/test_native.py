@@ -4,6 +4,7 @@ import pytest
 
 from virtpolicy.errors import PolicyError
 from virtpolicy.hypervisor.native import (
+    Field,
     NodeInfo,
     Scheduler,
     Tuning,
@@ -181,7 +182,7 @@ def test_a_placed_dedicated_guest_gets_its_cpus_and_numatune() -> None:
     assert desired.tuning.vcpupin == {0: frozenset({4}), 1: frozenset({5})}
     assert desired.tuning.emulatorpin == frozenset({0, 1})
     assert desired.tuning.numatune == ("strict", frozenset({1}))
-    assert desired.tuning.describe()["numatune"] == "strict 1"
+    assert Field("numatune").shown(desired.tuning.numatune) == "strict 1"
     interleaved = parse_policy(
         {
             "guest": "web",
@@ -234,5 +235,5 @@ def test_cpu_topology_match_follows_the_placement() -> None:
         2,
         placed=Placed((frozenset({0}), frozenset({8})), frozenset({7}), (0,), frozenset({0, 8})),
     )
-    assert desired.tuning.describe()["topology"] == "1 sockets, 1 cores, 2 threads"
+    assert Field("topology").shown(desired.tuning.topology) == "1 sockets, 1 cores, 2 threads"
     assert desired.problems == ()

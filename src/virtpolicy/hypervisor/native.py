@@ -16,7 +16,7 @@ so that removing a cap really lifts it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,6 +72,43 @@ class GuestInfo:
     autostart: bool = False
 
 
+FieldKind = Literal["vcpupin", "emulatorpin", "sched", "numatune", "topology"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Field:
+    """One field of a guest's tuning that libvirt holds: a vCPU's pinning
+    (``vcpu``), the emulator's, a scheduler parameter (``name``), the memory's
+    NUMA binding, or the CPU topology the guest sees."""
+
+    kind: FieldKind
+    vcpu: int = -1
+    name: str = ""
+
+    def label(self) -> str:
+        """The field as it is shown (API, events, logs, the page): ``vcpupin.0``,
+        ``emulatorpin``, ``cpu_shares``, ``numatune``, ``topology``."""
+        if self.kind == "vcpupin":
+            return f"vcpupin.{self.vcpu}"
+        return self.name if self.kind == "sched" else self.kind
+
+    def shown(self, value: object) -> Value:
+        """A value of this field as it is shown: a cpuset in libvirt's syntax."""
+        if value is None or isinstance(value, int | str):
+            return value
+        if self.kind in ("vcpupin", "emulatorpin") and isinstance(value, frozenset):
+            return _cpuset_text(value)
+        if self.kind == "numatune" and isinstance(value, tuple):
+            return _numatune_text(value)
+        if self.kind == "topology" and isinstance(value, tuple):
+            return _shape_text(value)
+        return str(value)
+
+
+#: Fields that differ: (actual, desired), typed.
+Changes = dict[Field, tuple[object, object]]
+
+
 @dataclass(frozen=True, slots=True)
 class Tuning:
     """CPU tuning of one guest in native terms; absent keys are not managed."""
@@ -96,25 +133,30 @@ class Tuning:
         }
 
     def _numatune_text(self) -> str | None:
-        if self.numatune is None:
-            return None
-        mode, nodes = self.numatune
-        return f"{mode} {_cpuset_text(nodes)}".rstrip()
+        return None if self.numatune is None else _numatune_text(self.numatune)
 
-    def describe(self) -> dict[str, str | int]:
-        """One value per field, named as drift and the log name them:
-        ``vcpupin.0: "2-3"``, ``emulatorpin: "0-1"``, ``cpu_shares: 2048``."""
-        out: dict[str, str | int] = {
-            f"vcpupin.{vcpu}": _cpuset_text(cpus) for vcpu, cpus in sorted(self.vcpupin.items())
-        }
+    def fields(self) -> dict[Field, object]:
+        """Every managed field with its value, typed (a cpuset is a frozenset)."""
+        out: dict[Field, object] = {Field("vcpupin", vcpu=v): c for v, c in self.vcpupin.items()}
         if self.emulatorpin is not None:
-            out["emulatorpin"] = _cpuset_text(self.emulatorpin)
-        out.update(sorted(self.sched.items()))
+            out[Field("emulatorpin")] = self.emulatorpin
+        out.update((Field("sched", name=k), v) for k, v in self.sched.items())
         if self.numatune is not None:
-            out["numatune"] = self._numatune_text() or ""
+            out[Field("numatune")] = self.numatune
         if self.topology is not None:
-            out["topology"] = _shape_text(self.topology) or ""
+            out[Field("topology")] = self.topology
         return out
+
+    def only(self, wanted: Iterable[Field]) -> Tuning:
+        """This tuning's values of the ``wanted`` fields only."""
+        keep = set(wanted)
+        return Tuning(
+            vcpupin={v: c for v, c in self.vcpupin.items() if Field("vcpupin", vcpu=v) in keep},
+            emulatorpin=self.emulatorpin if Field("emulatorpin") in keep else None,
+            sched={k: v for k, v in self.sched.items() if Field("sched", name=k) in keep},
+            numatune=self.numatune if Field("numatune") in keep else None,
+            topology=self.topology if Field("topology") in keep else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,13 +319,19 @@ def _scheduler_params(
     return sched
 
 
+#: A value as shown: a cpuset's text, a number, none.
 Value = str | int | None
 
 
-def drift(desired: Tuning, actual: Tuning) -> dict[str, tuple[Value, Value]]:
+def drift(desired: Tuning, actual: Tuning) -> Changes:
     """Managed fields whose actual value differs: ``{field: (actual, desired)}``."""
-    want, have = desired.describe(), actual.describe()
-    return {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+    want, have = desired.fields(), actual.fields()
+    return {f: (have.get(f), v) for f, v in sorted(want.items()) if have.get(f) != v}
+
+
+def shown(changes: Changes) -> dict[str, tuple[Value, Value]]:
+    """``changes`` as they are shown: ``{"vcpupin.0": ("0-3", "1")}``."""
+    return {f.label(): (f.shown(old), f.shown(new)) for f, (old, new) in changes.items()}
 
 
 def _default_weight(scheduler: Scheduler) -> dict[str, int]:
@@ -315,6 +363,11 @@ def _shape_text(shape: tuple[int, int, int] | None) -> str | None:
         return None
     sockets, cores, threads = shape
     return f"{sockets} sockets, {cores} cores, {threads} threads"
+
+
+def _numatune_text(numatune: tuple[str, frozenset[int]]) -> str:
+    mode, nodes = numatune
+    return f"{mode} {_cpuset_text(nodes)}".rstrip()
 
 
 def _cpuset_text(cpus: frozenset[int]) -> str:

@@ -41,7 +41,7 @@ from virtpolicy.engine.tuners.run import Decision, Tuners
 from virtpolicy.engine.tuning.reconcile import GuestStatus, Reconciler
 from virtpolicy.errors import ConnectionLostError, StoreError
 from virtpolicy.hypervisor.base import Hypervisor
-from virtpolicy.hypervisor.native import GuestInfo
+from virtpolicy.hypervisor.native import Changes, GuestInfo, shown
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore, Revision
 
@@ -117,13 +117,13 @@ class Controller:
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
 
-    def _applied(self, guest: str, applied: Mapping[str, tuple[Any, Any]]) -> None:
+    def _applied(self, guest: str, applied: Changes) -> None:
         """What a pass changed on a guest: an event (from the pass's thread: the bus
         hands it to the loop)."""
         self.events.publish(
             "enforcement",
             guest=guest,
-            applied={k: {"from": old, "to": new} for k, (old, new) in applied.items()},
+            applied={k: {"from": old, "to": new} for k, (old, new) in shown(applied).items()},
         )
 
     # -- what the API asks (see api.deps.Daemon) -----------------------------------

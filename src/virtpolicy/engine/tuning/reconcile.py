@@ -26,7 +26,14 @@ from virtpolicy.errors import (
     HypervisorError,
 )
 from virtpolicy.hypervisor.base import Hypervisor
-from virtpolicy.hypervisor.native import GuestInfo, Tuning, Value, desired_tuning, drift
+from virtpolicy.hypervisor.native import (
+    Changes,
+    GuestInfo,
+    Tuning,
+    desired_tuning,
+    drift,
+    shown,
+)
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.placement import Placed, Request, placed_from_pins
 from virtpolicy.store.base import Policies, StoredPolicy
@@ -46,8 +53,8 @@ class GuestStatus:
     state: str = "undefined"
     desired: Tuning = field(default_factory=Tuning)
     actual: Tuning = field(default_factory=Tuning)
-    drift: dict[str, tuple[Value, Value]] = field(default_factory=dict)
-    applied: dict[str, tuple[Value, Value]] = field(default_factory=dict)
+    drift: Changes = field(default_factory=dict)
+    applied: Changes = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     error: str | None = None
     checked_at: str | None = None
@@ -62,8 +69,8 @@ class GuestStatus:
             "state": self.state,
             "desired": self.desired.to_dict(),
             "actual": self.actual.to_dict(),
-            "drift": {k: {"actual": a, "desired": d} for k, (a, d) in self.drift.items()},
-            "applied": {k: {"from": a, "to": d} for k, (a, d) in self.applied.items()},
+            "drift": {k: {"actual": a, "desired": d} for k, (a, d) in shown(self.drift).items()},
+            "applied": {k: {"from": a, "to": d} for k, (a, d) in shown(self.applied).items()},
             "problems": self.problems,
             "error": self.error,
             "checked_at": self.checked_at,
@@ -84,7 +91,7 @@ class Reconciler:
         reserved: frozenset[int] = frozenset(),
         *,
         clash: Callable[[str, str], str | None] = lambda _guest, _uuid: None,
-        on_applied: Callable[[str, dict[str, tuple[Value, Value]]], None] = lambda _g, _a: None,
+        on_applied: Callable[[str, Changes], None] = lambda _g, _a: None,
     ) -> None:
         self.store = store
         #: Where the placer puts each guest here (the host's CPUs minus ``reserved``).
@@ -266,13 +273,13 @@ class Reconciler:
         if self.mode != "enforce":
             return
         if status.drift:
-            changes = _only(desired.tuning, actual)
+            changes = desired.tuning.only(status.drift)
             status.problems += hv.apply(
                 name, changes, running=info.running, persistent=info.persistent
             )
             after = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
             applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
-            for what, (old, new) in applied.items():
+            for what, (old, new) in shown(applied).items():
                 log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)
             if applied:
                 self.on_applied(name, applied)
@@ -304,14 +311,3 @@ class Reconciler:
 
         topology = self.hypervisor.node().layout
         return self.placing.update(topology, {n: s.policy for n, s in policies.items()}, pins_of)
-
-
-def _only(desired: Tuning, actual: Tuning) -> Tuning:
-    """The part of ``desired`` that differs from ``actual``."""
-    return Tuning(
-        vcpupin={v: c for v, c in desired.vcpupin.items() if actual.vcpupin.get(v) != c},
-        emulatorpin=desired.emulatorpin if desired.emulatorpin != actual.emulatorpin else None,
-        sched={k: v for k, v in desired.sched.items() if actual.sched.get(k) != v},
-        numatune=desired.numatune if desired.numatune != actual.numatune else None,
-        topology=desired.topology if desired.topology != actual.topology else None,
-    )

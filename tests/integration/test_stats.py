@@ -28,7 +28,7 @@ from tests.conftest import (
     wait_connected,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone("machine")]  # figures of load
+pytestmark = pytest.mark.integration
 
 
 def stats_of(api: httpx.Client, guest: str) -> dict[str, Any] | None:
@@ -38,6 +38,7 @@ def stats_of(api: httpx.Client, guest: str) -> dict[str, Any] | None:
     return None
 
 
+@pytest.mark.alone("machine")  # its figures are of load: no other test loads the host
 def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
     qemu_uri: str,
     db: str,
@@ -128,6 +129,7 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
     assert f"{idle}/0(" in cpu0
 
 
+@pytest.mark.alone("machine")  # balance acts on the host's load: no other test adds to it
 def test_balance_moves_a_busy_vcpu_off_a_crowded_host_cpu(
     qemu_uri: str,
     db: str,

@@ -9,11 +9,14 @@ import stat
 import threading
 import time
 import types
+import uuid
 from pathlib import Path
 
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
 from virtpolicy.engine.daemon.policycache import PolicyCache
@@ -21,7 +24,7 @@ from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyEr
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.store import Delete, Put, SqlStore
 from virtpolicy.store.base import GuestState, HostRecord, Revision
-from virtpolicy.store.feed import DirectoryFeed, PostgresFeed
+from virtpolicy.store.feed import CHANNEL, DirectoryFeed, PostgresFeed, channel
 from virtpolicy.store.schema import SCHEMA_REVISION
 
 pytestmark = pytest.mark.integration
@@ -277,6 +280,44 @@ def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> Non
     finally:
         stop.set()
         feed.close()
+
+
+def test_stores_in_two_schemas_of_one_database_never_hear_each_other(
+    pg_db: str, pg_url: str
+) -> None:
+    """Two stores on one PostgreSQL database, in schemas of their own: a write to
+    one wakes only the other's listeners of the same store (each store's channel
+    is its own; a daemon took another store's notified revisions as its own)."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    other_db = f"{pg_url}&options=-csearch_path%3D{schema}"
+    mine, other = SqlStore(pg_db), SqlStore(other_db)
+    feed, stop = mine.change_feed(), threading.Event()
+    try:
+        feed.wait(0.01, stop)  # listening from now on
+        assert feed.written() is None  # before it listened: only the store can tell
+        other.write([p("web")], "another fleet")
+        assert not feed.wait(1.0, stop)  # not a word of the other store's write
+        mine.write([p("db")], "this fleet")
+        assert feed.wait(30, stop)
+        assert [r.guest for r in feed.written() or []] == ["db"]
+    finally:
+        stop.set()
+        feed.close()
+        mine.close()
+        other.close()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def test_a_schemas_channel_is_its_own() -> None:
+    assert channel("public") == CHANNEL  # as every release before
+    names = {channel(f"t_{i}") for i in range(100)}
+    assert len(names) == 100
+    assert all(len(n) <= 63 and n.isidentifier() for n in names)  # a PostgreSQL name
 
 
 def test_hosts_register_beat_leave_and_get_lost(db: str, store: SqlStore) -> None:

@@ -2,7 +2,10 @@
 
 import pytest
 
+from virtpolicy.engine.jobs import admission
+from virtpolicy.engine.tuners import balance
 from virtpolicy.errors import PolicyError
+from virtpolicy.hypervisor import native
 from virtpolicy.hypervisor.native import (
     Field,
     NodeInfo,
@@ -13,8 +16,11 @@ from virtpolicy.hypervisor.native import (
     desired_tuning,
     drift,
     guest_shape,
+    shown,
     weight_params,
 )
+from virtpolicy.policy import cpuset
+from virtpolicy.policy.cpuset import CpuSet
 from virtpolicy.policy.model import parse_policy
 from virtpolicy.policy.placement import Placed
 from virtpolicy.policy.topology import Topology
@@ -72,6 +78,33 @@ def test_pins_per_vcpu_and_default() -> None:
     assert desired.problems == ()
 
 
+def test_cpusets_are_parsed_once_when_the_policy_is_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass reads a policy's cpusets as they were parsed on validation: with the
+    parser gone, the tuning is still worked out (every pass re-parsed them)."""
+    policy = parse_policy(
+        {"guest": "g", "cpu": {"vcpupin": {0: "1"}, "vcpus": "4-5", "emulatorpin": "0-1,^1"}}
+    )
+    assert isinstance(policy.cpu.vcpus, CpuSet)
+    assert (policy.cpu.emulatorpin, policy.cpu.vcpupin[0].cpus) == ("0", frozenset({1}))
+
+    def refused(text: str) -> frozenset[int]:
+        raise AssertionError(f"{text!r} parsed again")
+
+    monkeypatch.setattr(cpuset, "parse_cpuset", refused)
+    for module in (native, admission, balance):
+        if hasattr(module, "parse_cpuset"):
+            monkeypatch.setattr(module, "parse_cpuset", refused)
+    desired = desired_tuning(policy, HOST, vcpus=2)
+    assert desired.tuning.vcpupin == {0: frozenset({1}), 1: frozenset({4, 5})}
+    assert desired.tuning.emulatorpin == frozenset({0})
+    assert admission.migration_refusals("g", policy, 4) == [
+        "g: cpu.vcpus = 4-5 names host CPUs this host lacks (it has 4: 0-3); pin it for this"
+        " host, or use cpu.vcpus: auto"
+    ]
+
+
 def test_unset_fields_are_not_managed() -> None:
     """A policy without CPU fields asks for no tuning at all."""
     assert desired_tuning(parse_policy({"guest": "g"}), HOST, vcpus=2).tuning == Tuning()
@@ -122,7 +155,7 @@ def test_drift_lists_managed_fields_only() -> None:
         emulatorpin=frozenset({3}),
         sched={"cpu_shares": 1024, "global_quota": -1},
     )
-    assert drift(desired, actual) == {"vcpupin.0": ("0-1", "1"), "cpu_shares": (1024, 2048)}
+    assert shown(drift(desired, actual)) == {"vcpupin.0": ("0-1", "1"), "cpu_shares": (1024, 2048)}
     assert drift(desired, desired) == {}
 
 

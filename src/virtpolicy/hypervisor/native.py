@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from virtpolicy.policy.cpuset import format_cpuset, parse_cpuset
+from virtpolicy.policy.cpuset import cpus_in, format_cpuset
 from virtpolicy.policy.model import AUTO, GuestPolicy
 from virtpolicy.policy.placement import Placed
 from virtpolicy.policy.topology import Topology
@@ -254,7 +254,7 @@ def _pinning(
     pool = placed.emulatorpin if placed is not None else None  # a shared guest's pool
 
     def cpus_of(text: str, where: str) -> frozenset[int] | None:
-        cpus = parse_cpuset(text)
+        cpus = cpus_in(text)
         missing = sorted(cpus - every_cpu)
         if not missing:
             return cpus

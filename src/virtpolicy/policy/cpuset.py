@@ -100,6 +100,25 @@ def format_cpuset(cpus: Iterable[int]) -> str:
     return ",".join(parts)
 
 
+class CpuSet(str):
+    """A cpuset read once: its canonical text (stored, shown, and libvirt's own
+    syntax) is the string itself, and its host CPUs are :attr:`cpus`, parsed when
+    the policy was validated, never again on each pass."""
+
+    cpus: frozenset[int]
+
+    def __new__(cls, text: str) -> CpuSet:
+        cpus = parse_cpuset(text)
+        made = super().__new__(cls, format_cpuset(cpus))
+        made.cpus = cpus
+        return made
+
+
+def cpus_in(text: str) -> frozenset[int]:
+    """The host CPUs of a cpuset: as read once (a :class:`CpuSet`), else parsed."""
+    return text.cpus if isinstance(text, CpuSet) else parse_cpuset(text)
+
+
 def normalize_cpuset(text: str) -> str:
     """Return the canonical spelling of ``text`` (parse, then format)."""
     return format_cpuset(parse_cpuset(text))

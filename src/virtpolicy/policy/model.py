@@ -15,10 +15,12 @@ import reprlib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     model_validator,
 )
@@ -27,7 +29,7 @@ from pydantic_core import ErrorDetails
 from virtpolicy import loopguard
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.condition import normalize_condition
-from virtpolicy.policy.cpuset import MAX_CPUS, normalize_cpuset
+from virtpolicy.policy.cpuset import MAX_CPUS, CpuSet
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import bad_text, not_text, printable, quoted
 
@@ -56,12 +58,18 @@ def _cpuset(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str):
-        return normalize_cpuset(value)
+        return CpuSet(value)  # parsed here, once: its CPUs go with it
     return value
 
 
 def _vcpus(value: object) -> object:
     return value if value == AUTO else _cpuset(value)
+
+
+def _read_once(value: str) -> str:
+    """The validated text as a :class:`CpuSet` (pydantic may hand back a plain
+    copy of the string); ``auto`` as it is."""
+    return value if isinstance(value, CpuSet) or value == AUTO else CpuSet(value)
 
 
 def _condition(value: object) -> object:
@@ -125,7 +133,10 @@ def _label_value(value: object) -> object:
     return value
 
 
-Cpuset = Annotated[str, BeforeValidator(_cpuset)]
+#: A cpuset: validated and parsed once (a :class:`CpuSet`), dumped as plain text.
+Cpuset = Annotated[
+    str, BeforeValidator(_cpuset), AfterValidator(_read_once), PlainSerializer(str, return_type=str)
+]
 Condition = Annotated[str, BeforeValidator(_condition)]
 GuestName = Annotated[str, BeforeValidator(check_guest_name)]
 LabelKey = Annotated[str, BeforeValidator(_label_key)]
@@ -146,7 +157,15 @@ class CpuPolicy(_Model):
     vcpupin: Annotated[dict[VcpuIndex, Cpuset], BeforeValidator(_vcpupin_keys)] = {}
     #: A cpuset for every vCPU not pinned alone, or "auto": a tuner
     #: (``balance``) places each vCPU, within ``allowed``.
-    vcpus: Annotated[str, BeforeValidator(_vcpus)] | None = None
+    vcpus: (
+        Annotated[
+            str,
+            BeforeValidator(_vcpus),
+            AfterValidator(_read_once),
+            PlainSerializer(str, return_type=str),
+        ]
+        | None
+    ) = None
     allowed: Cpuset | None = None
     emulatorpin: Cpuset | None = None
     weight: Annotated[int, Field(ge=WEIGHT_MIN, le=WEIGHT_MAX)] | None = None

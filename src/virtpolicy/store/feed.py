@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -42,8 +43,19 @@ from virtpolicy.store.base import Revision
 
 log = logging.getLogger(__name__)
 
-#: The channel every write notifies on PostgreSQL.
+#: The channel every write notifies on PostgreSQL, for a store in the ``public``
+#: schema; a store in a schema of its own has a channel of its own (see
+#: :func:`channel`), so that stores sharing one database never hear each other.
 CHANNEL = "virtpolicy_changes"
+
+
+def channel(schema: str) -> str:
+    """The channel of the store whose tables are in ``schema``."""
+    if schema == "public":
+        return CHANNEL
+    return f"{CHANNEL}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
+
+
 #: NOTIFY payloads must stay under 8000 bytes (bytes, not characters: a guest
 #: name of 255 emoji is 1,020 bytes); the guest names are cut first.
 _PAYLOAD_MAX = 7000
@@ -239,7 +251,8 @@ class PostgresFeed:
         conn: Any = raw.driver_connection
         raw.detach()  # the feed's own, never back into the pool
         conn.autocommit = True
-        conn.execute(f"LISTEN {CHANNEL}")
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        conn.execute(f"LISTEN {channel(schema)}")
         self._conn = conn
 
     def close(self) -> None:

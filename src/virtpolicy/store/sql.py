@@ -62,7 +62,7 @@ from virtpolicy.store.decoding import (
     revision_of,
     stored,
 )
-from virtpolicy.store.feed import CHANNEL, DirectoryFeed, PollFeed, PostgresFeed, payload
+from virtpolicy.store.feed import DirectoryFeed, PollFeed, PostgresFeed, channel, payload
 from virtpolicy.store.migrate import migrate as upgrade_schema
 from virtpolicy.store.schema import (
     dependencies,
@@ -333,7 +333,8 @@ class SqlStore(Fleet, Jobs, Tokens):
                 [o.guest for o in written],
                 [[r[k] for k in ROW] for r in rows],
             )
-            conn.execute(select(func.pg_notify(CHANNEL, told)))
+            schema = conn.execute(select(func.current_schema())).scalar_one()
+            conn.execute(select(func.pg_notify(channel(schema), told)))
         conn.execute(insert(revisions), rows)
         # Revision 1 is a guest's first row; later ones (after a delete too) update it.
         fresh = [r for r in rows if r["revision"] == 1]

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from virtpolicy.errors import UnknownStateError
 from virtpolicy.policy.condition import parse_condition
-from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.policy.cpuset import cpus_in
 from virtpolicy.policy.model import AUTO, GuestPolicy
 from virtpolicy.store.base import GuestState, HostRecord
 
@@ -149,5 +149,5 @@ def migration_refusals(guest: str, policy: GuestPolicy | None, host_cpus: int) -
         f"{guest}: {where} = {cpus} names host CPUs this host lacks (it has {host_cpus}:"
         f" 0-{host_cpus - 1}); pin it for this host, or use cpu.vcpus: auto"
         for where, cpus in fixed
-        if cpus is not None and max(parse_cpuset(cpus), default=-1) >= host_cpus
+        if cpus is not None and max(cpus_in(cpus), default=-1) >= host_cpus
     ]

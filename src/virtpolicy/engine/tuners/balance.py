@@ -37,7 +37,7 @@ import heapq
 from collections.abc import Callable
 
 from virtpolicy.engine.tuners import Action, Context
-from virtpolicy.policy.cpuset import parse_cpuset
+from virtpolicy.policy.cpuset import cpus_in
 from virtpolicy.policy.model import AUTO
 from virtpolicy.policy.topology import Topology
 
@@ -157,7 +157,7 @@ def _movable(context: Context) -> Vcpus:
             continue
         allowed = every
         if policy.cpu.allowed:
-            allowed = (frozenset(parse_cpuset(policy.cpu.allowed)) & every) or every
+            allowed = (cpus_in(policy.cpu.allowed) & every) or every
         pool = context.pools.get(guest)
         if pool:  # placement is in play: its shared pool, within its nodes
             allowed = (allowed & pool) or pool

@@ -367,3 +367,21 @@ def test_a_page_of_another_origin_changes_nothing(
     assert sent == ["opaque", "opaque", "opaque"]  # sent, answers hidden from the page
     assert snapshot(db) == before
     assert run("jobs", "-o", "json").stdout == jobs_before
+
+
+def test_the_activity_page_lists_the_jobs_run(
+    browser: Any,
+    served: Served,
+    db: str,
+    run: Cli,
+) -> None:
+    """Each page is a module of its own: the activity page lists a job run through
+    the daemon, and shows no error."""
+    run("policy", "set", "db", "--weight", "200")
+    daemon, url = served()
+    assert run("--server", str(daemon.socket), "stop", "db").exit_code == 0
+    browser.get(url + "/activity")
+    rows = wait(browser).until(lambda d: cells(d, "#jobs"))
+    assert rows[0][1:3] == ["stop", "succeeded"]
+    assert rows[0][4] == "db"
+    assert not browser.find_element(By.ID, "error").is_displayed()

@@ -1,0 +1,175 @@
+// What every page of virtpolicy's web page shares: the API and its errors, the
+// token, building elements (text reaches the page only through textContent, in
+// el() below, never as HTML), the event stream, and running a job.
+
+export const body = document.body;
+export const page = body.dataset.page;
+export const TOKEN_KEY = "virtpolicy.token"; // sessionStorage: this tab only
+export const PAGE_SIZE = 100;
+
+export class Unauthorized extends Error {}
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail?.error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+export function headers(extra = {}) {
+  const h = new Headers(extra);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) h.set("Authorization", `Bearer ${token}`);
+  if (!h.has("Accept")) h.set("Accept", "application/json");
+  return h;
+}
+
+export async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: headers(options.headers) });
+  if (response.status === 401) throw new Unauthorized();
+  if (!response.ok) {
+    throw new ApiError(response.status, await response.json().catch(() => null));
+  }
+  return response;
+}
+
+export const getJson = async (path) => (await api(path)).json();
+
+// An element with attributes (on*: listeners) and children (strings become text).
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export const SVG = "http://www.w3.org/2000/svg";
+
+export function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function table(headings, rows, caption) {
+  return el(
+    "table",
+    {},
+    caption ? el("caption", {}, caption) : null,
+    el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))),
+  );
+}
+
+export function fill(id, ...children) {
+  const target = document.getElementById(id);
+  const shown = children.flat().filter((c) => c !== null && c !== undefined && c !== false);
+  if (target) target.replaceChildren(...shown);
+}
+
+export function showError(error) {
+  const box = document.getElementById("error");
+  box.textContent = error ? String(error.message || error) : "";
+  box.hidden = !error;
+}
+
+export function askForToken() {
+  document.getElementById("content").hidden = true;
+  const form = document.getElementById("token-form");
+  form.hidden = false;
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, form.elements.token.value.trim());
+    location.reload();
+  });
+  form.elements.token.focus();
+}
+
+// Writes are offered to an operator or admin, never on the read-only socket.
+export const mayWrite = () => ["operator", "admin"].includes(body.dataset.role) && body.dataset.listener !== "unix-ro";
+
+export const guestLink = (name) => el("a", { href: `/guests/${encodeURIComponent(name)}` }, name);
+export const stateBadge = (state) =>
+  el("span", { class: `state state-${String(state || "unknown").replace(/\s+/g, "-")}` }, state || "unknown");
+
+export function driftText(drift) {
+  const keys = Object.keys(drift || {});
+  return keys.length ? keys.map((k) => `${k}: ${drift[k].actual} → ${drift[k].desired}`).join("; ") : "";
+}
+
+// -- the event stream -----------------------------------------------------------
+
+// /v1/events through fetch (EventSource cannot send the token): each event's
+// kind and data to onEvent; reconnects after a drop, from the last id seen.
+export async function follow(kinds, onEvent) {
+  let last = null;
+  for (;;) {
+    try {
+      const query = kinds.map((k) => `kind=${encodeURIComponent(k)}`).join("&");
+      const extra = last === null ? {} : { "Last-Event-ID": last };
+      const response = await api(`/v1/events?${query}`, { headers: { ...extra, Accept: "text/event-stream" } });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const fields = {};
+          for (const line of block.split("\n")) {
+            if (line.startsWith(":")) continue;
+            const at = line.indexOf(":");
+            if (at > 0) fields[line.slice(0, at)] = line.slice(at + 1).trimStart();
+          }
+          if (fields.id) last = fields.id;
+          if (fields.event && fields.data) onEvent(fields.event, JSON.parse(fields.data));
+        }
+      }
+    } catch (error) {
+      if (error instanceof Unauthorized) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+// Run refresh() now, and again at most every `wait` ms while `trigger` is called.
+export function debounced(refresh, wait = 500) {
+  let timer = null;
+  return () => {
+    if (timer === null) timer = setTimeout(() => { timer = null; refresh(); }, wait);
+  };
+}
+
+// Start or stop `guest` as the CLI does (a job), showing each guest's progress.
+export async function runJob(action, guest, into) {
+  const response = await api("/v1/jobs", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ action, guests: [guest] }),
+  });
+  let job = await response.json();
+  const show = () => fill(into,
+    el("p", {}, `Job ${job.id}: ${action} ${guest}: ${job.state}`),
+    table(["Guest", "Host", "Result", "Detail"], (job.results || []).map((r) => [r.guest, r.host || "", r.result, r.detail || ""])));
+  show();
+  while (job.state === "running") {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    job = await getJson(`/v1/jobs/${job.id}`);
+    show();
+  }
+}

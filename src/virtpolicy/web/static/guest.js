@@ -1,0 +1,265 @@
+// A guest's page: its status, policy, dependencies, history and editor.
+
+import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced } from "./common.js";
+
+export async function guestPage() {
+  const guest = body.dataset.guest;
+  const path = encodeURIComponent(guest);
+
+  async function renderStatus() {
+    let status;
+    try {
+      status = await getJson(`/v1/guests/${path}/status`);
+    } catch (error) {
+      if (error.status === 404) { fill("status", el("p", {}, error.message)); return; }
+      throw error;
+    }
+    const desired = status.desired || {}, actual = status.actual || {};
+    const rows = [];
+    const vcpus = new Set([...Object.keys(desired.vcpupin || {}), ...Object.keys(actual.vcpupin || {})]);
+    for (const v of [...vcpus].sort((a, b) => a - b)) {
+      rows.push([`vCPU ${v}`, desired.vcpupin?.[v] ?? "—", actual.vcpupin?.[v] ?? "—"]);
+    }
+    rows.push(["emulator", desired.emulatorpin ?? "—", actual.emulatorpin ?? "—"]);
+    for (const key of Object.keys(desired.sched || {})) { // the managed ones
+      rows.push([key, desired.sched?.[key] ?? "—", actual.sched?.[key] ?? "—"]);
+    }
+    if (desired.numatune || actual.numatune) rows.push(["numatune", desired.numatune ?? "—", actual.numatune ?? "—"]);
+    if (desired.topology || actual.topology) rows.push(["topology", desired.topology ?? "—", actual.topology ?? "—"]);
+    const drift = driftText(status.drift);
+    fill("status",
+      el("p", {}, "On ", el("strong", {}, status.host || "no host"), ", ", stateBadge(status.state),
+        status.checked_at ? `, checked ${status.checked_at}` : ""),
+      el("p", { id: "drift", class: drift ? "drift" : "ok" }, drift ? `Drift: ${drift}` : "No drift."),
+      table(["", "Desired", "Actual"], rows, "Tuning"),
+      (status.problems || []).length
+        ? el("ul", { class: "problems", "aria-label": "Problems" }, status.problems.map((p) => el("li", {}, p)))
+        : null,
+      status.error ? el("p", { class: "error-text" }, status.error) : null,
+      (status.notices || []).length
+        ? el("ul", { "aria-label": "Notices" }, status.notices.map((n) => el("li", {}, n)))
+        : null,
+    );
+  }
+
+  let editing = false; // while the form holds unsaved changes, it is not redrawn
+
+  function renderEditor(stored) {
+    const policy = stored.policy || {};
+    const value = (path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), policy);
+    const labels = Object.entries(policy.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+    const field = (path, label, input) => {
+      const id = `f-${path.replace(/\./g, "-")}`;
+      const error = el("span", { class: "field-error", id: `${id}-error`, role: "alert" });
+      input.id = id;
+      input.dataset.field = path;
+      input.setAttribute("aria-describedby", `${id}-error`);
+      return el("div", { class: "field" }, el("label", { for: id }, label), input, error);
+    };
+    const text = (path, kind = "text") => {
+      const v = value(path);
+      return el("input", { type: kind, name: path, value: v == null ? "" : v });
+    };
+    const placement = el("select", { name: "cpu.placement" },
+      ["shared", "dedicated"].map((o) => el("option", { value: o, selected: (value("cpu.placement") || "shared") === o }, o)));
+    const autostart = el("input", { type: "checkbox", name: "start.autostart", checked: value("start.autostart") === true });
+    const form = el("form", { id: "editor", class: "editor", novalidate: true },
+      el("h3", {}, `Edit (revision ${stored.revision})`),
+      field("cpu.weight", "CPU weight (1-10000)", text("cpu.weight", "number")),
+      field("cpu.cap", "CPU cap (% of one host CPU)", text("cpu.cap", "number")),
+      field("cpu.vcpus", "vCPUs on host CPUs (cpuset, or auto)", text("cpu.vcpus")),
+      field("cpu.emulatorpin", "Emulator on host CPUs (cpuset)", text("cpu.emulatorpin")),
+      field("cpu.placement", "Placement", placement),
+      field("numa.nodes", "Within NUMA nodes", text("numa.nodes", "number")),
+      field("start.autostart", "Start with the daemon", autostart),
+      field("labels", "Labels (key=value, space between)", el("input", { type: "text", name: "labels", value: labels })),
+      el("div", { class: "actions" }, el("button", { type: "submit" }, "Save"),
+        el("button", { type: "button", onclick: () => { editing = false; renderPolicy().catch(showError); } }, "Discard")),
+      el("div", { id: "conflict", role: "alert" }),
+    );
+    form.addEventListener("input", () => { editing = true; });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      for (const span of form.querySelectorAll(".field-error")) span.textContent = "";
+      for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+      fill("conflict");
+      const patch = {};
+      const set = (path, v) => {
+        const keys = path.split(".");
+        let o = patch;
+        for (const k of keys.slice(0, -1)) o = o[k] ??= {};
+        o[keys.at(-1)] = v;
+      };
+      for (const input of form.querySelectorAll("[data-field]")) {
+        const path = input.dataset.field;
+        if (path === "labels") continue;
+        let now;
+        if (input.type === "checkbox") now = input.checked ? true : null;
+        else if (input.value.trim() === "") now = null;
+        else now = input.type === "number" ? Number(input.value) : input.value.trim();
+        if (path === "cpu.placement" && now === "shared") now = null;
+        const before = value(path) ?? null;
+        if (now !== before) set(path, now);
+      }
+      const wanted = {};
+      for (const pair of form.elements.labels.value.split(/\s+/).filter(Boolean)) {
+        const at = pair.indexOf("=");
+        wanted[at < 0 ? pair : pair.slice(0, at)] = at < 0 ? "" : pair.slice(at + 1);
+      }
+      const had = policy.labels || {};
+      const labelPatch = {};
+      for (const k of Object.keys(had)) if (!(k in wanted)) labelPatch[k] = null;
+      for (const [k, v] of Object.entries(wanted)) if (had[k] !== v) labelPatch[k] = v;
+      if (Object.keys(labelPatch).length) patch.labels = labelPatch;
+      try {
+        await api(`/v1/policies/${path}`, {
+          method: "PATCH",
+          headers: { "Content-Type": "application/json", "If-Match": `"${stored.revision}"` },
+          body: JSON.stringify(patch),
+        });
+        editing = false;
+        await renderPolicy();
+      } catch (error) {
+        if (error.status === 412) return showConflict(stored.revision);
+        const name = error.detail?.error?.field;
+        const input = name && form.querySelector(`[data-field="${CSS.escape(name.split(".").slice(0, 2).join("."))}"]`);
+        if (input) {
+          input.setAttribute("aria-invalid", "true");
+          document.getElementById(`${input.id}-error`).textContent = error.message;
+          input.focus();
+        } else {
+          showError(error);
+        }
+      }
+    });
+    fill("edit", form);
+  }
+
+  // The policy moved on since the form was opened: who changed what, and nothing saved.
+  async function showConflict(opened) {
+    const history = await getJson(`/v1/policies/${path}/history`);
+    const since = history.filter((h) => h.revision > opened);
+    const last = since.at(-1) || history.at(-1);
+    fill("conflict",
+      el("p", { class: "error-text" },
+        `Not saved: changed by ${last.actor} at ${last.time} since you opened it (revision ${opened} → ${last.revision}).`),
+      el("ul", { class: "diff", "aria-label": "What changed" }, since.map((h) => el("li", {}, `${h.revision}: ${h.change}`))),
+      el("p", {}, "Discard to start again from the current policy."));
+  }
+
+  async function renderPolicy() {
+    let stored, yaml;
+    try {
+      stored = await getJson(`/v1/policies/${path}`);
+      yaml = await (await api(`/v1/policies/${path}`, { headers: { Accept: "application/yaml" } })).text();
+    } catch (error) {
+      if (error.status === 404) { fill("policy", el("p", {}, error.message)); fill("deps"); fill("history"); return; }
+      throw error;
+    }
+    fill("policy", el("p", {}, `Revision ${stored.revision}`), el("pre", { class: "yaml" }, yaml));
+    if (mayWrite() && !editing) renderEditor(stored);
+    const [dependents, history, graph] = await Promise.all([
+      getJson(`/v1/guests/${path}/dependents`),
+      getJson(`/v1/policies/${path}/history`),
+      getJson(`/v1/graph?guest=${path}`),
+    ]);
+    const policy = stored.policy || {};
+    const nodes = new Map(graph.nodes.map((n) => [n.guest, n]));
+    const now = (g) => {
+      const n = nodes.get(g);
+      return n ? `${n.state || "undefined"}${n.host ? ` on ${n.host}` : ""}` : "unknown";
+    };
+    const edges = [];
+    for (const [kind, list] of [["requires", policy.requires], ["wants", policy.wants]]) {
+      for (const dep of list || []) edges.push([kind, guestLink(dep.guest), dep.when || "running", now(dep.guest)]);
+    }
+    const blocked = nodes.get(guest)?.blocked;
+    fill("deps",
+      edges.length ? table(["", "Guest", "Condition", "Now"], edges, "It depends on") : el("p", {}, "It depends on no guest."),
+      blocked ? el("p", { class: "error-text", id: "blocked-by" }, `Held back: ${blocked}`) : null,
+      dependents.dependents.length
+        ? el("p", {}, "Depend on it: ", dependents.dependents.flatMap((g, i) => (i ? [", ", guestLink(g)] : [guestLink(g)])))
+        : el("p", {}, "No guest depends on it."),
+    );
+    fill("history", table(["Revision", "Time", "Actor", "Change"],
+      history.slice().reverse().map((h) => [h.revision, h.time, h.actor, h.change])));
+  }
+
+  // Per-vCPU CPU and steal over the last hour: the history once, then each
+  // sample from the event stream.
+  const HOUR = 3600;
+  let points = [];
+  function renderCharts() {
+    const now = Date.now() / 1000;
+    points = points.filter((p) => p.time > now - HOUR);
+    const vcpus = Object.keys(points.at(-1) || {}).filter((k) => k.startsWith("vcpu.")).length;
+    if (!points.length || !vcpus) {
+      fill("charts", el("p", {}, "No statistics yet (the daemon samples running guests)."));
+      return;
+    }
+    const Wc = 600, Hc = 90;
+    const line = (key) => points
+      .filter((p) => p[key] !== null && p[key] !== undefined)
+      .map((p) => `${(((p.time - (now - HOUR)) / HOUR) * Wc).toFixed(1)},${(Hc - (Math.min(100, p[key]) / 100) * Hc).toFixed(1)}`)
+      .join(" ");
+    const last = points.at(-1);
+    fill("charts", [...Array(vcpus).keys()].map((v) => el("figure", { class: "chart" },
+      svg("svg", { viewBox: `0 0 ${Wc} ${Hc}`, class: "chart", role: "img", "aria-label": `vCPU ${v}: CPU and steal, last hour` },
+        svg("line", { x1: 0, y1: Hc / 2, x2: Wc, y2: Hc / 2, class: "grid" }),
+        svg("polyline", { points: line(`vcpu.${v}`), class: "cpu" }),
+        svg("polyline", { points: line(`steal.${v}`), class: "steal" })),
+      el("figcaption", {}, `vCPU ${v}: ${last[`vcpu.${v}`] ?? "—"} % CPU, ${last[`steal.${v}`] ?? "—"} % steal now (last hour; 0-100 % of one host CPU)`))));
+  }
+  async function loadCharts() {
+    try {
+      const history = await getJson(`/v1/stats/guests/${path}?since=${Date.now() / 1000 - HOUR}`);
+      points = history.points;
+    } catch (error) {
+      if (error.status !== 404) throw error;
+    }
+    renderCharts();
+  }
+
+  async function renderDecisions() {
+    const decisions = await getJson(`/v1/decisions?guest=${path}&limit=20`);
+    fill("guest-decisions", decisions.length
+      ? table(["Time", "Tuner", "What", "Outcome", "Why"], decisions.map((d) =>
+          [d.time, d.tuner, `${d.kind}${d.vcpu == null ? "" : `.${d.vcpu}`}=${d.value}`, d.outcome, d.reason]))
+      : el("p", {}, "No tuner has touched it."));
+  }
+
+  await Promise.all([renderStatus(), renderPolicy(), loadCharts(), renderDecisions()]);
+  const charts = debounced(renderCharts, 1000);
+  const decided = debounced(() => renderDecisions().catch(showError), 1000);
+  follow(["stats", "decision"], (kind, data) => {
+    if (kind === "decision") {
+      if (data.guest === guest) decided();
+      return;
+    }
+    const mine = (data.guests || []).find((g) => g.guest === guest);
+    if (!mine) return;
+    const point = { time: Date.now() / 1000 };
+    for (const v of mine.vcpus || []) {
+      point[`vcpu.${v.vcpu}`] = v.percent;
+      point[`steal.${v.vcpu}`] = v.steal_percent;
+    }
+    points.push(point);
+    charts();
+  });
+  const status = debounced(() => renderStatus().then(() => showError(null), showError), 300);
+  const policy = debounced(() => renderPolicy().catch(showError), 300);
+  const repaired = [];
+  follow(["lifecycle", "policy", "enforcement"], (kind, data) => {
+    if (data.guest !== undefined && data.guest !== null && data.guest !== guest) return;
+    if (kind === "policy") policy();
+    if (kind === "enforcement") {
+      // Drift the daemon found, and put back: what it was, what it is again.
+      const when = new Date().toLocaleTimeString();
+      for (const [what, change] of Object.entries(data.applied || {})) {
+        repaired.unshift(`${when} ${what}: found ${change.from}, put back to ${change.to}`);
+      }
+      fill("repairs", el("ul", { "aria-label": "Drift put back" }, repaired.slice(0, 20).map((r) => el("li", {}, r))));
+    }
+    status();
+  });
+}

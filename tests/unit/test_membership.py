@@ -24,7 +24,7 @@ def test_a_wake_and_a_cancel_together_still_end_the_loop(tmp_path: Path, yields:
         store = SqlStore(str(tmp_path / "p.db"))
         host = MemoryHypervisor([MemoryGuest("db", running=True)], loop=asyncio.get_running_loop())
         fleet, unpublished = Fleet("h", 3600, GuestStates()), Unpublished()
-        fleet.registered = True  # beat and publish only: no registration
+        fleet.joined()  # beat and publish only: no registration
         membership = Membership(
             store, host, fleet, unpublished, asyncio.Event(),
             ready=lambda _g: {}, status=lambda _g: None, policies=dict,

@@ -113,8 +113,7 @@ def _in_process(app: App, request: JobRequest, connect: str | None, live: bool) 
     with local_run(app.store, uri, request, app.actor) as run:
         job = run.record()
         with progress.display(request.action, job.guests, live) as show:
-            run.progress = show
-            return aio.run(run.run()).to_dict()
+            return aio.run(run.run(show)).to_dict()
 
 
 def _follow(service: RemoteService, request: JobRequest, live: bool) -> dict[str, Any]:

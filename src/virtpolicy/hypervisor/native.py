@@ -202,7 +202,7 @@ def cap_of(sched: Mapping[str, int], scheduler: Scheduler) -> int | None:
 
 def desired_tuning(
     policy: GuestPolicy,
-    host: NodeInfo,
+    node: NodeInfo,
     vcpus: int,
     previous: GuestPolicy | None = None,
     actual: Tuning | None = None,
@@ -226,13 +226,13 @@ def desired_tuning(
         placed = None
     if placed is None and policy.cpu.placement == "dedicated":
         problems.append("cpu.placement: dedicated: not placed yet; nothing is pinned for it")
-    vcpupin, emulatorpin = _pinning(policy, host, vcpus, previous, problems, actual, placed)
-    sched = _scheduler_params(policy, host, previous, problems)
+    vcpupin, emulatorpin = _pinning(policy, node, vcpus, previous, problems, actual, placed)
+    sched = _scheduler_params(policy, node, previous, problems)
     numatune = shape = None
     if placed is not None and policy.numa.nodes is not None:
         numatune = (policy.numa.memory or "strict", frozenset(placed.nodes))
-    if placed is not None and policy.cpu.topology == "match" and host.layout is not None:
-        shape = guest_shape(host.layout, placed)
+    if placed is not None and policy.cpu.topology == "match" and node.layout is not None:
+        shape = guest_shape(node.layout, placed)
     # One bad cpuset shared by several vCPUs is one problem.
     tuning = Tuning(vcpupin, emulatorpin, sched, numatune, shape)
     return Desired(tuning, tuple(dict.fromkeys(problems)))
@@ -240,14 +240,14 @@ def desired_tuning(
 
 def _pinning(
     policy: GuestPolicy,
-    host: NodeInfo,
+    node: NodeInfo,
     vcpus: int,
     previous: GuestPolicy | None,
     problems: list[str],
     actual: Tuning | None = None,
     placed: Placed | None = None,
 ) -> tuple[dict[int, frozenset[int]], frozenset[int] | None]:
-    every_cpu = frozenset(range(host.cpus))
+    every_cpu = frozenset(range(node.cpus))
     cpu, before = policy.cpu, previous.cpu if previous else None
     if placed is not None and cpu.placement == "dedicated":
         return dict(enumerate(placed.vcpupin)), placed.emulatorpin
@@ -260,7 +260,7 @@ def _pinning(
             return cpus
         problems.append(
             f"{where}: CPU {format_cpuset(missing)} does not exist: "
-            f"the host has {host.cpus} CPUs ({format_cpuset(every_cpu)})"
+            f"the host has {node.cpus} CPUs ({format_cpuset(every_cpu)})"
         )
         return None
 
@@ -298,11 +298,11 @@ def _pinning(
 
 
 def _scheduler_params(
-    policy: GuestPolicy, host: NodeInfo, previous: GuestPolicy | None, problems: list[str]
+    policy: GuestPolicy, node: NodeInfo, previous: GuestPolicy | None, problems: list[str]
 ) -> dict[str, int]:
     cpu, before = policy.cpu, previous.cpu if previous else None
-    if host.scheduler == "none":
-        driver = f"the {host.driver} driver" if host.driver else "this driver"
+    if node.scheduler == "none":
+        driver = f"the {node.driver} driver" if node.driver else "this driver"
         problems.extend(
             f"cpu.{name}: not supported by {driver}"
             for name in ("weight", "cap")
@@ -311,11 +311,11 @@ def _scheduler_params(
         return {}
     sched: dict[str, int] = {}
     if cpu.weight is not None:
-        sched.update(weight_params(cpu.weight, host.scheduler))
+        sched.update(weight_params(cpu.weight, node.scheduler))
     elif before and before.weight is not None:
-        sched.update(_default_weight(host.scheduler))
+        sched.update(_default_weight(node.scheduler))
     if cpu.cap is not None or (before and before.cap is not None):
-        sched.update(cap_params(cpu.cap, host.scheduler))
+        sched.update(cap_params(cpu.cap, node.scheduler))
     return sched
 
 

@@ -149,29 +149,30 @@ class SimulatedHypervisor:
 
 
 def play(
-    host: SimulatedHypervisor,
-    engine: Tuners,
+    hypervisor: SimulatedHypervisor,
+    tuners: Tuners,
     policies: Mapping[str, GuestPolicy],
     steps: int,
     history: int = 720,
     layout: Topology | None = None,
     pools: Mapping[str, frozenset[int]] | None = None,
 ) -> list[Decision]:
-    """Run ``engine`` over ``steps`` intervals of ``host`` (its CPUs laid out as
-    ``layout``, the guests' shared ``pools`` as placed); every decision made.
+    """Run ``tuners`` over ``steps`` intervals of ``hypervisor`` (its CPUs laid out
+    as ``layout``, the guests' shared ``pools`` as placed); every decision made.
 
-    The engine's clock must be the host's (see :func:`clock_of`).
+    The tuners' clock must be the simulation's (see :func:`clock_of`).
     """
     window: deque[Rates] = deque(maxlen=history)
     decisions = []
+    hv = hypervisor
     for _ in range(steps):
-        window.append(host.advance())
-        decisions += engine.run(
-            window, policies, host.cpus, host.pins, host.caps, host.apply, layout, pools
+        window.append(hv.advance())
+        decisions += tuners.run(
+            window, policies, hv.cpus, hv.pins, hv.caps, hv.apply, layout, pools
         )
     return decisions
 
 
-def clock_of(host: SimulatedHypervisor) -> Callable[[], float]:
+def clock_of(hypervisor: SimulatedHypervisor) -> Callable[[], float]:
     """The simulated time: the end of the last interval played."""
-    return lambda: host.step * host.interval
+    return lambda: hypervisor.step * hypervisor.interval

@@ -99,6 +99,32 @@ class Fleet:
         #: time): no host beat while it was down, so none is lost for that gap.
         self.store_back_at: float | None = None
 
+    # -- kept current by the membership task ---------------------------------------
+
+    def joined(self) -> None:
+        """This host is registered in the store."""
+        self.registered = True
+
+    def read(
+        self, hosts: dict[str, HostRecord], others: dict[str, dict[str, GuestState]], at: float
+    ) -> None:
+        """The fleet as read (from a thread: each replaced whole, as the loop reads)."""
+        self.hosts, self.others, self.read_at = hosts, others, at
+
+    def store_failed(self, exc: Exception) -> None:
+        """The store did not answer (said once, until it answers again)."""
+        if self.store_ok:
+            log.warning("fleet: %s", exc)
+        self.store_ok = False
+
+    def store_answered(self) -> None:
+        if not self.store_ok:
+            log.info("fleet: the store answers again")
+            self.store_back_at = time.time()
+        self.store_ok = True
+
+    # -- asked by the daemon's parts ---------------------------------------------------
+
     def info(self) -> dict[str, Any]:
         """What this daemon knows of the fleet, for ``GET /v1/host``."""
         return {
@@ -277,14 +303,9 @@ class Membership:
         try:
             await asyncio.to_thread(fn, *args)
         except (StoreError, HypervisorError) as exc:
-            if self.fleet.store_ok:
-                log.warning("fleet: %s", exc)
-            self.fleet.store_ok = False
+            self.fleet.store_failed(exc)
             return False
-        if not self.fleet.store_ok:
-            log.info("fleet: the store answers again")
-            self.fleet.store_back_at = time.time()
-        self.fleet.store_ok = True
+        self.fleet.store_answered()
         return True
 
     def _register(self) -> None:
@@ -306,8 +327,8 @@ class Membership:
         for job_id, guest in self.store.release_steps(self.name):
             log.warning("job %d: %s was left mid-way by this host's last daemon; taking it up",
                         job_id, guest)  # fmt: skip
-        self.fleet.registered = True
-        self.unpublished.everything = True
+        self.fleet.joined()
+        self.unpublished.changed(None)
         log.info("fleet: registered host %s (heartbeat every %ss)", self.name, self.fleet.heartbeat)
 
     async def _publish(self) -> None:
@@ -359,7 +380,7 @@ class Membership:
                     others[guest] = kept
                 else:
                     del others[guest]
-        self.fleet.hosts, self.fleet.others, self.fleet.read_at = hosts, others, started
+        self.fleet.read(hosts, others, started)
         self._beats += 1
 
     def _check_hosts(self) -> None:

@@ -282,9 +282,12 @@ class JobRun:
         )
         return job
 
-    async def run(self) -> Job:
-        """Run the recorded job to its end; the final record."""
+    async def run(self, progress: Progress | None = None) -> Job:
+        """Run the recorded job to its end, telling ``progress`` (default: the
+        run's own) of each guest as it moves; the final record."""
         assert self.job is not None, "record() first"
+        if progress is not None:
+            self.progress = progress
         action = (
             self._orchestrator.start if self.request.action == "start" else self._orchestrator.stop
         )

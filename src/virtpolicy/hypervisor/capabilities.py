@@ -143,9 +143,10 @@ def isolated_cpus(path: Path = ISOLATED) -> frozenset[int]:
         return frozenset()
 
 
-def _last_level_cache(host: ET.Element, where: str) -> dict[int, int]:
+def _last_level_cache(element: ET.Element, where: str) -> dict[int, int]:
+    """cpu -> its last-level cache bank, from the capabilities' <host> ``element``."""
     found: dict[int, tuple[int, int]] = {}  # cpu -> (level, bank id)
-    for bank in host.findall("cache/bank"):
+    for bank in element.findall("cache/bank"):
         level = _number(bank, "level", where)
         bank_id = _number(bank, "id", where)
         try:

@@ -12,6 +12,7 @@ Blocking (it calls libvirt): the daemon runs passes in a worker thread.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -200,9 +201,10 @@ class Reconciler:
 
     def notice(self, guest: str, text: str) -> None:
         """Record something that happened around ``guest`` on its status."""
-        with self._status_lock:
-            status = self._status.setdefault(guest, GuestStatus(guest))
-            status.notices = [*status.notices, f"{_now()} {text}"][-_NOTICES:]
+        with self._status_lock:  # a status once published is replaced, never changed
+            status = self._status.get(guest) or GuestStatus(guest)
+            notices = [*status.notices, f"{_now()} {text}"][-_NOTICES:]
+            self._status[guest] = dataclasses.replace(status, notices=notices)
 
     def _still_absent(self, stored: StoredPolicy) -> bool:
         """Whether the guest was not here at its last pass, at this revision: its

@@ -33,15 +33,8 @@ YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml"})
 
 
 def error_response(status_code: int, kind: str, message: str, field: str | None) -> JSONResponse:
-    """The one error shape of the API. A body refused for its size is not read to
-    its end: the connection closes with the answer (or the rest of the body would
-    hold it until the request timeout)."""
-    response = JSONResponse(
-        {"error": {"type": kind, "message": message, "field": field}}, status_code
-    )
-    if status_code == 413:
-        response.headers["Connection"] = "close"
-    return response
+    """The one error shape of the API."""
+    return JSONResponse({"error": {"type": kind, "message": message, "field": field}}, status_code)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -34,7 +34,7 @@ from virtpolicy.store import SqlStore
 #
 # The suite runs in several processes (pytest-xdist). Each test holds a shared
 # lock on every lab it uses (libvirtd: the ``qemu_uri`` fixture; PostgreSQL:
-# ``pg_url``) and on the machine; a test that stops or restarts a lab, or whose
+# ``pg_url``, or ``any_db`` in its PostgreSQL run) and on the machine; a test that stops or restarts a lab, or whose
 # figures another test's load would skew, holds that one alone (an exclusive
 # lock: ``@pytest.mark.alone("libvirtd")``, and the ``with_hook`` fixture, whose
 # hook answers for every guest that starts). Locks are taken in one order, so
@@ -65,13 +65,45 @@ def holding(resource: str, *, alone: bool) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _uses(item: pytest.Item) -> set[str]:
+    """The labs ``item`` uses: libvirtd through ``qemu_uri``, PostgreSQL through
+    ``pg_url`` (``any_db`` asks for it by name in its PostgreSQL run)."""
+    names = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    on_pg = callspec is not None and callspec.params.get("any_db") == "postgres"
+    return (
+        {"machine"}
+        | ({"libvirtd"} if "qemu_uri" in names else set())
+        | ({"postgres"} if "pg_url" in names or on_pg else set())
+    )
+
+
+def _alone(item: pytest.Item) -> set[str]:
+    """The labs ``item`` holds alone (see above)."""
+    alone = {r for mark in item.iter_markers("alone") for r in mark.args}
+    return alone | ({"libvirtd"} if "with_hook" in getattr(item, "fixturenames", ()) else set())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that hold a lab alone first (those that hold the whole machine
+    first of all, before anything long has started), then those that need no
+    lab, then the rest: each process takes its share of the list in order, so
+    the few that must be alone run while the others are busy with tests that do
+    not wait for them."""
+
+    def rank(item: pytest.Item) -> int:
+        alone = _alone(item)
+        if alone:
+            return 0 if "machine" in alone else 1
+        return 3 if _uses(item) - {"machine"} else 2
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def _labs_shared(request: pytest.FixtureRequest) -> Iterator[None]:
     """Hold this test's locks on the labs it uses (see above) for its whole run."""
-    used = {"machine", *(["libvirtd"] if "qemu_uri" in request.fixturenames else [])}
-    used |= {"postgres"} if "pg_url" in request.fixturenames else set()
-    alone = {r for mark in request.node.iter_markers("alone") for r in mark.args}
-    alone |= {"libvirtd"} if "with_hook" in request.fixturenames else set()
+    used, alone = _uses(request.node), _alone(request.node)
     with contextlib.ExitStack() as held:
         for resource in RESOURCES:
             if resource in used | alone:

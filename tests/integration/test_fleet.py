@@ -313,13 +313,9 @@ def test_a_fleet_wide_job_runs_each_guest_on_its_own_host_in_order(
         return [(r["guest"], r["host"], r["result"]) for r in rows]
 
     stopped = job(b, "stop")
-    assert in_order(stopped) == [
-        ("archive", "host-a", "already stopped"),
-        ("cache", "host-a", "stopped"),
-        ("api", "host-b", "stopped"),
-        ("web", "host-b", "stopped"),
-        ("db", "host-a", "stopped"),
-    ] or in_order(stopped)[1:] == [  # archive may finish anywhere: nothing waits for it
+    # archive may finish anywhere among them: nothing waits for it, nor it for any.
+    assert ("archive", "host-a", "already stopped") in in_order(stopped)
+    assert [r for r in in_order(stopped) if r[0] != "archive"] == [
         ("cache", "host-a", "stopped"),
         ("api", "host-b", "stopped"),
         ("web", "host-b", "stopped"),

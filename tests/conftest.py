@@ -34,7 +34,7 @@ from virtpolicy.store import SqlStore
 #
 # The suite runs in several processes (pytest-xdist). Each test holds a shared
 # lock on every lab it uses (libvirtd: the ``qemu_uri`` fixture; PostgreSQL:
-# ``pg_url``) and on the machine; a test that stops or restarts a lab, or whose
+# ``pg_url``, or ``any_db`` in its PostgreSQL run) and on the machine; a test that stops or restarts a lab, or whose
 # figures another test's load would skew, holds that one alone (an exclusive
 # lock: ``@pytest.mark.alone("libvirtd")``, and the ``with_hook`` fixture, whose
 # hook answers for every guest that starts). Locks are taken in one order, so
@@ -65,13 +65,46 @@ def holding(resource: str, *, alone: bool) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _uses(item: pytest.Item) -> set[str]:
+    """The labs ``item`` uses: libvirtd through ``qemu_uri``, PostgreSQL through
+    ``pg_url`` (``any_db`` asks for it by name in its PostgreSQL run)."""
+    names = set(getattr(item, "fixturenames", ()))
+    callspec = getattr(item, "callspec", None)
+    on_pg = callspec is not None and callspec.params.get("any_db") == "postgres"
+    return (
+        {"machine"}
+        | ({"libvirtd"} if "qemu_uri" in names else set())
+        | ({"postgres"} if "pg_url" in names or on_pg else set())
+    )
+
+
+def _alone(item: pytest.Item) -> set[str]:
+    """The labs ``item`` holds alone (see above)."""
+    alone = {r for mark in item.iter_markers("alone") for r in mark.args}
+    hooks = "with_hook" in getattr(item, "fixturenames", ()) and not per_guest_hooks()
+    return alone | ({"libvirtd"} if hooks else set())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that hold a lab alone first (those that hold the whole machine
+    first of all, before anything long has started), then those that need no
+    lab, then the rest: each process takes its share of the list in order, so
+    the few that must be alone run while the others are busy with tests that do
+    not wait for them."""
+
+    def rank(item: pytest.Item) -> int:
+        alone = _alone(item)
+        if alone:
+            return 0 if "machine" in alone else 1
+        return 3 if _uses(item) - {"machine"} else 2
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(autouse=True)
 def _labs_shared(request: pytest.FixtureRequest) -> Iterator[None]:
     """Hold this test's locks on the labs it uses (see above) for its whole run."""
-    used = {"machine", *(["libvirtd"] if "qemu_uri" in request.fixturenames else [])}
-    used |= {"postgres"} if "pg_url" in request.fixturenames else set()
-    alone = {r for mark in request.node.iter_markers("alone") for r in mark.args}
-    alone |= {"libvirtd"} if "with_hook" in request.fixturenames else set()
+    used, alone = _uses(request.node), _alone(request.node)
     with contextlib.ExitStack() as held:
         for resource in RESOURCES:
             if resource in used | alone:
@@ -200,9 +233,10 @@ def eventually(check: Callable[[], T | None], timeout: float = 15.0) -> T:
 
 
 def remove_guest(name: str) -> None:
-    """Destroy and undefine ``name`` if it exists."""
+    """Destroy and undefine ``name`` if it exists, and any hook a test left for it."""
     try_virsh("destroy", name)
     try_virsh("undefine", name)
+    shutil.rmtree(GUEST_HOOKS / name, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -305,8 +339,47 @@ def remove_stale_test_hook() -> None:
     )
 
 
+#: The lab's own hook (tests/lab/libvirtd) runs GUEST_HOOKS/GUEST/qemu for a
+#: guest when there is one, and nothing otherwise.
+GUEST_HOOKS = Path("/run/virtpolicy-lab/hooks")
+DISPATCHER = "virtpolicy-lab-dispatcher"
+
+
+def per_guest_hooks() -> bool:
+    """Whether the lab's libvirtd runs the lab's own hook (each test's hook then
+    answers for its own guests only, and nothing restarts)."""
+    try:
+        return DISPATCHER in HOOK.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+class GuestHooks:
+    """The hook a test put in place (its daemon's sockets, its failure mode) for
+    every guest it makes, those made before and after alike."""
+
+    def __init__(self) -> None:
+        self.guests: list[str] = []
+        self.hook: tuple[str, str] | None = None
+
+    def made(self, name: str) -> None:
+        self.guests.append(name)
+        if self.hook is not None:
+            install(str(GUEST_HOOKS / name), *self.hook)
+
+    def put(self, run_dir: str, failure: str) -> None:
+        self.hook = (run_dir, failure)
+        for name in self.guests:
+            install(str(GUEST_HOOKS / name), run_dir, failure)
+
+
 @pytest.fixture
-def make_guest(qemu_uri: str) -> Iterator[Callable[[str], str]]:
+def guest_hooks() -> GuestHooks:
+    return GuestHooks()
+
+
+@pytest.fixture
+def make_guest(qemu_uri: str, guest_hooks: GuestHooks) -> Iterator[Callable[[str], str]]:
     """Define diskless QEMU guests named vp-test-*; destroyed and undefined after."""
     made: list[str] = []
 
@@ -328,6 +401,7 @@ def make_guest(qemu_uri: str) -> Iterator[Callable[[str], str]]:
             f.flush()
             virsh("define", f.name)
         made.append(name)
+        guest_hooks.made(name)
         return name
 
     yield define
@@ -526,18 +600,27 @@ HOOKS = "/etc/libvirt/hooks"
 
 
 @pytest.fixture
-def with_hook(qemu_uri: str) -> Iterator[Callable[[str, str], None]]:
-    """Install the hook (run dir, failure mode) and restart libvirtd to load it;
-    afterwards remove it and restart again, leaving libvirtd as it was."""
+def with_hook(qemu_uri: str, guest_hooks: GuestHooks) -> Iterator[Callable[[str, str], None]]:
+    """``with_hook(run_dir, failure)``: virtpolicy's hook, installed for the guests
+    this test makes (through the lab's own hook: other tests' guests never see
+    it). Where the lab's libvirtd has no hook of the lab's, the hook is installed
+    for every guest and libvirtd restarted to load it (the test holds libvirtd
+    alone), then removed and libvirtd restarted again."""
     if not LAB_PIDFILE.exists():
         pytest.skip("libvirtd was not started by tests/lab/libvirtd; not touching its hooks")
+    if per_guest_hooks():
+        yield guest_hooks.put
+        for name in guest_hooks.guests:
+            shutil.rmtree(GUEST_HOOKS / name, ignore_errors=True)
+        return
     installed = False
 
     def put(run_dir: str, failure: str) -> None:
         nonlocal installed
         install(HOOKS, run_dir, failure)
+        if not installed:
+            subprocess.run([str(LIBVIRTD_LAB), "restart"], check=True, timeout=60)
         installed = True
-        subprocess.run([str(LIBVIRTD_LAB), "restart"], check=True, timeout=60)
 
     yield put
     if installed:

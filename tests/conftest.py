@@ -105,11 +105,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _labs_shared(request: pytest.FixtureRequest) -> Iterator[None]:
     """Hold this test's locks on the labs it uses (see above) for its whole run."""
     used, alone = _uses(request.node), _alone(request.node)
+    asked = time.monotonic()
     with contextlib.ExitStack() as held:
         for resource in RESOURCES:
             if resource in used | alone:
                 held.enter_context(holding(resource, alone=resource in alone))
+        got = time.monotonic()
         yield
+    timeline = os.environ.get("VIRTPOLICY_TEST_TIMELINE")
+    if timeline:  # where a run's time goes: each test's wait for its locks, and its run
+        with open(timeline, "a") as out:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            out.write(
+                f"{worker} {asked:.3f} {got:.3f} {time.monotonic():.3f} "
+                f"{','.join(sorted(alone)) or '-'} {request.node.nodeid}\n"
+            )
 
 
 @dataclass

@@ -90,6 +90,9 @@ class ServeSettings(BaseModel):
         return 2.0 if backend == "postgresql" else 60.0
 
     listen: str | None = None
+    #: How long a client may take to send a whole request (headers and body)
+    #: before the daemon closes its connection (slow clients hold a slot).
+    request_timeout: float = Field(default=10.0, ge=1.0, le=300.0)
     tls_cert: str | None = None
     tls_key: str | None = None
     conditions: ConditionSettings = ConditionSettings()

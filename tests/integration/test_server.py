@@ -22,7 +22,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def daemon(db: str, start_daemon: Callable[..., Daemon]) -> Daemon:
-    return start_daemon(db, "--connect", f"test://{NODE}")
+    # A request not all in within 2 s is cut off (10 by default): the slow
+    # clients' tests wait for that.
+    return start_daemon(db, "--connect", f"test://{NODE}", "--request-timeout", "2")
 
 
 def raw(path: Path) -> socket.socket:

@@ -165,12 +165,14 @@ def servers(
     listen: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT_S,
 ) -> list[uvicorn.Server]:
     """The servers to run: the Unix sockets, and TCP when ``listen`` is given.
 
     The read-write socket is bound last: once it exists, every socket does.
     """
-    tcp = _tcp_config(store, daemon, listen, tls_cert, tls_key) if listen else None
+    tcp = _tcp_config(store, daemon, listen, tls_cert, tls_key, request_timeout) if listen else None
     directory = Path(run_dir)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     sockets: list[tuple[str, Listener, int]] = [(RO_SOCKET, "unix-ro", 0o666)]
@@ -179,7 +181,7 @@ def servers(
     sockets.append((RW_SOCKET, "unix", 0o660))
     made = []
     for name, listener, mode in sockets:
-        made.append(_unix_server(store, daemon, listener, directory / name, mode))
+        made.append(_unix_server(store, daemon, listener, directory / name, mode, request_timeout))
     if tcp is not None:
         made.append(_Server(tcp))
     return made
@@ -202,6 +204,7 @@ def _tcp_config(
     listen: str,
     tls_cert: str | None,
     tls_key: str | None,
+    request_timeout: float,
 ) -> uvicorn.Config:
     check_listen(listen, tls_cert, tls_key)
     host, _, port = listen.rpartition(":")
@@ -214,7 +217,7 @@ def _tcp_config(
         port=int(port),
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
-        http=protocol(MAX_CONNECTIONS["tcp"], REQUEST_TIMEOUT_S),
+        http=protocol(MAX_CONNECTIONS["tcp"], request_timeout),
         timeout_keep_alive=IDLE_TIMEOUT_S,
         date_header=False,  # it would need a tick every second
         log_config=None,
@@ -224,7 +227,12 @@ def _tcp_config(
 
 
 def _unix_server(
-    store: PolicyStore, daemon: Daemon | None, listener: Listener, path: Path, mode: int
+    store: PolicyStore,
+    daemon: Daemon | None,
+    listener: Listener,
+    path: Path,
+    mode: int,
+    request_timeout: float,
 ) -> uvicorn.Server:
     app = create_app(store, listener, daemon)
     # Bind ourselves, under a name of our own, so that the mode is right and
@@ -245,7 +253,7 @@ def _unix_server(
     config = uvicorn.Config(
         app,
         fd=None,
-        http=protocol(MAX_CONNECTIONS[listener], REQUEST_TIMEOUT_S),
+        http=protocol(MAX_CONNECTIONS[listener], request_timeout),
         timeout_keep_alive=IDLE_TIMEOUT_S,
         backlog=_BACKLOG,
         date_header=False,  # it would need a tick every second

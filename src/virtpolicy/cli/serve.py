@@ -97,6 +97,12 @@ log = logging.getLogger(__name__)
     help="Host CPUs kept for the host: no guest runs there once placement is in play.",
 )
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
+@click.option(
+    "--request-timeout",
+    type=Seconds(),
+    metavar="SECONDS",
+    help="Close a connection whose request is not all in within [10].",
+)
 @click.option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for --listen.")
 @click.option("--tls-key", metavar="FILE", help="TLS private key (PEM) for --listen.")
 @click.pass_context
@@ -119,6 +125,7 @@ def serve(
     heartbeat: float | None,
     reserved: str | None,
     listen: str | None,
+    request_timeout: float | None,
     tls_cert: str | None,
     tls_key: str | None,
 ) -> None:
@@ -143,6 +150,7 @@ def serve(
             "heartbeat": heartbeat,
             "reserved": reserved,
             "listen": listen,
+            "request_timeout": request_timeout,
             "tls_cert": tls_cert,
             "tls_key": tls_key,
             "conditions": {k: v for k, v in (("exec_dir", exec_dir), ("exec_user", exec_user)) if v}
@@ -189,7 +197,13 @@ def serve(
         " (dry run)" if settings.dry_run else "",
     )
     apis = server.servers(
-        store, controller, settings.run_dir, settings.listen, settings.tls_cert, settings.tls_key
+        store,
+        controller,
+        settings.run_dir,
+        settings.listen,
+        settings.tls_cert,
+        settings.tls_key,
+        request_timeout=settings.request_timeout,
     )
     log.info(
         "API on %s/{%s,%s,%s}",

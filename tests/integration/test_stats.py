@@ -38,6 +38,7 @@ def stats_of(api: httpx.Client, guest: str) -> dict[str, Any] | None:
     return None
 
 
+@pytest.mark.alone("machine")  # its figures are of load: no other test loads the host
 def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
     qemu_uri: str,
     db: str,
@@ -68,11 +69,9 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
             return (b, i) if ok else None
 
         b, i = eventually(settled, 30)
-        # Other tests run beside this one: a spinning vCPU may share host CPU 0
-        # with one of them (half of it), and is still far above the halted one.
-        assert b["cpu_percent"] > 30, b
-        assert b["cpu_percent"] > i["cpu_percent"] + 25, (b, i)
-        assert b["vcpus"][0]["percent"] > 30
+        assert b["cpu_percent"] > 50, b
+        assert b["cpu_percent"] > i["cpu_percent"] + 30, (b, i)
+        assert b["vcpus"][0]["percent"] > 50
         assert b["rss_kib"] > 0
         assert 0 <= b["vcpus"][0]["steal_percent"] <= 100
 
@@ -90,7 +89,7 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
         # One vCPU (and QEMU's own threads): never negative, never a spike.
         assert all(0 <= v <= 150 for v in values), values
         assert history[-1]["cpu"] is not None
-        assert history[-1]["cpu"] > 30, history[-3:]
+        assert history[-1]["cpu"] > 50, history[-3:]
         assert api.get(f"/v1/stats/guests/{busy}", params={"step": 3}).status_code == 200
         assert api.get("/v1/stats/guests/vp-test-nosuch").status_code == 404
 

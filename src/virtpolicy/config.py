@@ -90,6 +90,8 @@ class ServeSettings(BaseModel):
         return 2.0 if backend == "postgresql" else 60.0
 
     listen: str | None = None
+    #: The group whose members may use the read-write socket (unset: root's).
+    socket_group: str | None = Field(default=None, min_length=1, max_length=32)
     #: How long a client may take to send a whole request (headers and body)
     #: before the daemon closes its connection (slow clients hold a slot).
     request_timeout: float = Field(default=10.0, ge=1.0, le=300.0)

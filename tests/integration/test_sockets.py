@@ -6,6 +6,7 @@ libvirtd is needed.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import stat
@@ -129,3 +130,23 @@ def test_reader_admission_starts_no_process(
         r = eventually(lambda: ro.get("/v1/guests/web/admission").json()["reasons"])
     assert "exec: conditions are off on this host" in r[0]
     assert not marker.exists()
+
+
+def test_socket_group_owns_the_read_write_socket(
+    db: str, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """With socket_group, the read-write socket's group is that group (its members
+    may use it; the read-only one stays root's); a group that does not exist
+    stops the daemon at once, naming the setting."""
+    group = grp.getgrgid(1).gr_name  # "daemon" on Debian: a group every system has
+    daemon = start_daemon(db, "--connect", f"test://{NODE}", env={"VIRTPOLICY_SOCKET_GROUP": group})
+    assert os.stat(daemon.run_dir / "virtpolicy.sock").st_gid == 1
+    assert os.stat(daemon.run_dir / "virtpolicy-ro.sock").st_gid == os.getgid()
+    refused = subprocess.run(
+        [sys.executable, "-m", "virtpolicy", "--db", db, "serve", "--connect",
+         f"test://{NODE}", "--run-dir", str(tmp_path / "other")],
+        env={**os.environ, "VIRTPOLICY_SOCKET_GROUP": "no-such-group-here"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "socket_group: there is no group named 'no-such-group-here'" in refused.stderr

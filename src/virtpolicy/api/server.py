@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
 import os
 import resource
@@ -167,11 +168,15 @@ def servers(
     tls_key: str | None = None,
     *,
     request_timeout: float = REQUEST_TIMEOUT_S,
+    socket_group: str | None = None,
 ) -> list[uvicorn.Server]:
-    """The servers to run: the Unix sockets, and TCP when ``listen`` is given.
+    """The servers to run: the Unix sockets, and TCP when ``listen`` is given;
+    the read-write socket's group is ``socket_group`` when given (its members
+    may use it).
 
     The read-write socket is bound last: once it exists, every socket does.
     """
+    gid = _gid(socket_group) if socket_group is not None else -1
     tcp = _tcp_config(store, daemon, listen, tls_cert, tls_key, request_timeout) if listen else None
     directory = Path(run_dir)
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -181,7 +186,10 @@ def servers(
     sockets.append((RW_SOCKET, "unix", 0o660))
     made = []
     for name, listener, mode in sockets:
-        made.append(_unix_server(store, daemon, listener, directory / name, mode, request_timeout))
+        group = gid if listener == "unix" else -1
+        made.append(
+            _unix_server(store, daemon, listener, directory / name, mode, request_timeout, group)
+        )
     if tcp is not None:
         made.append(_Server(tcp))
     return made
@@ -196,6 +204,13 @@ def raise_descriptor_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
             return want
     return soft
+
+
+def _gid(group: str) -> int:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"socket_group: there is no group named {group!r}") from None
 
 
 def _tcp_config(
@@ -233,6 +248,7 @@ def _unix_server(
     path: Path,
     mode: int,
     request_timeout: float,
+    gid: int = -1,
 ) -> uvicorn.Server:
     app = create_app(store, listener, daemon)
     # Bind ourselves, under a name of our own, so that the mode is right and
@@ -248,6 +264,8 @@ def _unix_server(
     finally:
         os.umask(old)
     os.chmod(ready, mode)
+    if gid != -1:
+        os.chown(ready, -1, gid)
     sock.listen(_BACKLOG)
     os.replace(ready, path)  # over a stale socket from a daemon that died
     config = uvicorn.Config(

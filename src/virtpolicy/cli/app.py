@@ -41,6 +41,7 @@ COMMANDS = {
     "stop": "lifecycle",
     "jobs": "lifecycle",
     "serve": "serve",
+    "setup": "setup",
     "stats": "stats",
     "top": "stats",
     "tuners": "stats",

@@ -204,6 +204,7 @@ def serve(
         settings.tls_cert,
         settings.tls_key,
         request_timeout=settings.request_timeout,
+        socket_group=settings.socket_group,
     )
     log.info(
         "API on %s/{%s,%s,%s}",

@@ -239,3 +239,13 @@ def fail_usage(message: str) -> click.UsageError:
     err = click.UsageError(message)
     err.exit_code = EXIT_INVALID  # type: ignore[misc]  # click reads it per instance
     return err
+
+
+#: ``--hook-failure``, for every command that writes the hook.
+hook_failure_option = click.option(
+    "--hook-failure",
+    type=click.Choice(["open", "closed"]),
+    default="open",
+    show_default=True,
+    help="When the daemon does not answer the hook: allow the start (open) or refuse it.",
+)

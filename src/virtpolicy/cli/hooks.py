@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from virtpolicy.cli.app import cli
+from virtpolicy.cli.app import cli, hook_failure_option
 from virtpolicy.hook.install import install, uninstall
 from virtpolicy.places import default_run_dir
 
@@ -17,13 +17,7 @@ def hook() -> None:
 @hook.command("install")
 @click.option("--hooks-dir", default="/etc/libvirt/hooks", show_default=True, metavar="DIR")
 @click.option("--run-dir", metavar="DIR", help="Where the daemon's sockets are [/run/virtpolicy].")
-@click.option(
-    "--hook-failure",
-    type=click.Choice(["open", "closed"]),
-    default="open",
-    show_default=True,
-    help="When the daemon does not answer: allow the start (open) or refuse it (closed).",
-)
+@hook_failure_option
 def hook_install(hooks_dir: str, run_dir: str | None, hook_failure: str) -> None:
     """Install the hook (an existing one is kept and run first)."""
     for line in install(hooks_dir, run_dir or default_run_dir(), hook_failure):

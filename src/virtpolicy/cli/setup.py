@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from virtpolicy.cli.app import cli
+from virtpolicy.cli.app import cli, hook_failure_option
 from virtpolicy.system import setup as host
 
 
@@ -22,13 +22,7 @@ from virtpolicy.system import setup as host
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
 @click.option("--uninstall", is_flag=True, help="Take away what setup put in place, and only that.")
-@click.option(
-    "--hook-failure",
-    type=click.Choice(["open", "closed"]),
-    default="open",
-    show_default=True,
-    help="When the daemon does not answer the hook: allow the start (open) or refuse it.",
-)
+@hook_failure_option
 def setup(root: str, dry_run: bool, uninstall: bool, hook_failure: str) -> None:
     """Install the systemd unit (starting this virtpolicy), the hook as a drop-in
     (/etc/libvirt/hooks/qemu.d/virtpolicy: another hook stays where it is), the

@@ -149,8 +149,8 @@ def test_requires_agent_waits_for_the_agent(
     assert (done[db]["result"], done[app]["result"]) == ("started", "started")
     assert done[app]["seconds"] > done[db]["seconds"]
     assert agent_answers(db)
-    # The same with an agent that never answers (timeout 20 s).
-    doc = {"guest": app2, "requires": [{"guest": mute, "when": "agent", "timeout": 20}]}
+    # The same with an agent that never answers (timeout 5 s).
+    doc = {"guest": app2, "requires": [{"guest": mute, "when": "agent", "timeout": 5}]}
     assert run("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
     held = run("start", app2, "--connect", qemu_uri, "-o", "json")
     assert held.exit_code == 1

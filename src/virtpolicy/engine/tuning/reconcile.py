@@ -224,37 +224,47 @@ class Reconciler:
     def _one(self, stored: StoredPolicy, info: GuestInfo | None) -> GuestStatus:
         """Check (and enforce) one guest; its status is published whole, when done."""
         name = stored.policy.guest
-        status = GuestStatus(name, stored.revision, checked_at=_now())
         with self._status_lock:
             previous = self._status.get(name)
-        if previous:
-            status.applied, status.applied_at = previous.applied, previous.applied_at
+        status = GuestStatus(
+            name,
+            stored.revision,
+            checked_at=_now(),
+            applied=previous.applied if previous else {},
+            applied_at=previous.applied_at if previous else None,
+        )
         clash = self.clash(name, info.uuid) if info is not None and info.running else None
-        if clash:
-            status.state = info.state if info else status.state
-            status.problems.append(clash)  # and no enforcement until it is resolved
+        if clash:  # and no enforcement until it is resolved
+            state = info.state if info else status.state
+            status = dataclasses.replace(status, state=state, problems=[clash])
         elif info is not None:
-            status.state = info.state
-            try:
-                self._enforce(stored, info, status)
-            except GuestNotFoundError:
-                status.state = "undefined"  # undefined since it was listed
-            except ConnectionLostError:
-                raise  # the controller reconnects; not this guest's fault
-            except HypervisorError as exc:
-                status.error = str(exc)
-                log.warning("%s", exc)
-            except Exception as exc:
-                status.error = f"internal error: {exc!r}"
-                log.exception("guest %s: pass failed", name)
+            status = self._checked(stored, info, dataclasses.replace(status, state=info.state))
         with self._status_lock:
             # Notices may have arrived meanwhile (from the loop): keep the newest.
             current = self._status.get(name)
-            status.notices = current.notices if current else []
+            status = dataclasses.replace(status, notices=current.notices if current else [])
             self._status[name] = status
         return status
 
-    def _enforce(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> None:
+    def _checked(self, stored: StoredPolicy, info: GuestInfo, status: GuestStatus) -> GuestStatus:
+        """``status`` once the guest is checked (and enforced); a failure is said on
+        it, with what the pass had found before it."""
+        found = [status]  # the status as the pass goes, newest last
+        try:
+            self._enforce(stored, info, found)
+        except GuestNotFoundError:
+            return dataclasses.replace(found[-1], state="undefined")  # undefined since listed
+        except ConnectionLostError:
+            raise  # the controller reconnects; not this guest's fault
+        except HypervisorError as exc:
+            log.warning("%s", exc)
+            return dataclasses.replace(found[-1], error=str(exc))
+        except Exception as exc:
+            log.exception("guest %s: pass failed", info.name)
+            return dataclasses.replace(found[-1], error=f"internal error: {exc!r}")
+        return found[-1]
+
+    def _enforce(self, stored: StoredPolicy, info: GuestInfo, found: list[GuestStatus]) -> None:
         hv, name = self.hypervisor, info.name
         mirror, seen = self._mirror(name, info.persistent)
         policy, placed = stored.policy, self.placing.of(name)
@@ -263,32 +273,46 @@ class Reconciler:
         actual = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
         previous = mirror[1] if mirror else None
         desired = desired_tuning(policy, hv.node(), info.vcpus, previous, actual, placed)
-        status.problems = list(desired.problems)
+        problems = list(desired.problems)
         if info.autostart and stored.policy.start.autostart:
-            status.problems.append(
+            problems.append(
                 "start.autostart: libvirt's own autostart is on too and races the ordered "
                 f"start (virsh autostart --disable {name})"
             )
-        status.desired = desired.tuning
-        status.actual = actual
-        status.drift = drift(desired.tuning, actual)
+        found_drift = drift(desired.tuning, actual)
+        found.append(
+            dataclasses.replace(
+                found[-1],
+                problems=problems,
+                desired=desired.tuning,
+                actual=actual,
+                drift=found_drift,
+            )
+        )
         if self.mode != "enforce":
             return
-        if status.drift:
-            changes = desired.tuning.only(status.drift)
-            status.problems += hv.apply(
+        if found_drift:
+            changes = desired.tuning.only(found_drift)
+            problems = problems + hv.apply(
                 name, changes, running=info.running, persistent=info.persistent
             )
+            found.append(dataclasses.replace(found[-1], problems=problems))
             after = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
-            applied = {k: v for k, v in status.drift.items() if k not in drift(changes, after)}
+            applied = {k: v for k, v in found_drift.items() if k not in drift(changes, after)}
             for what, (old, new) in shown(applied).items():
                 log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)
             if applied:
                 self.on_applied(name, applied)
-            status.applied = applied
-            status.applied_at = _now()
-            status.actual = after
-            status.drift = drift(desired.tuning, after)
+            found.append(
+                dataclasses.replace(
+                    found[-1],
+                    problems=problems,
+                    applied=applied,
+                    applied_at=_now(),
+                    actual=after,
+                    drift=drift(desired.tuning, after),
+                )
+            )
         if mirror is None or mirror[0] != stored.revision or mirror[1] != stored.policy:
             hv.write_mirror(
                 name,

@@ -109,7 +109,6 @@ async def put_policy(
     return await _written(
         request,
         response,
-        guest,
         if_match,
         lambda expect: changes.put_policy(
             store, policy, actor=who.actor, expect=expect, may_exec=who.role == "admin"
@@ -131,7 +130,6 @@ async def patch_policy(
     return await _written(
         request,
         response,
-        guest,
         if_match,
         lambda expect: changes.set_policy(
             store, guest, patch, actor=who.actor, expect=expect, may_exec=who.role == "admin"
@@ -152,7 +150,6 @@ async def delete_policy(
     return await _written(
         request,
         response,
-        guest,
         if_match,
         lambda expect: changes.delete_policy(store, guest, actor=who.actor, expect=expect),
     )
@@ -241,7 +238,6 @@ def _if_match(header: str | None) -> int | None:
 async def _written(
     request: Request,
     response: Response,
-    guest: str,
     if_match: str | None,
     action: Callable[[int | None], Outcome],
 ) -> dict[str, Any]:

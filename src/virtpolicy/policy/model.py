@@ -56,20 +56,19 @@ _CONTROL = re.compile(f"[{CONTROL_RANGE}]")
 def _cpuset(value: object) -> object:
     # YAML reads ``vcpus: 3`` as an integer; it is still a cpuset.
     if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, str):
-        return CpuSet(value)  # parsed here, once: its CPUs go with it
+        return str(value)
     return value
 
 
-def _vcpus(value: object) -> object:
-    return value if value == AUTO else _cpuset(value)
-
-
 def _read_once(value: str) -> str:
-    """The validated text as a :class:`CpuSet` (pydantic may hand back a plain
-    copy of the string); ``auto`` as it is."""
-    return value if isinstance(value, CpuSet) or value == AUTO else CpuSet(value)
+    """A cpuset's text, parsed here and only here, as a :class:`CpuSet` (its
+    canonical spelling, with its CPUs). After pydantic's own string check, which
+    hands back a plain copy of whatever came before it."""
+    return CpuSet(value)
+
+
+def _vcpus(value: str) -> str:
+    return value if value == AUTO else _read_once(value)
 
 
 def _condition(value: object) -> object:
@@ -160,8 +159,8 @@ class CpuPolicy(_Model):
     vcpus: (
         Annotated[
             str,
-            BeforeValidator(_vcpus),
-            AfterValidator(_read_once),
+            BeforeValidator(_cpuset),
+            AfterValidator(_vcpus),
             PlainSerializer(str, return_type=str),
         ]
         | None

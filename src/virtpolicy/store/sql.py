@@ -92,6 +92,8 @@ class SqlStore(Fleet, Jobs, Tokens):
         self.url = to_url(db)
         self._sqlite = self.url.get_backend_name() == "sqlite"
         self._postgres = self.url.get_backend_name() == "postgresql"
+        #: The NOTIFY channel of this store's schema, learnt at its first write.
+        self._channel: str | None = None
         self._marker: sqlite3.Connection | None = None
         self._marker_lock = threading.Lock()
         if self._sqlite and self.url.database not in (None, "", ":memory:"):
@@ -333,8 +335,9 @@ class SqlStore(Fleet, Jobs, Tokens):
                 [o.guest for o in written],
                 [[r[k] for k in ROW] for r in rows],
             )
-            schema = conn.execute(select(func.current_schema())).scalar_one()
-            conn.execute(select(func.pg_notify(channel(schema), told)))
+            if self._channel is None:  # the schema is the URL's: it never changes
+                self._channel = channel(conn.execute(select(func.current_schema())).scalar_one())
+            conn.execute(select(func.pg_notify(self._channel, told)))
         conn.execute(insert(revisions), rows)
         # Revision 1 is a guest's first row; later ones (after a delete too) update it.
         fresh = [r for r in rows if r["revision"] == 1]

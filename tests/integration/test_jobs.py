@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Cli, Daemon, eventually, snapshot, try_virsh
 from tests.integration.test_api import client
-from virtpolicy.engine.jobs.run import process_alive, settle, this_process
+from virtpolicy.engine.jobs.settle import process_alive, settle, this_process
 from virtpolicy.store import SqlStore
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Reader, Store, Writer, json_object
-from virtpolicy.engine.jobs.run import interrupted, parse_job_request
+from virtpolicy.engine.jobs.run import parse_job_request
+from virtpolicy.engine.jobs.settle import interrupted
 from virtpolicy.store.jobrecords import Job, JobState
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=schemas.ERRORS)

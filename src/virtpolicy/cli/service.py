@@ -12,7 +12,7 @@ from typing import Any, Protocol, cast
 
 from virtpolicy.engine import changes, fleetview, planning
 from virtpolicy.engine.changes import HistoryEntry, Result, outcome_result
-from virtpolicy.engine.jobs.run import settle
+from virtpolicy.engine.jobs.settle import settle
 from virtpolicy.errors import NotFoundError
 from virtpolicy.policy.graph import Waves
 from virtpolicy.policy.model import GuestPolicy

@@ -235,8 +235,28 @@ class Policies(Protocol):
         """
 
 
-class FleetRecords(Protocol):
-    """The hosts of a fleet and the guests each one sees."""
+class Whereabouts(Protocol):
+    """Where the fleet's guests are: the hosts, and the guests each one sees."""
+
+    def hosts(self) -> list[HostRecord]:
+        """Every host that ever registered, by name."""
+
+    def guest_states(
+        self,
+        host: str | None = None,
+        since: float | None = None,
+        *,
+        guest: str | None = None,
+        statuses: bool = False,
+    ) -> list[GuestState]:
+        """The guests every host (or ``host``) last published, by guest and host;
+        with ``since``, only those written at or after that Unix time (the
+        reader's clock); with ``guest``, only that guest's rows. Their statuses
+        (JSON to decode) only when asked for."""
+
+
+class FleetRecords(Whereabouts, Protocol):
+    """The hosts of a fleet and the guests each one sees, as their daemons keep them."""
 
     def register_host(self, host: HostRecord) -> None:
         """Add or replace ``host`` (a daemon starting), state ``up``."""
@@ -253,25 +273,8 @@ class FleetRecords(Protocol):
     def leave_host(self, name: str) -> None:
         """A clean stop: state ``left``, and its guests' states are dropped."""
 
-    def hosts(self) -> list[HostRecord]:
-        """Every host that ever registered, by name."""
-
     def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
         """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
-
-    def guest_states(
-        self,
-        host: str | None = None,
-        since: float | None = None,
-        *,
-        guest: str | None = None,
-        statuses: bool = False,
-    ) -> list[GuestState]:
-        """The guests every host (or ``host``) last published, by guest and host;
-        with ``since``, only those written at or after that Unix time (the
-        reader's clock); with
-        ``guest``, only that guest's rows. Their statuses (JSON to decode) only
-        when asked for."""
 
     def guest_keys(self) -> set[tuple[str, str]]:
         """(guest, host) of every published guest: :meth:`guest_states` without
@@ -338,8 +341,9 @@ class Jobs(Protocol):
         """The newest jobs first."""
 
 
-class JobStore(Policies, Jobs, Protocol):
-    """What running a job needs: the policies it plans from, and the jobs."""
+class JobStore(Policies, Jobs, Whereabouts, Protocol):
+    """What running a job needs: the policies it plans from, the jobs, and where
+    each guest is."""
 
 
 class PolicyStore(Policies, FleetRecords, Tokens, Jobs, Protocol):
@@ -365,4 +369,5 @@ __all__ = [
     "StoredPolicy",
     "Token",
     "Vet",
+    "Whereabouts",
 ]

@@ -31,8 +31,9 @@ from virtpolicy.engine.fleet.membership import Fleet, Membership, Unpublished
 from virtpolicy.engine.jobs.admission import migration_refusals, refusals
 from virtpolicy.engine.jobs.conditions import Commands
 from virtpolicy.engine.jobs.prober import Prober
-from virtpolicy.engine.jobs.run import JobRequest, settle
+from virtpolicy.engine.jobs.run import JobRequest
 from virtpolicy.engine.jobs.runner import JobRunner
+from virtpolicy.engine.jobs.settle import settle
 from virtpolicy.engine.runtime.bus import Event, EventBus
 from virtpolicy.engine.runtime.states import AT_REST, GuestStates
 from virtpolicy.engine.tuners import load as load_tuners

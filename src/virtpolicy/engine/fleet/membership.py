@@ -158,11 +158,21 @@ class Fleet:
         those one where it runs; a lost host's guest fails there, saying so)."""
         if guest in self.states:
             return None
-        then = self.as_of()
+        return self.chosen(self.where(guest), self.as_of())
+
+    def here(self, guest: str) -> bool:
+        """Whether ``guest`` is defined on this host."""
+        return guest in self.states
+
+    def chosen(
+        self, where: Iterable[tuple[GuestState, HostRecord | None]], now: float
+    ) -> str | None:
+        """Of the hosts where a guest is (``where``), the one whose daemon starts and
+        stops it: a host that is up first, and of those one where it runs."""
         there = [
-            (self.shown_state(h, then) != "up", not g.running, g.host)
-            for g, h in self.where(guest)
-            if h is not None
+            (self.shown_state(h, now) != "up", not g.running, g.host)
+            for g, h in where
+            if h is not None and h.name != self.name
         ]
         return min(there)[2] if there else None
 

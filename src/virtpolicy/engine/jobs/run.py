@@ -5,9 +5,8 @@ stopped) or by the CLI in-process. Its record says who runs it: the runner,
 the host and the process (``PID:STARTTIME``, so that a reused PID is not
 taken for the same process). Progress is written every
 :data:`FLUSH_INTERVAL_S` and at the end; a guest being started or stopped is
-recorded as such. A job whose process died is found by :func:`settle`
-(reading the job list, and the daemon at start-up): it becomes
-``interrupted``, and the guests it was starting say so.
+recorded as such. A job whose process died is settled
+(:mod:`virtpolicy.engine.jobs.settle`).
 
 In a fleet a job is one record with a step per guest for the daemon of the
 guest's host. The daemon that records it takes up its own host's steps;
@@ -22,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -37,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from virtpolicy import loopguard
 from virtpolicy.engine.jobs.conditions import Commands
 from virtpolicy.engine.jobs.orchestrate import GuestResult, Orchestrator, Progress
+from virtpolicy.engine.jobs.settle import this_process
 from virtpolicy.errors import HypervisorError, PolicyError, StoreError
 from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.graph import start_waves, stop_waves
@@ -46,9 +44,8 @@ from virtpolicy.policy.model import (
     describe_validation_error,
     whole_numbers,
 )
-from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import quoted
-from virtpolicy.store.base import Jobs, JobStore, Policies
+from virtpolicy.store.base import GuestState, HostRecord, JobStore, Policies
 from virtpolicy.store.jobrecords import FAILED, IN_FLIGHT, UP, Job, JobState, Result, Step
 
 log = logging.getLogger(__name__)
@@ -65,6 +62,14 @@ class JobFleet(Protocol):
 
     def host_of(self, guest: str) -> str | None:
         """The other host, up, where ``guest`` is defined; None: none (this one)."""
+
+    def here(self, guest: str) -> bool:
+        """Whether ``guest`` is defined on this host."""
+
+    def chosen(
+        self, where: Iterable[tuple[GuestState, HostRecord | None]], now: float
+    ) -> str | None:
+        """Of the hosts where a guest is, as read now, the one to run its step."""
 
     def host_state(self, host: str) -> str:
         """``up``, ``lost`` or ``left`` as last read; ``unknown`` for no such host."""
@@ -118,69 +123,6 @@ def select(store: Policies, request: JobRequest) -> tuple[dict[str, GuestPolicy]
     if request.labels:
         return policies, [s.policy.guest for s in store.list_policies(request.labels)]
     return policies, list(request.guests)
-
-
-# -- processes ------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str | None:
-    """The start time of process ``pid`` in clock ticks since boot, if it exists."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            line = stat.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after it.
-    return line.rpartition(")")[2].split()[19]
-
-
-def this_process() -> str:
-    pid = os.getpid()
-    return f"{pid}:{_start_time(pid)}"
-
-
-def process_alive(process: str) -> bool:
-    pid_text, _, started = process.partition(":")
-    pid = ascii_int(pid_text, max_digits=10)
-    return pid is not None and _start_time(pid) == started
-
-
-def settle(store: Jobs, host: str | None = None) -> list[Job]:
-    """Mark jobs of this host whose process has died as ``interrupted``."""
-    settled = []
-    for job in store.jobs(state="running", limit=1000):
-        ended = interrupted(job, host)
-        if ended is not None and store.update_job(
-            job.id, ended.results, state="interrupted", detail=ended.detail
-        ):
-            settled.append(store.job(job.id))
-    return settled
-
-
-def interrupted(job: Job, host: str | None = None) -> Job | None:
-    """``job`` as :func:`settle` would leave it, when it runs on this host (default:
-    this machine's name) and its process has died; else None. Writes nothing: what
-    a reader is shown before the daemon or the CLI settles it."""
-    host = host or socket.gethostname()
-    if job.state != "running" or job.host != host or process_alive(job.process):
-        return None
-    pid = job.process.partition(":")[0]
-    results: list[Step] = [
-        {
-            **r,
-            "result": Result.INTERRUPTED,
-            "detail": f"was {r['result']} when the job's process ended; check its state",
-        }
-        if r["result"] in IN_FLIGHT
-        else r
-        for r in job.results
-    ]
-    done = sum(1 for r in job.results if r["result"] not in IN_FLIGHT)
-    detail = (
-        f"the {job.runner} running this job (pid {pid} on {host}) ended before it did; "
-        f"{done} of {len(job.guests)} guests were done"
-    )
-    return dataclasses.replace(job, results=tuple(results), state="interrupted", detail=detail)
 
 
 # -- running --------------------------------------------------------------------
@@ -244,8 +186,7 @@ class JobRun:
         """Plan, record the job as running with a step per guest for its host, and
         take up this host's steps; what :meth:`run` then runs."""
         guests = [g for wave in self.plan() for g in wave]
-        fleet = self.fleet
-        hosts = {g: h for g in guests if fleet is not None and (h := fleet.host_of(g))}
+        hosts = self._hosts(guests)
         job = self.store.add_job(
             self.request.action,
             self.request.model_dump(exclude_defaults=True),
@@ -257,6 +198,24 @@ class JobRun:
             hosts=hosts,
         )
         return self._take(job)
+
+    def _hosts(self, guests: list[str]) -> dict[str, str]:
+        """(In a thread.) The host of each guest defined elsewhere: as the fleet was
+        last read, and for a guest that read does not place, as the store has it
+        now (a host may have published it since: a beat is seconds)."""
+        fleet = self.fleet
+        if fleet is None:
+            return {}
+        hosts = {g: h for g in guests if (h := fleet.host_of(g))}
+        unplaced = [g for g in guests if g not in hosts and not fleet.here(g)]
+        if unplaced:
+            records = {h.name: h for h in self.store.hosts()}
+            now = time.time()
+            for guest in unplaced:
+                rows = self.store.guest_states(guest=guest)
+                if host := fleet.chosen([(r, records.get(r.host)) for r in rows], now):
+                    hosts[guest] = host
+        return hosts
 
     def take_up(self, job: Job) -> Job | None:
         """Take up this host's steps of another daemon's job (None: none left)."""

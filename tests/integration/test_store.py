@@ -221,9 +221,58 @@ def test_concurrent_writers_never_lose_a_revision(db: str, store: SqlStore) -> N
 def test_unknown_schema_is_refused(db: str, store: SqlStore) -> None:
     """A store with a schema revision this code does not know is refused clearly."""
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(StoreError, match="schema revision '9999' is unknown"):
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'abcd'")
+    with pytest.raises(StoreError, match="schema revision 'abcd' is unknown"):
         SqlStore(db)
+
+
+def test_a_newer_schema_that_only_added_is_used_as_it_is(db: str, store: SqlStore) -> None:
+    """A fleet is upgraded host by host: a daemon of the older release meets the
+    schema a newer one migrated to. When the newer migrations only added (a
+    table, a column with a default) and left ``schema_compat`` alone, the older
+    code reads and writes the store as before, and migrates nothing."""
+    store.write([p("db", cpu={"weight": 300})], "alice")
+    with store.engine.begin() as conn:  # what a later release's additive migration does
+        conn.exec_driver_sql("CREATE TABLE later_things (id INTEGER PRIMARY KEY, note TEXT)")
+        conn.exec_driver_sql("ALTER TABLE policies ADD COLUMN later_note TEXT DEFAULT ''")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0042'")
+    older = SqlStore(db)
+    try:
+        assert older.get("db").policy.cpu.weight == 300
+        older.write([p("web", requires=[{"guest": "db"}])], "bob")
+        job = older.add_job("start", {"guests": ["web"]}, ["db", "web"], runner="cli", host="h",
+                            process="1:1", actor="bob")  # fmt: skip
+        assert older.job(job.id).guests == ("db", "web")
+        assert [r.revision for r in older.history("web")] == [1]
+    finally:
+        older.close()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0042"
+
+
+def test_a_newer_schema_that_older_code_cannot_use_names_the_release(
+    db: str, store: SqlStore
+) -> None:
+    """A newer release whose migration an older daemon could not live with says
+    so in ``schema_compat``: the older code refuses to open the store, naming
+    the release to install, and changes nothing."""
+    store.write([p("db", cpu={"weight": 300})], "alice")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0042'")
+        conn.exec_driver_sql(
+            "UPDATE schema_compat SET readers_from = '0040', needs_version = '3.1.0'"
+        )
+    def state() -> tuple[object, ...]:
+        with store.engine.connect() as conn:
+            stamp = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        return stamp, store.global_revision(), [s.policy for s in store.list_policies()]
+
+    before = state()
+    with pytest.raises(
+        StoreError, match=r"needs virtpolicy 3\.1\.0 or newer.*install virtpolicy 3\.1\.0"
+    ):
+        SqlStore(db)
+    assert state() == before
 
 
 def test_unusable_path_is_a_store_error(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import logging
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 from sqlalchemy.engine import URL
 
+from virtpolicy import __version__
 from virtpolicy.errors import StoreError
 from virtpolicy.store.schema import SCHEMA_REVISION
 
@@ -20,7 +21,8 @@ def migrate(engine: Engine, url: URL) -> None:
     several CLIs at once): the migration holds a lock (an advisory lock on
     PostgreSQL, the write lock on SQLite) and looks again under it."""
     with engine.connect() as conn:
-        if _schema_revision(conn) == SCHEMA_REVISION:
+        current = _schema_revision(conn)
+        if current == SCHEMA_REVISION or _fits(conn, current, url):
             return
     # Alembic is imported only when a migration is due: it costs start-up time.
     from alembic import command  # noqa: PLC0415
@@ -38,6 +40,8 @@ def migrate(engine: Engine, url: URL) -> None:
             current = _schema_revision(conn)
             if current == SCHEMA_REVISION:
                 return  # another process migrated while this one waited
+            if _fits(conn, current, url):
+                return
             log.info("store %s: upgrading schema %s -> %s", url, current, SCHEMA_REVISION)
             config.attributes["connection"] = conn
             try:
@@ -51,6 +55,37 @@ def migrate(engine: Engine, url: URL) -> None:
 
 #: The advisory lock key the schema's migration holds on PostgreSQL ("vpol").
 _MIGRATION_LOCK = 0x76706F6C
+
+
+def _fits(conn: Connection, current: str | None, url: URL) -> bool:
+    """Whether ``current`` is a newer schema that this virtpolicy may use as it is
+    (its migrations only added to it, see migration 0007); StoreError naming the
+    release to install when it is newer and may not be used."""
+    if current is None or not _number(current) or int(current) <= int(SCHEMA_REVISION):
+        return False
+    found = None
+    if inspect(conn).has_table("schema_compat"):
+        found = conn.execute(
+            text("SELECT readers_from, needs_version FROM schema_compat WHERE id = 1")
+        ).first()
+    if found is None:
+        return False  # says nothing of older readers: refused below, as unknown
+    readers_from, needs = str(found[0]), str(found[1])
+    if _number(readers_from) and int(readers_from) <= int(SCHEMA_REVISION):
+        log.warning(
+            "store %s: schema %s is newer than this virtpolicy's (%s) and still fits it:"
+            " upgrade this host when you can",
+            url, current, SCHEMA_REVISION,
+        )  # fmt: skip
+        return True
+    raise StoreError(
+        f"{url}: the store's schema ({current}) needs virtpolicy {needs} or newer;"
+        f" this is {__version__} (schema {SCHEMA_REVISION}): install virtpolicy {needs}"
+    )
+
+
+def _number(revision: str) -> bool:
+    return revision.isascii() and revision.isdigit() and len(revision) <= 9
 
 
 def _schema_revision(conn: Connection) -> str | None:

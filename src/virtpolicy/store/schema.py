@@ -54,9 +54,19 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 metadata = MetaData()
+
+#: One row: the oldest schema revision a virtpolicy must know to use the store,
+#: and the release that brought it (see migration 0007).
+schema_compat = Table(
+    "schema_compat",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("readers_from", String(32), nullable=False),
+    Column("needs_version", String(32), nullable=False),
+)
 
 store_state = Table(
     "store_state",

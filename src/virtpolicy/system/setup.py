@@ -119,15 +119,19 @@ class Account:
 Step = File | Account
 
 
+def unit_text(exec_path: str) -> str:
+    """The systemd unit, starting ``exec_path serve``."""
+    return template("virtpolicy.service").replace("@EXEC@", exec_path)
+
+
 def steps(hook_failure: str = "open") -> list[Step]:
     """What a host needs, in the order it is put in place."""
-    unit = _template("virtpolicy.service").replace("@EXEC@", executable())
     return [
         Account("group", GROUP),
         Account("user", EXEC_USER),
-        File(SETTINGS, _template("virtpolicy.toml"), 0o644),
+        File(SETTINGS, template("virtpolicy.toml"), 0o644),
         File(HOOK, hook_text(default_run_dir(), hook_failure, ""), 0o755),
-        File(UNIT, unit, 0o644),
+        File(UNIT, unit_text(executable()), 0o644),
     ]
 
 
@@ -222,7 +226,8 @@ def _save(root: Path, manifest: dict[str, str]) -> None:
     os.chmod(path, 0o600)
 
 
-def _template(name: str) -> str:
+def template(name: str) -> str:
+    """One of the files this package carries for a host (``virtpolicy.system``)."""
     return resources.files("virtpolicy.system").joinpath(name).read_text()
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from virtpolicy.cli.main import cli
-from virtpolicy.hook.install import MARKER, install, uninstall
+from virtpolicy.hook.install import MARKER, RETRY_S, install, uninstall
 from virtpolicy.store import SqlStore
 
 # -- sharing the labs between test processes ------------------------------------------
@@ -370,17 +370,18 @@ class GuestHooks:
 
     def __init__(self) -> None:
         self.guests: list[str] = []
-        self.hook: tuple[str, str] | None = None
+        self.hook: tuple[str, str, float] | None = None
 
     def made(self, name: str) -> None:
         self.guests.append(name)
         if self.hook is not None:
-            install(str(GUEST_HOOKS / name), *self.hook)
+            run_dir, failure, retry = self.hook
+            install(str(GUEST_HOOKS / name), run_dir, failure, retry=retry)
 
-    def put(self, run_dir: str, failure: str) -> None:
-        self.hook = (run_dir, failure)
+    def put(self, run_dir: str, failure: str, retry: float = RETRY_S) -> None:
+        self.hook = (run_dir, failure, retry)
         for name in self.guests:
-            install(str(GUEST_HOOKS / name), run_dir, failure)
+            install(str(GUEST_HOOKS / name), run_dir, failure, retry=retry)
 
 
 @pytest.fixture
@@ -610,8 +611,8 @@ HOOKS = "/etc/libvirt/hooks"
 
 
 @pytest.fixture
-def with_hook(qemu_uri: str, guest_hooks: GuestHooks) -> Iterator[Callable[[str, str], None]]:
-    """``with_hook(run_dir, failure)``: virtpolicy's hook, installed for the guests
+def with_hook(qemu_uri: str, guest_hooks: GuestHooks) -> Iterator[Callable[..., None]]:
+    """``with_hook(run_dir, failure[, retry])``: virtpolicy's hook, installed for the guests
     this test makes (through the lab's own hook: other tests' guests never see
     it). Where the lab's libvirtd has no hook of the lab's, the hook is installed
     for every guest and libvirtd restarted to load it (the test holds libvirtd
@@ -625,9 +626,9 @@ def with_hook(qemu_uri: str, guest_hooks: GuestHooks) -> Iterator[Callable[[str,
         return
     installed = False
 
-    def put(run_dir: str, failure: str) -> None:
+    def put(run_dir: str, failure: str, retry: float = RETRY_S) -> None:
         nonlocal installed
-        install(HOOKS, run_dir, failure)
+        install(HOOKS, run_dir, failure, retry=retry)
         if not installed:
             subprocess.run([str(LIBVIRTD_LAB), "restart"], check=True, timeout=60)
         installed = True

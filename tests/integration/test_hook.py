@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -58,15 +60,16 @@ def test_daemon_down_follows_hook_failure(
     tmp_path: Path,
     run: Cli,
 ) -> None:
-    """With no daemon answering, hook_failure=closed refuses and open allows."""
+    """With no daemon answering, hook_failure=closed refuses and open allows (once
+    the hook has tried the socket again for its ``retry``, short here)."""
     dbg, web = make_guest("fdb"), make_guest("fweb")
     run("policy", "set", web, "--requires", dbg)
     nowhere = str(tmp_path / "no-daemon")
-    with_hook(nowhere, "closed")
+    with_hook(nowhere, "closed", 0.3)
     refused = try_virsh("start", web)
     assert refused.returncode != 0
     assert f"hook_failure=closed refuses {web}" in refused.stderr
-    with_hook(nowhere, "open")
+    with_hook(nowhere, "open", 0.3)
     virsh("start", web)
     assert try_virsh("domstate", web).stdout.strip() == "running"
 
@@ -192,7 +195,8 @@ def test_hook_program_asks_the_daemon_with_either_client(
         operation: str = "prepare",
         xml: str = "<domain/>",
     ) -> subprocess.CompletedProcess[str]:
-        program.write_text(hook_text(str(run_dir), failure, str(tmp_path / "none"), client))
+        text = hook_text(str(run_dir), failure, str(tmp_path / "none"), client, retry=0.3)
+        program.write_text(text)
         program.chmod(0o755)
         argv = [str(program), guest, operation, "begin", "-"]
         done = subprocess.run(
@@ -235,3 +239,56 @@ def test_hook_program_asks_the_daemon_with_either_client(
     assert closed.returncode == 1
     assert "hook_failure=closed refuses api" in closed.stderr
     assert hook("api", gone, "open").returncode == 0
+
+
+@pytest.mark.parametrize("client", ["perl", "python"])
+def test_a_daemon_that_comes_back_within_the_retry_answers(
+    client: str, short_dir: Callable[[], Path]
+) -> None:
+    """The daemon's socket away (a restart during an upgrade) is tried again: a
+    start asked meanwhile gets the daemon's answer once it listens again, not
+    hook_failure. A socket that is not there at first, then is, and answers."""
+    where = short_dir()
+    program = where / "qemu"
+    program.write_text(hook_text(str(where), "closed", str(where / "none"), client))
+    program.chmod(0o755)
+    path = where / "virtpolicy-hook.sock"
+    hook = subprocess.Popen(
+        [str(program), "web", "prepare", "begin", "-"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # No socket yet: the hook's client has tried for half a second (five tries)
+        # when the daemon comes back. Without the retry it would have refused.
+        eventually(lambda: _client_age(hook.pid) >= 0.5, 10)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(str(path))
+            server.listen(1)
+            server.settimeout(10)
+            conn, _ = server.accept()
+            with conn:
+                request = conn.recv(65536).decode()
+                conn.sendall(
+                    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+                    b"refused\nweb requires db (running): db is shut off\n"
+                )
+        _, err = hook.communicate(timeout=10)
+    finally:
+        hook.kill()
+    assert request.startswith("GET /v1/guests/web/admission HTTP/1.0")
+    assert (hook.returncode, err.strip()) == (1, "web requires db (running): db is shut off")
+
+
+def _client_age(pid: int) -> float:
+    """How long the hook's client (the shell's child, perl or python) has run (s);
+    0 before it starts."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = children.read_text().split() if children.exists() else []
+    if not found:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{found[0]}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    started = int(stat.rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+    return float(Path("/proc/uptime").read_text().split()[0]) - started

@@ -262,6 +262,7 @@ def test_a_newer_schema_that_older_code_cannot_use_names_the_release(
         conn.exec_driver_sql(
             "UPDATE schema_compat SET readers_from = '0040', needs_version = '3.1.0'"
         )
+
     def state() -> tuple[object, ...]:
         with store.engine.connect() as conn:
             stamp = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

@@ -14,9 +14,16 @@ MARKER = "VIRTPOLICY-HOOK"
 SOURCE = Path(__file__).with_name("qemu.sh")
 
 
-def hook_text(run_dir: str, failure: str, chained: str, client: str = "auto") -> str:
+#: How long the hook tries again to reach a daemon whose socket is away (s).
+RETRY_S = 3.0
+
+
+def hook_text(
+    run_dir: str, failure: str, chained: str, client: str = "auto", retry: float = RETRY_S
+) -> str:
     """The hook program with its settings filled in (``client``: which interpreter
-    asks the daemon, perl or python; auto takes perl where it is installed)."""
+    asks the daemon, perl or python; auto takes perl where it is installed;
+    ``retry``: how long a socket that is away is tried again, in tenths)."""
     if failure not in ("open", "closed"):
         raise ConfigError(f"hook_failure: {failure!r} is not open or closed")
     if client not in ("auto", "perl", "python"):
@@ -24,14 +31,17 @@ def hook_text(run_dir: str, failure: str, chained: str, client: str = "auto") ->
     text = SOURCE.read_text()
     settings = (("RUN_DIR", run_dir), ("HOOK_FAILURE", failure), ("CHAINED", chained))
     unix_stream = f"{int(socket.AF_UNIX)} {int(socket.SOCK_STREAM)}"
-    for key, value in (*settings, ("CLIENT", client), ("UNIX_STREAM", unix_stream)):
+    tries = ("RETRY_S", f"{retry:.1f}")
+    for key, value in (*settings, ("CLIENT", client), ("UNIX_STREAM", unix_stream), tries):
         line = f"{key}={shlex.quote(value)}".replace("\\", "\\\\")  # re.subn reads backslashes
         text, found = re.subn(rf'^{key}="[^"]*"', line, text, count=1, flags=re.M)
         assert found == 1, key  # the template names each setting once
     return text
 
 
-def install(hooks_dir: str, run_dir: str, failure: str, client: str = "auto") -> list[str]:
+def install(
+    hooks_dir: str, run_dir: str, failure: str, client: str = "auto", retry: float = RETRY_S
+) -> list[str]:
     """Install ``hooks_dir/qemu``; an existing foreign hook is kept and chained.
 
     Returns what was done, one line each.
@@ -48,7 +58,7 @@ def install(hooks_dir: str, run_dir: str, failure: str, client: str = "auto") ->
             target.rename(chained)
             done.append(f"kept the existing hook as {chained}; it runs first")
         tmp = directory / ".qemu.virtpolicy.tmp"
-        tmp.write_text(hook_text(run_dir, failure, str(chained), client))
+        tmp.write_text(hook_text(run_dir, failure, str(chained), client, retry))
         os.chmod(tmp, 0o755)
         tmp.replace(target)
     except OSError as exc:

@@ -30,6 +30,10 @@ RUN_DIR="/run/virtpolicy"
 HOOK_FAILURE="open"  # when the daemon does not answer: open allows, closed refuses
 CHAINED="/etc/libvirt/hooks/qemu.chained-by-virtpolicy"
 TIMEOUT_S="20"  # well above the store's 5 s busy timeout, though admission never waits for it
+# A socket that is not there, or that nothing listens on, is tried again every
+# 0.1 s for this long: the daemon restarting (an upgrade) is away about a
+# second, and a start meanwhile waits for it instead of following HOOK_FAILURE.
+RETRY_S="3"
 CLIENT="auto"  # perl, python, or auto: perl where /usr/bin/perl is, else python
 UNIX_STREAM="1 1"  # AF_UNIX and SOCK_STREAM on the installing machine, for perl
 
@@ -67,10 +71,10 @@ ask() {
 
 ask_perl() {
     # shellcheck disable=SC2086 # two numbers
-    /usr/bin/perl - $UNIX_STREAM "$RUN_DIR" "$HOOK_FAILURE" "$TIMEOUT_S" "$@" <<'PERL'
+    /usr/bin/perl - $UNIX_STREAM "$RUN_DIR" "$HOOK_FAILURE" "$TIMEOUT_S" "$RETRY_S" "$@" <<'PERL'
 # No modules (loading Socket alone costs perl 10 ms): the socket constants
 # come from the installing machine, and the address is packed by hand.
-my ($af_unix, $sock_stream, $run_dir, $failure, $timeout, $mode, $guest, @rest) = @ARGV;
+my ($af_unix, $sock_stream, $run_dir, $failure, $timeout, $retry, $mode, $guest, @rest) = @ARGV;
 
 # The argument as one URL path segment (its bytes, percent-encoded).
 sub quote {
@@ -84,8 +88,16 @@ sub call {
     my ($method, $path) = @_;
     local $SIG{ALRM} = sub { die "timed out after $timeout s\n" };
     alarm $timeout;
-    socket(my $sock, $af_unix, $sock_stream, 0) or die "socket: $!\n";
-    connect($sock, pack('S a*', $af_unix, "$run_dir/virtpolicy-hook.sock\0")) or die "$!\n";
+    my $address = pack('S a*', $af_unix, "$run_dir/virtpolicy-hook.sock\0");
+    my $sock;
+    for (my $tries = $retry * 10; ; $tries--) {
+        socket($sock, $af_unix, $sock_stream, 0) or die "socket: $!\n";
+        last if connect($sock, $address);
+        # ENOENT and ECONNREFUSED: the daemon is away (restarting); anything else is final.
+        die "$!\n" if $tries <= 0 || !($!{ENOENT} || $!{ECONNREFUSED});
+        close $sock;
+        select(undef, undef, undef, 0.1);
+    }
     my $request = "$method $path HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n";
     defined syswrite($sock, $request) or die "$!\n";
     my $answer = '';
@@ -142,8 +154,9 @@ PERL
 }
 
 ask_python() {
-    /usr/bin/python3 -IS - "$RUN_DIR" "$HOOK_FAILURE" "$TIMEOUT_S" "$@" <<'PYTHON'
+    /usr/bin/python3 -IS - "$RUN_DIR" "$HOOK_FAILURE" "$TIMEOUT_S" "$RETRY_S" "$@" <<'PYTHON'
 import sys
+import time as _time
 import _socket
 
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -154,12 +167,27 @@ def quote(text):
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in text.encode())
 
 
-def call(run_dir, timeout, method, path):
+def connected(run_dir, timeout, retry):
+    """A socket connected to the daemon's; tried again while it is away."""
+    tries = int(retry * 10)
+    while True:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(run_dir + "/virtpolicy-hook.sock")
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if tries <= 0:
+                raise
+        tries -= 1
+        _time.sleep(0.1)
+
+
+def call(run_dir, timeout, retry, method, path):
     """One HTTP/1.0 request over the daemon's socket; the body of a 2xx answer."""
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock = connected(run_dir, timeout, retry)
     try:
-        sock.connect(run_dir + "/virtpolicy-hook.sock")
         request = f"{method} {path} HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n"
         sock.sendall(request.encode())
         chunks = []
@@ -183,11 +211,12 @@ def undecided(failure, guest, what, why):
     return 0
 
 
-def main(run_dir, failure, timeout, mode, guest, *rest):
+def main(run_dir, failure, timeout, retry, mode, guest, *rest):
+    timeout, retry = float(timeout), float(retry)
     if mode == "report":  # in the background: the daemon also hears libvirt's events
         path = "/".join(["/v1/hook", quote(guest), *map(quote, rest)])
         try:
-            call(run_dir, float(timeout), "POST", path)
+            call(run_dir, timeout, retry, "POST", path)
         except OSError:
             pass
         return 0
@@ -195,7 +224,7 @@ def main(run_dir, failure, timeout, mode, guest, *rest):
     query = f"?vcpus={vcpus}" if vcpus and len(vcpus) <= 6 else ""
     try:  # admission (before a start) or migration (on the destination)
         path = f"/v1/guests/{quote(guest)}/{mode}{query}"
-        answer = call(run_dir, float(timeout), "GET", path)
+        answer = call(run_dir, timeout, retry, "GET", path)
     except OSError as exc:
         return undecided(failure, guest, "daemon does not answer", exc)
     verdict, _, reasons = answer.partition("\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def test_tokens_over_tls(https: str, tls: tuple[Path, Path], run: Cli) -> None:
         )
     listed = run("token", "list").output.split("\n")
     assert [line.split()[:2] for line in listed[1:] if line] == [["dash", "reader"]]
+    [shown] = json.loads(run("token", "list", "-o", "json").output)
+    assert (shown["name"], shown["role"]) == ("dash", "reader")
+    assert "secret" not in json.dumps(shown)
+    assert "digest" not in shown
 
 
 def test_plain_tcp_is_refused(run: Cli, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from virtpolicy.api.auth import ROLES, digest, new_token
@@ -28,10 +30,15 @@ def token_create(app: App, name: str, role: str) -> None:
 
 
 @token.command("list")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_app
-def token_list(app: App) -> None:
+def token_list(app: App, fmt: str) -> None:
     """List tokens (names and roles; secrets are not stored)."""
     rows = [[t.name, t.role, t.created_at, t.created_by] for t in app.store.tokens()]
+    if fmt == "json":
+        keys = ("name", "role", "created_at", "created_by")
+        click.echo(json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2))
+        return
     click.echo(output.table(["NAME", "ROLE", "CREATED", "BY"], rows), nl=False)
 
 

@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from virtpolicy import __version__
 from virtpolicy.engine.daemon.passes import Passes
 from virtpolicy.engine.daemon.policycache import PolicyCache, follow
 from virtpolicy.engine.daemon.sampler import Sampling
@@ -228,6 +229,7 @@ class Controller:
         """The connection, its driver and the host's CPUs (when connected)."""
         info: dict[str, Any] = {
             "host": self.host_name,
+            "version": __version__,
             "uri": self.settings.uri,
             "connected": self.connected.is_set(),
             "mode": self.settings.mode,

@@ -237,8 +237,16 @@ def test_the_package_installs_answers_the_hook_and_goes_when_purged(
         # The daemon, as the unit starts it; libvirtd asks it through the drop-in.
         assert cli("policy", "set", web, "--requires", db).returncode == 0
         assert cli("policy", "set", db, "--vcpupin", "0:1").returncode == 0
+        # doctor names what is left to do: start the daemon (libvirtd hears the
+        # drop-in already: the lab's own QEMU hook was there before it started).
+        to_do = cli("doctor")
+        assert to_do.returncode == 1
+        assert "FIX  daemon: not running" in to_do.stdout
         service.start()
         service.ready()
+        after = cli("doctor")
+        assert after.returncode == 0, after.stdout
+        assert "ok   hook: /etc/libvirt/hooks/qemu.d/virtpolicy (drop-in)" in after.stdout
         assert (STATE / "policies.db").exists()
         refused = try_virsh("start", web)
         assert refused.returncode != 0

@@ -42,6 +42,7 @@ COMMANDS = {
     "jobs": "lifecycle",
     "serve": "serve",
     "setup": "setup",
+    "doctor": "doctor",
     "stats": "stats",
     "top": "stats",
     "tuners": "stats",

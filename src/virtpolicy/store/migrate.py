@@ -93,3 +93,26 @@ def _schema_revision(conn: Connection) -> str | None:
         return None
     found = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     return None if found is None else str(found)
+
+
+def schema_state(engine: Engine, url: URL) -> tuple[bool, str]:
+    """The store's schema against this code's, for ``virtpolicy doctor``: whether
+    all is well, and one line. Reads only: nothing is migrated."""
+    with engine.connect() as conn:
+        current = _schema_revision(conn)
+        if current == SCHEMA_REVISION:
+            return True, f"schema {current}, the one this virtpolicy expects"
+        if current is None:
+            return True, "no schema yet: the daemon makes it when it first starts"
+        try:
+            newer = _fits(conn, current, url)
+        except StoreError as exc:
+            return False, str(exc)
+    if newer:
+        return False, (
+            f"schema {current} is newer than this virtpolicy's ({SCHEMA_REVISION}) and still"
+            " fits it: install the newer virtpolicy on this host"
+        )
+    if _number(current) and int(current) < int(SCHEMA_REVISION):
+        return True, f"schema {current}: the daemon brings it to {SCHEMA_REVISION} when it starts"
+    return False, f"schema revision {current!r} is unknown to this virtpolicy"

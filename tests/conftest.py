@@ -41,7 +41,7 @@ from virtpolicy.store import SqlStore
 # two processes never wait on each other.
 
 LOCKS = Path(tempfile.gettempdir()) / "virtpolicy-test-locks"
-RESOURCES = ("machine", "libvirtd", "postgres")
+RESOURCES = ("machine", "libvirtd", "postgres", "package")
 
 
 @contextlib.contextmanager

@@ -22,9 +22,13 @@ NODES = Path(__file__).parent / "nodes"
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
+#: No settings file: the package's, while another test has it installed, is not this test's.
+NO_SETTINGS = ("--config", "/dev/null")
+
+
 def checks(run: Cli, *args: str) -> tuple[int, dict[str, dict[str, object]]]:
     """doctor's exit status and its checks by name (-o json)."""
-    answer = run("doctor", "-o", "json", *args)
+    answer = run("doctor", "-o", "json", *NO_SETTINGS, *args)
     return answer.exit_code, {c["name"]: c for c in json.loads(answer.stdout)}
 
 
@@ -80,7 +84,7 @@ def test_doctor_names_each_thing_off_then_exits_0(
     assert "virtpolicy.sock" in str(found["daemon"]["detail"])
     assert found["store"]["ok"]
     assert status == 0, found
-    table = run("doctor", *where, *here)
+    table = run("doctor", *NO_SETTINGS, *where, *here)
     assert table.exit_code == 0
     assert all(line.startswith(("ok ", "     ")) for line in table.stdout.splitlines())
 
@@ -94,8 +98,8 @@ def test_doctor_names_each_thing_off_then_exits_0(
     assert not found["daemon"]["ok"]
     assert "not running" in str(found["daemon"]["detail"])
     assert "systemctl start virtpolicy" in str(found["daemon"]["fix"])
-    shown = run("doctor", "--connect", qemu_uri, "--db", gone, *nowhere, *here).stdout
-    assert "FIX  store: not reachable" in shown
+    shown = run("doctor", *NO_SETTINGS, "--connect", qemu_uri, "--db", gone, *nowhere, *here)
+    assert "FIX  store: not reachable" in shown.stdout
 
 
 def test_doctor_sees_a_fleet_host_whose_clock_is_off(

@@ -6,9 +6,15 @@ purge leave.
 The package is built once per change of its source by ``tests/lab/deb``. These
 machines have no systemd as PID 1, so the unit's command line is started here
 as systemd would start it (its user, its runtime and state folders, its umask,
-a clean environment), and stopped as systemd stops it (SIGTERM). Each test
-holds libvirtd alone: while the package is installed, libvirtd runs its hook
-for every guest that starts.
+a clean environment), and stopped as systemd stops it (SIGTERM).
+
+One test at a time installs the package (the ``package`` lock); libvirtd is
+shared with the other tests meanwhile. While the package is installed,
+libvirtd runs its drop-in for every guest that starts, the other tests' too:
+the package's daemon allows a guest its store has no policy for, and while
+that daemon is down the hook tries for its 3 s and lets the start go on
+(hook_failure open, the package's default). The package's guests are its own
+(vp-test-pkg-*), and its daemon acts on no guest but those.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import pytest
 
 from tests.conftest import GUEST_HOOKS, api_client, eventually, try_virsh, virsh
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone("libvirtd")]
+pytestmark = [pytest.mark.integration, pytest.mark.alone("package")]
 
 DEB_LAB = Path(__file__).parents[1] / "lab" / "deb"
 UNIT = Path("/lib/systemd/system/virtpolicy.service")

@@ -281,6 +281,8 @@ def test_the_package_installs_answers_the_hook_and_goes_when_purged(
         assert left == []
         for path in (STATE, Path("/etc/virtpolicy"), RUN, VENV):
             assert not path.exists(), path
+        enabled = list(Path("/etc/systemd/system").rglob("virtpolicy*"))
+        assert enabled == []  # the unit's enablement went with it
         for table, name in (("group", "virtpolicy"), ("passwd", "virtpolicy-exec")):
             gone = subprocess.run(["getent", table, name], capture_output=True, check=False)
             assert gone.returncode == 2, (table, name)

@@ -61,6 +61,24 @@ INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+def versions(uri: str) -> str:
+    """What answers at ``uri``, read-only: "libvirt 9.0.0, QEMU 7.2.0" (for
+    ``virtpolicy doctor``); ConnectionLostError when nothing does."""
+    try:
+        conn = libvirt.openReadOnly(uri)
+    except libvirt.libvirtError as exc:
+        raise ConnectionLostError(f"{uri}: cannot connect: {message(exc)}") from exc
+    try:
+        lib, hypervisor, driver = conn.getLibVersion(), conn.getVersion(), conn.getType()
+    finally:
+        conn.close()
+    return f"libvirt {_dotted(lib)}, {driver} {_dotted(hypervisor)}"
+
+
+def _dotted(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
 class LibvirtConnection:
     """One libvirt connection and the tuning operations virtpolicy needs."""
 

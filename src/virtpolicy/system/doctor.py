@@ -68,27 +68,18 @@ def run(where: Where) -> list[Check]:
 
 
 def _libvirt(where: Where) -> Check:
-    import libvirt  # noqa: PLC0415  (only when asked: a client command never loads it)
+    from virtpolicy.errors import HypervisorError  # noqa: PLC0415
+    from virtpolicy.hypervisor.connection import versions  # noqa: PLC0415  (loads libvirt)
 
     uri = where.settings.connect
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
-        conn = libvirt.openReadOnly(uri)
-    except libvirt.libvirtError as exc:
+        found = versions(uri)
+    except HypervisorError as exc:
         return Check(
-            "libvirtd", False, f"{uri} does not answer: {exc}",
+            "libvirtd", False, f"does not answer: {exc}",
             "start it: systemctl start libvirtd (or virtqemud)",
         )  # fmt: skip
-    try:
-        lib, hv = conn.getLibVersion(), conn.getVersion()
-        driver = conn.getType()
-    finally:
-        conn.close()
-    return Check("libvirtd", True, f"{uri} answers: libvirt {_v(lib)}, {driver} {_v(hv)}")
-
-
-def _v(number: int) -> str:
-    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+    return Check("libvirtd", True, f"{uri} answers: {found}")
 
 
 def _hook(where: Where) -> Iterator[Check]:

@@ -188,7 +188,7 @@ def test_cross_host_requires_answers_from_the_fleet_state(
 
     program = tmp_path / "qemu"
     for failure, status in (("closed", 1), ("open", 0)):
-        program.write_text(hook_text(str(b.run_dir), failure, str(tmp_path / "none")))
+        program.write_text(hook_text(str(b.run_dir), failure, str(tmp_path / "none"), retry=0.3))
         program.chmod(0o755)
         argv = [str(program), "web", "prepare", "begin", "-"]
         done = subprocess.run(argv, input="<domain/>", capture_output=True, text=True, check=False)

@@ -245,9 +245,10 @@ def test_hook_program_asks_the_daemon_with_either_client(
 def test_a_daemon_that_comes_back_within_the_retry_answers(
     client: str, short_dir: Callable[[], Path]
 ) -> None:
-    """The daemon's socket away (a restart during an upgrade) is tried again: a
-    start asked meanwhile gets the daemon's answer once it listens again, not
-    hook_failure. A socket that is not there at first, then is, and answers."""
+    """The daemon away (a restart during an upgrade) is tried again: a start
+    asked meanwhile gets the daemon's answer once it is back, not hook_failure
+    (closed here). Away is a socket that is not there, then one that answers
+    503 (a daemon not yet connected to libvirtd), then the answer."""
     where = short_dir()
     program = where / "qemu"
     program.write_text(hook_text(str(where), "closed", str(where / "none"), client))
@@ -257,6 +258,13 @@ def test_a_daemon_that_comes_back_within_the_retry_answers(
         [str(program), "web", "prepare", "begin", "-"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    answers = [
+        b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n"
+        b'{"error": {"message": "not connected to qemu:///system yet"}}',
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+        b"refused\nweb requires db (running): db is shut off\n",
+    ]
+    requests = []
     try:
         # No socket yet: the hook's client has tried for half a second (five tries)
         # when the daemon comes back. Without the retry it would have refused.
@@ -265,17 +273,15 @@ def test_a_daemon_that_comes_back_within_the_retry_answers(
             server.bind(str(path))
             server.listen(1)
             server.settimeout(10)
-            conn, _ = server.accept()
-            with conn:
-                request = conn.recv(65536).decode()
-                conn.sendall(
-                    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
-                    b"refused\nweb requires db (running): db is shut off\n"
-                )
+            for answer in answers:
+                conn, _ = server.accept()
+                with conn:
+                    requests.append(conn.recv(65536).decode())
+                    conn.sendall(answer)
         _, err = hook.communicate(timeout=10)
     finally:
         hook.kill()
-    assert request.startswith("GET /v1/guests/web/admission HTTP/1.0")
+    assert [r.split("\r\n")[0] for r in requests] == ["GET /v1/guests/web/admission HTTP/1.0"] * 2
     assert (hook.returncode, err.strip()) == (1, "web requires db (running): db is shut off")
 
 

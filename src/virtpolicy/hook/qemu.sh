@@ -30,7 +30,8 @@ RUN_DIR="/run/virtpolicy"
 HOOK_FAILURE="open"  # when the daemon does not answer: open allows, closed refuses
 CHAINED="/etc/libvirt/hooks/qemu.chained-by-virtpolicy"
 TIMEOUT_S="20"  # well above the store's 5 s busy timeout, though admission never waits for it
-# A socket that is not there, or that nothing listens on, is tried again every
+# A socket that is not there, or that nothing listens on, and a daemon that
+# answers 503 (starting: not connected to libvirtd yet), are tried again every
 # 0.1 s for this long: the daemon restarting (an upgrade) is away about a
 # second, and a start meanwhile waits for it instead of following HOOK_FAILURE.
 RETRY_S="3"
@@ -83,20 +84,14 @@ sub quote {
     return $text;
 }
 
-# One HTTP/1.0 request over the daemon's socket; the body of a 2xx answer.
-sub call {
+# One HTTP/1.0 request over the daemon's socket: (status, body), or (0, why)
+# when the socket is away (not there, or nothing listens: a restart).
+sub attempt {
     my ($method, $path) = @_;
-    local $SIG{ALRM} = sub { die "timed out after $timeout s\n" };
-    alarm $timeout;
-    my $address = pack('S a*', $af_unix, "$run_dir/virtpolicy-hook.sock\0");
-    my $sock;
-    for (my $tries = $retry * 10; ; $tries--) {
-        socket($sock, $af_unix, $sock_stream, 0) or die "socket: $!\n";
-        last if connect($sock, $address);
-        # ENOENT and ECONNREFUSED: the daemon is away (restarting); anything else is final.
-        die "$!\n" if $tries <= 0 || !($!{ENOENT} || $!{ECONNREFUSED});
-        close $sock;
-        select(undef, undef, undef, 0.1);
+    socket(my $sock, $af_unix, $sock_stream, 0) or die "socket: $!\n";
+    if (!connect($sock, pack('S a*', $af_unix, "$run_dir/virtpolicy-hook.sock\0"))) {
+        return (0, "$!") if $!{ENOENT} || $!{ECONNREFUSED};
+        die "$!\n";
     }
     my $request = "$method $path HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n";
     defined syswrite($sock, $request) or die "$!\n";
@@ -106,12 +101,27 @@ sub call {
         die "$!\n" unless defined $got;
         last if $got == 0;
     }
-    alarm 0;
     close $sock;
     my ($head, $body) = split /\r\n\r\n/, $answer, 2;
     $body = '' unless defined $body;
     my ($status) = $head =~ m{^HTTP/\S+ (\d+)};
-    $status = 0 unless defined $status;
+    return (defined $status ? $status : -1, $body);
+}
+
+# The request, tried again every 0.1 s for $retry s while the daemon is away
+# or not ready (503: it is starting, or cannot tell yet); the body of a 2xx.
+sub call {
+    my ($method, $path) = @_;
+    local $SIG{ALRM} = sub { die "timed out after $timeout s\n" };
+    alarm $timeout;
+    my ($status, $body);
+    for (my $tries = $retry * 10; ; $tries--) {
+        ($status, $body) = attempt($method, $path);
+        last if ($status != 0 && $status != 503) || $tries <= 0;
+        select(undef, undef, undef, 0.1);
+    }
+    alarm 0;
+    die "$body\n" if $status == 0;
     die "it answered HTTP $status: " . substr($body, 0, 200) . "\n"
         unless $status >= 200 && $status < 300;
     return $body;
@@ -167,27 +177,16 @@ def quote(text):
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in text.encode())
 
 
-def connected(run_dir, timeout, retry):
-    """A socket connected to the daemon's; tried again while it is away."""
-    tries = int(retry * 10)
-    while True:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.settimeout(timeout)
+def attempt(run_dir, timeout, method, path):
+    """One HTTP/1.0 request over the daemon's socket: (status, body); status 0
+    when the socket is away (not there, or nothing listens: a restart)."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
         try:
             sock.connect(run_dir + "/virtpolicy-hook.sock")
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            if tries <= 0:
-                raise
-        tries -= 1
-        _time.sleep(0.1)
-
-
-def call(run_dir, timeout, retry, method, path):
-    """One HTTP/1.0 request over the daemon's socket; the body of a 2xx answer."""
-    sock = connected(run_dir, timeout, retry)
-    try:
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            return 0, str(exc)
         request = f"{method} {path} HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n"
         sock.sendall(request.encode())
         chunks = []
@@ -196,10 +195,25 @@ def call(run_dir, timeout, retry, method, path):
     finally:
         sock.close()
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else -1
+    return status, body.decode(errors="replace")
+
+
+def call(run_dir, timeout, retry, method, path):
+    """The request, tried again every 0.1 s for ``retry`` s while the daemon is
+    away or not ready (503: starting, or cannot tell yet); the body of a 2xx."""
+    tries = int(retry * 10)
+    while True:
+        status, body = attempt(run_dir, timeout, method, path)
+        if (status not in (0, 503)) or tries <= 0:
+            break
+        tries -= 1
+        _time.sleep(0.1)
+    if status == 0:
+        raise OSError(body)
     if not 200 <= status < 300:
-        raise OSError(f"it answered HTTP {status}: {body[:200].decode(errors='replace')}")
-    return body.decode(errors="replace")
+        raise OSError(f"it answered HTTP {status}: {body[:200]}")
+    return body
 
 
 def undecided(failure, guest, what, why):

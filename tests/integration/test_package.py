@@ -12,7 +12,7 @@ One test at a time installs the package (the ``package`` lock); libvirtd is
 shared with the other tests meanwhile. While the package is installed,
 libvirtd runs its drop-in for every guest that starts, the other tests' too:
 the package's daemon allows a guest its store has no policy for, and while
-that daemon is down the hook tries for its 3 s and lets the start go on
+that daemon is down the hook tries for its 5 s and lets the start go on
 (hook_failure open, the package's default). The package's guests are its own
 (vp-test-pkg-*), and its daemon acts on no guest but those.
 """

@@ -267,3 +267,36 @@ async def _kept(c: Controller) -> AsyncIterator[Event]:
                 yield event
             return
         yield event
+
+
+class _Away(MemoryHypervisor):
+    """A libvirtd that does not answer (yet)."""
+
+    def open(self) -> None:
+        raise ConnectionLostError(f"{self.uri}: cannot connect: no libvirtd")
+
+
+def test_before_it_connects_a_daemon_answers_for_guests_without_a_policy(tmp_path: Path) -> None:
+    """A daemon that has just started (an upgrade's restart) and is not yet
+    connected to libvirtd: a guest without a policy may start (there is nothing
+    to ask libvirt), one with a policy cannot be told yet (ConnectionLostError:
+    the hook asks again)."""
+
+    async def main() -> None:
+        store = SqlStore(str(tmp_path / "p.db"))
+        changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
+        host = _Away([MemoryGuest("web")], loop=asyncio.get_running_loop())
+        controller = Controller(guarded(store, "store"), guarded(host, "host"), SETTINGS)
+        running = asyncio.create_task(controller.run())
+        try:
+            await until(lambda: controller.cache.revision is not None)
+            assert not controller.connected.is_set()
+            assert await controller.admission("nobody") == []
+            with pytest.raises(ConnectionLostError, match="cannot tell whether web may start"):
+                await controller.admission("web")
+        finally:
+            controller.stop()
+            await running
+            store.close()
+
+    asyncio.run(main())

@@ -15,7 +15,7 @@ SOURCE = Path(__file__).with_name("qemu.sh")
 
 
 #: How long the hook tries again to reach a daemon whose socket is away (s).
-RETRY_S = 3.0
+RETRY_S = 5.0
 
 
 def hook_text(

@@ -34,7 +34,7 @@ TIMEOUT_S="20"  # well above the store's 5 s busy timeout, though admission neve
 # answers 503 (starting: not connected to libvirtd yet), are tried again every
 # 0.1 s for this long: the daemon restarting (an upgrade) is away about a
 # second, and a start meanwhile waits for it instead of following HOOK_FAILURE.
-RETRY_S="3"
+RETRY_S="5"
 CLIENT="auto"  # perl, python, or auto: perl where /usr/bin/perl is, else python
 UNIX_STREAM="1 1"  # AF_UNIX and SOCK_STREAM on the installing machine, for perl
 

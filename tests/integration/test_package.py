@@ -276,9 +276,20 @@ def test_the_package_installs_answers_the_hook_and_goes_when_purged(
         virsh("start", web)
         eventually(lambda: "1" in virsh("vcpupin", db, "--vcpu", "0").split()[-1:], 20)
 
+        # The hook's own settings (a conffile): with the daemon away and
+        # HOOK_FAILURE=closed there, the installed hook refuses a start.
+        service.stop()
+        assert "/etc/virtpolicy/hook.conf" in conffiles
+        Path("/etc/virtpolicy/hook.conf").write_text("HOOK_FAILURE=closed\n")
+        asked = subprocess.run(
+            [str(HOOK), "pkg-other", "prepare", "begin", "-"], input="<domain/>",
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert asked.returncode == 1
+        assert "hook_failure=closed refuses pkg-other" in asked.stderr
+
         # remove: the daemon stops (systemd's part, here the test's), the program
         # and the hook go; the store and the settings stay; the guests run on.
-        service.stop()
         apt("remove", "virtpolicy")
         assert not HOOK.exists()
         assert not HOOK.is_symlink()
@@ -373,10 +384,10 @@ class _HookProbe:
     answers), recording each refusal and how long each answer took."""
 
     def __init__(self, program: Path, failure: str, tmp: Path) -> None:
-        text, found = re.subn(
-            r"^HOOK_FAILURE=\S+", f"HOOK_FAILURE={failure}", program.read_text(), flags=re.M
-        )
-        assert found == 1
+        text = program.read_text()
+        for key, value in (("HOOK_FAILURE", failure), ("SETTINGS", "''")):  # not hook.conf's
+            text, found = re.subn(rf"^{key}=\S*", f"{key}={value}", text, flags=re.M)
+            assert found == 1, key
         self.program = tmp / "hook-probe"
         self.program.write_text(text)
         self.program.chmod(0o755)

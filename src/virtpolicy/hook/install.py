@@ -19,20 +19,27 @@ RETRY_S = 5.0
 
 
 def hook_text(
-    run_dir: str, failure: str, chained: str, client: str = "auto", retry: float = RETRY_S
+    run_dir: str,
+    failure: str,
+    chained: str,
+    client: str = "auto",
+    retry: float = RETRY_S,
+    settings: str = "",
 ) -> str:
     """The hook program with its settings filled in (``client``: which interpreter
     asks the daemon, perl or python; auto takes perl where it is installed;
-    ``retry``: how long a socket that is away is tried again, in tenths)."""
+    ``retry``: how long a socket that is away is tried again, in tenths;
+    ``settings``: a shell file that may set HOOK_FAILURE, read at each call)."""
     if failure not in ("open", "closed"):
         raise ConfigError(f"hook_failure: {failure!r} is not open or closed")
     if client not in ("auto", "perl", "python"):
         raise ConfigError(f"hook client: {client!r} is not auto, perl or python")
     text = SOURCE.read_text()
-    settings = (("RUN_DIR", run_dir), ("HOOK_FAILURE", failure), ("CHAINED", chained))
+    values = (("RUN_DIR", run_dir), ("HOOK_FAILURE", failure), ("CHAINED", chained))
     unix_stream = f"{int(socket.AF_UNIX)} {int(socket.SOCK_STREAM)}"
     tries = ("RETRY_S", f"{retry:.1f}")
-    for key, value in (*settings, ("CLIENT", client), ("UNIX_STREAM", unix_stream), tries):
+    more = (("CLIENT", client), ("UNIX_STREAM", unix_stream), tries, ("SETTINGS", settings))
+    for key, value in (*values, *more):
         line = f"{key}={shlex.quote(value)}".replace("\\", "\\\\")  # re.subn reads backslashes
         text, found = re.subn(rf'^{key}="[^"]*"', line, text, count=1, flags=re.M)
         assert found == 1, key  # the template names each setting once

@@ -17,6 +17,17 @@ from virtpolicy.hook.install import hook_text
 from virtpolicy.places import SYSTEM_RUN_DIR
 from virtpolicy.system.setup import template, unit_text
 
+#: The packaged hook's own settings (a conffile).
+HOOK_SETTINGS = "/etc/virtpolicy/hook.conf"
+HOOK_CONF = """\
+# /etc/virtpolicy/hook.conf: read by libvirt's hook (/usr/lib/virtpolicy/qemu-hook)
+# each time libvirtd runs it, as shell. Only this is read:
+#
+# When the daemon does not answer (within 5 s): open lets the guest start,
+# closed refuses the start.
+HOOK_FAILURE=open
+"""
+
 
 def write(folder: Path, epoch: float | None = None) -> list[Path]:
     """Write the files into ``folder``; the paths written."""
@@ -26,7 +37,8 @@ def write(folder: Path, epoch: float | None = None) -> list[Path]:
     texts = {
         "virtpolicy.service": unit_text("/usr/bin/virtpolicy"),
         "virtpolicy.toml": template("virtpolicy.toml"),
-        "qemu-hook": hook_text(SYSTEM_RUN_DIR, "open", ""),
+        "qemu-hook": hook_text(SYSTEM_RUN_DIR, "open", "", settings=HOOK_SETTINGS),
+        "hook.conf": HOOK_CONF,
         "virtpolicy.1": page(cli, epoch),
     }
     folder.mkdir(parents=True, exist_ok=True)

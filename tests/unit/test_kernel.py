@@ -1,0 +1,137 @@
+"""A guest's counters from procfs and cgroups, on fixture trees shaped like a
+real host's: cgroup v2 (Debian 12's default) and v1 (this lab's hosts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from virtpolicy.hypervisor.kernel import (
+    NotLocal,
+    memory_pressure,
+    parse_cgroup,
+    read_counters,
+    threads_from_status,
+)
+
+GROUP = "/machine.slice/machine-qemu\\x2d3\\x2dweb.scope/libvirt"
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def qemu_process(proc: Path, pid: int, tids: list[int], cgroup: str) -> None:
+    """/proc/PID for a QEMU process: its vCPU threads, stat, statm, cgroup."""
+    base = proc / str(pid)
+    names = {pid: "qemu-system-x86", **{t: f"CPU {i}/KVM" for i, t in enumerate(tids)}}
+    for n, (tid, name) in enumerate(names.items()):
+        task = base / "task" / str(tid)
+        task.mkdir(parents=True)
+        (task / "comm").write_text(name + "\n")
+        (task / "schedstat").write_text(f"{(n + 1) * 1_000_000_000} {n * 1000} 42\n")
+        (proc / str(tid)).mkdir(exist_ok=True)
+        (proc / str(tid) / "status").write_text(f"Name:\t{name}\nTgid:\t{pid}\nPid:\t{tid}\n")
+    # comm "(qemu-system-x86)" then state, ...; utime and stime are fields 14 and 15.
+    fields = ["S"] + ["0"] * 10 + [str(3 * TICKS), str(TICKS)] + ["0"] * 30
+    (base / "stat").write_text(f"{pid} (qemu-system-x86) {' '.join(fields)}\n")
+    (base / "statm").write_text(f"100000 {20480 * 4096 // PAGE} 0 0 0 0 0\n")
+    (base / "cgroup").write_text(cgroup)
+
+
+def status(pid: int, tids: list[int]) -> str:
+    """libvirt's status of a running domain, as much of it as is read."""
+    vcpus = "".join(f"<vcpu id='{i}' pid='{t}'/>" for i, t in enumerate(tids))
+    return (
+        f"<domstatus state='running' reason='booted' pid='{pid}'><monitor/>"
+        f"<vcpus>{vcpus}</vcpus><domain type='kvm'><name>web</name></domain></domstatus>"
+    )
+
+
+def test_cgroup_v2_gives_cpu_and_memory_pressure(tmp_path: Path) -> None:
+    proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
+    qemu_process(proc, 900, [901, 902], f"0::{GROUP}/emulator\n")
+    group = cgroups / GROUP.lstrip("/") / "emulator"
+    group.mkdir(parents=True)
+    (group / "cpu.stat").write_text("usage_usec 7500000\nuser_usec 5000000\nsystem_usec 2500000\n")
+    (group / "memory.pressure").write_text(
+        "some avg10=1.50 avg60=0.80 avg300=0.10 total=12345\n"
+        "full avg10=0.25 avg60=0.10 avg300=0.00 total=2345\n"
+    )
+    threads = threads_from_status(status(900, [901, 902]), proc)
+    assert (threads.pid, threads.vcpus) == (900, (901, 902))
+    found = read_counters("web", 1, threads, proc, cgroups)
+    assert found.cpu_ns == 7_500_000_000
+    assert [(v.time_ns, v.delay_ns) for v in found.vcpus] == [
+        (2_000_000_000, 1000),
+        (3_000_000_000, 2000),
+    ]
+    assert found.rss_kib == 20480 * 4096 // PAGE * PAGE // 1024
+    assert found.memory_kib is None  # the balloon's own: asked of libvirt
+    assert memory_pressure(threads, cgroups) == {"some": 1.5, "full": 0.25}
+
+
+def test_cgroup_v1_reads_cpuacct_where_it_is_mounted(tmp_path: Path) -> None:
+    proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
+    lines = [
+        "12:cpu,cpuacct:/machine/qemu-3-web.libvirt-qemu/emulator",
+        "4:memory:/machine/qemu-3-web.libvirt-qemu",
+        "1:name=systemd:/",
+    ]
+    qemu_process(proc, 900, [901], "\n".join(lines) + "\n")
+    group = cgroups / "cpu,cpuacct" / "machine/qemu-3-web.libvirt-qemu/emulator"
+    group.mkdir(parents=True)
+    (cgroups / "cpuacct").symlink_to("cpu,cpuacct")
+    (group / "cpuacct.usage").write_text("123456789\n")
+    threads = threads_from_status(status(900, [901]), proc)
+    assert read_counters("web", 1, threads, proc, cgroups).cpu_ns == 123456789
+    assert memory_pressure(threads, cgroups) is None  # v1 has no PSI per group
+
+
+def test_without_cgroup_accounting_the_process_times_serve(tmp_path: Path) -> None:
+    """A process in the root group (cpuacct "/", as a lab libvirtd without the
+    cpuacct controller leaves it): user + system time of the process."""
+    proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
+    qemu_process(proc, 900, [901], "2:cpuacct:/\n1:cpu:/machine/x/emulator\n")
+    threads = threads_from_status(status(900, [901]), proc)
+    assert read_counters("web", 1, threads, proc, cgroups).cpu_ns == 4_000_000_000
+
+
+def test_parse_cgroup_names_v1_and_v2() -> None:
+    found = parse_cgroup("0::/a/b\n7:blkio:/x\n3:cpu,cpuacct:/y\n1:name=systemd:/\n")
+    assert found.v2 == "/a/b"
+    assert dict(found.v1) == {"blkio": "/x", "cpu": "/y", "cpuacct": "/y", "systemd": "/"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ("not xml", "names no process"),
+        ("<domstatus pid='900'><vcpus/></domstatus>", "names no vCPU threads"),
+        (status(900, [901, 999]), "not process 900's here"),  # 999: no such thread here
+        (status(901, [901, 902]), "not process 901's here"),
+    ],
+)
+def test_threads_not_here_say_why(tmp_path: Path, answer: str, why: str) -> None:
+    proc = tmp_path / "proc"
+    qemu_process(proc, 900, [901, 902], "0::/\n")
+    with pytest.raises(NotLocal, match=why):
+        threads_from_status(answer, proc)
+
+
+def test_a_thread_not_named_as_the_vcpu_is_refused(tmp_path: Path) -> None:
+    """libvirt's thread ids are checked against the kernel's names: vCPU 0's
+    thread must be "CPU 0/...", not another of the process's threads."""
+    proc = tmp_path / "proc"
+    qemu_process(proc, 900, [901, 902], "0::/\n")
+    with pytest.raises(NotLocal, match="not QEMU's vCPU 0"):
+        threads_from_status(status(900, [902, 901]), proc)
+
+
+def test_a_process_gone_is_not_local(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    qemu_process(proc, 900, [901], "0::/\n")
+    threads = threads_from_status(status(900, [901]), proc)
+    (proc / "900" / "stat").unlink()
+    with pytest.raises(NotLocal, match="process 900 is gone"):
+        read_counters("web", 1, threads, proc, tmp_path)

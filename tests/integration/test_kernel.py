@@ -6,37 +6,50 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import BUSY, eventually, virsh
 from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.hypervisor.kernel import read_counters, status_of, threads_from_status
+from virtpolicy.hypervisor.localstats import LocalSampler
 from virtpolicy.hypervisor.stats import RUNNING, GuestCounters
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def hv(qemu_uri: str) -> Iterator[LibvirtConnection]:
-    h = LibvirtConnection(qemu_uri)
-    h.open()
-    yield h
-    h.close()
+def both_ways(qemu_uri: str) -> Iterator[tuple[LibvirtConnection, LibvirtConnection]]:
+    """The same libvirtd sampled from the kernel (the default for a local QEMU
+    driver) and through libvirt's bulk call."""
+    kernel, bulk = LibvirtConnection(qemu_uri), LibvirtConnection(qemu_uri, kernel_sampling=False)
+    kernel.open()
+    bulk.open()
+    yield kernel, bulk
+    kernel.close()
+    bulk.close()
 
 
 def test_kernel_and_libvirt_agree_on_a_busy_guest(
-    hv: LibvirtConnection, make_guest: Callable[..., str]
+    both_ways: tuple[LibvirtConnection, LibvirtConnection], make_guest: Callable[..., str]
 ) -> None:
+    kernel, bulk = both_ways
     guest = make_guest("kernel", vcpus=2, boot=BUSY)  # vCPU 0 spins, vCPU 1 idles
     virsh("start", guest)
     threads = threads_from_status(status_of(guest))
     assert len(threads.vcpus) == 2
+    assert read_counters(guest, RUNNING, threads).vcpus[0].time_ns is not None
+
+    hosts: list[tuple[int, int]] = []  # the host CPUs' busy ns, summed: (ours, theirs)
 
     def both() -> tuple[GuestCounters, GuestCounters]:
-        ours = read_counters(guest, RUNNING, threads)
-        theirs = hv.sample({"vcpu", "balloon"}).guests[guest]
-        return ours, theirs
+        ours = kernel.sample({"vcpu", "balloon", "host"})
+        theirs = bulk.sample({"vcpu", "balloon", "host"})
+        assert (ours.source, theirs.source) == ("kernel", "libvirt")
+        assert guest not in ours.fallback
+        hosts.append((sum(b for b, _ in ours.host_cpus), sum(b for b, _ in theirs.host_cpus)))
+        return ours.guests[guest], theirs.guests[guest]
 
     # Spinning: vCPU 0 has run for a while (TCG starts slowly).
     eventually(lambda: (both()[0].vcpus[0].time_ns or 0) > 500_000_000, 30)
@@ -64,7 +77,32 @@ def test_kernel_and_libvirt_agree_on_a_busy_guest(
     total = delta(ours0.cpu_ns, ours1.cpu_ns)
     libvirt_total = delta(theirs0.cpu_ns, theirs1.cpu_ns)
     assert abs(total - libvirt_total) <= 0.01 * libvirt_total, (total, libvirt_total)
-    # Resident memory: the same figure, within a page or two of growth.
+    # The host CPUs' busy time (/proc/stat, which libvirt reads too).
+    host_ours, host_theirs = hosts[-1][0] - hosts[-2][0], hosts[-1][1] - hosts[-2][1]
+    assert abs(host_ours - host_theirs) <= 0.01 * host_theirs, (host_ours, host_theirs)
+    # Resident memory: the same figure, within a page or two of growth; the
+    # balloon's figures are QEMU's, asked of libvirt either way.
     assert ours1.rss_kib is not None
     assert theirs1.rss_kib is not None
     assert abs(ours1.rss_kib - theirs1.rss_kib) <= 0.01 * theirs1.rss_kib
+    assert (ours1.memory_kib, ours1.memory_max_kib) == (theirs1.memory_kib, theirs1.memory_max_kib)
+
+
+def test_a_guest_the_kernel_cannot_be_read_for_falls_back_to_libvirt(
+    both_ways: tuple[LibvirtConnection, LibvirtConnection],
+    make_guest: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """No status of the guest where the sampler looks: it is sampled through
+    libvirt's bulk call, named with the reason in the sample's fallback."""
+    kernel, _bulk = both_ways
+    guest = make_guest("fallback", vcpus=1)
+    virsh("start", guest)
+    sampler = LocalSampler(tmp_path)  # an empty folder: no status to read
+    sample = sampler.collect(kernel.conn, kernel.node().cpus, {"vcpu"}, 0)
+    assert sample.source == "kernel"
+    assert "cannot read libvirt's status of" in sample.fallback[guest]
+    counters = sample.guests[guest]
+    assert counters.running
+    assert counters.cpu_ns is not None
+    assert len(counters.vcpus) == 1

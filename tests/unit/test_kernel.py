@@ -135,3 +135,19 @@ def test_a_process_gone_is_not_local(tmp_path: Path) -> None:
     (proc / "900" / "stat").unlink()
     with pytest.raises(NotLocal, match="process 900 is gone"):
         read_counters("web", 1, threads, proc, tmp_path)
+
+
+def test_host_cpu_times_come_from_proc_stat(tmp_path: Path) -> None:
+    """Busy is user + nice + system + irq + softirq, idle is idle + iowait: what
+    libvirt's node CPU stats make of the same lines."""
+    from virtpolicy.hypervisor.localstats import host_cpu_times  # noqa: PLC0415
+
+    (tmp_path / "stat").write_text(
+        "cpu  10 0 10 100 0 0 0 0 0 0\n"
+        "cpu0 1 2 3 40 5 6 7 8 0 0\n"
+        "cpu1 10 0 10 60 0 0 0 0 0 0\n"
+        "intr 12345\n"
+    )
+    tick = 1_000_000_000 // TICKS
+    assert host_cpu_times(2, tmp_path) == ((19 * tick, 45 * tick), (20 * tick, 60 * tick))
+    assert host_cpu_times(3, tmp_path)[2] == (0, 0)  # a CPU the file does not list

@@ -78,6 +78,10 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
             "samples": monitor.samples,
             "errors": monitor.errors,
             "last_error": monitor.last_error or None,
+            # "kernel" (procfs and cgroups) or "libvirt"; the guests the kernel
+            # could not be read for (sampled through libvirt), and why.
+            "source": monitor.last.source if monitor.last else None,
+            "fallback": dict(monitor.last.fallback) if monitor.last else {},
             "last_cpu_seconds": round(monitor.last_duration, 6),
             "age_seconds": round(time.time() - latest.wall, 3) if latest else None,
             "history_bytes": history.bytes_for(series),

@@ -48,6 +48,7 @@ from virtpolicy.hypervisor.codes import (
 from virtpolicy.hypervisor.definition import cpu_topology, with_cpu_topology
 from virtpolicy.hypervisor.events import EventWatch, GuestCallback
 from virtpolicy.hypervisor.flags import CONFIG, LIVE, Capabilities, call_flags
+from virtpolicy.hypervisor.localstats import LocalSampler, local_status_dir
 from virtpolicy.hypervisor.native import GuestInfo, NodeInfo, Tuning, cap_params
 from virtpolicy.policy.model import GuestPolicy
 
@@ -82,9 +83,11 @@ def _dotted(number: int) -> str:
 class LibvirtConnection:
     """One libvirt connection and the tuning operations virtpolicy needs."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, kernel_sampling: bool = True) -> None:
         self.uri = uri
         self.caps = Capabilities()
+        self._kernel_sampling = kernel_sampling
+        self._local: LocalSampler | None = None
         self._conn: Any = None
         self._host: NodeInfo | None = None
         #: Domain handles from the latest listing or lookup: a pass reads each
@@ -107,6 +110,9 @@ class LibvirtConnection:
         self.caps = Capabilities()
         self._host = None
         self._handles = {}
+        # A local QEMU driver's guests are sampled from the kernel (localstats.py).
+        status_dir = local_status_dir(self.uri) if self._kernel_sampling else None
+        self._local = LocalSampler(status_dir) if status_dir is not None else None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -149,20 +155,21 @@ class LibvirtConnection:
         return self._host
 
     def sample(self, groups: Collection[str] = stats.ALL_GROUPS) -> stats.Sample:
-        """Every guest's state and CPU time (one bulk call); per-vCPU and memory
-        counters and the host CPUs' times only for the ``groups`` ("vcpu",
-        "balloon", "host") given."""
+        """Every guest's state and CPU time; per-vCPU and memory counters and the
+        host CPUs' times only for the ``groups`` ("vcpu", "balloon", "host")
+        given. A local QEMU driver's from the kernel, others' in one bulk call."""
+        collect = self._local.collect if self._local is not None else stats.collect
         with self.translating(None, "collect statistics"):
             if self.caps.stats_nowait is not False:
                 try:
-                    sample = stats.collect(self.conn, self.node().cpus, groups)
+                    sample = collect(self.conn, self.node().cpus, groups, stats.NOWAIT)
                     self.caps.stats_nowait = True
                     return sample
                 except libvirt.libvirtError as exc:
                     if self.caps.stats_nowait or not refused_flags(exc):
                         raise
                     self.caps.stats_nowait = False  # the test driver knows no NOWAIT
-            return stats.collect(self.conn, self.node().cpus, groups, nowait=0)
+            return collect(self.conn, self.node().cpus, groups, 0)
 
     def watch(self, on_guest: GuestCallback, on_close: Callable[[str], None]) -> None:
         """Lifecycle and tunable events of the current connection (see events.py)."""

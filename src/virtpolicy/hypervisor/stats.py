@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
@@ -69,6 +69,11 @@ class Sample:
     wall: float
     guests: Mapping[str, GuestCounters]
     host_cpus: tuple[tuple[int, int], ...]
+    #: Where the counters came from: "kernel" (procfs and cgroups, for a local
+    #: QEMU driver) or "libvirt" (its bulk call).
+    source: str = "libvirt"
+    #: Guests the kernel path could not read, sampled through libvirt: why.
+    fallback: Mapping[str, str] = field(default_factory=dict)
 
 
 def _int(stats: Mapping[str, Any], key: str) -> int | None:

@@ -276,13 +276,23 @@ def test_the_package_installs_answers_the_hook_and_goes_when_purged(
         virsh("start", web)
         eventually(lambda: "1" in virsh("vcpupin", db, "--vcpu", "0").split()[-1:], 20)
 
-        # The hook's own settings (a conffile): with the daemon away and
-        # HOOK_FAILURE=closed there, the installed hook refuses a start.
+        # The hook's own settings (a conffile) set HOOK_FAILURE: with the daemon
+        # away and closed there, the installed hook refuses a start. (Tried on a
+        # copy reading a copy of the file: while the drop-in is live, libvirtd
+        # runs it for the other tests' guests too, and they must not be refused.)
         service.stop()
         assert "/etc/virtpolicy/hook.conf" in conffiles
-        Path("/etc/virtpolicy/hook.conf").write_text("HOOK_FAILURE=closed\n")
+        program = HOOK.read_text()
+        assert "\nSETTINGS=/etc/virtpolicy/hook.conf\n" in program
+        settings = tmp_path / "hook.conf"
+        settings.write_text(
+            Path("/etc/virtpolicy/hook.conf").read_text().replace("=open", "=closed")
+        )
+        copy = tmp_path / "qemu-hook"
+        copy.write_text(program.replace("/etc/virtpolicy/hook.conf", str(settings)))
+        copy.chmod(0o755)
         asked = subprocess.run(
-            [str(HOOK), "pkg-other", "prepare", "begin", "-"], input="<domain/>",
+            [str(copy), "pkg-other", "prepare", "begin", "-"], input="<domain/>",
             capture_output=True, text=True, check=False, timeout=60,
         )  # fmt: skip
         assert asked.returncode == 1

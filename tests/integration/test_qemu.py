@@ -162,3 +162,37 @@ def test_transient_guest_is_enforced_live_with_its_mirror(
     assert hv.read_mirror(guest, persistent=False) is not None
     [again] = Reconciler(store, hv).reconcile()  # a fresh reconciler reads the mirror
     assert (again.error, again.applied) == (None, {})
+
+
+def test_a_guest_gone_between_the_listing_and_its_info_is_left_out(
+    hv: LibvirtConnection, make_guest: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A transient guest that stops (and so is gone) after libvirt listed it and
+    before its info is read is left out of the listing; the pass goes on with
+    the rest (it failed whole, "no such guest", for every guest of the host)."""
+    stays, goes = make_guest("stays"), make_guest("goes")
+    xml = tmp_path / "goes.xml"
+    xml.write_text(virsh("dumpxml", goes))
+    virsh("undefine", goes)
+    virsh("create", str(xml))  # transient: destroyed, it is gone
+    real = hv.conn
+
+    class Racing:
+        """The connection, with ``goes`` destroyed right after the listing."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def listAllDomains(self, flags: int = 0) -> list[object]:
+            found = real.listAllDomains(flags)
+            if flags == 0:
+                virsh("destroy", goes)
+            return found
+
+    hv._conn = Racing()
+    try:
+        names = [g.name for g in hv.guests()]
+    finally:
+        hv._conn = real
+    assert stays in names
+    assert goes not in names

@@ -199,7 +199,17 @@ class LibvirtConnection:
             }
             doms = conn.listAllDomains(0)
             self._handles = {dom.name(): dom for dom in doms}
-            return [self._info(dom, persistent, autostart) for dom in doms]
+            found = []
+            for dom in doms:
+                try:
+                    found.append(self._info(dom, persistent, autostart))
+                except libvirt.libvirtError as exc:
+                    # Undefined since the listing (a transient guest that
+                    # stopped): it is not there, which its event says too.
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+                    self._handles.pop(dom.name(), None)
+            return found
 
     def guest(self, name: str) -> GuestInfo:
         with self.translating(name, "look up"):

@@ -88,12 +88,17 @@ class LocalSampler:
             guests[name] = found if "vcpu" in groups else dataclasses.replace(found, vcpus=())
         for key in set(self._threads) - live:  # stopped, or started again
             del self._threads[key]
-        if away:  # these through libvirt, as before
-            flags = stats.BASE_GROUPS
-            for group in groups:
-                flags |= stats.OPTIONAL_GROUPS.get(group, 0)
-            for dom, record in conn.domainListGetStats(away, flags, nowait):
-                guests[dom.name()] = stats.parse_domain_stats(dom.name(), record)
+        flags = stats.BASE_GROUPS
+        for group in groups:
+            flags |= stats.OPTIONAL_GROUPS.get(group, 0)
+        for dom in away:  # these through libvirt, as before: each on its own
+            try:
+                [(_, record)] = conn.domainListGetStats([dom], flags, nowait)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                continue  # gone since the listing
+            guests[dom.name()] = stats.parse_domain_stats(dom.name(), record)
         if "balloon" in groups:
             self._with_balloon(conn, guests, fallback, mono, nowait)
         host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()

@@ -32,6 +32,11 @@ def both_ways(qemu_uri: str) -> Iterator[tuple[LibvirtConnection, LibvirtConnect
     bulk.close()
 
 
+# libvirt counts a vCPU's time in the kernel's ticks (its thread's utime and
+# stime), the kernel path in nanoseconds (schedstat): on a loaded machine the
+# ticks were off by 16 % in one run of the suite (6.43 s counted for 5.52 s
+# run). On a quiet one they agree within 0.3 %: this test holds the machine.
+@pytest.mark.alone("machine")
 def test_kernel_and_libvirt_agree_on_a_busy_guest(
     both_ways: tuple[LibvirtConnection, LibvirtConnection], make_guest: Callable[..., str]
 ) -> None:
@@ -60,7 +65,7 @@ def test_kernel_and_libvirt_agree_on_a_busy_guest(
     # Spinning: vCPU 0 has run for a while (TCG starts slowly).
     eventually(lambda: (both()[0].vcpus[0].time_ns or 0) > 500_000_000, 30)
     ours0, theirs0 = both()
-    time.sleep(5)  # the interval both are measured over
+    time.sleep(3)  # the interval both are measured over
     ours1, theirs1 = both()
 
     def delta(a: int | None, b: int | None) -> int:
@@ -72,7 +77,7 @@ def test_kernel_and_libvirt_agree_on_a_busy_guest(
     # the kernel's ticks): within 1 % of what it ran.
     ran = delta(ours0.vcpus[0].time_ns, ours1.vcpus[0].time_ns)
     said = delta(theirs0.vcpus[0].time_ns, theirs1.vcpus[0].time_ns)
-    assert ran > 3_000_000_000  # it spun for most of the 5 s
+    assert ran > 2_000_000_000  # it spun for most of the 3 s
     assert abs(ran - said) <= 0.01 * ran, (ran, said)
     # Its wait in the run queue: the same file libvirt reads, so exactly alike
     # up to the moments of reading.

@@ -23,14 +23,23 @@ ACCOUNTS = ("passwd", "group", "shadow", "gshadow", "login.defs")
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """A scratch root with this machine's account files, and nothing else."""
+    """A scratch root with this machine's account files, and nothing else (but
+    virtpolicy's own accounts, which the package's tests may have added to this
+    machine meanwhile)."""
     if os.geteuid() != 0 or shutil.which("useradd") is None:
         pytest.skip("needs root and useradd (the shadow tools)")
     scratch = tmp_path / "root"
     (scratch / "etc").mkdir(parents=True)
     for name in ACCOUNTS:
-        if Path("/etc", name).exists():
-            shutil.copy2(Path("/etc", name), scratch / "etc" / name)
+        source = Path("/etc", name)
+        if not source.exists():
+            continue
+        target = scratch / "etc" / name
+        shutil.copy2(source, target)
+        if name != "login.defs":
+            lines = source.read_text().splitlines(keepends=True)
+            ours = ("virtpolicy:", "virtpolicy-exec:")
+            target.write_text("".join(line for line in lines if not line.startswith(ours)))
     return scratch
 
 

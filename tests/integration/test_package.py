@@ -12,8 +12,8 @@ One test at a time installs the package (the ``package`` lock); libvirtd is
 shared with the other tests meanwhile. While the package is installed,
 libvirtd runs its drop-in for every guest that starts, the other tests' too:
 the package's daemon allows a guest its store has no policy for, and while
-that daemon is down the hook tries for its 5 s and lets the start go on
-(hook_failure open, the package's default). The package's guests are its own
+that daemon is down the hook lets the start go on at once (the tests set
+``RETRY_S=0`` and ``HOOK_FAILURE=open`` in /etc/virtpolicy/hook.conf). The package's guests are its own
 (vp-test-pkg-*), and its daemon acts on no guest but those.
 """
 
@@ -164,11 +164,19 @@ def installed(tmp_path: Path) -> Iterator[Service]:
     daemon stopped first, as systemd would)."""
     service = Service(tmp_path / "daemon.log")
     apt("install", str(deb()))
+    # The other tests' guests pass through the drop-in too: while this test's
+    # daemon is away, they must not wait out the hook's retry. The operator's
+    # edit of a conffile, which an upgrade keeps (checked there).
+    Path("/etc/virtpolicy/hook.conf").write_text(NO_WAIT)
     try:
         yield service
     finally:
         service.stop()
         subprocess.run([str(DEB_LAB), "purge"], check=True, timeout=300)
+
+
+#: hook.conf while the package is installed here (see installed()).
+NO_WAIT = "HOOK_FAILURE=open\nRETRY_S=0\n"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -375,6 +383,7 @@ def test_an_upgrade_keeps_everything_and_the_hook_answers_throughout(
             "tokens": json.loads(cli("token", "list", "-o", "json").stdout),
         }
         assert after == before
+        assert Path("/etc/virtpolicy/hook.conf").read_text() == NO_WAIT  # kept
         assert hook.refused == [], hook.refused
         assert hook.answers > 0
         # The figures of this run, for bench/README.md (a test asserts no timing).

@@ -23,6 +23,7 @@ same series with the same units as the bulk call's.
 
 from __future__ import annotations
 
+import functools
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ from virtpolicy.hypervisor.stats import GuestCounters, VcpuCounters
 
 PROC = Path("/proc")
 CGROUPS = Path("/sys/fs/cgroup")
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 #: Where the system QEMU driver keeps each running domain's status.
 STATUS_DIR = Path("/run/libvirt/qemu")
 
@@ -131,31 +134,36 @@ def read_counters(
     threads: Threads,
     proc: Path = PROC,
     cgroups: Path = CGROUPS,
+    *,
+    vcpus: bool = True,
 ) -> GuestCounters:
-    """One guest's counters from the kernel. NotLocal when its process is gone
-    (it stopped between the listing and now)."""
+    """One guest's counters from the kernel (the vCPU threads' only with
+    ``vcpus``). NotLocal when its process is gone (it stopped between the
+    listing and now)."""
     base = proc / str(threads.pid)
-    stat = _read(base / "stat")
+    gone = NotLocal(f"process {threads.pid} is gone")
     statm = _read(base / "statm")
-    if stat is None or statm is None:
-        raise NotLocal(f"process {threads.pid} is gone")
-    fields = stat.rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    process_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // ticks  # utime + stime
+    if statm is None:
+        raise gone
     cpu_ns = threads.cgroup.cpu_ns(cgroups)
-    vcpus = []
-    for tid in threads.vcpus:
+    if cpu_ns is None:  # the process's utime + stime
+        stat = _read(base / "stat")
+        if stat is None:
+            raise gone
+        fields = stat.rpartition(")")[2].split()
+        cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
+    found = []
+    for tid in threads.vcpus if vcpus else ():
         sched = (_read(base / "task" / str(tid) / "schedstat") or "").split()
         run, wait = (int(sched[0]), int(sched[1])) if len(sched) >= 2 else (None, None)
-        vcpus.append(VcpuCounters(time_ns=run, delay_ns=wait, wait_ns=None))
-    rss_pages = int(statm.split()[1])
+        found.append(VcpuCounters(time_ns=run, delay_ns=wait, wait_ns=None))
     return GuestCounters(
         name=name,
         state=state,
-        cpu_ns=cpu_ns if cpu_ns is not None else process_ns,
-        vcpus=tuple(vcpus),
+        cpu_ns=cpu_ns,
+        vcpus=tuple(found),
         memory_kib=None,  # the balloon's: QEMU's, asked of libvirt on its own cadence
-        rss_kib=rss_pages * os.sysconf("SC_PAGE_SIZE") // 1024,
+        rss_kib=int(statm.split()[1]) * PAGE // 1024,
         memory_max_kib=None,
     )
 
@@ -185,9 +193,11 @@ def _tgid(proc: Path, tid: int) -> int | None:
     return None
 
 
+@functools.cache
 def _mount(root: Path, controller: str) -> str:
     """The v1 hierarchy's folder under ``root`` holding ``controller``
-    (``cpu,cpuacct`` on Debian, or a folder of its own)."""
+    (``cpu,cpuacct`` on Debian, or a folder of its own). Looked up once: the
+    mounts do not move while the daemon runs."""
     for entry in sorted(root.iterdir()) if root.is_dir() else []:
         if controller in entry.name.split(",") and not entry.is_symlink():
             return entry.name

@@ -80,12 +80,12 @@ class LocalSampler:
                     status_of(name, self.status_dir), self.proc
                 )
                 self._threads[key] = threads
-                found = read_counters(name, state, threads, self.proc)
+                guests[name] = read_counters(
+                    name, state, threads, self.proc, vcpus="vcpu" in groups
+                )
             except NotLocal as exc:
                 fallback[name] = str(exc)
                 away.append(dom)
-                continue
-            guests[name] = found if "vcpu" in groups else dataclasses.replace(found, vcpus=())
         for key in set(self._threads) - live:  # stopped, or started again
             del self._threads[key]
         flags = stats.BASE_GROUPS

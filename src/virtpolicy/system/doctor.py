@@ -21,6 +21,7 @@ import httpx
 from virtpolicy import __version__
 from virtpolicy.config import ServeSettings
 from virtpolicy.hook.install import MARKER
+from virtpolicy.store.base import HostRecord
 
 #: Over this, another host's clock is off this one's (s).
 CLOCK_SLACK_S = 1.0
@@ -60,7 +61,8 @@ def run(where: Where) -> list[Check]:
     """Every check, in the order an operator would go through them."""
     daemon = _daemon(where)
     checks: list[Check] = [_libvirt(where), *_hook(where), daemon.check]
-    checks += [_store(where), _cgroups(where, daemon.host), *_fleet(where), _placement(daemon)]
+    store, hosts = _store(where)
+    checks += [store, _cgroups(where, daemon.host), *_fleet(where, hosts), _placement(daemon)]
     return checks
 
 
@@ -221,26 +223,37 @@ def _owner(info: os.stat_result) -> str:
 # -- the store, cgroups, the fleet, placement ------------------------------------------------
 
 
-def _store(where: Where) -> Check:
+def _store(where: Where) -> tuple[Check, list[HostRecord] | str | None]:
+    """The store's line, and (one connection for both) the fleet's hosts on a
+    shared store: the records, or why they cannot be read; None on a store of
+    this host's own."""
     from virtpolicy.errors import StoreError  # noqa: PLC0415
     from virtpolicy.store import SqlStore  # noqa: PLC0415
     from virtpolicy.store.migrate import schema_state  # noqa: PLC0415
     from virtpolicy.store.sqlengine import db_errors, masked, to_url  # noqa: PLC0415
 
     url = to_url(where.settings.db)
+    shared = url.get_backend_name() == "postgresql"
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
-        return Check("store", True, f"{url.database}: none yet (the daemon makes it)")
+        return Check("store", True, f"{url.database}: none yet (the daemon makes it)"), None
     fix = f"check db = ... in the settings, and that {url.get_backend_name()} runs"
+    hosts: list[HostRecord] | str | None = None
     try:
         store = SqlStore(where.settings.db, migrate=False)
         try:
             with db_errors(url):
                 ok, detail = schema_state(store.engine, url)
+            if shared:
+                try:
+                    hosts = store.hosts()
+                except StoreError as exc:
+                    hosts = f"cannot read the hosts: {exc}"
         finally:
             store.close()
     except StoreError as exc:
-        return Check("store", False, f"not reachable: {exc}", fix)
-    return Check("store", ok, f"{masked(url)}: {detail}", "" if ok else "see above")
+        unread = f"cannot read the hosts: {exc}" if shared else None
+        return Check("store", False, f"not reachable: {exc}", fix), unread
+    return Check("store", ok, f"{masked(url)}: {detail}", "" if ok else "see above"), hosts
 
 
 def _cgroups(where: Where, host: dict[str, Any] | None) -> Check:
@@ -250,22 +263,12 @@ def _cgroups(where: Where, host: dict[str, Any] | None) -> Check:
     return Check("cgroups", True, f"{version}; libvirt's scheduler: {host['scheduler']}")
 
 
-def _fleet(where: Where) -> Iterator[Check]:
-    from virtpolicy.errors import StoreError  # noqa: PLC0415
-    from virtpolicy.store import SqlStore  # noqa: PLC0415
-    from virtpolicy.store.sqlengine import to_url  # noqa: PLC0415
-
-    if to_url(where.settings.db).get_backend_name() != "postgresql":
+def _fleet(where: Where, records: list[HostRecord] | str | None) -> Iterator[Check]:
+    if records is None:
         yield Check("fleet", True, "a store of this host's own: no fleet to check")
         return
-    try:
-        store = SqlStore(where.settings.db, migrate=False)
-        try:
-            records = store.hosts()
-        finally:
-            store.close()
-    except StoreError as exc:
-        yield Check("fleet", False, f"cannot read the hosts: {exc}", "see the store line above")
+    if isinstance(records, str):
+        yield Check("fleet", False, records, "see the store line above")
         return
     now, me = time.time(), where.settings.host
     mine = next((h for h in records if h.name == me), None)

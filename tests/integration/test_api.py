@@ -105,6 +105,9 @@ class FakeDaemon:
     def policies(self) -> dict[str, GuestPolicy]:
         return {s.policy.guest: s.policy for s in self.store.list_policies()}
 
+    async def every_policy(self) -> dict[str, GuestPolicy]:
+        return self.policies()
+
     def host_info(self) -> dict[str, Any]:
         return {"uri": "test:///x", "connected": True, "cpus": 4, "fleet": {"store": "ok"}}
 

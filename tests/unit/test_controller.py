@@ -242,11 +242,19 @@ def test_migration_is_neither_a_start_nor_a_stop(tmp_path: Path) -> None:
         await asyncio.to_thread(host.migrate_in, "db")
         await until(lambda: db.vcpupin.get(0) == frozenset({1}))
         assert c.states["db"] == "running"
-        events = [
-            (e.kind, e.data.get("guest"), e.data.get("event"))
-            async for e in _kept(c)
-            if e.kind in ("lifecycle", "enforcement")
-        ]
+
+        async def seen() -> list[tuple[str, str | None, str | None]]:
+            return [
+                (e.kind, e.data.get("guest"), e.data.get("event"))
+                async for e in _kept(c)
+                if e.kind in ("lifecycle", "enforcement")
+            ]
+
+        # The pass's event reaches the loop after the pin it tells of.
+        deadline = asyncio.get_running_loop().time() + 5
+        while (events := await seen())[-1][0] != "enforcement":
+            assert asyncio.get_running_loop().time() < deadline, events
+            await asyncio.sleep(0.01)
         assert [e for e in events if e[0] == "lifecycle"] == [
             ("lifecycle", "db", "migrated out"),
             ("lifecycle", "db", "migrating in"),

@@ -44,7 +44,7 @@ def test_a_failed_refresh_does_not_skip_the_write(
         changes.set_policy(store, "web", {"cpu": {"weight": 300}}, actor="t")
         real = store.revisions_since
 
-        def failing(after: int, limit: int) -> list[object]:
+        def failing(after: int, limit: int, **_: object) -> list[object]:
             raise StoreError("store busy")
 
         monkeypatch.setattr(store, "revisions_since", failing)
@@ -55,5 +55,36 @@ def test_a_failed_refresh_does_not_skip_the_write(
         policy = cache.get("web")
         assert policy is not None
         assert policy.cpu.weight == 300
+    finally:
+        store.close()
+
+
+def test_a_scoped_cache_holds_its_guests_and_their_dependencies(tmp_path: Path) -> None:
+    """Only guests in scope and what they depend on are held; a dependency named
+    after its policy was passed over is read; a guest gone out of scope is let go."""
+    store = SqlStore(str(tmp_path / "p.db"))
+    mine = {"web"}
+    try:
+        changes.set_policy(store, "db", {"cpu": {"weight": 50}}, actor="t")
+        changes.set_policy(store, "other", {"cpu": {"weight": 60}}, actor="t")
+        changes.set_policy(store, "web", {"cpu": {"weight": 70}}, actor="t")
+        cache = PolicyCache(store, scope=mine.__contains__)
+        cache.refresh()
+        assert sorted(cache.all()) == ["web"]
+        assert cache.decoded == 1
+        # db's revision came before; web now requires it: read it.
+        changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
+        changes.set_policy(store, "other", {"cpu": {"weight": 61}}, actor="t")
+        cache.refresh()
+        assert sorted(cache.all()) == ["db", "web"]
+        assert cache.decoded == 3  # web's new revision, then db's; never other's
+        # A guest that came into scope is read when asked, once.
+        mine.add("other")
+        assert cache.fetch(["other", "nobody"]) == {"other"}
+        assert cache.fetch(["other", "nobody"]) == set()
+        assert cache.decoded == 4
+        mine.clear()
+        cache.prune()
+        assert sorted(cache.all()) == []
     finally:
         store.close()

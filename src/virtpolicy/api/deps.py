@@ -40,7 +40,10 @@ class Daemon(Protocol):
         """Every guest's status as of its last pass."""
 
     def policies(self) -> Mapping[str, GuestPolicy]:
-        """Every stored policy by guest, as the daemon last read them."""
+        """The policies the daemon holds by guest (its own guests'), as last read."""
+
+    async def every_policy(self) -> Mapping[str, GuestPolicy]:
+        """Every stored policy by guest, the fleet's too."""
 
     def host_info(self) -> dict[str, Any]:
         """The connection, its driver, the host's CPUs and the fleet."""

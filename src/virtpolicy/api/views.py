@@ -52,7 +52,7 @@ async def fleet_guests(
     ``host``, ``state``, ``label`` (``KEY=VALUE``), ``problems`` (drift, a
     problem or an error), ``q`` (part of the name)."""
     wanted = selector(label) if label is not None else None
-    policies = daemon.policies()
+    policies = await daemon.every_policy()
 
     def labels_of(guest: str) -> dict[str, str]:
         policy = policies.get(guest)
@@ -87,7 +87,7 @@ async def graph(
     wanted = selector(label) if label is not None else None
     if guest is not None:
         guest_name(guest)
-    policies = daemon.policies()
+    policies = await daemon.every_policy()
     edges = {g: p.dependencies() for g, p in policies.items()}
     every = set(edges) | {d for deps in edges.values() for d, _ in deps}
     if guest is not None:

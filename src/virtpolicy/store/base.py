@@ -7,7 +7,7 @@ implementation fills it for SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -41,6 +41,9 @@ class Revision:
     created_at: str
     policy: GuestPolicy | None
     broken: str = ""
+    #: False: not decoded, the reader did not want this guest's (``policy`` is
+    #: None whatever was written; see :data:`Wanted`).
+    decoded: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,11 @@ class GuestState:
         return self.state in ("running", "blocked", "paused", "pmsuspended")
 
 
+#: Which guests' policies a reader decodes: a daemon in a fleet wants its own
+#: guests' and a few more, and passes over the rest by name.
+Wanted = Callable[[str], bool]
+
+
 class ChangeFeed(Protocol):
     """How a daemon hears that the store changed (see :mod:`virtpolicy.store.feed`)."""
 
@@ -167,10 +175,10 @@ class ChangeFeed(Protocol):
         have changed since the last call: a write seen, or an error (so that the
         caller reads and finds out)."""
 
-    def written(self) -> list[Revision] | None:
+    def written(self, wanted: Wanted | None = None) -> list[Revision] | None:
         """The revisions written since the last call, when the feed heard every
         one of them in full (PostgreSQL's notifications carry them); None when
-        only the store can tell."""
+        only the store can tell. Those of guests not ``wanted`` are not decoded."""
 
     def close(self) -> None: ...
 
@@ -198,10 +206,18 @@ class Policies(Protocol):
         longer validate are left out (see :meth:`policies_and_broken`)."""
 
     def policies_and_broken(
-        self, labels: Mapping[str, str] | None = None
+        self,
+        labels: Mapping[str, str] | None = None,
+        *,
+        wanted: Wanted | None = None,
+        guests: Collection[str] | None = None,
+        known: Mapping[str, StoredPolicy] | None = None,
     ) -> tuple[list[StoredPolicy], list[BrokenPolicy]]:
         """:meth:`list_policies`, and the current policies (with all of ``labels``)
-        that no longer validate, each by guest name: one read for both."""
+        that no longer validate, each by guest name: one read for both. Only
+        those of ``guests`` when given; those not ``wanted`` are left out
+        undecoded; one at the revision of a ``known`` one is given back as that,
+        not decoded again."""
 
     def guests(self) -> list[str]:
         """Names of the guests that have a policy, sorted."""
@@ -212,8 +228,11 @@ class Policies(Protocol):
     def history(self, guest: str) -> list[Revision]:
         """Every revision of ``guest``, oldest first; NotFoundError if none."""
 
-    def revisions_since(self, seq: int, limit: int) -> list[Revision]:
-        """Revisions of any guest written after global revision ``seq``, oldest first."""
+    def revisions_since(
+        self, seq: int, limit: int, *, wanted: Wanted | None = None
+    ) -> list[Revision]:
+        """Revisions of any guest written after global revision ``seq``, oldest
+        first; those of guests not ``wanted`` undecoded."""
 
     def revision(self, guest: str, number: int) -> Revision:
         """One revision of ``guest``; NotFoundError if it does not exist."""

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from virtpolicy.errors import BrokenPolicyError, PolicyError, StoreError
 from virtpolicy.policy.model import GuestPolicy, describe_validation_error
-from virtpolicy.store.base import Revision, StoredPolicy
+from virtpolicy.store.base import Revision, StoredPolicy, Wanted
 
 
 def fault(doc: str) -> str | None:
@@ -70,14 +70,20 @@ def stored(row: Any) -> StoredPolicy:
 ROW = ("seq", "guest", "revision", "action", "actor", "created_at", "doc")
 
 
-def carried(row: Sequence[Any]) -> Revision:
+def carried(row: Sequence[Any], wanted: Wanted | None = None) -> Revision:
     """A revision from a notification's row; StoreError if it is not one."""
     if len(row) != len(ROW):
         raise StoreError(f"a notification's revision has {len(row)} fields, not {len(ROW)}")
-    return revision_of(SimpleNamespace(**dict(zip(ROW, row, strict=True))))
+    return revision_of(SimpleNamespace(**dict(zip(ROW, row, strict=True))), wanted)
 
 
-def revision_of(row: Any) -> Revision:
+def revision_of(row: Any, wanted: Wanted | None = None) -> Revision:
+    """A revision row as read; not decoded when its guest is not ``wanted``."""
+    if wanted is not None and not wanted(row.guest):
+        return Revision(
+            row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, None,
+            decoded=False,
+        )  # fmt: skip
     policy = loaded(row.guest, row.revision, row.doc)
     broken = (fault(row.doc) or "") if policy is None and row.doc is not None else ""
     return Revision(

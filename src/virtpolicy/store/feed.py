@@ -39,7 +39,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from virtpolicy.errors import StoreError
-from virtpolicy.store.base import Revision
+from virtpolicy.store.base import Revision, Wanted
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class PollFeed:
             return False
         return self.check()
 
-    def written(self) -> list[Revision] | None:
+    def written(self, wanted: Wanted | None = None) -> list[Revision] | None:
         return None  # only the store can tell
 
     def check(self) -> bool:
@@ -152,7 +152,7 @@ class DirectoryFeed:
         # The WAL may be written before the commit is visible: look once more.
         return not stop.wait(_SETTLE_S) and self._poll.check()
 
-    def written(self) -> list[Revision] | None:
+    def written(self, wanted: Wanted | None = None) -> list[Revision] | None:
         return None
 
     def close(self) -> None:
@@ -190,7 +190,10 @@ class PostgresFeed:
     """``LISTEN``s on a connection of its own; reconnects after an error."""
 
     def __init__(
-        self, engine: Engine, url: URL, decode: Callable[[Sequence[Any]], Revision]
+        self,
+        engine: Engine,
+        url: URL,
+        decode: Callable[[Sequence[Any], Wanted | None], Revision],
     ) -> None:
         self._engine = engine
         self._url = url
@@ -203,9 +206,10 @@ class PostgresFeed:
         self._news: collections.deque[str] | None = collections.deque()
         self._lock = threading.Lock()
 
-    def written(self) -> list[Revision] | None:
-        """The revisions the notifications since the last call carried, in order;
-        None when one did not carry its revisions, or some may have been missed."""
+    def written(self, wanted: Wanted | None = None) -> list[Revision] | None:
+        """The revisions the notifications since the last call carried, in order
+        (those of guests not ``wanted`` undecoded); None when one did not carry
+        its revisions, or some may have been missed."""
         with self._lock:
             news, self._news = self._news, collections.deque()
         if news is None:
@@ -216,7 +220,7 @@ class PostgresFeed:
                 _, _, rows = told.partition("\n")
                 if not rows:
                     return None
-                found += [self._decode(row) for row in json.loads(rows)]
+                found += [self._decode(row, wanted) for row in json.loads(rows)]
         except (ValueError, TypeError, IndexError, StoreError) as exc:
             log.debug("store watch: a notification not understood: %s", exc)
             return None

@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -52,6 +52,7 @@ from virtpolicy.store.base import (
     Revision,
     StoredPolicy,
     Vet,
+    Wanted,
 )
 from virtpolicy.store.decoding import (
     ROW,
@@ -171,15 +172,32 @@ class SqlStore(Fleet, Jobs, Tokens):
         return self.policies_and_broken(labels)[0]
 
     def policies_and_broken(
-        self, labels: Mapping[str, str] | None = None
+        self,
+        labels: Mapping[str, str] | None = None,
+        *,
+        wanted: Wanted | None = None,
+        guests: Collection[str] | None = None,
+        known: Mapping[str, StoredPolicy] | None = None,
     ) -> tuple[list[StoredPolicy], list[BrokenPolicy]]:
         query = select(policies).where(policies.c.doc.is_not(None))
         for key, value in (labels or {}).items():
             query = query.where(policies.c.guest.in_(_with_label(key, value)))
+        queries = [query.order_by(policies.c.guest)]
+        if guests is not None:
+            queries = [
+                query.where(policies.c.guest.in_(chunk)).order_by(policies.c.guest)
+                for chunk in chunks(sorted(guests))
+            ]
         with self._read() as conn:
-            rows = conn.execute(query.order_by(policies.c.guest)).all()
+            rows = [row for q in queries for row in conn.execute(q).all()]
         found, broken = [], []
         for row in rows:
+            if wanted is not None and not wanted(row.guest):
+                continue
+            held = known.get(row.guest) if known is not None else None
+            if held is not None and held.revision == row.revision:
+                found.append(held)  # as it was read before: not decoded again
+                continue
             try:
                 found.append(stored(row))
             except BrokenPolicyError as exc:
@@ -213,7 +231,9 @@ class SqlStore(Fleet, Jobs, Tokens):
             raise NotFoundError(f"{guest}: no policy history")
         return [revision_of(row) for row in rows]
 
-    def revisions_since(self, seq: int, limit: int) -> list[Revision]:
+    def revisions_since(
+        self, seq: int, limit: int, *, wanted: Wanted | None = None
+    ) -> list[Revision]:
         with self._read() as conn:
             rows = conn.execute(
                 select(revisions)
@@ -221,7 +241,7 @@ class SqlStore(Fleet, Jobs, Tokens):
                 .order_by(revisions.c.seq)
                 .limit(limit)
             ).all()
-        return [revision_of(row) for row in rows]
+        return [revision_of(row, wanted) for row in rows]
 
     def revision(self, guest: str, number: int) -> Revision:
         with self._read() as conn:

@@ -198,6 +198,13 @@ class MemoryHypervisor:
     def managedsave(self, name: str) -> None:
         self.destroy(name)
 
+    def define(self, guest: MemoryGuest) -> None:
+        """A guest defined here (``virsh define``): libvirt's DEFINED event."""
+        self._check("define", guest.name)
+        with self._lock:
+            self.guests_by_name[guest.name] = guest
+        self._event(guest.name, "defined")
+
     def migrate_out(self, name: str) -> None:
         """The guest leaves by live migration: libvirt's STOPPED/MIGRATED here."""
         g = self._guest("migrate_out", name)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any
 
 from virtpolicy import __version__
@@ -66,8 +67,8 @@ class Controller:
         # What every part reads: events out, libvirt's states, the policies, the fleet.
         self.events = EventBus()
         self.states = GuestStates()
-        self.cache = PolicyCache(store)
         self.fleet = Fleet(settings.host_name, settings.heartbeat, self.states)
+        self.cache = PolicyCache(store, scope=self._in_scope)
         self.unpublished = Unpublished()
         # Enforcement: the connection, and passes over the guests.
         self.reconciler = Reconciler(
@@ -113,11 +114,42 @@ class Controller:
             store, hypervisor, self.fleet, self.unpublished, self.connected,
             ready=self.prober.ready, status=self.reconciler.status_of, policies=self.cache.all,
             publish=self.events.publish, notice=self.reconciler.notice,
-            on_clash=self.passes.request_each, on_beat=self.jobs.look,
+            on_clash=self.passes.request_each, on_beat=self._beat,
         )  # fmt: skip
+        self._elsewhere: frozenset[str] = frozenset()  # guests on other hosts, last beat
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
+
+    def _in_scope(self, guest: str) -> bool:
+        """Whether ``guest``'s policy is this daemon's to hold: it is defined here,
+        or on no other host (from worker threads: both are replaced, not changed,
+        or are dicts read by key)."""
+        return guest in self.states or guest not in self.fleet.others
+
+    def _beat(self) -> None:
+        """After each read of the fleet: let go of the policies of guests now on
+        other hosts only, read those of guests now on none, take up job steps."""
+        self.jobs.look()
+        others = self.fleet.others.keys()
+        left = self._elsewhere - others
+        self._elsewhere = frozenset(others)
+        self.jobs.in_background(self._rescope(left))
+
+    async def _rescope(self, came: Collection[str] = ()) -> None:
+        await asyncio.to_thread(self.cache.prune)
+        await self._fetch(came)
+
+    async def _fetch(self, guests: Collection[str]) -> None:
+        """Read the policies of guests that came into scope, and pass those found
+        (a store that does not answer: the next write or beat brings them)."""
+        try:
+            found = await asyncio.to_thread(self.cache.fetch, guests) if guests else set()
+        except StoreError as exc:
+            log.warning("store: %s", exc)
+            return
+        for guest in sorted(found):
+            self.passes.request(guest)
 
     def _applied(self, guest: str, applied: Changes) -> None:
         """What a pass changed on a guest: an event (from the pass's thread: the bus
@@ -173,8 +205,18 @@ class Controller:
         return self.jobs.view(job_id)
 
     def policies(self) -> Mapping[str, GuestPolicy]:
-        """Every stored policy by guest, as last read (no store access)."""
+        """The policies this daemon holds by guest, as last read (no store access):
+        every one on a host alone, its own guests' and their dependencies' in a
+        fleet."""
         return self.cache.all()
+
+    async def every_policy(self) -> Mapping[str, GuestPolicy]:
+        """Every stored policy by guest: as held when no other host has a guest,
+        else read from the store (on request: not held)."""
+        if not self.fleet.others:
+            return self.cache.all()
+        stored = await asyncio.to_thread(self.store.list_policies)
+        return {s.policy.guest: s.policy for s in stored}
 
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now (empty: it may), from memory only (see
@@ -192,19 +234,29 @@ class Controller:
             raise ConnectionLostError(
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
             )
-        policy, placing = self.cache.get(guest), self.reconciler.placing
+        policy, placing = await self._policy_of(guest), self.reconciler.placing
         found = await refusals(guest, policy, self.states, self.prober, self.fleet)
         return found + [r for r in [placing.refusal(guest)] if r]
 
     async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
         """Why ``guest`` (with ``vcpus`` vCPUs, when told) may not migrate here (empty:
         it may): its fixed pins, and whether the placer finds it room here."""
-        info, policy = self.supervisor.info, self.cache.get(guest)
+        info, policy = self.supervisor.info, await self._policy_of(guest)
         if info is None:
             raise ConnectionLostError(f"not connected to {self.settings.uri} yet")
         room = self.reconciler.placing.arriving
         placed = await asyncio.to_thread(room, guest, vcpus, policy) if vcpus else None
         return migration_refusals(guest, policy, info.cpus) + ([placed] if placed else [])
+
+    async def _policy_of(self, guest: str) -> GuestPolicy | None:
+        """``guest``'s policy: as held, or read from the store when the guest was
+        not in this daemon's scope (it is defined on another host and about to
+        run here: started by name, or migrating in); held from then on."""
+        policy = self.cache.get(guest)
+        if policy is None and not self.cache.wanted(guest):
+            await asyncio.to_thread(functools.partial(self.cache.fetch, [guest], outside=True))
+            policy = self.cache.get(guest)
+        return policy
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation: keep ``states`` current. On the loop."""
@@ -245,6 +297,7 @@ class Controller:
             "passes": self.passes.count,
             "samples": self.monitor.samples,
             "fleet": self.fleet.info(),
+            "policies": {"held": len(self.cache.all()), "decoded": self.cache.decoded},
         }
         host = self.supervisor.info
         if self.connected.is_set() and host is not None:
@@ -263,6 +316,9 @@ class Controller:
         try:  # jobs a killed daemon or CLI left "running"; the policies as they are
             for job in await asyncio.to_thread(settle, self.store, self.host_name):
                 log.warning("job %d interrupted: %s", job.id, job.detail)
+            # Which guests other hosts have first: their policies are not read.
+            await asyncio.to_thread(self.membership.read_fleet)
+            self._elsewhere = frozenset(self.fleet.others)
             await asyncio.to_thread(self.cache.refresh)
         except StoreError as exc:
             log.error("store: %s", exc)
@@ -302,6 +358,7 @@ class Controller:
 
     def _connected(self, guests: list[GuestInfo]) -> None:
         self.states.replace({g.name: g.state for g in guests})
+        self.jobs.in_background(self._fetch([g.name for g in guests]))
         self.membership.listed(guests)
         self.reconciler.forget_mirrors()  # libvirtd may have restarted with other XML
         self.prober.wake()
@@ -316,6 +373,8 @@ class Controller:
         self.unpublished.changed(guest)
         if what in ("defined", "undefined"):
             self.reconciler.forget_mirrors(guest)  # a new definition: read its mirror
+        if self.cache.get(guest) is None and what not in AT_REST:
+            self.jobs.in_background(self._fetch([guest]))  # came into scope
         self.prober.wake()
         self.events.publish("lifecycle", guest=guest, event=what)
         # SHUTDOWN (the guest OS finished) is followed by STOPPED: act once.

@@ -285,10 +285,10 @@ class Membership:
             now = time.monotonic()
             if not self.fleet.registered:
                 if await self._call(self._register):
-                    await self._call(self._read_fleet)
+                    await self._call(self.read_fleet)
             elif now >= next_beat:
                 await self._call(self.store.heartbeat, self.name)
-                if await self._call(self._read_fleet):
+                if await self._call(self.read_fleet):
                     self._check_hosts()
                     self._check_clashes()
                     self.on_beat()
@@ -368,7 +368,7 @@ class Membership:
         else:  # try again at the next beat
             self.unpublished.guests.update(names)
 
-    def _read_fleet(self) -> None:
+    def read_fleet(self) -> None:
         """(In a thread.) The other hosts, and their guests written since the last read."""
         started = time.time()
         full = self.fleet.read_at is None or self._beats % FULL_READ_BEATS == 0

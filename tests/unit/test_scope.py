@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from tests.unit.test_controller import SETTINGS, until
 from virtpolicy.engine import changes
 from virtpolicy.engine.daemon.controller import Controller
 from virtpolicy.loopguard import guarded
@@ -15,15 +16,15 @@ from virtpolicy.store import SqlStore
 from virtpolicy.store.base import GuestState, HostRecord
 from virtpolicy.testing import MemoryGuest, MemoryHypervisor
 
-from tests.unit.test_controller import SETTINGS, until
-
 OTHERS = 5000
 
 
 def _host_b(store: SqlStore, guests: list[str]) -> None:
     now = time.time()
     store.register_host(HostRecord("b", "test:///b", 4, {}, "t", "up", 60.0, now, "t"))
-    store.publish_guests("b", [GuestState(g, "b", f"u-{g}", "running", {}, now) for g in guests], [])
+    store.publish_guests(
+        "b", [GuestState(g, "b", f"u-{g}", "running", {}, now) for g in guests], []
+    )
 
 
 def test_other_hosts_policies_are_neither_decoded_nor_held(tmp_path: Path) -> None:
@@ -38,9 +39,7 @@ def test_other_hosts_policies_are_neither_decoded_nor_held(tmp_path: Path) -> No
         changes.set_policy(store, "db", {"cpu": {"weight": 50}}, actor="t")
         changes.set_policy(store, "mover", {"cpu": {"weight": 400}}, actor="t")
         changes.set_policy(store, "web", {"requires": {"db": {}}}, actor="t")
-        host = MemoryHypervisor(
-            [MemoryGuest("web", running=True)], loop=asyncio.get_running_loop()
-        )
+        host = MemoryHypervisor([MemoryGuest("web", running=True)], loop=asyncio.get_running_loop())
         c = Controller(guarded(store, "store"), guarded(host, "host"), SETTINGS)
         running = asyncio.create_task(c.run())
         try:

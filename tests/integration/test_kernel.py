@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import BUSY, eventually, virsh
 from virtpolicy.hypervisor.connection import LibvirtConnection
-from virtpolicy.hypervisor.kernel import read_counters, status_of, threads_from_status
+from virtpolicy.hypervisor.kernel import files_of, read_counters, status_of, threads_from_status
 from virtpolicy.hypervisor.localstats import LocalSampler
 from virtpolicy.hypervisor.stats import RUNNING, GuestCounters, VcpuCounters
 
@@ -45,7 +45,7 @@ def test_kernel_and_libvirt_agree_on_a_busy_guest(
     virsh("start", guest)
     threads = threads_from_status(status_of(guest))
     assert len(threads.vcpus) == 2
-    assert read_counters(guest, RUNNING, threads).vcpus[0].time_ns is not None
+    assert read_counters(guest, RUNNING, files_of(threads)).vcpus[0].time_ns is not None
 
     hosts: list[tuple[int, int]] = []  # the host CPUs' busy ns, summed: (ours, theirs)
 
@@ -132,3 +132,26 @@ def midpoint(a: GuestCounters, b: GuestCounters) -> GuestCounters:
     return dataclasses.replace(
         b, cpu_ns=mid(a.cpu_ns, b.cpu_ns), vcpus=vcpus, rss_kib=mid(a.rss_kib, b.rss_kib)
     )
+
+
+def test_a_paused_guest_is_read_from_the_kernel_with_its_memory_cgroup(
+    both_ways: tuple[LibvirtConnection, LibvirtConnection], make_guest: Callable[..., str]
+) -> None:
+    """A paused guest still has its process: its counters come from the kernel,
+    as libvirt's would; with memory figures asked for, its memory cgroup's too
+    (the lab's hosts have cgroup v1: no pressure per group)."""
+    kernel, bulk = both_ways
+    guest = make_guest("paused", vcpus=1)
+    virsh("start", guest)
+    virsh("suspend", guest)
+    ours = kernel.sample({"vcpu", "balloon"})
+    theirs = bulk.sample({"vcpu", "balloon"}).guests[guest]
+    assert guest not in ours.fallback
+    counters = ours.guests[guest]
+    assert counters.state == theirs.state == 3  # VIR_DOMAIN_PAUSED
+    assert counters.cpu_ns is not None
+    assert len(counters.vcpus) == len(theirs.vcpus) == 1
+    assert counters.anon_kib is not None
+    assert counters.anon_kib > 0
+    assert counters.file_kib is not None
+    assert theirs.anon_kib is None  # libvirt has no such figure

@@ -10,9 +10,10 @@ import pytest
 
 from virtpolicy.hypervisor.kernel import (
     NotLocal,
-    memory_pressure,
+    files_of,
     parse_cgroup,
     read_counters,
+    read_memory,
     threads_from_status,
 )
 
@@ -33,9 +34,10 @@ def qemu_process(proc: Path, pid: int, tids: list[int], cgroup: str) -> None:
         (proc / str(tid)).mkdir(exist_ok=True)
         (proc / str(tid) / "status").write_text(f"Name:\t{name}\nTgid:\t{pid}\nPid:\t{tid}\n")
     # comm "(qemu-system-x86)" then state, ...; utime and stime are fields 14 and 15.
-    fields = ["S"] + ["0"] * 10 + [str(3 * TICKS), str(TICKS)] + ["0"] * 30
+    # rss (in pages) is field 24.
+    fields = ["S"] + ["0"] * 10 + [str(3 * TICKS), str(TICKS)] + ["0"] * 8
+    fields += [str(20480 * 4096 // PAGE)] + ["0"] * 20
     (base / "stat").write_text(f"{pid} (qemu-system-x86) {' '.join(fields)}\n")
-    (base / "statm").write_text(f"100000 {20480 * 4096 // PAGE} 0 0 0 0 0\n")
     (base / "cgroup").write_text(cgroup)
 
 
@@ -48,19 +50,29 @@ def status(pid: int, tids: list[int]) -> str:
     )
 
 
-def test_cgroup_v2_gives_cpu_and_memory_pressure(tmp_path: Path) -> None:
+def test_cgroup_v2_gives_cpu_memory_and_pressure(tmp_path: Path) -> None:
+    """The guest's figures are its whole group's (emulator and vCPUs), not those of
+    the ``emulator`` group where the QEMU process itself sits."""
     proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
     qemu_process(proc, 900, [901, 902], f"0::{GROUP}/emulator\n")
-    group = cgroups / GROUP.lstrip("/") / "emulator"
-    group.mkdir(parents=True)
-    (group / "cpu.stat").write_text("usage_usec 7500000\nuser_usec 5000000\nsystem_usec 2500000\n")
-    (group / "memory.pressure").write_text(
+    guest = cgroups / GROUP.lstrip("/")
+    (guest / "emulator").mkdir(parents=True)
+    (guest / "emulator" / "cpu.stat").write_text("usage_usec 1000\n")
+    (guest / "cpu.stat").write_text("usage_usec 7500000\nuser_usec 5000000\nsystem_usec 2500000\n")
+    (guest / "memory.stat").write_text(
+        # Keys that end in another's name come first: only the line's own key counts.
+        "inactive_anon 1\nactive_file 2\nanon 104857600\nfile 52428800\npgfault 900\n"
+        "pgmajfault 12\n"
+    )
+    (guest / "memory.swap.current").write_text("4194304\n")
+    (guest / "memory.pressure").write_text(
         "some avg10=1.50 avg60=0.80 avg300=0.10 total=12345\n"
         "full avg10=0.25 avg60=0.10 avg300=0.00 total=2345\n"
     )
     threads = threads_from_status(status(900, [901, 902]), proc)
     assert (threads.pid, threads.vcpus) == (900, (901, 902))
-    found = read_counters("web", 1, threads, proc, cgroups)
+    files = files_of(threads, proc, cgroups)
+    found = read_counters("web", 1, files, memory=read_memory(files))
     assert found.cpu_ns == 7_500_000_000
     assert [(v.time_ns, v.delay_ns) for v in found.vcpus] == [
         (2_000_000_000, 1000),
@@ -68,10 +80,13 @@ def test_cgroup_v2_gives_cpu_and_memory_pressure(tmp_path: Path) -> None:
     ]
     assert found.rss_kib == 20480 * 4096 // PAGE * PAGE // 1024
     assert found.memory_kib is None  # the balloon's own: asked of libvirt
-    assert memory_pressure(threads, cgroups) == {"some": 1.5, "full": 0.25}
+    assert (found.anon_kib, found.file_kib, found.swap_kib) == (102400, 51200, 4096)
+    assert (found.major_faults, found.memory_stall_ns) == (12, 12_345_000)
+    without = read_counters("web", 1, files, vcpus=False, rss=False)
+    assert (without.vcpus, without.rss_kib, without.anon_kib) == ((), None, None)
 
 
-def test_cgroup_v1_reads_cpuacct_where_it_is_mounted(tmp_path: Path) -> None:
+def test_cgroup_v1_reads_cpuacct_and_memory_where_they_are_mounted(tmp_path: Path) -> None:
     proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
     lines = [
         "12:cpu,cpuacct:/machine/qemu-3-web.libvirt-qemu/emulator",
@@ -79,13 +94,22 @@ def test_cgroup_v1_reads_cpuacct_where_it_is_mounted(tmp_path: Path) -> None:
         "1:name=systemd:/",
     ]
     qemu_process(proc, 900, [901], "\n".join(lines) + "\n")
-    group = cgroups / "cpu,cpuacct" / "machine/qemu-3-web.libvirt-qemu/emulator"
-    group.mkdir(parents=True)
+    guest = cgroups / "cpu,cpuacct" / "machine/qemu-3-web.libvirt-qemu"
+    (guest / "emulator").mkdir(parents=True)
     (cgroups / "cpuacct").symlink_to("cpu,cpuacct")
-    (group / "cpuacct.usage").write_text("123456789\n")
+    (guest / "emulator" / "cpuacct.usage").write_text("1000\n")
+    (guest / "cpuacct.usage").write_text("123456789\n")
+    memory = cgroups / "memory" / "machine/qemu-3-web.libvirt-qemu"
+    memory.mkdir(parents=True)
+    (memory / "memory.stat").write_text(
+        "cache 1\nrss 2\ntotal_cache 8192\ntotal_rss 16384\ntotal_swap 0\ntotal_pgmajfault 3\n"
+    )
     threads = threads_from_status(status(900, [901]), proc)
-    assert read_counters("web", 1, threads, proc, cgroups).cpu_ns == 123456789
-    assert memory_pressure(threads, cgroups) is None  # v1 has no PSI per group
+    files = files_of(threads, proc, cgroups)
+    found = read_counters("web", 1, files, memory=read_memory(files))
+    assert found.cpu_ns == 123456789
+    assert (found.anon_kib, found.file_kib, found.swap_kib, found.major_faults) == (16, 8, 0, 3)
+    assert found.memory_stall_ns is None  # v1 keeps no pressure per group
 
 
 def test_without_cgroup_accounting_the_process_times_serve(tmp_path: Path) -> None:
@@ -94,7 +118,7 @@ def test_without_cgroup_accounting_the_process_times_serve(tmp_path: Path) -> No
     proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
     qemu_process(proc, 900, [901], "2:cpuacct:/\n1:cpu:/machine/x/emulator\n")
     threads = threads_from_status(status(900, [901]), proc)
-    assert read_counters("web", 1, threads, proc, cgroups).cpu_ns == 4_000_000_000
+    assert read_counters("web", 1, files_of(threads, proc, cgroups)).cpu_ns == 4_000_000_000
 
 
 def test_parse_cgroup_names_v1_and_v2() -> None:
@@ -134,7 +158,7 @@ def test_a_process_gone_is_not_local(tmp_path: Path) -> None:
     threads = threads_from_status(status(900, [901]), proc)
     (proc / "900" / "stat").unlink()
     with pytest.raises(NotLocal, match="process 900 is gone"):
-        read_counters("web", 1, threads, proc, tmp_path)
+        read_counters("web", 1, files_of(threads, proc, tmp_path))
 
 
 def test_host_cpu_times_come_from_proc_stat(tmp_path: Path) -> None:

@@ -98,6 +98,33 @@ def render(
         (({"guest": g.name}, g.rss_kib * 1024) for g in guests if g.rss_kib is not None),
     )
     out.family(
+        "virtpolicy_guest_cgroup_memory_bytes",
+        "gauge",
+        "The guest's memory cgroup: anonymous, page cache (file) and swap.",
+        (
+            ({"guest": g.name, "kind": kind}, value * 1024)
+            for g in guests
+            for kind, value in (("anon", g.anon_kib), ("file", g.file_kib), ("swap", g.swap_kib))
+            if value is not None
+        ),
+    )
+    out.family(
+        "virtpolicy_guest_major_faults_total",
+        "counter",
+        "Major page faults in the guest's memory cgroup.",
+        (({"guest": g.name}, g.major_faults) for g in guests if g.major_faults is not None),
+    )
+    out.family(
+        "virtpolicy_guest_memory_stall_seconds_total",
+        "counter",
+        "Time the guest's tasks stalled waiting for memory (PSI some; cgroup v2).",
+        (
+            ({"guest": g.name}, g.memory_stall_ns / 1e9)
+            for g in guests
+            if g.memory_stall_ns is not None
+        ),
+    )
+    out.family(
         "virtpolicy_guest_running",
         "gauge",
         "1 if the guest runs, as the last sample saw it.",

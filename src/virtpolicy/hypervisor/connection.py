@@ -179,8 +179,13 @@ class LibvirtConnection:
                 self._handles.pop(guest, None)
             on_guest(guest, what)
 
+        local = self._local
         with self.translating(None, "register event callbacks"):
-            EventWatch(self.conn, seen, on_close).register()
+            EventWatch(
+                self.conn, seen, on_close, local.domains.event if local is not None else None
+            ).register()
+        if local is not None:
+            local.domains.watched = True
 
     # -- guests ---------------------------------------------------------------
 

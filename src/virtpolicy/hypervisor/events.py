@@ -61,10 +61,19 @@ def use_asyncio(loop: asyncio.AbstractEventLoop) -> None:
 class EventWatch:
     """Lifecycle, tunable and connection-close callbacks on one connection."""
 
-    def __init__(self, conn: Any, on_guest: GuestCallback, on_close: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        on_guest: GuestCallback,
+        on_close: Callable[[str], None],
+        on_domain: Callable[[Any, int, int], None] | None = None,
+    ) -> None:
+        """``on_domain``: each lifecycle event as libvirt gives it (the domain,
+        event, detail), before ``on_guest`` hears of it."""
         self.conn = conn
         self.on_guest = on_guest
         self.on_close = on_close
+        self.on_domain = on_domain
         self._ids: list[int] = []
 
     def register(self) -> None:
@@ -89,6 +98,8 @@ class EventWatch:
 
     def _lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
         what = _MIGRATION.get((event, detail)) or _LIFECYCLE.get(event, f"event {event}")
+        if self.on_domain is not None:
+            self.on_domain(dom, event, detail)
         self.on_guest(dom.name(), what)
 
     def _tunable(self, _conn: Any, dom: Any, params: dict[str, Any], _opaque: Any) -> None:

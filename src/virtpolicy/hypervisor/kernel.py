@@ -2,7 +2,7 @@
 
 For a guest of a local QEMU driver every CPU and memory counter libvirt's bulk
 stats call returns is already in a few small files: the QEMU process's
-``stat`` and ``statm``, each vCPU thread's ``schedstat`` (run time, and time
+``stat`` (CPU time and resident memory), each vCPU thread's ``schedstat`` (run time, and time
 runnable but waiting: libvirt's ``vcpu.N.delay`` comes from the same file),
 and the guest's cgroup (``cpuacct.usage`` on cgroup v1, ``cpu.stat`` on v2,
 ``memory.pressure`` and ``memory.stat`` where the cgroup has them). Reading
@@ -16,7 +16,9 @@ the domain "tainted: custom-monitor"). Nothing is guessed from process names;
 the kernel confirms what libvirt wrote (each vCPU thread belongs to that
 process and is named as QEMU names it, ``CPU N/KVM`` or ``CPU N/TCG``).
 
-This module reads; :class:`Threads` is what a sampler keeps per guest. The
+This module reads; :class:`Files` (where one guest's counters are, found once
+per start) is what a sampler keeps per guest. Each file is read in one
+system call and only the fields used are parsed: a few microseconds each. The
 counters come out as :class:`~virtpolicy.hypervisor.stats.GuestCounters`, the
 same series with the same units as the bulk call's.
 """
@@ -57,26 +59,133 @@ class Threads:
 
 @dataclass(frozen=True, slots=True)
 class Cgroup:
-    """Where a process's CPU and memory accounting is: the v2 path, or the v1
-    controllers' paths (each relative to its hierarchy's mount)."""
+    """Where a guest's CPU and memory accounting is: the v2 path, or the v1
+    controllers' paths (each relative to its hierarchy's mount). libvirt gives
+    each guest a group with its emulator thread in ``emulator/`` and each vCPU
+    in ``vcpuN/``; the guest's figures are the whole group's, so a trailing
+    ``/emulator`` (where the QEMU process itself sits) is left off."""
 
     v2: str | None
     v1: Mapping[str, str]
 
-    def cpu_ns(self, root: Path) -> int | None:
-        """The group's CPU time in ns: cpuacct.usage (v1), else cpu.stat's
-        usage_usec (v2); None where the group keeps none."""
-        if "cpuacct" in self.v1 and self.v1["cpuacct"] != "/":
-            usage = _read(
-                _under(root / _mount(root, "cpuacct"), self.v1["cpuacct"]) / "cpuacct.usage"
-            )
-            if usage is not None:
-                return int(usage)
-        if self.v2 is not None and self.v2 != "/":
-            stat = _keyed(_read(_under(root, self.v2) / "cpu.stat"))
-            if "usage_usec" in stat:
-                return stat["usage_usec"] * 1000
+    def v1_file(self, root: Path, controller: str, name: str) -> str | None:
+        """The guest's group's ``name`` in the v1 ``controller``, if it is there."""
+        path = self.v1.get(controller)
+        if path is None or path == "/":
+            return None
+        return _existing(_under(root / _mount(root, controller), _guest_group(path)) / name)
+
+    def v2_file(self, root: Path, name: str) -> str | None:
+        """The guest's group's ``name`` on cgroup v2, if it is there."""
+        if self.v2 is None or self.v2 == "/":
+            return None
+        return _existing(_under(root, _guest_group(self.v2)) / name)
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    """The files a running guest's counters are read from, found once per start
+    (a file missing then is not looked for at every sample)."""
+
+    stat: str
+    #: ("cpuacct", cpuacct.usage) on v1, ("cpu.stat", cpu.stat) on v2, or
+    #: ("stat", /proc/PID/stat) where no cgroup keeps the group's CPU time.
+    cpu: tuple[str, str]
+    schedstat: tuple[str, ...]
+    #: v1's memory.stat, or v2's memory.stat; v2's swap and pressure files.
+    memory_stat: str | None
+    memory_v2: bool
+    swap: str | None
+    pressure: str | None
+    pid: int
+
+
+def files_of(threads: Threads, proc: Path = PROC, cgroups: Path = CGROUPS) -> Files:
+    """Where ``threads``' guest's counters are, on this host's cgroup layout."""
+    base = proc / str(threads.pid)
+    group = threads.cgroup
+    cpu: tuple[str, str] = ("stat", str(base / "stat"))
+    if found := group.v1_file(cgroups, "cpuacct", "cpuacct.usage"):
+        cpu = ("cpuacct", found)
+    elif found := group.v2_file(cgroups, "cpu.stat"):
+        cpu = ("cpu.stat", found)
+    v1_memory = group.v1_file(cgroups, "memory", "memory.stat")
+    return Files(
+        stat=str(base / "stat"),
+        cpu=cpu,
+        schedstat=tuple(str(base / "task" / str(tid) / "schedstat") for tid in threads.vcpus),
+        memory_stat=v1_memory or group.v2_file(cgroups, "memory.stat"),
+        memory_v2=v1_memory is None,
+        swap=group.v2_file(cgroups, "memory.swap.current"),
+        pressure=group.v2_file(cgroups, "memory.pressure"),
+        pid=threads.pid,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """A guest's memory as its cgroup counts it (KiB; faults and stall counters)."""
+
+    anon_kib: int
+    file_kib: int
+    swap_kib: int | None
+    major_faults: int | None
+    #: Time its tasks stalled waiting for memory (PSI "some" total), ns.
+    stall_ns: int | None
+
+
+def read_memory(files: Files) -> Memory | None:
+    """The guest's memory cgroup's figures; None where it has none."""
+    stat = _raw(files.memory_stat)
+    if not stat:
         return None
+    if not files.memory_v2:
+        swap = _field(stat, b"total_swap")
+        return Memory(
+            anon_kib=(_field(stat, b"total_rss") or 0) // 1024,
+            file_kib=(_field(stat, b"total_cache") or 0) // 1024,
+            swap_kib=swap // 1024 if swap is not None else None,
+            major_faults=_field(stat, b"total_pgmajfault"),
+            stall_ns=None,  # v1 keeps no pressure per group
+        )
+    swapped = (_raw(files.swap) or b"").strip()
+    swap = int(swapped) if swapped.isdigit() else None
+    return Memory(
+        anon_kib=(_field(stat, b"anon") or 0) // 1024,
+        file_kib=(_field(stat, b"file") or 0) // 1024,
+        swap_kib=swap // 1024 if swap is not None else None,
+        major_faults=_field(stat, b"pgmajfault"),
+        stall_ns=_stalled(_raw(files.pressure)),
+    )
+
+
+def _field(text: bytes, key: bytes) -> int | None:
+    """The number on ``key``'s line of a ``key value`` file (memory.stat, cpu.stat):
+    found, not parsed whole (memory.stat has some 40 lines; a few are read)."""
+    at = text.find(key + b" ")
+    while at > 0 and text[at - 1] != 0x0A:  # within another key: look further
+        at = text.find(key + b" ", at + 1)
+    if at < 0:
+        return None
+    end = text.find(b"\n", at)
+    value = text[at + len(key) + 1 : end if end >= 0 else len(text)].strip()
+    return int(value) if value.isdigit() else None
+
+
+def _guest_group(path: str) -> str:
+    """The guest's group from its QEMU process's (see :class:`Cgroup`)."""
+    return path.removesuffix("/emulator") or "/"
+
+
+def _stalled(text: bytes | None) -> int | None:
+    """PSI's "some" total (µs) as ns, from a ``*.pressure`` file."""
+    for line in (text or b"").splitlines():
+        kind, *pairs = line.split()
+        if kind == b"some":
+            values = dict(pair.split(b"=", 1) for pair in pairs if b"=" in pair)
+            if values.get(b"total", b"").isdigit():
+                return int(values[b"total"]) * 1000
+    return None
 
 
 def parse_cgroup(text: str) -> Cgroup:
@@ -131,31 +240,35 @@ def status_of(name: str, directory: Path = STATUS_DIR) -> str:
 def read_counters(
     name: str,
     state: int,
-    threads: Threads,
-    proc: Path = PROC,
-    cgroups: Path = CGROUPS,
+    files: Files,
     *,
     vcpus: bool = True,
+    rss: bool = True,
+    memory: Memory | None = None,
 ) -> GuestCounters:
-    """One guest's counters from the kernel (the vCPU threads' only with
-    ``vcpus``). NotLocal when its process is gone (it stopped between the
-    listing and now)."""
-    base = proc / str(threads.pid)
-    gone = NotLocal(f"process {threads.pid} is gone")
-    statm = _read(base / "statm")
-    if statm is None:
+    """One guest's counters from the kernel: its CPU time; each vCPU's with
+    ``vcpus``; its resident memory with ``rss``; ``memory``, its cgroup's memory
+    figures as last read (:func:`read_memory`, on a cadence of its own). NotLocal
+    when its process is gone (it stopped between the listing and now)."""
+    gone = NotLocal(f"process {files.pid} is gone")
+    kind, path = files.cpu
+    text = _raw(path)
+    if text is None:
         raise gone
-    cpu_ns = threads.cgroup.cpu_ns(cgroups)
-    if cpu_ns is None:  # the process's utime + stime
-        stat = _read(base / "stat")
-        if stat is None:
-            raise gone
-        fields = stat.rpartition(")")[2].split()
+    stat = text if kind == "stat" else (_raw(files.stat) if rss else None)
+    fields = stat.rpartition(b")")[2].split() if stat is not None else []
+    if kind == "cpuacct":
+        cpu_ns = int(text)
+    elif kind == "cpu.stat":
+        cpu_ns = (_field(text, b"usage_usec") or 0) * 1000
+    else:  # the process's utime + stime (fields 14 and 15 of stat)
         cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
+    if rss and len(fields) < 22:
+        raise gone
     found = []
-    for tid in threads.vcpus if vcpus else ():
-        sched = (_read(base / "task" / str(tid) / "schedstat") or "").split()
-        run, wait = (int(sched[0]), int(sched[1])) if len(sched) >= 2 else (None, None)
+    for sched in files.schedstat if vcpus else ():
+        run_wait = (_raw(sched) or b"").split()
+        run, wait = (int(run_wait[0]), int(run_wait[1])) if len(run_wait) >= 2 else (None, None)
         found.append(VcpuCounters(time_ns=run, delay_ns=wait, wait_ns=None))
     return GuestCounters(
         name=name,
@@ -163,26 +276,14 @@ def read_counters(
         cpu_ns=cpu_ns,
         vcpus=tuple(found),
         memory_kib=None,  # the balloon's: QEMU's, asked of libvirt on its own cadence
-        rss_kib=int(statm.split()[1]) * PAGE // 1024,
+        rss_kib=int(fields[21]) * PAGE // 1024 if rss else None,  # field 24 of stat
         memory_max_kib=None,
+        anon_kib=memory.anon_kib if memory else None,
+        file_kib=memory.file_kib if memory else None,
+        swap_kib=memory.swap_kib if memory else None,
+        major_faults=memory.major_faults if memory else None,
+        memory_stall_ns=memory.stall_ns if memory else None,
     )
-
-
-def memory_pressure(threads: Threads, cgroups: Path = CGROUPS) -> dict[str, float] | None:
-    """The cgroup's PSI (v2 ``memory.pressure``): "some"/"full" avg10 in %; None
-    where the cgroup has none (v1)."""
-    if threads.cgroup.v2 in (None, "/"):
-        return None
-    text = _read(_under(cgroups, threads.cgroup.v2 or "") / "memory.pressure")
-    if text is None:
-        return None
-    found = {}
-    for line in text.splitlines():
-        kind, *pairs = line.split()
-        values = dict(p.split("=", 1) for p in pairs)
-        if "avg10" in values:
-            found[kind] = float(values["avg10"])
-    return found
 
 
 def _tgid(proc: Path, tid: int) -> int | None:
@@ -208,13 +309,26 @@ def _under(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
 
 
-def _keyed(text: str | None) -> dict[str, int]:
-    found = {}
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            found[key] = int(value)
-    return found
+def _existing(path: Path) -> str | None:
+    return str(path) if path.exists() else None
+
+
+def _raw(path: str | None) -> bytes | None:
+    """A small file's bytes in one read (procfs and cgroup files are read whole
+    by the kernel at the first read), or None: a few microseconds, where
+    ``Path.read_text`` costs ten times that."""
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 16384)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read(path: Path) -> str | None:

@@ -55,6 +55,14 @@ class GuestCounters:
     #: The guest's own view, from its balloon driver (None without one).
     available_kib: int | None = None
     unused_kib: int | None = None
+    #: The guest's memory cgroup's (the kernel path only; None through libvirt):
+    #: anonymous and page-cache memory, swap, major faults, and the time its
+    #: tasks stalled for memory (PSI, ns; v2 only). Counters where named so.
+    anon_kib: int | None = None
+    file_kib: int | None = None
+    swap_kib: int | None = None
+    major_faults: int | None = None
+    memory_stall_ns: int | None = None
 
     @property
     def running(self) -> bool:

@@ -55,6 +55,14 @@ class GuestRates(NamedTuple):
     cpu_ns: int | None  # the counter itself, for Prometheus
     available_kib: int | None = None  # the guest's view (its balloon driver)
     unused_kib: int | None = None
+    #: Its memory cgroup's (a local QEMU guest's; see GuestCounters).
+    anon_kib: int | None = None
+    file_kib: int | None = None
+    swap_kib: int | None = None
+    major_faults: int | None = None  # counters, for Prometheus
+    memory_stall_ns: int | None = None
+    #: Share of the interval its tasks stalled for memory (PSI "some").
+    memory_stall_percent: float | None = None
 
     @property
     def vcpus(self) -> tuple[VcpuRates, ...]:
@@ -85,6 +93,11 @@ class GuestRates(NamedTuple):
             "memory_max_kib": self.memory_max_kib,
             "memory_available_kib": self.available_kib,
             "memory_unused_kib": self.unused_kib,
+            "memory_anon_kib": self.anon_kib,
+            "memory_file_kib": self.file_kib,
+            "memory_swap_kib": self.swap_kib,
+            "memory_major_faults_total": self.major_faults,
+            "memory_stall_percent": _round(self.memory_stall_percent),
             "cpu_seconds_total": None if self.cpu_ns is None else self.cpu_ns / 1e9,
         }
 
@@ -131,6 +144,14 @@ def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) ->
         now.cpu_ns,
         now.available_kib,
         now.unused_kib,
+        now.anon_kib,
+        now.file_kib,
+        now.swap_kib,
+        now.major_faults,
+        now.memory_stall_ns,
+        None
+        if fresh or before is None
+        else _per_cent(now.memory_stall_ns, before.memory_stall_ns, ns),
     )
 
 
@@ -158,6 +179,8 @@ def series_of(r: Rates) -> dict[tuple[str, str], float | None]:
     for name, g in r.guests.items():
         out[name, "cpu"] = g.cpu_percent
         out[name, "rss_kib"] = None if g.rss_kib is None else float(g.rss_kib)
+        if g.memory_stall_percent is not None:
+            out[name, "memory_stall"] = g.memory_stall_percent
         for i, (used, steal) in enumerate(zip(g.vcpu_percent, g.vcpu_steal_percent, strict=True)):
             out[name, f"vcpu.{i}"] = used
             out[name, f"steal.{i}"] = steal

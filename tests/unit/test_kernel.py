@@ -175,3 +175,56 @@ def test_host_cpu_times_come_from_proc_stat(tmp_path: Path) -> None:
     tick = 1_000_000_000 // TICKS
     assert host_cpu_times(2, tmp_path) == ((19 * tick, 45 * tick), (20 * tick, 60 * tick))
     assert host_cpu_times(3, tmp_path)[2] == (0, 0)  # a CPU the file does not list
+
+
+class _Dom:
+    def __init__(self, name: str, number: int) -> None:
+        self._name, self._id = name, number
+
+    def name(self) -> str:
+        return self._name
+
+    def ID(self) -> int:  # noqa: N802 (libvirt's name)
+        return self._id
+
+
+def test_domains_follow_lifecycle_events_between_listings() -> None:
+    """After one listing the states come from events: a sample asks libvirtd
+    nothing until an event cannot be followed, or an event raced the listing."""
+    import libvirt  # noqa: PLC0415
+
+    from virtpolicy.hypervisor.localstats import RELIST_S, Domains  # noqa: PLC0415
+
+    domains = Domains()
+    assert domains.due(0.0) == 0  # never listed
+    domains.watched = True
+    domains.listed({"db": (3, 1), "web": (-1, 5)}, 0, 0.0)
+    assert domains.due(1.0) is None
+    domains.event(_Dom("web", 7), libvirt.VIR_DOMAIN_EVENT_STARTED, 0)
+    domains.event(_Dom("db", 3), libvirt.VIR_DOMAIN_EVENT_SUSPENDED, 0)
+    assert domains.known == {"db": (3, libvirt.VIR_DOMAIN_PAUSED), "web": (7, 1)}
+    domains.event(_Dom("db", 3), libvirt.VIR_DOMAIN_EVENT_RESUMED, 0)
+    domains.event(_Dom("web", -1), libvirt.VIR_DOMAIN_EVENT_STOPPED, 0)
+    domains.event(_Dom("new", -1), libvirt.VIR_DOMAIN_EVENT_DEFINED, 0)
+    domains.event(
+        _Dom("mig", 9), libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED
+    )
+    domains.event(_Dom("new", -1), libvirt.VIR_DOMAIN_EVENT_UNDEFINED, 0)
+    assert domains.known == {
+        "db": (3, 1),
+        "web": (-1, libvirt.VIR_DOMAIN_SHUTOFF),
+        "mig": (9, libvirt.VIR_DOMAIN_PAUSED),  # arriving: paused until done
+    }
+    assert domains.due(2.0) is None
+    # A listing an event overtook is not taken: list again at the next sample.
+    version = domains.due(RELIST_S + 1)
+    assert version is not None
+    domains.event(_Dom("db", 3), libvirt.VIR_DOMAIN_EVENT_SUSPENDED, 0)
+    domains.listed({}, version, RELIST_S + 1)
+    assert "db" in domains.known
+    assert domains.due(RELIST_S + 2) is not None
+    # A crash is not followed: list again.
+    domains.listed({"db": (3, 1)}, domains.due(RELIST_S + 2) or 0, RELIST_S + 2)
+    assert domains.due(RELIST_S + 3) is None
+    domains.event(_Dom("db", 3), libvirt.VIR_DOMAIN_EVENT_CRASHED, 0)
+    assert domains.due(RELIST_S + 3) is not None

@@ -228,3 +228,34 @@ def test_domains_follow_lifecycle_events_between_listings() -> None:
     assert domains.due(RELIST_S + 3) is None
     domains.event(_Dom("db", 3), libvirt.VIR_DOMAIN_EVENT_CRASHED, 0)
     assert domains.due(RELIST_S + 3) is not None
+
+
+def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
+    tmp_path: Path,
+) -> None:
+    """balloon.current and .maximum as libvirt's status records them, and whether
+    the balloon has a statistics period (else QEMU has no figures of the guest's)."""
+    from virtpolicy.hypervisor.kernel import read_balloon  # noqa: PLC0415
+
+    path = tmp_path / "web.xml"
+    path.write_text(
+        "<domstatus><domain><memory unit='KiB'>1048576</memory>"
+        "<currentMemory unit='KiB'>524288</currentMemory><devices>"
+        "<memballoon model='virtio'><stats period='5'/><alias name='balloon0'/></memballoon>"
+        "</devices></domain></domstatus>"
+    )
+    first = read_balloon(path, None)
+    assert first is not None
+    assert (first[1].current_kib, first[1].maximum_kib, first[1].period) == (524288, 1048576, 5)
+    assert read_balloon(path, first) is first  # not rewritten: not read again
+    path.write_text(
+        "<domstatus><domain><memory unit='MiB'>1024</memory>"
+        "<currentMemory unit='MiB'>1024</currentMemory><devices><memballoon model='virtio'/>"
+        "<rng><stats period='9'/></rng></devices></domain></domstatus>"
+    )
+    os.utime(path, ns=(first[0] + 1, first[0] + 1))
+    again = read_balloon(path, first)
+    assert again is not None
+    assert (again[1].current_kib, again[1].maximum_kib, again[1].period) == (1048576, 1048576, 0)
+    path.unlink()
+    assert read_balloon(path, again) is None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -157,6 +158,52 @@ def read_memory(files: Files) -> Memory | None:
         major_faults=_field(stat, b"pgmajfault"),
         stall_ns=_stalled(_raw(files.pressure)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Balloon:
+    """The balloon as libvirt's status of the running guest records it (libvirt
+    keeps it current from QEMU's balloon events: the figures its bulk call gives
+    as ``balloon.current`` and ``balloon.maximum``), and the balloon driver's
+    statistics period: with none set, QEMU has no figures of the guest's own."""
+
+    current_kib: int | None
+    maximum_kib: int | None
+    period: int
+
+
+_UNITS = {b"b": 1, b"bytes": 1, b"KiB": 1024, b"k": 1024, b"MiB": 1 << 20, b"M": 1 << 20}
+_UNITS |= {b"GiB": 1 << 30, b"G": 1 << 30}
+_MAXIMUM = re.compile(rb"<memory unit='(\w+)'>(\d+)</memory>")
+_CURRENT = re.compile(rb"<currentMemory unit='(\w+)'>(\d+)</currentMemory>")
+_PERIOD = re.compile(rb"<stats period='(\d+)'")
+
+
+def read_balloon(path: Path, known: tuple[int, Balloon] | None) -> tuple[int, Balloon] | None:
+    """(the file's mtime, the balloon) from libvirt's status at ``path``, read
+    again only when libvirt rewrote it (``known`` otherwise); None when it cannot
+    be read."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+        if known is not None and known[0] == mtime:
+            return known
+        text = path.read_bytes()
+    except OSError:
+        return None
+    start = text.find(b"<memballoon")
+    end = text.find(b"</memballoon>", start)
+    period = _PERIOD.search(text, start, end) if start >= 0 and end >= 0 else None
+    return mtime, Balloon(
+        current_kib=_kib(_CURRENT.search(text)),
+        maximum_kib=_kib(_MAXIMUM.search(text)),
+        period=int(period.group(1)) if period else 0,
+    )
+
+
+def _kib(found: re.Match[bytes] | None) -> int | None:
+    if found is None or found.group(1) not in _UNITS:
+        return None
+    return int(found.group(2)) * _UNITS[found.group(1)] // 1024
 
 
 def _field(text: bytes, key: bytes) -> int | None:

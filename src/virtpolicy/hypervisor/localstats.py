@@ -16,10 +16,12 @@ series with the same names and units either way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,12 @@ from virtpolicy.hypervisor.kernel import (
     CGROUPS,
     PROC,
     STATUS_DIR,
+    Balloon,
     Files,
     Memory,
     NotLocal,
     files_of,
+    read_balloon,
     read_counters,
     read_memory,
     status_of,
@@ -134,10 +138,8 @@ class LocalSampler:
         self.cgroups = cgroups
         self.domains = Domains()
         self._files: dict[tuple[str, int], Files] = {}
-        self._memory: dict[tuple[str, int], Memory | None] = {}
+        self._memory: dict[tuple[str, int], _Memory] = {}
         self._memory_at = -BALLOON_S
-        self._balloon: dict[str, stats.GuestCounters] = {}
-        self._balloon_at = -BALLOON_S
 
     def collect(
         self, conn: libvirt.virConnect, cpus: int, groups: Collection[str], nowait: int
@@ -165,28 +167,7 @@ class LocalSampler:
             key = (name, number)
             live.add(key)
             try:
-                files = self._files.get(key) or files_of(
-                    threads_from_status(status_of(name, self.status_dir), self.proc),
-                    self.proc,
-                    self.cgroups,
-                )
-                self._files[key] = files
-                memory = None
-                if "balloon" in groups:
-                    memory = (
-                        read_memory(files)
-                        if memory_due or key not in self._memory
-                        else self._memory[key]
-                    )
-                    self._memory[key] = memory
-                guests[name] = read_counters(
-                    name,
-                    state,
-                    files,
-                    vcpus="vcpu" in groups,
-                    rss="balloon" in groups,
-                    memory=memory,
-                )
+                guests[name] = self._read(key, state, groups, memory_due)
             except NotLocal as exc:
                 fallback[name] = str(exc)
                 away.append(name)
@@ -195,49 +176,131 @@ class LocalSampler:
             self._memory.pop(key, None)
         if memory_due and "balloon" in groups:
             self._memory_at = mono
-        flags = stats.BASE_GROUPS
-        for group in groups:
-            flags |= stats.OPTIONAL_GROUPS.get(group, 0)
-        for name in away:  # these through libvirt, as before: each on its own
-            try:
-                [(_, record)] = conn.domainListGetStats([conn.lookupByName(name)], flags, nowait)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-                continue  # gone since the listing
-            guests[name] = stats.parse_domain_stats(name, record)
         if "balloon" in groups:
-            self._with_balloon(conn, guests, fallback, mono, nowait)
+            self._ask_guests(conn, mono, nowait)
+            for name, number in ((k[0], k[1]) for k in live if k in self._memory):
+                if name not in fallback:
+                    guests[name] = self._memory[name, number].applied(guests[name])
+        guests.update(_through_libvirt(conn, away, groups, nowait))
         host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()
         return stats.Sample(mono, wall, guests, host, source="kernel", fallback=fallback)
 
-    def _with_balloon(
-        self,
-        conn: libvirt.virConnect,
-        guests: dict[str, stats.GuestCounters],
-        fallback: dict[str, str],
-        mono: float,
-        nowait: int,
-    ) -> None:
-        """The balloon's figures (QEMU's), asked of libvirt every BALLOON_S."""
-        if mono - self._balloon_at >= BALLOON_S:
-            self._balloon_at = mono
-            flags = libvirt.VIR_DOMAIN_STATS_BALLOON
-            self._balloon = {
-                dom.name(): stats.parse_domain_stats(dom.name(), record)
-                for dom, record in conn.getAllDomainStats(flags, nowait)
-            }
-        for name, counters in guests.items():
-            known = self._balloon.get(name)
-            if known is None or name in fallback:
+    def _read(
+        self, key: tuple[str, int], state: int, groups: Collection[str], memory_due: bool
+    ) -> stats.GuestCounters:
+        """One running guest's counters from the kernel; NotLocal when they cannot
+        be read here."""
+        name = key[0]
+        files = self._files.get(key) or files_of(
+            threads_from_status(status_of(name, self.status_dir), self.proc),
+            self.proc,
+            self.cgroups,
+        )
+        self._files[key] = files
+        memory = None
+        if "balloon" in groups:
+            if memory_due or key not in self._memory:
+                self._memory[key] = self._memory_of(name, files, self._memory.get(key))
+            memory = self._memory[key]
+        return read_counters(
+            name,
+            state,
+            files,
+            vcpus="vcpu" in groups,
+            rss="balloon" in groups,
+            memory=memory.cgroup if memory else None,
+        )
+
+    def _memory_of(self, name: str, files: Files, known: _Memory | None) -> _Memory:
+        """A guest's memory figures, read anew: its cgroup's, and the balloon as
+        libvirt's status records it (read again only when libvirt rewrote it)."""
+        path = self.status_dir / f"{name}.xml"
+        balloon = read_balloon(path, known.balloon if known else None)
+        return _Memory(read_memory(files), balloon, known.view if known else None)
+
+    def _ask_guests(self, conn: libvirt.virConnect, now: float, nowait: int) -> None:
+        """The guest's own view of its memory (its balloon driver's statistics),
+        which only QEMU has: asked of libvirt every :data:`BALLOON_S` for the guests
+        whose balloon has a statistics period, every ten times that for one whose
+        driver never reported (none in the guest, or not loaded yet)."""
+        due = []
+        for key, memory in self._memory.items():
+            balloon = memory.balloon[1] if memory.balloon else None
+            if balloon is None or balloon.period <= 0:
                 continue
-            guests[name] = dataclasses.replace(
-                counters,
-                memory_kib=known.memory_kib,
-                memory_max_kib=known.memory_max_kib,
-                available_kib=known.available_kib,
-                unused_kib=known.unused_kib,
+            wait = BALLOON_S if memory.view is None or memory.view.reported else 10 * BALLOON_S
+            if memory.view is None or now - memory.view.asked_at >= wait:
+                due.append(key)
+        if not due:
+            return
+        doms = {}
+        for key in due:
+            with contextlib.suppress(libvirt.libvirtError):  # gone: its event follows
+                doms[key] = conn.lookupByID(key[1])
+        if not doms:
+            return
+        answers = conn.domainListGetStats(
+            list(doms.values()), libvirt.VIR_DOMAIN_STATS_BALLOON, nowait
+        )
+        by_name = {dom.name(): record for dom, record in answers}
+        for key in doms:
+            record = by_name.get(key[0], {})
+            view = _View(
+                record.get("balloon.available"),
+                record.get("balloon.unused"),
+                int(record.get("balloon.last-update", 0)) > 0,
+                now,
             )
+            self._memory[key] = dataclasses.replace(self._memory[key], view=view)
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The guest's own view of its memory, as its balloon driver last told."""
+
+    available_kib: int | None
+    unused_kib: int | None
+    reported: bool
+    asked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Memory:
+    """What a sampler keeps of one running guest's memory between readings."""
+
+    cgroup: Memory | None
+    balloon: tuple[int, Balloon] | None
+    view: _View | None
+
+    def applied(self, counters: stats.GuestCounters) -> stats.GuestCounters:
+        balloon = self.balloon[1] if self.balloon else None
+        return dataclasses.replace(
+            counters,
+            memory_kib=balloon.current_kib if balloon else None,
+            memory_max_kib=balloon.maximum_kib if balloon else None,
+            available_kib=self.view.available_kib if self.view else None,
+            unused_kib=self.view.unused_kib if self.view else None,
+        )
+
+
+def _through_libvirt(
+    conn: libvirt.virConnect, names: list[str], groups: Collection[str], nowait: int
+) -> dict[str, stats.GuestCounters]:
+    """The guests the kernel could not be read for, through libvirt as before:
+    each on its own (one gone since the listing is left out)."""
+    flags = stats.BASE_GROUPS
+    for group in groups:
+        flags |= stats.OPTIONAL_GROUPS.get(group, 0)
+    found = {}
+    for name in names:
+        try:
+            [(_, record)] = conn.domainListGetStats([conn.lookupByName(name)], flags, nowait)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            continue
+        found[name] = stats.parse_domain_stats(name, record)
+    return found
 
 
 def host_cpu_times(cpus: int, proc: Path = PROC) -> tuple[tuple[int, int], ...]:

@@ -182,6 +182,16 @@ class SqlStore(Fleet, Jobs, Tokens):
         query = select(policies).where(policies.c.doc.is_not(None))
         for key, value in (labels or {}).items():
             query = query.where(policies.c.guest.in_(_with_label(key, value)))
+        found: list[StoredPolicy] = []
+        if wanted is not None and guests is None:
+            # Names and revisions first: the documents of the guests not wanted, or
+            # known at that revision already, are not even fetched.
+            heads = query.with_only_columns(policies.c.guest, policies.c.revision)
+            with self._read() as conn:
+                named = [(g, r) for g, r in conn.execute(heads).all() if wanted(g)]
+            held = known or {}
+            found = [held[g] for g, r in named if g in held and held[g].revision == r]
+            guests = [g for g, r in named if g not in held or held[g].revision != r]
         queries = [query.order_by(policies.c.guest)]
         if guests is not None:
             queries = [
@@ -190,13 +200,13 @@ class SqlStore(Fleet, Jobs, Tokens):
             ]
         with self._read() as conn:
             rows = [row for q in queries for row in conn.execute(q).all()]
-        found, broken = [], []
+        broken = []
         for row in rows:
             if wanted is not None and not wanted(row.guest):
                 continue
-            held = known.get(row.guest) if known is not None else None
-            if held is not None and held.revision == row.revision:
-                found.append(held)  # as it was read before: not decoded again
+            held_now = known.get(row.guest) if known is not None else None
+            if held_now is not None and held_now.revision == row.revision:
+                found.append(held_now)  # as it was read before: not decoded again
                 continue
             try:
                 found.append(stored(row))
@@ -206,6 +216,7 @@ class SqlStore(Fleet, Jobs, Tokens):
                         row.guest, row.revision, row.updated_at, row.updated_by, exc.reason
                     )
                 )
+        found.sort(key=lambda s: s.policy.guest)
         return found, broken
 
     def guests(self) -> list[str]:

@@ -259,3 +259,20 @@ def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
     assert (again[1].current_kib, again[1].maximum_kib, again[1].period) == (1048576, 1048576, 0)
     path.unlink()
     assert read_balloon(path, again) is None
+
+
+def test_status_folders_of_the_system_and_session_drivers(tmp_path: Path) -> None:
+    """A session driver's running guests' status is under the user's runtime
+    directory, or the cache directory without one; other URIs are not local."""
+    from virtpolicy.hypervisor.localstats import local_status_dir  # noqa: PLC0415
+
+    runtime = tmp_path / "run" / "libvirt" / "qemu" / "run"
+    cache = tmp_path / "home" / ".cache" / "libvirt" / "qemu" / "run"
+    runtime.mkdir(parents=True)
+    cache.mkdir(parents=True)
+    env = {"XDG_RUNTIME_DIR": str(tmp_path / "run"), "HOME": str(tmp_path / "home")}
+    assert local_status_dir("qemu:///session", env) == runtime
+    assert local_status_dir("qemu:///session", {"HOME": str(tmp_path / "home")}) == cache
+    assert local_status_dir("qemu:///session", {"HOME": str(tmp_path / "nobody")}) is None
+    assert local_status_dir("qemu+ssh://elsewhere/system", env) is None
+    assert local_status_dir("test:///default", env) is None

@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +46,22 @@ from virtpolicy.hypervisor.kernel import (
 
 #: How often the balloon's figures are asked of libvirt while they are read (s).
 BALLOON_S = 30.0
-#: The URIs whose guests are this machine's processes, with their status folder.
-LOCAL = {"qemu:///system": STATUS_DIR}
-
-
-def local_status_dir(uri: str) -> Path | None:
+def local_status_dir(uri: str, env: Mapping[str, str] = os.environ) -> Path | None:
     """Where libvirt keeps running guests' status for ``uri``, when its guests
-    run here and that folder can be read; else None (sample through libvirt)."""
-    folder = LOCAL.get(uri)
-    return folder if folder is not None and os.access(folder, os.R_OK | os.X_OK) else None
+    are this machine's processes and that folder can be read; else None (sample
+    through libvirt). The system driver's is under /run; a session driver's
+    (this user's own libvirt) under the user's runtime directory, or the cache
+    directory where there is none, as libvirt chooses it."""
+    if uri == "qemu:///system":
+        folder = STATUS_DIR
+    elif uri == "qemu:///session":
+        runtime = env.get("XDG_RUNTIME_DIR")
+        home = Path(env.get("HOME") or Path.home())
+        base = Path(runtime) if runtime else Path(env.get("XDG_CACHE_HOME") or home / ".cache")
+        folder = base / "libvirt" / "qemu" / "run"
+    else:
+        return None
+    return folder if os.access(folder, os.R_OK | os.X_OK) else None
 
 
 #: libvirt's states a domain's lifecycle events leave it in (see Domains.event).

@@ -276,3 +276,24 @@ def test_status_folders_of_the_system_and_session_drivers(tmp_path: Path) -> Non
     assert local_status_dir("qemu:///session", {"HOME": str(tmp_path / "nobody")}) is None
     assert local_status_dir("qemu+ssh://elsewhere/system", env) is None
     assert local_status_dir("test:///default", env) is None
+
+
+def test_open_files_are_read_anew_and_let_go_when_gone(tmp_path: Path) -> None:
+    """A held file reads its current content at each read; one that reads nothing
+    (the kernel's answer for a process that is gone) is closed and None."""
+    from virtpolicy.hypervisor.kernel import OpenFiles  # noqa: PLC0415
+
+    path = tmp_path / "schedstat"
+    path.write_text("100 5 1\n")
+    held = OpenFiles()
+    assert held.read(str(path)) == b"100 5 1\n"
+    with path.open("r+") as f:  # the same file, changed in place
+        f.write("200 6 2\n")
+    assert held.read(str(path)) == b"200 6 2\n"
+    path.write_text("")
+    assert held.read(str(path)) is None
+    assert held.read(str(tmp_path / "absent")) is None
+    path.write_text("300 7 3\n")
+    assert held.read(str(path)) == b"300 7 3\n"  # opened again
+    held.close()
+    assert held._fds == {}

@@ -112,9 +112,13 @@ class LibvirtConnection:
         self._handles = {}
         # A local QEMU driver's guests are sampled from the kernel (localstats.py).
         status_dir = local_status_dir(self.uri) if self._kernel_sampling else None
+        if self._local is not None:
+            self._local.open.close()
         self._local = LocalSampler(status_dir) if status_dir is not None else None
 
     def close(self) -> None:
+        if self._local is not None:
+            self._local.open.close()  # the counter files it held open
         if self._conn is not None:
             try:
                 self._conn.close()

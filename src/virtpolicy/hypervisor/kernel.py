@@ -25,11 +25,12 @@ same series with the same units as the bulk call's.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,10 @@ TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 #: Where the system QEMU driver keeps each running domain's status.
 STATUS_DIR = Path("/run/libvirt/qemu")
+
+
+#: How a counter file is read: its bytes, or None when it cannot be.
+Reader = Callable[[str | None], bytes | None]
 
 
 class NotLocal(Exception):
@@ -135,9 +140,10 @@ class Memory:
     stall_ns: int | None
 
 
-def read_memory(files: Files) -> Memory | None:
+def read_memory(files: Files, read: Reader | None = None) -> Memory | None:
     """The guest's memory cgroup's figures; None where it has none."""
-    stat = _raw(files.memory_stat)
+    read = read or _raw
+    stat = read(files.memory_stat)
     if not stat:
         return None
     if not files.memory_v2:
@@ -149,14 +155,14 @@ def read_memory(files: Files) -> Memory | None:
             major_faults=_field(stat, b"total_pgmajfault"),
             stall_ns=None,  # v1 keeps no pressure per group
         )
-    swapped = (_raw(files.swap) or b"").strip()
+    swapped = (read(files.swap) or b"").strip()
     swap = int(swapped) if swapped.isdigit() else None
     return Memory(
         anon_kib=(_field(stat, b"anon") or 0) // 1024,
         file_kib=(_field(stat, b"file") or 0) // 1024,
         swap_kib=swap // 1024 if swap is not None else None,
         major_faults=_field(stat, b"pgmajfault"),
-        stall_ns=_stalled(_raw(files.pressure)),
+        stall_ns=_stalled(read(files.pressure)),
     )
 
 
@@ -292,17 +298,20 @@ def read_counters(
     vcpus: bool = True,
     rss: bool = True,
     memory: Memory | None = None,
+    read: Reader | None = None,
 ) -> GuestCounters:
     """One guest's counters from the kernel: its CPU time; each vCPU's with
     ``vcpus``; its resident memory with ``rss``; ``memory``, its cgroup's memory
-    figures as last read (:func:`read_memory`, on a cadence of its own). NotLocal
-    when its process is gone (it stopped between the listing and now)."""
+    figures as last read (:func:`read_memory`, on a cadence of its own). ``read``:
+    how a file is read (:meth:`OpenFiles.read` holds them open). NotLocal when
+    its process is gone (it stopped between the listing and now)."""
     gone = NotLocal(f"process {files.pid} is gone")
+    read = read or _raw
     kind, path = files.cpu
-    text = _raw(path)
+    text = read(path)
     if text is None:
         raise gone
-    stat = text if kind == "stat" else (_raw(files.stat) if rss else None)
+    stat = text if kind == "stat" else (read(files.stat) if rss else None)
     fields = stat.rpartition(b")")[2].split() if stat is not None else []
     if kind == "cpuacct":
         cpu_ns = int(text)
@@ -314,7 +323,7 @@ def read_counters(
         raise gone
     found = []
     for sched in files.schedstat if vcpus else ():
-        run_wait = (_raw(sched) or b"").split()
+        run_wait = (read(sched) or b"").split()
         run, wait = (int(run_wait[0]), int(run_wait[1])) if len(run_wait) >= 2 else (None, None)
         found.append(VcpuCounters(time_ns=run, delay_ns=wait, wait_ns=None))
     return GuestCounters(
@@ -358,6 +367,43 @@ def _under(root: Path, path: str) -> Path:
 
 def _existing(path: Path) -> str | None:
     return str(path) if path.exists() else None
+
+
+class OpenFiles:
+    """Counter files held open between samples: each read is then one ``pread``
+    at offset 0 (procfs and cgroup files are made anew at each read from the
+    start), not a path walk, a read and a close. A file of a process that is gone
+    reads as None (the kernel answers ESRCH), and is closed. Where no descriptor
+    is left (the process's limit), files are read as before, not held."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def read(self, path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        fd = self._fds.get(path)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                return _raw(path) if exc.errno in (errno.EMFILE, errno.ENFILE) else None
+            self._fds[path] = fd
+        try:
+            data = os.pread(fd, 16384, 0)
+        except OSError:
+            data = b""
+        if not data:
+            self.close([path])
+            return None
+        return data
+
+    def close(self, paths: Iterable[str | None] | None = None) -> None:
+        """Close ``paths`` (default: every file held)."""
+        for path in list(self._fds) if paths is None else paths:
+            fd = self._fds.pop(path, None) if path is not None else None
+            if fd is not None:
+                os.close(fd)
 
 
 def _raw(path: str | None) -> bytes | None:

@@ -36,6 +36,7 @@ from virtpolicy.hypervisor.kernel import (
     Files,
     Memory,
     NotLocal,
+    OpenFiles,
     files_of,
     read_balloon,
     read_counters,
@@ -46,6 +47,8 @@ from virtpolicy.hypervisor.kernel import (
 
 #: How often the balloon's figures are asked of libvirt while they are read (s).
 BALLOON_S = 30.0
+
+
 def local_status_dir(uri: str, env: Mapping[str, str] = os.environ) -> Path | None:
     """Where libvirt keeps running guests' status for ``uri``, when its guests
     are this machine's processes and that folder can be read; else None (sample
@@ -144,6 +147,7 @@ class LocalSampler:
         self.proc = proc
         self.cgroups = cgroups
         self.domains = Domains()
+        self.open = OpenFiles()
         self._files: dict[tuple[str, int], Files] = {}
         self._memory: dict[tuple[str, int], _Memory] = {}
         self._memory_at = -BALLOON_S
@@ -179,7 +183,8 @@ class LocalSampler:
                 fallback[name] = str(exc)
                 away.append(name)
         for key in set(self._files) - live:  # stopped, or started again
-            del self._files[key]
+            gone = self._files.pop(key)
+            self.open.close([gone.stat, gone.cpu[1], *gone.schedstat, gone.memory_stat])
             self._memory.pop(key, None)
         if memory_due and "balloon" in groups:
             self._memory_at = mono
@@ -216,6 +221,7 @@ class LocalSampler:
             vcpus="vcpu" in groups,
             rss="balloon" in groups,
             memory=memory.cgroup if memory else None,
+            read=self.open.read,
         )
 
     def _memory_of(self, name: str, files: Files, known: _Memory | None) -> _Memory:
@@ -223,7 +229,7 @@ class LocalSampler:
         libvirt's status records it (read again only when libvirt rewrote it)."""
         path = self.status_dir / f"{name}.xml"
         balloon = read_balloon(path, known.balloon if known else None)
-        return _Memory(read_memory(files), balloon, known.view if known else None)
+        return _Memory(read_memory(files, self.open.read), balloon, known.view if known else None)
 
     def _ask_guests(self, conn: libvirt.virConnect, now: float, nowait: int) -> None:
         """The guest's own view of its memory (its balloon driver's statistics),

@@ -289,6 +289,17 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
                 f"({int(conns) / len(procs):.2f} each)"  # type: ignore[call-overload]
             )
         print(f"(e) daemon RSS median {statistics.median(rss):.0f} MiB, max {max(rss):.0f} MiB")
+        held, decoded = [], []
+        for h in range(len(procs)):
+            with client(work / f"run{h}" / "virtpolicy-ro.sock") as api:
+                counts = api.get("/v1/host").json().get("policies", {})
+            held.append(counts.get("held", 0))
+            decoded.append(counts.get("decoded", 0))
+        print(
+            f"(e) policies held per daemon: median {statistics.median(held):.0f}, "
+            f"max {max(held)}; decoded since start: median {statistics.median(decoded):.0f}, "
+            f"max {max(decoded)}"
+        )
 
         # (d) SIGKILL until lost, read from the store as `virtpolicy hosts` does (in
         # this process: a CLI process's own start-up on a loaded machine is not the

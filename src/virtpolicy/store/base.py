@@ -267,11 +267,12 @@ class Whereabouts(Protocol):
         *,
         guest: str | None = None,
         statuses: bool = False,
+        guests: Collection[str] | None = None,
     ) -> list[GuestState]:
         """The guests every host (or ``host``) last published, by guest and host;
         with ``since``, only those written at or after that Unix time (the
-        reader's clock); with ``guest``, only that guest's rows. Their statuses
-        (JSON to decode) only when asked for."""
+        reader's clock); with ``guest`` or ``guests``, only their rows. Their
+        statuses (JSON to decode) only when asked for."""
 
 
 class FleetRecords(Whereabouts, Protocol):

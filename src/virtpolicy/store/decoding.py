@@ -5,7 +5,7 @@ wherever it is read."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from virtpolicy.errors import BrokenPolicyError, PolicyError, StoreError
 from virtpolicy.policy.model import GuestPolicy, describe_validation_error
-from virtpolicy.store.base import Revision, StoredPolicy, Wanted
+from virtpolicy.store.base import BrokenPolicy, Revision, StoredPolicy, Wanted
 
 
 def fault(doc: str) -> str | None:
@@ -89,3 +89,26 @@ def revision_of(row: Any, wanted: Wanted | None = None) -> Revision:
     return Revision(
         row.seq, row.guest, row.revision, row.action, row.actor, row.created_at, policy, broken
     )
+
+
+def current_rows(
+    rows: Sequence[Any], wanted: Wanted | None, known: Mapping[str, StoredPolicy] | None
+) -> tuple[list[StoredPolicy], list[BrokenPolicy]]:
+    """Current policy rows as policies, and those that no longer load: rows of
+    guests not ``wanted`` left out, one at the revision of a ``known`` policy
+    given back as that (not decoded again)."""
+    found, broken = [], []
+    for row in rows:
+        if wanted is not None and not wanted(row.guest):
+            continue
+        held = known.get(row.guest) if known is not None else None
+        if held is not None and held.revision == row.revision:
+            found.append(held)
+            continue
+        try:
+            found.append(stored(row))
+        except BrokenPolicyError as exc:
+            broken.append(
+                BrokenPolicy(row.guest, row.revision, row.updated_at, row.updated_by, exc.reason)
+            )
+    return found, broken

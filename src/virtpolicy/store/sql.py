@@ -34,7 +34,6 @@ from sqlalchemy import (
 
 from virtpolicy.clock import now as _now
 from virtpolicy.errors import (
-    BrokenPolicyError,
     ConflictError,
     NotFoundError,
     PolicyError,
@@ -58,6 +57,7 @@ from virtpolicy.store.decoding import (
     ROW,
     carried,
     check_reads_back,
+    current_rows,
     decode,
     loaded,
     revision_of,
@@ -200,24 +200,8 @@ class SqlStore(Fleet, Jobs, Tokens):
             ]
         with self._read() as conn:
             rows = [row for q in queries for row in conn.execute(q).all()]
-        broken = []
-        for row in rows:
-            if wanted is not None and not wanted(row.guest):
-                continue
-            held_now = known.get(row.guest) if known is not None else None
-            if held_now is not None and held_now.revision == row.revision:
-                found.append(held_now)  # as it was read before: not decoded again
-                continue
-            try:
-                found.append(stored(row))
-            except BrokenPolicyError as exc:
-                broken.append(
-                    BrokenPolicy(
-                        row.guest, row.revision, row.updated_at, row.updated_by, exc.reason
-                    )
-                )
-        found.sort(key=lambda s: s.policy.guest)
-        return found, broken
+        more, broken = current_rows(rows, wanted, known)
+        return sorted([*found, *more], key=lambda s: s.policy.guest), broken
 
     def guests(self) -> list[str]:
         with self._read() as conn:

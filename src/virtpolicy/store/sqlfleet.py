@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
@@ -152,6 +152,7 @@ class Fleet:
         *,
         guest: str | None = None,
         statuses: bool = False,
+        guests: Collection[str] | None = None,
     ) -> list[GuestState]:
         columns = [c for c in guest_states.c if statuses or c.name != "status"]
         query = select(*columns).order_by(guest_states.c.guest, guest_states.c.host)
@@ -163,7 +164,14 @@ class Fleet:
             _, offset = self._clock(conn)
             if since is not None:
                 query = query.where(guest_states.c.updated_at >= since + offset)
-            rows = conn.execute(query).all()
+            if guests is None:
+                rows = conn.execute(query).all()
+            else:
+                rows = [
+                    row
+                    for chunk in chunks(sorted(guests))
+                    for row in conn.execute(query.where(guest_states.c.guest.in_(chunk))).all()
+                ]
         return [
             GuestState(
                 r.guest,

@@ -115,6 +115,7 @@ class Controller:
             ready=self.prober.ready, status=self.reconciler.status_of, policies=self.cache.all,
             publish=self.events.publish, notice=self.reconciler.notice,
             on_clash=self.passes.request_each, on_beat=self._beat,
+            watched=lambda: self.cache.needed,
         )  # fmt: skip
         self._elsewhere: frozenset[str] = frozenset()  # guests on other hosts, last beat
         self._autostarted = not settings.autostart
@@ -125,15 +126,15 @@ class Controller:
         """Whether ``guest``'s policy is this daemon's to hold: it is defined here,
         or on no other host (from worker threads: both are replaced, not changed,
         or are dicts read by key)."""
-        return guest in self.states or guest not in self.fleet.others
+        return guest in self.states or not self.fleet.is_elsewhere(guest)
 
     def _beat(self) -> None:
         """After each read of the fleet: let go of the policies of guests now on
         other hosts only, read those of guests now on none, take up job steps."""
         self.jobs.look()
-        others = self.fleet.others.keys()
-        left = self._elsewhere - others
-        self._elsewhere = frozenset(others)
+        elsewhere = self.fleet.elsewhere | self.fleet.others.keys()
+        left = self._elsewhere - elsewhere
+        self._elsewhere = elsewhere
         self.jobs.in_background(self._rescope(left))
 
     async def _rescope(self, came: Collection[str] = ()) -> None:
@@ -213,7 +214,7 @@ class Controller:
     async def every_policy(self) -> Mapping[str, GuestPolicy]:
         """Every stored policy by guest: as held when no other host has a guest,
         else read from the store (on request: not held)."""
-        if not self.fleet.others:
+        if not self.fleet.elsewhere and not self.fleet.others:
             return self.cache.all()
         stored = await asyncio.to_thread(self.store.list_policies)
         return {s.policy.guest: s.policy for s in stored}
@@ -235,6 +236,8 @@ class Controller:
                 f"not connected to {self.settings.uri} yet: cannot tell whether {guest} may start"
             )
         policy, placing = await self._policy_of(guest), self.reconciler.placing
+        if policy is not None:
+            await self._look_at([d.guest for d in policy.requires])
         found = await refusals(guest, policy, self.states, self.prober, self.fleet)
         return found + [r for r in [placing.refusal(guest)] if r]
 
@@ -247,6 +250,16 @@ class Controller:
         room = self.reconciler.placing.arriving
         placed = await asyncio.to_thread(room, guest, vcpus, policy) if vcpus else None
         return migration_refusals(guest, policy, info.cpus) + ([placed] if placed else [])
+
+    async def _look_at(self, guests: list[str]) -> None:
+        """Read the fleet's rows of ``guests`` not looked at yet (a dependency named
+        since the last heartbeat), so that an answer about them is not a beat old."""
+        missing = [g for g in guests if g not in self.states and g not in self.fleet.others]
+        if missing and self.fleet.registered:
+            try:
+                await asyncio.to_thread(self.membership.read_guests, missing)
+            except StoreError as exc:
+                log.warning("store: %s", exc)
 
     async def _policy_of(self, guest: str) -> GuestPolicy | None:
         """``guest``'s policy: as held, or read from the store when the guest was
@@ -317,8 +330,8 @@ class Controller:
             for job in await asyncio.to_thread(settle, self.store, self.host_name):
                 log.warning("job %d interrupted: %s", job.id, job.detail)
             # Which guests other hosts have first: their policies are not read.
-            await asyncio.to_thread(self.membership.read_fleet)
-            self._elsewhere = frozenset(self.fleet.others)
+            await asyncio.to_thread(self.membership.read_fleet, self.membership.looked_at())
+            self._elsewhere = self.fleet.elsewhere | self.fleet.others.keys()
             await asyncio.to_thread(self.cache.refresh)
         except StoreError as exc:
             log.error("store: %s", exc)

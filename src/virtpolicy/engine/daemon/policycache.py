@@ -55,6 +55,11 @@ class PolicyCache:
         #: How many stored documents this cache has decoded (for ``/v1/host``).
         self.decoded = 0
 
+    @property
+    def needed(self) -> frozenset[str]:
+        """The guests the held policies in scope depend on."""
+        return self._needed
+
     def wanted(self, guest: str) -> bool:
         """Whether ``guest``'s policy is one to hold (see the module docstring)."""
         return self._scope is None or guest in self._needed or self._scope(guest)

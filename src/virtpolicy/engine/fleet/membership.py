@@ -8,36 +8,32 @@ the whole fleet. A clean stop marks the host ``left``. Store errors are
 logged once and retried at the next beat: the daemon goes on enforcing what
 it last read (see :attr:`Fleet.store_ok`).
 
-Three parts: :class:`Fleet` is what this daemon knows of the fleet (asked by
-the prober, the reconciler and jobs), :class:`Unpublished` the guests to
-publish (marked by passes and events), :class:`Membership` the task that
-registers, beats, publishes and reads.
+Three parts: :class:`~virtpolicy.engine.fleet.known.Fleet` is what this daemon
+knows of the fleet (asked by the prober, the reconciler and jobs),
+:class:`Unpublished` the guests to publish (marked by passes and events),
+:class:`Membership` the task that registers, beats, publishes and reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from virtpolicy import __version__
 from virtpolicy.clock import now as _now
-from virtpolicy.engine.runtime.states import GuestStates
+from virtpolicy.engine.fleet.known import Fleet
 from virtpolicy.errors import HypervisorError, StoreError
 from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.hypervisor.native import GuestInfo
 from virtpolicy.policy.model import GuestPolicy
-from virtpolicy.store.base import (
-    LOST_AFTER_BEATS,
-    FleetRecords,
-    GuestState,
-    HostRecord,
-)
+from virtpolicy.store.base import FleetRecords, GuestState, HostRecord
+
+__all__ = ["Fleet", "Membership", "Unpublished"]
 
 log = logging.getLogger(__name__)
 
@@ -80,155 +76,6 @@ class Unpublished:
         self.wake.set()
 
 
-class Fleet:
-    """What this daemon knows of the fleet: the other hosts and their guests as
-    last read (replaced whole, never changed in place: the loop reads them while
-    a thread reads anew), and whether the store answers. :class:`Membership`
-    keeps it current; the prober, the reconciler and jobs ask it."""
-
-    def __init__(self, name: str, heartbeat: float, states: GuestStates) -> None:
-        self.name = name
-        self.heartbeat = heartbeat
-        self.states = states
-        self.hosts: dict[str, HostRecord] = {}
-        self.others: dict[str, dict[str, GuestState]] = {}  # guest -> host -> state
-        self.read_at: float | None = None  # Unix time of the last good read
-        self.store_ok = True
-        self.registered = False
-        #: When this daemon last found the store answering after it did not (Unix
-        #: time): no host beat while it was down, so none is lost for that gap.
-        self.store_back_at: float | None = None
-
-    # -- kept current by the membership task ---------------------------------------
-
-    def joined(self) -> None:
-        """This host is registered in the store."""
-        self.registered = True
-
-    def read(
-        self, hosts: dict[str, HostRecord], others: dict[str, dict[str, GuestState]], at: float
-    ) -> None:
-        """The fleet as read (from a thread: each replaced whole, as the loop reads)."""
-        self.hosts, self.others, self.read_at = hosts, others, at
-
-    def store_failed(self, exc: Exception) -> None:
-        """The store did not answer (said once, until it answers again)."""
-        if self.store_ok:
-            log.warning("fleet: %s", exc)
-        self.store_ok = False
-
-    def store_answered(self) -> None:
-        if not self.store_ok:
-            log.info("fleet: the store answers again")
-            self.store_back_at = time.time()
-        self.store_ok = True
-
-    # -- asked by the daemon's parts ---------------------------------------------------
-
-    def info(self) -> dict[str, Any]:
-        """What this daemon knows of the fleet, for ``GET /v1/host``."""
-        return {
-            "hosts": sorted(self.hosts),
-            "guests": len(self.others),
-            "store": "ok" if self.store_ok else "unreachable",
-            "read_at": self.read_at,
-        }
-
-    def shown_state(self, record: HostRecord, now: float) -> str:
-        """``record``'s state at ``now``: ``lost`` as the record says, but not for a
-        silence the store caused (every host's heartbeats failed while it was
-        down): after it answers again, each host has its three beats to beat."""
-        state = record.shown_state(now)
-        back = self.store_back_at
-        if (
-            state == "lost"
-            and back is not None
-            and now - back <= LOST_AFTER_BEATS * record.heartbeat_s
-        ):
-            return "up"
-        return state
-
-    def where(self, guest: str) -> list[tuple[GuestState, HostRecord | None]]:
-        """``guest`` on the other hosts, as last read, with each host's record."""
-        return [(g, self.hosts.get(h)) for h, g in sorted(self.others.get(guest, {}).items())]
-
-    def host_of(self, guest: str) -> str | None:
-        """The other host where ``guest`` is defined, when it is not here: whose
-        daemon starts and stops it in a job (a host that is up first, and of
-        those one where it runs; a lost host's guest fails there, saying so)."""
-        if guest in self.states:
-            return None
-        return self.chosen(self.where(guest), self.as_of())
-
-    def here(self, guest: str) -> bool:
-        """Whether ``guest`` is defined on this host."""
-        return guest in self.states
-
-    def chosen(
-        self, where: Iterable[tuple[GuestState, HostRecord | None]], now: float
-    ) -> str | None:
-        """Of the hosts where a guest is (``where``), the one whose daemon starts and
-        stops it: a host that is up first, and of those one where it runs."""
-        there = [
-            (self.shown_state(h, now) != "up", not g.running, g.host)
-            for g, h in where
-            if h is not None and h.name != self.name
-        ]
-        return min(there)[2] if there else None
-
-    def host_state(self, host: str) -> str:
-        """``up``, ``lost`` or ``left`` as last read; ``unknown`` for no such host."""
-        if host == self.name:
-            return "up"
-        record = self.hosts.get(host)
-        return self.shown_state(record, self.as_of()) if record is not None else "unknown"
-
-    def agent_ready(self, guest: str, condition: str) -> bool:
-        """Whether another host last reported ``condition`` holding on ``guest``."""
-        return any(g.running and g.ready.get(condition, False) for g, _ in self.where(guest))
-
-    def saw_running(self, guest: str, host: str) -> None:
-        """A job saw ``guest`` start on ``host``: so the fleet's state says, before
-        that host's next write is read (a dependent here may start at once)."""
-        there = self.others.get(guest, {})
-        if host in there:  # replaced whole: a thread may be reading
-            now = dataclasses.replace(there[host], state="running", updated_at=time.time())
-            self.others = {**self.others, guest: {**there, host: now}}
-
-    def clash(self, guest: str, uuid: str) -> str | None:
-        """Why ``guest`` (running here with ``uuid``) must not be enforced: the same
-        name runs on another host that is up with another UUID. (The same UUID on
-        two hosts for a while is a migration.)"""
-        then = self.as_of()
-        for g, h in self.where(guest):
-            if g.running and g.uuid != uuid and h is not None and self.shown_state(h, then) == "up":
-                return (
-                    f"{guest} runs on {self.name} (UUID {uuid}) and on {g.host} (UUID {g.uuid}):"
-                    " two guests of one name in the fleet; neither is enforced until one is"
-                    " renamed or stopped"
-                )
-        return None
-
-    def running_elsewhere(self, guest: str) -> bool:
-        """Whether ``guest`` runs on another host that is up, as last read."""
-        then = self.as_of()
-        return any(
-            g.running and h is not None and self.shown_state(h, then) == "up"
-            for g, h in self.where(guest)
-        )
-
-    def as_of(self) -> float:
-        """When the fleet's state was last read (now, before the first read)."""
-        return self.read_at if self.read_at is not None else time.time()
-
-    def stale(self, now: float) -> float | None:
-        """How old the fleet's state is (s) when older than three heartbeats."""
-        if self.read_at is None:
-            return None if not self.registered else float("inf")
-        age = now - self.read_at
-        return age if age > 3 * self.heartbeat else None
-
-
 class Membership:
     """Runs until cancelled; :meth:`leave` on a clean stop."""
 
@@ -247,13 +94,15 @@ class Membership:
         notice: Callable[[str, str], None],
         on_clash: Callable[[set[str]], None],
         on_beat: Callable[[], None],
+        watched: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
         """``ready``: which readiness conditions of a guest hold now; ``status``: a
         guest's status as last checked (with a policy); ``publish``: an event
         (``host`` when another host's state changes); ``notice``: a note on a
         guest's status (a dependency's host is lost); ``on_clash``: the guests
-        whose clash began or ended; ``on_beat``: after each read of the fleet.
-        All called on the loop."""
+        whose clash began or ended; ``on_beat``: after each read of the fleet;
+        ``watched``: the other guests whose state on other hosts matters here
+        (what this host's guests depend on). All called on the loop."""
         self.store = store
         self.hypervisor = hypervisor
         self.fleet = fleet
@@ -262,6 +111,8 @@ class Membership:
         self.ready, self.status, self.policies = ready, status, policies
         self.publish, self.notice = publish, notice
         self.on_clash, self.on_beat = on_clash, on_beat
+        self.watched = watched
+        self._read_for: set[str] = set()  # the guests whose rows the last read kept
         self.name = fleet.name
         self.states = fleet.states
         self._uuids: dict[str, str] = {}
@@ -285,10 +136,10 @@ class Membership:
             now = time.monotonic()
             if not self.fleet.registered:
                 if await self._call(self._register):
-                    await self._call(self.read_fleet)
+                    await self._call(self.read_fleet, self.looked_at())
             elif now >= next_beat:
                 await self._call(self.store.heartbeat, self.name)
-                if await self._call(self.read_fleet):
+                if await self._call(self.read_fleet, self.looked_at()):
                     self._check_hosts()
                     self._check_clashes()
                     self.on_beat()
@@ -368,19 +219,45 @@ class Membership:
         else:  # try again at the next beat
             self.unpublished.guests.update(names)
 
-    def read_fleet(self) -> None:
-        """(In a thread.) The other hosts, and their guests written since the last read."""
+    def read_guests(self, guests: list[str]) -> None:
+        """(In a thread.) The rows of ``guests`` on other hosts, now, added to what
+        the fleet's last read kept."""
+        rows = [g for g in self.store.guest_states(guests=guests) if g.host != self.name]
+        others = dict(self.fleet.others)
+        for g in rows:
+            others[g.guest] = {**others.get(g.guest, {}), g.host: g}
+        self.fleet.others = others
+
+    def looked_at(self) -> set[str]:
+        """(On the loop.) The guests whose rows a read of the fleet keeps."""
+        return set(self.states) | set(self.watched())
+
+    def read_fleet(self, wanted: set[str]) -> None:
+        """(In a thread.) The other hosts; the rows of the guests this daemon looks
+        at (its own guests' names, for clashes; what they depend on), those
+        written since the last read; and every FULL_READ_BEATS beats, the names of
+        all the other hosts' guests (no rows: their statuses are read on request)."""
         started = time.time()
         full = self.fleet.read_at is None or self._beats % FULL_READ_BEATS == 0
         since = None if full or self.fleet.read_at is None else self.fleet.read_at - SLACK_S
         hosts = {h.name: h for h in self.store.hosts() if h.name != self.name}
-        rows = [g for g in self.store.guest_states(since=since) if g.host != self.name]
+        new = wanted - self._read_for
+        rows = [
+            g
+            for g in self.store.guest_states(since=since, guests=wanted - new)
+            if g.host != self.name
+        ]
+        if new:  # looked at from now on: read whole
+            rows += [g for g in self.store.guest_states(guests=new) if g.host != self.name]
+        elsewhere = None
+        if full:
+            elsewhere = frozenset(g for g, h in self.store.guest_keys() if h != self.name)
         # Copied on write: the loop reads the old mapping meanwhile. Only the guests
         # read now change, unless a host left or went (then all are looked at).
         away = {h for h in self.fleet.hosts if h not in hosts} | {
             n for n, h in hosts.items() if h.state == "left"
         }
-        others = {} if full else dict(self.fleet.others)
+        others = {} if full else {g: v for g, v in self.fleet.others.items() if g in wanted}
         for g in rows:
             others[g.guest] = {**others.get(g.guest, {}), g.host: g}
         for guest in list(others) if away else []:  # a host that left took its guests
@@ -390,7 +267,8 @@ class Membership:
                     others[guest] = kept
                 else:
                     del others[guest]
-        self.fleet.read(hosts, others, started)
+        self.fleet.read(hosts, others, started, elsewhere)
+        self._read_for = wanted
         self._beats += 1
 
     def _check_hosts(self) -> None:

@@ -211,8 +211,10 @@ class JobRun:
         if unplaced:
             records = {h.name: h for h in self.store.hosts()}
             now = time.time()
-            for guest in unplaced:
-                rows = self.store.guest_states(guest=guest)
+            found: dict[str, list[GuestState]] = {}
+            for row in self.store.guest_states(guests=unplaced):
+                found.setdefault(row.guest, []).append(row)
+            for guest, rows in found.items():
                 if host := fleet.chosen([(r, records.get(r.host)) for r in rows], now):
                     hosts[guest] = host
         return hosts

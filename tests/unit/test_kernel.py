@@ -184,7 +184,7 @@ class _Dom:
     def name(self) -> str:
         return self._name
 
-    def ID(self) -> int:  # noqa: N802 (libvirt's name)
+    def ID(self) -> int:
         return self._id
 
 

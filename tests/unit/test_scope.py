@@ -1,5 +1,6 @@
 """In a fleet a daemon holds its own guests' policies only (and those they
-depend on): what other hosts' guests' policies cost it is counted, not timed."""
+depend on), and of other hosts' guests' states only those it looks at: what
+other hosts' guests cost it is counted, not timed."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def test_other_hosts_policies_are_neither_decoded_nor_held(tmp_path: Path) -> No
             # web's, and db's (web requires it); not mover's, which is b's.
             assert sorted(c.cache.all()) == ["db", "web"]
             decoded = c.cache.decoded
+            # Of b's guests, the daemon keeps the row of db (web depends on it) and
+            # the names of the others: no row of theirs.
+            await until(lambda: "db" in c.fleet.others)
+            assert set(c.fleet.others) == {"db"}
+            assert len(c.fleet.elsewhere) == OTHERS + 2
 
             policies = [GuestPolicy(guest=g, cpu={"weight": 200}) for g in elsewhere]
             changes.apply_policies(store, policies, actor="t")

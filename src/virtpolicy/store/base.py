@@ -296,9 +296,9 @@ class FleetRecords(Whereabouts, Protocol):
     def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
         """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
 
-    def guest_keys(self) -> set[tuple[str, str]]:
-        """(guest, host) of every published guest: :meth:`guest_states` without
-        anything to decode."""
+    def guest_keys(self, since: float | None = None) -> set[tuple[str, str]]:
+        """(guest, host) of every published guest (with ``since``, of those written
+        at or after it): :meth:`guest_states` without anything to decode."""
 
 
 class Tokens(Protocol):

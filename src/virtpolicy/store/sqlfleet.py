@@ -140,9 +140,13 @@ class Fleet:
                     ],
                 )
 
-    def guest_keys(self) -> set[tuple[str, str]]:
+    def guest_keys(self, since: float | None = None) -> set[tuple[str, str]]:
+        query = select(guest_states.c.guest, guest_states.c.host)
         with self._read() as conn:
-            rows = conn.execute(select(guest_states.c.guest, guest_states.c.host)).all()
+            if since is not None:
+                _, offset = self._clock(conn)
+                query = query.where(guest_states.c.updated_at >= since + offset)
+            rows = conn.execute(query).all()
         return {(r.guest, r.host) for r in rows}
 
     def guest_states(

@@ -34,8 +34,9 @@ class Fleet:
         #: guest -> host -> state, of the guests this daemon looks at (its own
         #: guests' names, what they depend on): not every other host's guest.
         self.others: dict[str, dict[str, GuestState]] = {}
-        #: The names of every guest defined on another host (read every
-        #: FULL_READ_BEATS beats): whose policies this daemon passes over.
+        #: The names of every guest defined on another host (those newly there at
+        #: each read; all of them every FULL_READ_BEATS beats, so that one gone is
+        #: let go): whose policies this daemon passes over.
         self.elsewhere: frozenset[str] = frozenset()
         self.read_at: float | None = None  # Unix time of the last good read
         self.store_ok = True

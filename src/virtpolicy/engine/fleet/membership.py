@@ -235,8 +235,9 @@ class Membership:
     def read_fleet(self, wanted: set[str]) -> None:
         """(In a thread.) The other hosts; the rows of the guests this daemon looks
         at (its own guests' names, for clashes; what they depend on), those
-        written since the last read; and every FULL_READ_BEATS beats, the names of
-        all the other hosts' guests (no rows: their statuses are read on request)."""
+        written since the last read; and the names of the other hosts' guests
+        written since (every FULL_READ_BEATS beats, of all of them): no rows of
+        theirs, whose statuses are read on request."""
         started = time.time()
         full = self.fleet.read_at is None or self._beats % FULL_READ_BEATS == 0
         since = None if full or self.fleet.read_at is None else self.fleet.read_at - SLACK_S
@@ -249,9 +250,10 @@ class Membership:
         ]
         if new:  # looked at from now on: read whole
             rows += [g for g in self.store.guest_states(guests=new) if g.host != self.name]
-        elsewhere = None
-        if full:
-            elsewhere = frozenset(g for g, h in self.store.guest_keys() if h != self.name)
+        # Every other host's guests by name: all of them at a full read; in between
+        # those written since (a guest newly there), names only.
+        named = {g for g, h in self.store.guest_keys(since) if h != self.name}
+        elsewhere = frozenset(named) if full else self.fleet.elsewhere | named
         # Copied on write: the loop reads the old mapping meanwhile. Only the guests
         # read now change, unless a host left or went (then all are looked at).
         away = {h for h in self.fleet.hosts if h not in hosts} | {

@@ -61,14 +61,15 @@ def measure(seconds: float, guests: int, sample: float, reader: bool) -> tuple[f
     with tempfile.TemporaryDirectory() as tmp:
         db, run_dir = f"{tmp}/p.db", Path(tmp) / "run"
         started(conn, names)
-        Path(f"{tmp}/p.json").write_text(
-            json.dumps([{"guest": name, "cpu": {"weight": 200}} for name in names])
-        )
-        subprocess.run(
-            [str(VIRTPOLICY), "--db", db, "apply", "-f", f"{tmp}/p.json"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        if names:
+            Path(f"{tmp}/p.json").write_text(
+                json.dumps([{"guest": name, "cpu": {"weight": 200}} for name in names])
+            )
+            subprocess.run(
+                [str(VIRTPOLICY), "--db", db, "apply", "-f", f"{tmp}/p.json"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         args = ("--connect", URI, "--no-autostart", "--sample-interval", str(sample))
         transport = httpx.HTTPTransport(uds=str(run_dir / "virtpolicy-ro.sock"))
         try:

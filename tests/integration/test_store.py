@@ -472,9 +472,9 @@ def test_a_cache_on_postgresql_reads_a_write_from_its_notification(
         reads: list[int] = []
         real = store.revisions_since
 
-        def counted(seq: int, limit: int) -> list[Revision]:
+        def counted(seq: int, limit: int, **kwargs: object) -> list[Revision]:
             reads.append(seq)
-            return real(seq, limit)
+            return real(seq, limit, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(store, "revisions_since", counted)
         SqlStore(db).write([p("web", cpu={"weight": 300})], "other process")

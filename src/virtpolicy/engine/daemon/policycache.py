@@ -285,7 +285,10 @@ async def follow(
                 if feed.wait(interval * 4 if quiet else interval, stop):
                     if not first:
                         changed_at = time.monotonic()
-                    loop.call_soon_threadsafe(moved.set)
+                    try:
+                        loop.call_soon_threadsafe(moved.set)
+                    except RuntimeError:  # the loop closed meanwhile: nobody follows
+                        break
                 first = False
         finally:
             feed.close()

@@ -4,6 +4,7 @@ real host's: cgroup v2 (Debian 12's default) and v1 (this lab's hosts)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,31 @@ def test_open_files_are_read_anew_and_let_go_when_gone(tmp_path: Path) -> None:
     assert held.read(str(path)) == b"300 7 3\n"  # opened again
     held.close()
     assert held._fds == {}
+
+
+def test_a_sampler_lets_go_of_every_file_of_a_guest_that_stopped(tmp_path: Path) -> None:
+    """Between samples a guest's files are held open; when it stops, every one of
+    them is closed (cgroup v2's swap and pressure files too). States are as
+    libvirt's events left them: no call to libvirt is made here."""
+    from virtpolicy.hypervisor.localstats import LocalSampler  # noqa: PLC0415
+
+    proc, cgroups, run = tmp_path / "proc", tmp_path / "cgroup", tmp_path / "run"
+    qemu_process(proc, 900, [901, 902], f"0::{GROUP}/emulator\n")
+    guest = cgroups / GROUP.lstrip("/")
+    guest.mkdir(parents=True)
+    (guest / "cpu.stat").write_text("usage_usec 7500000\n")
+    (guest / "memory.stat").write_text("anon 4096\nfile 8192\npgmajfault 1\n")
+    (guest / "memory.swap.current").write_text("0\n")
+    (guest / "memory.pressure").write_text("some avg10=0.00 avg60=0.00 avg300=0.00 total=5\n")
+    run.mkdir()
+    (run / "web.xml").write_text(status(900, [901, 902]))
+    sampler = LocalSampler(run, proc, cgroups)
+    sampler.domains.watched = True
+    sampler.domains.listed({"web": (3, 1)}, 0, time.monotonic())
+    sample = sampler.collect(None, 1, {"vcpu", "balloon"}, 0)  # type: ignore[arg-type]
+    assert sample.guests["web"].memory_stall_ns == 5000
+    held = set(sampler.open._fds)
+    assert {str(guest / "memory.swap.current"), str(guest / "memory.pressure")} <= held
+    sampler.domains.listed({"web": (-1, 5)}, 0, time.monotonic())
+    assert sampler.collect(None, 1, {"vcpu", "balloon"}, 0).guests["web"].cpu_ns is None  # type: ignore[arg-type]
+    assert sampler.open._fds == {}

@@ -105,6 +105,10 @@ class Files:
     pressure: str | None
     pid: int
 
+    def paths(self) -> tuple[str | None, ...]:
+        """Every file named here (what a sampler holding them open lets go of)."""
+        return (self.stat, self.cpu[1], *self.schedstat, self.memory_stat, self.swap, self.pressure)
+
 
 def files_of(threads: Threads, proc: Path = PROC, cgroups: Path = CGROUPS) -> Files:
     """Where ``threads``' guest's counters are, on this host's cgroup layout."""

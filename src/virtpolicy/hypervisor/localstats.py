@@ -107,8 +107,8 @@ class Domains:
     def event(self, dom: Any, event: int, detail: int) -> None:
         """A lifecycle event (on the loop's thread)."""
         self._version += 1
-        name, was = dom.name(), self.known.get(dom.name())
-        ev = libvirt  # the constants' module, for short
+        name = dom.name()
+        was, ev = self.known.get(name), libvirt  # the constants' module, for short
         if event == ev.VIR_DOMAIN_EVENT_STARTED:
             # An incoming migration's guest is paused until it is done.
             migrating = detail == ev.VIR_DOMAIN_EVENT_STARTED_MIGRATED
@@ -183,16 +183,15 @@ class LocalSampler:
                 fallback[name] = str(exc)
                 away.append(name)
         for key in set(self._files) - live:  # stopped, or started again
-            gone = self._files.pop(key)
-            self.open.close([gone.stat, gone.cpu[1], *gone.schedstat, gone.memory_stat])
+            self.open.close(self._files.pop(key).paths())
             self._memory.pop(key, None)
         if memory_due and "balloon" in groups:
             self._memory_at = mono
         if "balloon" in groups:
             self._ask_guests(conn, mono, nowait)
-            for name, number in ((k[0], k[1]) for k in live if k in self._memory):
-                if name not in fallback:
-                    guests[name] = self._memory[name, number].applied(guests[name])
+            for key in live & self._memory.keys():
+                if key[0] not in fallback:
+                    guests[key[0]] = self._memory[key].applied(guests[key[0]])
         guests.update(_through_libvirt(conn, away, groups, nowait))
         host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()
         return stats.Sample(mono, wall, guests, host, source="kernel", fallback=fallback)
@@ -301,9 +300,7 @@ def _through_libvirt(
 ) -> dict[str, stats.GuestCounters]:
     """The guests the kernel could not be read for, through libvirt as before:
     each on its own (one gone since the listing is left out)."""
-    flags = stats.BASE_GROUPS
-    for group in groups:
-        flags |= stats.OPTIONAL_GROUPS.get(group, 0)
+    flags = stats.flags_of(groups)
     found = {}
     for name in names:
         try:

@@ -113,6 +113,14 @@ def parse_domain_stats(name: str, stats: Mapping[str, Any]) -> GuestCounters:
     )
 
 
+def flags_of(groups: Collection[str]) -> int:
+    """The bulk call's flags for state, CPU time and the optional ``groups``."""
+    flags: int = BASE_GROUPS
+    for group in groups:
+        flags |= OPTIONAL_GROUPS.get(group, 0)
+    return flags
+
+
 def host_cpu_times(conn: libvirt.virConnect, cpus: int) -> tuple[tuple[int, int], ...]:
     """(busy, idle) nanoseconds of each host CPU; busy is kernel + user, idle
     includes iowait."""
@@ -135,12 +143,9 @@ def collect(
     with the "host" group one call per host CPU. ``nowait``: the flag that keeps a
     guest's job from holding the call (0 where the driver refuses it)."""
     wall, mono = time.time(), time.monotonic()
-    stats_flags = BASE_GROUPS
-    for group in groups:
-        stats_flags |= OPTIONAL_GROUPS.get(group, 0)
     guests = {
         (name := dom.name()): parse_domain_stats(name, stats)
-        for dom, stats in conn.getAllDomainStats(stats_flags, nowait)
+        for dom, stats in conn.getAllDomainStats(flags_of(groups), nowait)
     }
     host = host_cpu_times(conn, cpus) if HOST_GROUP in groups else ()
     return Sample(mono, wall, guests, host)

@@ -126,15 +126,14 @@ class Controller:
         """Whether ``guest``'s policy is this daemon's to hold: it is defined here,
         or on no other host (from worker threads: both are replaced, not changed,
         or are dicts read by key)."""
-        return guest in self.states or not self.fleet.is_elsewhere(guest)
+        return guest in self.states or guest not in self.fleet.elsewhere
 
     def _beat(self) -> None:
         """After each read of the fleet: let go of the policies of guests now on
         other hosts only, read those of guests now on none, take up job steps."""
         self.jobs.look()
-        elsewhere = self.fleet.elsewhere | self.fleet.others.keys()
-        left = self._elsewhere - elsewhere
-        self._elsewhere = elsewhere
+        left = self._elsewhere - self.fleet.elsewhere
+        self._elsewhere = self.fleet.elsewhere
         self.jobs.in_background(self._rescope(left))
 
     async def _rescope(self, came: Collection[str] = ()) -> None:
@@ -214,7 +213,7 @@ class Controller:
     async def every_policy(self) -> Mapping[str, GuestPolicy]:
         """Every stored policy by guest: as held when no other host has a guest,
         else read from the store (on request: not held)."""
-        if not self.fleet.elsewhere and not self.fleet.others:
+        if not self.fleet.elsewhere:
             return self.cache.all()
         stored = await asyncio.to_thread(self.store.list_policies)
         return {s.policy.guest: s.policy for s in stored}
@@ -331,7 +330,7 @@ class Controller:
                 log.warning("job %d interrupted: %s", job.id, job.detail)
             # Which guests other hosts have first: their policies are not read.
             await asyncio.to_thread(self.membership.read_fleet, self.membership.looked_at())
-            self._elsewhere = self.fleet.elsewhere | self.fleet.others.keys()
+            self._elsewhere = self.fleet.elsewhere
             await asyncio.to_thread(self.cache.refresh)
         except StoreError as exc:
             log.error("store: %s", exc)

@@ -242,7 +242,9 @@ class PolicyCache:
 
     def _needs(self, policies: Mapping[str, GuestPolicy]) -> frozenset[str]:
         """The guests that the policies in scope depend on."""
-        scope = self._scope or (lambda _: True)
+        scope = self._scope
+        if scope is None:  # holds every policy: none is needed besides
+            return frozenset()
         return frozenset(d for g, p in policies.items() if scope(g) for d, _ in p.dependencies())
 
 

@@ -56,16 +56,16 @@ class Fleet:
         hosts: dict[str, HostRecord],
         others: dict[str, dict[str, GuestState]],
         at: float,
-        elsewhere: frozenset[str] | None = None,
+        elsewhere: frozenset[str],
     ) -> None:
         """The fleet as read (from a thread: each replaced whole, as the loop reads)."""
         self.hosts, self.others, self.read_at = hosts, others, at
-        if elsewhere is not None:
-            self.elsewhere = elsewhere
+        self.elsewhere = elsewhere | others.keys()
 
-    def is_elsewhere(self, guest: str) -> bool:
-        """Whether ``guest`` is defined on another host, as last read."""
-        return guest in self.elsewhere or guest in self.others
+    def seen(self, rows: Iterable[GuestState]) -> None:
+        """Rows of other hosts' guests read besides the fleet's reads (from a thread)."""
+        others = merged(self.others, rows)
+        self.others, self.elsewhere = others, self.elsewhere | others.keys()
 
     def store_failed(self, exc: Exception) -> None:
         """The store did not answer (said once, until it answers again)."""
@@ -85,7 +85,7 @@ class Fleet:
         """What this daemon knows of the fleet, for ``GET /v1/host``."""
         return {
             "hosts": sorted(self.hosts),
-            "guests": len(self.elsewhere | self.others.keys()),
+            "guests": len(self.elsewhere),
             "store": "ok" if self.store_ok else "unreachable",
             "read_at": self.read_at,
         }
@@ -183,3 +183,14 @@ class Fleet:
             return None if not self.registered else float("inf")
         age = now - self.read_at
         return age if age > 3 * self.heartbeat else None
+
+
+def merged(
+    others: dict[str, dict[str, GuestState]], rows: Iterable[GuestState]
+) -> dict[str, dict[str, GuestState]]:
+    """``others`` (guest -> host -> row) with ``rows`` in it: a new mapping, and a
+    new inner one for each guest read (the old ones may be read meanwhile)."""
+    found = dict(others)
+    for g in rows:
+        found[g.guest] = {**found.get(g.guest, {}), g.host: g}
+    return found

@@ -26,7 +26,7 @@ from typing import Any
 
 from virtpolicy import __version__
 from virtpolicy.clock import now as _now
-from virtpolicy.engine.fleet.known import Fleet
+from virtpolicy.engine.fleet.known import Fleet, merged
 from virtpolicy.errors import HypervisorError, StoreError
 from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.hypervisor.native import GuestInfo
@@ -222,11 +222,7 @@ class Membership:
     def read_guests(self, guests: list[str]) -> None:
         """(In a thread.) The rows of ``guests`` on other hosts, now, added to what
         the fleet's last read kept."""
-        rows = [g for g in self.store.guest_states(guests=guests) if g.host != self.name]
-        others = dict(self.fleet.others)
-        for g in rows:
-            others[g.guest] = {**others.get(g.guest, {}), g.host: g}
-        self.fleet.others = others
+        self.fleet.seen(g for g in self.store.guest_states(guests=guests) if g.host != self.name)
 
     def looked_at(self) -> set[str]:
         """(On the loop.) The guests whose rows a read of the fleet keeps."""
@@ -259,9 +255,8 @@ class Membership:
         away = {h for h in self.fleet.hosts if h not in hosts} | {
             n for n, h in hosts.items() if h.state == "left"
         }
-        others = {} if full else {g: v for g, v in self.fleet.others.items() if g in wanted}
-        for g in rows:
-            others[g.guest] = {**others.get(g.guest, {}), g.host: g}
+        still = {} if full else {g: v for g, v in self.fleet.others.items() if g in wanted}
+        others = merged(still, rows)
         for guest in list(others) if away else []:  # a host that left took its guests
             kept = {h: g for h, g in others[guest].items() if h not in away}
             if len(kept) != len(others[guest]):

@@ -172,14 +172,14 @@ def test_shutdown_within_its_timeout_and_escalation_only_when_asked(
     eventually(lambda: agent_answers(good), timeout=120)
     eventually(lambda: "virtpolicy lab guest up" in console_log(deaf), timeout=120)
     run("policy", "set", good, "--stop-action", "shutdown", "--stop-timeout", "60")
-    run("policy", "set", deaf, "--stop-action", "shutdown", "--stop-timeout", "5")
+    run("policy", "set", deaf, "--stop-action", "shutdown", "--stop-timeout", "2")
     stopped = run("stop", good, "--connect", qemu_uri, "-o", "json")
     assert results(stopped.stdout)[good]["result"] == "stopped"
     refused = run("stop", deaf, "--connect", qemu_uri, "-o", "json")
     assert refused.exit_code == 1
-    assert "did not shut down within 5 s" in str(results(refused.stdout)[deaf]["detail"])
+    assert "did not shut down within 2 s" in str(results(refused.stdout)[deaf]["detail"])
     assert virsh("domstate", deaf).strip() == "running"
-    escalate = {"guest": deaf, "stop": {"action": "shutdown", "timeout": 5, "escalate": True}}
+    escalate = {"guest": deaf, "stop": {"action": "shutdown", "timeout": 2, "escalate": True}}
     assert run("apply", "-f", "-", input=json.dumps(escalate)).exit_code == 0
     forced = run("stop", deaf, "--connect", qemu_uri, "-o", "json")
     assert results(forced.stdout)[deaf]["result"] == "destroyed after shutdown timed out"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -22,7 +23,7 @@ from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
 from virtpolicy.engine.daemon.policycache import PolicyCache
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
-from virtpolicy.store import Delete, Put, SqlStore
+from virtpolicy.store import Delete, Put, SqlStore, sqlengine
 from virtpolicy.store.base import GuestState, HostRecord, Revision
 from virtpolicy.store.feed import CHANNEL, DirectoryFeed, PostgresFeed, channel
 from virtpolicy.store.schema import SCHEMA_REVISION
@@ -594,6 +595,29 @@ def test_processes_starting_at_once_on_a_new_store_all_open_it(db: str) -> None:
     assert [p.returncode for p in procs] == [0] * 6, [err for _, err in answers]
     assert [out.strip() for out, _ in answers] == ["0"] * 6
     SqlStore(db).close()
+
+
+def test_a_new_sqlite_store_waits_for_another_process_migrating_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the write lock of a new store (as while it migrates
+    the schema) for longer than a write waits: opening the store waits for it
+    and migrates after, instead of failing as busy (six CLIs starting at once on
+    a loaded host once failed so)."""
+    monkeypatch.setattr(sqlengine, "BUSY_TIMEOUT_MS", 100)  # a write's patience
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    let_go = threading.Timer(1.0, lambda: holder.execute("COMMIT"))
+    let_go.start()
+    try:
+        store = SqlStore(str(path))
+        assert store.global_revision() == 0
+        store.close()
+    finally:
+        let_go.join()
+        holder.close()
 
 
 def test_a_host_whose_clock_lags_is_neither_lost_nor_missed(

@@ -4,6 +4,8 @@ many processes open a new store at the same time."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 from sqlalchemy.engine import URL
@@ -11,6 +13,7 @@ from sqlalchemy.engine import URL
 from virtpolicy import __version__
 from virtpolicy.errors import StoreError
 from virtpolicy.store.schema import SCHEMA_REVISION
+from virtpolicy.store.sqlengine import BUSY_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ def migrate(engine: Engine, url: URL) -> None:
 
     config = Config()
     config.set_main_option("script_location", "virtpolicy.store:migrations")
-    with engine.connect() as plain:
+    with engine.connect() as plain, _patient(plain, url):
         sqlite = url.get_backend_name() == "sqlite"
         conn = plain.execution_options(virtpolicy_write=True) if sqlite else plain
         with conn.begin():
@@ -55,6 +58,25 @@ def migrate(engine: Engine, url: URL) -> None:
 
 #: The advisory lock key the schema's migration holds on PostgreSQL ("vpol").
 _MIGRATION_LOCK = 0x76706F6C
+#: How long a process waits on SQLite for another's migration: a migration
+#: loads its scripts under the lock, which takes seconds on a loaded host.
+_MIGRATION_WAIT_MS = 60_000
+
+
+@contextmanager
+def _patient(conn: Connection, url: URL) -> Iterator[None]:
+    """On SQLite, ``conn`` waits for the write lock as long as a migration may
+    hold it (not the few seconds a write waits), then as before."""
+    if url.get_backend_name() != "sqlite":
+        yield
+        return
+    driver = conn.connection.driver_connection  # outside any transaction
+    assert driver is not None
+    driver.execute(f"PRAGMA busy_timeout={_MIGRATION_WAIT_MS}")
+    try:
+        yield
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _fits(conn: Connection, current: str | None, url: URL) -> bool:

@@ -22,7 +22,7 @@ T = TypeVar("T")
 _CHUNK = 500
 #: How long a write waits for another writer; well under the hook's patience
 #: (20 s), though admission never waits for the store at all.
-_BUSY_TIMEOUT_MS = 5_000
+BUSY_TIMEOUT_MS = 5_000
 
 
 def to_url(db: str) -> URL:
@@ -52,7 +52,7 @@ def tune_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -71,7 +71,7 @@ def db_errors(url: URL) -> Iterator[None]:
         if "locked" in str(cause) or "busy" in str(cause):
             raise StoreBusyError(
                 f"store busy: another process has held {masked(url)} for writing "
-                f"over {_BUSY_TIMEOUT_MS // 1000} s; try again"
+                f"over {BUSY_TIMEOUT_MS // 1000} s; try again"
             ) from exc
         # The server is down, restarting or unreachable: try again later.
         raise StoreUnavailableError(f"store {masked(url)}: {first_line(cause)}") from exc

@@ -38,6 +38,7 @@ from lab_daemon import serve
 
 URI = "qemu:///system"
 VIRTPOLICY = Path(sys.executable).parent / "virtpolicy"
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
 TICK = os.sysconf("SC_CLK_TCK")
 XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>2</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='network'/></os>
@@ -54,8 +55,12 @@ def libvirtd_pid() -> int:
     return int(out.stdout.split()[0])
 
 
-def measure(seconds: float, guests: int, sample: float, reader: bool) -> tuple[float, float, int]:
-    """(daemon CPU s, libvirtd CPU s, samples taken) over ``seconds``."""
+def measure(
+    seconds: float, guests: int, sample: float, reader: bool, profile: Path | None = None
+) -> tuple[float, float, int]:
+    """(daemon CPU s, libvirtd CPU s, samples taken) over ``seconds``; with ``profile``,
+    py-spy's samples of the daemon over the same time written there (collapsed
+    stacks, on-CPU only; py-spy reads the daemon from outside, without stopping it)."""
     conn = libvirt.open(URI)
     names = [f"vp-bench-cost{i}" for i in range(guests)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,12 +89,20 @@ def measure(seconds: float, guests: int, sample: float, reader: bool) -> tuple[f
                 lv = libvirtd_pid()
                 d0, l0, t0 = cpu_seconds(daemon.pid), cpu_seconds(lv), time.monotonic()
                 next_read = t0
+                spy_args = ["-r", "250", "-f", "raw", "-o", str(profile), "-d", str(int(seconds))]
+                spy = profile and subprocess.Popen(
+                    [PY_SPY, "record", "--nonblocking", *spy_args, "-p", str(daemon.pid)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 while time.monotonic() - t0 < seconds:
                     if reader and time.monotonic() >= next_read:
                         api.get("/v1/stats/guests")
                         next_read += 15
                     time.sleep(0.5)
                 d1, l1 = cpu_seconds(daemon.pid), cpu_seconds(lv)
+                if spy:
+                    spy.wait()
                 taken = api.get("/v1/host").json()["samples"] - before
             return d1 - d0, l1 - l0, taken
         finally:
@@ -152,6 +165,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["idle", "sampling"])
     parser.add_argument("--interval", type=float, default=5, help="sample interval (s)")
     parser.add_argument("--no-reader", action="store_true", help="only without a reader")
+    parser.add_argument("--only-reader", action="store_true", help="only with a reader")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the daemon into this folder (figures then skewed)"
+    )
     parser.add_argument(
         "--no-alone", action="store_true", help="skip libvirtd with the guests and no daemon"
     )
@@ -171,8 +188,11 @@ def main() -> None:
                     f"run {n} libvirtd with the {args.guests} guests and no daemon: {alone:.3f} s",
                     flush=True,
                 )
-            for reader in (False,) if args.no_reader else (False, True):
-                d, lv, taken = measure(args.seconds, args.guests, args.interval, reader=reader)
+            readers = (False,) if args.no_reader else (True,) if args.only_reader else (False, True)
+            for reader in readers:
+                label = "reader" if reader else "default"
+                spy = args.profile and args.profile / f"run{n}-{label}.txt"
+                d, lv, taken = measure(args.seconds, args.guests, args.interval, reader, spy)
                 per = (d + lv) / max(1, taken * args.guests) * 1e6
                 print(
                     f"run {n} sampling {args.guests} guests every {args.interval:g} s"

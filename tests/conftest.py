@@ -197,7 +197,7 @@ GUEST_XML = """<domain type='qemu'>
   <memory unit='MiB'>64</memory>
   <vcpu>{vcpus}</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='{boot}'/></os>
-  <devices><console type='pty'/>{disk}</devices>
+  <devices><console type='pty'/>{disk}{balloon}</devices>
 </domain>"""
 DISK_XML = """<disk type='file' device='disk'><driver name='qemu' type='raw'/>
   <source file='{path}'/><target dev='hda' bus='ide'/></disk>"""
@@ -396,8 +396,11 @@ def make_guest(qemu_uri: str, guest_hooks: GuestHooks) -> Iterator[Callable[[str
 
     images = Path(tempfile.mkdtemp(prefix="vp-test-images-"))
 
-    def define(suffix: str, *, vcpus: int = 2, boot: bytes | None = None) -> str:
-        """A guest ``vp-test-SUFFIX``; with ``boot``, it boots that code from a disk."""
+    def define(
+        suffix: str, *, vcpus: int = 2, boot: bytes | None = None, balloon: bool = True
+    ) -> str:
+        """A guest ``vp-test-SUFFIX``; with ``boot``, it boots that code from a disk;
+        without ``balloon``, it has no balloon device (else libvirt's default one)."""
         name = f"vp-test-{suffix}"
         remove_guest(name)
         disk = ""
@@ -406,7 +409,13 @@ def make_guest(qemu_uri: str, guest_hooks: GuestHooks) -> Iterator[Callable[[str
             sector = boot.ljust(510, b"\0") + b"\x55\xaa"
             image.write_bytes(sector.ljust(1024 * 1024, b"\0"))
             disk = DISK_XML.format(path=image)
-        xml = GUEST_XML.format(name=name, vcpus=vcpus, boot="hd" if boot else "network", disk=disk)
+        xml = GUEST_XML.format(
+            name=name,
+            vcpus=vcpus,
+            boot="hd" if boot else "network",
+            disk=disk,
+            balloon="" if balloon else "<memballoon model='none'/>",
+        )
         with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
             f.write(xml)
             f.flush()

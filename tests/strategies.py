@@ -143,7 +143,13 @@ NAME_TEXT = st.one_of(
     st.text(st.characters(codec="utf-8"), min_size=1, max_size=20),
 )
 LABEL_KEY_TEXT = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,8}", fullmatch=True)
+SIZE_TEXT = st.one_of(
+    st.builds(lambda n, u: f"{n}{u}", st.integers(1, 4096), st.sampled_from("MGmg")),
+    st.sampled_from(["1.5G", "512MiB", " 2 G ", "1024", "1GB", "0M", "65T", "1.0000001G", "1K"]),
+)
 _TEXT_BY_FIELD: dict[str, st.SearchStrategy[Any]] = {
+    "floor": SIZE_TEXT,
+    "soft_limit": SIZE_TEXT,
     "vcpus": st.one_of(CPUSET_TEXT, st.just("auto")),
     "allowed": CPUSET_TEXT,
     "emulatorpin": CPUSET_TEXT,
@@ -197,6 +203,15 @@ def _for_annotation(  # noqa: PLR0912  (one case per kind of annotation)
         if name == "numa":
             return st.one_of(
                 model_documents(annotation, only=("memory",), given={"nodes": 2}),
+                model_documents(annotation),
+            )
+        if name == "memory":
+            return st.one_of(
+                model_documents(
+                    annotation,
+                    only=("weight", "free_page_reporting", "soft_limit"),
+                    given={"balloon": "auto", "floor": "1G"},
+                ),
                 model_documents(annotation),
             )
         return model_documents(annotation)

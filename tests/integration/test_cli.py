@@ -530,6 +530,11 @@ FIELD_ARGS: dict[str, list[str]] = {
     "cpu.topology": ["--placement", "dedicated", "--topology", "match"],
     "numa.nodes": ["--numa-nodes", "2"],
     "numa.memory": ["--numa-nodes", "2", "--numa-memory", "strict"],
+    "memory.balloon": ["--memory-balloon", "auto", "--memory-floor", "1G"],
+    "memory.floor": ["--memory-floor", "1G"],
+    "memory.weight": ["--memory-weight", "200"],
+    "memory.free_page_reporting": ["--free-page-reporting"],
+    "memory.soft_limit": ["--memory-soft-limit", "1536M"],
     "requires": ["--requires", "db@tcp:db:5432"],
     "wants": ["--wants", "db"],
     "start.autostart": ["--autostart"],
@@ -612,6 +617,6 @@ def test_policy_set_choices_are_the_models() -> None:
             path = next(p for p, args in FIELD_ARGS.items() if flag in args)
             assert set(param.type.choices) == literal(path), flag
             checked += 1
-    assert (
-        checked == 7
-    )  # stop.action, stop.on_dependency_stop, cpu.placement, threads, emulator, topology, numa.memory
+    # stop.action, stop.on_dependency_stop, cpu.placement, threads, emulator,
+    # topology, numa.memory, memory.balloon
+    assert checked == 8

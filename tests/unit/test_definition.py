@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from virtpolicy.hypervisor.definition import cpu_topology, with_cpu_topology
+from virtpolicy.hypervisor.definition import (
+    cpu_topology,
+    free_page_reporting,
+    with_cpu_topology,
+    with_free_page_reporting,
+)
 
 DOMAIN = """<domain type='kvm'>
   <name>web</name>
@@ -41,3 +46,27 @@ def test_a_domain_without_cpu_gets_one() -> None:
     bare = "<domain type='kvm'><name>x</name><vcpu>2</vcpu></domain>"
     assert cpu_topology(with_cpu_topology(bare, (1, 1, 2))) == (1, 1, 2)
     assert cpu_topology("<domain><cpu><topology sockets='x'/></cpu></domain>") is None
+
+
+def test_free_page_reporting_is_set_on_the_balloon_and_everything_else_kept() -> None:
+    with_balloon = DOMAIN.replace(
+        "</domain>",
+        "<devices><memballoon model='virtio'><stats period='5'/></memballoon></devices></domain>",
+    )
+    assert free_page_reporting(with_balloon) is False
+    out = with_free_page_reporting(with_balloon, True)
+    assert out is not None
+    assert free_page_reporting(out) is True
+    root = ET.fromstring(out)
+    assert root.find("devices/memballoon/stats").get("period") == "5"  # type: ignore[union-attr]
+    assert "<other:note" in out
+    off = with_free_page_reporting(out, False)
+    assert off is not None
+    assert free_page_reporting(off) is False
+
+
+def test_a_guest_without_a_balloon_has_no_free_page_reporting_to_set() -> None:
+    none = DOMAIN.replace("</domain>", "<devices><memballoon model='none'/></devices></domain>")
+    for xml in (DOMAIN, none):
+        assert free_page_reporting(xml) is None
+        assert with_free_page_reporting(xml, True) is None

@@ -270,3 +270,22 @@ def test_cpu_topology_match_follows_the_placement() -> None:
     )
     assert Field("topology").shown(desired.tuning.topology) == "1 sockets, 1 cores, 2 threads"
     assert desired.problems == ()
+
+
+def test_the_soft_limit_and_free_page_reporting_are_managed_as_the_policy_says() -> None:
+    """memory.soft_limit is libvirt's soft_limit in KiB, lifted (unlimited) when
+    the policy drops it; free page reporting is managed only where the policy
+    says on or off."""
+    policy = parse_policy(
+        {"guest": "g", "memory": {"soft_limit": "1536M", "free_page_reporting": True}}
+    )
+    desired = desired_tuning(policy, HOST, vcpus=2).tuning
+    assert desired == Tuning(memtune={"soft_limit": 1536 * 1024}, free_page_reporting=True)
+    lifted = desired_tuning(parse_policy({"guest": "g"}), HOST, vcpus=2, previous=policy).tuning
+    assert lifted == Tuning(memtune={"soft_limit": native.UNLIMITED_KIB})
+    found = drift(lifted, Tuning(memtune={"soft_limit": 1536 * 1024}, free_page_reporting=True))
+    assert shown(found) == {"soft_limit": (1572864, "unlimited")}
+    off = Tuning(free_page_reporting=False)
+    assert shown(drift(desired.only([Field("memballoon")]), off)) == {
+        "free_page_reporting": ("off", "on")
+    }

@@ -84,6 +84,21 @@ def policy() -> None:
     type=click.Choice(["strict", "preferred", "interleave"]),
     help="With --numa-nodes: bind the memory to those nodes.",
 )
+@click.option(
+    "--memory-balloon",
+    type=click.Choice(["off", "auto"]),
+    help="auto: the memory tuner moves the balloon between the floor and the defined memory.",
+)
+@click.option("--memory-floor", metavar="SIZE", help="Never below this (512M, 1G, ...).")
+@click.option(
+    "--memory-weight", type=Whole(), help="Share of host memory under pressure, 1-10000 (100)."
+)
+@click.option(
+    "--free-page-reporting/--no-free-page-reporting",
+    default=None,
+    help="Return freed guest pages to the host (in the definition: next start).",
+)
+@click.option("--memory-soft-limit", metavar="SIZE", help="The memtune soft limit.")
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="Set a label.")
 @click.option(
     "--clear",
@@ -118,6 +133,11 @@ def policy_set(
     topology: str | None,
     numa_nodes: int | None,
     numa_memory: str | None,
+    memory_balloon: str | None,
+    memory_floor: str | None,
+    memory_weight: int | None,
+    free_page_reporting: bool | None,
+    memory_soft_limit: str | None,
     label: tuple[str, ...],
     clear: tuple[str, ...],
     if_revision: int | None,
@@ -146,6 +166,13 @@ def policy_set(
     given = {
         "cpu": cpu,
         "numa": {"nodes": numa_nodes, "memory": numa_memory},
+        "memory": {
+            "balloon": memory_balloon,
+            "floor": memory_floor,
+            "weight": memory_weight,
+            "free_page_reporting": free_page_reporting,
+            "soft_limit": memory_soft_limit,
+        },
         "start": {"autostart": autostart, "delay": start_delay},
         "stop": {
             "timeout": stop_timeout,

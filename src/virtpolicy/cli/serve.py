@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import logging
 import signal
 
@@ -215,6 +217,9 @@ def serve(
     )
     if settings.listen:
         log.info("API on https://%s (bearer tokens)", settings.listen)
+    if not os.environ.get("VP_NOFREEZE"):
+        gc.collect()
+        gc.freeze()
     aio.run(_run(controller, apis), workers=aio.WORKER_THREADS)
     store.close()
 

@@ -31,7 +31,7 @@ from virtpolicy.errors import (
     HypervisorError,
     UnsupportedError,
 )
-from virtpolicy.hypervisor import mirror, stats
+from virtpolicy.hypervisor import memtune, mirror, stats
 from virtpolicy.hypervisor.capabilities import host_topology, scheduler_of
 from virtpolicy.hypervisor.codes import (
     ACTIVE,
@@ -232,11 +232,13 @@ class LibvirtConnection:
         running: bool | None = None,
         *,
         definition: bool = False,
+        memory: bool = False,
         persistent: bool = True,
     ) -> Tuning:
         """The tuning in effect: live for a running guest, else the definition;
         with ``definition``, the <numatune> and <cpu><topology> of the definition
-        (of a transient guest, live)."""
+        (of a transient guest, live); with ``memory``, the soft limit and the
+        balloon's free page reporting."""
         if running is None:  # a caller that knows says so, saving a lookup
             running = self.guest(name).running
         with self.translating(name, "read tuning"):
@@ -245,9 +247,17 @@ class LibvirtConnection:
             if definition:
                 numatune = numatune_of(dom.numaParameters(CONFIG if persistent else LIVE))
                 shape = cpu_topology(dom.XMLDesc(INACTIVE if persistent else 0))
+            memtune_, reporting = (
+                memtune.read(dom, running=running, persistent=persistent) if memory else ({}, None)
+            )
             flags = LIVE if running else CONFIG
             if not running and self.caps.pin_config is False:
-                return Tuning(numatune=numatune, topology=shape)
+                return Tuning(
+                    numatune=numatune,
+                    topology=shape,
+                    memtune=memtune_,
+                    free_page_reporting=reporting,
+                )
             pins = call_flags(dom.vcpuPinInfo, flags)
             emulator = call_flags(dom.emulatorPinInfo, flags)
             sched = self.caps.sched(dom, flags)
@@ -257,6 +267,8 @@ class LibvirtConnection:
             sched={k: int(v) for k, v in sched.items()},
             numatune=numatune,
             topology=shape,
+            memtune=memtune_,
+            free_page_reporting=reporting,
         )
 
     # -- changing tuning ------------------------------------------------------
@@ -291,6 +303,9 @@ class LibvirtConnection:
             if tuning.topology is not None and persistent:  # seen from the next start
                 xml = dom.XMLDesc(INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
                 self.conn.defineXML(with_cpu_topology(xml, tuning.topology))
+            problems += memtune.write(
+                self.conn, dom, dict(tuning.memtune), tuning.free_page_reporting, **where
+            )
         return problems
 
     # -- live changes of tuners -----------------------------------------

@@ -302,13 +302,17 @@ def read_counters(
     vcpus: bool = True,
     rss: bool = True,
     memory: Memory | None = None,
+    balloon: Balloon | None = None,
+    view: tuple[int | None, int | None] = (None, None),
     read: Reader | None = None,
 ) -> GuestCounters:
     """One guest's counters from the kernel: its CPU time; each vCPU's with
     ``vcpus``; its resident memory with ``rss``; ``memory``, its cgroup's memory
-    figures as last read (:func:`read_memory`, on a cadence of its own). ``read``:
-    how a file is read (:meth:`OpenFiles.read` holds them open). NotLocal when
-    its process is gone (it stopped between the listing and now)."""
+    figures as last read (:func:`read_memory`, on a cadence of its own), and as
+    last known, the ``balloon`` and the guest's own ``view`` of its memory
+    (available, unused), both from libvirt. ``read``: how a file is read
+    (:meth:`OpenFiles.read` holds them open). NotLocal when its process is gone
+    (it stopped between the listing and now)."""
     gone = NotLocal(f"process {files.pid} is gone")
     read = read or _raw
     kind, path = files.cpu
@@ -335,9 +339,11 @@ def read_counters(
         state=state,
         cpu_ns=cpu_ns,
         vcpus=tuple(found),
-        memory_kib=None,  # the balloon's: QEMU's, asked of libvirt on its own cadence
+        memory_kib=balloon.current_kib if balloon else None,
         rss_kib=int(fields[21]) * PAGE // 1024 if rss else None,  # field 24 of stat
-        memory_max_kib=None,
+        memory_max_kib=balloon.maximum_kib if balloon else None,
+        available_kib=view[0],
+        unused_kib=view[1],
         anon_kib=memory.anon_kib if memory else None,
         file_kib=memory.file_kib if memory else None,
         swap_kib=memory.swap_kib if memory else None,

@@ -167,6 +167,8 @@ class LocalSampler:
         # The cgroup's memory figures move slowly and cost the most to read:
         # read on the balloon's cadence, and kept in between.
         memory_due = mono - self._memory_at >= BALLOON_S
+        if "balloon" in groups:  # for the guests read before: a new one's next time
+            self._ask_guests(conn, mono, nowait)
         guests: dict[str, stats.GuestCounters] = {}
         fallback: dict[str, str] = {}
         away: list[str] = []
@@ -187,11 +189,6 @@ class LocalSampler:
             self._memory.pop(key, None)
         if memory_due and "balloon" in groups:
             self._memory_at = mono
-        if "balloon" in groups:
-            self._ask_guests(conn, mono, nowait)
-            for key in live & self._memory.keys():
-                if key[0] not in fallback:
-                    guests[key[0]] = self._memory[key].applied(guests[key[0]])
         guests.update(_through_libvirt(conn, away, groups, nowait))
         host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()
         return stats.Sample(mono, wall, guests, host, source="kernel", fallback=fallback)
@@ -208,18 +205,22 @@ class LocalSampler:
             self.cgroups,
         )
         self._files[key] = files
-        memory = None
-        if "balloon" in groups:
-            if memory_due or key not in self._memory:
-                self._memory[key] = self._memory_of(name, files, self._memory.get(key))
-            memory = self._memory[key]
+        if "balloon" not in groups:
+            return read_counters(
+                name, state, files, vcpus="vcpu" in groups, rss=False, read=self.open.read
+            )
+        memory = self._memory.get(key)
+        if memory is None or memory_due:
+            memory = self._memory[key] = self._memory_of(name, files, memory)
+        view = memory.view
         return read_counters(
             name,
             state,
             files,
             vcpus="vcpu" in groups,
-            rss="balloon" in groups,
-            memory=memory.cgroup if memory else None,
+            memory=memory.cgroup,
+            balloon=memory.balloon[1] if memory.balloon else None,
+            view=(view.available_kib, view.unused_kib) if view else (None, None),
             read=self.open.read,
         )
 
@@ -283,16 +284,6 @@ class _Memory:
     cgroup: Memory | None
     balloon: tuple[int, Balloon] | None
     view: _View | None
-
-    def applied(self, counters: stats.GuestCounters) -> stats.GuestCounters:
-        balloon = self.balloon[1] if self.balloon else None
-        return dataclasses.replace(
-            counters,
-            memory_kib=balloon.current_kib if balloon else None,
-            memory_max_kib=balloon.maximum_kib if balloon else None,
-            available_kib=self.view.available_kib if self.view else None,
-            unused_kib=self.view.unused_kib if self.view else None,
-        )
 
 
 def _through_libvirt(

@@ -25,6 +25,10 @@ from virtpolicy.policy.model import AUTO, GuestPolicy
 from virtpolicy.policy.placement import Placed
 from virtpolicy.policy.topology import Topology
 
+#: libvirt's name of the soft limit, and its "no limit" (KiB).
+SOFT_LIMIT = "soft_limit"
+UNLIMITED_KIB = 9007199254740991
+
 #: How a driver and host express CPU weight and cap.
 Scheduler = Literal["cgroup1", "cgroup2", "xen", "none"]
 
@@ -72,14 +76,17 @@ class GuestInfo:
     autostart: bool = False
 
 
-FieldKind = Literal["vcpupin", "emulatorpin", "sched", "numatune", "topology"]
+FieldKind = Literal[
+    "vcpupin", "emulatorpin", "sched", "numatune", "topology", "memtune", "memballoon"
+]
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Field:
     """One field of a guest's tuning that libvirt holds: a vCPU's pinning
     (``vcpu``), the emulator's, a scheduler parameter (``name``), the memory's
-    NUMA binding, or the CPU topology the guest sees."""
+    NUMA binding, the CPU topology the guest sees, a memory parameter
+    (``memtune``, ``name``: ``soft_limit``) or the balloon's free page reporting."""
 
     kind: FieldKind
     vcpu: int = -1
@@ -90,10 +97,17 @@ class Field:
         ``emulatorpin``, ``cpu_shares``, ``numatune``, ``topology``."""
         if self.kind == "vcpupin":
             return f"vcpupin.{self.vcpu}"
-        return self.name if self.kind == "sched" else self.kind
+        if self.kind == "memballoon":
+            return "free_page_reporting"
+        return self.name if self.kind in ("sched", "memtune") else self.kind
 
     def shown(self, value: object) -> Value:
-        """A value of this field as it is shown: a cpuset in libvirt's syntax."""
+        """A value of this field as it is shown: a cpuset in libvirt's syntax; a
+        soft limit in KiB, or unlimited; free page reporting on or off."""
+        if self.kind == "memballoon" and isinstance(value, bool):
+            return "on" if value else "off"
+        if self.kind == "memtune" and value == UNLIMITED_KIB:
+            return "unlimited"
         if value is None or isinstance(value, int | str):
             return value
         if self.kind in ("vcpupin", "emulatorpin") and isinstance(value, frozenset):
@@ -120,6 +134,10 @@ class Tuning:
     numatune: tuple[str, frozenset[int]] | None = None
     #: <cpu><topology> in the definition: (sockets, cores, threads).
     topology: tuple[int, int, int] | None = None
+    #: <memtune>: the soft limit in KiB (``soft_limit``).
+    memtune: Mapping[str, int] = field(default_factory=dict)
+    #: <memballoon freePageReporting> in the definition.
+    free_page_reporting: bool | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The API's form: ``{"vcpupin": {"0": "2-3"}, "emulatorpin": "0-1" or None,
@@ -130,6 +148,8 @@ class Tuning:
             "sched": dict(sorted(self.sched.items())),
             "numatune": self._numatune_text(),
             "topology": _shape_text(self.topology),
+            "memtune": dict(sorted(self.memtune.items())),
+            "free_page_reporting": self.free_page_reporting,
         }
 
     def _numatune_text(self) -> str | None:
@@ -145,6 +165,9 @@ class Tuning:
             out[Field("numatune")] = self.numatune
         if self.topology is not None:
             out[Field("topology")] = self.topology
+        out.update((Field("memtune", name=k), v) for k, v in self.memtune.items())
+        if self.free_page_reporting is not None:
+            out[Field("memballoon")] = self.free_page_reporting
         return out
 
     def only(self, wanted: Iterable[Field]) -> Tuning:
@@ -156,6 +179,8 @@ class Tuning:
             sched={k: v for k, v in self.sched.items() if Field("sched", name=k) in keep},
             numatune=self.numatune if Field("numatune") in keep else None,
             topology=self.topology if Field("topology") in keep else None,
+            memtune={k: v for k, v in self.memtune.items() if Field("memtune", name=k) in keep},
+            free_page_reporting=(self.free_page_reporting if Field("memballoon") in keep else None),
         )
 
 
@@ -233,8 +258,16 @@ def desired_tuning(
         numatune = (policy.numa.memory or "strict", frozenset(placed.nodes))
     if placed is not None and policy.cpu.topology == "match" and node.layout is not None:
         shape = guest_shape(node.layout, placed)
+    memory, before = policy.memory, previous.memory if previous else None
+    memtune = {}
+    if memory.soft_limit_kib is not None:
+        memtune[SOFT_LIMIT] = memory.soft_limit_kib
+    elif before is not None and before.soft_limit is not None:
+        memtune[SOFT_LIMIT] = UNLIMITED_KIB  # removed from the policy: lifted
     # One bad cpuset shared by several vCPUs is one problem.
-    tuning = Tuning(vcpupin, emulatorpin, sched, numatune, shape)
+    tuning = Tuning(
+        vcpupin, emulatorpin, sched, numatune, shape, memtune, memory.free_page_reporting
+    )
     return Desired(tuning, tuple(dict.fromkeys(problems)))
 
 

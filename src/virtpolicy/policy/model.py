@@ -30,6 +30,7 @@ from virtpolicy import loopguard
 from virtpolicy.errors import PolicyError
 from virtpolicy.policy.condition import normalize_condition
 from virtpolicy.policy.cpuset import MAX_CPUS, CpuSet
+from virtpolicy.policy.memory import MemoryPolicy
 from virtpolicy.policy.numbers import ascii_int
 from virtpolicy.policy.text import bad_text, not_text, printable, quoted
 
@@ -261,6 +262,7 @@ class GuestPolicy(_Model):
     guest: GuestName
     cpu: CpuPolicy = CpuPolicy()
     numa: NumaPolicy = NumaPolicy()
+    memory: MemoryPolicy = MemoryPolicy()
     # Lists in documents; tuples here so that a policy stays immutable.
     requires: Annotated[tuple[Dependency, ...], Field(strict=False)] = ()
     wants: Annotated[tuple[Dependency, ...], Field(strict=False)] = ()

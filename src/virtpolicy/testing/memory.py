@@ -35,6 +35,8 @@ class MemoryGuest:
     sched: dict[str, int] = field(default_factory=dict)
     numatune: tuple[str, frozenset[int]] | None = None
     topology: tuple[int, int, int] | None = None  # <cpu><topology>
+    memtune: dict[str, int] = field(default_factory=dict)  # the soft limit, KiB
+    free_page_reporting: bool = False
     mirror: tuple[int, GuestPolicy] | None = None
     agent: bool = True  # does its guest agent answer?
 
@@ -121,13 +123,20 @@ class MemoryHypervisor:
         running: bool | None = None,
         *,
         definition: bool = False,
+        memory: bool = False,
         persistent: bool = True,
     ) -> Tuning:
         g = self._guest("actual", name)
         with self._lock:
-            if not definition:
-                return Tuning(dict(g.vcpupin), g.emulatorpin, dict(g.sched))
-            return Tuning(dict(g.vcpupin), g.emulatorpin, dict(g.sched), g.numatune, g.topology)
+            return Tuning(
+                dict(g.vcpupin),
+                g.emulatorpin,
+                dict(g.sched),
+                g.numatune if definition else None,
+                g.topology if definition else None,
+                dict(g.memtune) if memory else {},
+                g.free_page_reporting if memory else None,
+            )
 
     def read_mirror(self, name: str, *, persistent: bool = True) -> tuple[int, GuestPolicy] | None:
         return self._guest("read_mirror", name).mirror
@@ -151,6 +160,9 @@ class MemoryHypervisor:
                 g.numatune = tuning.numatune
             if tuning.topology is not None:
                 g.topology = tuning.topology
+            g.memtune.update(tuning.memtune)
+            if tuning.free_page_reporting is not None:
+                g.free_page_reporting = tuning.free_page_reporting
         return []
 
     def place(self, name: str, vcpu: int, cpus: frozenset[int]) -> None:

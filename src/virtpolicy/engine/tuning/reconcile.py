@@ -268,10 +268,16 @@ class Reconciler:
         hv, name = self.hypervisor, info.name
         mirror, seen = self._mirror(name, info.persistent)
         policy, placed = stored.policy, self.placing.of(name)
-        # <numatune> and <cpu><topology> are read only where the policy asks for them.
-        defined = policy.numa.nodes is not None or policy.cpu.topology is not None
-        actual = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
         previous = mirror[1] if mirror else None
+        # <numatune> and <cpu><topology>, the soft limit and free page reporting
+        # are read only where the policy asks for them (or asked, for the limit).
+        defined = policy.numa.nodes is not None or policy.cpu.topology is not None
+        memory = policy.memory.soft_limit is not None or (
+            policy.memory.free_page_reporting is not None
+            or (previous is not None and previous.memory.soft_limit is not None)
+        )
+        where = {"definition": defined, "memory": memory, "persistent": info.persistent}
+        actual = hv.actual(name, info.running, **where)
         desired = desired_tuning(policy, hv.node(), info.vcpus, previous, actual, placed)
         problems = list(desired.problems)
         if info.autostart and stored.policy.start.autostart:
@@ -297,7 +303,7 @@ class Reconciler:
                 name, changes, running=info.running, persistent=info.persistent
             )
             found.append(dataclasses.replace(found[-1], problems=problems))
-            after = hv.actual(name, info.running, definition=defined, persistent=info.persistent)
+            after = hv.actual(name, info.running, **where)
             applied = {k: v for k, v in found_drift.items() if k not in drift(changes, after)}
             for what, (old, new) in shown(applied).items():
                 log.info("enforce guest=%s %s: %s -> %s", name, what, old, new)

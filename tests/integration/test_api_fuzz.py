@@ -58,7 +58,7 @@ CONFIG = schemathesis.Config.from_dict(
 
 def register_formats() -> None:
     """What the document names as formats, drawn as the server reads them: a
-    cpuset that selects a CPU, a condition of each kind."""
+    cpuset that selects a CPU, a size within bounds, a condition of each kind."""
     cpu = st.integers(0, 16383)
     span = st.tuples(cpu, st.integers(0, 64)).map(lambda p: f"{p[0]}-{min(p[0] + p[1], 16383)}")
     schemathesis.openapi.format(
@@ -66,6 +66,10 @@ def register_formats() -> None:
     )
     label = r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?"
     host = st.from_regex(rf"{label}(\.{label}){{0,2}}", fullmatch=True)
+    schemathesis.openapi.format(
+        "virtpolicy-size",
+        st.builds(lambda n, u: f"{n}{u}", st.integers(1, 1024), st.sampled_from(["M", "G", "GiB"])),
+    )
     schemathesis.openapi.format(
         "virtpolicy-condition",
         st.one_of(

@@ -47,7 +47,7 @@ def test_the_soft_limit_and_free_page_reporting_are_enforced_and_put_back(
     reconciler = Reconciler(store, hv)
     [status] = reconciler.reconcile()
     assert shown(status.applied) == {
-        "soft_limit": (None, 49152),
+        "soft_limit": ("unlimited", 49152),
         "free_page_reporting": ("off", "on"),
     }
     assert status.drift == {}
@@ -60,7 +60,7 @@ def test_the_soft_limit_and_free_page_reporting_are_enforced_and_put_back(
     assert shown(status.applied) == {"soft_limit": (65536, 49152)}
     assert memtune(guest, "--live")["soft_limit"] == "49152"
 
-    changes.set_policy(store, guest, {"memory": {"free_page_reporting": True}}, actor="t")
+    changes.set_policy(store, guest, {"memory": {"soft_limit": None}}, actor="t")
     [status] = reconciler.reconcile()
     assert shown(status.applied) == {"soft_limit": (49152, "unlimited")}
     assert memtune(guest, "--live")["soft_limit"] == "unlimited"

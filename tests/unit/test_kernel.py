@@ -326,3 +326,50 @@ def test_a_sampler_lets_go_of_every_file_of_a_guest_that_stopped(tmp_path: Path)
     sampler.domains.listed({"web": (-1, 5)}, 0, time.monotonic())
     assert sampler.collect(None, 1, {"vcpu", "balloon"}, 0).guests["web"].cpu_ns is None  # type: ignore[arg-type]
     assert sampler.open._fds == {}
+
+
+def test_the_hosts_memory_and_its_stall_come_from_procfs(tmp_path: Path) -> None:
+    from virtpolicy.hypervisor.localstats import host_memory  # noqa: PLC0415
+
+    (tmp_path / "meminfo").write_text(
+        "MemTotal:       16384000 kB\nMemFree:         1000000 kB\n"
+        "MemAvailable:    4096000 kB\nBuffers:           20000 kB\n"
+    )
+    (tmp_path / "pressure").mkdir()
+    (tmp_path / "pressure" / "memory").write_text(
+        "some avg10=12.50 avg60=3.00 avg300=1.00 total=123456\n"
+        "full avg10=2.00 avg60=0.50 avg300=0.10 total=2345\n"
+    )
+    found = host_memory(tmp_path)
+    assert found is not None
+    assert (found.total_kib, found.available_kib, found.stall) == (16384000, 4096000, 12.5)
+    assert found.used_percent == 75.0
+    (tmp_path / "pressure" / "memory").unlink()  # a kernel without PSI
+    without = host_memory(tmp_path)
+    assert without is not None
+    assert without.stall is None
+    (tmp_path / "meminfo").write_text("MemTotal: 1 kB\n")  # too old a kernel to say
+    assert host_memory(tmp_path) is None
+
+
+def test_the_guests_own_view_is_read_from_the_balloon_drivers_figures() -> None:
+    from virtpolicy.hypervisor.stats import parse_domain_stats  # noqa: PLC0415
+
+    counters = parse_domain_stats(
+        "g",
+        {
+            "state.state": 1,
+            "balloon.available": 4000,
+            "balloon.unused": 1000,
+            "balloon.usable": 2500,
+            "balloon.swap_in": 64,
+            "balloon.major_fault": 7,
+        },
+    )
+    assert (
+        counters.available_kib,
+        counters.unused_kib,
+        counters.usable_kib,
+        counters.guest_swap_in_kib,
+        counters.guest_major_faults,
+    ) == (4000, 1000, 2500, 64, 7)

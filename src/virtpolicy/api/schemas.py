@@ -102,6 +102,12 @@ VCPU_KEY = {
 #: A revision's ETag in If-Match (``"3"``, ``W/"3"`` or ``3``), and an event id.
 ETAG_PATTERN = r'^[ \t]*(W/)?"?[0-9]{1,12}"?[ \t]*$'
 EVENT_ID_PATTERN = r"^[ \t]*[0-9]{1,18}[ \t]*$"
+#: A size with a binary unit (``512M``, ``1.5G``), from 1M to 64T, in whole KiB.
+SIZE: dict[str, Any] = {
+    "type": "string",
+    "format": "virtpolicy-size",
+    "pattern": r"^\s*[0-9]{1,11}(\.[0-9]{1,6})?\s*[KMGTkmgt](iB)?\s*$",
+}
 #: ``KEY=VALUE`` in a query.
 SELECTOR = {"type": "string", "pattern": "^[^=]+="}
 
@@ -117,6 +123,7 @@ def _refine(schemas: dict[str, Any]) -> None:
     guest listed twice among its dependencies, and a cycle are refused (422; a
     cycle through stored policies is a conflict, 409)."""
     policy, cpu, numa = schemas["GuestPolicy"], schemas["CpuPolicy"], schemas["NumaPolicy"]
+    memory = schemas["MemoryPolicy"]
     policy["properties"]["guest"] = GUEST_NAME
     policy["properties"]["labels"].update(
         {"propertyNames": LABEL_KEY, "additionalProperties": LABEL_VALUE}
@@ -164,6 +171,14 @@ def _refine(schemas: dict[str, Any]) -> None:
         {
             "if": {"properties": {"memory": {"type": "string"}}, "required": ["memory"]},
             "then": {"properties": {"nodes": {"type": "integer"}}, "required": ["nodes"]},
+        }
+    ]
+    for name in ("floor", "soft_limit"):
+        memory["properties"][name] = {**_nullable(SIZE), "default": None}
+    memory["allOf"] = [
+        {  # the tuner moves the balloon only above a floor
+            "if": {"properties": {"balloon": {"const": "auto"}}, "required": ["balloon"]},
+            "then": {"properties": {"floor": SIZE}, "required": ["floor"]},
         }
     ]
     # PUT's body may leave out the guest: it is the URL's.

@@ -216,11 +216,6 @@ def serve(
     )
     if settings.listen:
         log.info("API on https://%s (bearer tokens)", settings.listen)
-    # What start-up made (modules, the app, settings: some 100,000 objects) lives
-    # as long as the daemon: frozen, the collector's full passes skip it (a pass
-    # over it costs some 50 ms here).
-    gc.collect()
-    gc.freeze()
     aio.run(_run(controller, apis), workers=aio.WORKER_THREADS)
     store.close()
 
@@ -236,6 +231,11 @@ async def _run(controller: Controller, apis: list[uvicorn.Server]) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    # What start-up made (modules, the app, settings: some 100,000 objects) lives
+    # as long as the daemon: frozen, the collector's full passes skip it (a pass
+    # over it costs some 50 ms here). Once stopping is the daemon's own.
+    gc.collect()
+    gc.freeze()
     tasks = [asyncio.create_task(server.serve(api)) for api in apis]
     await controller.run()
     stop()

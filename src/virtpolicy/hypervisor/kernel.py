@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtpolicy.hypervisor.stats import GuestCounters, VcpuCounters
+from virtpolicy.hypervisor.stats import NO_VIEW, GuestCounters, GuestView, VcpuCounters
 
 PROC = Path("/proc")
 CGROUPS = Path("/sys/fs/cgroup")
@@ -303,14 +303,14 @@ def read_counters(
     rss: bool = True,
     memory: Memory | None = None,
     balloon: Balloon | None = None,
-    view: tuple[int | None, int | None] = (None, None),
+    view: GuestView = NO_VIEW,
     read: Reader | None = None,
 ) -> GuestCounters:
     """One guest's counters from the kernel: its CPU time; each vCPU's with
     ``vcpus``; its resident memory with ``rss``; ``memory``, its cgroup's memory
     figures as last read (:func:`read_memory`, on a cadence of its own), and as
-    last known, the ``balloon`` and the guest's own ``view`` of its memory
-    (available, unused), both from libvirt. ``read``: how a file is read
+    last known, the ``balloon`` and the guest's own ``view`` of its memory,
+    both from libvirt. ``read``: how a file is read
     (:meth:`OpenFiles.read` holds them open). NotLocal when its process is gone
     (it stopped between the listing and now)."""
     gone = NotLocal(f"process {files.pid} is gone")
@@ -342,8 +342,7 @@ def read_counters(
         memory_kib=balloon.current_kib if balloon else None,
         rss_kib=int(fields[21]) * PAGE // 1024 if rss else None,  # field 24 of stat
         memory_max_kib=balloon.maximum_kib if balloon else None,
-        available_kib=view[0],
-        unused_kib=view[1],
+        **view._asdict(),
         anon_kib=memory.anon_kib if memory else None,
         file_kib=memory.file_kib if memory else None,
         swap_kib=memory.swap_kib if memory else None,

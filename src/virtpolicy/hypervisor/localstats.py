@@ -191,7 +191,10 @@ class LocalSampler:
             self._memory_at = mono
         guests.update(_through_libvirt(conn, away, groups, nowait))
         host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()
-        return stats.Sample(mono, wall, guests, host, source="kernel", fallback=fallback)
+        memory = host_memory(self.proc) if "balloon" in groups else None
+        return stats.Sample(
+            mono, wall, guests, host, source="kernel", fallback=fallback, host_memory=memory
+        )
 
     def _read(
         self, key: tuple[str, int], state: int, groups: Collection[str], memory_due: bool
@@ -220,7 +223,7 @@ class LocalSampler:
             vcpus="vcpu" in groups,
             memory=memory.cgroup,
             balloon=memory.balloon[1] if memory.balloon else None,
-            view=(view.available_kib, view.unused_kib) if view else (None, None),
+            view=view.figures if view else stats.NO_VIEW,
             read=self.open.read,
         )
 
@@ -259,10 +262,7 @@ class LocalSampler:
         for key in doms:
             record = by_name.get(key[0], {})
             view = _View(
-                record.get("balloon.available"),
-                record.get("balloon.unused"),
-                int(record.get("balloon.last-update", 0)) > 0,
-                now,
+                stats.guest_view(record), int(record.get("balloon.last-update", 0)) > 0, now
             )
             self._memory[key] = dataclasses.replace(self._memory[key], view=view)
 
@@ -271,8 +271,7 @@ class LocalSampler:
 class _View:
     """The guest's own view of its memory, as its balloon driver last told."""
 
-    available_kib: int | None
-    unused_kib: int | None
+    figures: stats.GuestView
     reported: bool
     asked_at: float
 
@@ -320,3 +319,37 @@ def host_cpu_times(cpus: int, proc: Path = PROC) -> tuple[tuple[int, int], ...]:
             (idle + iowait) * tick_ns,
         )
     return tuple(found.get(cpu, (0, 0)) for cpu in range(cpus))
+
+
+def host_memory(proc: Path = PROC) -> stats.HostMemory | None:
+    """The host's memory from ``/proc/meminfo`` (its total and what is available
+    without swapping) and how much its tasks stall for memory from
+    ``/proc/pressure/memory`` (where the kernel has PSI)."""
+    try:
+        text = (proc / "meminfo").read_bytes()
+    except OSError:
+        return None
+    found = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(b":")
+        if name in (b"MemTotal", b"MemAvailable") and rest.split():
+            found[name] = int(rest.split()[0])
+    total, available = found.get(b"MemTotal"), found.get(b"MemAvailable")
+    if not total or available is None:
+        return None
+    try:
+        stall = _stalled_avg10((proc / "pressure" / "memory").read_bytes())
+    except OSError:
+        stall = None
+    return stats.HostMemory(total, available, stall)
+
+
+def _stalled_avg10(text: bytes) -> float | None:
+    """``some avg10`` of a PSI file (%)."""
+    for line in text.splitlines():
+        if line.startswith(b"some "):
+            for part in line.split()[1:]:
+                key, _, value = part.partition(b"=")
+                if key == b"avg10":
+                    return float(value)
+    return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import libvirt
 
@@ -55,6 +55,11 @@ class GuestCounters:
     #: The guest's own view, from its balloon driver (None without one).
     available_kib: int | None = None
     unused_kib: int | None = None
+    #: What it could use without swapping (its MemAvailable); since its boot,
+    #: the KiB it swapped in and its major faults (the balloon driver's).
+    usable_kib: int | None = None
+    guest_swap_in_kib: int | None = None
+    guest_major_faults: int | None = None
     #: The guest's memory cgroup's (the kernel path only; None through libvirt):
     #: anonymous and page-cache memory, swap, major faults, and the time its
     #: tasks stalled for memory (PSI, ns; v2 only). Counters where named so.
@@ -70,6 +75,20 @@ class GuestCounters:
 
 
 @dataclass(frozen=True, slots=True)
+class HostMemory:
+    """The host's memory, in KiB; ``stall``: the share of the last ten seconds
+    its tasks stalled for memory (PSI ``some avg10``, %; None where unknown)."""
+
+    total_kib: int
+    available_kib: int
+    stall: float | None = None
+
+    @property
+    def used_percent(self) -> float:
+        return 100.0 * (self.total_kib - self.available_kib) / max(1, self.total_kib)
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """Every guest's counters and each host CPU's (busy, idle) nanoseconds, at once."""
 
@@ -82,6 +101,8 @@ class Sample:
     source: str = "libvirt"
     #: Guests the kernel path could not read, sampled through libvirt: why.
     fallback: Mapping[str, str] = field(default_factory=dict)
+    #: With the "balloon" group: the host's memory.
+    host_memory: HostMemory | None = None
 
 
 def _int(stats: Mapping[str, Any], key: str) -> int | None:
@@ -108,8 +129,31 @@ def parse_domain_stats(name: str, stats: Mapping[str, Any]) -> GuestCounters:
         memory_kib=_int(stats, "balloon.current"),
         rss_kib=_int(stats, "balloon.rss"),
         memory_max_kib=_int(stats, "balloon.maximum"),
-        available_kib=_int(stats, "balloon.available"),
-        unused_kib=_int(stats, "balloon.unused"),
+        **guest_view(stats)._asdict(),
+    )
+
+
+class GuestView(NamedTuple):
+    """A guest's own view of its memory, as its balloon driver reports it."""
+
+    available_kib: int | None = None
+    unused_kib: int | None = None
+    usable_kib: int | None = None
+    guest_swap_in_kib: int | None = None
+    guest_major_faults: int | None = None
+
+
+NO_VIEW = GuestView()
+
+
+def guest_view(stats: Mapping[str, Any]) -> GuestView:
+    """The balloon driver's figures of one record of libvirt's statistics."""
+    return GuestView(
+        _int(stats, "balloon.available"),
+        _int(stats, "balloon.unused"),
+        _int(stats, "balloon.usable"),
+        _int(stats, "balloon.swap_in"),
+        _int(stats, "balloon.major_fault"),
     )
 
 
@@ -148,7 +192,20 @@ def collect(
         for dom, stats in conn.getAllDomainStats(flags_of(groups), nowait)
     }
     host = host_cpu_times(conn, cpus) if HOST_GROUP in groups else ()
-    return Sample(mono, wall, guests, host)
+    memory = host_memory(conn) if "balloon" in groups else None
+    return Sample(mono, wall, guests, host, host_memory=memory)
+
+
+def host_memory(conn: libvirt.virConnect) -> HostMemory | None:
+    """The host's memory as libvirt tells it (no stall figure: PSI is the
+    host's own); None where the driver does not say."""
+    try:
+        found = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+    except libvirt.libvirtError:
+        return None
+    free = sum(int(found.get(k, 0)) for k in ("free", "buffers", "cached"))
+    total = int(found.get("total", 0))
+    return HostMemory(total, free) if total > 0 else None
 
 
 def collect_per_guest(conn: libvirt.virConnect, cpus: int) -> Sample:
@@ -173,5 +230,8 @@ def collect_per_guest(conn: libvirt.virConnect, cpus: int) -> Sample:
             stats["balloon.maximum"] = dom.maxMemory()
             stats["balloon.available"] = memory.get("available")
             stats["balloon.unused"] = memory.get("unused")
+            stats["balloon.usable"] = memory.get("usable")
+            stats["balloon.swap_in"] = memory.get("swap_in")
+            stats["balloon.major_fault"] = memory.get("major_fault")
         guests[name] = parse_domain_stats(name, stats)
     return Sample(mono, wall, guests, host_cpu_times(conn, cpus))

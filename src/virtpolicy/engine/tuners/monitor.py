@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from virtpolicy.hypervisor.stats import GuestCounters, Sample
+from virtpolicy.hypervisor.stats import GuestCounters, HostMemory, Sample
 
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_WINDOW_S = 3600.0
@@ -63,6 +63,11 @@ class GuestRates(NamedTuple):
     memory_stall_ns: int | None = None
     #: Share of the interval its tasks stalled for memory (PSI "some").
     memory_stall_percent: float | None = None
+    #: The guest's own: what it could use without swapping; over the interval,
+    #: KiB it swapped in per second and major faults per second.
+    usable_kib: int | None = None
+    guest_swap_in_rate: float | None = None
+    guest_major_fault_rate: float | None = None
 
     @property
     def vcpus(self) -> tuple[VcpuRates, ...]:
@@ -110,6 +115,7 @@ class Rates:
     interval: float
     guests: Mapping[str, GuestRates]
     host_busy_percent: tuple[float | None, ...]
+    host_memory: HostMemory | None = None
 
 
 def _round(value: float | None) -> float | None:
@@ -152,7 +158,19 @@ def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) ->
         None
         if fresh or before is None
         else _per_cent(now.memory_stall_ns, before.memory_stall_ns, ns),
+        now.usable_kib,
+        None
+        if before is None
+        else _per_second(now.guest_swap_in_kib, before.guest_swap_in_kib, ns),
+        None
+        if before is None
+        else _per_second(now.guest_major_faults, before.guest_major_faults, ns),
     )
+
+
+def _per_second(now: int | None, before: int | None, elapsed_ns: float) -> float | None:
+    per_cent = _per_cent(now, before, elapsed_ns)
+    return None if per_cent is None else per_cent * 1e7
 
 
 def rates(now: Sample, before: Sample | None) -> Rates:
@@ -170,7 +188,7 @@ def rates(now: Sample, before: Sample | None) -> Rates:
         d_busy, d_idle = busy - before.host_cpus[cpu][0], idle - before.host_cpus[cpu][1]
         total = d_busy + d_idle
         host.append(d_busy / total * 100.0 if d_busy >= 0 and d_idle >= 0 and total > 0 else None)
-    return Rates(now.wall, ns / 1e9, guests, tuple(host))
+    return Rates(now.wall, ns / 1e9, guests, tuple(host), now.host_memory)
 
 
 def series_of(r: Rates) -> dict[tuple[str, str], float | None]:

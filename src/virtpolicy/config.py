@@ -52,6 +52,19 @@ class ConditionSettings(BaseModel):
     exec_user: str = Field(default="nobody", min_length=1)
 
 
+class MemorySettings(BaseModel):
+    """What the memory tuner aims for (TOML table ``[memory]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Percent of the host's memory in use to aim for.
+    target: float = Field(default=80.0, ge=1.0, le=99.0)
+    #: KSM: left as it is (off), or run while the host needs memory (auto).
+    ksm: Literal["off", "auto"] = "off"
+    #: Where the kernel's KSM controls are (tests point it elsewhere).
+    ksm_dir: str = Field(default="/sys/kernel/mm/ksm", min_length=1)
+
+
 class ServeSettings(BaseModel):
     """Everything ``virtpolicy serve`` can be told."""
 
@@ -98,10 +111,14 @@ class ServeSettings(BaseModel):
     tls_cert: str | None = None
     tls_key: str | None = None
     conditions: ConditionSettings = ConditionSettings()
+    memory: MemorySettings = MemorySettings()
 
 
-_KEYS = tuple(k for k in ServeSettings.model_fields if k != "conditions")
-_NESTED = {"conditions": tuple(ConditionSettings.model_fields)}
+_NESTED = {
+    "conditions": tuple(ConditionSettings.model_fields),
+    "memory": tuple(MemorySettings.model_fields),
+}
+_KEYS = tuple(k for k in ServeSettings.model_fields if k not in _NESTED)
 
 
 def load_serve_settings(config_file: str | None, flags: Mapping[str, Any]) -> ServeSettings:

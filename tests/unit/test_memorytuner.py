@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtpolicy.engine.tuners.memory import GuestMemory, HostMemory, Move, Settings, plan
+from virtpolicy.engine.tuners import Action
+from virtpolicy.engine.tuners.memory import GuestMemory, MemoryTuner, Move, Settings, plan
+from virtpolicy.engine.tuners.monitor import GuestRates, Rates
+from virtpolicy.engine.tuners.run import Tuners, Verdict
+from virtpolicy.hypervisor.ksm import SCAN_CEILING, SCAN_FLOOR, SCAN_UP, Ksm
+from virtpolicy.hypervisor.stats import HostMemory
+from virtpolicy.policy.model import parse_policy
+from virtpolicy.testing.memory import MemoryGuest, MemoryHypervisor
 
 GIB = 1024 * 1024  # KiB
 
@@ -49,6 +58,7 @@ def test_a_guest_in_distress_gets_its_memory_back_first_whatever_the_host() -> N
     by = {m.guest: m for m in moves}
     assert by["db"].target_kib == 4 * GIB
     assert by["db"].reason.startswith("in distress")
+    assert by["db"].urgent
     # What db got back is needed from the others on top of the host's own need.
     assert by["idle"].target_kib is not None
     assert by["idle"].target_kib < 4 * GIB
@@ -121,3 +131,103 @@ def test_no_target_leaves_the_floor_and_defined_memory(
         if m.target_kib is not None:
             assert g.floor_kib <= m.target_kib <= g.maximum_kib, (m, g)
             assert m.target_kib != g.actual_kib, m
+
+
+def rates(host: HostMemory, *rows: tuple[str, float, float, float], wall: float = 100.0) -> Rates:
+    """A sample's rates: each row (guest, balloon GiB, usable GiB, major faults/s)."""
+    guests = {
+        name: GuestRates(
+            guest=name,
+            running=True,
+            cpu_percent=1.0,
+            vcpu_percent=(),
+            vcpu_steal_percent=(),
+            vcpu_wait_percent=(),
+            memory_kib=int(actual * GIB),
+            rss_kib=None,
+            memory_max_kib=4 * GIB,
+            cpu_ns=None,
+            usable_kib=int(usable * GIB),
+            guest_major_fault_rate=faults,
+        )
+        for name, actual, usable, faults in rows
+    }
+    return Rates(wall, 5.0, guests, (), host)
+
+
+def test_the_tuner_moves_balloons_of_auto_guests_only_and_serves_distress_at_once() -> None:
+    """Through the tuners' engine: the guest with balloon: auto is taken from (its
+    decision says from, to and why), the one without is left alone; a guest in
+    distress right after a move is given back its memory in the same breath,
+    not held back by the dwell."""
+    auto = {"memory": {"balloon": "auto", "floor": "1G"}}
+    policies = {
+        "idle": parse_policy({"guest": "idle", **auto}),
+        "manual": parse_policy({"guest": "manual"}),
+    }
+    hv = MemoryHypervisor([MemoryGuest("idle", running=True), MemoryGuest("manual", running=True)])
+    hv.open()
+    engine = Tuners([MemoryTuner()], settings={"memory.target": 80.0}, clock=lambda: 100.0)
+
+    def apply(action: Action) -> str | None:
+        assert action.kind == "balloon"
+        assert isinstance(action.value, int)
+        hv.set_balloon(action.guest, action.value)
+        return None
+
+    first = rates(PRESSED, ("idle", 4, 3, 0.0), ("manual", 4, 3, 0.0))
+    [decision] = engine.run([first], policies, 4, {}, {}, apply)
+    assert (decision.guest, decision.verdict, decision.value) == (
+        "idle",
+        Verdict.APPLIED,
+        4 * GIB - 4 * GIB * 5 // 100,
+    )
+    assert decision.reason.startswith("4096 MiB -> 3891 MiB: the host is at 88 % in use")
+    assert hv.guests_by_name["idle"].balloon_kib == decision.value
+    assert hv.guests_by_name["manual"].balloon_kib is None
+
+    again = rates(PRESSED, ("idle", 3.8, 2.8, 0.0), wall=105.0)
+    [held] = engine.run([first, again], policies, 4, {}, {}, apply)
+    assert held.verdict is Verdict.RATE_LIMIT  # 5 s after the last move, dwell 15 s
+    distress = rates(PRESSED, ("idle", 3.8, 0.1, 500.0), wall=110.0)
+    [served] = engine.run([first, again, distress], policies, 4, {}, {}, apply)
+    assert (served.verdict, served.value) == (Verdict.APPLIED, 4 * GIB)
+    assert "in distress" in served.reason
+
+
+def test_ksm_runs_faster_while_the_host_needs_memory_then_stops_and_is_restored(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "run").write_text("0\n")
+    (tmp_path / "pages_to_scan").write_text("250\n")
+    ksm = Ksm(tmp_path)
+
+    def now() -> tuple[str, str]:
+        return (
+            (tmp_path / "run").read_text().strip(),
+            (tmp_path / "pages_to_scan").read_text().strip(),
+        )
+
+    assert ksm.adjust(need=False) is None  # never started: left alone
+    assert now() == ("0", "250")
+    assert ksm.adjust(need=True) == (
+        f"KSM running, scanning {SCAN_FLOOR} pages at a time: the host needs memory"
+    )
+    seen = [now()]
+    for _ in range(6):
+        ksm.adjust(need=True)
+        seen.append(now())
+    assert seen[1] == ("1", str(SCAN_FLOOR + SCAN_UP))
+    assert seen[-1] == ("1", str(SCAN_CEILING))  # and no further
+    while now()[0] == "1":
+        ksm.adjust(need=False)
+    assert now() == ("0", str(SCAN_FLOOR))
+    ksm.restore()
+    assert now() == ("0", "250")
+
+
+def test_ksm_that_cannot_be_read_is_left_alone(tmp_path: Path) -> None:
+    ksm = Ksm(tmp_path / "absent")
+    assert ksm.adjust(need=True) is None
+    ksm.restore()
+    assert not (tmp_path / "absent").exists()

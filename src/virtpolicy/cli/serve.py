@@ -84,6 +84,17 @@ log = logging.getLogger(__name__)
 )
 @click.option("--exec-user", metavar="USER", help="Run exec: conditions as USER [nobody].")
 @click.option(
+    "--memory-target",
+    type=float,
+    metavar="PERCENT",
+    help="The memory tuner's aim: this much of the host's memory in use [80].",
+)
+@click.option(
+    "--memory-ksm",
+    type=click.Choice(["off", "auto"]),
+    help="auto: KSM runs while the host needs memory [off: left as it is].",
+)
+@click.option(
     "--host", "host_name", metavar="NAME", help="This host's name in the fleet [the hostname]."
 )
 @click.option(
@@ -122,6 +133,8 @@ def serve(
     autostart: bool | None,
     exec_dir: str | None,
     exec_user: str | None,
+    memory_target: float | None,
+    memory_ksm: str | None,
     host_name: str | None,
     heartbeat: float | None,
     reserved: str | None,
@@ -156,6 +169,10 @@ def serve(
             "tls_key": tls_key,
             "conditions": {k: v for k, v in (("exec_dir", exec_dir), ("exec_user", exec_user)) if v}
             or None,
+            "memory": {
+                k: v for k, v in (("target", memory_target), ("ksm", memory_ksm)) if v is not None
+            }
+            or None,
         },
     )
     verbose = ctx.find_root().params.get("verbose")
@@ -177,7 +194,10 @@ def serve(
             history=settings.history,
             tuners=settings.tuners,
             dry_run=settings.dry_run,
-            tuner_settings=settings.tuner_settings,
+            # The [memory] table's target, unless --set gives the tuner another.
+            tuner_settings={"memory.target": settings.memory.target, **settings.tuner_settings},
+            ksm=settings.memory.ksm,
+            ksm_dir=settings.memory.ksm_dir,
             autostart=settings.autostart,
             exec_dir=settings.conditions.exec_dir,
             exec_user=settings.conditions.exec_user,

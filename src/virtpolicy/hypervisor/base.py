@@ -67,6 +67,9 @@ class Hypervisor(Protocol):
     def set_cap(self, name: str, cap: int | None) -> None:
         """Cap a running guest (None: lift the cap), live only."""
 
+    def set_balloon(self, name: str, kib: int) -> None:
+        """Set a running guest's balloon to ``kib`` KiB, live only."""
+
     def read_mirror(self, name: str, *, persistent: bool = True) -> tuple[int, GuestPolicy] | None:
         """The (revision, policy) mirrored into the guest's definition (a transient
         guest's live state), if any."""

@@ -324,6 +324,11 @@ class LibvirtConnection:
         with self.translating(name, "set a cap"):
             self.conn.lookupByName(name).setSchedulerParametersFlags(params, LIVE)
 
+    def set_balloon(self, name: str, kib: int) -> None:
+        """Set a running guest's balloon, live only (``virsh setmem --live``)."""
+        with self.translating(name, "set the balloon"):
+            self.conn.lookupByName(name).setMemoryFlags(kib, LIVE)
+
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, name: str) -> bool:

@@ -37,6 +37,7 @@ class MemoryGuest:
     topology: tuple[int, int, int] | None = None  # <cpu><topology>
     memtune: dict[str, int] = field(default_factory=dict)  # the soft limit, KiB
     free_page_reporting: bool = False
+    balloon_kib: int | None = None  # as last set
     mirror: tuple[int, GuestPolicy] | None = None
     agent: bool = True  # does its guest agent answer?
 
@@ -174,6 +175,11 @@ class MemoryHypervisor:
         g = self._guest("set_cap", name)
         with self._lock:
             g.sched.update(cap_params(cap, self.scheduler))
+
+    def set_balloon(self, name: str, kib: int) -> None:
+        g = self._guest("set_balloon", name)
+        with self._lock:
+            g.balloon_kib = kib
 
     def write_mirror(
         self,

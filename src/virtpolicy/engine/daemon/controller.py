@@ -44,6 +44,7 @@ from virtpolicy.engine.tuners.run import Decision, Tuners
 from virtpolicy.engine.tuning.reconcile import GuestStatus, Reconciler
 from virtpolicy.errors import ConnectionLostError, StoreError
 from virtpolicy.hypervisor.base import Hypervisor
+from virtpolicy.hypervisor.ksm import Ksm
 from virtpolicy.hypervisor.native import Changes, GuestInfo, shown
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import PolicyStore, Revision
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 _POLICY_EVENTS = 100  # more writes than this at once: one event for them all
 _STOP_S = 5.0
+#: What a tuner that names no groups of its own reads every round.
+_CPU_GROUPS = frozenset({"vcpu", "host"})
 
 
 class Controller:
@@ -100,14 +103,24 @@ class Controller:
             settings.sample_interval,
             settings.history,
             keep=self.tuners.window,
-            # A tuner beyond static reads per-vCPU and host CPU figures every round.
-            always=frozenset({"vcpu", "host"})
-            if set(self.tuners.names) - {"static"}
-            else frozenset(),
+            # What the tuners read every round: per-vCPU and host CPU figures
+            # for a tuner that does not say (memory figures for the memory tuner).
+            always=frozenset().union(
+                *(
+                    getattr(t, "groups", _CPU_GROUPS)
+                    for t in self.tuners.tuners
+                    if t.name != "static"
+                )
+            ),
+        )
+        self.ksm = (
+            Ksm(settings.ksm_dir)
+            if settings.ksm == "auto" and "memory" in self.tuners.names
+            else None
         )
         self.sampling = Sampling(
             hypervisor, self.monitor, self.tuners, self.events, self.connected,
-            self.cache.all, self.reconciler.placing,
+            self.cache.all, self.reconciler.placing, self.ksm,
         )  # fmt: skip
         # This host in the fleet: what it publishes, and what the fleet's changes set off.
         self.membership = Membership(
@@ -355,6 +368,8 @@ class Controller:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.jobs.cancel()
+            if self.ksm is not None:  # as it was found
+                await asyncio.to_thread(self.ksm.restore)
             # A stop is never held up long by the store or libvirt.
             for last in (self.membership.leave(), asyncio.to_thread(self.hypervisor.close)):
                 with contextlib.suppress(TimeoutError):

@@ -17,11 +17,13 @@ from typing import TypeVar
 
 from virtpolicy.engine.runtime.bus import EventBus
 from virtpolicy.engine.tuners import Action
+from virtpolicy.engine.tuners.memory import needs_memory, settings_from
 from virtpolicy.engine.tuners.monitor import Monitor
 from virtpolicy.engine.tuners.run import ROUTINE, Decision, Tuners
 from virtpolicy.engine.tuning.placing import HostPlacement
 from virtpolicy.errors import GuestNotFoundError, HypervisorError, StoreError
 from virtpolicy.hypervisor.base import Hypervisor
+from virtpolicy.hypervisor.ksm import Ksm
 from virtpolicy.hypervisor.native import Tuning, cap_of
 from virtpolicy.policy.model import GuestPolicy
 
@@ -40,6 +42,7 @@ class Sampling:
         connected: asyncio.Event,
         policies: Callable[[], Mapping[str, GuestPolicy]],
         placing: HostPlacement | None = None,
+        ksm: Ksm | None = None,
     ) -> None:
         self.hypervisor = hypervisor
         self.monitor = monitor
@@ -49,6 +52,8 @@ class Sampling:
         self.policies = policies
         #: Where the placer put the guests (the reconciler's).
         self.placing = placing
+        #: KSM, run by the host's need of memory (``memory.ksm: auto``).
+        self.ksm = ksm
 
     async def run(self) -> None:
         """One bulk statistics call every sample interval, while connected."""
@@ -124,11 +129,17 @@ class Sampling:
                     self.hypervisor.place(action.guest, action.vcpu, action.cpus)
                 elif action.kind == "cap":
                     self.hypervisor.set_cap(action.guest, action.cap)
+                elif action.kind == "balloon" and isinstance(action.value, int):
+                    self.hypervisor.set_balloon(action.guest, action.value)
             except HypervisorError as exc:
                 return str(exc)
             return None
 
         pools = self.placing.pools() if self.placing is not None else {}
+        if self.ksm is not None and latest.host_memory is not None:
+            need = needs_memory(latest.host_memory, settings_from(self.tuners.settings))
+            if changed := self.ksm.adjust(need):
+                log.info("%s", changed)
         return self.tuners.run(
             list(self.monitor.recent),
             policies,

@@ -28,3 +28,5 @@ class ControllerSettings:
     host_name: str = "localhost"  # this host's name in the fleet
     heartbeat: float = 2.0
     reserved: frozenset[int] = frozenset()  # host CPUs kept from every guest
+    ksm: str = "off"  # "auto": KSM runs while the host needs memory
+    ksm_dir: str = "/sys/kernel/mm/ksm"

@@ -35,15 +35,18 @@ Pins = Mapping[tuple[str, int], frozenset[int]]
 class Action:
     """A proposed change. ``kind`` "vcpupin": pin ``vcpu`` of ``guest`` to the
     host CPUs ``value`` (a frozenset); "cap": cap ``guest`` at ``value`` % of
-    one host CPU (None: lift the cap)."""
+    one host CPU (None: lift the cap); "balloon": set ``guest``'s balloon to
+    ``value`` KiB. ``urgent``: applied at once, not held back by confirmation or
+    the dwell (a guest in distress)."""
 
     tuner: str
     guest: str
-    kind: Literal["vcpupin", "cap"]
+    kind: Literal["vcpupin", "cap", "balloon"]
     value: frozenset[int] | int | None
     reason: str
     vcpu: int | None = None
     gain: float = 0.0  # how much better the tuner expects things to get
+    urgent: bool = False
 
     @property
     def cpus(self) -> frozenset[int]:

@@ -26,23 +26,18 @@ reason (no need can be told).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from virtpolicy.engine.tuners import Action, Context
+from virtpolicy.hypervisor.stats import HostMemory
 
 MIB = 1024  # KiB
-
-
-@dataclass(frozen=True, slots=True)
-class HostMemory:
-    """The host's memory now, in KiB; ``stall``: PSI ``some avg10`` (%)."""
-
-    total_kib: int
-    available_kib: int
-    stall: float | None = None
-
-    @property
-    def used_percent(self) -> float:
-        return 100.0 * (self.total_kib - self.available_kib) / self.total_kib
+#: A guest is in distress when its guest swaps in or faults pages in faster
+#: than this (KiB/s, faults/s) over the last interval.
+SWAP_IN_KIB_S = 64.0
+MAJOR_FAULTS_S = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +63,7 @@ class Move:
     guest: str
     target_kib: int | None
     reason: str
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +101,12 @@ def plan(
                     g.maximum_kib,
                     f"in distress (swapping in or faulting pages in): given back all of its "
                     f"{_size(g.maximum_kib)} at once",
+                    urgent=True,
                 )
             )
     calm = [g for g in known if not g.distress and g.actual_kib >= g.floor_kib]
     used = host.used_percent
-    stalled = host.stall is not None and host.stall >= settings.stall
+    stalled = _stalled(host, settings)
     given_kib = sum(g.maximum_kib - g.actual_kib for g in distressed)
     if used > settings.target or stalled:
         over_kib = int((used - settings.target) / 100 * host.total_kib) + given_kib
@@ -124,6 +121,25 @@ def plan(
         room_kib = int((settings.target - used) / 100 * host.total_kib) - given_kib
         moves += _give(calm, room_kib, used, settings)
     return moves
+
+
+def settings_from(given: Mapping[str, Any]) -> Settings:
+    """The memory tuner's settings from the tuners' (``memory.target``, ...)."""
+    default = Settings()
+    return Settings(
+        target=float(given.get("memory.target", default.target)),
+        stall=float(given.get("memory.stall", default.stall)),
+        step=float(given.get("memory.step", default.step)),
+    )
+
+
+def needs_memory(host: HostMemory, settings: Settings) -> bool:
+    """Whether the host needs memory back: over its target, or stalling."""
+    return host.used_percent > settings.target or _stalled(host, settings)
+
+
+def _stalled(host: HostMemory, settings: Settings) -> bool:
+    return host.stall is not None and host.stall >= settings.stall
 
 
 def _take(guests: Sequence[GuestMemory], need_kib: int, why: str, settings: Settings) -> list[Move]:
@@ -189,3 +205,56 @@ def _step_kib(guests: Sequence[GuestMemory], settings: Settings) -> int:
 
 def _size(kib: int) -> str:
     return f"{kib / MIB:.0f} MiB" if kib < 10 * MIB * MIB else f"{kib / MIB / MIB:.1f} GiB"
+
+
+class MemoryTuner:
+    """The tuner: a round of :func:`plan` over the guests with ``memory.balloon:
+    auto``, from the newest sample. Settings (``serve --set``): ``memory.target``
+    (80), ``memory.stall`` (10), ``memory.step`` (5)."""
+
+    name = "memory"
+    description = "Move memory between guests with balloon: auto, by need, within their floors."
+    #: Each round's plan already waits for need (the target, its hysteresis):
+    #: a move is made when proposed, a guest's balloon at most every 15 s.
+    confirm = 1
+    dwell = 15.0
+    groups = frozenset({"balloon"})
+
+    def decide(self, context: Context) -> list[Action]:
+        newest = context.window[-1] if context.window else None
+        if newest is None or newest.host_memory is None:
+            return []
+        settings = settings_from(context.settings)
+        guests = []
+        for name, policy in sorted(context.policies.items()):
+            g = newest.guests.get(name)
+            memory = policy.memory
+            if memory.balloon != "auto" or g is None or not g.running:
+                continue
+            if g.memory_kib is None or g.memory_max_kib is None:
+                continue  # no balloon figures: nothing to move
+            swap_in, faults = g.guest_swap_in_rate or 0.0, g.guest_major_fault_rate or 0.0
+            guests.append(
+                GuestMemory(
+                    name,
+                    g.memory_kib,
+                    g.memory_max_kib,
+                    min(memory.floor_kib or 0, g.memory_max_kib),
+                    memory.weight or 100,
+                    g.usable_kib if g.usable_kib is not None else g.unused_kib,
+                    swap_in > SWAP_IN_KIB_S or faults > MAJOR_FAULTS_S,
+                )
+            )
+        before = {g.name: g.actual_kib for g in guests}
+        return [
+            Action(
+                self.name,
+                m.guest,
+                "balloon",
+                m.target_kib,
+                f"{_size(before[m.guest])} -> {_size(m.target_kib)}: {m.reason}",
+                urgent=m.urgent,
+            )
+            for m in plan(newest.host_memory, guests, settings)
+            if m.target_kib is not None
+        ]

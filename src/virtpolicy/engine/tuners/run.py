@@ -178,12 +178,16 @@ class Tuners:
         confirms = {
             t.name: self.confirm or int(getattr(t, "confirm", DEFAULT_CONFIRM)) for t in self.tuners
         }
+        dwells = {t.name: float(getattr(t, "dwell", self.dwell)) for t in self.tuners}
         seen = set()
         decisions = []
         for action in proposed:
             seen.add(action.key)
             verdict, detail = self._verdict(
-                action, context, confirms.get(action.tuner, DEFAULT_CONFIRM)
+                action,
+                context,
+                confirms.get(action.tuner, DEFAULT_CONFIRM),
+                dwells.get(action.tuner, self.dwell),
             )
             if verdict is Verdict.APPLIED:
                 first = _first_placement(action, context)  # before apply changes the pins
@@ -200,7 +204,9 @@ class Tuners:
                 del self._pending[key]
         return decisions
 
-    def _verdict(self, action: Action, context: Context, confirm: int) -> tuple[Verdict, str]:
+    def _verdict(
+        self, action: Action, context: Context, confirm: int, dwell: float
+    ) -> tuple[Verdict, str]:
         key = action.key
         if _already(action, context):
             return Verdict.NO_CHANGE, "already so"
@@ -209,12 +215,14 @@ class Tuners:
         if intent == _intent(action):
             count = before + 1
         self._pending[key] = (_intent(action), count)
-        if count < confirm and not _first_placement(action, context):
+        held = not action.urgent and not _first_placement(action, context)
+        if count < confirm and held:
             return Verdict.WAITING, f"proposed {count} of {confirm} times in a row"
         changed = self._changed_at.get(key)
-        if changed is not None and context.now - changed < self.dwell:
-            return Verdict.RATE_LIMIT, (
-                f"changed {context.now - changed:.0f} s ago, dwell {self.dwell:.0f} s"
+        if changed is not None and context.now - changed < dwell and not action.urgent:
+            return (
+                Verdict.RATE_LIMIT,
+                f"changed {context.now - changed:.0f} s ago, dwell {dwell:.0f} s",
             )
         if self.dry_run:
             return Verdict.DRY_RUN, ""
@@ -267,4 +275,7 @@ def _already(action: Action, context: Context) -> bool:
         return current == action.cpus
     if action.kind == "cap":
         return context.caps.get(action.guest) == action.value
+    if action.kind == "balloon" and context.window:
+        now = context.window[-1].guests.get(action.guest)
+        return now is not None and now.memory_kib == action.value
     return False

@@ -225,3 +225,51 @@ def test_memory_comes_from_the_balloon_driver(
         row = eventually(memory, timeout=60)
     assert 0 < int(row["memory_unused_kib"]) < int(row["memory_available_kib"])  # type: ignore[call-overload]
     assert int(row["memory_available_kib"]) <= 256 * 1024  # type: ignore[call-overload]
+
+
+def balloon_kib(name: str) -> int:
+    """The balloon's size now (`virsh dommemstat`'s actual)."""
+    rows = dict(line.split() for line in virsh("dommemstat", name).splitlines() if line.strip())
+    return int(rows["actual"])
+
+
+def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_need(
+    linux_guest: Callable[..., str],
+    start_daemon: Callable[..., Daemon],
+    run: Cli,
+    db: str,
+    qemu_uri: str,
+) -> None:
+    """With a target the host is always over, an idle guest's balloon goes down to
+    its floor and never below; then the guest fills its memory, a little at a
+    time, and gets its memory back (a guest nearly out of memory is in distress:
+    it has no swap to show it otherwise). Each move is in the decision log."""
+    guest = linux_guest("lx-balloon")
+    virsh("start", guest)
+    eventually(lambda: agent_answers(guest), timeout=120)
+    assert run("policy", "set", guest, "--memory-balloon", "auto", "--memory-floor", "160M")
+    daemon = start_daemon(
+        db, "--connect", qemu_uri, "--sample-interval", "1", "--tuner", "static,memory",
+        "--memory-target", "1", "--set", "dwell=1", "--set", "memory.step=20",
+    )  # fmt: skip
+    seen: list[int] = []
+
+    def at_floor() -> bool:
+        seen.append(balloon_kib(guest))
+        return seen[-1] == 160 * 1024
+
+    eventually(at_floor, timeout=60)
+    assert min(seen) >= 160 * 1024, seen
+    # 8 MiB at a time into its RAM-backed root, twice a second, up to 152 MiB.
+    fill = (
+        "i=0; while [ $i -lt 19 ]; do dd if=/dev/zero of=/fill$i bs=1M count=8; "
+        "i=$((i+1)); sleep 0.5; done"
+    )
+    command = {"path": "/bin/sh", "arg": ["-c", fill]}
+    virsh("qemu-agent-command", guest, json.dumps({"execute": "guest-exec", "arguments": command}))
+    eventually(lambda: balloon_kib(guest) == 256 * 1024, timeout=60)
+    with api_client(daemon.socket) as c:
+        log = c.get("/v1/decisions", params={"guest": guest}).json()
+    moves = [d for d in log if d["tuner"] == "memory" and d["verdict"] == "applied"]
+    assert any("in distress" in d["reason"] for d in moves), log
+    assert any(d["reason"].startswith("256 MiB -> ") for d in moves), log

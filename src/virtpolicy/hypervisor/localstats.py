@@ -166,9 +166,10 @@ class LocalSampler:
             )
         # The cgroup's memory figures move slowly and cost the most to read:
         # read on the balloon's cadence, and kept in between.
-        memory_due = mono - self._memory_at >= BALLOON_S
+        fresh = stats.MEMORY_NOW in groups  # the memory tuner: every sample
+        memory_due = fresh or mono - self._memory_at >= BALLOON_S
         if "balloon" in groups:  # for the guests read before: a new one's next time
-            self._ask_guests(conn, mono, nowait)
+            self._ask_guests(conn, mono, nowait, 0.0 if fresh else BALLOON_S)
         guests: dict[str, stats.GuestCounters] = {}
         fallback: dict[str, str] = {}
         away: list[str] = []
@@ -234,9 +235,10 @@ class LocalSampler:
         balloon = read_balloon(path, known.balloon if known else None)
         return _Memory(read_memory(files, self.open.read), balloon, known.view if known else None)
 
-    def _ask_guests(self, conn: libvirt.virConnect, now: float, nowait: int) -> None:
+    def _ask_guests(self, conn: libvirt.virConnect, now: float, nowait: int, every: float) -> None:
         """The guest's own view of its memory (its balloon driver's statistics),
-        which only QEMU has: asked of libvirt every :data:`BALLOON_S` for the guests
+        which only QEMU has: asked of libvirt ``every`` seconds (:data:`BALLOON_S`,
+        or each sample for the memory tuner) for the guests
         whose balloon has a statistics period, every ten times that for one whose
         driver never reported (none in the guest, or not loaded yet)."""
         due = []
@@ -244,7 +246,7 @@ class LocalSampler:
             balloon = memory.balloon[1] if memory.balloon else None
             if balloon is None or balloon.period <= 0:
                 continue
-            wait = BALLOON_S if memory.view is None or memory.view.reported else 10 * BALLOON_S
+            wait = every if memory.view is None or memory.view.reported else 10 * BALLOON_S
             if memory.view is None or now - memory.view.asked_at >= wait:
                 due.append(key)
         if not due:

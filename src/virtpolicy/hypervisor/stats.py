@@ -27,6 +27,9 @@ OPTIONAL_GROUPS = {
     "vcpu": libvirt.VIR_DOMAIN_STATS_VCPU,
     "balloon": libvirt.VIR_DOMAIN_STATS_BALLOON,
 }
+#: With "balloon": its figures read every sample, not on their own slower
+#: cadence (what the memory tuner acts on must be the newest).
+MEMORY_NOW = "memory-now"
 #: The host CPUs' times: one call per host CPU (libvirt has no bulk call for
 #: them), so also only when read.
 HOST_GROUP = "host"

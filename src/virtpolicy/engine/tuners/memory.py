@@ -31,13 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from virtpolicy.engine.tuners import Action, Context
-from virtpolicy.hypervisor.stats import HostMemory
+from virtpolicy.hypervisor.stats import MEMORY_NOW, HostMemory
 
 MIB = 1024  # KiB
 #: A guest is in distress when its guest swaps in or faults pages in faster
 #: than this (KiB/s, faults/s) over the last interval.
 SWAP_IN_KIB_S = 64.0
 MAJOR_FAULTS_S = 50.0
+#: ... or when what it could still use is under this share of what it has:
+#: its OOM killer is next (a guest without swap shows no other sign).
+USABLE_LOW = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +221,7 @@ class MemoryTuner:
     #: a move is made when proposed, a guest's balloon at most every 15 s.
     confirm = 1
     dwell = 15.0
-    groups = frozenset({"balloon"})
+    groups = frozenset({"balloon", MEMORY_NOW})
 
     def decide(self, context: Context) -> list[Action]:
         newest = context.window[-1] if context.window else None
@@ -234,6 +237,8 @@ class MemoryTuner:
             if g.memory_kib is None or g.memory_max_kib is None:
                 continue  # no balloon figures: nothing to move
             swap_in, faults = g.guest_swap_in_rate or 0.0, g.guest_major_fault_rate or 0.0
+            free = g.usable_kib if g.usable_kib is not None else g.unused_kib
+            short = free is not None and free < g.memory_kib * USABLE_LOW
             guests.append(
                 GuestMemory(
                     name,
@@ -241,8 +246,8 @@ class MemoryTuner:
                     g.memory_max_kib,
                     min(memory.floor_kib or 0, g.memory_max_kib),
                     memory.weight or 100,
-                    g.usable_kib if g.usable_kib is not None else g.unused_kib,
-                    swap_in > SWAP_IN_KIB_S or faults > MAJOR_FAULTS_S,
+                    free,
+                    swap_in > SWAP_IN_KIB_S or faults > MAJOR_FAULTS_S or short,
                 )
             )
         before = {g.name: g.actual_kib for g in guests}

@@ -178,7 +178,13 @@ class Tuners:
         confirms = {
             t.name: self.confirm or int(getattr(t, "confirm", DEFAULT_CONFIRM)) for t in self.tuners
         }
-        dwells = {t.name: float(getattr(t, "dwell", self.dwell)) for t in self.tuners}
+        # Like confirm: each tuner's own, unless the settings give one for all.
+        dwells = {
+            t.name: self.dwell
+            if "dwell" in self.settings
+            else float(getattr(t, "dwell", self.dwell))
+            for t in self.tuners
+        }
         seen = set()
         decisions = []
         for action in proposed:

@@ -242,8 +242,9 @@ def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_n
 ) -> None:
     """With a target the host is always over, an idle guest's balloon goes down to
     its floor and never below; then the guest fills its memory, a little at a
-    time, and gets its memory back (a guest nearly out of memory is in distress:
-    it has no swap to show it otherwise). Each move is in the decision log."""
+    time, and gets memory back as it needs it (a guest nearly out of memory is
+    in distress: it has no swap to show it otherwise). Each move is in the
+    decision log."""
     guest = linux_guest("lx-balloon")
     virsh("start", guest)
     eventually(lambda: agent_answers(guest), timeout=120)
@@ -267,7 +268,10 @@ def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_n
     )
     command = {"path": "/bin/sh", "arg": ["-c", fill]}
     virsh("qemu-agent-command", guest, json.dumps({"execute": "guest-exec", "arguments": command}))
-    eventually(lambda: balloon_kib(guest) == 256 * 1024, timeout=60)
+    # As it fills, it is given memory back a step at a time (the host still
+    # needs memory: only what the guest needs), and it lives on.
+    eventually(lambda: balloon_kib(guest) >= 192 * 1024, timeout=60)
+    assert agent_answers(guest)
     with api_client(daemon.socket) as c:
         log = c.get("/v1/decisions", params={"guest": guest}).json()
     moves = [d for d in log if d["tuner"] == "memory" and d["verdict"] == "applied"]

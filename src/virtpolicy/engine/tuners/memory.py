@@ -26,11 +26,13 @@ reason (no need can be told).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from virtpolicy.engine.tuners import Action, Context
+from virtpolicy.engine.tuners.monitor import GuestRates
 from virtpolicy.hypervisor.stats import MEMORY_NOW, HostMemory
 
 MIB = 1024  # KiB
@@ -40,7 +42,10 @@ SWAP_IN_KIB_S = 64.0
 MAJOR_FAULTS_S = 50.0
 #: ... or when what it could still use is under this share of what it has:
 #: its OOM killer is next (a guest without swap shows no other sign).
-USABLE_LOW = 0.05
+USABLE_LOW = 0.03
+#: A guest with more than this share of its memory unused gives some back
+#: even when the host does not need it.
+IDLE = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,9 @@ class GuestMemory:
     free_kib: int | None = None
     #: Swapping in or taking major faults now (the caller judges the rates).
     distress: bool = False
+    #: How much what it could use fell over the last interval (KiB): a guest in
+    #: distress gets twice that back at once, so that it keeps up with its need.
+    falling_kib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +84,8 @@ class Settings:
     hysteresis: float = 5.0  # points under the target before giving back
     step: float = 5.0  # % of a guest's defined memory moved per round, at most
     min_step_kib: int = 16 * MIB  # smaller moves are not worth a balloon change
-    margin: float = 10.0  # % of its memory a guest keeps free above its need
+    margin: float = 6.0  # % of its memory a guest keeps free above its need
+    critical: float = 95.0  # % in use from which taking back is urgent, in bigger steps
 
 
 def plan(
@@ -95,22 +104,31 @@ def plan(
             moves.append(
                 Move(g.name, g.floor_kib, f"below its floor: back to {_size(g.floor_kib)}")
             )
-    distressed = [g for g in known if g.distress]
-    for g in distressed:
-        if g.actual_kib < g.maximum_kib:
-            moves.append(
-                Move(
-                    g.name,
-                    g.maximum_kib,
-                    f"in distress (swapping in or faulting pages in): given back all of its "
-                    f"{_size(g.maximum_kib)} at once",
-                    urgent=True,
-                )
+    given_kib = 0
+    for g in (g for g in known if g.distress and g.actual_kib < g.maximum_kib):
+        # A step at once (more when its need grows faster), and another each
+        # round while it lasts: enough to end it, without filling the host for
+        # a guest that needed less.
+        step = max(_limit_kib(g, settings), 2 * g.falling_kib)
+        give = min(g.maximum_kib, max(g.floor_kib, g.actual_kib + step))
+        give -= g.actual_kib
+        given_kib += give
+        moves.append(
+            Move(
+                g.name,
+                g.actual_kib + give,
+                f"in distress (swapping in, faulting pages in or nearly out of memory): "
+                f"{_size(give)} back at once",
+                urgent=True,
             )
+        )
     calm = [g for g in known if not g.distress and g.actual_kib >= g.floor_kib]
     used = host.used_percent
     stalled = _stalled(host, settings)
-    given_kib = sum(g.maximum_kib - g.actual_kib for g in distressed)
+    # Under pressure each guest keeps less free above its need (down to 80 %
+    # of the margin): the host's need first, short of a guest's distress.
+    tight = min(1.0, max(0.6, (100 - used) / max(1.0, 100 - settings.target)))
+    settings = dataclasses.replace(settings, margin=settings.margin * tight)
     if used > settings.target or stalled:
         over_kib = int((used - settings.target) / 100 * host.total_kib) + given_kib
         need_kib = max(over_kib, _step_kib(calm, settings) if stalled else 0)
@@ -119,10 +137,36 @@ def plan(
             if used > settings.target
             else f"the host stalls for memory ({host.stall:.0f} % of the time)"
         )
-        moves += _take(calm, need_kib, why, settings)
-    elif used < settings.target - settings.hysteresis and not stalled:
-        room_kib = int((settings.target - used) / 100 * host.total_kib) - given_kib
-        moves += _give(calm, room_kib, used, settings)
+        if used >= settings.critical:  # the host is about to swap: every round, faster
+            critical = dataclasses.replace(settings, step=settings.step * 3)
+            moves += _take(calm, need_kib, why, critical, urgent=True)
+        else:
+            moves += _take(calm, need_kib, why, settings)
+    else:
+        if used < settings.target - settings.hysteresis and not stalled:
+            room_kib = int((settings.target - used) / 100 * host.total_kib) - given_kib
+            moves += _give(calm, room_kib, used, settings)
+        moves += _idle(calm, settings)
+    return moves
+
+
+def _idle(guests: Sequence[GuestMemory], settings: Settings) -> list[Move]:
+    """Without the host's need, a step back from each guest that leaves much of
+    its memory unused (over :data:`IDLE` of it): held by a guest, it would only
+    become cache the host cannot have back without a balloon."""
+    moves = []
+    for g in guests:
+        room = _room_kib(g, settings)
+        if (g.free_kib or 0) > g.actual_kib * IDLE and room >= settings.min_step_kib:
+            take = min(room, _limit_kib(g, settings))
+            moves.append(
+                Move(
+                    g.name,
+                    g.actual_kib - take,
+                    f"{(g.free_kib or 0) * 100 // max(1, g.actual_kib)} % of its memory unused: "
+                    f"{_size(take)} back to the host",
+                )
+            )
     return moves
 
 
@@ -145,7 +189,14 @@ def _stalled(host: HostMemory, settings: Settings) -> bool:
     return host.stall is not None and host.stall >= settings.stall
 
 
-def _take(guests: Sequence[GuestMemory], need_kib: int, why: str, settings: Settings) -> list[Move]:
+def _take(
+    guests: Sequence[GuestMemory],
+    need_kib: int,
+    why: str,
+    settings: Settings,
+    *,
+    urgent: bool = False,
+) -> list[Move]:
     """Take ``need_kib`` from the guests with the most room, by weight."""
     room = {g.name: _room_kib(g, settings) for g in guests}
     able = [g for g in guests if room[g.name] >= settings.min_step_kib]
@@ -165,6 +216,7 @@ def _take(guests: Sequence[GuestMemory], need_kib: int, why: str, settings: Sett
                 g.actual_kib - take,
                 f"{why}: {_size(take)} of its {_size(room[g.name])} above its need "
                 f"(weight {g.weight})",
+                urgent=urgent,
             )
         )
     return moves
@@ -173,9 +225,12 @@ def _take(guests: Sequence[GuestMemory], need_kib: int, why: str, settings: Sett
 def _give(
     guests: Sequence[GuestMemory], room_kib: int, used: float, settings: Settings
 ) -> list[Move]:
-    """Give back up to ``room_kib``, the guests nearest their need first."""
+    """Give back up to ``room_kib`` to the guests near their need (less than twice
+    the margin free), the nearest first: a guest with memory to spare would only
+    fill it with cache, which the host then holds for nothing."""
     moves = []
-    for g in sorted(guests, key=lambda g: (_room_kib(g, settings), g.name)):
+    near = [g for g in guests if (g.free_kib or 0) < 2 * g.actual_kib * settings.margin / 100]
+    for g in sorted(near, key=lambda g: (_room_kib(g, settings), g.name)):
         give = min(g.maximum_kib - g.actual_kib, _limit_kib(g, settings), room_kib)
         if give < settings.min_step_kib and g.actual_kib + give < g.maximum_kib:
             continue
@@ -236,9 +291,12 @@ class MemoryTuner:
                 continue
             if g.memory_kib is None or g.memory_max_kib is None:
                 continue  # no balloon figures: nothing to move
-            swap_in, faults = g.guest_swap_in_rate or 0.0, g.guest_major_fault_rate or 0.0
-            free = g.usable_kib if g.usable_kib is not None else g.unused_kib
-            short = free is not None and free < g.memory_kib * USABLE_LOW
+            free = _usable(g)
+            was = _usable(context.window[-2].guests.get(name)) if len(context.window) > 1 else None
+            falling = max(0, was - free) if was is not None and free is not None else 0
+            paging = (g.guest_swap_in_rate or 0.0) > SWAP_IN_KIB_S or (
+                g.guest_major_fault_rate or 0.0
+            ) > MAJOR_FAULTS_S
             guests.append(
                 GuestMemory(
                     name,
@@ -247,7 +305,8 @@ class MemoryTuner:
                     min(memory.floor_kib or 0, g.memory_max_kib),
                     memory.weight or 100,
                     free,
-                    swap_in > SWAP_IN_KIB_S or faults > MAJOR_FAULTS_S or short,
+                    paging or running_out(g.memory_kib, free, falling),
+                    falling,
                 )
             )
         before = {g.name: g.actual_kib for g in guests}
@@ -263,3 +322,19 @@ class MemoryTuner:
             for m in plan(newest.host_memory, guests, settings)
             if m.target_kib is not None
         ]
+
+
+def running_out(actual_kib: int, free_kib: int | None, falling_kib: int) -> bool:
+    """Whether a guest is (about to be) out of memory: what it could use is
+    under :data:`USABLE_LOW` of what it has, or will be by the next sample at
+    the pace it fell over the last interval (a guest filling its memory fast
+    would meet its OOM killer between two samples)."""
+    if free_kib is None:
+        return False
+    return free_kib - falling_kib < actual_kib * USABLE_LOW
+
+
+def _usable(g: GuestRates | None) -> int | None:
+    if g is None:
+        return None
+    return g.usable_kib if g.usable_kib is not None else g.unused_kib

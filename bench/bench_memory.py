@@ -33,7 +33,7 @@ import argparse
 import platform
 import time
 
-from virtpolicy.engine.tuners.memory import GuestMemory, Settings, plan, running_out
+from virtpolicy.engine.tuners.memory import RECOVERY_S, GuestMemory, Settings, plan, running_out
 from virtpolicy.testing.memsim import MemoryHost, Outcome, SimGuest, host_of, play
 
 MIB = 1024
@@ -43,6 +43,7 @@ STEPS = 720  # one hour
 def virtpolicy_tuner() -> object:
     last: dict[str, int] = {}
     usable: dict[str, int] = {}
+    short: dict[str, int] = {}  # the step each guest last ran short at
 
     def policy(host: MemoryHost) -> None:
         def falling(g: SimGuest) -> int:
@@ -58,9 +59,15 @@ def virtpolicy_tuner() -> object:
                 host.usable_kib(g),
                 running_out(g.actual_kib, host.usable_kib(g), falling(g)),
                 falling(g),
+                host.step - short.get(g.name, -999) <= RECOVERY_S / 5,
             )
             for g in host.guests
         ]
+        short.update(
+            (g.name, host.step)
+            for g in host.guests
+            if running_out(g.actual_kib, host.usable_kib(g), 0)
+        )
         usable.update((g.name, host.usable_kib(g)) for g in host.guests)
         for move in plan(host.host(), guests, Settings()):
             if move.target_kib is None:

@@ -42,10 +42,12 @@ SWAP_IN_KIB_S = 64.0
 MAJOR_FAULTS_S = 50.0
 #: ... or when what it could still use is under this share of what it has:
 #: its OOM killer is next (a guest without swap shows no other sign).
-USABLE_LOW = 0.03
+USABLE_LOW = 0.05
 #: A guest with more than this share of its memory unused gives some back
 #: even when the host does not need it.
 IDLE = 0.3
+#: How long after its distress a guest keeps what it was given (s).
+RECOVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,9 @@ class GuestMemory:
     #: How much what it could use fell over the last interval (KiB): a guest in
     #: distress gets twice that back at once, so that it keeps up with its need.
     falling_kib: int = 0
+    #: In distress a little while ago: what it was given is not taken back yet
+    #: (its free memory is what it was just given for its need).
+    recovering: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,8 @@ def _idle(guests: Sequence[GuestMemory], settings: Settings) -> list[Move]:
     moves = []
     for g in guests:
         room = _room_kib(g, settings)
+        if g.recovering:
+            continue
         if (g.free_kib or 0) > g.actual_kib * IDLE and room >= settings.min_step_kib:
             take = min(room, _limit_kib(g, settings))
             moves.append(
@@ -199,7 +206,7 @@ def _take(
 ) -> list[Move]:
     """Take ``need_kib`` from the guests with the most room, by weight."""
     room = {g.name: _room_kib(g, settings) for g in guests}
-    able = [g for g in guests if room[g.name] >= settings.min_step_kib]
+    able = [g for g in guests if room[g.name] >= settings.min_step_kib and not g.recovering]
     if need_kib <= 0 or not able:
         return []
     pull = {g.name: room[g.name] * 100 / g.weight for g in able}
@@ -307,6 +314,7 @@ class MemoryTuner:
                     free,
                     paging or running_out(g.memory_kib, free, falling),
                     falling,
+                    _recovering(context, name),
                 )
             )
         before = {g.name: g.actual_kib for g in guests}
@@ -332,6 +340,18 @@ def running_out(actual_kib: int, free_kib: int | None, falling_kib: int) -> bool
     if free_kib is None:
         return False
     return free_kib - falling_kib < actual_kib * USABLE_LOW
+
+
+def _recovering(context: Context, name: str) -> bool:
+    """Whether the guest ran short in the last :data:`RECOVERY_S` seconds."""
+    newest = context.window[-1].wall
+    for r in reversed(context.window[:-1]):
+        if newest - r.wall > RECOVERY_S:
+            break
+        g = r.guests.get(name)
+        if g is not None and g.memory_kib is not None and running_out(g.memory_kib, _usable(g), 0):
+            return True
+    return False
 
 
 def _usable(g: GuestRates | None) -> int | None:

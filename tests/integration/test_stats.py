@@ -114,7 +114,9 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
     # The same through the CLI.
     server = ["--server", str(daemon.socket)]
     table = run(*server, "stats").stdout.splitlines()
-    assert table[0].split() == ["GUEST", "STATE", "CPU%", "VCPU%", "STEAL%", "RSS_MIB"]
+    assert table[0].split() == [
+        "GUEST", "STATE", "CPU%", "VCPU%", "STEAL%", "RSS_MIB", "BALLOON_MIB", "USABLE_MIB"
+    ]  # fmt: skip
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert float(rows[busy][2]) > float(rows[idle][2])
     one = run(*server, "stats", busy).stdout.splitlines()

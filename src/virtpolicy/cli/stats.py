@@ -31,11 +31,19 @@ def guests_table(stats: Sequence[dict[str, Any]]) -> str:
             _pct(g["cpu_percent"]),
             " ".join(f"{v['vcpu']}:{_pct(v['percent'])}" for v in g["vcpus"]) or "-",
             _pct(max((v["steal_percent"] or 0.0 for v in g["vcpus"]), default=None)),
-            "-" if g["rss_kib"] is None else f"{g['rss_kib'] / 1024:.0f}",
+            _mib(g["rss_kib"]),
+            _mib(g.get("memory_kib")),
+            _mib(g.get("memory_usable_kib")),
         ]
         for g in stats
     ]
-    return output.table(["GUEST", "STATE", "CPU%", "VCPU%", "STEAL%", "RSS_MIB"], rows)
+    return output.table(
+        ["GUEST", "STATE", "CPU%", "VCPU%", "STEAL%", "RSS_MIB", "BALLOON_MIB", "USABLE_MIB"], rows
+    )
+
+
+def _mib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.0f}"
 
 
 def vcpus_table(g: dict[str, Any]) -> str:
@@ -46,6 +54,13 @@ def vcpus_table(g: dict[str, Any]) -> str:
     head = f"{g['guest']}: CPU {_pct(g['cpu_percent'])}%"
     if g["rss_kib"] is not None:
         head += f", resident {g['rss_kib'] / 1024:.0f} MiB of {g['memory_max_kib'] / 1024:.0f}"
+    if g.get("memory_kib") is not None:
+        head += f", balloon {_mib(g['memory_kib'])} MiB, usable {_mib(g.get('memory_usable_kib'))}"
+        swap, faults = (
+            g.get("memory_guest_swap_in_kib_per_second"),
+            g.get("memory_guest_major_faults_per_second"),
+        )
+        head += f", swap-in {_pct(swap)} KiB/s, major faults {_pct(faults)}/s"
     return head + "\n" + output.table(["VCPU", "CPU%", "STEAL%", "WAIT%"], rows)
 
 

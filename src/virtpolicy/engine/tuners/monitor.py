@@ -103,6 +103,9 @@ class GuestRates(NamedTuple):
             "memory_swap_kib": self.swap_kib,
             "memory_major_faults_total": self.major_faults,
             "memory_stall_percent": _round(self.memory_stall_percent),
+            "memory_usable_kib": self.usable_kib,
+            "memory_guest_swap_in_kib_per_second": _round(self.guest_swap_in_rate),
+            "memory_guest_major_faults_per_second": _round(self.guest_major_fault_rate),
             "cpu_seconds_total": None if self.cpu_ns is None else self.cpu_ns / 1e9,
         }
 

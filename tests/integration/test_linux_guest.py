@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -251,6 +252,7 @@ def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_n
     daemon = start_daemon(
         db, "--connect", qemu_uri, "--sample-interval", "1", "--tuner", "static,memory",
         "--memory-target", "1", "--set", "dwell=1", "--set", "memory.step=20",
+        *(("--memory-ksm", "auto") if KSM_FOUND else ()),
     )  # fmt: skip
     seen: list[int] = []
 
@@ -260,6 +262,7 @@ def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_n
 
     eventually(at_floor, timeout=60)
     assert min(seen) >= 160 * 1024, seen
+    ksm_seen = ksm_now()
     with api_client(daemon.socket) as c:
 
         def unused_at_floor() -> int | None:
@@ -286,3 +289,26 @@ def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_n
     moves = [d for d in log if d["tuner"] == "memory" and d["verdict"] == "applied"]
     assert any("in distress" in d["reason"] for d in moves), log
     assert any(d["reason"].startswith("256 MiB -> ") for d in moves), log
+    if KSM_FOUND:  # the host's KSM ran while the host needed memory, and is as it was
+        assert ksm_seen is not None
+        assert ksm_seen[0] == "1"
+        assert 100 <= int(ksm_seen[1]) <= 1000
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=15) == 0
+        assert ksm_now() == KSM_FOUND
+
+
+KSM = Path("/sys/kernel/mm/ksm")
+
+
+def ksm_now() -> tuple[str, str] | None:
+    """The host's KSM (run, pages_to_scan), or None without KSM."""
+    try:
+        return tuple(  # type: ignore[return-value]
+            (KSM / name).read_text().strip() for name in ("run", "pages_to_scan")
+        )
+    except OSError:
+        return None
+
+
+KSM_FOUND = ksm_now()

@@ -254,3 +254,37 @@ def test_a_guest_filling_its_memory_fast_is_in_distress_before_it_runs_out() -> 
     assert running_out(160 * 1024, 20 * 1024, 16 * 1024)
     assert running_out(160 * 1024, 4 * 1024, 0)  # under 5 % now
     assert not running_out(160 * 1024, None, 0)  # it says nothing: not judged
+
+
+def test_the_guests_the_tuner_leaves_alone_say_why_in_their_status(tmp_path: Path) -> None:
+    """A guest with balloon: auto whose balloon driver says nothing, or whose
+    floor is above its defined memory, is noted with the reason; the notes
+    reach the guest's status, and go when they no longer hold."""
+    from virtpolicy.engine.tuning.reconcile import Reconciler  # noqa: PLC0415
+    from virtpolicy.store import SqlStore  # noqa: PLC0415
+
+    auto = {"memory": {"balloon": "auto", "floor": "1G"}}
+    policies = {name: parse_policy({"guest": name, **auto}) for name in ("quiet", "small", "fine")}
+    policies["small"] = parse_policy(
+        {"guest": "small", "memory": {"balloon": "auto", "floor": "8G"}}
+    )
+    engine = Tuners([MemoryTuner()], clock=lambda: 100.0)
+    sample = rates(PRESSED, ("small", 4, 3, 0.0), ("fine", 4, 3, 0.0))
+    quiet = sample.guests["fine"]._replace(guest="quiet", usable_kib=None, unused_kib=None)
+    sample = Rates(sample.wall, 5.0, {**sample.guests, "quiet": quiet}, (), PRESSED)
+    engine.run([sample], policies, 4, {}, {}, lambda _action: None)
+    notes = engine.notes()
+    assert notes == {
+        "quiet": {"memory": "no statistics from its balloon driver: left as it is"},
+        "small": {
+            "memory": "memory.floor 8G is above its defined memory (4096 MiB): kept at its "
+            "defined memory"
+        },
+    }
+    store = SqlStore(str(tmp_path / "p.db"))
+    reconciler = Reconciler(store, MemoryHypervisor([]))
+    reconciler.tuner_notes(notes)
+    assert reconciler.status_of("quiet")["tuning"] == notes["quiet"]  # type: ignore[index]
+    reconciler.tuner_notes({})
+    assert reconciler.status_of("quiet")["tuning"] == {}  # type: ignore[index]
+    store.close()

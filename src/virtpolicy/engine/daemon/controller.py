@@ -120,7 +120,7 @@ class Controller:
         )
         self.sampling = Sampling(
             hypervisor, self.monitor, self.tuners, self.events, self.connected,
-            self.cache.all, self.reconciler.placing, self.ksm,
+            self.cache.all, self.reconciler.placing, self.ksm, self.reconciler.tuner_notes,
         )  # fmt: skip
         # This host in the fleet: what it publishes, and what the fleet's changes set off.
         self.membership = Membership(

@@ -43,6 +43,7 @@ class Sampling:
         policies: Callable[[], Mapping[str, GuestPolicy]],
         placing: HostPlacement | None = None,
         ksm: Ksm | None = None,
+        on_notes: Callable[[dict[str, dict[str, str]]], None] = lambda _notes: None,
     ) -> None:
         self.hypervisor = hypervisor
         self.monitor = monitor
@@ -54,6 +55,8 @@ class Sampling:
         self.placing = placing
         #: KSM, run by the host's need of memory (``memory.ksm: auto``).
         self.ksm = ksm
+        #: Gets each round's tuner notes (the guests' statuses show them).
+        self.on_notes = on_notes
 
     async def run(self) -> None:
         """One bulk statistics call every sample interval, while connected."""
@@ -140,7 +143,7 @@ class Sampling:
             need = needs_memory(latest.host_memory, settings_from(self.tuners.settings))
             if changed := self.ksm.adjust(need):
                 log.info("%s", changed)
-        return self.tuners.run(
+        decisions = self.tuners.run(
             list(self.monitor.recent),
             policies,
             node.cpus,
@@ -150,6 +153,8 @@ class Sampling:
             node.layout,
             pools,
         )
+        self.on_notes(self.tuners.notes())
+        return decisions
 
 
 T = TypeVar("T")

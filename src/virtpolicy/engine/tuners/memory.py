@@ -285,7 +285,12 @@ class MemoryTuner:
     dwell = 15.0
     groups = frozenset({"balloon", MEMORY_NOW})
 
+    def __init__(self) -> None:
+        #: Why a guest with balloon: auto is left as it is (its status shows it).
+        self.notes: dict[str, str] = {}
+
     def decide(self, context: Context) -> list[Action]:
+        self.notes = {}
         newest = context.window[-1] if context.window else None
         if newest is None or newest.host_memory is None:
             return []
@@ -297,7 +302,14 @@ class MemoryTuner:
             if memory.balloon != "auto" or g is None or not g.running:
                 continue
             if g.memory_kib is None or g.memory_max_kib is None:
-                continue  # no balloon figures: nothing to move
+                self.notes[name] = "no balloon figures (no balloon device?): left as it is"
+                continue
+            floor = memory.floor_kib or 0
+            if floor > g.memory_max_kib:
+                self.notes[name] = (
+                    f"memory.floor {memory.floor} is above its defined memory "
+                    f"({_size(g.memory_max_kib)}): kept at its defined memory"
+                )
             free = _usable(g)
             was = _usable(context.window[-2].guests.get(name)) if len(context.window) > 1 else None
             falling = max(0, was - free) if was is not None and free is not None else 0
@@ -318,6 +330,8 @@ class MemoryTuner:
                 )
             )
         before = {g.name: g.actual_kib for g in guests}
+        moves = plan(newest.host_memory, guests, settings)
+        self.notes.update((m.guest, m.reason) for m in moves if m.target_kib is None)
         return [
             Action(
                 self.name,
@@ -327,7 +341,7 @@ class MemoryTuner:
                 f"{_size(before[m.guest])} -> {_size(m.target_kib)}: {m.reason}",
                 urgent=m.urgent,
             )
-            for m in plan(newest.host_memory, guests, settings)
+            for m in moves
             if m.target_kib is not None
         ]
 

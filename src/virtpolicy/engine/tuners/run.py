@@ -140,6 +140,15 @@ class Tuners:
     def names(self) -> list[str]:
         return [t.name for t in self.tuners]
 
+    def notes(self) -> dict[str, dict[str, str]]:
+        """guest -> tuner -> why that tuner leaves it as it is, from the last
+        round (a tuner may keep such notes: its ``notes`` attribute)."""
+        found: dict[str, dict[str, str]] = {}
+        for tuner in self.tuners:
+            for guest, why in dict(getattr(tuner, "notes", {})).items():
+                found.setdefault(guest, {})[tuner.name] = why
+        return found
+
     def run(
         self,
         history: Sequence[Rates],

@@ -62,6 +62,8 @@ class GuestStatus:
     applied_at: str | None = None
     #: Recent things that happened to the guest's dependencies, newest last.
     notices: list[str] = field(default_factory=list)
+    #: Tuner -> why it leaves the guest as it is (its last round).
+    tuning: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -77,6 +79,7 @@ class GuestStatus:
             "checked_at": self.checked_at,
             "applied_at": self.applied_at,
             "notices": self.notices,
+            "tuning": self.tuning,
         }
 
 
@@ -199,6 +202,13 @@ class Reconciler:
             if self._forgets == seen:
                 self._mirrors[name] = mirror
 
+    def tuner_notes(self, notes: Mapping[str, dict[str, str]]) -> None:
+        """Each guest's tuner notes from the tuners' last round (see ``Tuners.notes``)."""
+        with self._status_lock:
+            for guest in set(notes) | {g for g, s in self._status.items() if s.tuning}:
+                status = self._status.get(guest) or GuestStatus(guest)
+                self._status[guest] = dataclasses.replace(status, tuning=notes.get(guest, {}))
+
     def notice(self, guest: str, text: str) -> None:
         """Record something that happened around ``guest`` on its status."""
         with self._status_lock:  # a status once published is replaced, never changed
@@ -242,7 +252,11 @@ class Reconciler:
         with self._status_lock:
             # Notices may have arrived meanwhile (from the loop): keep the newest.
             current = self._status.get(name)
-            status = dataclasses.replace(status, notices=current.notices if current else [])
+            status = dataclasses.replace(
+                status,
+                notices=current.notices if current else [],
+                tuning=current.tuning if current else {},
+            )
             self._status[name] = status
         return status
 

@@ -66,7 +66,7 @@ def virtpolicy_tuner() -> object:
         short.update(
             (g.name, host.step)
             for g in host.guests
-            if running_out(g.actual_kib, host.usable_kib(g), 0)
+            if running_out(g.actual_kib, host.usable_kib(g), falling(g))
         )
         usable.update((g.name, host.usable_kib(g)) for g in host.guests)
         for move in plan(host.host(), guests, Settings()):

@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -234,6 +235,7 @@ def balloon_kib(name: str) -> int:
     return int(rows["actual"])
 
 
+@pytest.mark.alone("machine")  # a control loop's pace against a guest's: no other load
 def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_need(
     linux_guest: Callable[..., str],
     start_daemon: Callable[..., Daemon],
@@ -258,18 +260,26 @@ def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_n
 
     def at_floor() -> bool:
         seen.append(balloon_kib(guest))
-        return seen[-1] == 160 * 1024
+        return abs(seen[-1] - 160 * 1024) <= 1024  # the driver's rounding
 
     eventually(at_floor, timeout=60)
-    assert min(seen) >= 160 * 1024, seen
+    assert min(seen) >= 159 * 1024, seen
     ksm_seen = ksm_now()
     with api_client(daemon.socket) as c:
+        readings: list[int] = []
 
         def unused_at_floor() -> int | None:
+            """What it has unused at its floor, once its balloon driver has told
+            (two readings a second apart that agree: the first may be of before)."""
             rows = {r["guest"]: r for r in c.get("/v1/stats/guests").json()}
             row = rows.get(guest) or {}
-            at = row.get("memory_kib") == 160 * 1024
-            return row.get("memory_unused_kib") if at else None
+            at = abs(int(row.get("memory_kib") or 0) - 160 * 1024) <= 1024
+            if not at or row.get("memory_unused_kib") is None:
+                return None
+            readings.append(int(row["memory_unused_kib"]))
+            time.sleep(1)
+            agree = len(readings) > 1 and abs(readings[-1] - readings[-2]) < 2048
+            return min(readings[-2:]) if agree else None
 
         free_mib = eventually(unused_at_floor, timeout=30) // 1024
     # It fills what it has left but 6 MiB (under 5 % of 160 MiB: short of memory,

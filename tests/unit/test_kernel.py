@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -373,3 +374,40 @@ def test_the_guests_own_view_is_read_from_the_balloon_drivers_figures() -> None:
         counters.guest_swap_in_kib,
         counters.guest_major_faults,
     ) == (4000, 1000, 2500, 64, 7)
+
+
+def test_a_missed_answer_of_the_balloon_driver_keeps_what_it_last_said(tmp_path: Path) -> None:
+    """QEMU busy (the call does not wait for it): the answer lacks the guest's
+    figures. What the driver said before stands and it is asked again at the
+    next sample, not left for ten times the cadence as a guest that never said."""
+    from virtpolicy.hypervisor.kernel import Balloon  # noqa: PLC0415
+    from virtpolicy.hypervisor.localstats import LocalSampler, _Memory  # noqa: PLC0415
+
+    answers = [
+        {"balloon.last-update": 5, "balloon.unused": 1000, "balloon.usable": 2000},
+        {},  # busy
+        {"balloon.last-update": 7, "balloon.unused": 900, "balloon.usable": 1800},
+    ]
+
+    class Conn:
+        asked = 0
+
+        def lookupByID(self, number: int) -> object:
+            return types.SimpleNamespace(name=lambda: "g")
+
+        def domainListGetStats(self, doms: list[object], flags: int, nowait: int) -> list[object]:
+            Conn.asked += 1
+            return [(doms[0], answers[Conn.asked - 1])]
+
+    sampler = LocalSampler(tmp_path)
+    key = ("g", 3)
+    sampler._memory[key] = _Memory(None, (1, Balloon(1024, 2048, 1)), None)
+    conn = Conn()
+    seen = []
+    for now in (0.0, 1.0, 2.0):
+        sampler._ask_guests(conn, now, 0, 0.0)  # type: ignore[arg-type]
+        view = sampler._memory[key].view
+        assert view is not None
+        seen.append((view.figures.unused_kib, view.figures.usable_kib, view.reported))
+    assert Conn.asked == 3  # asked each time: the missed answer did not stop it
+    assert seen == [(1000, 2000, True), (1000, 2000, True), (900, 1800, True)]

@@ -263,9 +263,13 @@ class LocalSampler:
         by_name = {dom.name(): record for dom, record in answers}
         for key in doms:
             record = by_name.get(key[0], {})
-            view = _View(
-                stats.guest_view(record), int(record.get("balloon.last-update", 0)) > 0, now
-            )
+            reported = int(record.get("balloon.last-update", 0)) > 0
+            known = self._memory[key].view
+            if not reported and known is not None and known.reported:
+                # No answer this time (QEMU busy: the call does not wait for it):
+                # what the driver last said stands, asked again next time.
+                continue
+            view = _View(stats.guest_view(record), reported, now)
             self._memory[key] = dataclasses.replace(self._memory[key], view=view)
 
 

@@ -47,7 +47,7 @@ USABLE_LOW = 0.05
 #: even when the host does not need it.
 IDLE = 0.3
 #: How long after its distress a guest keeps what it was given (s).
-RECOVERY_S = 60.0
+RECOVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,13 +357,19 @@ def running_out(actual_kib: int, free_kib: int | None, falling_kib: int) -> bool
 
 
 def _recovering(context: Context, name: str) -> bool:
-    """Whether the guest ran short in the last :data:`RECOVERY_S` seconds."""
-    newest = context.window[-1].wall
-    for r in reversed(context.window[:-1]):
-        if newest - r.wall > RECOVERY_S:
+    """Whether the guest ran short (or was about to) in the last :data:`RECOVERY_S`
+    seconds before the newest sample."""
+    window = context.window
+    newest = window[-1].wall
+    for i in range(len(window) - 2, 0, -1):
+        if newest - window[i].wall > RECOVERY_S:
             break
-        g = r.guests.get(name)
-        if g is not None and g.memory_kib is not None and running_out(g.memory_kib, _usable(g), 0):
+        now, before = window[i].guests.get(name), window[i - 1].guests.get(name)
+        if now is None or now.memory_kib is None:
+            continue
+        free, was = _usable(now), _usable(before)
+        falling = max(0, was - free) if was is not None and free is not None else 0
+        if running_out(now.memory_kib, free, falling):
             return True
     return False
 

@@ -241,6 +241,19 @@ BAD_SETS = [
         'error: "cpu.nope" is not a field to clear (e.g. cpu.weight, cpu.vcpupin.1, requires.db, labels.tier)',
     ),
     (["--stop-timeout", "0"], "error: stop.timeout: 0 is below the minimum 1"),
+    (
+        ["--memory-floor", "1024"],
+        'error: memory.floor: "1024" is not a size: a number and a unit, K, M, G or T (e.g. 512M)',
+    ),
+    (
+        ["--memory-soft-limit", "1GB"],
+        'error: memory.soft_limit: "1GB" is not a size: a number and a unit, K, M, G or T '
+        "(e.g. 512M)",
+    ),
+    (["--memory-floor", "70T"], 'error: memory.floor: "70T" is not between 1M and 64T'),
+    (["--memory-balloon", "auto"], "error: memory.floor: is required with memory.balloon: auto"),
+    (["--memory-weight", "0"], "error: memory.weight: 0 is below the minimum 1"),
+    (["--memory-weight", "10001"], "error: memory.weight: 10001 is above the maximum 10000"),
 ]
 
 

@@ -32,15 +32,16 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Callable
 
 from virtpolicy.engine.tuners.memory import RECOVERY_S, GuestMemory, Settings, plan, running_out
-from virtpolicy.testing.memsim import MemoryHost, Outcome, SimGuest, host_of, play
+from virtpolicy.testing.memsim import MemoryHost, Outcome, Policy, SimGuest, host_of, play
 
 MIB = 1024
 STEPS = 720  # one hour
 
 
-def virtpolicy_tuner() -> object:
+def virtpolicy_tuner() -> Policy:
     last: dict[str, int] = {}
     usable: dict[str, int] = {}
     short: dict[str, int] = {}  # the step each guest last ran short at
@@ -80,7 +81,7 @@ def virtpolicy_tuner() -> object:
     return policy
 
 
-def mom_rules() -> object:
+def mom_rules() -> Policy:
     """MoM's default balloon rules, re-implemented from their description."""
 
     def policy(host: MemoryHost) -> None:
@@ -102,7 +103,7 @@ def mom_rules() -> object:
     return policy
 
 
-def proxmox_rules() -> object:
+def proxmox_rules() -> Policy:
     """Proxmox's auto-ballooning, re-implemented from its description."""
 
     def policy(host: MemoryHost) -> None:
@@ -139,9 +140,9 @@ POLICIES = {
 }
 
 
-def run(seed: int, overcommit: float, make: object) -> Outcome:
+def run(seed: int, overcommit: float, make: Callable[[], Policy]) -> Outcome:
     host = host_of(seed, overcommit, steps=STEPS)
-    return play(host, make(), STEPS)  # type: ignore[operator]
+    return play(host, make(), STEPS)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Enforcement on a real libvirtd with QEMU guests; values read back with virsh."""
+"""Enforcement on a real libvirtd with QEMU guests (CPU and memory tuning); values
+read back with virsh."""
 
 from __future__ import annotations
 
@@ -31,12 +32,20 @@ def vcpupin(guest: str, *flags: str) -> dict[int, str]:
     return {int(vcpu): cpus for vcpu, cpus in rows}
 
 
-def schedinfo(guest: str, *flags: str) -> dict[str, str]:
-    """`virsh schedinfo GUEST` as {parameter: value}."""
+def parameters(command: str, guest: str, *flags: str) -> dict[str, str]:
+    """`virsh COMMAND GUEST` (schedinfo, memtune) as {parameter: value}."""
     pairs = (
-        line.split(":", 1) for line in virsh("schedinfo", guest, *flags).splitlines() if ":" in line
+        line.split(":", 1) for line in virsh(command, guest, *flags).splitlines() if ":" in line
     )
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def schedinfo(guest: str, *flags: str) -> dict[str, str]:
+    return parameters("schedinfo", guest, *flags)
+
+
+def memtune(guest: str, *flags: str) -> dict[str, str]:
+    return parameters("memtune", guest, *flags)
 
 
 def test_the_real_hosts_topology_comes_from_its_capabilities(hv: LibvirtConnection) -> None:
@@ -196,3 +205,52 @@ def test_a_guest_gone_between_the_listing_and_its_info_is_left_out(
         hv._conn = real
     assert stays in names
     assert goes not in names
+
+
+def test_the_soft_limit_and_free_page_reporting_are_enforced_and_put_back(
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[[str], str]
+) -> None:
+    """memory.soft_limit is set live and in the definition, put back after a
+    change by hand, and lifted when the policy drops it; free page reporting is
+    written to the definition's balloon (QEMU takes it at the next start)."""
+    guest = make_guest("memtune")
+    virsh("start", guest)
+    changes.set_policy(
+        store, guest, {"memory": {"soft_limit": "48M", "free_page_reporting": True}}, actor="t"
+    )
+    reconciler = Reconciler(store, hv)
+    [status] = reconciler.reconcile()
+    assert shown(status.applied) == {
+        "soft_limit": ("unlimited", 49152),
+        "free_page_reporting": ("off", "on"),
+    }
+    assert status.drift == {}
+    assert memtune(guest, "--live")["soft_limit"] == "49152"
+    assert memtune(guest, "--config")["soft_limit"] == "49152"
+    assert "freePageReporting='on'" in virsh("dumpxml", guest, "--inactive")
+
+    virsh("memtune", guest, "--soft-limit", "65536", "--live")
+    [status] = reconciler.reconcile()
+    assert shown(status.applied) == {"soft_limit": (65536, 49152)}
+    assert memtune(guest, "--live")["soft_limit"] == "49152"
+
+    changes.set_policy(store, guest, {"memory": {"soft_limit": None}}, actor="t")
+    [status] = reconciler.reconcile()
+    assert shown(status.applied) == {"soft_limit": (49152, "unlimited")}
+    assert memtune(guest, "--live")["soft_limit"] == "unlimited"
+
+
+def test_free_page_reporting_for_a_guest_without_a_balloon_is_a_problem(
+    store: SqlStore, hv: LibvirtConnection, make_guest: Callable[..., str]
+) -> None:
+    """A guest defined with <memballoon model='none'> cannot report free pages:
+    the status says so; its definition is left as it was."""
+    guest = make_guest("noballoon", balloon=False)
+    changes.set_policy(store, guest, {"memory": {"free_page_reporting": True}}, actor="t")
+    [status] = Reconciler(store, hv).reconcile()
+    assert status.problems == [
+        "memory.free_page_reporting: the guest has no balloon device (<memballoon>)"
+    ]
+    defined = virsh("dumpxml", guest, "--inactive")
+    assert "<memballoon model='none'/>" in defined
+    assert "freePageReporting" not in defined

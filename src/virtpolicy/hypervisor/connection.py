@@ -244,12 +244,12 @@ class LibvirtConnection:
         with self.translating(name, "read tuning"):
             dom = self._dom(name)
             numatune = shape = None
+            # The definition (of a transient guest, live), read once for both.
+            xml = dom.XMLDesc(INACTIVE if persistent else 0) if definition or memory else ""
             if definition:
                 numatune = numatune_of(dom.numaParameters(CONFIG if persistent else LIVE))
-                shape = cpu_topology(dom.XMLDesc(INACTIVE if persistent else 0))
-            memtune_, reporting = (
-                memtune.read(dom, running=running, persistent=persistent) if memory else ({}, None)
-            )
+                shape = cpu_topology(xml)
+            memtune_, reporting = memtune.read(dom, xml, running=running) if memory else ({}, None)
             flags = LIVE if running else CONFIG
             if not running and self.caps.pin_config is False:
                 return Tuning(

@@ -19,13 +19,13 @@ _INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 _NO_BALLOON = "memory.free_page_reporting: the guest has no balloon device (<memballoon>)"
 
 
-def read(dom: Any, *, running: bool, persistent: bool) -> tuple[dict[str, int], bool | None]:
+def read(dom: Any, definition: str, *, running: bool) -> tuple[dict[str, int], bool | None]:
     """The soft limit in KiB (live for a running guest, else the definition's)
-    and whether the balloon reports free pages (the definition's; None: the
-    guest has no balloon)."""
+    and whether the balloon of ``definition`` (the guest's XML) reports free
+    pages (None: the guest has no balloon)."""
     params = dom.memoryParameters(LIVE if running else CONFIG)
     memtune = {SOFT_LIMIT: int(params[SOFT_LIMIT])} if SOFT_LIMIT in params else {}
-    return memtune, free_page_reporting(dom.XMLDesc(_INACTIVE if persistent else 0))
+    return memtune, free_page_reporting(definition)
 
 
 def write(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from virtpolicy.hypervisor.stats import HostMemory
@@ -105,10 +105,6 @@ class MemoryHost:
     def usable_kib(self, g: SimGuest) -> int:
         return max(0, g.actual_kib - g.working_set(self.step))
 
-    def distressed(self, g: SimGuest) -> bool:
-        """What its balloon driver shows: swapping in, or nearly out of memory."""
-        return g.working_set(self.step) > g.actual_kib * 0.97
-
     def set_balloon(self, name: str, kib: int) -> None:
         g = next(g for g in self.guests if g.name == name)
         kib = max(1, min(g.maximum_kib, kib))
@@ -162,7 +158,3 @@ def play(host: MemoryHost, policy: Policy, steps: int) -> Outcome:
         policy(host)
         host.advance()
     return host.outcome
-
-
-def by_name(guests: Sequence[SimGuest]) -> Mapping[str, SimGuest]:
-    return {g.name: g for g in guests}

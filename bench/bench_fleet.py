@@ -117,6 +117,9 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
     parser.add_argument("--asks", type=int, default=200)
     parser.add_argument("--heartbeat", type=float, default=None)
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file, not PostgreSQL")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy one daemon through (b) into this file (raw stacks)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vp-bench-fleet-"))
     if args.sqlite:
@@ -223,6 +226,22 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
             for g in range(args.guests)
         )
         (work / "all.yaml").write_text(docs)
+
+        def pass_cpu() -> list[float]:
+            """CPU each daemon's reconcile passes have taken so far (their own count)."""
+            took = []
+            for h in range(len(procs)):
+                with client(work / f"run{h}" / "virtpolicy-ro.sock") as api:
+                    took.append(api.get("/v1/host").json()["pass_cpu_s"]["all"])
+            return took
+
+        passes0 = pass_cpu()
+        spy = args.profile and subprocess.Popen(
+            [str(VIRTPOLICY.parent / "py-spy"), "record", "--nonblocking", "-r", "250"]
+            + ["-f", "raw", "-o", str(args.profile), "-p", str(procs[1].pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         cpu0 = cpu_each(procs)
         t = time.perf_counter()
         subprocess.run(
@@ -251,10 +270,16 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
         until(enforced, 900, 1.0)
         wall = time.perf_counter() - t
         used = [b - a for a, b in zip(cpu0, cpu_each(procs), strict=True)]
+        in_passes = [b - a for a, b in zip(passes0, pass_cpu(), strict=True)]
+        if spy:
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
         print(
             f"(b) {args.daemons * args.guests} policies written ({written:.1f} s) until all "
             f"enforced on their hosts: {wall:.1f} s; daemon CPU: {sum(used):.1f} s in all, "
-            f"per daemon median {statistics.median(used):.2f} s, max {max(used):.2f} s"
+            f"per daemon median {statistics.median(used):.2f} s, max {max(used):.2f} s; "
+            f"of it in reconcile passes (the daemon's own count): median "
+            f"{statistics.median(in_passes):.2f} s, max {max(in_passes):.2f} s"
         )
 
         # (c) cross-host admission

@@ -259,6 +259,17 @@ def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
     again = read_balloon(path, first)
     assert again is not None
     assert (again[1].current_kib, again[1].maximum_kib, again[1].period) == (1048576, 1048576, 0)
+    assert (again[1].job, again[1].hugepages) == ("", False)
+    path.write_text(  # a migration's source, as libvirt's status of it reads then
+        "<domstatus state='running' reason='booted' pid='1'>"
+        "<job type='none' async='migration out' phase='perform3' flags='0x1'/>"
+        "<domain><memory unit='KiB'>1048576</memory><memoryBacking><hugepages/>"
+        "</memoryBacking></domain></domstatus>"
+    )
+    os.utime(path, ns=(first[0] + 2, first[0] + 2))
+    moving = read_balloon(path, again)
+    assert moving is not None
+    assert (moving[1].job, moving[1].hugepages) == ("migration out", True)
     path.unlink()
     assert read_balloon(path, again) is None
 

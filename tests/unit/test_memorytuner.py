@@ -257,24 +257,34 @@ def test_a_guest_filling_its_memory_fast_is_in_distress_before_it_runs_out() -> 
 
 
 def test_the_guests_the_tuner_leaves_alone_say_why_in_their_status(tmp_path: Path) -> None:
-    """A guest with balloon: auto whose balloon driver says nothing, or whose
-    floor is above its defined memory, is noted with the reason; the notes
+    """A guest with balloon: auto whose balloon driver says nothing, whose
+    floor is above its defined memory, that is migrating away or whose memory
+    is huge pages, is noted with the reason; the notes
     reach the guest's status, and go when they no longer hold."""
     from virtpolicy.engine.tuning.reconcile import Reconciler  # noqa: PLC0415
     from virtpolicy.store import SqlStore  # noqa: PLC0415
 
     auto = {"memory": {"balloon": "auto", "floor": "1G"}}
-    policies = {name: parse_policy({"guest": name, **auto}) for name in ("quiet", "small", "fine")}
+    names = ("quiet", "small", "fine", "moving", "huge")
+    policies = {name: parse_policy({"guest": name, **auto}) for name in names}
     policies["small"] = parse_policy(
         {"guest": "small", "memory": {"balloon": "auto", "floor": "8G"}}
     )
     engine = Tuners([MemoryTuner()], clock=lambda: 100.0)
     sample = rates(PRESSED, ("small", 4, 3, 0.0), ("fine", 4, 3, 0.0))
     quiet = sample.guests["fine"]._replace(guest="quiet", usable_kib=None, unused_kib=None)
-    sample = Rates(sample.wall, 5.0, {**sample.guests, "quiet": quiet}, (), PRESSED)
-    engine.run([sample], policies, 4, {}, {}, lambda _action: None)
+    moving = sample.guests["fine"]._replace(guest="moving", job="migration out")
+    huge = sample.guests["fine"]._replace(guest="huge", hugepages=True)
+    more = {"quiet": quiet, "moving": moving, "huge": huge}
+    sample = Rates(sample.wall, 5.0, {**sample.guests, **more}, (), PRESSED)
+    decisions = engine.run([sample], policies, 4, {}, {}, lambda _action: None)
+    assert {d.guest for d in decisions} == {"fine"}  # the same figures, and moved
     notes = engine.notes()
     assert notes == {
+        "moving": {"memory": "libvirt's migration out job runs: left as it is until it ends"},
+        "huge": {
+            "memory": "huge pages back its memory, which a balloon cannot free: left as it is"
+        },
         "quiet": {"memory": "no statistics from its balloon driver: left as it is"},
         "small": {
             "memory": "memory.floor 8G is above its defined memory (4096 MiB): kept at its "

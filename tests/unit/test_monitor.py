@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from virtpolicy.api import metrics
 from virtpolicy.engine.tuners.monitor import History, Monitor, rates
 from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.hypervisor.native import Field, Tuning
-from virtpolicy.hypervisor.stats import GuestCounters, Sample, VcpuCounters, parse_domain_stats
+from virtpolicy.hypervisor.stats import (
+    GuestCounters,
+    HostMemory,
+    Sample,
+    VcpuCounters,
+    parse_domain_stats,
+)
 from virtpolicy.policy.model import parse_policy
 
 RUNNING, SHUTOFF = 1, 5
@@ -117,3 +125,34 @@ def test_prometheus_text_parses_with_the_right_labels() -> None:
     assert families["virtpolicy_sampler_samples"].samples[0].value == 2
     sched = families["virtpolicy_guest_scheduler_parameter"].samples
     assert [(s.labels["name"], s.value) for s in sched] == [("cpu_shares", 2048.0)]
+
+
+def test_prometheus_memory_series_keep_the_last_host_memory() -> None:
+    """The guest's own view of its memory and the host's memory are series of
+    /metrics; a sample without the host's memory keeps the last one shown."""
+    monitor = Monitor(interval=5)
+    seen = dataclasses.replace(
+        guest("web", 0, [0]), usable_kib=2048, guest_swap_in_kib=16, guest_major_faults=7
+    )
+    host = HostMemory(total_kib=8 * 1024, available_kib=2 * 1024, stall=12.5)
+    monitor.ingest(dataclasses.replace(sample(0, seen), host_memory=host), 0.001)
+    monitor.ingest(sample(5, guest("web", S, [S])), 0.001)  # no view, no host memory
+    families = {
+        f.name: f for f in text_string_to_metric_families(metrics.render(monitor, [], {}, {}))
+    }
+    assert families["virtpolicy_host_memory_bytes"].samples[0].labels == {"kind": "total"}
+    assert [s.value for s in families["virtpolicy_host_memory_bytes"].samples] == [
+        8 * 1024 * 1024,
+        2 * 1024 * 1024,
+    ]
+    assert families["virtpolicy_host_memory_stall_ratio"].samples[0].value == 0.125
+    assert families["virtpolicy_guest_usable_memory_bytes"].samples == []  # no view now
+
+    monitor.ingest(sample(10, seen), 0.001)
+    families = {
+        f.name: f for f in text_string_to_metric_families(metrics.render(monitor, [], {}, {}))
+    }
+    usable = families["virtpolicy_guest_usable_memory_bytes"].samples
+    assert [(s.labels, s.value) for s in usable] == [({"guest": "web"}, 2048 * 1024)]
+    assert families["virtpolicy_guest_internal_swap_in_bytes"].samples[0].value == 16 * 1024
+    assert families["virtpolicy_guest_internal_major_faults"].samples[0].value == 7

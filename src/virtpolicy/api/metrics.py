@@ -125,6 +125,50 @@ def render(
         ),
     )
     out.family(
+        "virtpolicy_guest_usable_memory_bytes",
+        "gauge",
+        "Memory the guest could use without swapping, as its balloon driver says.",
+        (({"guest": g.name}, g.usable_kib * 1024) for g in guests if g.usable_kib is not None),
+    )
+    out.family(
+        "virtpolicy_guest_internal_swap_in_bytes_total",
+        "counter",
+        "Memory the guest swapped in since its boot, as its balloon driver says.",
+        (
+            ({"guest": g.name}, g.guest_swap_in_kib * 1024)
+            for g in guests
+            if g.guest_swap_in_kib is not None
+        ),
+    )
+    out.family(
+        "virtpolicy_guest_internal_major_faults_total",
+        "counter",
+        "Major page faults inside the guest since its boot, as its balloon driver says.",
+        (
+            ({"guest": g.name}, g.guest_major_faults)
+            for g in guests
+            if g.guest_major_faults is not None
+        ),
+    )
+    host = monitor.host_memory
+    out.family(
+        "virtpolicy_host_memory_bytes",
+        "gauge",
+        "The host's memory: total, and available (its MemAvailable).",
+        (
+            ({"kind": kind}, kib * 1024)
+            for kind, kib in (
+                (("total", host.total_kib), ("available", host.available_kib)) if host else ()
+            )
+        ),
+    )
+    out.family(
+        "virtpolicy_host_memory_stall_ratio",
+        "gauge",
+        "Share of the last ten seconds the host's tasks stalled for memory (PSI some avg10).",
+        [({}, host.stall / 100.0)] if host and host.stall is not None else [],
+    )
+    out.family(
         "virtpolicy_guest_running",
         "gauge",
         "1 if the guest runs, as the last sample saw it.",

@@ -180,6 +180,10 @@ class Balloon:
     current_kib: int | None
     maximum_kib: int | None
     period: int
+    #: libvirt's long job on the guest ("migration out", "save", ...; "" none)
+    #: and whether huge pages back its memory (a balloon frees none of them).
+    job: str = ""
+    hugepages: bool = False
 
 
 _UNITS = {b"b": 1, b"bytes": 1, b"KiB": 1024, b"k": 1024, b"MiB": 1 << 20, b"M": 1 << 20}
@@ -187,6 +191,7 @@ _UNITS |= {b"GiB": 1 << 30, b"G": 1 << 30}
 _MAXIMUM = re.compile(rb"<memory unit='(\w+)'>(\d+)</memory>")
 _CURRENT = re.compile(rb"<currentMemory unit='(\w+)'>(\d+)</currentMemory>")
 _PERIOD = re.compile(rb"<stats period='(\d+)'")
+_JOB = re.compile(rb"<job [^>]*async='([^']+)'")
 
 
 def read_balloon(path: Path, known: tuple[int, Balloon] | None) -> tuple[int, Balloon] | None:
@@ -207,6 +212,8 @@ def read_balloon(path: Path, known: tuple[int, Balloon] | None) -> tuple[int, Ba
         current_kib=_kib(_CURRENT.search(text)),
         maximum_kib=_kib(_MAXIMUM.search(text)),
         period=int(period.group(1)) if period else 0,
+        job=job.group(1).decode(errors="replace") if (job := _JOB.search(text)) else "",
+        hugepages=b"<hugepages" in text,
     )
 
 
@@ -342,6 +349,8 @@ def read_counters(
         memory_kib=balloon.current_kib if balloon else None,
         rss_kib=int(fields[21]) * PAGE // 1024 if rss else None,  # field 24 of stat
         memory_max_kib=balloon.maximum_kib if balloon else None,
+        job=balloon.job if balloon else None,
+        hugepages=balloon.hugepages if balloon else None,
         **view._asdict(),
         anon_kib=memory.anon_kib if memory else None,
         file_kib=memory.file_kib if memory else None,

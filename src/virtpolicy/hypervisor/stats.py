@@ -71,6 +71,10 @@ class GuestCounters:
     swap_kib: int | None = None
     major_faults: int | None = None
     memory_stall_ns: int | None = None
+    #: From libvirt's status of the guest (the kernel path only): its long job
+    #: ("migration out", ...; "" none) and whether huge pages back its memory.
+    job: str | None = None
+    hugepages: bool | None = None
 
     @property
     def running(self) -> bool:

@@ -268,11 +268,13 @@ class Whereabouts(Protocol):
         guest: str | None = None,
         statuses: bool = False,
         guests: Collection[str] | None = None,
+        other_than: str | None = None,
     ) -> list[GuestState]:
-        """The guests every host (or ``host``) last published, by guest and host;
-        with ``since``, only those written at or after that Unix time (the
-        reader's clock); with ``guest`` or ``guests``, only their rows. Their
-        statuses (JSON to decode) only when asked for."""
+        """The guests every host (or ``host``, or every host but ``other_than``)
+        last published, by guest and host; with ``since``, only those written at
+        or after that Unix time (the reader's clock); with ``guest`` or
+        ``guests``, only their rows. Their statuses (JSON to decode) only when
+        asked for."""
 
 
 class FleetRecords(Whereabouts, Protocol):
@@ -296,9 +298,12 @@ class FleetRecords(Whereabouts, Protocol):
     def publish_guests(self, host: str, seen: Sequence[GuestState], gone: Sequence[str]) -> None:
         """Write the states ``host`` sees now (upserted) and drop ``gone`` guests."""
 
-    def guest_keys(self, since: float | None = None) -> set[tuple[str, str]]:
+    def guest_keys(
+        self, since: float | None = None, *, other_than: str | None = None
+    ) -> set[tuple[str, str]]:
         """(guest, host) of every published guest (with ``since``, of those written
-        at or after it): :meth:`guest_states` without anything to decode."""
+        at or after it; with ``other_than``, on another host than that one):
+        :meth:`guest_states` without anything to decode."""
 
 
 class Tokens(Protocol):

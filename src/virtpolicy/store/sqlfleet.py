@@ -140,14 +140,17 @@ class Fleet:
                     ],
                 )
 
-    def guest_keys(self, since: float | None = None) -> set[tuple[str, str]]:
+    def guest_keys(
+        self, since: float | None = None, *, other_than: str | None = None
+    ) -> set[tuple[str, str]]:
         query = select(guest_states.c.guest, guest_states.c.host)
+        if other_than is not None:
+            query = query.where(guest_states.c.host != other_than)
         with self._read() as conn:
             if since is not None:
                 _, offset = self._clock(conn)
                 query = query.where(guest_states.c.updated_at >= since + offset)
-            rows = conn.execute(query).all()
-        return {(r.guest, r.host) for r in rows}
+            return set(conn.execute(query).tuples())
 
     def guest_states(
         self,
@@ -157,11 +160,14 @@ class Fleet:
         guest: str | None = None,
         statuses: bool = False,
         guests: Collection[str] | None = None,
+        other_than: str | None = None,
     ) -> list[GuestState]:
         columns = [c for c in guest_states.c if statuses or c.name != "status"]
         query = select(*columns).order_by(guest_states.c.guest, guest_states.c.host)
         if host is not None:
             query = query.where(guest_states.c.host == host)
+        if other_than is not None:
+            query = query.where(guest_states.c.host != other_than)
         if guest is not None:
             query = query.where(guest_states.c.guest == guest)
         with self._read() as conn:

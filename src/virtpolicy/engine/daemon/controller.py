@@ -320,6 +320,10 @@ class Controller:
             "connected": self.connected.is_set(),
             "mode": self.settings.mode,
             "passes": self.passes.count,
+            "pass_cpu_s": {
+                "all": round(self.passes.cpu_s, 4),
+                "last_full": round(self.passes.full_cpu_s, 4),
+            },
             "samples": self.monitor.samples,
             "fleet": self.fleet.info(),
             "policies": {"held": len(self.cache.all()), "decoded": self.cache.decoded},

@@ -8,9 +8,11 @@ runs each pass in a thread, so that libvirt calls never stall the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 
+from virtpolicy.engine.runtime.aio import timed_thread
 from virtpolicy.engine.runtime.outage import Outage
 from virtpolicy.engine.tuning.reconcile import Reconciler
 from virtpolicy.errors import ConnectionLostError, StoreError
@@ -37,6 +39,10 @@ class Passes:
         self.retry_s = retry_s
         self.on_done = on_done  # the guests a pass checked, on the loop
         self.count = 0
+        #: CPU time (this daemon's, on the worker's thread) its passes took:
+        #: all of them, and the last pass over every guest.
+        self.cpu_s = 0.0
+        self.full_cpu_s = 0.0
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
 
@@ -67,9 +73,14 @@ class Passes:
                 continue
             guests = None if ALL in dirty else sorted(dirty)
             try:
-                checked = await asyncio.to_thread(self.reconciler.reconcile, guests)
+                checked, used = await timed_thread(
+                    functools.partial(self.reconciler.reconcile, guests)
+                )
                 outage.answered()
                 self.count += 1
+                self.cpu_s += used
+                if guests is None:
+                    self.full_cpu_s = used
                 self.on_done([s.guest for s in checked])
             except ConnectionLostError as exc:
                 self._dirty |= dirty  # redo after the reconnect

@@ -13,8 +13,8 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import TypeVar
 
+from virtpolicy.engine.runtime.aio import timed_thread
 from virtpolicy.engine.runtime.bus import EventBus
 from virtpolicy.engine.tuners import Action
 from virtpolicy.engine.tuners.memory import needs_memory, settings_from
@@ -64,15 +64,12 @@ class Sampling:
         while True:
             await self.connected.wait()
             began = time.monotonic()
-            cpu = time.thread_time
             streaming = self.events.listening("stats")
             if streaming:
                 self.monitor.want("vcpu", "balloon", "host")
             groups = self.monitor.groups()
             try:
-                sample, used = await asyncio.to_thread(
-                    _timed, functools.partial(self.hypervisor.sample, groups), cpu
-                )
+                sample, used = await timed_thread(functools.partial(self.hypervisor.sample, groups))
             except HypervisorError as exc:
                 self.monitor.failed(str(exc))
                 log.warning("statistics: %s", exc)
@@ -155,16 +152,6 @@ class Sampling:
         )
         self.on_notes(self.tuners.notes())
         return decisions
-
-
-T = TypeVar("T")
-
-
-def _timed(call: Callable[[], T], clock: Callable[[], float]) -> tuple[T, float]:
-    """``call()`` and the CPU time it took on this thread (``clock`` is thread_time)."""
-    before = clock()
-    result = call()
-    return result, clock() - before
 
 
 class _LiveTuning:

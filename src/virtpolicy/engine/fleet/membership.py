@@ -239,16 +239,13 @@ class Membership:
         since = None if full or self.fleet.read_at is None else self.fleet.read_at - SLACK_S
         hosts = {h.name: h for h in self.store.hosts() if h.name != self.name}
         new = wanted - self._read_for
-        rows = [
-            g
-            for g in self.store.guest_states(since=since, guests=wanted - new)
-            if g.host != self.name
-        ]
+        me = self.name
+        rows = self.store.guest_states(since=since, guests=wanted - new, other_than=me)
         if new:  # looked at from now on: read whole
-            rows += [g for g in self.store.guest_states(guests=new) if g.host != self.name]
+            rows += self.store.guest_states(guests=new, other_than=me)
         # Every other host's guests by name: all of them at a full read; in between
         # those written since (a guest newly there), names only.
-        named = {g for g, h in self.store.guest_keys(since) if h != self.name}
+        named = {g for g, _ in self.store.guest_keys(since, other_than=me)}
         elsewhere = frozenset(named) if full else self.fleet.elsewhere | named
         # Copied on write: the loop reads the old mapping meanwhile. Only the guests
         # read now change, unless a host left or went (then all are looked at).

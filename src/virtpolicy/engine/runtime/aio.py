@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -50,3 +51,14 @@ def run(main: Coroutine[Any, Any, T], workers: int | None = None) -> T:
         return await main
 
     return asyncio.run(with_workers())
+
+
+async def timed_thread(call: Callable[[], T]) -> tuple[T, float]:
+    """``call()`` in a worker thread, and the CPU time it took on that thread."""
+
+    def timed() -> tuple[T, float]:
+        before = time.thread_time()
+        result = call()
+        return result, time.thread_time() - before
+
+    return await asyncio.to_thread(timed)

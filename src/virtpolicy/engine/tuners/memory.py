@@ -304,6 +304,14 @@ class MemoryTuner:
             if g.memory_kib is None or g.memory_max_kib is None:
                 self.notes[name] = "no balloon figures (no balloon device?): left as it is"
                 continue
+            if g.job:  # a migration's source: libvirt refuses other jobs until it ends
+                self.notes[name] = f"libvirt's {g.job} job runs: left as it is until it ends"
+                continue
+            if g.hugepages:
+                self.notes[name] = (
+                    "huge pages back its memory, which a balloon cannot free: left as it is"
+                )
+                continue
             floor = memory.floor_kib or 0
             if floor > g.memory_max_kib:
                 self.notes[name] = (

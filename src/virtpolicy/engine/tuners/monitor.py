@@ -68,6 +68,8 @@ class GuestRates(NamedTuple):
     usable_kib: int | None = None
     guest_swap_in_rate: float | None = None
     guest_major_fault_rate: float | None = None
+    job: str | None = None  # as in GuestCounters
+    hugepages: bool | None = None
 
     @property
     def vcpus(self) -> tuple[VcpuRates, ...]:
@@ -168,6 +170,8 @@ def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) ->
         None
         if before is None
         else _per_second(now.guest_major_faults, before.guest_major_faults, ns),
+        now.job,
+        now.hugepages,
     )
 
 
@@ -309,6 +313,8 @@ class Monitor:
     errors: int = 0
     last_error: str = ""
     last_duration: float = 0.0
+    #: The host's memory as last sampled (not every sample reads it).
+    host_memory: HostMemory | None = None
     history: History = field(init=False)
     #: How many seconds of the newest rates themselves to keep, for dynamic
     #: policies. Only as many as they look at: at 1,000 guests one sample is
@@ -343,6 +349,7 @@ class Monitor:
         """Take one sample: derive its rates and keep them."""
         r = rates(sample, self.last)
         self.last, self.latest = sample, r
+        self.host_memory = sample.host_memory or self.host_memory
         self.samples += 1
         self.last_duration = duration
         if self.samples > 1:  # the first sample only sets the base

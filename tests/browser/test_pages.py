@@ -254,7 +254,8 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
 ) -> None:
     """On the real libvirtd: `virsh vcpupin` moves a running guest's vCPU off its
     policy; the open guest page shows the drift the daemon found and put back,
-    and the pin as it is again, as the events come (no reload)."""
+    and the pin as it is again, as the events come (no reload); its memory; and
+    the fleet page the host's memory in use."""
     guest = make_guest("webdrift", vcpus=1)
     run("policy", "set", guest, "--vcpupin", "0:0")
     virsh("start", guest)
@@ -282,6 +283,19 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
         )
     )
     assert texts(browser, "#charts figcaption")[0].startswith("vCPU 0: ")
+    # Its memory: as defined (64 MiB), and its balloon's.
+    memory = wait(browser).until(lambda d: dict(r[:2] for r in cells(d, "#memory")) or None)
+    assert memory["Defined"] == "64 MiB"
+    assert memory["Balloon (what it has)"] == "64 MiB"
+    # The fleet page: the host's memory in use, from its first heartbeat on.
+
+    def host_memory(driver: Any) -> list[str] | None:
+        driver.get(url + "/")
+        rows = wait(driver).until(lambda d: cells(d, "#hosts"))
+        return rows[0] if "% of" in rows[0][4] else None
+
+    host = wait(browser, 30).until(host_memory)
+    assert host[4].endswith("GiB") or host[4].endswith("MiB")
 
 
 def test_the_fleet_page_at_phone_width_and_by_keyboard(

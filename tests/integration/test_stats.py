@@ -97,6 +97,19 @@ def test_busy_guest_shows_more_cpu_and_rates_survive_a_restart(
         assert host["sampler"]["samples"] >= 5
         assert host["sampler"]["errors"] == 0
         assert all(0 <= c["busy_percent"] <= 100 for c in host["cpus"] if c["busy_percent"])
+        # The host's memory, from procfs as the kernel says it; and the same
+        # through the fleet's record of the host, from its first heartbeat.
+        total = int(Path("/proc/meminfo").read_text().split()[1])
+        assert host["memory"]["total_kib"] == total
+        assert 0 < host["memory"]["available_kib"] < total
+        assert 0 < host["memory"]["used_percent"] < 100
+        [record] = eventually(lambda: [h for h in api.get("/v1/hosts").json() if h["memory"]], 15)
+        assert record["memory"]["total_kib"] == total
+        assert 0 < record["memory"]["used_percent"] < 100
+        # A guest's newest rates come with its history: its memory too.
+        latest = api.get(f"/v1/stats/guests/{busy}").json()["latest"]
+        assert latest["guest"] == busy
+        assert latest["memory_max_kib"] == latest["memory_kib"] == 64 * 1024
 
         response = api.get("/metrics")
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")

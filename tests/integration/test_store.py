@@ -382,9 +382,18 @@ def test_hosts_register_beat_leave_and_get_lost(db: str, store: SqlStore) -> Non
     ha, hb = other.hosts()
     assert (ha.name, ha.topology, ha.shown_state(t + 5)) == ("host-a", {"sockets": 1}, "up")
     assert ha.shown_state(time.time() + 6.5) == "lost"  # 6.5 s > 3 beats of 2 s
+    assert ha.memory is None  # not sampled yet
     store.heartbeat("host-a")
     t = time.time()
     assert other.hosts()[0].shown_state(t + 5.5) == "up"
+    # A beat may carry the host's memory; one without it leaves it as it was.
+    memory = {"total_kib": 8192.0, "available_kib": 2048.0, "stall_percent": None}
+    store.heartbeat("host-a", memory)
+    store.heartbeat("host-a")
+    assert other.hosts()[0].memory == memory
+    store.heartbeat("host-a", {"total_kib": float("nan"), "available_kib": True})
+    assert other.hosts()[0].memory == dict.fromkeys(memory)  # never a value it can't read
+    store.heartbeat("host-a", memory)
     seen = [
         GuestState("db", "host-a", "u-1", "running", {"agent": True}, 106.0),
         GuestState("web", "host-a", "u-2", "shut off", {}, 106.0),

@@ -48,7 +48,8 @@ def guest(
         float, Query(ge=0, le=86400, description="Seconds per point; 0: every sample")
     ] = 0,
 ) -> dict[str, Any]:
-    """One guest's history: CPU %, each vCPU's % and steal %, resident memory."""
+    """One guest's history: CPU %, each vCPU's % and steal %, resident memory;
+    and its newest rates (``latest``: memory and its balloon's figures too)."""
     monitor = daemon.utilization("vcpu", "balloon")
     latest = monitor.latest
     if latest is None or (guest not in latest.guests and guest not in monitor.history.owners()):
@@ -57,7 +58,16 @@ def guest(
     metrics_ = ["cpu", "rss_kib"] + [f"vcpu.{i}" for i in range(vcpus)]
     metrics_ += [f"steal.{i}" for i in range(vcpus)]
     points = monitor.history.window(guest, metrics_, since if since is not None else 0.0, step)
-    return {"guest": guest, "interval": monitor.interval, "step": step, "points": points}
+    now = latest.guests.get(guest)
+    return {
+        "guest": guest,
+        "interval": monitor.interval,
+        "step": step,
+        "points": points,
+        # The newest rates, memory included (as in /v1/stats/guests); None
+        # when the guest is no longer sampled.
+        "latest": now.to_dict() if now is not None else None,
+    }
 
 
 @router.get("/v1/stats/host")
@@ -71,8 +81,11 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     history = monitor.history
     series = len(history.series)
     owners = max(1, len(history.owners() - {"host"}))
+    memory = monitor.host_memory
     return {
         "time": latest.wall if latest else None,
+        # In KiB, with the share in use and PSI's some avg10 (None: not known).
+        "memory": memory.to_dict() if memory is not None else None,
         # Every host CPU, its busy % unknown (None) until two samples had it.
         "cpus": [
             {"cpu": i, "busy_percent": None if b is None else round(b, 2)}

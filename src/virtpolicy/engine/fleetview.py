@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,9 +55,21 @@ def _host_rows(
             ),
             "heartbeat_age_s": round(max(0.0, now - h.heartbeat_at), 1),
             "clock_offset_s": round(h.clock_offset_s, 3),
+            "memory": _memory(h.memory),
         }
         for h in records
     ]
+
+
+def _memory(memory: Mapping[str, float | None] | None) -> dict[str, float | None] | None:
+    """A host's memory as its record has it, with the share in use."""
+    if not memory:
+        return None
+    total, available = memory.get("total_kib"), memory.get("available_kib")
+    used = None
+    if total and available is not None:
+        used = round(100.0 * (total - available) / total, 1)
+    return {**memory, "used_percent": used}
 
 
 def statuses(

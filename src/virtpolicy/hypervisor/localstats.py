@@ -192,7 +192,7 @@ class LocalSampler:
             self._memory_at = mono
         guests.update(_through_libvirt(conn, away, groups, nowait))
         host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()
-        memory = host_memory(self.proc) if "balloon" in groups else None
+        memory = host_memory(self.proc) if stats.wants_host_memory(groups) else None
         return stats.Sample(
             mono, wall, guests, host, source="kernel", fallback=fallback, host_memory=memory
         )

@@ -30,6 +30,9 @@ OPTIONAL_GROUPS = {
 #: With "balloon": its figures read every sample, not on their own slower
 #: cadence (what the memory tuner acts on must be the newest).
 MEMORY_NOW = "memory-now"
+#: The host's memory alone (its daemon publishes it with its heartbeat): asked
+#: for on a slow cadence of its own when no reader wants the "balloon" group.
+HOST_MEMORY = "host-memory"
 #: The host CPUs' times: one call per host CPU (libvirt has no bulk call for
 #: them), so also only when read.
 HOST_GROUP = "host"
@@ -93,6 +96,15 @@ class HostMemory:
     @property
     def used_percent(self) -> float:
         return 100.0 * (self.total_kib - self.available_kib) / max(1, self.total_kib)
+
+    def to_dict(self) -> dict[str, float | None]:
+        """As the API and the fleet's host records give it."""
+        return {
+            "total_kib": self.total_kib,
+            "available_kib": self.available_kib,
+            "used_percent": round(self.used_percent, 1),
+            "stall_percent": self.stall,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +211,13 @@ def collect(
         for dom, stats in conn.getAllDomainStats(flags_of(groups), nowait)
     }
     host = host_cpu_times(conn, cpus) if HOST_GROUP in groups else ()
-    memory = host_memory(conn) if "balloon" in groups else None
+    memory = host_memory(conn) if wants_host_memory(groups) else None
     return Sample(mono, wall, guests, host, host_memory=memory)
+
+
+def wants_host_memory(groups: Collection[str]) -> bool:
+    """Whether a sample of these groups reads the host's memory."""
+    return "balloon" in groups or HOST_MEMORY in groups
 
 
 def host_memory(conn: libvirt.virConnect) -> HostMemory | None:

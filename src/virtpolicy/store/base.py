@@ -135,6 +135,9 @@ class HostRecord:
     started_at: str
     #: The host's own clock less the database's, at its last heartbeat.
     clock_offset_s: float = 0.0
+    #: Its memory at its last heartbeat: ``total_kib``, ``available_kib`` and
+    #: ``stall_percent`` (PSI some avg10; None where unknown). None: not known.
+    memory: Mapping[str, float | None] | None = None
 
     def shown_state(self, now: float) -> Literal["up", "lost", "left"]:
         """``lost`` when up but silent for more than :data:`LOST_AFTER_BEATS` beats."""
@@ -283,9 +286,10 @@ class FleetRecords(Whereabouts, Protocol):
     def register_host(self, host: HostRecord) -> None:
         """Add or replace ``host`` (a daemon starting), state ``up``."""
 
-    def heartbeat(self, name: str) -> None:
+    def heartbeat(self, name: str, memory: Mapping[str, float | None] | None = None) -> None:
         """The host is alive now (the database's clock), and how far this process's
-        clock is from it (kept as the host's offset)."""
+        clock is from it (kept as the host's offset); its ``memory`` when given
+        (see :attr:`HostRecord.memory`)."""
 
     def release_steps(self, host: str) -> list[tuple[int, str]]:
         """(A daemon starting.) The steps of running jobs that ``host``'s daemon

@@ -54,7 +54,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 metadata = MetaData()
 
@@ -171,6 +171,9 @@ hosts = Table(
     Column("started_at", String(32), nullable=False),
     #: The host's clock less the database's, at its last heartbeat.
     Column("clock_offset_s", Float, nullable=False, server_default="0"),
+    #: JSON: the host's memory at its last heartbeat (total_kib, available_kib,
+    #: stall_percent), or "" before its daemon first sampled it.
+    Column("memory", Text, nullable=False, server_default=""),
 )
 
 guest_states = Table(

@@ -8,8 +8,9 @@ behind each other or behind a policy write.
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
@@ -67,13 +68,16 @@ class Fleet:
             if done.rowcount == 0:
                 conn.execute(insert(hosts).values(name=host.name, **row))
 
-    def heartbeat(self, name: str) -> None:
+    def heartbeat(self, name: str, memory: Mapping[str, float | None] | None = None) -> None:
+        values: dict[str, object] = {"state": "up"}
+        if memory is not None:
+            values["memory"] = json.dumps(_host_memory(memory), sort_keys=True)
         with self._own_write() as conn:
             db_now, offset = self._clock(conn)
             conn.execute(
                 update(hosts)
                 .where(hosts.c.name == name)
-                .values(heartbeat_at=db_now, state="up", clock_offset_s=-offset)
+                .values(heartbeat_at=db_now, clock_offset_s=-offset, **values)
             )
 
     def release_steps(self, host: str) -> list[tuple[int, str]]:
@@ -109,6 +113,7 @@ class Fleet:
                 r.heartbeat_at - offset,
                 r.started_at,
                 r.clock_offset_s,
+                _read_memory(r.memory),
             )
             for r in rows
         ]
@@ -194,3 +199,29 @@ class Fleet:
             )
             for r in rows
         ]
+
+
+_MEMORY_KEYS = ("total_kib", "available_kib", "stall_percent")
+
+
+def _host_memory(memory: Mapping[str, object]) -> dict[str, float | None]:
+    """A host's memory as stored: each known key, a finite number or None."""
+    found = {k: memory.get(k) for k in _MEMORY_KEYS}
+    return {
+        k: float(v)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        else None
+        for k, v in found.items()
+    }
+
+
+def _read_memory(text: str | None) -> dict[str, float | None] | None:
+    """A host's memory as read back; None when not recorded (or not readable:
+    a row written by hand is shown as unknown, never fails a read)."""
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    return _host_memory(found) if isinstance(found, dict) else None

@@ -129,6 +129,7 @@ class Controller:
             publish=self.events.publish, notice=self.reconciler.notice,
             on_clash=self.passes.request_each, on_beat=self._beat,
             watched=lambda: self.cache.needed,
+            memory=lambda: m.to_dict() if (m := self.monitor.host_memory) else None,
         )  # fmt: skip
         self._elsewhere: frozenset[str] = frozenset()  # guests on other hosts, last beat
         self._autostarted = not settings.autostart

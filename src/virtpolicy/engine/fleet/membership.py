@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Changes of guest states within this long go out in one write.
 PUBLISH_S = 0.2
+#: Seconds from registering to the first heartbeat (at most the heartbeat).
+FIRST_BEAT_S = 5.0
 #: Every this many beats the other hosts' guests are read whole (to see those
 #: gone); in between only the rows written since the last read, less
 #: :data:`SLACK_S` for clocks slightly apart and writes in flight.
@@ -95,6 +97,7 @@ class Membership:
         on_clash: Callable[[set[str]], None],
         on_beat: Callable[[], None],
         watched: Callable[[], Collection[str]] = lambda: (),
+        memory: Callable[[], Mapping[str, float | None] | None] = lambda: None,
     ) -> None:
         """``ready``: which readiness conditions of a guest hold now; ``status``: a
         guest's status as last checked (with a policy); ``publish``: an event
@@ -102,7 +105,8 @@ class Membership:
         guest's status (a dependency's host is lost); ``on_clash``: the guests
         whose clash began or ended; ``on_beat``: after each read of the fleet;
         ``watched``: the other guests whose state on other hosts matters here
-        (what this host's guests depend on). All called on the loop."""
+        (what this host's guests depend on); ``memory``: the host's memory as
+        last sampled, published with each heartbeat. All called on the loop."""
         self.store = store
         self.hypervisor = hypervisor
         self.fleet = fleet
@@ -112,6 +116,7 @@ class Membership:
         self.publish, self.notice = publish, notice
         self.on_clash, self.on_beat = on_clash, on_beat
         self.watched = watched
+        self.memory = memory
         self._read_for: set[str] = set()  # the guests whose rows the last read kept
         self.name = fleet.name
         self.states = fleet.states
@@ -137,8 +142,12 @@ class Membership:
             if not self.fleet.registered:
                 if await self._call(self._register):
                     await self._call(self.read_fleet, self.looked_at())
+                    # The first beat comes soon: it brings the host's memory,
+                    # which the first sample reads.
+                    next_beat = now + min(FIRST_BEAT_S, self.fleet.heartbeat)
+                    continue
             elif now >= next_beat:
-                await self._call(self.store.heartbeat, self.name)
+                await self._call(self.store.heartbeat, self.name, self.memory())
                 if await self._call(self.read_fleet, self.looked_at()):
                     self._check_hosts()
                     self._check_clashes()

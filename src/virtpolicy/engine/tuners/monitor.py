@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from virtpolicy.hypervisor.stats import GuestCounters, HostMemory, Sample
+from virtpolicy.hypervisor.stats import HOST_MEMORY, GuestCounters, HostMemory, Sample
 
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_WINDOW_S = 3600.0
@@ -299,6 +299,8 @@ def _buckets(
 
 #: How long a reader's interest in a stats group keeps it collected.
 WANTED_S = 300.0
+#: How often the host's memory is read when nothing asks for memory figures.
+HOST_MEMORY_S = 30.0
 
 
 @dataclass
@@ -328,6 +330,7 @@ class Monitor:
     wanted: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._host_memory_at = -math.inf
         self.history = History(int(self.window / self.interval))
         self.recent = deque(maxlen=max(2, int(self.keep / self.interval) + 1))
 
@@ -340,9 +343,13 @@ class Monitor:
             self.wanted[group] = now
 
     def groups(self) -> frozenset[str]:
-        """The optional groups to collect in the next sample."""
+        """The optional groups to collect in the next sample; the host's memory
+        every :data:`HOST_MEMORY_S` seconds whatever is read (for the fleet)."""
         now = time.monotonic()
         recent = {g for g, at in self.wanted.items() if now - at < WANTED_S}
+        if now - self._host_memory_at >= HOST_MEMORY_S:
+            self._host_memory_at = now
+            recent.add(HOST_MEMORY)
         return self.always | recent
 
     def ingest(self, sample: Sample, duration: float) -> Rates:

@@ -173,3 +173,17 @@ export async function runJob(action, guest, into) {
     show();
   }
 }
+
+// KiB as people read it: "512 MiB", "3.8 GiB"; "—" when not known.
+export function kib(value) {
+  if (value === null || value === undefined) return "—";
+  return value < 10 * 1024 * 1024 ? `${Math.round(value / 1024)} MiB` : `${(value / 1024 / 1024).toFixed(1)} GiB`;
+}
+
+// A host's memory in use and its pressure (PSI), as the API gives them.
+export function hostMemory(memory) {
+  if (!memory) return ["—", "—"];
+  const used = memory.used_percent == null ? "—" : `${memory.used_percent} % of ${kib(memory.total_kib)}`;
+  const stall = memory.stall_percent == null ? "—" : `${memory.stall_percent} % stalled`;
+  return [used, stall];
+}

@@ -1,6 +1,6 @@
 // The fleet page: every guest of every host, filtered and paged.
 
-import { PAGE_SIZE, getJson, el, table, fill, showError, guestLink, stateBadge, driftText, follow, debounced } from "./common.js";
+import { PAGE_SIZE, getJson, el, table, fill, showError, guestLink, stateBadge, driftText, follow, debounced, hostMemory } from "./common.js";
 
 export async function fleetPage() {
   const form = document.getElementById("filters");
@@ -17,8 +17,8 @@ export async function fleetPage() {
       getJson(`/v1/fleet/guests?${query}`),
     ]);
     fill("hosts", hosts.length
-      ? table(["Host", "State", "Guests", "Running", "Heartbeat"],
-          hosts.map((h) => [h.name, stateBadge(h.state), h.guests, h.running, `${h.heartbeat_age_s} s ago`]))
+      ? table(["Host", "State", "Guests", "Running", "Memory in use", "Memory pressure", "Heartbeat"],
+          hosts.map((h) => [h.name, stateBadge(h.state), h.guests, h.running, ...hostMemory(h.memory), `${h.heartbeat_age_s} s ago`]))
       : el("p", {}, "No host has joined yet."));
     const first = guests.total ? offset + 1 : 0;
     fill("count", `${guests.total} guests${guests.total ? `; ${first}–${offset + guests.guests.length} shown` : ""}`);

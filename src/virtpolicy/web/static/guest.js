@@ -1,6 +1,6 @@
 // A guest's page: its status, policy, dependencies, history and editor.
 
-import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced } from "./common.js";
+import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib } from "./common.js";
 
 export async function guestPage() {
   const guest = body.dataset.guest;
@@ -211,20 +211,41 @@ export async function guestPage() {
       el("figcaption", {}, `vCPU ${v}: ${last[`vcpu.${v}`] ?? "—"} % CPU, ${last[`steal.${v}`] ?? "—"} % steal now (last hour; 0-100 % of one host CPU)`))));
   }
   async function loadCharts() {
+    let latest = null;
     try {
       const history = await getJson(`/v1/stats/guests/${path}?since=${Date.now() / 1000 - HOUR}`);
       points = history.points;
+      latest = history.latest;
     } catch (error) {
       if (error.status !== 404) throw error;
     }
     renderCharts();
+    renderMemory(latest);
+  }
+
+  // Its memory now: defined, the balloon, what the guest itself says (through
+  // its balloon driver) and what its process holds on the host.
+  function renderMemory(m) {
+    if (!m || !m.running) {
+      fill("memory", el("p", {}, "No memory figures (the daemon samples running guests)."));
+      return;
+    }
+    const rate = (v, unit) => (v === null || v === undefined ? "—" : `${v} ${unit}`);
+    fill("memory", table(["", "Now"], [
+      ["Defined", kib(m.memory_max_kib)],
+      ["Balloon (what it has)", kib(m.memory_kib)],
+      ["Usable in the guest", kib(m.memory_usable_kib ?? m.memory_unused_kib)],
+      ["Swapped in", rate(m.memory_guest_swap_in_kib_per_second, "KiB/s")],
+      ["Major faults", rate(m.memory_guest_major_faults_per_second, "/s")],
+      ["Resident on the host", kib(m.rss_kib)],
+    ], "Memory"));
   }
 
   async function renderDecisions() {
     const decisions = await getJson(`/v1/decisions?guest=${path}&limit=20`);
     fill("guest-decisions", decisions.length
       ? table(["Time", "Tuner", "What", "Outcome", "Why"], decisions.map((d) =>
-          [d.time, d.tuner, `${d.kind}${d.vcpu == null ? "" : `.${d.vcpu}`}=${d.value}`, d.outcome, d.reason]))
+          [d.time, d.tuner, `${d.kind}${d.vcpu == null ? "" : `.${d.vcpu}`}=${d.kind === "balloon" ? kib(d.value) : d.value}`, d.outcome, d.reason]))
       : el("p", {}, "No tuner has touched it."));
   }
 
@@ -238,6 +259,7 @@ export async function guestPage() {
     }
     const mine = (data.guests || []).find((g) => g.guest === guest);
     if (!mine) return;
+    renderMemory(mine);
     const point = { time: Date.now() / 1000 };
     for (const v of mine.vcpus || []) {
       point[`vcpu.${v.vcpu}`] = v.percent;

@@ -109,7 +109,7 @@ def cpu_each(procs: list[subprocess.Popen[bytes]]) -> list[float]:
     return [cpu_s(p.pid) for p in procs]
 
 
-def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
+def main() -> None:  # noqa: PLR0912, PLR0915 (one straight run, step by step)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--daemons", type=int, default=50)
     parser.add_argument("--guests", type=int, default=200)
@@ -237,8 +237,10 @@ def main() -> None:  # noqa: PLR0915 (one straight run, step by step)
 
         passes0 = pass_cpu()
         spy = args.profile and subprocess.Popen(
-            [str(VIRTPOLICY.parent / "py-spy"), "record", "--nonblocking", "-r", "250"]
-            + ["-f", "raw", "-o", str(args.profile), "-p", str(procs[1].pid)],
+            [
+                *(str(VIRTPOLICY.parent / "py-spy"), "record", "--nonblocking", "-r", "250"),
+                *("-f", "raw", "-o", str(args.profile), "-p", str(procs[1].pid)),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -34,7 +34,14 @@ import platform
 import time
 from collections.abc import Callable
 
-from virtpolicy.engine.tuners.memory import RECOVERY_S, GuestMemory, Settings, plan, running_out
+from virtpolicy.engine.tuners.memory import (
+    RECOVERY_S,
+    GuestMemory,
+    Settings,
+    falling_kib,
+    plan,
+    running_out,
+)
 from virtpolicy.testing.memsim import MemoryHost, Outcome, Policy, SimGuest, host_of, play
 
 MIB = 1024
@@ -44,11 +51,15 @@ STEPS = 720  # one hour
 def virtpolicy_tuner() -> Policy:
     last: dict[str, int] = {}
     usable: dict[str, int] = {}
+    had: dict[str, int] = {}  # each guest's balloon at the last step
     short: dict[str, int] = {}  # the step each guest last ran short at
 
     def policy(host: MemoryHost) -> None:
         def falling(g: SimGuest) -> int:
-            return max(0, usable.get(g.name, 0) - host.usable_kib(g))
+            was = usable.get(g.name)
+            if was is None:
+                return 0
+            return falling_kib(host.usable_kib(g), was, g.actual_kib, had.get(g.name))
 
         guests = [
             GuestMemory(
@@ -70,6 +81,7 @@ def virtpolicy_tuner() -> Policy:
             if running_out(g.actual_kib, host.usable_kib(g), falling(g))
         )
         usable.update((g.name, host.usable_kib(g)) for g in host.guests)
+        had.update((g.name, g.actual_kib) for g in host.guests)
         for move in plan(host.host(), guests, Settings()):
             if move.target_kib is None:
                 continue

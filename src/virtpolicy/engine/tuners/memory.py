@@ -40,9 +40,15 @@ MIB = 1024  # KiB
 #: than this (KiB/s, faults/s) over the last interval.
 SWAP_IN_KIB_S = 64.0
 MAJOR_FAULTS_S = 50.0
-#: ... or when what it could still use is under this share of what it has:
-#: its OOM killer is next (a guest without swap shows no other sign).
+#: ... or when what it could still use is under this share of what it has,
+#: and never under :data:`USABLE_LOW_KIB`: its OOM killer is next (a guest
+#: without swap shows no other sign) ...
 USABLE_LOW = 0.05
+USABLE_LOW_KIB = 16 * 1024
+#: ... or will be within this many samples at the pace it fell over the last
+#: one: a move is made a sample after it is seen, and the guest's kernel
+#: must still find the memory before its OOM killer runs.
+LOOKAHEAD = 2
 #: A guest with more than this share of its memory unused gives some back
 #: even when the host does not need it.
 IDLE = 0.3
@@ -319,8 +325,8 @@ class MemoryTuner:
                     f"({_size(g.memory_max_kib)}): kept at its defined memory"
                 )
             free = _usable(g)
-            was = _usable(context.window[-2].guests.get(name)) if len(context.window) > 1 else None
-            falling = max(0, was - free) if was is not None and free is not None else 0
+            before = context.window[-2].guests.get(name) if len(context.window) > 1 else None
+            falling = _falling(g, before)
             paging = (g.guest_swap_in_rate or 0.0) > SWAP_IN_KIB_S or (
                 g.guest_major_fault_rate or 0.0
             ) > MAJOR_FAULTS_S
@@ -356,12 +362,14 @@ class MemoryTuner:
 
 def running_out(actual_kib: int, free_kib: int | None, falling_kib: int) -> bool:
     """Whether a guest is (about to be) out of memory: what it could use is
-    under :data:`USABLE_LOW` of what it has, or will be by the next sample at
-    the pace it fell over the last interval (a guest filling its memory fast
-    would meet its OOM killer between two samples)."""
+    under :data:`USABLE_LOW` of what it has (at least :data:`USABLE_LOW_KIB`),
+    or will be within :data:`LOOKAHEAD` samples at the pace it fell over the
+    last one (a guest filling its memory fast would meet its OOM killer before
+    a move made once it is short could reach it)."""
     if free_kib is None:
         return False
-    return free_kib - falling_kib < actual_kib * USABLE_LOW
+    low = max(actual_kib * USABLE_LOW, USABLE_LOW_KIB)
+    return free_kib - LOOKAHEAD * falling_kib < low
 
 
 def _recovering(context: Context, name: str) -> bool:
@@ -375,11 +383,29 @@ def _recovering(context: Context, name: str) -> bool:
         now, before = window[i].guests.get(name), window[i - 1].guests.get(name)
         if now is None or now.memory_kib is None:
             continue
-        free, was = _usable(now), _usable(before)
-        falling = max(0, was - free) if was is not None and free is not None else 0
-        if running_out(now.memory_kib, free, falling):
+        if running_out(now.memory_kib, _usable(now), _falling(now, before)):
             return True
     return False
+
+
+def _falling(now: GuestRates, before: GuestRates | None) -> int:
+    """How much what the guest could use fell over the interval, less what its
+    balloon took meanwhile (a guest whose balloon grows is not filling up): as
+    its balloon driver says both, in the same report (libvirt's figure of the
+    balloon follows QEMU's events, and may be a sample behind the guest's)."""
+    free, was = _usable(now), _usable(before)
+    if free is None or was is None or before is None:
+        return 0
+    if now.available_kib is not None and before.available_kib is not None:
+        return falling_kib(free, was, now.available_kib, before.available_kib)
+    return falling_kib(free, was, now.memory_kib, before.memory_kib)
+
+
+def falling_kib(free: int, was_free: int, actual: int | None, was_actual: int | None) -> int:
+    """The fall of a guest's usable memory from ``was_free`` to ``free`` (KiB) that
+    its balloon going from ``was_actual`` to ``actual`` does not explain."""
+    taken = max(0, was_actual - actual) if actual is not None and was_actual is not None else 0
+    return max(0, was_free - free - taken)
 
 
 def _usable(g: GuestRates | None) -> int | None:

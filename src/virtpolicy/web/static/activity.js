@@ -1,6 +1,6 @@
 // Activity: jobs and the tuners' decisions.
 
-import { getJson, table, fill, showError, follow, debounced } from "./common.js";
+import { getJson, table, fill, showError, follow, debounced, decisionWhat } from "./common.js";
 
 export async function activityPage() {
   async function render() {
@@ -9,7 +9,7 @@ export async function activityPage() {
       jobs.map((j) => [j.id, j.action, j.state, j.actor, (j.guests || []).join(", ")])));
     const list = Array.isArray(decisions) ? decisions : decisions.decisions || [];
     fill("decisions", table(["Time", "Tuner", "Guest", "What", "Outcome", "Why"],
-      list.map((d) => [d.time, d.tuner, d.guest, `${d.kind}${d.vcpu == null ? "" : `.${d.vcpu}`}=${d.value}`, d.outcome, d.reason])));
+      list.map((d) => [d.time, d.tuner, d.guest, decisionWhat(d), d.outcome, d.reason])));
   }
   await render();
   follow(["job", "decision"], debounced(() => render().then(() => showError(null), showError)));

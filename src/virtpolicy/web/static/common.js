@@ -187,3 +187,9 @@ export function hostMemory(memory) {
   const stall = memory.stall_percent == null ? "—" : `${memory.stall_percent} % stalled`;
   return [used, stall];
 }
+
+// What a tuner's decision does, as one short text: "vcpupin.0=2-3", "balloon=512 MiB".
+export function decisionWhat(d) {
+  const value = d.action === "balloon" ? kib(d.value) : d.value;
+  return `${d.action}${d.vcpu == null ? "" : `.${d.vcpu}`}=${value}`;
+}

@@ -1,6 +1,6 @@
 // A guest's page: its status, policy, dependencies, history and editor.
 
-import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib } from "./common.js";
+import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib, decisionWhat } from "./common.js";
 
 export async function guestPage() {
   const guest = body.dataset.guest;
@@ -245,7 +245,7 @@ export async function guestPage() {
     const decisions = await getJson(`/v1/decisions?guest=${path}&limit=20`);
     fill("guest-decisions", decisions.length
       ? table(["Time", "Tuner", "What", "Outcome", "Why"], decisions.map((d) =>
-          [d.time, d.tuner, `${d.kind}${d.vcpu == null ? "" : `.${d.vcpu}`}=${d.kind === "balloon" ? kib(d.value) : d.value}`, d.outcome, d.reason]))
+          [d.time, d.tuner, decisionWhat(d), d.outcome, d.reason]))
       : el("p", {}, "No tuner has touched it."));
   }
 

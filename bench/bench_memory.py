@@ -160,6 +160,9 @@ def run(seed: int, overcommit: float, make: Callable[[], Policy]) -> Outcome:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--by-kind", action="store_true", help="also each kind of working set's figures"
+    )
     args = parser.parse_args()
     print(f"{platform.node()}, {time.strftime('%Y-%m-%d')}; 16 guests, 64 GiB host, 1 hour")
     print(
@@ -181,6 +184,13 @@ def main() -> None:
                 ours.handed_back_gib_h >= better.handed_back_gib_h
             )
             print(f"| {seed} | {overcommit}x | aim | {'met' if met else 'NOT met'} | | | |")
+            if args.by_kind:
+                for name, o in found.items():
+                    kinds = ", ".join(
+                        f"{kind} {d:.0f} s / {back:.1f} GiB·h"
+                        for kind, (d, back) in sorted(o.by_kind.items())
+                    )
+                    print(f"|  |  | {name}: in distress / handed back by kind | {kinds} | | | |")
 
 
 if __name__ == "__main__":

@@ -249,11 +249,11 @@ def test_ksm_that_cannot_be_read_is_left_alone(tmp_path: Path) -> None:
 def test_a_guest_filling_its_memory_fast_is_in_distress_before_it_runs_out() -> None:
     from virtpolicy.engine.tuners.memory import running_out  # noqa: PLC0415
 
-    # 160 MiB, 30 MiB usable: fine while it holds, and at 6 MiB a sample (18
-    # MiB in two samples), not at 8 (14 MiB left in two: under 16 MiB).
+    # 160 MiB, 30 MiB usable: fine while it holds, and at 8 MiB a sample (22
+    # MiB left by the next), not at 16 (14 MiB left: under 16 MiB).
     assert not running_out(160 * 1024, 30 * 1024, 0)
-    assert not running_out(160 * 1024, 30 * 1024, 6 * 1024)
-    assert running_out(160 * 1024, 30 * 1024, 8 * 1024)
+    assert not running_out(160 * 1024, 30 * 1024, 8 * 1024)
+    assert running_out(160 * 1024, 30 * 1024, 16 * 1024)
     assert running_out(160 * 1024, 12 * 1024, 0)  # under 16 MiB now
     assert running_out(8 * 1024 * 1024, 300 * 1024, 0)  # under 5 % of 8 GiB now
     assert not running_out(8 * 1024 * 1024, 500 * 1024, 0)

@@ -77,6 +77,9 @@ class Outcome:
     handed_back_gib_h: float = 0.0
     changes: int = 0
     hours: float = 0.0
+    #: Per kind of working set (the last part of a guest's name): guest-seconds
+    #: in distress and GiB·h handed back.
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def changes_per_hour(self) -> float:
@@ -120,9 +123,13 @@ class MemoryHost:
             ws = g.working_set(self.step)
             cached = g.touched_kib + int(g.maximum_kib * CACHE_GROWTH)
             g.touched_kib = min(g.actual_kib, max(ws, cached))
+            kind = self.outcome.by_kind.setdefault(g.name.rpartition("-")[2], [0.0, 0.0])
             if ws > g.actual_kib:
                 self.outcome.distress_s += STEP_S
-            self.outcome.handed_back_gib_h += (g.maximum_kib - g.actual_kib) / GIB * STEP_S / 3600
+                kind[0] += STEP_S
+            back = (g.maximum_kib - g.actual_kib) / GIB * STEP_S / 3600
+            self.outcome.handed_back_gib_h += back
+            kind[1] += back
         if self.used_kib > 0.95 * self.total_kib:
             self.outcome.host_over_s += STEP_S
         self.outcome.hours += STEP_S / 3600

@@ -155,7 +155,7 @@ class Fleet:
             if since is not None:
                 _, offset = self._clock(conn)
                 query = query.where(guest_states.c.updated_at >= since + offset)
-            return set(conn.execute(query).tuples())
+            return {(guest, host) for guest, host in conn.execute(query)}
 
     def guest_states(
         self,

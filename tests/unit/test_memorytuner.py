@@ -302,3 +302,45 @@ def test_the_guests_the_tuner_leaves_alone_say_why_in_their_status(tmp_path: Pat
     reconciler.tuner_notes({})
     assert reconciler.status_of("quiet")["tuning"] == {}  # type: ignore[index]
     store.close()
+
+
+def test_a_bad_memory_setting_stops_that_tuner_alone_and_says_why() -> None:
+    """memory.step=0 (or a target over 100, or not a number) is refused by the
+    memory tuner in one line naming it; the round goes on for the other tuners,
+    and the failure shows until the setting is good again."""
+    import pytest  # noqa: PLC0415
+
+    from virtpolicy.engine.tuners.memory import settings_from  # noqa: PLC0415
+
+    for bad in ({"memory.step": 0}, {"memory.target": 150}, {"memory.stall": "x"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            settings_from(bad)
+    with pytest.raises(ValueError, match="memory.target"):
+        settings_from({"memory.target": float("nan")})
+    assert settings_from({"memory.target": "70"}).target == 70.0
+
+    class Pinner:  # a CPU tuner that always proposes the same pin
+        name = "pinner"
+        confirm = 1
+
+        def decide(self, context: object) -> list[Action]:
+            return [Action("pinner", "idle", "vcpupin", frozenset({1}), "always", vcpu=0)]
+
+    auto = {"memory": {"balloon": "auto", "floor": "1G"}}
+    policies = {"idle": parse_policy({"guest": "idle", **auto})}
+    applied: list[Action] = []
+
+    def apply(action: Action) -> str | None:
+        applied.append(action)
+        return None
+
+    engine = Tuners(
+        [MemoryTuner(), Pinner()], settings={"memory.step": 0.0}, clock=lambda: 100.0
+    )
+    engine.run([rates(PRESSED, ("idle", 4, 3, 0.0))], policies, 4, {}, {}, apply)
+    assert [a.tuner for a in applied] == ["pinner"]  # the memory tuner made no move
+    assert engine.failures == {"memory": "memory.step: 0.0 is not a number from 0.5 to 100"}
+    engine.settings = {"memory.step": 5.0}
+    engine.run([rates(PRESSED, ("idle", 4, 3, 0.0))], policies, 4, {}, {}, apply)
+    assert engine.failures == {}
+    assert "memory" in {a.tuner for a in applied}

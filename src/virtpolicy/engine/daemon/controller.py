@@ -202,7 +202,11 @@ class Controller:
         return self.monitor
 
     def tuner_info(self) -> dict[str, Any]:
-        return {"running": self.tuners.names, "dry_run": self.tuners.dry_run}
+        return {
+            "running": self.tuners.names,
+            "dry_run": self.tuners.dry_run,
+            "failing": dict(self.tuners.failures),  # tuner -> why its last round failed
+        }
 
     def decisions(self, guest: str | None, limit: int) -> list[Decision]:
         return self.tuners.decisions(guest, limit)

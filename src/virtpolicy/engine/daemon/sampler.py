@@ -137,9 +137,13 @@ class Sampling:
 
         pools = self.placing.pools() if self.placing is not None else {}
         if self.ksm is not None and latest.host_memory is not None:
-            need = needs_memory(latest.host_memory, settings_from(self.tuners.settings))
-            if changed := self.ksm.adjust(need):
-                log.info("%s", changed)
+            try:
+                need = needs_memory(latest.host_memory, settings_from(self.tuners.settings))
+            except ValueError as exc:  # the memory tuner says so too: KSM left as it is
+                self.tuners.failures["ksm"] = str(exc)
+            else:
+                if changed := self.ksm.adjust(need):
+                    log.info("%s", changed)
         decisions = self.tuners.run(
             list(self.monitor.recent),
             policies,

@@ -27,6 +27,7 @@ reason (no need can be told).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -184,14 +185,26 @@ def _idle(guests: Sequence[GuestMemory], settings: Settings) -> list[Move]:
     return moves
 
 
+#: Each setting's bounds: a value outside them stops the memory tuner (and
+#: KSM's control), saying why; the CPU tuners and enforcement go on.
+BOUNDS = {"memory.target": (1.0, 100.0), "memory.stall": (0.1, 100.0), "memory.step": (0.5, 100.0)}
+
+
 def settings_from(given: Mapping[str, Any]) -> Settings:
-    """The memory tuner's settings from the tuners' (``memory.target``, ...)."""
+    """The memory tuner's settings from the tuners' (``memory.target``, ...);
+    ValueError naming the setting and its value when one is out of bounds."""
     default = Settings()
-    return Settings(
-        target=float(given.get("memory.target", default.target)),
-        stall=float(given.get("memory.stall", default.stall)),
-        step=float(given.get("memory.step", default.step)),
-    )
+    found = {}
+    for name, (low, high) in BOUNDS.items():
+        value = given.get(name, getattr(default, name.removeprefix("memory.")))
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not low <= number <= high:  # NaN too
+            raise ValueError(f"{name}: {value!r} is not a number from {low:g} to {high:g}")
+        found[name.removeprefix("memory.")] = number
+    return Settings(target=found["target"], stall=found["stall"], step=found["step"])
 
 
 def needs_memory(host: HostMemory, settings: Settings) -> bool:

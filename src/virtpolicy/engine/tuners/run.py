@@ -116,6 +116,8 @@ class Tuners:
     clock: Callable[[], float] = time.time
     log: deque[Decision] = field(default_factory=lambda: deque(maxlen=LOG_SIZE))
     decide_seconds: float = 0.0  # the last decision's wall time
+    #: Tuner -> why its last round failed (it was skipped; the others ran).
+    failures: dict[str, str] = field(default_factory=dict)
     _changed_at: dict[tuple[str, str, int | None], float] = field(default_factory=dict)
     _pending: dict[tuple[str, str, int | None], tuple[str, int]] = field(default_factory=dict)
     _next_id: int = 1
@@ -181,8 +183,12 @@ class Tuners:
         for tuner in self.tuners:
             try:
                 proposed += tuner.decide(context)
-            except Exception:  # a plugin's bug must not stop the others, or the daemon
-                log.exception("tuner %s failed; skipped this round", tuner.name)
+            except Exception as exc:  # a plugin's bug must not stop the others, or the daemon
+                if self.failures.get(tuner.name) != str(exc):
+                    log.exception("tuner %s failed; skipped this round", tuner.name)
+                self.failures[tuner.name] = str(exc) or type(exc).__name__
+            else:
+                self.failures.pop(tuner.name, None)
         self.decide_seconds = time.perf_counter() - began
         confirms = {
             t.name: self.confirm or int(getattr(t, "confirm", DEFAULT_CONFIRM)) for t in self.tuners

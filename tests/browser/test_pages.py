@@ -56,10 +56,10 @@ def test_the_fleet_page_lists_the_guests(
     # Every guest of the host; api, without a policy, too.
     wait(browser).until(lambda d: len(cells(d, "#guests")) == 3)
     rows = {r[0]: r for r in cells(browser, "#guests")}
-    assert rows["web"][2] == "running"
-    assert rows["web"][6] == "tier=front"
+    assert rows["web"][1] == "running"
+    assert rows["web"][5] == "tier=front"
     assert "db" in rows
-    assert rows["api"][3] == "—"  # no policy: no revision
+    assert rows["api"][4] == "—"  # no policy: no revision
     hosts = cells(browser, "#hosts")
     assert hosts[0][1] == "up"
     shot(browser, "fleet")
@@ -149,7 +149,33 @@ def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
     )
     assert columns["db"] < columns["api"] < columns["web"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.graph rect.critical")) == 3
+    # The node says so too: its first reason's kind under its name.
+    assert "held back" in texts(browser, "svg.graph text.why")
     shot(browser, "graph")
+    # The fleet row says why web is down, in view without scrolling (1280x800).
+    browser.get(url + "/")
+    wait(browser).until(lambda d: len(cells(d, "#guests")) >= 3)
+    rows = {r[0]: r for r in cells(browser, "#guests")}
+    assert rows["web"][2].startswith("held back: web ← api ← db: db is shut off on "), rows
+    assert rows["db"][2] == "—"  # down, but nothing holds it back
+    box = browser.execute_script(
+        "const c = [...document.querySelectorAll('#guests tbody tr')]"
+        ".find(r => r.cells[0].innerText.trim() === 'web').cells[2].getBoundingClientRect();"
+        " return [c.left, c.right, c.top, c.bottom, innerWidth, innerHeight]"
+    )
+    left, right, top, bottom, width, height = box
+    assert left >= 0, box
+    assert right <= width, box
+    assert top >= 0, box
+    assert bottom <= height, box
+    # And at the top of its page, before anything else.
+    browser.get(url + "/guests/web")
+    why = wait(browser).until(lambda d: texts(d, "#why li"))
+    assert why[0].startswith("warning: held back: web ← api ← db"), why
+    top = browser.execute_script(
+        "return document.getElementById('why').getBoundingClientRect().top"
+    )
+    assert top < 200, top
     # Around db, an operator may start it from here; the page follows the job.
     browser.get(url + "/graph?guest=db")
     button = wait(browser).until(

@@ -92,7 +92,7 @@ def test_a_guest_without_a_policy_is_listed_and_placed_on_the_graph(
     web = {"requires": [{"guest": "db"}, {"guest": "cache"}]}
     assert rw.put("/v1/policies/web", json=web).status_code == 201
     listed = rw.get("/v1/fleet/guests").json()["guests"]
-    bare = {"policy_revision": None, "state": "running", "labels": {}}
+    bare = {"policy_revision": None, "state": "running", "labels": {}, "why": []}
     assert {"guest": "db", "host": "test-host", **bare} in listed  # the fake daemon's
     assert {"guest": "cache", "host": "h2", **bare} in listed
     assert rw.get("/v1/fleet/guests", params={"host": "h2"}).json()["total"] == 1

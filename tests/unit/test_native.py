@@ -203,7 +203,7 @@ def test_a_refused_placement_is_the_guests_problem() -> None:
     policy = parse_policy({"guest": "web", "cpu": {"placement": "dedicated"}})
     reason = "web: needs 2 dedicated host CPUs; node 0 has 1 free"
     desired = desired_tuning(policy, HOST, 2, placed=reason)
-    assert reason in desired.problems
+    assert f"placement refused: {reason}" in desired.problems
     assert desired.tuning.vcpupin == {}
 
 

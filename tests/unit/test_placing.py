@@ -76,7 +76,7 @@ def test_a_start_that_cannot_be_placed_is_refused_with_the_reason(tmp_path: Path
         ]
         assert await c.admission("db") == []
         status = await until(lambda: [s for s in c.statuses() if s.guest == "big"])
-        assert reasons[0] in status[0].problems
+        assert f"placement refused: {reasons[0]}" in status[0].problems
         assert host.guests_by_name["big"].vcpupin == {}  # nothing pinned for it
 
     guests = [MemoryGuest("db", running=True), MemoryGuest("batch"), MemoryGuest("big", vcpus=4)]

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Fleet, GuestPath, Reader, Store
-from virtpolicy.engine import fleetview
+from virtpolicy.engine import fleetview, why
 from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.errors import NotFoundError, StoreError, UnknownStateError
 
@@ -60,7 +60,7 @@ async def status_one(
     raise NotFoundError(f"{guest}: no status (no policy, or not seen yet)")
 
 
-UNREACHABLE = "store: unreachable (this host enforces the policies as last read)"
+UNREACHABLE = f"{why.STORE_UNREACHABLE} (this host enforces the policies as last read)"
 
 
 async def fleet_rows(

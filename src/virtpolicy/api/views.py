@@ -7,6 +7,7 @@ Readers only: nothing here writes or starts anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -14,9 +15,11 @@ from fastapi import APIRouter, Query, Request
 from virtpolicy.api import schemas
 from virtpolicy.api.deps import DaemonDep, Fleet, Reader, guest_name, selector
 from virtpolicy.api.status import fleet_rows
+from virtpolicy.engine import why
 from virtpolicy.errors import CycleError, PolicyError
 from virtpolicy.policy.graph import critical_path, dependents, requirements, start_waves
 from virtpolicy.policy.layout import blocking_chain, layered
+from virtpolicy.policy.model import GuestPolicy
 
 router = APIRouter(prefix="/v1", tags=["views"], responses=schemas.ERRORS)
 
@@ -58,16 +61,45 @@ async def fleet_guests(
         policy = policies.get(guest)
         return dict(policy.labels) if policy is not None else {}
 
+    every = await fleet_rows(daemon, fleet, None, everyone=True)
+    held = _held_back(policies, every)
     rows = [
         row
-        for row in await fleet_rows(daemon, fleet, host, everyone=True)
+        for row in (every if host is None else [r for r in every if r["host"] == host])
         if (state is None or row.get("state") == state)
         and (q is None or q in row["guest"])
         and (not problems or row.get("drift") or row.get("problems") or row.get("error"))
         and (wanted is None or labels_of(row["guest"]).get(wanted[0]) == wanted[1])
     ]
-    page = [{**row, "labels": labels_of(row["guest"])} for row in rows[offset : offset + limit]]
+    page = [
+        {
+            **row,
+            "labels": labels_of(row["guest"]),
+            "why": why.reasons(row, blocked=held(row["guest"])),
+        }
+        for row in rows[offset : offset + limit]
+    ]
     return {"total": len(rows), "guests": page}
+
+
+def _held_back(
+    policies: Mapping[str, GuestPolicy], rows: list[dict[str, Any]]
+) -> Callable[[str], str | None]:
+    """What holds a guest back (see :func:`blocking_chain`), from the fleet's rows:
+    a guest on several hosts counts as running if it runs on one."""
+    edges = {g: p.dependencies() for g, p in policies.items()}
+    where: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["guest"] not in where or row.get("state") == "running":
+            where[row["guest"]] = row
+
+    def state_of(g: str) -> str | None:
+        return where[g].get("state") if g in where else None
+
+    def host_of(g: str) -> str | None:
+        return where[g].get("host") if g in where else None
+
+    return lambda g: blocking_chain(g, edges, state_of, host_of)
 
 
 @router.get("/graph")
@@ -118,6 +150,10 @@ async def graph(
         return row.get("host") if row is not None else (daemon.this_host() if g in local else None)
 
     positions = layered(sub, waves)
+    blocked = {
+        g: None if state_of(g) == "running" else blocking_chain(g, sub, state_of, host_of)
+        for g in positions
+    }
     critical = set(critical_path(sub, waves))
     conditions = {
         (g, d.guest): (kind, d.when)
@@ -134,9 +170,8 @@ async def graph(
                 "state": state_of(g),
                 "host": host_of(g),
                 "critical": g in critical,
-                "blocked": None
-                if state_of(g) == "running"
-                else blocking_chain(g, sub, state_of, host_of),
+                "blocked": blocked[g],
+                "why": why.reasons(where.get(g) or {"state": state_of(g)}, blocked=blocked[g]),
             }
             for g in sorted(positions)
         ],

@@ -22,7 +22,7 @@ from typing import Literal
 
 from virtpolicy.policy.cpuset import cpus_in, format_cpuset
 from virtpolicy.policy.model import AUTO, GuestPolicy
-from virtpolicy.policy.placement import Placed
+from virtpolicy.policy.placement import PLACEMENT_REFUSED, Placed
 from virtpolicy.policy.topology import Topology
 
 #: libvirt's name of the soft limit, and its "no limit" (KiB).
@@ -247,7 +247,7 @@ def desired_tuning(
     """
     problems: list[str] = []
     if isinstance(placed, str):
-        problems.append(placed)
+        problems.append(PLACEMENT_REFUSED + placed)
         placed = None
     if placed is None and policy.cpu.placement == "dedicated":
         problems.append("cpu.placement: dedicated: not placed yet; nothing is pinned for it")

@@ -41,6 +41,9 @@ Core = tuple[int, int]
 #: units per state of the owners, refusals, the pool near a set of nodes.
 _Memo = dict[tuple[object, ...], Any]
 
+#: How a refused placement's reason starts among a guest's problems.
+PLACEMENT_REFUSED = "placement refused: "
+
 
 @dataclass(frozen=True, slots=True)
 class Request:

@@ -193,3 +193,12 @@ export function decisionWhat(d) {
   const value = d.action === "balloon" ? kib(d.value) : d.value;
   return `${d.action}${d.vcpu == null ? "" : `.${d.vcpu}`}=${value}`;
 }
+
+// A guest's first reason (the engine orders them, most severe first), and the
+// others on hover; "—" when there is none.
+export function whyText(why) {
+  if (!why || !why.length) return "—";
+  const [first, ...rest] = why;
+  return el("span", { class: `why why-${first.severity}`, title: why.map((w) => w.text).join("\n") },
+    first.text, rest.length ? ` (+${rest.length} more)` : "");
+}

@@ -1,6 +1,6 @@
 // The fleet page: every guest of every host, filtered and paged.
 
-import { PAGE_SIZE, getJson, el, table, fill, showError, guestLink, stateBadge, driftText, follow, debounced, hostMemory } from "./common.js";
+import { PAGE_SIZE, getJson, el, table, fill, showError, guestLink, stateBadge, follow, debounced, hostMemory, whyText } from "./common.js";
 
 export async function fleetPage() {
   const form = document.getElementById("filters");
@@ -23,14 +23,13 @@ export async function fleetPage() {
     const first = guests.total ? offset + 1 : 0;
     fill("count", `${guests.total} guests${guests.total ? `; ${first}–${offset + guests.guests.length} shown` : ""}`);
     fill("guests", table(
-      ["Guest", "Host", "State", "Revision", "Drift", "Problems", "Labels"],
+      ["Guest", "State", "Why", "Host", "Revision", "Labels"],
       guests.guests.map((g) => [
         guestLink(g.guest),
-        g.host || "—",
         stateBadge(g.state),
+        whyText(g.why),
+        g.host || "—",
         g.policy_revision ?? "—",
-        driftText(g.drift),
-        [...(g.problems || []), ...(g.error ? [g.error] : [])].join("; "),
         Object.entries(g.labels || {}).map(([k, v]) => `${k}=${v}`).join(" "),
       ]),
     ));

@@ -37,7 +37,8 @@ export async function graphPage() {
         }),
         svg("text", { x: n.column * W + 8, y: n.row * H + 24 }, n.guest),
         svg("text", { x: n.column * W + 8, y: n.row * H + 38, class: "sub" }, `${n.state || "undefined"}${n.host ? ` · ${n.host}` : ""}`),
-        svg("title", {}, n.blocked || `${n.guest}: ${n.state || "undefined"}`))),
+        n.why?.length ? svg("text", { x: n.column * W + 8, y: n.row * H + 58, class: `why why-${n.why[0].severity}` }, n.why[0].kind) : null,
+        svg("title", {}, [`${n.guest}: ${n.state || "undefined"}`, ...(n.why || []).map((w) => w.text)].join("\n")))),
     );
     const blocked = graph.nodes.filter((n) => n.blocked);
     fill("graph",

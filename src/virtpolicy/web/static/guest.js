@@ -249,7 +249,16 @@ export async function guestPage() {
       : el("p", {}, "No tuner has touched it."));
   }
 
-  await Promise.all([renderStatus(), renderPolicy(), loadCharts(), renderDecisions()]);
+  // Why it is not as its policy says, most severe first (the engine's order).
+  async function renderWhy() {
+    const graph = await getJson(`/v1/graph?guest=${path}`);
+    const why = graph.nodes.find((n) => n.guest === guest)?.why || [];
+    fill("why", why.length
+      ? el("ul", { class: "why-list", "aria-label": "Why" }, why.map((w) => el("li", { class: `why why-${w.severity}` }, `${w.severity}: ${w.text}`)))
+      : el("p", { class: "ok" }, "As its policy says."));
+  }
+
+  await Promise.all([renderWhy(), renderStatus(), renderPolicy(), loadCharts(), renderDecisions()]);
   const charts = debounced(renderCharts, 1000);
   const decided = debounced(() => renderDecisions().catch(showError), 1000);
   follow(["stats", "decision"], (kind, data) => {
@@ -268,7 +277,7 @@ export async function guestPage() {
     points.push(point);
     charts();
   });
-  const status = debounced(() => renderStatus().then(() => showError(null), showError), 300);
+  const status = debounced(() => Promise.all([renderWhy(), renderStatus()]).then(() => showError(null), showError), 300);
   const policy = debounced(() => renderPolicy().catch(showError), 300);
   const repaired = [];
   follow(["lifecycle", "policy", "enforcement"], (kind, data) => {

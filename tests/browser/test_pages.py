@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -179,15 +181,64 @@ def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
     # Around db, an operator may start it from here; the page follows the job.
     browser.get(url + "/graph?guest=db")
     button = wait(browser).until(
-        ec.element_to_be_clickable((By.XPATH, "//button[text()='Start db']"))
+        ec.element_to_be_clickable((By.CSS_SELECTOR, "button.action[data-action='start']"))
     )
     button.click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "job"), "nothing else starts"))
+    browser.find_element(By.CSS_SELECTOR, "#job button.confirm").click()
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "job"), "succeeded"))
     wait(browser).until(
         lambda d: texts(d, "#blocked li") and not any("db is" in t for t in texts(d, "#blocked li"))
     )
     chains = texts(browser, "#blocked li")
     assert any(c.startswith("web ← api: api is shut off on ") for c in chains), chains
+
+
+def test_stop_previews_its_plan_and_does_nothing_until_confirmed(
+    browser: Any,
+    served: Served,
+    db: str,
+    run: Cli,
+) -> None:
+    """A running guest offers Stop, not Start; Stop on db first says what else
+    stops and in what order, and runs nothing: no job, every guest still up.
+    Cancelled, nothing is left; confirmed, the job stops web, api, then db."""
+    run("policy", "set", "web", "--requires", "api")
+    run("policy", "set", "api", "--requires", "db")
+    run("policy", "set", "db", "--weight", "200")
+    daemon, url = served()
+    server = ("--server", str(daemon.socket))
+    browser.get(url + "/guests/db")
+    offered = wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "button.action"))
+    assert [b.get_attribute("data-action") for b in offered] == ["stop"]
+    offered[0].click()
+    said = wait(browser).until(lambda d: texts(d, "#action .preview-text"))
+    assert said == ["Stop db also stops web, api, in this order: web → api → db."], said
+    time.sleep(1)  # what a click alone would have started by now, had it started
+    assert json.loads(run(*server, "jobs", "-o", "json").stdout) == []
+    states = {
+        r["guest"]: r["state"] for r in json.loads(run(*server, "status", "-o", "json").stdout)
+    }
+    assert states == {"web": "running", "api": "running", "db": "running"}
+    browser.find_element(By.XPATH, "//div[@id='action']//button[text()='Cancel']").click()
+    assert texts(browser, "#action *") == []
+    browser.find_element(By.CSS_SELECTOR, "button.action").click()
+    wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#action button.confirm"))[
+        0
+    ].click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "action"), "succeeded"))
+    results = {r[0]: r[2] for r in cells(browser, "#action")}
+    assert results == {"web": "stopped", "api": "stopped", "db": "stopped"}, results
+    # Now down: it offers Start.
+    wait(browser).until(
+        lambda d: (
+            [
+                b.get_attribute("data-action")
+                for b in d.find_elements(By.CSS_SELECTOR, "button.action")
+            ]
+            == ["start"]
+        )
+    )
 
 
 def test_editing_a_guest_with_a_stale_revision_or_a_bad_field(
@@ -246,7 +297,7 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     map draws nodes, then cores, then threads, and marks each CPU's use."""
     doc = '{"guest": "db", "cpu": {"placement": "dedicated", "threads": "isolate"}, "numa": {"nodes": 1}}'
     assert run("apply", "-f", "-", input=doc).exit_code == 0
-    _daemon, url = served("--reserved", "0", uri=f"test://{NUMA2}")
+    daemon, url = served("--reserved", "0", uri=f"test://{NUMA2}")
     browser.get(url + "/cpus")
     wait(browser).until(lambda d: "db vCPU 1" in " ".join(texts(d, ".cpu .use")))
     layout = browser.execute_script(
@@ -268,6 +319,18 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
         "For a new dedicated guest: 3 CPUs, 1 whole cores.",
         "For a new dedicated guest: 0 CPUs, 0 whole cores.",
     ]
+    # web, stopped, then asking for two whole cores in one node: Start says it
+    # would be refused, and why, and offers nothing to confirm.
+    server = ("--server", str(daemon.socket))
+    assert run(*server, "stop", "web").exit_code == 0
+    web = '{"guest": "web", "cpu": {"placement": "dedicated", "threads": "isolate"}, "numa": {"nodes": 1}}'
+    assert run("apply", "-f", "-", input=web).exit_code == 0
+    browser.get(url + "/guests/web")
+    wait(browser).until(lambda d: any("placement refused" in t for t in texts(d, "#why li")))
+    browser.find_element(By.CSS_SELECTOR, "button.action[data-action='start']").click()
+    refused = wait(browser).until(lambda d: texts(d, "#action .refused"))
+    assert refused[0].startswith("It would be refused: placement refused: web: needs 2 "), refused
+    assert browser.find_elements(By.CSS_SELECTOR, "#action button.confirm") == []
 
 
 def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(

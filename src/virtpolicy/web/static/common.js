@@ -202,3 +202,50 @@ export function whyText(why) {
   return el("span", { class: `why why-${first.severity}`, title: why.map((w) => w.text).join("\n") },
     first.text, rest.length ? ` (+${rest.length} more)` : "");
 }
+
+// -- safe actions ---------------------------------------------------------------
+
+const ACTIVE = new Set(["running", "paused", "blocked", "pmsuspended"]);
+const VERB = { start: ["Start", "starts"], stop: ["Stop", "stops"] };
+
+// The one action a guest's state offers (Start a guest that is down, Stop one
+// that is up), for an operator; it previews the plan in `into` and runs
+// nothing until confirmed. Null for a reader, or a guest with no known state.
+export function actionButton(guest, state, into) {
+  if (!mayWrite() || !state || state === "unknown") return null;
+  const action = ACTIVE.has(state) ? "stop" : "start";
+  return el("button", {
+    type: "button", class: "action", "data-action": action, "data-guest": guest,
+    onclick: () => preview(action, guest, into).catch(showError),
+  }, `${VERB[action][0]}…`);
+}
+
+// What `action` on `guest` would do, in order, and what would refuse it; a
+// Confirm button runs it (as the CLI's job), Cancel drops it.
+export async function preview(action, guest, into) {
+  const name = encodeURIComponent(guest);
+  const [plan, graph] = await Promise.all([
+    getJson(`/v1/plan/${action}?guest=${name}`),
+    action === "start" ? getJson(`/v1/graph?guest=${name}`) : { nodes: [] },
+  ]);
+  const [Verb, verbs] = VERB[action];
+  const order = plan.waves.flat();
+  const others = order.filter((g) => g !== guest);
+  const said = others.length
+    ? `${Verb} ${guest} also ${verbs} ${others.join(", ")}, in this order: ${plan.waves.map((w) => w.join(", ")).join(" → ")}.`
+    : `${Verb} ${guest}: nothing else ${verbs} with it.`;
+  const refused = graph.nodes
+    .filter((n) => order.includes(n.guest))
+    .flatMap((n) => (n.why || []).filter((w) => w.kind === "placement refused").map((w) => w.text));
+  const cancel = el("button", { type: "button", onclick: () => fill(into) }, "Cancel");
+  const confirm = el("button", {
+    type: "button", class: "confirm",
+    onclick: () => runJob(action, guest, into).catch(showError),
+  }, `Confirm: ${action} ${guest}`);
+  fill(into, el("div", { class: "preview", role: "region", "aria-label": `${Verb} ${guest}` },
+    el("p", { class: "preview-text" }, said),
+    refused.length
+      ? [el("p", { class: "error-text refused" }, `It would be refused: ${refused.join("; ")}`), el("div", { class: "actions" }, cancel)]
+      : el("div", { class: "actions" }, confirm, cancel)));
+  document.getElementById(into)?.scrollIntoView({ block: "nearest" });
+}

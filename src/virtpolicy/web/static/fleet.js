@@ -1,6 +1,6 @@
 // The fleet page: every guest of every host, filtered and paged.
 
-import { PAGE_SIZE, getJson, el, table, fill, showError, guestLink, stateBadge, follow, debounced, hostMemory, whyText } from "./common.js";
+import { PAGE_SIZE, getJson, el, table, fill, showError, guestLink, stateBadge, follow, debounced, hostMemory, whyText, actionButton } from "./common.js";
 
 export async function fleetPage() {
   const form = document.getElementById("filters");
@@ -26,7 +26,7 @@ export async function fleetPage() {
       ["Guest", "State", "Why", "Host", "Revision", "Labels"],
       guests.guests.map((g) => [
         guestLink(g.guest),
-        stateBadge(g.state),
+        [stateBadge(g.state), " ", actionButton(g.guest, g.state, "action")],
         whyText(g.why),
         g.host || "—",
         g.policy_revision ?? "—",

@@ -1,6 +1,6 @@
 // The dependency graph, laid out in start waves, with what blocks each guest.
 
-import { getJson, el, svg, fill, showError, mayWrite, follow, debounced, runJob } from "./common.js";
+import { getJson, el, svg, fill, showError, follow, debounced, actionButton } from "./common.js";
 
 export async function graphPage() {
   const form = document.getElementById("graph-filters");
@@ -50,15 +50,8 @@ export async function graphPage() {
         ? el("ul", { id: "blocked" }, blocked.map((n) => el("li", {}, n.blocked)))
         : el("p", { id: "blocked" }, "Nothing that is down is held back by what it requires."),
     );
-    const actions = [];
     const guest = query.get("guest");
-    if (guest && mayWrite()) {
-      for (const action of ["start", "stop"]) {
-        actions.push(el("button", { type: "button", onclick: () => runJob(action, guest, "job").catch(showError) },
-          `${action === "start" ? "Start" : "Stop"} ${guest}`));
-      }
-    }
-    fill("graph-actions", actions);
+    fill("graph-actions", guest ? actionButton(guest, at.get(guest)?.state, "job") : null);
   }
 
   form.addEventListener("submit", (event) => {

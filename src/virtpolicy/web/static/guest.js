@@ -1,6 +1,6 @@
 // A guest's page: its status, policy, dependencies, history and editor.
 
-import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib, decisionWhat } from "./common.js";
+import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib, decisionWhat, actionButton } from "./common.js";
 
 export async function guestPage() {
   const guest = body.dataset.guest;
@@ -252,7 +252,9 @@ export async function guestPage() {
   // Why it is not as its policy says, most severe first (the engine's order).
   async function renderWhy() {
     const graph = await getJson(`/v1/graph?guest=${path}`);
-    const why = graph.nodes.find((n) => n.guest === guest)?.why || [];
+    const node = graph.nodes.find((n) => n.guest === guest);
+    const why = node?.why || [];
+    fill("guest-actions", actionButton(guest, node?.state, "action"));
     fill("why", why.length
       ? el("ul", { class: "why-list", "aria-label": "Why" }, why.map((w) => el("li", { class: `why why-${w.severity}` }, `${w.severity}: ${w.text}`)))
       : el("p", { class: "ok" }, "As its policy says."));

@@ -58,7 +58,7 @@ def test_the_fleet_page_lists_the_guests(
     # Every guest of the host; api, without a policy, too.
     wait(browser).until(lambda d: len(cells(d, "#guests")) == 3)
     rows = {r[0]: r for r in cells(browser, "#guests")}
-    assert rows["web"][1] == "running"
+    assert rows["web"][1] == "running Stop…"  # its state, and the action it offers
     assert rows["web"][5] == "tier=front"
     assert "db" in rows
     assert rows["api"][4] == "—"  # no policy: no revision

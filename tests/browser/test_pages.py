@@ -194,6 +194,64 @@ def test_the_graph_shows_what_blocks_a_guest_and_starts_it(
     assert any(c.startswith("web ← api: api is shut off on ") for c in chains), chains
 
 
+def test_no_edge_of_the_graph_crosses_a_node(
+    browser: Any,
+    served: Served,
+    db: str,
+    run: Cli,
+) -> None:
+    """Edges that skip columns (web requires db, three columns away; web wants
+    cache, two away) are routed around the guests between: read from the SVG's
+    geometry, no point of any edge lies inside any node's box. requires and
+    wants are drawn apart, and the legend says what each line means."""
+    run("policy", "set", "web", "--requires", "api", "--requires", "db", "--wants", "cache")
+    run("policy", "set", "api", "--requires", "auth")
+    run("policy", "set", "auth", "--requires", "db")
+    run("policy", "set", "cache", "--requires", "db")
+    _daemon, url = served()
+    browser.get(url + "/graph")
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.graph path.edge")) == 6)
+    inside: list[object] = browser.execute_script(
+        """
+        const boxes = [...document.querySelectorAll('svg.graph rect.node')].map(r => [
+          r.dataset.guest, +r.getAttribute('x'), +r.getAttribute('y'),
+          +r.getAttribute('width'), +r.getAttribute('height')]);
+        const found = [];
+        for (const path of document.querySelectorAll('svg.graph path.edge')) {
+          const length = path.getTotalLength();
+          for (let at = 0; at <= length; at += 2) {
+            const p = path.getPointAtLength(at);
+            for (const [guest, x, y, w, h] of boxes) {
+              if (p.x > x + 1 && p.x < x + w - 1 && p.y > y + 1 && p.y < y + h - 1) {
+                found.push([path.dataset.from, path.dataset.to, guest, p.x, p.y]);
+              }
+            }
+          }
+        }
+        return found;
+        """
+    )
+    assert inside == []
+    columns = dict(
+        browser.execute_script(
+            "return [...document.querySelectorAll('svg.graph rect.node')]"
+            ".map(r => [r.dataset.guest, +r.getAttribute('x')])"
+        )
+    )
+    assert columns["db"] < columns["auth"] < columns["api"] < columns["web"]  # columns skipped
+    kinds = browser.execute_script(
+        "return [...document.querySelectorAll('svg.graph path.edge')]"
+        ".map(p => [p.dataset.from, p.dataset.to, p.classList.contains('wants')])"
+    )
+    assert ["web", "cache", True] in kinds
+    assert ["web", "db", False] in kinds
+    legend = " ".join(texts(browser, ".legend li"))
+    assert "requires" in legend
+    assert "wants" in legend
+    assert "critical path" in legend
+    shot(browser, "graph-routed")
+
+
 def test_stop_previews_its_plan_and_does_nothing_until_confirmed(
     browser: Any,
     served: Served,

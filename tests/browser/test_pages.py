@@ -536,13 +536,33 @@ def test_the_activity_page_lists_the_jobs_run(
     db: str,
     run: Cli,
 ) -> None:
-    """Each page is a module of its own: the activity page lists a job run through
-    the daemon, and shows no error."""
+    """The activity page: before any job, says there is none, and what the
+    timeline would show and which tuners run; then a job run through the
+    daemon has its row with its time (local, and how long ago), how long it
+    took, its host, actor and each guest's result, and its own steps; the
+    timeline has the guest stopping, with its time."""
     run("policy", "set", "db", "--weight", "200")
     daemon, url = served()
-    assert run("--server", str(daemon.socket), "stop", "db").exit_code == 0
     browser.get(url + "/activity")
-    rows = wait(browser).until(lambda d: cells(d, "#jobs"))
-    assert rows[0][1:3] == ["stop", "succeeded"]
-    assert rows[0][4] == "db"
+    empty = wait(browser).until(lambda d: texts(d, "#jobs p.empty") and texts(d, "#timeline p"))
+    assert texts(browser, "#jobs p.empty")[0].startswith("No job yet")
+    assert texts(browser, "#timeline p")[0].endswith("Tuners running: static."), empty
+    assert run("--server", str(daemon.socket), "stop", "db").exit_code == 0
+    host = json.loads(run("--server", str(daemon.socket), "hosts", "-o", "json").stdout)[0]["name"]
+    rows = wait(browser).until(lambda d: [r for r in cells(d, "#jobs") if r[2] == "succeeded"])
+    job, action, _state, started, took, on, _actor, guests = rows[0]
+    assert action == "stop"
+    assert started.endswith(("(just now)", "s ago)")), started
+    assert took.endswith(" s"), took
+    assert on == host
+    assert guests == "db: stopped"
+    browser.find_element(By.LINK_TEXT, job).click()
+    steps = wait(browser).until(lambda d: cells(d, "#job-detail"))
+    assert [r[0] for r in steps] == ["db"]
+    assert steps[0][2] == "stopped"
+    browser.find_element(By.NAME, "lifecycle").click()  # guests started and stopped
+    line = wait(browser).until(
+        lambda d: [r for r in cells(d, "#timeline") if r[2].startswith("db: stopped")]
+    )
+    assert line[0][0].endswith(("(just now)", "s ago)")), line
     assert not browser.find_element(By.ID, "error").is_displayed()

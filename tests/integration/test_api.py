@@ -76,6 +76,9 @@ class FakeDaemon:
     ) -> AsyncIterator[Event | None]:
         return self.events.subscribe(after, kinds, idle=idle)
 
+    def recent_events(self, kinds: set[str], limit: int) -> list[Event]:
+        return self.events.recent(kinds, limit)
+
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
         """Records the job as the daemon does; running it is tested on libvirtd."""
         job = self.store.add_job(

@@ -109,3 +109,17 @@ def test_close_ends_subscriptions_and_slow_ones_are_cut_off() -> None:
         assert [e.data["guest"] for e in received if e] == [f"g{i}" for i in range(1024)]
 
     asyncio.run(main())
+
+
+def test_recent_events_newest_first_of_the_kinds_asked_kept_only() -> None:
+    """A timeline's read: the kept events, newest first, of the kinds asked (by
+    default all but those sent on request), at most ``limit``; the sampler's
+    unkept events are not among them."""
+    bus = EventBus(keep=5)
+    for i in range(7):
+        bus.publish("enforcement" if i % 2 else "host", n=i)
+    bus.publish("stats", keep=False, guests=[])
+    assert [e.data["n"] for e in bus.recent()] == [6, 5, 4, 3, 2]  # the five kept
+    assert [e.data["n"] for e in bus.recent({"enforcement"})] == [5, 3]
+    assert [e.data["n"] for e in bus.recent(limit=2)] == [6, 5]
+    assert bus.recent({"stats"}) == []

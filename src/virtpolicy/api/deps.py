@@ -66,6 +66,9 @@ class Daemon(Protocol):
     ) -> AsyncIterator[Event | None]:
         """The event stream from after event ``after`` (see the event bus)."""
 
+    def recent_events(self, kinds: set[str], limit: int) -> list[Event]:
+        """The newest events the daemon keeps (of ``kinds``), newest first."""
+
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
         """Record a start or stop job and run it in the background; the record."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
@@ -18,6 +18,26 @@ from virtpolicy.errors import PolicyError
 router = APIRouter(prefix="/v1", tags=["events"], responses=schemas.ERRORS)
 
 KEEPALIVE_S = 15.0
+
+
+@router.get("/events/recent")
+async def recent(
+    who: Reader,
+    daemon: DaemonDep,
+    kind: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    """The newest events the daemon still keeps (of the given ``kind``s), newest
+    first, as JSON: what ``/v1/events`` would replay, for a timeline."""
+    kinds = _kinds(kind)
+    return [e.to_dict() for e in daemon.recent_events(kinds, limit)]
+
+
+def _kinds(kind: list[str] | None) -> set[str]:
+    for k in kind or ():
+        if k not in KINDS:
+            raise PolicyError(f'kind: "{k}" is not one of {", ".join(KINDS)}', field="kind")
+    return set(kind or ())
 
 
 @router.get(
@@ -40,9 +60,7 @@ async def events(
     a ``gap`` event saying what is gone. A comment line every 15 s keeps
     proxies from closing an idle stream.
     """
-    for k in kind or ():
-        if k not in KINDS:
-            raise PolicyError(f'kind: "{k}" is not one of {", ".join(KINDS)}', field="kind")
+    kinds = _kinds(kind)
     after = since
     if last_event_id is not None:
         matched = re.fullmatch(schemas.EVENT_ID_PATTERN, last_event_id)
@@ -51,7 +69,7 @@ async def events(
             raise PolicyError(
                 f'Last-Event-ID: "{last_event_id[:40]}" is not an event id', field="Last-Event-ID"
             )
-    subscription = daemon.subscribe(after, set(kind or ()), KEEPALIVE_S)
+    subscription = daemon.subscribe(after, kinds, KEEPALIVE_S)
 
     async def stream() -> AsyncIterator[str]:
         yield ": virtpolicy events\n\n"  # the headers go out now, not with the first event

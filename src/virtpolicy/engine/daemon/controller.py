@@ -216,6 +216,9 @@ class Controller:
     ) -> AsyncIterator[Event | None]:
         return self.events.subscribe(after, kinds, idle=idle)
 
+    def recent_events(self, kinds: set[str], limit: int) -> list[Event]:
+        return self.events.recent(kinds, limit)
+
     async def submit(self, request: JobRequest, actor: str) -> dict[str, Any]:
         return await self.jobs.submit(request, actor)
 

@@ -83,6 +83,16 @@ class EventBus:
                 self._subscribers.pop(queue, None)
                 queue.put_nowait(None)
 
+    def recent(self, kinds: Collection[str] = (), limit: int = 100) -> list[Event]:
+        """The newest kept events (of ``kinds``, if given), newest first."""
+        found = []
+        for event in reversed(list(self._ring)):  # a copy: the loop appends meanwhile
+            if _wanted(event.kind, kinds):
+                found.append(event)
+                if len(found) >= limit:
+                    break
+        return found
+
     def close(self) -> None:
         """End every subscription (the daemon stops)."""
         self.closed = True

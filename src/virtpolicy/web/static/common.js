@@ -249,3 +249,33 @@ export async function preview(action, guest, into) {
       : el("div", { class: "actions" }, confirm, cancel)));
   document.getElementById(into)?.scrollIntoView({ block: "nearest" });
 }
+
+// -- time, as people read it ------------------------------------------------------
+
+// A moment (ISO text or Unix seconds) in the browser's time zone, with how long
+// ago; the exact UTC time on hover.
+export function when(t) {
+  if (t === null || t === undefined || t === "") return "—";
+  const date = typeof t === "number" ? new Date(t * 1000) : new Date(t);
+  if (Number.isNaN(date.getTime())) return String(t);
+  const local = date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+  return el("time", { datetime: date.toISOString(), title: date.toISOString() }, `${local} (${ago(date)})`);
+}
+
+export function ago(date) {
+  const s = Math.round((Date.now() - date.getTime()) / 1000);
+  if (s < 5) return "just now";
+  if (s < 90) return `${s} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+// How long from `start` to `end` (or to now, still running): "2.4 s", "3 min".
+export function took(start, end) {
+  const from = new Date(start).getTime(), to = end ? new Date(end).getTime() : Date.now();
+  if (Number.isNaN(from) || Number.isNaN(to)) return "—";
+  const s = Math.max(0, (to - from) / 1000);
+  const text = s < 60 ? `${s.toFixed(1)} s` : s < 3600 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
+  return end ? text : `${text} so far`;
+}

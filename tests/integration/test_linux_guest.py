@@ -252,7 +252,6 @@ def balloon_kib(name: str) -> int:
     return int(rows["actual"])
 
 
-@pytest.mark.alone("machine")  # a control loop's pace against a guest's: no other load
 def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_need(
     linux_guest: Callable[..., str],
     start_daemon: Callable[..., Daemon],

@@ -44,44 +44,79 @@ export async function guestPage() {
 
   let editing = false; // while the form holds unsaved changes, it is not redrawn
 
+  // Every field the API takes. A select's first option is "unset" (the
+  // policy's default); pinning fields show only for a shared guest, the
+  // dedicated ones only for a dedicated guest (the API refuses the others).
+  const FIELDS = [
+    ["cpu.placement", "Placement", ["shared", "dedicated"]],
+    ["cpu.weight", "CPU weight (1-10000)", "number"],
+    ["cpu.cap", "CPU cap (% of one host CPU)", "number"],
+    ["cpu.vcpus", "vCPUs on host CPUs (cpuset, or auto)", "text", "shared"],
+    ["cpu.emulatorpin", "Emulator on host CPUs (cpuset)", "text", "shared"],
+    ["cpu.threads", "SMT siblings", ["", "prefer", "isolate", "require"], "dedicated"],
+    ["cpu.emulator", "Emulator threads", ["", "share", "isolate"], "dedicated"],
+    ["numa.nodes", "Within NUMA nodes (count)", "number"],
+    ["numa.memory", "NUMA memory mode", ["", "strict", "preferred", "interleave"]],
+    ["memory.balloon", "Balloon", ["", "off", "auto"]],
+    ["memory.floor", "Memory floor (e.g. 1G)", "text"],
+    ["memory.weight", "Memory weight (1-10000)", "number"],
+    ["memory.soft_limit", "Memory soft limit (e.g. 3G)", "text"],
+    ["memory.free_page_reporting", "Free page reporting", ["", "on", "off"]],
+    ["requires", "Requires (guests, comma between)", "list"],
+    ["wants", "Wants (guests, comma between)", "list"],
+    ["start.autostart", "Start with the daemon", "checkbox"],
+    ["labels", "Labels (key=value, space between)", "labels"],
+  ];
+
   function renderEditor(stored) {
     const policy = stored.policy || {};
+    const creating = stored.revision === 0;
     const value = (path) => path.split(".").reduce((o, k) => (o == null ? undefined : o[k]), policy);
-    const labels = Object.entries(policy.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
-    const field = (path, label, input) => {
+    const shown = (path) => {
+      const v = value(path);
+      if (path === "labels") return Object.entries(v || {}).map(([k, x]) => `${k}=${x}`).join(" ");
+      if (path === "requires" || path === "wants") return (v || []).map((d) => d.guest).join(", ");
+      if (path === "memory.free_page_reporting") return v === true ? "on" : v === false ? "off" : "";
+      return v == null ? "" : String(v);
+    };
+    const input = (path, kind) => {
+      if (Array.isArray(kind)) {
+        const now = shown(path) || (path === "cpu.placement" ? "shared" : "");
+        return el("select", { name: path }, kind.map((o) => el("option", { value: o, selected: now === o }, o || "(unset)")));
+      }
+      if (kind === "checkbox") return el("input", { type: "checkbox", name: path, checked: value(path) === true });
+      return el("input", { type: kind === "number" ? "number" : "text", name: path, value: shown(path) });
+    };
+    const field = ([path, label, kind, only]) => {
       const id = `f-${path.replace(/\./g, "-")}`;
       const error = el("span", { class: "field-error", id: `${id}-error`, role: "alert" });
-      input.id = id;
-      input.dataset.field = path;
-      input.setAttribute("aria-describedby", `${id}-error`);
-      return el("div", { class: "field" }, el("label", { for: id }, label), input, error);
+      const box = input(path, kind);
+      box.id = id;
+      box.dataset.field = path;
+      box.dataset.kind = Array.isArray(kind) ? "select" : kind;
+      box.setAttribute("aria-describedby", `${id}-error`);
+      return el("div", { class: "field", "data-only": only || "" }, el("label", { for: id }, label), box, error);
     };
-    const text = (path, kind = "text") => {
-      const v = value(path);
-      return el("input", { type: kind, name: path, value: v == null ? "" : v });
-    };
-    const placement = el("select", { name: "cpu.placement" },
-      ["shared", "dedicated"].map((o) => el("option", { value: o, selected: (value("cpu.placement") || "shared") === o }, o)));
-    const autostart = el("input", { type: "checkbox", name: "start.autostart", checked: value("start.autostart") === true });
     const form = el("form", { id: "editor", class: "editor", novalidate: true },
-      el("h3", {}, `Edit (revision ${stored.revision})`),
-      field("cpu.weight", "CPU weight (1-10000)", text("cpu.weight", "number")),
-      field("cpu.cap", "CPU cap (% of one host CPU)", text("cpu.cap", "number")),
-      field("cpu.vcpus", "vCPUs on host CPUs (cpuset, or auto)", text("cpu.vcpus")),
-      field("cpu.emulatorpin", "Emulator on host CPUs (cpuset)", text("cpu.emulatorpin")),
-      field("cpu.placement", "Placement", placement),
-      field("numa.nodes", "Within NUMA nodes", text("numa.nodes", "number")),
-      field("start.autostart", "Start with the daemon", autostart),
-      field("labels", "Labels (key=value, space between)", el("input", { type: "text", name: "labels", value: labels })),
-      el("div", { class: "actions" }, el("button", { type: "submit" }, "Save"),
+      el("h3", {}, creating ? "New policy" : `Edit (revision ${stored.revision})`),
+      FIELDS.map(field),
+      el("div", { class: "actions" }, el("button", { type: "submit" }, creating ? "Create" : "Save"),
         el("button", { type: "button", onclick: () => { editing = false; renderPolicy().catch(showError); } }, "Discard")),
       el("div", { id: "conflict", role: "alert" }),
     );
-    form.addEventListener("input", () => { editing = true; });
+    const placementNow = () => form.elements["cpu.placement"].value;
+    const fit = () => {
+      for (const div of form.querySelectorAll(".field[data-only]")) {
+        div.hidden = Boolean(div.dataset.only) && div.dataset.only !== placementNow();
+      }
+    };
+    fit();
+    form.addEventListener("input", () => { editing = true; fit(); });
+    form.addEventListener("change", () => { editing = true; fit(); });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       for (const span of form.querySelectorAll(".field-error")) span.textContent = "";
-      for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+      for (const box of form.querySelectorAll("[aria-invalid]")) box.removeAttribute("aria-invalid");
       fill("conflict");
       const patch = {};
       const set = (path, v) => {
@@ -90,49 +125,81 @@ export async function guestPage() {
         for (const k of keys.slice(0, -1)) o = o[k] ??= {};
         o[keys.at(-1)] = v;
       };
-      for (const input of form.querySelectorAll("[data-field]")) {
-        const path = input.dataset.field;
-        if (path === "labels") continue;
+      for (const box of form.querySelectorAll("[data-field]")) {
+        const path = box.dataset.field, kind = box.dataset.kind;
+        if (box.closest(".field").hidden) { // not for this placement: cleared
+          if (value(path) != null && !(Array.isArray(value(path)) && !value(path).length)) set(path, null);
+          continue;
+        }
+        if (kind === "labels") {
+          const wanted = {};
+          for (const pair of box.value.split(/\s+/).filter(Boolean)) {
+            const at = pair.indexOf("=");
+            wanted[at < 0 ? pair : pair.slice(0, at)] = at < 0 ? "" : pair.slice(at + 1);
+          }
+          const had = policy.labels || {};
+          const labelPatch = {};
+          for (const k of Object.keys(had)) if (!(k in wanted)) labelPatch[k] = null;
+          for (const [k, v] of Object.entries(wanted)) if (had[k] !== v) labelPatch[k] = v;
+          if (Object.keys(labelPatch).length) patch.labels = labelPatch;
+          continue;
+        }
+        if (kind === "list") {
+          if (box.value.trim() === shown(path)) continue;
+          const kept = new Map((value(path) || []).map((d) => [d.guest, d])); // their conditions stay
+          set(path, box.value.split(",").map((g) => g.trim()).filter(Boolean).map((g) => kept.get(g) || { guest: g }));
+          continue;
+        }
         let now;
-        if (input.type === "checkbox") now = input.checked ? true : null;
-        else if (input.value.trim() === "") now = null;
-        else now = input.type === "number" ? Number(input.value) : input.value.trim();
+        if (kind === "checkbox") now = box.checked ? true : null;
+        else if (box.value.trim() === "") now = null;
+        else if (path === "memory.free_page_reporting") now = box.value === "on";
+        else now = kind === "number" ? Number(box.value) : box.value.trim();
         if (path === "cpu.placement" && now === "shared") now = null;
         const before = value(path) ?? null;
         if (now !== before) set(path, now);
       }
-      const wanted = {};
-      for (const pair of form.elements.labels.value.split(/\s+/).filter(Boolean)) {
-        const at = pair.indexOf("=");
-        wanted[at < 0 ? pair : pair.slice(0, at)] = at < 0 ? "" : pair.slice(at + 1);
-      }
-      const had = policy.labels || {};
-      const labelPatch = {};
-      for (const k of Object.keys(had)) if (!(k in wanted)) labelPatch[k] = null;
-      for (const [k, v] of Object.entries(wanted)) if (had[k] !== v) labelPatch[k] = v;
-      if (Object.keys(labelPatch).length) patch.labels = labelPatch;
       try {
-        await api(`/v1/policies/${path}`, {
-          method: "PATCH",
-          headers: { "Content-Type": "application/json", "If-Match": `"${stored.revision}"` },
-          body: JSON.stringify(patch),
-        });
+        if (creating) {
+          await api(`/v1/policies/${path}`, {
+            method: "PUT",
+            headers: { "Content-Type": "application/json", "If-Match": '"0"' },
+            body: JSON.stringify(prune({ ...patch, guest })),
+          });
+        } else {
+          await api(`/v1/policies/${path}`, {
+            method: "PATCH",
+            headers: { "Content-Type": "application/json", "If-Match": `"${stored.revision}"` },
+            body: JSON.stringify(patch),
+          });
+        }
         editing = false;
         await renderPolicy();
       } catch (error) {
         if (error.status === 412) return showConflict(stored.revision);
         const name = error.detail?.error?.field;
-        const input = name && form.querySelector(`[data-field="${CSS.escape(name.split(".").slice(0, 2).join("."))}"]`);
-        if (input) {
-          input.setAttribute("aria-invalid", "true");
-          document.getElementById(`${input.id}-error`).textContent = error.message;
-          input.focus();
+        const top = name && name.split(".").slice(0, name.startsWith("requires") || name.startsWith("wants") ? 1 : 2).join(".").replace(/\[\d+\]$/, "");
+        const box = top && form.querySelector(`[data-field="${CSS.escape(top)}"]`);
+        if (box) {
+          box.setAttribute("aria-invalid", "true");
+          document.getElementById(`${box.id}-error`).textContent = error.message;
+          box.focus();
         } else {
           showError(error);
         }
       }
     });
     fill("edit", form);
+  }
+
+  // A new policy's document: without the nulls a merge patch would send.
+  function prune(doc) {
+    const out = {};
+    for (const [k, v] of Object.entries(doc)) {
+      if (v === null) continue;
+      out[k] = v && typeof v === "object" && !Array.isArray(v) ? prune(v) : v;
+    }
+    return out;
   }
 
   // The policy moved on since the form was opened: who changed what, and nothing saved.
@@ -153,7 +220,15 @@ export async function guestPage() {
       stored = await getJson(`/v1/policies/${path}`);
       yaml = await (await api(`/v1/policies/${path}`, { headers: { Accept: "application/yaml" } })).text();
     } catch (error) {
-      if (error.status === 404) { fill("policy", el("p", {}, error.message)); fill("deps"); fill("history"); return; }
+      if (error.status === 404) {
+        fill("policy", el("p", {}, "It has no policy: the daemon leaves it as libvirt has it."),
+          mayWrite() && !editing
+            ? el("button", { type: "button", id: "create-policy", onclick: () => { editing = true; renderEditor({ revision: 0, policy: {} }); } }, "Create a policy")
+            : null);
+        fill("deps", el("p", {}, "It depends on no guest."));
+        fill("history", el("p", {}, "No revision yet."));
+        return;
+      }
       throw error;
     }
     fill("policy", el("p", {}, `Revision ${stored.revision}`), el("pre", { class: "yaml" }, yaml));

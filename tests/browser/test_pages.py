@@ -619,3 +619,51 @@ def test_the_activity_page_lists_the_jobs_run(
     )
     assert line[0][0].endswith(("(just now)", "s ago)")), line
     assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+DOC_SHOTS = Path(__file__).parents[2] / "docs" / "screenshots"
+PAGES = {
+    "fleet": ("/", "#guests tbody tr"),
+    "guest": ("/guests/web", "#why li"),
+    "graph": ("/graph", "svg.graph rect.node"),
+    "cpus": ("/cpus", ".cpu"),
+    "activity": ("/activity", "#jobs tbody tr"),
+}
+
+
+def test_every_page_at_desktop_and_phone_size_for_the_docs(
+    browser: Any,
+    served: Served,
+    db: str,
+    run: Cli,
+) -> None:
+    """Each page, on a host with a guest held back and a job run, at 1280x800
+    and 390x844: rendered with no error and nothing to scroll sideways; the
+    screenshots are the ones docs/web.md shows (written again by each run)."""
+    run("policy", "set", "web", "--requires", "api", "--label", "tier=front")
+    run("policy", "set", "api", "--requires", "db")
+    run(
+        "policy",
+        "set",
+        "db",
+        "--weight",
+        "200",
+        "--memory-balloon",
+        "auto",
+        "--memory-floor",
+        "32M",
+    )
+    daemon, url = served()
+    assert run("--server", str(daemon.socket), "stop", "db").exit_code == 0
+    DOC_SHOTS.mkdir(exist_ok=True)
+    for width, height in ((390, 844), (1280, 800)):
+        browser.set_window_size(width, height)
+        for name, (path, ready) in PAGES.items():
+            browser.get(url + path)  # ten pages in a row: each lets go of its streams
+            wait(browser).until(lambda d, css=ready: d.find_elements(By.CSS_SELECTOR, css))
+            assert not browser.find_element(By.ID, "error").is_displayed(), (name, width)
+            wide = browser.execute_script(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            assert wide[0] <= wide[1], (name, width, wide)
+            browser.save_screenshot(str(DOC_SHOTS / f"{name}-{width}x{height}.png"))

@@ -113,13 +113,20 @@ export function driftText(drift) {
 
 // /v1/events through fetch (EventSource cannot send the token): each event's
 // kind and data to onEvent; reconnects after a drop, from the last id seen.
+// A page left for another lets go of its streams (a page kept in the
+// browser's back-forward cache would otherwise hold a connection each, and
+// the browser opens only six to one server); shown again, it reloads.
+const leaving = new AbortController();
+addEventListener("pagehide", () => leaving.abort());
+addEventListener("pageshow", (event) => { if (event.persisted) location.reload(); });
+
 export async function follow(kinds, onEvent) {
   let last = null;
-  for (;;) {
+  while (!leaving.signal.aborted) {
     try {
       const query = kinds.map((k) => `kind=${encodeURIComponent(k)}`).join("&");
       const extra = last === null ? {} : { "Last-Event-ID": last };
-      const response = await api(`/v1/events?${query}`, { headers: { ...extra, Accept: "text/event-stream" } });
+      const response = await api(`/v1/events?${query}`, { headers: { ...extra, Accept: "text/event-stream" }, signal: leaving.signal });
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       for (;;) {

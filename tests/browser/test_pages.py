@@ -474,7 +474,7 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
     # Its vCPU's chart fills from the event stream, one point per sample.
     wait(browser).until(
         lambda d: (
-            len(texts(d, "#charts figcaption")) == 1
+            len(texts(d, "#charts figure:not(#memory-chart) figcaption")) == 1
             and d.execute_script(
                 "const p = document.querySelector('#charts polyline.cpu');"
                 " return p ? p.getAttribute('points').split(' ').filter(Boolean).length : 0"
@@ -482,11 +482,13 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
             >= 3
         )
     )
-    assert texts(browser, "#charts figcaption")[0].startswith("vCPU 0: ")
+    assert texts(browser, "#charts figure:not(#memory-chart) figcaption")[0].startswith("vCPU 0: ")
     # Its memory: as defined (64 MiB), and its balloon's.
     memory = wait(browser).until(lambda d: dict(r[:2] for r in cells(d, "#memory")) or None)
     assert memory["Defined"] == "64 MiB"
     assert memory["Balloon (what it has)"] == "64 MiB"
+    chart = wait(browser).until(lambda d: texts(d, "#memory-chart figcaption"))
+    assert chart[0].startswith("Memory: balloon 64 MiB"), chart
     # The fleet page: the host's memory in use, from its first heartbeat on.
 
     def host_memory(driver: Any) -> list[str] | None:

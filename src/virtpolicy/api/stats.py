@@ -48,14 +48,15 @@ def guest(
         float, Query(ge=0, le=86400, description="Seconds per point; 0: every sample")
     ] = 0,
 ) -> dict[str, Any]:
-    """One guest's history: CPU %, each vCPU's % and steal %, resident memory;
+    """One guest's history: CPU %, each vCPU's % and steal %, resident memory,
+    its balloon and what it could use (KiB, where sampled);
     and its newest rates (``latest``: memory and its balloon's figures too)."""
     monitor = daemon.utilization("vcpu", "balloon")
     latest = monitor.latest
     if latest is None or (guest not in latest.guests and guest not in monitor.history.owners()):
         raise NotFoundError(f"{guest}: no statistics (no such guest, or not sampled yet)")
     vcpus = len(latest.guests[guest].vcpu_percent) if guest in latest.guests else 0
-    metrics_ = ["cpu", "rss_kib"] + [f"vcpu.{i}" for i in range(vcpus)]
+    metrics_ = ["cpu", "rss_kib", "memory_kib", "usable_kib"] + [f"vcpu.{i}" for i in range(vcpus)]
     metrics_ += [f"steal.{i}" for i in range(vcpus)]
     points = monitor.history.window(guest, metrics_, since if since is not None else 0.0, step)
     now = latest.guests.get(guest)

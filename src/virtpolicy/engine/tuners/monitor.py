@@ -206,6 +206,10 @@ def series_of(r: Rates) -> dict[tuple[str, str], float | None]:
         out[name, "rss_kib"] = None if g.rss_kib is None else float(g.rss_kib)
         if g.memory_stall_percent is not None:
             out[name, "memory_stall"] = g.memory_stall_percent
+        if g.memory_kib is not None:  # only where the balloon is sampled
+            out[name, "memory_kib"] = float(g.memory_kib)
+        if g.usable_kib is not None:
+            out[name, "usable_kib"] = float(g.usable_kib)
         for i, (used, steal) in enumerate(zip(g.vcpu_percent, g.vcpu_steal_percent, strict=True)):
             out[name, f"vcpu.{i}"] = used
             out[name, f"steal.{i}"] = steal

@@ -1,6 +1,6 @@
 // A guest's page: its status, policy, dependencies, history and editor.
 
-import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib, decisionWhat, actionButton } from "./common.js";
+import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib, decisionWhat, actionButton, when } from "./common.js";
 
 export async function guestPage() {
   const guest = body.dataset.guest;
@@ -29,7 +29,7 @@ export async function guestPage() {
     const drift = driftText(status.drift);
     fill("status",
       el("p", {}, "On ", el("strong", {}, status.host || "no host"), ", ", stateBadge(status.state),
-        status.checked_at ? `, checked ${status.checked_at}` : ""),
+        status.checked_at ? [", checked ", when(status.checked_at)] : ""),
       el("p", { id: "drift", class: drift ? "drift" : "ok" }, drift ? `Drift: ${drift}` : "No drift."),
       table(["", "Desired", "Actual"], rows, "Tuning"),
       (status.problems || []).length
@@ -257,7 +257,7 @@ export async function guestPage() {
         : el("p", {}, "No guest depends on it."),
     );
     fill("history", table(["Revision", "Time", "Actor", "Change"],
-      history.slice().reverse().map((h) => [h.revision, h.time, h.actor, h.change])));
+      history.slice().reverse().map((h) => [h.revision, when(h.time), h.actor, h.change])));
   }
 
   // Per-vCPU CPU and steal over the last hour: the history once, then each
@@ -278,7 +278,19 @@ export async function guestPage() {
       .map((p) => `${(((p.time - (now - HOUR)) / HOUR) * Wc).toFixed(1)},${(Hc - (Math.min(100, p[key]) / 100) * Hc).toFixed(1)}`)
       .join(" ");
     const last = points.at(-1);
-    fill("charts", [...Array(vcpus).keys()].map((v) => el("figure", { class: "chart" },
+    // Memory: the balloon (what it has) and what it could still use, against
+    // the most it had over the hour.
+    const top = Math.max(1, ...points.map((p) => p.memory_kib || 0));
+    const memLine = (key) => points
+      .filter((p) => p[key] !== null && p[key] !== undefined)
+      .map((p) => `${(((p.time - (now - HOUR)) / HOUR) * Wc).toFixed(1)},${(Hc - (p[key] / top) * Hc).toFixed(1)}`)
+      .join(" ");
+    const memory = points.some((p) => p.memory_kib != null) ? el("figure", { class: "chart", id: "memory-chart" },
+      svg("svg", { viewBox: `0 0 ${Wc} ${Hc}`, class: "chart", role: "img", "aria-label": "Memory: balloon and usable, last hour" },
+        svg("polyline", { points: memLine("memory_kib"), class: "cpu" }),
+        svg("polyline", { points: memLine("usable_kib"), class: "steal" })),
+      el("figcaption", {}, `Memory: balloon ${kib(last.memory_kib)}, usable ${kib(last.usable_kib)} now (last hour; solid: balloon, dashed: usable; 0-${kib(top)})`)) : null;
+    fill("charts", memory, [...Array(vcpus).keys()].map((v) => el("figure", { class: "chart" },
       svg("svg", { viewBox: `0 0 ${Wc} ${Hc}`, class: "chart", role: "img", "aria-label": `vCPU ${v}: CPU and steal, last hour` },
         svg("line", { x1: 0, y1: Hc / 2, x2: Wc, y2: Hc / 2, class: "grid" }),
         svg("polyline", { points: line(`vcpu.${v}`), class: "cpu" }),
@@ -320,7 +332,7 @@ export async function guestPage() {
     const decisions = await getJson(`/v1/decisions?guest=${path}&limit=20`);
     fill("guest-decisions", decisions.length
       ? table(["Time", "Tuner", "What", "Outcome", "Why"], decisions.map((d) =>
-          [d.time, d.tuner, decisionWhat(d), d.outcome, d.reason]))
+          [when(d.time), d.tuner, decisionWhat(d), d.outcome, d.reason]))
       : el("p", {}, "No tuner has touched it."));
   }
 
@@ -346,7 +358,7 @@ export async function guestPage() {
     const mine = (data.guests || []).find((g) => g.guest === guest);
     if (!mine) return;
     renderMemory(mine);
-    const point = { time: Date.now() / 1000 };
+    const point = { time: Date.now() / 1000, memory_kib: mine.memory_kib, usable_kib: mine.memory_usable_kib };
     for (const v of mine.vcpus || []) {
       point[`vcpu.${v.vcpu}`] = v.percent;
       point[`steal.${v.vcpu}`] = v.steal_percent;

@@ -387,6 +387,7 @@ def test_a_policy_is_created_from_the_page_with_every_kind_of_field(
 
 
 NUMA2 = Path(__file__).parents[1] / "integration" / "nodes" / "numa2smt.xml"
+OTHER = Path(__file__).parents[1] / "integration" / "nodes" / "other-host.xml"
 
 
 def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
@@ -405,7 +406,7 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     wait(browser).until(lambda d: "db vCPU 1" in " ".join(texts(d, ".cpu .use")))
     layout = browser.execute_script(
         "return [...document.querySelectorAll('.node')].map(n => [n.querySelector('h2')"
-        ".textContent, [...n.querySelectorAll('.core')].map(c => [...c.querySelectorAll('.cpu')]"
+        ".textContent.split(' · ')[0], [...n.querySelectorAll('.core')].map(c => [...c.querySelectorAll('.cpu')]"
         ".map(t => [Number(t.dataset.cpu), t.querySelector('.use').textContent, t.className]))])"
     )
     nodes = dict(layout)
@@ -418,12 +419,32 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     assert uses[0][0] == "reserved"
     assert "reserved" in uses[0][1]
     assert all("shared" in uses[c][1] for c in (1, 4, 5))
+    # The test driver says nothing of its nodes' memory: the map claims none.
+    assert texts(browser, ".node h2") == ["Node 0", "Node 1"]
+    # Another host of the fleet (on the same store): picked, its own map, as
+    # its daemon published it.
+    run("policy", "set", "batch", "--weight", "100")  # its guest, with a policy
+    served("--host", "other-host", uri=f"test://{OTHER}")
+    picker = wait(browser, 30).until(
+        lambda d: [
+            o
+            for o in d.find_elements(By.CSS_SELECTOR, "#cpu-host option")
+            if o.text == "other-host"
+        ]
+    )
+    picker[0].click()  # its map is there once its daemon's first heartbeat is
+    wait(browser, 30).until(lambda d: texts(d, ".host-name strong") == ["other-host"])
+    assert "as its daemon last published it" in texts(browser, ".host-name")[0]
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".cpu")) == 4  # other-host.xml's four
+    browser.get(url + "/cpus")
+    wait(browser).until(lambda d: "db vCPU 1" in " ".join(texts(d, ".cpu .use")))
     # Room as the placer counts it: it always leaves one CPU of the host shared.
     assert texts(browser, ".node .room") == [
         "For a new dedicated guest: 2 CPUs, 1 whole core.",
         "For a new dedicated guest: 0 CPUs, 0 whole cores.",
     ]
-    name = json.loads(run("--server", str(daemon.socket), "hosts", "-o", "json").stdout)[0]["name"]
+    hosts = json.loads(run("--server", str(daemon.socket), "hosts", "-o", "json").stdout)
+    [name] = [h["name"] for h in hosts if h["name"] != "other-host"]
     assert texts(browser, ".host-name strong") == [name]  # whose map this is
     # web, running, then asking for two whole cores in one node: refused, so it
     # runs with nothing pinned for it, which the map flags (with a link).
@@ -498,6 +519,10 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
 
     host = wait(browser, 30).until(host_memory)
     assert host[4].endswith("GiB") or host[4].endswith("MiB")
+    # The CPU map: each node's memory, as libvirt's capabilities of the host say.
+    browser.get(url + "/cpus")
+    nodes = wait(browser).until(lambda d: texts(d, ".node h2"))
+    assert all(h.endswith(" of memory") for h in nodes), nodes
 
 
 def test_the_fleet_page_at_phone_width_and_by_keyboard(

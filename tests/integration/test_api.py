@@ -57,9 +57,9 @@ class FakeDaemon:
     def guest_states(self) -> dict[str, str]:
         return self.states
 
-    def placement(self) -> dict[str, Any]:
+    def placement(self, host: str | None = None) -> dict[str, Any] | None:
         """Nothing placed: placement is tested on the test driver and libvirtd."""
-        return HostPlacement().view()
+        return HostPlacement().view() if host in (None, "test-host") else None
 
     def utilization(self, *groups: str) -> Monitor:
         self.monitor.want(*groups)

@@ -389,6 +389,11 @@ def test_hosts_register_beat_leave_and_get_lost(db: str, store: SqlStore) -> Non
     # A beat may carry the host's memory; one without it leaves it as it was.
     memory = {"total_kib": 8192.0, "available_kib": 2048.0, "stall_percent": None}
     store.heartbeat("host-a", memory)
+    # And where its placer put its guests, kept until a beat brings another.
+    assert other.hosts()[0].placement is None
+    store.heartbeat("host-a", None, {"in_play": False, "cpus": [{"cpu": 0, "use": "free"}]})
+    store.heartbeat("host-a")
+    assert other.hosts()[0].placement == {"in_play": False, "cpus": [{"cpu": 0, "use": "free"}]}
     store.heartbeat("host-a")
     assert other.hosts()[0].memory == memory
     store.heartbeat("host-a", {"total_kib": float("nan"), "available_kib": True})

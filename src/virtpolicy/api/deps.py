@@ -48,8 +48,9 @@ class Daemon(Protocol):
     def host_info(self) -> dict[str, Any]:
         """The connection, its driver, the host's CPUs and the fleet."""
 
-    def placement(self) -> dict[str, Any]:
-        """Where the latest pass placed the guests here, per CPU."""
+    def placement(self, host: str | None = None) -> dict[str, Any] | None:
+        """Where the latest pass placed the guests here, per CPU; of another
+        ``host``, as its daemon last published it (None: not known)."""
 
     def utilization(self, *groups: str) -> Monitor:
         """The figures sampled so far (read only); the ``groups`` asked for

@@ -198,13 +198,21 @@ async def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
 
 
 @router.get("/placement")
-async def placement(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
+async def placement(
+    who: Reader,
+    daemon: DaemonDep,
+    host: Annotated[str | None, Query(max_length=255)] = None,
+) -> dict[str, Any]:
     """Where the placer puts this host's guests, as of the latest pass: each
     guest's ``vcpupin`` and ``emulatorpin``, the ``refused`` with the reason, and
     each host CPU's use by node and core. ``in_play`` is false until the config
     reserves CPUs or a policy asks for dedicated CPUs or NUMA nodes: until then
-    nothing is pinned for placement."""
-    return daemon.placement()
+    nothing is pinned for placement. With ``host``, another host of the fleet's,
+    as its daemon last published it (404 when it has not)."""
+    found = await asyncio.to_thread(daemon.placement, host)
+    if found is None:
+        raise NotFoundError(f"{host}: no placement published by such a host")
+    return found
 
 
 @router.get("/hosts")

@@ -138,6 +138,9 @@ class HostRecord:
     #: Its memory at its last heartbeat: ``total_kib``, ``available_kib`` and
     #: ``stall_percent`` (PSI some avg10; None where unknown). None: not known.
     memory: Mapping[str, float | None] | None = None
+    #: Where its placer put its guests, as ``GET /v1/placement`` on its daemon
+    #: gives it, as of the last heartbeat that changed it. None: not known.
+    placement: Mapping[str, Any] | None = None
 
     def shown_state(self, now: float) -> Literal["up", "lost", "left"]:
         """``lost`` when up but silent for more than :data:`LOST_AFTER_BEATS` beats."""
@@ -286,10 +289,15 @@ class FleetRecords(Whereabouts, Protocol):
     def register_host(self, host: HostRecord) -> None:
         """Add or replace ``host`` (a daemon starting), state ``up``."""
 
-    def heartbeat(self, name: str, memory: Mapping[str, float | None] | None = None) -> None:
+    def heartbeat(
+        self,
+        name: str,
+        memory: Mapping[str, float | None] | None = None,
+        placement: Mapping[str, Any] | None = None,
+    ) -> None:
         """The host is alive now (the database's clock), and how far this process's
-        clock is from it (kept as the host's offset); its ``memory`` when given
-        (see :attr:`HostRecord.memory`)."""
+        clock is from it (kept as the host's offset); its ``memory`` and
+        ``placement`` when given (see :class:`HostRecord`)."""
 
     def release_steps(self, host: str) -> list[tuple[int, str]]:
         """(A daemon starting.) The steps of running jobs that ``host``'s daemon

@@ -174,6 +174,9 @@ hosts = Table(
     #: JSON: the host's memory at its last heartbeat (total_kib, available_kib,
     #: stall_percent), or "" before its daemon first sampled it.
     Column("memory", Text, nullable=False, server_default=""),
+    #: JSON: where its placer put its guests (``GET /v1/placement``), written
+    #: with a heartbeat when it changed; "" before.
+    Column("placement", Text, nullable=False, server_default=""),
 )
 
 guest_states = Table(

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.engine import URL
@@ -68,10 +69,17 @@ class Fleet:
             if done.rowcount == 0:
                 conn.execute(insert(hosts).values(name=host.name, **row))
 
-    def heartbeat(self, name: str, memory: Mapping[str, float | None] | None = None) -> None:
+    def heartbeat(
+        self,
+        name: str,
+        memory: Mapping[str, float | None] | None = None,
+        placement: Mapping[str, Any] | None = None,
+    ) -> None:
         values: dict[str, object] = {"state": "up"}
         if memory is not None:
             values["memory"] = json.dumps(_host_memory(memory), sort_keys=True)
+        if placement is not None:
+            values["placement"] = json.dumps(placement, sort_keys=True)
         with self._own_write() as conn:
             db_now, offset = self._clock(conn)
             conn.execute(
@@ -114,6 +122,7 @@ class Fleet:
                 r.started_at,
                 r.clock_offset_s,
                 _read_memory(r.memory),
+                _read_placement(r.placement),
             )
             for r in rows
         ]
@@ -225,3 +234,15 @@ def _read_memory(text: str | None) -> dict[str, float | None] | None:
     except ValueError:
         return None
     return _host_memory(found) if isinstance(found, dict) else None
+
+
+def _read_placement(text: str | None) -> dict[str, Any] | None:
+    """A host's placement as read back; None when not recorded or not a JSON
+    object (shown as unknown, never a failed read)."""
+    if not text:
+        return None
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None

@@ -130,6 +130,7 @@ class Controller:
             on_clash=self.passes.request_each, on_beat=self._beat,
             watched=lambda: self.cache.needed,
             memory=lambda: m.to_dict() if (m := self.monitor.host_memory) else None,
+            placement=self.reconciler.placing.view,
         )  # fmt: skip
         self._elsewhere: frozenset[str] = frozenset()  # guests on other hosts, last beat
         self._autostarted = not settings.autostart
@@ -192,9 +193,15 @@ class Controller:
         """Every domain's state as libvirt last told (a live view: copy to keep)."""
         return self.states
 
-    def placement(self) -> dict[str, Any]:
-        """Where the latest pass placed the guests here."""
-        return self.reconciler.placing.view()
+    def placement(self, host: str | None = None) -> dict[str, Any] | None:
+        """Where the latest pass placed the guests here; of another ``host`` of the
+        fleet, as its last heartbeat that changed it said (None: not known)."""
+        if host is None or host == self.host_name:
+            return {"host": self.host_name, **self.reconciler.placing.view()}
+        record = next((h for h in self.store.hosts() if h.name == host), None)
+        if record is None or record.placement is None:
+            return None
+        return {**record.placement, "host": host}
 
     def utilization(self, *groups: str) -> Monitor:
         """The figures sampled so far; ``groups`` are sampled from the next sample on."""

@@ -98,6 +98,7 @@ class Membership:
         on_beat: Callable[[], None],
         watched: Callable[[], Collection[str]] = lambda: (),
         memory: Callable[[], Mapping[str, float | None] | None] = lambda: None,
+        placement: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         """``ready``: which readiness conditions of a guest hold now; ``status``: a
         guest's status as last checked (with a policy); ``publish``: an event
@@ -106,7 +107,9 @@ class Membership:
         whose clash began or ended; ``on_beat``: after each read of the fleet;
         ``watched``: the other guests whose state on other hosts matters here
         (what this host's guests depend on); ``memory``: the host's memory as
-        last sampled, published with each heartbeat. All called on the loop."""
+        last sampled, published with each heartbeat; ``placement``: where the
+        placer put this host's guests, published with a heartbeat when it
+        changed. All called on the loop."""
         self.store = store
         self.hypervisor = hypervisor
         self.fleet = fleet
@@ -117,6 +120,8 @@ class Membership:
         self.on_clash, self.on_beat = on_clash, on_beat
         self.watched = watched
         self.memory = memory
+        self.placement = placement
+        self._placement_sent = ""  # as last written: written again only when it changes
         self._read_for: set[str] = set()  # the guests whose rows the last read kept
         self.name = fleet.name
         self.states = fleet.states
@@ -147,7 +152,7 @@ class Membership:
                     next_beat = now + min(FIRST_BEAT_S, self.fleet.heartbeat)
                     continue
             elif now >= next_beat:
-                await self._call(self.store.heartbeat, self.name, self.memory())
+                await self._beat()
                 if await self._call(self.read_fleet, self.looked_at()):
                     self._check_hosts()
                     self._check_clashes()
@@ -163,6 +168,14 @@ class Membership:
             except TimeoutError:
                 pass
             self.unpublished.wake.clear()
+
+    async def _beat(self) -> None:
+        """A heartbeat, with the host's memory, and its placement if it changed."""
+        view = self.placement()
+        text = json.dumps(view, sort_keys=True)
+        changed = view if text != self._placement_sent else None
+        if await self._call(self.store.heartbeat, self.name, self.memory(), changed):
+            self._placement_sent = text
 
     async def leave(self) -> None:
         """A clean stop: the host is ``left`` and its guests' states are dropped."""

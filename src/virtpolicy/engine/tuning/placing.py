@@ -191,6 +191,10 @@ class HostPlacement:
             "reserved": format_cpuset(self.reserved) if self.reserved else "",
             **placement.to_dict(),
             "cpus": cpu_uses(topology, placement, self.reserved) if topology else [],
+            # Each NUMA node's memory (KiB), as libvirt's capabilities say.
+            "node_memory_kib": {str(n): kib for n, kib in topology.memory.items()}
+            if topology
+            else {},
         }
 
 

@@ -1,12 +1,27 @@
 // The CPU map: where the placer put each guest, per host CPU.
 
-import { getJson, el, fill, showError, guestLink } from "./common.js";
+import { getJson, el, fill, showError, guestLink, kib } from "./common.js";
 
 export async function cpusPage() {
   async function render() {
-    const [placement, host, me] = await Promise.all([getJson("/v1/placement"), getJson("/v1/stats/host"), getJson("/v1/host")]);
-    const rows = (await getJson(`/v1/fleet/guests?host=${encodeURIComponent(me.host)}&limit=500`)).guests;
+    const [me, hosts] = await Promise.all([getJson("/v1/host"), getJson("/v1/hosts")]);
+    const picked = new URLSearchParams(location.search).get("host") || me.host;
+    const mine = picked === me.host;
+    const name = encodeURIComponent(picked);
+    const [placement, host, listed] = await Promise.all([
+      getJson(`/v1/placement?host=${name}`),
+      mine ? getJson("/v1/stats/host") : { cpus: [] }, // another host's load is on its own daemon
+      getJson(`/v1/fleet/guests?host=${name}&limit=500`),
+    ]);
+    const rows = listed.guests;
     const busy = new Map(host.cpus.map((c) => [c.cpu, c.busy_percent]));
+    const picker = el("label", {}, "Host ", el("select", {
+      id: "cpu-host", onchange: (event) => {
+        history.replaceState(null, "", `?host=${encodeURIComponent(event.target.value)}`);
+        render().then(() => showError(null), showError);
+      },
+    }, [...new Set([me.host, ...hosts.map((h) => h.name)])].map((h) => el("option", { value: h, selected: h === picked }, h))));
+    const memory = placement.node_memory_kib || {};
     const nodes = new Map();
     for (const row of placement.cpus) {
       if (!nodes.has(row.node)) nodes.set(row.node, new Map());
@@ -37,7 +52,8 @@ export async function cpusPage() {
     };
     const shade = (pct) => (pct === null || pct === undefined ? "unknown" : `b${Math.min(10, Math.round(pct / 10))}`);
     fill("cpus",
-      el("p", { class: "host-name" }, "Host ", el("strong", {}, me.host), ` (this daemon's), ${every} CPUs. `, placement.in_play
+      el("div", { class: "filters" }, picker),
+      el("p", { class: "host-name" }, "Host ", el("strong", {}, picked), mine ? " (this daemon's)" : " (as its daemon last published it; no load shown)", `, ${every} CPUs. `, placement.in_play
         ? `Placement is in play${placement.reserved ? `; CPUs ${placement.reserved} are reserved for the host` : ""}.`
         : "Placement is not in play: no guest here asks for dedicated CPUs or NUMA nodes."),
       unpinned.length
@@ -45,7 +61,7 @@ export async function cpusPage() {
             unpinned.flatMap((g, i) => [i ? ", " : "", guestLink(g.guest)]))
         : null,
       [...nodes].map(([node, cores]) => el("section", { class: "node", "aria-label": `NUMA node ${node}` },
-        el("h2", {}, `Node ${node}`),
+        el("h2", {}, `Node ${node}`, memory[node] ? ` · ${kib(memory[node])} of memory` : ""),
         el("p", { class: "room" }, room(cores)),
         el("div", { class: "cores" }, [...cores].map(([core, threads]) => el("div", { class: "core", "aria-label": `core ${core}` },
           threads.map((t) => el("div", {

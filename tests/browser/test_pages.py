@@ -203,14 +203,16 @@ def test_no_edge_of_the_graph_crosses_a_node(
     """Edges that skip columns (web requires db, three columns away; web wants
     cache, two away) are routed around the guests between: read from the SVG's
     geometry, no point of any edge lies inside any node's box. requires and
-    wants are drawn apart, and the legend says what each line means."""
+    wants are drawn apart, the legend says what each line means, and a group
+    that depends on none of the others (batch, queue) is drawn apart, below."""
     run("policy", "set", "web", "--requires", "api", "--requires", "db", "--wants", "cache")
     run("policy", "set", "api", "--requires", "auth")
     run("policy", "set", "auth", "--requires", "db")
     run("policy", "set", "cache", "--requires", "db")
+    run("policy", "set", "batch", "--requires", "queue")  # a group of its own
     _daemon, url = served()
     browser.get(url + "/graph")
-    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.graph path.edge")) == 6)
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.graph path.edge")) == 7)
     inside: list[object] = browser.execute_script(
         """
         const boxes = [...document.querySelectorAll('svg.graph rect.node')].map(r => [
@@ -239,6 +241,14 @@ def test_no_edge_of_the_graph_crosses_a_node(
         )
     )
     assert columns["db"] < columns["auth"] < columns["api"] < columns["web"]  # columns skipped
+    tops = dict(
+        browser.execute_script(
+            "return [...document.querySelectorAll('svg.graph rect.node')]"
+            ".map(r => [r.dataset.guest, +r.getAttribute('y')])"
+        )
+    )
+    main = ("db", "auth", "api", "web", "cache")
+    assert min(tops["batch"], tops["queue"]) > max(tops[g] for g in main)  # apart, below
     kinds = browser.execute_script(
         "return [...document.querySelectorAll('svg.graph path.edge')]"
         ".map(p => [p.dataset.from, p.dataset.to, p.classList.contains('wants')])"

@@ -60,3 +60,21 @@ def test_the_chain_goes_down_to_the_first_guest_not_running() -> None:
     assert blocking_chain("api", {"api": [("ghost", "requires")]}, states.get, hosts.get) == (
         "api ← ghost: ghost is not defined on any host"
     )
+
+
+def test_independent_groups_are_laid_out_apart_largest_first() -> None:
+    """Two groups that share no dependency: the larger in the top rows, the other
+    below it, an empty row between; no row holds guests of both."""
+    edges = {
+        "web": [("api", "requires")],
+        "api": [("db", "requires")],
+        "cache": [("db", "wants")],
+        "batch": [("queue", "requires")],
+    }
+    waves = start_waves(edges)
+    at = layered(edges, waves)
+    big = {"web", "api", "db", "cache"}
+    rows_big = {at[g][1] for g in big}
+    rows_small = {at[g][1] for g in ("batch", "queue")}
+    assert max(rows_big) + 2 == min(rows_small)  # one empty row between
+    assert at["queue"][0] < at["batch"][0]  # still in start order

@@ -18,7 +18,43 @@ SWEEPS = 4
 
 
 def layered(edges: Edges, waves: Waves) -> dict[str, tuple[int, int]]:
-    """guest -> (column, row) for every guest of ``waves``."""
+    """guest -> (column, row) for every guest of ``waves``: each group of guests
+    that depend on one another (the largest first) in rows of its own, an
+    empty row between two groups."""
+    found: dict[str, tuple[int, int]] = {}
+    top = 0
+    for group in _groups(edges, [g for wave in waves for g in wave]):
+        placed = _layered_one(edges, [[g for g in wave if g in group] for wave in waves])
+        found.update((g, (c, r + top)) for g, (c, r) in placed.items())
+        top += max(r for _, r in placed.values()) + 2
+    return found
+
+
+def _groups(edges: Edges, guests: list[str]) -> list[set[str]]:
+    """The guests in groups linked by dependencies either way, largest first."""
+    linked: dict[str, set[str]] = {g: set() for g in guests}
+    for guest, deps in edges.items():
+        for dep, _kind in deps:
+            if guest in linked and dep in linked:
+                linked[guest].add(dep)
+                linked[dep].add(guest)
+    groups, seen = [], set()
+    for start in sorted(guests):
+        if start in seen:
+            continue
+        group, todo = set(), [start]
+        while todo:
+            g = todo.pop()
+            if g not in group:
+                group.add(g)
+                todo.extend(linked[g] - group)
+        seen |= group
+        groups.append(group)
+    return sorted(groups, key=lambda g: (-len(g), min(g)))
+
+
+def _layered_one(edges: Edges, waves: Waves) -> dict[str, tuple[int, int]]:
+    """:func:`layered` for one group."""
     columns = [sorted(wave) for wave in waves]
     column_of = {g: c for c, wave in enumerate(columns) for g in wave}
     left: dict[str, list[str]] = {g: [] for g in column_of}  # what it depends on

@@ -424,6 +424,15 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     uses = {cpu: (use, cls) for cores in nodes.values() for core in cores for cpu, use, cls in core}
     assert uses[2][0] == "db vCPU 0"
     assert uses[3][0] == "db vCPU 1"
+    # Beside the plan, what libvirt has pinned there now; and a legend.
+    now = dict(
+        browser.execute_script(
+            "return [...document.querySelectorAll('.cpu')].map(t =>"
+            " [Number(t.dataset.cpu), t.querySelector('.now').textContent])"
+        )
+    )
+    assert (now[2], now[3], now[6]) == ("now: db vCPU 0", "now: db vCPU 1", "")
+    assert any("dedicated" in t for t in texts(browser, ".legend li"))
     assert uses[6][0] == uses[7][0] == "db (kept idle)"
     assert all("dedicated" in uses[c][1] for c in (2, 3, 6, 7))
     assert uses[0][0] == "reserved"
@@ -464,6 +473,10 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     assert flagged == ["web"]
     assert texts(browser, "#unpinned")[0].startswith("Running unpinned")
     shot(browser, "cpus")
+    # The graph's node says so too.
+    browser.get(url + "/graph?guest=web")
+    kinds = wait(browser).until(lambda d: texts(d, "svg.graph text.why"))
+    assert kinds == ["placement refused"], kinds
     # Stopped, Start says it would be refused, and why, and offers nothing to confirm.
     server = ("--server", str(daemon.socket))
     assert run(*server, "stop", "web").exit_code == 0

@@ -225,20 +225,19 @@ def _host_memory(memory: Mapping[str, object]) -> dict[str, float | None]:
 
 
 def _read_memory(text: str | None) -> dict[str, float | None] | None:
-    """A host's memory as read back; None when not recorded (or not readable:
-    a row written by hand is shown as unknown, never fails a read)."""
-    if not text:
-        return None
-    try:
-        found = json.loads(text)
-    except ValueError:
-        return None
-    return _host_memory(found) if isinstance(found, dict) else None
+    """A host's memory as read back; None when not recorded."""
+    found = _json_object(text)
+    return _host_memory(found) if found is not None else None
 
 
 def _read_placement(text: str | None) -> dict[str, Any] | None:
-    """A host's placement as read back; None when not recorded or not a JSON
-    object (shown as unknown, never a failed read)."""
+    """A host's placement as read back; None when not recorded."""
+    return _json_object(text)
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """A JSON object a host's row holds; None when empty, or not one (a row
+    written by hand is shown as unknown, never a failed read)."""
     if not text:
         return None
     try:

@@ -433,6 +433,8 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     )
     assert (now[2], now[3], now[6]) == ("now: db vCPU 0", "now: db vCPU 1", "")
     assert any("dedicated" in t for t in texts(browser, ".legend li"))
+    assert texts(browser, ".cpu[data-cpu='2'] .use a") == ["db"]  # names are links
+    assert texts(browser, ".cpu[data-cpu='6'] .use a") == ["db"]  # (kept idle)
     assert uses[6][0] == uses[7][0] == "db (kept idle)"
     assert all("dedicated" in uses[c][1] for c in (2, 3, 6, 7))
     assert uses[0][0] == "reserved"

@@ -70,7 +70,7 @@ export async function cpusPage() {
             title: `CPU ${t.cpu}: planned ${t.use}; pinned now: ${(pinned.get(t.cpu) || []).join(", ") || "nothing"}`,
           }, el("span", { class: "id" }, `CPU ${t.cpu}`),
              el("span", { class: "busy" }, busy.get(t.cpu) == null ? "—" : `${Math.round(busy.get(t.cpu))} %`),
-             el("span", { class: "use" }, t.use),
+             el("span", { class: "use" }, useWithLinks(t.use)),
              el("span", { class: "now" }, pinned.has(t.cpu) ? `now: ${pinned.get(t.cpu).join(", ")}` : "")))))))),
       Object.keys(placement.refused).length
         ? el("ul", { class: "problems", "aria-label": "Refused" }, Object.values(placement.refused).map((r) => el("li", {}, r)))
@@ -94,4 +94,17 @@ function cpuList(text) {
     if (Number.isInteger(a)) for (let c = a; c <= (Number.isInteger(b) ? b : a); c++) out.push(c);
   }
   return out;
+}
+
+// A CPU's use with each guest's name a link to its page: "db vCPU 0",
+// "db (kept idle)", "shared: a, b" (the text itself unchanged).
+function useWithLinks(use) {
+  if (use.startsWith("shared: ")) {
+    return ["shared: ", use.slice(8).split(", ").flatMap((g, i) => (i ? [", ", guestLink(g)] : [guestLink(g)]))];
+  }
+  return use.split("; ").flatMap((part, i) => {
+    const at = part.search(/ (vCPU \d+|emulator|\(kept idle\))$/);
+    const piece = at > 0 ? [guestLink(part.slice(0, at)), part.slice(at)] : [part];
+    return i ? ["; ", ...piece] : piece;
+  });
 }

@@ -146,17 +146,14 @@ class Membership:
             now = time.monotonic()
             if not self.fleet.registered:
                 if await self._call(self._register):
-                    await self._call(self.read_fleet, self.looked_at())
+                    await self._read()  # what the fleet holds, clashes first of all
                     # The first beat comes soon: it brings the host's memory,
                     # which the first sample reads.
                     next_beat = now + min(FIRST_BEAT_S, self.fleet.heartbeat)
                     continue
             elif now >= next_beat:
                 await self._beat()
-                if await self._call(self.read_fleet, self.looked_at()):
-                    self._check_hosts()
-                    self._check_clashes()
-                    self.on_beat()
+                await self._read()
             if now >= next_beat:
                 next_beat = now + self.fleet.heartbeat
             if self.fleet.registered and (self.unpublished.everything or self.unpublished.guests):
@@ -168,6 +165,14 @@ class Membership:
             except TimeoutError:
                 pass
             self.unpublished.wake.clear()
+
+    async def _read(self) -> None:
+        """Read the fleet, then act on what it says: hosts come or lost, guests of
+        one name on two hosts (before any pass enforces one of them)."""
+        if await self._call(self.read_fleet, self.looked_at()):
+            self._check_hosts()
+            self._check_clashes()
+            self.on_beat()
 
     async def _beat(self) -> None:
         """A heartbeat, with the host's memory, and its placement if it changed."""

@@ -247,8 +247,10 @@ def test_a_daemon_that_comes_back_within_the_retry_answers(
 ) -> None:
     """The daemon away (a restart during an upgrade) is tried again: a start
     asked meanwhile gets the daemon's answer once it is back, not hook_failure
-    (closed here). Away is a socket that is not there, then one that answers
-    503 (a daemon not yet connected to libvirtd), then the answer."""
+    (closed here). Away is a socket that is not there, then one that lets the
+    connection go unanswered (a daemon stopping resets those it had not yet
+    accepted), then one that answers 503 (a daemon not yet connected to
+    libvirtd), then the answer."""
     where = short_dir()
     program = where / "qemu"
     program.write_text(hook_text(str(where), "closed", str(where / "none"), client))
@@ -259,6 +261,7 @@ def test_a_daemon_that_comes_back_within_the_retry_answers(
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     answers = [
+        None,  # closed unread, unanswered
         b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n"
         b'{"error": {"message": "not connected to qemu:///system yet"}}',
         b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n"
@@ -276,6 +279,8 @@ def test_a_daemon_that_comes_back_within_the_retry_answers(
             for answer in answers:
                 conn, _ = server.accept()
                 with conn:
+                    if answer is None:
+                        continue
                     requests.append(conn.recv(65536).decode())
                     conn.sendall(answer)
         _, err = hook.communicate(timeout=10)

@@ -87,6 +87,7 @@ ask_perl() {
 # No modules (loading Socket alone costs perl 10 ms): the socket constants
 # come from the installing machine, and the address is packed by hand.
 my ($af_unix, $sock_stream, $run_dir, $failure, $timeout, $retry, $mode, $guest, @rest) = @ARGV;
+$SIG{PIPE} = 'IGNORE';  # a write to a socket the daemon reset fails with EPIPE instead
 
 # The argument as one URL path segment (its bytes, percent-encoded).
 sub quote {
@@ -96,7 +97,9 @@ sub quote {
 }
 
 # One HTTP/1.0 request over the daemon's socket: (status, body), or (0, why)
-# when the socket is away (not there, or nothing listens: a restart).
+# when the socket is away (not there, or nothing listens: a restart), or the
+# daemon let the connection go unanswered (it was stopping: a connection still
+# waiting to be accepted is reset when its socket closes).
 sub attempt {
     my ($method, $path) = @_;
     socket(my $sock, $af_unix, $sock_stream, 0) or die "socket: $!\n";
@@ -105,14 +108,19 @@ sub attempt {
         die "$!\n";
     }
     my $request = "$method $path HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n";
-    defined syswrite($sock, $request) or die "$!\n";
+    if (!defined syswrite($sock, $request)) {
+        return (0, "$!") if $!{EPIPE} || $!{ECONNRESET};
+        die "$!\n";
+    }
     my $answer = '';
     while (1) {
         my $got = sysread($sock, $answer, 65536, length $answer);
+        return (0, "$!") if !defined $got && $!{ECONNRESET} && $answer eq '';
         die "$!\n" unless defined $got;
         last if $got == 0;
     }
     close $sock;
+    return (0, 'the daemon closed the connection unanswered') if $answer eq '';
     my ($head, $body) = split /\r\n\r\n/, $answer, 2;
     $body = '' unless defined $body;
     my ($status) = $head =~ m{^HTTP/\S+ (\d+)};
@@ -199,12 +207,19 @@ def attempt(run_dir, timeout, method, path):
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             return 0, str(exc)
         request = f"{method} {path} HTTP/1.0\r\nHost: virtpolicy\r\nAccept: text/plain\r\n\r\n"
-        sock.sendall(request.encode())
         chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        try:
+            sock.sendall(request.encode())
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            if chunks:
+                raise
+            return 0, str(exc)  # let go unanswered: the daemon was stopping
     finally:
         sock.close()
+    if not chunks:
+        return 0, "the daemon closed the connection unanswered"
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else -1
     return status, body.decode(errors="replace")

@@ -548,6 +548,13 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
     browser.get(url + "/cpus")
     nodes = wait(browser).until(lambda d: texts(d, ".node h2"))
     assert all(h.endswith(" of memory") for h in nodes), nodes
+    # The activity timeline has the repair, with its time.
+    browser.get(url + "/activity")
+    repairs = wait(browser).until(
+        lambda d: [r for r in cells(d, "#timeline") if r[1] == "Repairs" and guest in r[2]]
+    )
+    assert repairs[0][2] == f"{guest}: vcpupin.0 1 → 0", repairs
+    assert repairs[0][0].endswith("ago)"), repairs
 
 
 def test_the_fleet_page_at_phone_width_and_by_keyboard(

@@ -61,7 +61,12 @@ def test_other_hosts_policies_are_neither_decoded_nor_held(tmp_path: Path) -> No
             await until(lambda: c.cache.revision == target, timeout=30)
             assert c.cache.decoded == decoded
             assert sorted(c.cache.all()) == ["db", "web"]
-            assert c.host_info()["policies"] == {"held": 2, "decoded": decoded}
+            # No page asked for every guest's: none of theirs held for pages either.
+            assert c.host_info()["policies"] == {
+                "held": 2,
+                "decoded": decoded,
+                "held_for_pages": 0,
+            }
 
             # Defined here (it moved from b): its policy is read, and enforced.
             host.define(MemoryGuest("mover"))

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any
 
 from virtpolicy import __version__
+from virtpolicy.engine.daemon.everypolicy import EveryPolicy
 from virtpolicy.engine.daemon.passes import Passes
 from virtpolicy.engine.daemon.policycache import PolicyCache, follow
 from virtpolicy.engine.daemon.sampler import Sampling
@@ -133,6 +134,7 @@ class Controller:
             placement=self.reconciler.placing.view,
         )  # fmt: skip
         self._elsewhere: frozenset[str] = frozenset()  # guests on other hosts, last beat
+        self._every = EveryPolicy(store)  # all the fleet's policies, while pages ask
         self._autostarted = not settings.autostart
         self._stopping = asyncio.Event()
         self._store_moved = asyncio.Event()
@@ -147,6 +149,7 @@ class Controller:
         """After each read of the fleet: let go of the policies of guests now on
         other hosts only, read those of guests now on none, take up job steps."""
         self.jobs.look()
+        self._every.let_go_if_idle()
         left = self._elsewhere - self.fleet.elsewhere
         self._elsewhere = self.fleet.elsewhere
         self.jobs.in_background(self._rescope(left))
@@ -243,8 +246,7 @@ class Controller:
         else read from the store (on request: not held)."""
         if not self.fleet.elsewhere:
             return self.cache.all()
-        stored = await asyncio.to_thread(self.store.list_policies)
-        return {s.policy.guest: s.policy for s in stored}
+        return await asyncio.to_thread(self._every.get)
 
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now (empty: it may), from memory only (see
@@ -341,7 +343,11 @@ class Controller:
             },
             "samples": self.monitor.samples,
             "fleet": self.fleet.info(),
-            "policies": {"held": len(self.cache.all()), "decoded": self.cache.decoded},
+            "policies": {
+                "held": len(self.cache.all()),
+                "decoded": self.cache.decoded,
+                "held_for_pages": self._every.holding,  # every guest's, while pages ask
+            },
         }
         host = self.supervisor.info
         if self.connected.is_set() and host is not None:

@@ -340,15 +340,23 @@ def test_editing_a_guest_with_a_stale_revision_or_a_bad_field(
     weight = browser.find_element(By.ID, "f-cpu-weight")
     weight.clear()
     weight.send_keys("0")
-    browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Save']").click()
-    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "f-cpu-weight-error"), "weight"))
-    assert weight.get_attribute("aria-invalid") == "true"
-    assert snapshot(db) == before
+    refused_at(browser, db, weight, "Save", "weight")
     weight.clear()
     weight.send_keys("300")
     browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Save']").click()
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "policy"), "Revision 3"))
     assert "weight: 300" in browser.find_element(By.CSS_SELECTOR, "#policy pre").text
+
+
+def refused_at(browser: Any, db: str, box: Any, button: str, word: str) -> None:
+    """The editor's ``button`` with a bad value in ``box``: the error is shown at
+    that field, which is marked invalid, and nothing is stored."""
+    before = snapshot(db)
+    browser.find_element(By.XPATH, f"//form[@id='editor']//button[text()='{button}']").click()
+    error = f"{box.get_attribute('id')}-error"
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, error), word))
+    assert box.get_attribute("aria-invalid") == "true"
+    assert snapshot(db) == before
 
 
 def test_a_policy_is_created_from_the_page_with_every_kind_of_field(
@@ -377,11 +385,7 @@ def test_a_policy_is_created_from_the_page_with_every_kind_of_field(
     floor.send_keys("12 parsecs")
     browser.find_element(By.ID, "f-requires").send_keys("db")
     browser.find_element(By.ID, "f-wants").send_keys("web")
-    before = snapshot(db)
-    browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Create']").click()
-    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "f-memory-floor-error"), "floor"))
-    assert floor.get_attribute("aria-invalid") == "true"
-    assert snapshot(db) == before
+    refused_at(browser, db, floor, "Create", "floor")
     floor.clear()
     floor.send_keys("64M")
     browser.find_element(By.XPATH, "//form[@id='editor']//button[text()='Create']").click()

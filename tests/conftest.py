@@ -92,14 +92,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     the few that must be alone run while the others are busy with tests that do
     not wait for them."""
 
-    def rank(item: pytest.Item) -> tuple[int, int]:
+    def rank(item: pytest.Item) -> int:
         alone = _alone(item)
         if alone:
-            return (0 if "machine" in alone else 1), 0
-        # The longest (a real Linux guest's boot) first among those using a lab,
-        # so that none is left to run alone at the end.
-        long = "linux_guest" in getattr(item, "fixturenames", ())
-        return (3 if _uses(item) - {"machine"} else 2), (0 if long else 1)
+            return 0 if "machine" in alone else 1
+        return 3 if _uses(item) - {"machine"} else 2
 
     items.sort(key=rank)
 

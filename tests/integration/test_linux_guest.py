@@ -177,7 +177,7 @@ def test_shutdown_within_its_timeout_and_escalation_only_when_asked(
     run("policy", "set", good, "--stop-action", "shutdown", "--stop-timeout", "60")
     run("policy", "set", deaf, "--stop-action", "shutdown", "--stop-timeout", "2")
     stopped = run("stop", good, "--connect", qemu_uri, "-o", "json")
-    assert results(stopped.stdout)[good]["result"] == "stopped"
+    assert results(stopped.stdout)[good]["result"] == "stopped", stopped.output
     refused = run("stop", deaf, "--connect", qemu_uri, "-o", "json")
     assert refused.exit_code == 1
     assert "did not shut down within 2 s" in str(results(refused.stdout)[deaf]["detail"])

@@ -19,7 +19,6 @@ from virtpolicy.engine import why
 from virtpolicy.errors import CycleError, PolicyError
 from virtpolicy.policy.graph import critical_path, dependents, requirements, start_waves
 from virtpolicy.policy.layout import blocking_chain, layered
-from virtpolicy.policy.model import GuestPolicy
 
 router = APIRouter(prefix="/v1", tags=["views"], responses=schemas.ERRORS)
 
@@ -62,7 +61,8 @@ async def fleet_guests(
         return dict(policy.labels) if policy is not None else {}
 
     every = await fleet_rows(daemon, fleet, None, everyone=True)
-    held = _held_back(policies, every)
+    edges = {g: p.dependencies() for g, p in policies.items()}
+    _, state_of, host_of = _whereabouts(every)
     rows = [
         row
         for row in (every if host is None else [r for r in every if r["host"] == host])
@@ -75,31 +75,34 @@ async def fleet_guests(
         {
             **row,
             "labels": labels_of(row["guest"]),
-            "why": why.reasons(row, blocked=held(row["guest"])),
+            "why": why.reasons(row, blocked=blocking_chain(row["guest"], edges, state_of, host_of)),
         }
         for row in rows[offset : offset + limit]
     ]
     return {"total": len(rows), "guests": page}
 
 
-def _held_back(
-    policies: Mapping[str, GuestPolicy], rows: list[dict[str, Any]]
-) -> Callable[[str], str | None]:
-    """What holds a guest back (see :func:`blocking_chain`), from the fleet's rows:
-    a guest on several hosts counts as running if it runs on one."""
-    edges = {g: p.dependencies() for g, p in policies.items()}
+def _whereabouts(
+    rows: list[dict[str, Any]], local: Mapping[str, str] | None = None, here: str | None = None
+) -> tuple[dict[str, dict[str, Any]], Callable[[str], str | None], Callable[[str], str | None]]:
+    """Each guest's row in the fleet (one that runs, of a guest on several hosts),
+    and its state and host from them; a guest with no row, from ``local``, this
+    host's (``here``) states."""
     where: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["guest"] not in where or row.get("state") == "running":
             where[row["guest"]] = row
+    local = local or {}
 
     def state_of(g: str) -> str | None:
-        return where[g].get("state") if g in where else None
+        row = where.get(g)
+        return row.get("state") if row is not None else local.get(g)
 
     def host_of(g: str) -> str | None:
-        return where[g].get("host") if g in where else None
+        row = where.get(g)
+        return row.get("host") if row is not None else (here if g in local else None)
 
-    return lambda g: blocking_chain(g, edges, state_of, host_of)
+    return where, state_of, host_of
 
 
 @router.get("/graph")
@@ -135,20 +138,11 @@ async def graph(
         waves = start_waves(sub)
     except CycleError as exc:  # refused on write; a store written by hand may hold one
         raise PolicyError(f"the graph has a cycle: {exc}") from None
-    where: dict[str, dict[str, Any]] = {}
-    for row in await fleet_rows(daemon, fleet, None, everyone=True):
-        if row["guest"] not in where or row.get("state") == "running":
-            where[row["guest"]] = row
-    local = daemon.guest_states()
-
-    def state_of(g: str) -> str | None:
-        row = where.get(g)
-        return row.get("state") if row is not None else local.get(g)
-
-    def host_of(g: str) -> str | None:
-        row = where.get(g)
-        return row.get("host") if row is not None else (daemon.this_host() if g in local else None)
-
+    where, state_of, host_of = _whereabouts(
+        await fleet_rows(daemon, fleet, None, everyone=True),
+        daemon.guest_states(),
+        daemon.this_host(),
+    )
     positions = layered(sub, waves)
     blocked = {
         g: None if state_of(g) == "running" else blocking_chain(g, sub, state_of, host_of)

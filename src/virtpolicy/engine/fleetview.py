@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from virtpolicy.hypervisor.stats import HostMemory
 from virtpolicy.store.base import FleetRecords, GuestState, HostRecord, PolicyStore
 
 
@@ -66,10 +67,9 @@ def _memory(memory: Mapping[str, float | None] | None) -> dict[str, float | None
     if not memory:
         return None
     total, available = memory.get("total_kib"), memory.get("available_kib")
-    used = None
-    if total and available is not None:
-        used = round(100.0 * (total - available) / total, 1)
-    return {**memory, "used_percent": used}
+    if not total or available is None:
+        return {**memory, "used_percent": None}
+    return HostMemory(int(total), int(available), memory.get("stall_percent")).to_dict()
 
 
 def statuses(

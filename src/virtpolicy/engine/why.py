@@ -1,7 +1,8 @@
 """Why a guest is not as its policy says, in one line, by severity.
 
-The page and the CLI ask the same question of every guest: what is wrong with
-it, first? A guest's status holds the parts (its problems, its error, its
+The page asks the same question of every guest, wherever it shows one (the
+fleet's rows, the guest's page, the graph's nodes): what is wrong with it,
+first? A guest's status holds the parts (its problems, its error, its
 drift, its state); what holds it back comes from the graph. :func:`reasons`
 puts them in one order, so that every view shows the same first reason:
 

@@ -53,10 +53,15 @@ class EveryPolicy:
                     return dict(self._held)
 
     def let_go_if_idle(self) -> None:
-        """Drop what is held when no request asked for it for :data:`IDLE_S` s."""
-        with self._lock:
+        """(On the loop.) Drop what is held when no request asked for it for
+        :data:`IDLE_S` s; never waits: a request reading now is not idle."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
             if self._held is not None and self.clock() - self._asked > IDLE_S:
                 self._held = None
+        finally:
+            self._lock.release()
 
     @property
     def holding(self) -> int:

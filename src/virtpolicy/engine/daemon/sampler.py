@@ -139,9 +139,10 @@ class Sampling:
         if self.ksm is not None and latest.host_memory is not None:
             try:
                 need = needs_memory(latest.host_memory, settings_from(self.tuners.settings))
-            except ValueError as exc:  # the memory tuner says so too: KSM left as it is
+            except ValueError as exc:  # a bad memory setting: KSM left as it is, and said
                 self.tuners.failures["ksm"] = str(exc)
             else:
+                self.tuners.failures.pop("ksm", None)
                 if changed := self.ksm.adjust(need):
                     log.info("%s", changed)
         decisions = self.tuners.run(

@@ -121,7 +121,8 @@ class Membership:
         self.watched = watched
         self.memory = memory
         self.placement = placement
-        self._placement_sent = ""  # as last written: written again only when it changes
+        #: The placement as last written: written again only when it changes.
+        self._placement_sent: Mapping[str, Any] | None = None
         self._read_for: set[str] = set()  # the guests whose rows the last read kept
         self.name = fleet.name
         self.states = fleet.states
@@ -177,10 +178,9 @@ class Membership:
     async def _beat(self) -> None:
         """A heartbeat, with the host's memory, and its placement if it changed."""
         view = self.placement()
-        text = json.dumps(view, sort_keys=True)
-        changed = view if text != self._placement_sent else None
+        changed = view if view != self._placement_sent else None
         if await self._call(self.store.heartbeat, self.name, self.memory(), changed):
-            self._placement_sent = text
+            self._placement_sent = view
 
     async def leave(self) -> None:
         """A clean stop: the host is ``left`` and its guests' states are dropped."""

@@ -65,6 +65,22 @@ class MemorySettings(BaseModel):
     ksm_dir: str = Field(default="/sys/kernel/mm/ksm", min_length=1)
 
 
+class MigrationSettings(BaseModel):
+    """How other hosts migrate guests to this one (TOML table ``[migration]``),
+    published in the store for their daemons (``virtpolicy migrate``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The URI by which the source host's libvirtd reaches this host's, peer to
+    #: peer. Unset: the connection's own when it names a host, else
+    #: ``qemu+ssh://HOSTNAME/system`` for ``qemu:///system``.
+    uri: str | None = Field(default=None, min_length=1, max_length=1024)
+    #: Where QEMU's migration stream comes in: ``tcp://ADDRESS[:PORT]`` (QEMU
+    #: listens on that address only) or ``unix:///PATH``. Unset: libvirt's
+    #: default, the host's name. Over TCP beyond loopback, libvirt's TLS is asked for.
+    stream: str | None = Field(default=None, pattern=r"^(tcp|unix)://\S+$", max_length=1024)
+
+
 class ServeSettings(BaseModel):
     """Everything ``virtpolicy serve`` can be told."""
 
@@ -112,11 +128,13 @@ class ServeSettings(BaseModel):
     tls_key: str | None = None
     conditions: ConditionSettings = ConditionSettings()
     memory: MemorySettings = MemorySettings()
+    migration: MigrationSettings = MigrationSettings()
 
 
 _NESTED = {
     "conditions": tuple(ConditionSettings.model_fields),
     "memory": tuple(MemorySettings.model_fields),
+    "migration": tuple(MigrationSettings.model_fields),
 }
 _KEYS = tuple(k for k in ServeSettings.model_fields if k not in _NESTED)
 

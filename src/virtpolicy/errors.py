@@ -150,6 +150,14 @@ class TokenExistsError(StoreError):
     http_status = 409
 
 
+class RefusedError(VirtpolicyError):
+    """The request would break a policy (a destination refuses a migration):
+    refused before anything was done."""
+
+    exit_code = EXIT_CONFLICT
+    http_status = 409
+
+
 class AuthError(VirtpolicyError):
     """No credentials, or credentials that do not identify anyone."""
 

@@ -82,8 +82,11 @@ class Daemon(Protocol):
     async def admission(self, guest: str) -> list[str]:
         """Why ``guest`` may not start now; empty when it may."""
 
-    async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
-        """Why ``guest`` may not migrate to this host; empty when it may."""
+    async def migration(
+        self, guest: str, vcpus: int | None = None, to: str | None = None
+    ) -> list[str]:
+        """Why ``guest`` may not migrate to this host (with ``to``: to that host, as
+        it last published itself); empty when it may."""
 
     def hook_event(self, guest: str, operation: str, phase: str) -> None:
         """libvirt's hook reports an operation on ``guest``."""

@@ -158,12 +158,16 @@ async def migration(
     daemon: DaemonDep,
     accept: Annotated[str | None, Header()] = None,
     vcpus: Annotated[int | None, Query(ge=1, le=4096)] = None,
+    to: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
 ) -> Any:
     """May ``guest`` migrate to this host? What libvirt's hook asks on the
     destination before a migration (``migrate begin``): its fixed pins must name
     host CPUs this host has, and, given its ``vcpus``, the placer must find it a
-    place here (its dedicated CPUs, its NUMA nodes). Answered like admission."""
-    return _verdict(guest, await daemon.migration(guest, vcpus), accept)
+    place here (its dedicated CPUs, its NUMA nodes). Answered like admission.
+
+    With ``to``, may it migrate to that host of the fleet, as its daemon last
+    published itself (what ``virtpolicy migrate`` asks before anything moves)."""
+    return _verdict(guest, await daemon.migration(guest, vcpus, to), accept)
 
 
 def _plain(accept: str | None) -> bool:

@@ -40,6 +40,7 @@ COMMANDS = {
     "start": "lifecycle",
     "stop": "lifecycle",
     "jobs": "lifecycle",
+    "migrate": "lifecycle",
     "serve": "serve",
     "setup": "setup",
     "doctor": "doctor",
@@ -77,13 +78,14 @@ class App:
 
         return LocalService(self.store, self.actor)
 
-    def daemon(self, what: str) -> RemoteService:
-        """The daemon's API: --server, else the local daemon's read-only socket."""
+    def daemon(self, what: str, *, write: bool = False) -> RemoteService:
+        """The daemon's API: --server, else the local daemon's read-only socket
+        (``write``: its read-write one)."""
         from virtpolicy.cli.remote import RemoteService, local_daemon  # noqa: PLC0415
 
         if self.server:
             return RemoteService(self.server, self.token)
-        return local_daemon(what)
+        return local_daemon(what, write=write)
 
 
 pass_app = click.make_pass_decorator(App)

@@ -1,4 +1,5 @@
-"""``virtpolicy start`` and ``stop``: groups of guests in dependency order, as a job.
+"""``virtpolicy start`` and ``stop``: groups of guests in dependency order, as a job;
+``virtpolicy migrate``: running guests to another host, as a job of the daemon's.
 
 In-process the CLI runs the job itself (and records it in the store); with
 ``--server`` the daemon runs it and the CLI follows it until it ends. Either
@@ -24,6 +25,7 @@ from virtpolicy.cli.remote import RemoteService
 from virtpolicy.engine.jobs.orchestrate import GuestResult
 from virtpolicy.engine.jobs.run import JobRequest, local_run, parse_job_request, result_rows
 from virtpolicy.engine.runtime import aio
+from virtpolicy.errors import EXIT_CONFLICT
 from virtpolicy.store.jobrecords import IN_FLIGHT
 
 _FOLLOW_S = 0.25
@@ -171,6 +173,36 @@ def _report(results: Sequence[GuestResult], fmt: str) -> None:
 
 cli.add_command(_command("start"))
 cli.add_command(_command("stop"))
+
+
+@cli.command("migrate")
+@click.argument("guests", nargs=-1, required=True)
+@click.option("--to", "to", required=True, metavar="HOST", help="The host of the fleet to go to.")
+@click.option("--dry-run", is_flag=True, help="Ask the destination only; move nothing.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_app
+def migrate_cmd(app: App, guests: tuple[str, ...], to: str, dry_run: bool, fmt: str) -> None:
+    """Migrate running GUESTS live to host TO, one after another, their policies
+    with them. The destination is asked first, as its daemon last published
+    itself; when it refuses, nothing moves (exit status 3). Then each guest's
+    own host has libvirt migrate it, peer to peer; the daemon runs the job."""
+    request = parse_job_request({"action": "migrate", "guests": list(guests), "to": to})
+    service = app.daemon("migrate", write=not dry_run)
+    if dry_run:
+        answers = [service.migration(g, to) for g in request.guests]
+        if fmt == "json":
+            click.echo(json.dumps(answers, indent=2))
+        for a in answers if fmt == "table" else ():
+            verdict = "allowed" if a["allowed"] else "refused: " + "; ".join(a["reasons"])
+            click.echo(f"{a['guest']} to {to}: {verdict}")
+        if not all(a["allowed"] for a in answers):
+            raise SystemExit(EXIT_CONFLICT)
+        return
+    job = _follow(service, request, sys.stderr.isatty() and fmt == "table")
+    rows = result_rows(job)
+    _report(rows, fmt)
+    if job["state"] != "succeeded" or not all(r.ok for r in rows):
+        raise SystemExit(1)
 
 
 @cli.command("jobs")

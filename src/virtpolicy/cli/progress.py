@@ -25,6 +25,7 @@ from virtpolicy.store.jobrecords import FAILED, IN_FLIGHT, Result
 _STYLE: dict[str, str] = {
     Result.STARTED: "green",
     Result.STOPPED: "green",
+    Result.MIGRATED: "green",
     Result.ALREADY_RUNNING: "green",
     Result.ALREADY_STOPPED: "green",
     Result.FAILED: "red",

@@ -26,9 +26,10 @@ if TYPE_CHECKING:  # the policy model (pydantic) is imported by the commands tha
 _TIMEOUT_S = 30.0
 
 
-def local_daemon(what: str) -> RemoteService:
-    """The local daemon's read-only socket, for what only the daemon knows."""
-    socket = Path(default_run_dir()) / "virtpolicy-ro.sock"
+def local_daemon(what: str, *, write: bool = False) -> RemoteService:
+    """The local daemon's read-only socket, for what only the daemon knows; with
+    ``write``, its read-write one, for what only the daemon does."""
+    socket = Path(default_run_dir()) / ("virtpolicy.sock" if write else "virtpolicy-ro.sock")
     if not socket.exists():
         raise DaemonUnreachableError(
             f"{what} comes from the daemon, and none answers at {socket}: "
@@ -175,6 +176,13 @@ class RemoteService:
 
     def tuners(self) -> dict[str, Any]:
         answer: dict[str, Any] = self._call("GET", "/v1/tuners")
+        return answer
+
+    def migration(self, guest: str, to: str) -> dict[str, Any]:
+        """May ``guest`` migrate to host ``to``: ``allowed`` and the ``reasons``."""
+        answer: dict[str, Any] = self._call(
+            "GET", f"/v1/guests/{_seg(guest)}/migration", params={"to": to}
+        )
         return answer
 
     def submit(self, request: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from virtpolicy.engine.daemon.settings import ControllerSettings
 from virtpolicy.engine.runtime import aio
 from virtpolicy.hypervisor.connection import LibvirtConnection
 from virtpolicy.hypervisor.events import use_asyncio
+from virtpolicy.hypervisor.migration import published_uri
 from virtpolicy.store import masked_db, open_store
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,16 @@ log = logging.getLogger(__name__)
     metavar="CPUSET",
     help="Host CPUs kept for the host: no guest runs there once placement is in play.",
 )
+@click.option(
+    "--migration-uri",
+    metavar="URI",
+    help="How other hosts' libvirtd reach this one to migrate guests here, peer to peer.",
+)
+@click.option(
+    "--migration-stream",
+    metavar="URI",
+    help="Where migration streams come in: tcp://ADDRESS[:PORT] or unix:///PATH.",
+)
 @click.option("--listen", metavar="HOST:PORT", help="Also serve the API over TCP (needs TLS).")
 @click.option(
     "--request-timeout",
@@ -138,6 +149,8 @@ def serve(
     host_name: str | None,
     heartbeat: float | None,
     reserved: str | None,
+    migration_uri: str | None,
+    migration_stream: str | None,
     listen: str | None,
     request_timeout: float | None,
     tls_cert: str | None,
@@ -173,6 +186,10 @@ def serve(
                 k: v for k, v in (("target", memory_target), ("ksm", memory_ksm)) if v is not None
             }
             or None,
+            "migration": {
+                k: v for k, v in (("uri", migration_uri), ("stream", migration_stream)) if v
+            }
+            or None,
         },
     )
     verbose = ctx.find_root().params.get("verbose")
@@ -204,6 +221,8 @@ def serve(
             host_name=settings.host,
             heartbeat=settings.heartbeat_s,
             reserved=settings.reserved,
+            migration_uri=published_uri(settings.connect, settings.migration.uri),
+            migration_stream=settings.migration.stream,
         ),
     )
     log.info(

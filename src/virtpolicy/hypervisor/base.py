@@ -101,6 +101,11 @@ class Hypervisor(Protocol):
     def agent_ping(self, name: str, timeout_s: int = 5) -> None:
         """Raise unless the guest agent answers ``guest-ping``."""
 
+    def migrate(self, name: str, uri: str, stream: str | None) -> None:
+        """Migrate the running guest live to the libvirtd at ``uri``, peer to peer,
+        its definition with it; QEMU's stream to ``stream`` (None: libvirt's
+        default). Returns once the guest runs there."""
+
     def sample(self, groups: Collection[str] = ALL_GROUPS) -> Sample:
         """Every guest's utilization counters and the host CPUs' times; per-vCPU and
         memory counters only for the ``groups`` ("vcpu", "balloon") given."""

@@ -31,7 +31,7 @@ from virtpolicy.errors import (
     HypervisorError,
     UnsupportedError,
 )
-from virtpolicy.hypervisor import memtune, mirror, stats
+from virtpolicy.hypervisor import memtune, migration, mirror, stats
 from virtpolicy.hypervisor.capabilities import host_topology, scheduler_of
 from virtpolicy.hypervisor.codes import (
     ACTIVE,
@@ -358,6 +358,11 @@ class LibvirtConnection:
         """Save the guest's state and stop it; the next start resumes it."""
         with self.translating(name, "managedsave"):
             self.conn.lookupByName(name).managedSave(0)
+
+    def migrate(self, name: str, uri: str, stream: str | None) -> None:
+        params, flags = migration.parameters(stream)
+        with self.translating(name, "migrate"):
+            self.conn.lookupByName(name).migrateToURI3(uri, params, flags)
 
     def agent_ping(self, name: str, timeout_s: int = 5) -> None:
         """Ask the QEMU guest agent for ``guest-ping``; raises if it does not answer."""

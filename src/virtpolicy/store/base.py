@@ -141,6 +141,9 @@ class HostRecord:
     #: Where its placer put its guests, as ``GET /v1/placement`` on its daemon
     #: gives it, as of the last heartbeat that changed it. None: not known.
     placement: Mapping[str, Any] | None = None
+    #: How other hosts migrate guests here: ``uri`` (its libvirtd, peer to peer)
+    #: and ``stream`` (QEMU's, None: libvirt's default). None: it takes none.
+    migration: Mapping[str, str | None] | None = None
 
     def shown_state(self, now: float) -> Literal["up", "lost", "left"]:
         """``lost`` when up but silent for more than :data:`LOST_AFTER_BEATS` beats."""

@@ -22,6 +22,7 @@ class Result(StrEnum):
     WAITING = "waiting"
     STARTING = "starting"
     STOPPING = "stopping"
+    MIGRATING = "migrating"
     STARTED = "started"
     ALREADY_RUNNING = "already running"
     STOPPED = "stopped"
@@ -29,6 +30,7 @@ class Result(StrEnum):
     SAVED = "saved"
     DESTROYED = "destroyed"
     DESTROYED_AFTER_TIMEOUT = "destroyed after shutdown timed out"
+    MIGRATED = "migrated"
     FAILED = "failed"
     HELD_BACK = "held back"
     REFUSED = "refused"
@@ -39,7 +41,9 @@ class Result(StrEnum):
 #: A guest's progress in a job while it is not done yet; any other result is
 #: its outcome. (Results read back from the store or JSON are plain text: a
 #: Result is equal to its text, so ``text in IN_FLIGHT`` works for both.)
-IN_FLIGHT = frozenset({Result.PENDING, Result.WAITING, Result.STARTING, Result.STOPPING})
+IN_FLIGHT = frozenset(
+    {Result.PENDING, Result.WAITING, Result.STARTING, Result.STOPPING, Result.MIGRATING}
+)
 #: The outcomes of a guest that did not get where the job meant it to.
 FAILED = frozenset({Result.FAILED, Result.HELD_BACK, Result.REFUSED})
 #: The outcomes of a guest that runs after a start job.

@@ -54,7 +54,7 @@ from sqlalchemy import (
 )
 
 #: The Alembic revision this code expects; a test checks it is the head.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 metadata = MetaData()
 
@@ -177,6 +177,9 @@ hosts = Table(
     #: JSON: where its placer put its guests (``GET /v1/placement``), written
     #: with a heartbeat when it changed; "" before.
     Column("placement", Text, nullable=False, server_default=""),
+    #: JSON: how other hosts migrate guests here (``uri``, ``stream``), written
+    #: when its daemon registers; "" from a daemon before 0009.
+    Column("migration", Text, nullable=False, server_default=""),
 )
 
 guest_states = Table(

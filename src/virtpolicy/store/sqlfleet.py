@@ -64,6 +64,9 @@ class Fleet:
                 "heartbeat_at": db_now,
                 "started_at": host.started_at,
                 "clock_offset_s": -offset,
+                "migration": json.dumps(dict(host.migration), sort_keys=True)
+                if host.migration
+                else "",
             }
             done = conn.execute(update(hosts).where(hosts.c.name == host.name).values(**row))
             if done.rowcount == 0:
@@ -122,7 +125,8 @@ class Fleet:
                 r.started_at,
                 r.clock_offset_s,
                 _read_memory(r.memory),
-                _read_placement(r.placement),
+                _json_object(r.placement),
+                _read_migration(r.migration),
             )
             for r in rows
         ]
@@ -230,9 +234,14 @@ def _read_memory(text: str | None) -> dict[str, float | None] | None:
     return _host_memory(found) if found is not None else None
 
 
-def _read_placement(text: str | None) -> dict[str, Any] | None:
-    """A host's placement as read back; None when not recorded."""
-    return _json_object(text)
+def _read_migration(text: str | None) -> dict[str, str | None] | None:
+    """How other hosts migrate guests to a host, as read back: a ``uri`` (text),
+    and a ``stream`` (text or None); None when not recorded or not so shaped."""
+    found = _json_object(text)
+    if found is None or not isinstance(found.get("uri"), str):
+        return None
+    stream = found.get("stream")
+    return {"uri": found["uri"], "stream": stream if isinstance(stream, str) else None}
 
 
 def _json_object(text: str | None) -> dict[str, Any] | None:

@@ -75,6 +75,8 @@ class MemoryHypervisor:
         #: Called with (method, guest) before each call, in the caller's thread.
         self.before: Callable[[str, str | None], None] = lambda _m, _g: None
         self.opened = 0
+        #: (guest, uri, stream) of each migration away, in order.
+        self.migrated: list[tuple[str, str, str | None]] = []
         self._loop = loop
         self._lock = threading.RLock()
         self._connected = False
@@ -238,6 +240,17 @@ class MemoryHypervisor:
             g.running = True
         self._event(name, "migrating in")
         self._event(name, "migrated in")
+
+    def migrate(self, name: str, uri: str, stream: str | None) -> None:
+        """The guest leaves for ``uri`` (recorded in :attr:`migrated`), undefined here."""
+        g = self._guest("migrate", name)
+        if not g.running:
+            raise HypervisorError(f"{name}: migrate: domain is not running")
+        self.migrate_out(name)
+        with self._lock:
+            del self.guests_by_name[name]
+            self.migrated.append((name, uri, stream))
+        self._event(name, "undefined")
 
     def agent_ping(self, name: str, timeout_s: int = 5) -> None:
         g = self._guest("agent_ping", name)

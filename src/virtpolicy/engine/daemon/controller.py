@@ -95,7 +95,7 @@ class Controller:
         )  # fmt: skip
         self.jobs = JobRunner(
             store, hypervisor, self.events, self.states, self.connected, self.reconciler.notice,
-            commands, self.prober.holds, self.admission, fleet=self.fleet,
+            commands, self.prober.holds, self.admission, fleet=self.fleet, moved=self.passes.request
         )  # fmt: skip
         self.tuners = Tuners.from_settings(
             load_tuners(settings.tuners), settings.tuner_settings, dry_run=settings.dry_run
@@ -132,6 +132,7 @@ class Controller:
             watched=lambda: self.cache.needed,
             memory=lambda: m.to_dict() if (m := self.monitor.host_memory) else None,
             placement=self.reconciler.placing.view,
+            migration=settings.migration,
         )  # fmt: skip
         self._elsewhere: frozenset[str] = frozenset()  # guests on other hosts, last beat
         self._every = EveryPolicy(store)  # all the fleet's policies, while pages ask
@@ -140,9 +141,8 @@ class Controller:
         self._store_moved = asyncio.Event()
 
     def _in_scope(self, guest: str) -> bool:
-        """Whether ``guest``'s policy is this daemon's to hold: it is defined here,
-        or on no other host (from worker threads: both are replaced, not changed,
-        or are dicts read by key)."""
+        """Whether ``guest``'s policy is this daemon's to hold: it is defined here, or
+        on no other host (from worker threads: both are replaced, or read by key)."""
         return guest in self.states or guest not in self.fleet.elsewhere
 
     def _beat(self) -> None:
@@ -159,8 +159,7 @@ class Controller:
         await self._fetch(came)
 
     async def _fetch(self, guests: Collection[str]) -> None:
-        """Read the policies of guests that came into scope, and pass those found
-        (a store that does not answer: the next write or beat brings them)."""
+        """Read the policies of guests that came into scope, and pass those found."""
         try:
             found = await asyncio.to_thread(self.cache.fetch, guests) if guests else set()
         except StoreError as exc:
@@ -170,8 +169,7 @@ class Controller:
             self.passes.request(guest)
 
     def _applied(self, guest: str, applied: Changes) -> None:
-        """What a pass changed on a guest: an event (from the pass's thread: the bus
-        hands it to the loop)."""
+        """What a pass changed on a guest, as an event (from the pass's thread)."""
         self.events.publish(
             "enforcement",
             guest=guest,
@@ -181,9 +179,8 @@ class Controller:
     # -- what the API asks (see api.deps.Daemon) -----------------------------------
 
     def notify(self, written: Sequence[Revision]) -> None:
-        """Policies were written through the API: take the revisions into the cache
-        as they are (no read of the store) and pass their guests; the store is
-        read only when another write came in between. On the loop's thread."""
+        """Policies were written through the API: take the revisions as they are and
+        pass their guests (the store is read if another write came in between)."""
         if self.cache.take(written):
             self._policies_written(list(written))
         else:
@@ -237,8 +234,7 @@ class Controller:
 
     def policies(self) -> Mapping[str, GuestPolicy]:
         """The policies this daemon holds by guest, as last read (no store access):
-        every one on a host alone, its own guests' and their dependencies' in a
-        fleet."""
+        every one on a host alone; its guests' and their dependencies' in a fleet."""
         return self.cache.all()
 
     async def every_policy(self) -> Mapping[str, GuestPolicy]:
@@ -270,9 +266,14 @@ class Controller:
         found = await refusals(guest, policy, self.states, self.prober, self.fleet)
         return found + [r for r in [placing.refusal(guest)] if r]
 
-    async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
+    async def migration(
+        self, guest: str, vcpus: int | None = None, to: str | None = None
+    ) -> list[str]:
         """Why ``guest`` (with ``vcpus`` vCPUs, when told) may not migrate here (empty:
-        it may): its fixed pins, and whether the placer finds it room here."""
+        it may): its fixed pins, and whether the placer finds it room here. With
+        ``to``, why not to that host, as it last published itself."""
+        if to is not None:
+            return (await self.jobs.destination(guest, to)).reasons
         info, policy = self.supervisor.info, await self._policy_of(guest)
         if info is None:
             raise ConnectionLostError(f"not connected to {self.settings.uri} yet")
@@ -432,7 +433,7 @@ class Controller:
         # SHUTDOWN (the guest OS finished) is followed by STOPPED: act once.
         if what in ("stopped", "crashed"):
             self.jobs.in_background(self.jobs.dependency_stopped(guest, what, self.cache.all()))
-        if what not in AT_REST:  # "migrated in": its policy holds on arrival
+        if what not in AT_REST or what == "undefined":  # its place (dedicated CPUs) freed
             self.passes.request(guest)
 
     def _policies_written(self, written: list[Revision] | None) -> None:

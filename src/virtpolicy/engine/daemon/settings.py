@@ -30,3 +30,14 @@ class ControllerSettings:
     reserved: frozenset[int] = frozenset()  # host CPUs kept from every guest
     ksm: str = "off"  # "auto": KSM runs while the host needs memory
     ksm_dir: str = "/sys/kernel/mm/ksm"
+    #: How other hosts migrate guests here (see virtpolicy.config.MigrationSettings;
+    #: the URI as published, None: this host takes no migrations).
+    migration_uri: str | None = None
+    migration_stream: str | None = None
+
+    @property
+    def migration(self) -> dict[str, str | None] | None:
+        """How other hosts migrate guests here, as published (None: they cannot)."""
+        if self.migration_uri is None:
+            return None
+        return {"uri": self.migration_uri, "stream": self.migration_stream}

@@ -99,6 +99,7 @@ class Membership:
         watched: Callable[[], Collection[str]] = lambda: (),
         memory: Callable[[], Mapping[str, float | None] | None] = lambda: None,
         placement: Callable[[], Mapping[str, Any]] = dict,
+        migration: Mapping[str, str | None] | None = None,
     ) -> None:
         """``ready``: which readiness conditions of a guest hold now; ``status``: a
         guest's status as last checked (with a policy); ``publish``: an event
@@ -109,7 +110,8 @@ class Membership:
         (what this host's guests depend on); ``memory``: the host's memory as
         last sampled, published with each heartbeat; ``placement``: where the
         placer put this host's guests, published with a heartbeat when it
-        changed. All called on the loop."""
+        changed. All called on the loop. ``migration``: how other hosts migrate
+        guests here (see :class:`HostRecord`), published when registering."""
         self.store = store
         self.hypervisor = hypervisor
         self.fleet = fleet
@@ -121,6 +123,7 @@ class Membership:
         self.watched = watched
         self.memory = memory
         self.placement = placement
+        self.migration = migration
         #: The placement as last written: written again only when it changes.
         self._placement_sent: Mapping[str, Any] | None = None
         self._read_for: set[str] = set()  # the guests whose rows the last read kept
@@ -208,6 +211,7 @@ class Membership:
             self.fleet.heartbeat,
             time.time(),
             _now(),
+            migration=self.migration,
         )
         self.store.register_host(record)
         # Steps this host's daemon claimed and never finished were a process's

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from virtpolicy import loopguard
 from virtpolicy.engine.jobs.conditions import Commands
+from virtpolicy.engine.jobs.migrate import Migrator, Verdict
 from virtpolicy.engine.jobs.orchestrate import GuestResult, Orchestrator, Progress
 from virtpolicy.engine.jobs.settle import this_process
 from virtpolicy.errors import HypervisorError, PolicyError, StoreError
@@ -82,18 +83,24 @@ class JobFleet(Protocol):
 
 
 class JobRequest(BaseModel):
-    """What to start or stop: named guests, every guest with a policy, or a label."""
+    """What to start or stop: named guests, every guest with a policy, or a label;
+    or the named guests to migrate, and the host to migrate them ``to``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    action: Literal["start", "stop"]
+    action: Literal["start", "stop", "migrate"]
     guests: list[GuestName] = []
     all: bool = False
     labels: dict[str, str] = {}
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    to: GuestName | None = None  # a host's name: the same rules as a guest's
 
     @model_validator(mode="after")
     def _one_selection(self) -> JobRequest:
+        if (self.action == "migrate") != (self.to is not None):
+            raise PolicyError("to: a migrate job names its host, and only it", field="to")
+        if self.action == "migrate" and not self.guests:
+            raise PolicyError("guests: a migrate job names its guests", field="guests")
         if sum(map(bool, (self.guests, self.all, self.labels))) != 1:
             raise ValueError("name guests, or give all or labels: exactly one of them")
         seen: set[str] = set()
@@ -158,6 +165,8 @@ class JobRun:
     fleet: JobFleet | None = None
     #: Why a guest may not start (the daemon's admission); None: not checked.
     admit: Callable[[str], Awaitable[list[str]]] | None = None
+    #: The destination's verdict on a guest migrating to a host (a migrate job).
+    ask: Callable[[str, str], Awaitable[Verdict]] | None = None
     job: Job | None = None
     #: The guests whose steps this run took up (started or stopped here).
     mine: set[str] = field(default_factory=set)
@@ -169,13 +178,19 @@ class JobRun:
     _others: dict[str, asyncio.Future[tuple[str, str]]] = field(default_factory=dict)
     _seen_others: dict[str, Step] = field(default_factory=dict)
     _watch: asyncio.Task[None] | None = None
+    _orchestrator: Orchestrator | Migrator = field(init=False)
 
     @property
     def host_name(self) -> str:
         return self.fleet.name if self.fleet is not None else socket.gethostname()
 
     def plan(self) -> list[list[str]]:
-        """Load the policies and check the graph (CycleError) before anything runs."""
+        """Load the policies and check the graph (CycleError) before anything runs;
+        a migration's guests one after another."""
+        if self.request.action == "migrate":
+            self._policies: dict[str, GuestPolicy] = {}
+            self._roots: list[str] | None = list(self.request.guests)
+            return [[g] for g in self.request.guests]
         self._policies, self._roots = select(self.store, self.request)
         edges = {g: p.dependencies() for g, p in self._policies.items()}
         if self.request.action == "start":
@@ -230,6 +245,15 @@ class JobRun:
         self._t0 = datetime.fromisoformat(job.created_at).timestamp()
         self.job = job
         self.mine = set(self.store.claim_steps(job.id, self.host_name))
+        remote = self if set(job.hosts) - self.mine else None
+        if self.request.action == "migrate":
+            to, ask = self.request.to, self.ask
+            assert to is not None, "a migrate job names its host"
+            assert ask is not None, "a migrate job is the daemon's"
+            self._orchestrator = Migrator(
+                self.hypervisor, to, lambda g: ask(g, to), self._seen, remote
+            )
+            return job
         self._orchestrator = Orchestrator(
             self.hypervisor,
             self._policies,
@@ -239,7 +263,7 @@ class JobRun:
             on_holds=self.on_holds,
             admit=self.admit,
             # Other hosts' guests are theirs to start and stop, and to report.
-            remote=self if set(job.hosts) - self.mine else None,
+            remote=remote,
         )
         return job
 
@@ -249,8 +273,13 @@ class JobRun:
         assert self.job is not None, "record() first"
         if progress is not None:
             self.progress = progress
+        work = self._orchestrator
         action = (
-            self._orchestrator.start if self.request.action == "start" else self._orchestrator.stop
+            work.migrate
+            if isinstance(work, Migrator)
+            else work.start
+            if self.request.action == "start"
+            else work.stop
         )
         flusher = asyncio.create_task(self._flush_now_and_then())
         try:

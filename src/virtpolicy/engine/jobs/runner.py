@@ -12,14 +12,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from virtpolicy.engine.jobs.conditions import Commands
+from virtpolicy.engine.jobs.migrate import Verdict, destination_refusals
 from virtpolicy.engine.jobs.run import JobFleet, JobRequest, JobRun
 from virtpolicy.engine.runtime.bus import EventBus
 from virtpolicy.engine.runtime.states import GuestStates
-from virtpolicy.errors import ConnectionLostError, VirtpolicyError
+from virtpolicy.errors import ConnectionLostError, NotFoundError, RefusedError, VirtpolicyError
 from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import JobStore
-from virtpolicy.store.jobrecords import IN_FLIGHT, UP
+from virtpolicy.store.jobrecords import IN_FLIGHT, UP, Result
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class JobRunner:
         on_holds: Callable[[str, str], None],
         admission: Callable[[str], Awaitable[list[str]]],
         fleet: JobFleet | None = None,
+        moved: Callable[[str], None] = lambda _g: None,
     ) -> None:
         #: Asked before each guest a job starts: the same answer as libvirt's hook
         #: gets, so a job on a host without the hook admits what the hook would.
@@ -53,6 +55,9 @@ class JobRunner:
         self.states = states
         self.connected = connected
         self.notice = notice
+        #: Told of a guest that migrated away (libvirt sends no event once its
+        #: definition is gone from here: a pass finds it so and frees its place).
+        self.moved = moved
         self._jobs: dict[int, JobRun] = {}
         self._background: set[asyncio.Task[None]] = set()
         #: The fleet this daemon is part of.
@@ -73,9 +78,31 @@ class JobRunner:
             raise ConnectionLostError(
                 f"not connected to {self.hypervisor.uri}: cannot {request.action} guests now"
             )
+        if request.to is not None:  # a migration: refused before anything moves
+            for guest in request.guests:
+                verdict = await self.destination(guest, request.to)
+                if verdict.reasons:
+                    raise RefusedError(
+                        f"{guest} cannot migrate to {request.to}: " + "; ".join(verdict.reasons)
+                    )
         run = await self._record(request, actor)
         self.in_background(self._run(run))
         return run.view()
+
+    async def destination(self, guest: str, to: str) -> Verdict:
+        """May ``guest`` migrate to host ``to``, as the fleet's records have it now?
+        Its policy read from the store (held or not here); nothing written."""
+
+        here = self.fleet.name if self.fleet and self.states.running(guest) else None
+
+        def read() -> Verdict:
+            try:
+                policy: GuestPolicy | None = self.store.get(guest).policy
+            except NotFoundError:
+                policy = None
+            return destination_refusals(self.store, guest, to, policy, here)
+
+        return await asyncio.to_thread(read)
 
     def view(self, job_id: int) -> dict[str, Any] | None:
         """A job this daemon is running, current to the guest; None if not running here."""
@@ -140,10 +167,12 @@ class JobRunner:
                 if job_id in self._jobs:
                     continue
                 job = await asyncio.to_thread(self.store.job, job_id)
+                to = job.request.get("to") if job.action == "migrate" else None
                 request = JobRequest(
-                    action="start" if job.action == "start" else "stop",
+                    action="migrate" if to else "start" if job.action == "start" else "stop",
                     guests=list(job.guests),
                     concurrency=int(job.request.get("concurrency", 8)),
+                    to=str(to) if to else None,
                 )
                 run = self._job_run(request, job.actor)
                 if await asyncio.to_thread(run.take_up, job) is not None:
@@ -179,6 +208,7 @@ class JobRunner:
             progress=progress,
             fleet=self.fleet,
             admit=self._admit,
+            ask=self.destination,
         )
         return run
 
@@ -218,6 +248,8 @@ class JobRunner:
         if event in UP:
             # Before any dependent starts, so that its hook sees this one up.
             self.states.record(guest, "started")
+        if event == Result.MIGRATED:
+            self.moved(guest)
         assert run.job is not None
         self.events.publish("job", job=run.job.id, guest=guest, result=event, detail=detail)
         if event not in IN_FLIGHT:

@@ -40,6 +40,7 @@ from virtpolicy.policy.placement import (
     placed_from_pins,
     request_for,
 )
+from virtpolicy.policy.room import room_for, to_record
 from virtpolicy.policy.topology import Topology
 
 #: (guest, its request) -> where its pins say it sits (None: nowhere, or unreadable)
@@ -151,20 +152,13 @@ class HostPlacement:
 
     def arriving(self, guest: str, vcpus: int, policy: GuestPolicy | None) -> str | None:
         """Why ``guest`` (migrating here with ``vcpus`` vCPUs) would find no place
-        among the guests placed here; None: it would (or placement is not in
-        play here, and it does not bring it into play)."""
-        request = request_for(guest, vcpus, policy)
+        among the guests placed here; None: it would (see :func:`room_for`)."""
         with self._lock:
             in_play, before, topology = self._in_play, self._placement, self.topology
         if topology is None:
             return None
-        if not (in_play or request.placement == "dedicated" or request.nodes is not None):
-            return None
-        # Only the dedicated guests here bound where it can go: they keep their places.
         kept = {g: p for g, p in before.guests.items() if p.dedicated and g != guest}
-        others = [Request(g, len(p.vcpupin), "dedicated") for g, p in sorted(kept.items())]
-        found = place(topology, self.reserved, [*others, request], kept)
-        return found.refused.get(guest)
+        return room_for(topology, self.reserved, kept, request_for(guest, vcpus, policy), in_play)
 
     def pools(self) -> dict[str, frozenset[int]]:
         """Each shared guest's CPUs (its pool within its nodes) while placement is
@@ -195,6 +189,8 @@ class HostPlacement:
             "node_memory_kib": {str(n): kib for n, kib in topology.memory.items()}
             if topology
             else {},
+            # What another host needs to tell whether a guest migrating here fits.
+            "room": to_record(topology, self.reserved, placement, in_play) if topology else None,
         }
 
 

@@ -152,14 +152,17 @@ class Reconciler:
             known = self.policies()
             infos: dict[str, GuestInfo | None] = {}
             for name in guests:
+                try:
+                    info: GuestInfo | None = self.hypervisor.guest(name)
+                except GuestNotFoundError:
+                    info = None
+                # Without a policy (here) it still takes room: it floats over the
+                # shared pool; once undefined (or migrated away) its place is free.
+                self.placing.seen(name, info)
                 if name not in known:
                     self._forget({name})
                     continue
-                try:
-                    infos[name] = self.hypervisor.guest(name)
-                except GuestNotFoundError:
-                    infos[name] = None
-                self.placing.seen(name, infos[name])
+                infos[name] = info
             for name in sorted(self._place(known) - set(infos)):
                 if name in known:
                     infos[name] = self.placing.info(name)

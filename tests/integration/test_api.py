@@ -117,8 +117,10 @@ class FakeDaemon:
     def notify(self, written: Sequence[Revision]) -> None:
         """The real daemon reconciles; test_sockets checks that end to end."""
 
-    async def migration(self, guest: str, vcpus: int | None = None) -> list[str]:
-        return []
+    async def migration(
+        self, guest: str, vcpus: int | None = None, to: str | None = None
+    ) -> list[str]:
+        return [] if to != "small" else [f"no room on small: {guest}: needs 4 dedicated host CPUs"]
 
     async def admission(self, guest: str) -> list[str]:
         self.loop_thread = threading.get_ident()

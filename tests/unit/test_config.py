@@ -33,6 +33,11 @@ def test_layers_file_then_environment_then_flags(
         ),
         ("colour = 1\n", {}, "colour: unknown setting (from {conf})"),
         ("mode = \n", {}, "config: {conf} is not valid TOML"),
+        (
+            '[migration]\nstream = "ftp://x"\n',
+            {},
+            "migration.stream: 'ftp://x' is not valid (from {conf})",
+        ),
     ],
 )
 def test_invalid_settings_name_key_value_and_source(

@@ -102,15 +102,16 @@ _GUEST_NAME = re.compile(GUEST_NAME_PATTERN)
 GUEST_NAME_MAX = 255
 
 
-def check_guest_name(value: object) -> object:
-    """Validate a libvirt domain name: 1-255 characters, no ``/``, no controls."""
+def check_guest_name(value: object, what: str = "guest") -> object:
+    """Validate a libvirt domain name: 1-255 characters, no ``/``, no controls
+    (a host's name in the fleet too, ``what="host"``)."""
     if not isinstance(value, str):
         return value
     if not value or len(value) > GUEST_NAME_MAX:
-        raise PolicyError(f'"{value[:40]}" is not a guest name: it must be 1-255 characters')
+        raise PolicyError(f'"{value[:40]}" is not a {what} name: it must be 1-255 characters')
     if not _GUEST_NAME.fullmatch(value) or bad_text(value) is not None:
         raise PolicyError(
-            f"{quoted(value, 80)} is not a guest name: no '/', control characters or outer blanks"
+            f"{quoted(value, 80)} is not a {what} name: no '/', control characters or outer blanks"
         )
     return value
 
@@ -139,6 +140,7 @@ Cpuset = Annotated[
 ]
 Condition = Annotated[str, BeforeValidator(_condition)]
 GuestName = Annotated[str, BeforeValidator(check_guest_name)]
+HostName = Annotated[str, BeforeValidator(lambda v: check_guest_name(v, "host"))]
 LabelKey = Annotated[str, BeforeValidator(_label_key)]
 LabelValue = Annotated[str, BeforeValidator(_label_value)]
 

@@ -42,6 +42,7 @@ from virtpolicy.policy.graph import start_waves, stop_waves
 from virtpolicy.policy.model import (
     GuestName,
     GuestPolicy,
+    HostName,
     describe_validation_error,
     whole_numbers,
 )
@@ -93,7 +94,7 @@ class JobRequest(BaseModel):
     all: bool = False
     labels: dict[str, str] = {}
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    to: GuestName | None = None  # a host's name: the same rules as a guest's
+    to: HostName | None = None
 
     @model_validator(mode="after")
     def _one_selection(self) -> JobRequest:

@@ -162,12 +162,13 @@ export function debounced(refresh, wait = 500) {
   };
 }
 
-// Start or stop `guest` as the CLI does (a job), showing each guest's progress.
-export async function runJob(action, guest, into) {
+// Start, stop or migrate `guest` as the CLI does (a job; `more`: e.g. the host
+// to migrate to), showing each guest's progress.
+export async function runJob(action, guest, into, more = {}) {
   const response = await api("/v1/jobs", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ action, guests: [guest] }),
+    body: JSON.stringify({ action, guests: [guest], ...more }),
   });
   let job = await response.json();
   const show = () => fill(into,

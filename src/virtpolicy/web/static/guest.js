@@ -2,6 +2,7 @@
 
 import { renderEditor } from "./editor.js";
 import { body, headers, api, getJson, el, svg, table, fill, showError, mayWrite, guestLink, stateBadge, driftText, follow, debounced, kib, decisionWhat, actionButton, when } from "./common.js";
+import { migrateButton } from "./migrate.js";
 
 export async function guestPage() {
   const guest = body.dataset.guest;
@@ -177,7 +178,8 @@ export async function guestPage() {
     const graph = await getJson(`/v1/graph?guest=${path}`);
     const node = graph.nodes.find((n) => n.guest === guest);
     const why = node?.why || [];
-    fill("guest-actions", actionButton(guest, node?.state, "action"));
+    fill("guest-actions", actionButton(guest, node?.state, "action"),
+      await migrateButton(guest, node?.state, node?.host, "action"));
     fill("why", why.length
       ? el("ul", { class: "why-list", "aria-label": "Why" }, why.map((w) => el("li", { class: `why why-${w.severity}` }, `${w.severity}: ${w.text}`)))
       : el("p", { class: "ok" }, "As its policy says."));

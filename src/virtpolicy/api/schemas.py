@@ -189,11 +189,27 @@ def _refine(schemas: dict[str, Any]) -> None:
     }
     job = schemas["JobRequest"]
     job["properties"]["guests"].update({"items": GUEST_NAME, "uniqueItems": True})
+    job["properties"]["to"] = {"anyOf": [GUEST_NAME, {"type": "null"}]}
     none, some = {"maxItems": 0}, {"minItems": 1}
-    job["oneOf"] = [  # exactly one way to choose the guests
-        _selection(some, False, {"maxProperties": 0}, "guests"),
-        _selection(none, True, {"maxProperties": 0}, "all"),
-        _selection(none, False, {"minProperties": 1}, "labels"),
+    named = _selection(some, False, {"maxProperties": 0}, "guests")
+    job["allOf"] = [
+        {
+            "oneOf": [  # exactly one way to choose the guests
+                named,
+                _selection(none, True, {"maxProperties": 0}, "all"),
+                _selection(none, False, {"minProperties": 1}, "labels"),
+            ]
+        },
+        {
+            "oneOf": [  # a migration names its guests and its host; nothing else has a host
+                {
+                    "properties": {"action": {"const": "migrate"}, "to": GUEST_NAME},
+                    "required": ["to"],
+                    "allOf": [named],
+                },
+                {"properties": {"action": {"enum": ["start", "stop"]}, "to": {"type": "null"}}},
+            ]
+        },
     ]
 
 

@@ -99,9 +99,9 @@ class JobRequest(BaseModel):
     @model_validator(mode="after")
     def _one_selection(self) -> JobRequest:
         if (self.action == "migrate") != (self.to is not None):
-            raise PolicyError("to: a migrate job names its host, and only it", field="to")
+            raise PolicyError("a migrate job names its host, and only it", field="to")
         if self.action == "migrate" and not self.guests:
-            raise PolicyError("guests: a migrate job names its guests", field="guests")
+            raise PolicyError("a migrate job names its guests", field="guests")
         if sum(map(bool, (self.guests, self.all, self.labels))) != 1:
             raise ValueError("name guests, or give all or labels: exactly one of them")
         seen: set[str] = set()

@@ -11,8 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import GUEST_XML, Daemon, api_client, eventually, try_virsh, virsh
+from tests.conftest import (
+    GUEST_XML,
+    NODE,
+    Cli,
+    Daemon,
+    api_client,
+    eventually,
+    snapshot,
+    try_virsh,
+    virsh,
+    wait_connected,
+)
+from tests.strategies import NASTY_TEXT
 from tests.twohosts import Lab, two_hosts_fixture, vcpupin  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.integration
@@ -135,3 +148,24 @@ def test_a_dedicated_guest_is_refused_where_there_is_no_room_then_placed_afresh(
     eventually(lambda: ded not in env.placement(env.a)["guests"], 20)
     uses = {c["cpu"]: c["use"] for c in env.placement(env.a)["cpus"]}
     assert "vCPU" not in uses[int(cpu_a)], uses
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(guest=NASTY_TEXT, to=NASTY_TEXT)
+def test_migrate_any_guest_to_any_host_is_refused_and_changes_nothing(
+    start_daemon: Callable[..., Daemon], db: str, guest: str, to: str
+) -> None:
+    """``virtpolicy migrate`` with arbitrary names, through a daemon on a host alone
+    (the test driver): a usage error (2) or the destination's refusal (3) in one
+    line, never a traceback, and nothing recorded."""
+    daemon = getattr(start_daemon, "one", None)
+    if daemon is None:
+        daemon = start_daemon.one = start_daemon(db, "--connect", f"test://{NODE}")  # type: ignore[attr-defined]
+        wait_connected(daemon)
+    run = Cli(db)
+    before = snapshot(db)
+    done = run("--server", str(daemon.socket), "migrate", guest, "--to", to)
+    assert done.exit_code in (2, 3), done.output
+    assert done.output.lower().startswith("error: ") or "Usage:" in done.output, done.output
+    assert len(done.output.strip().splitlines()) == 1 or "Usage:" in done.output, done.output
+    assert snapshot(db) == before

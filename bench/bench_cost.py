@@ -12,7 +12,9 @@ Two measurements on the lab's real libvirtd, each over --seconds, CPU time
 - sampling with a reader: the same, with a reader of /v1/stats/guests every
   15 s (so per-vCPU and memory counters are collected, as for a Prometheus
   scrape). Both are reported per guest per sample, daemon and libvirtd
-  together.
+  together;
+- floor (``--only floor``): the same guests read by bench/floor_sampler.py, a
+  Python process that reads the same kernel files and does nothing else.
 
 Every run is printed. Nothing is asserted.
 """
@@ -140,6 +142,45 @@ def stopped(conn: libvirt.virConnect, names: list[str]) -> None:
         list(pool.map(stop, names))
 
 
+FLOOR = Path(__file__).with_name("floor_sampler.py")
+
+
+def floor(seconds: float, guests: int, interval: float) -> None:
+    """The same guests read by bench/floor_sampler.py, a Python process that does
+    nothing else: its CPU per guest per sample, plain and in an asyncio loop's
+    worker thread, without and with the per-vCPU files."""
+    conn = libvirt.open(URI)
+    names = [f"vp-bench-cost{i}" for i in range(guests)]
+    try:
+        started(conn, names)
+        time.sleep(5)
+        for use_async in (False, True):
+            for reader in (False, True):
+                flags = ["1" if reader else "0", "1" if use_async else "0"]
+                proc = subprocess.Popen(
+                    ["/usr/bin/python3", "-S", str(FLOOR), str(interval), *flags, *names],
+                    stdout=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                time.sleep(2)  # started, files opened
+                c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                time.sleep(seconds)
+                used = cpu_seconds(proc.pid) - c0
+                proc.terminate()
+                taken = int(proc.communicate(timeout=10)[0].split()[-1])
+                per = used / max(1, taken * guests) * 1e6
+                print(
+                    f"floor, {guests} guests every {interval:g} s, "
+                    f"{'asyncio + worker thread' if use_async else 'plain loop'}, "
+                    f"{'with the vCPU files' if reader else 'CPU time only'}: "
+                    f"{used:.3f} s over {time.monotonic() - t0:.0f} s, {taken} samples: "
+                    f"{per:.0f} µs per guest per sample",
+                    flush=True,
+                )
+    finally:
+        stopped(conn, names)
+        conn.close()
+
+
 def libvirtd_alone(seconds: float, guests: int) -> float:
     """libvirtd's CPU seconds over ``seconds`` with the same guests and no daemon: what
     the guests cost it anyway (QEMU monitor traffic, reboots of guests with no OS)."""
@@ -162,7 +203,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--guests", type=int, default=20)
-    parser.add_argument("--only", choices=["idle", "sampling"])
+    parser.add_argument("--only", choices=["idle", "sampling", "floor"])
     parser.add_argument("--interval", type=float, default=5, help="sample interval (s)")
     parser.add_argument("--no-reader", action="store_true", help="only without a reader")
     parser.add_argument("--only-reader", action="store_true", help="only with a reader")
@@ -175,6 +216,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{platform.node()}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}", flush=True)
     for n in range(1, args.runs + 1):
+        if args.only == "floor":
+            floor(args.seconds, args.guests, args.interval)
+            continue
         if args.only != "sampling":
             d, lv, _ = measure(args.seconds, 0, 3600, reader=False)
             print(

@@ -8,6 +8,7 @@ tests/integration.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -311,3 +312,27 @@ def test_before_it_connects_a_daemon_answers_for_guests_without_a_policy(tmp_pat
             store.close()
 
     asyncio.run(main())
+
+
+def test_a_sample_that_fails_unexpectedly_is_skipped_and_sampling_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A bug in reading one sample (here a ValueError from the hypervisor) is
+    logged and shown in the sampler's health; the next sample is taken and the
+    daemon goes on, as a failed pass does."""
+    settings = dataclasses.replace(SETTINGS, sample_interval=1.0)
+    failing = [True]
+
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
+        def before(method: str, _guest: str | None) -> None:
+            if method == "sample" and failing and failing.pop():
+                raise ValueError("not enough values to unpack (expected 1, got 0)")
+
+        host.before = before
+        await until(lambda: not failing and c.monitor.last_error, timeout=5)
+        assert "sample failed: ValueError" in c.monitor.last_error
+        taken = c.monitor.samples
+        await until(lambda: c.monitor.samples > taken, timeout=5)  # the next one taken
+        assert not c._stopping.is_set()
+
+    run_with(tmp_path, [MemoryGuest("db", running=True)], scenario, settings)

@@ -422,3 +422,22 @@ def test_a_missed_answer_of_the_balloon_driver_keeps_what_it_last_said(tmp_path:
         seen.append((view.figures.unused_kib, view.figures.usable_kib, view.reported))
     assert Conn.asked == 3  # asked each time: the missed answer did not stop it
     assert seen == [(1000, 2000, True), (1000, 2000, True), (900, 1800, True)]
+
+
+def test_a_guest_libvirt_gives_no_record_of_is_left_out() -> None:
+    """A guest read through libvirt that stopped or migrated away since the
+    listing: libvirt answers no record for it. It is left out of the sample,
+    which goes on (this stopped a daemon's sampler once, mid-migration)."""
+    from virtpolicy.hypervisor.localstats import _through_libvirt  # noqa: PLC0415
+
+    class Conn:
+        def lookupByName(self, name: str) -> object:
+            return types.SimpleNamespace(name=lambda: name)
+
+        def domainListGetStats(self, doms: list[object], flags: int, nowait: int) -> list[object]:
+            name = doms[0].name()  # type: ignore[attr-defined]
+            return [] if name == "gone" else [(doms[0], {"cpu.time": 5, "state.state": 1})]
+
+    found = _through_libvirt(Conn(), ["gone", "here"], {"cpu"}, 0)  # type: ignore[arg-type]
+    assert list(found) == ["here"]
+    assert found["here"].cpu_ns == 5

@@ -295,17 +295,19 @@ def _through_libvirt(
     conn: libvirt.virConnect, names: list[str], groups: Collection[str], nowait: int
 ) -> dict[str, stats.GuestCounters]:
     """The guests the kernel could not be read for, through libvirt as before:
-    each on its own (one gone since the listing is left out)."""
+    each on its own (one gone since the listing is left out, and one libvirt
+    gives no record of: it stopped, or migrated away, in between)."""
     flags = stats.flags_of(groups)
     found = {}
     for name in names:
         try:
-            [(_, record)] = conn.domainListGetStats([conn.lookupByName(name)], flags, nowait)
+            records = conn.domainListGetStats([conn.lookupByName(name)], flags, nowait)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
             continue
-        found[name] = stats.parse_domain_stats(name, record)
+        for _, record in records[:1]:
+            found[name] = stats.parse_domain_stats(name, record)
     return found
 
 

@@ -73,6 +73,9 @@ class Sampling:
             except HypervisorError as exc:
                 self.monitor.failed(str(exc))
                 log.warning("statistics: %s", exc)
+            except Exception as exc:  # a bug in one sample: the daemon goes on without it
+                self.monitor.failed(f"sample failed: {exc!r}")
+                log.exception("statistics: sample failed")
             else:
                 rates = self.monitor.ingest(sample, used)
                 if any(name != "static" for name in self.tuners.names):

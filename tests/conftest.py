@@ -90,13 +90,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     first of all, before anything long has started), then those that need no
     lab, then the rest: each process takes its share of the list in order, so
     the few that must be alone run while the others are busy with tests that do
-    not wait for them."""
+    not wait for them. Within each, tests marked ``long`` first."""
 
-    def rank(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> tuple[int, bool]:
         alone = _alone(item)
+        # A long test goes first among its kind: last, it would end the run alone.
+        long = item.get_closest_marker("long") is None
         if alone:
-            return 0 if "machine" in alone else 1
-        return 3 if _uses(item) - {"machine"} else 2
+            return (0 if "machine" in alone else 1), long
+        return (3 if _uses(item) - {"machine"} else 2), long
 
     items.sort(key=rank)
 

@@ -228,6 +228,7 @@ def balloon_kib(name: str) -> int:
     return int(rows["actual"])
 
 
+@pytest.mark.long
 def test_the_memory_tuner_takes_down_to_the_floor_and_gives_back_to_a_guest_in_need(
     linux_guest: Callable[..., str],
     start_daemon: Callable[..., Daemon],

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -450,14 +451,17 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     # its daemon published it.
     run("policy", "set", "batch", "--weight", "100")  # its guest, with a policy
     served("--host", "other-host", uri=f"test://{OTHER}")
-    picker = wait(browser, 30).until(
-        lambda d: [
-            o
-            for o in d.find_elements(By.CSS_SELECTOR, "#cpu-host option")
-            if o.text == "other-host"
-        ]
-    )
-    picker[0].click()  # its map is there once its daemon's first heartbeat is
+
+    def pick(d: Any) -> bool:
+        for option in d.find_elements(By.CSS_SELECTOR, "#cpu-host option"):
+            if option.text == "other-host":
+                option.click()
+                return True
+        return False
+
+    # The map is drawn again as events come: an option read may be gone by its click.
+    WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException]).until(pick)
+    # its map is there once its daemon's first heartbeat is
     wait(browser, 30).until(lambda d: texts(d, ".host-name strong") == ["other-host"])
     assert "as its daemon last published it" in texts(browser, ".host-name")[0]
     assert len(browser.find_elements(By.CSS_SELECTOR, ".cpu")) == 4  # other-host.xml's four

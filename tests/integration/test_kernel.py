@@ -4,7 +4,6 @@ the time counters agree within 1 %."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,8 +128,8 @@ def midpoint(a: GuestCounters, b: GuestCounters) -> GuestCounters:
         VcpuCounters(mid(u.time_ns, v.time_ns), mid(u.delay_ns, v.delay_ns), None)
         for u, v in zip(a.vcpus, b.vcpus, strict=True)
     )
-    return dataclasses.replace(
-        b, cpu_ns=mid(a.cpu_ns, b.cpu_ns), vcpus=vcpus, rss_kib=mid(a.rss_kib, b.rss_kib)
+    return b._replace(
+        cpu_ns=mid(a.cpu_ns, b.cpu_ns), vcpus=vcpus, rss_kib=mid(a.rss_kib, b.rss_kib)
     )
 
 

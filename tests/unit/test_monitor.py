@@ -131,8 +131,8 @@ def test_prometheus_memory_series_keep_the_last_host_memory() -> None:
     """The guest's own view of its memory and the host's memory are series of
     /metrics; a sample without the host's memory keeps the last one shown."""
     monitor = Monitor(interval=5)
-    seen = dataclasses.replace(
-        guest("web", 0, [0]), usable_kib=2048, guest_swap_in_kib=16, guest_major_faults=7
+    seen = guest("web", 0, [0])._replace(
+        usable_kib=2048, guest_swap_in_kib=16, guest_major_faults=7
     )
     host = HostMemory(total_kib=8 * 1024, available_kib=2 * 1024, stall=12.5)
     monitor.ingest(dataclasses.replace(sample(0, seen), host_memory=host), 0.001)

@@ -320,12 +320,11 @@ def read_counters(
     both from libvirt. ``read``: how a file is read
     (:meth:`OpenFiles.read` holds them open). NotLocal when its process is gone
     (it stopped between the listing and now)."""
-    gone = NotLocal(f"process {files.pid} is gone")
     read = read or _raw
     kind, path = files.cpu
     text = read(path)
     if text is None:
-        raise gone
+        raise NotLocal(f"process {files.pid} is gone")
     stat = text if kind == "stat" else (read(files.stat) if rss else None)
     fields = stat.rpartition(b")")[2].split() if stat is not None else []
     if kind == "cpuacct":
@@ -335,7 +334,7 @@ def read_counters(
     else:  # the process's utime + stime (fields 14 and 15 of stat)
         cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
     if rss and len(fields) < 22:
-        raise gone
+        raise NotLocal(f"process {files.pid} is gone")
     found = []
     for sched in files.schedstat if vcpus else ():
         run_wait = (read(sched) or b"").split()

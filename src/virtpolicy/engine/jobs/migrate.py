@@ -28,6 +28,7 @@ from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.policy.placement import request_for
 from virtpolicy.policy.room import from_record, room_for
+from virtpolicy.policy.text import printable
 from virtpolicy.store.base import HostRecord, Whereabouts
 from virtpolicy.store.jobrecords import Result
 
@@ -52,10 +53,10 @@ def destination_refusals(
     hosts = {h.name: h for h in store.hosts()}
     dest = hosts.get(to)
     if dest is None:
-        return Verdict(None, None, [f"{to}: no such host in the fleet"])
+        return _verdict(None, None, [f"{to}: no such host in the fleet"])
     state = dest.shown_state(now)
     if state != "up":
-        return Verdict(None, dest, [f"{to} is {state}: no daemon there to take {guest}"])
+        return _verdict(None, dest, [f"{to} is {state}: no daemon there to take {guest}"])
     running = [
         r
         for r in store.guest_states(guests=[guest])
@@ -63,13 +64,13 @@ def destination_refusals(
     ]
     if not running and here is None:
         why = f"{guest} runs on no host that is up: only a running guest migrates"
-        return Verdict(None, dest, [why])
+        return _verdict(None, dest, [why])
     source = here or running[0].host
     if source == to:
-        return Verdict(source, dest, [f"{guest} runs on {to} already"])
+        return _verdict(source, dest, [f"{guest} runs on {to} already"])
     if dest.migration is None:
         why = f"{to} takes no migrations: its daemon publishes no migration URI (migration.uri)"
-        return Verdict(source, dest, [why])
+        return _verdict(source, dest, [why])
     reasons = migration_refusals(guest, policy, dest.cpus)
     vcpus = _vcpus(hosts[source], guest)
     room = from_record((dest.placement or {}).get("room"))
@@ -79,7 +80,13 @@ def destination_refusals(
         refused = room_for(topology, reserved, kept, request_for(guest, vcpus, policy), in_play)
         if refused:
             reasons.append(f"no room on {to}: {refused}")
-    return Verdict(source, dest, reasons)
+    return _verdict(source, dest, reasons)
+
+
+def _verdict(source: str | None, dest: HostRecord | None, reasons: list[str]) -> Verdict:
+    """The verdict, its reasons each on one line (a name may hold any character
+    but '/': one that ends a line is shown escaped)."""
+    return Verdict(source, dest, [printable(r) for r in reasons])
 
 
 def _vcpus(source: HostRecord, guest: str) -> int | None:

@@ -19,6 +19,7 @@ from virtpolicy.engine.runtime.states import GuestStates
 from virtpolicy.errors import ConnectionLostError, NotFoundError, RefusedError, VirtpolicyError
 from virtpolicy.hypervisor.base import Hypervisor
 from virtpolicy.policy.model import GuestPolicy
+from virtpolicy.policy.text import printable
 from virtpolicy.store.base import JobStore
 from virtpolicy.store.jobrecords import IN_FLIGHT, UP, Result
 
@@ -82,9 +83,9 @@ class JobRunner:
             for guest in request.guests:
                 verdict = await self.destination(guest, request.to)
                 if verdict.reasons:
-                    raise RefusedError(
-                        f"{guest} cannot migrate to {request.to}: " + "; ".join(verdict.reasons)
-                    )
+                    why = "; ".join(verdict.reasons)
+                    names = f"{printable(guest)} cannot migrate to {printable(request.to)}"
+                    raise RefusedError(f"{names}: {why}")
         run = await self._record(request, actor)
         self.in_background(self._run(run))
         return run.view()

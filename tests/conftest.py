@@ -210,10 +210,10 @@ BUSY = bytes([0xEB, 0xFE])
 IDLE = bytes([0xFB, 0xF4, 0xEB, 0xFD])
 
 
-def try_virsh(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run virsh against the lab's libvirtd; the caller judges the outcome."""
+def try_virsh(*args: str, uri: str = QEMU_URI) -> subprocess.CompletedProcess[str]:
+    """Run virsh against the lab's libvirtd (or ``uri``); the caller judges the outcome."""
     return subprocess.run(
-        ["virsh", "-q", "-c", QEMU_URI, *args],
+        ["virsh", "-q", "-c", uri, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -226,6 +226,12 @@ def virsh(*args: str) -> str:
     proc = try_virsh(*args)
     assert proc.returncode == 0, f"virsh {' '.join(args)}: {proc.stderr.strip()}"
     return proc.stdout
+
+
+def vcpu_affinity(output: str) -> dict[str, str]:
+    """``virsh -q vcpupin GUEST``'s output as {vCPU: its CPU affinity}."""
+    rows = (line.split() for line in output.splitlines() if line.strip())
+    return {row[0]: row[-1] for row in rows if re.fullmatch(r"\d+", row[0])}
 
 
 T = TypeVar("T")

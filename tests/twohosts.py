@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, Daemon, GuestHooks, api_client, wait_connected
+from tests.conftest import (
+    GUEST_XML,
+    Cli,
+    Daemon,
+    GuestHooks,
+    api_client,
+    try_virsh,
+    wait_connected,
+)
 from virtpolicy.hook.install import install
 
 SECOND = Path(__file__).parent / "lab" / "second-libvirtd"
@@ -42,13 +49,22 @@ class Lab:
     uri_a: str
     uri_b: str
     cli: Cli
+    #: The guests a test defined on host-b itself (removed after it).
+    defined_on_b: list[str] = field(default_factory=list)
 
     def on_b(self, *args: str) -> subprocess.CompletedProcess[str]:
         """virsh against the second libvirtd; the caller judges the outcome."""
-        return subprocess.run(
-            ["virsh", "-q", "-c", self.uri_b, *args],
-            capture_output=True, text=True, check=False, timeout=60,
-        )  # fmt: skip
+        return try_virsh(*args, uri=self.uri_b)
+
+    def define_on_b(self, name: str, vcpus: int = 1) -> None:
+        """A diskless guest ``name`` defined on host-b (not started)."""
+        xml = GUEST_XML.format(name=name, vcpus=vcpus, boot="network", disk="", balloon="")
+        with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+            f.write(xml)
+            f.flush()
+            done = self.on_b("define", f.name)
+        assert done.returncode == 0, done.stderr
+        self.defined_on_b.append(name)
 
     def migrate(self, via: Daemon, guest: str, to: str) -> Any:
         """``virtpolicy migrate GUEST --to TO`` through ``via``'s daemon: (exit status,
@@ -81,9 +97,8 @@ def two_hosts_fixture(
     qemu_uri: str,
     guest_hooks: GuestHooks,
     with_hook: Callable[..., None],
-    short_dir: Callable[[], Path],
-) -> Iterator[Callable[..., Lab]]:
-    """``two_hosts(*b_args)``: a daemon on each libvirtd (host-a, host-b), each publishing
+) -> Iterator[Callable[[], Lab]]:
+    """``two_hosts()``: a daemon on each libvirtd (host-a, host-b), each publishing
     how to migrate guests to it (its libvirtd's socket as the other sees it, a
     UNIX socket for QEMU's stream), and the hook on both for the test's guests."""
     if subprocess.run([str(SECOND), "status"], check=False).returncode != 0:
@@ -93,47 +108,31 @@ def two_hosts_fixture(
     uri_b, peer = lab2("uri"), lab2("peer-uri")
     streams = Path(tempfile.mkdtemp(prefix="vp-mig-"))
     hooked: list[str] = []
+    made: list[Lab] = []
 
-    def up(*b_args: str) -> Lab:
-        beat = ("--heartbeat", "0.5")
-        a = start_daemon(
-            pg_db,
-            "--connect",
-            qemu_uri,
-            "--host",
-            "host-a",
-            *beat,
-            "--migration-uri",
-            peer,
-            "--migration-stream",
-            f"unix://{streams}/a",
-        )
-        b = start_daemon(pg_db, "--connect", uri_b, "--host", "host-b", *beat,
-                         "--migration-uri", uri_b, "--migration-stream", f"unix://{streams}/b",
-                         *b_args)  # fmt: skip
+    def daemon(name: str, connect: str, published: str) -> Daemon:
+        """host-NAME's daemon on ``connect``, publishing how to migrate guests to it."""
+        return start_daemon(
+            pg_db, "--connect", connect, "--host", f"host-{name}", "--heartbeat", "0.5",
+            "--migration-uri", published, "--migration-stream", f"unix://{streams}/{name}",
+        )  # fmt: skip
+
+    def up() -> Lab:
+        a, b = daemon("a", qemu_uri, peer), daemon("b", uri_b, uri_b)
         with_hook(str(a.run_dir), "closed")
         for name in guest_hooks.guests:  # host-b's hook, for the same guests
             install(str(SECOND_HOOKS / name), str(b.run_dir), "closed")
             hooked.append(name)
         wait_connected(a)
         wait_connected(b)
-        return Lab(a, b, qemu_uri, uri_b, Cli(pg_db))
+        made.append(Lab(a, b, qemu_uri, uri_b, Cli(pg_db)))
+        return made[-1]
 
     yield up
     for name in hooked:
         shutil.rmtree(SECOND_HOOKS / name, ignore_errors=True)
-    listed = subprocess.run(
-        ["virsh", "-q", "-c", uri_b, "list", "--all", "--name"],
-        capture_output=True, text=True, check=False, timeout=60,
-    ).stdout.split()  # fmt: skip
-    for name in (n for n in listed if n.startswith("vp-test-")):
-        for verb in ("destroy", "undefine"):
-            subprocess.run(
-                ["virsh", "-q", "-c", uri_b, verb, name], capture_output=True, check=False
-            )
+    # Only this test's guests: another test may be migrating its own meanwhile.
+    for name in [*guest_hooks.guests, *(g for lab in made for g in lab.defined_on_b)]:
+        try_virsh("destroy", name, uri=uri_b)
+        try_virsh("undefine", name, uri=uri_b)
     shutil.rmtree(streams, ignore_errors=True)
-
-
-def vcpupin(run: Callable[..., Any], guest: str) -> dict[str, str]:
-    rows = (line.split() for line in run("vcpupin", guest).splitlines() if line.strip())
-    return {row[0]: row[-1] for row in rows if re.fullmatch(r"\d+", row[0])}

@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import GUEST_XML, eventually, try_virsh, virsh
+from tests.conftest import eventually, try_virsh, virsh
 from tests.twohosts import Lab, two_hosts_fixture  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.integration
@@ -29,9 +29,8 @@ def answer(driver: Any) -> str:
 def test_a_guest_migrates_from_its_page_only_where_the_destination_takes_it(
     browser: Any,
     tunnel: Callable[[Path], str],
-    two_hosts: Callable[..., Lab],
+    two_hosts: Callable[[], Lab],
     make_guest: Callable[..., str],
-    tmp_path: Path,
 ) -> None:
     """ded (a dedicated vCPU) runs on host-a; host-b's only CPU for it is held.
     Migrate… on ded's page asks host-b, which refuses with its reason, and offers
@@ -43,9 +42,7 @@ def test_a_guest_migrates_from_its_page_only_where_the_destination_takes_it(
     for guest in (ded, hold):
         doc = {"guest": guest, "cpu": {"placement": "dedicated"}}
         assert env.cli("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
-    xml = tmp_path / "hold.xml"
-    xml.write_text(GUEST_XML.format(name=hold, vcpus=1, boot="network", disk="", balloon=""))
-    assert env.on_b("define", str(xml)).returncode == 0
+    env.define_on_b(hold)
     virsh("start", ded)
 
     def published(daemon: Any, host: str, guest: str) -> bool:

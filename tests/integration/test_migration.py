@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from tests.conftest import (
-    GUEST_XML,
     NODE,
     Cli,
     Daemon,
@@ -22,17 +21,18 @@ from tests.conftest import (
     eventually,
     snapshot,
     try_virsh,
+    vcpu_affinity,
     virsh,
     wait_connected,
 )
 from tests.strategies import NASTY_TEXT
-from tests.twohosts import Lab, two_hosts_fixture, vcpupin  # noqa: F401 (the fixture)
+from tests.twohosts import Lab, two_hosts_fixture  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_guest_migrates_to_host_b_and_back_and_its_policy_follows(
-    two_hosts: Callable[..., Lab], make_guest: Callable[..., str]
+    two_hosts: Callable[[], Lab], make_guest: Callable[..., str]
 ) -> None:
     """db (a pin and a weight) and web (requires db) run on host-a. ``virtpolicy
     migrate db --to host-b``: on host-b its pin and weight hold, the fleet shows it
@@ -46,7 +46,7 @@ def test_a_guest_migrates_to_host_b_and_back_and_its_policy_follows(
     assert run("apply", "-f", "-", input=json.dumps(policy)).exit_code == 0
     virsh("start", db)
     virsh("start", web)
-    eventually(lambda: vcpupin(virsh, db) == {"0": "1"}, 20)
+    eventually(lambda: vcpu_affinity(virsh("vcpupin", db)) == {"0": "1"}, 20)
     eventually(lambda: env.status_host(db) == ["host-a"], 10)
 
     code, rows = env.migrate(env.a, db, "host-b")
@@ -67,7 +67,7 @@ def test_a_guest_migrates_to_host_b_and_back_and_its_policy_follows(
 
     status = eventually(lambda: enforced(env.b), 20)
     assert status["actual"]["sched"]["cpu_shares"] == status["desired"]["sched"]["cpu_shares"]
-    assert vcpupin(lambda *a: env.on_b(*a).stdout, db) == {"0": "1"}
+    assert vcpu_affinity(env.on_b("vcpupin", db).stdout) == {"0": "1"}
     shares = env.on_b("schedinfo", db).stdout
     assert re.search(rf"cpu_shares\s*:\s*{status['desired']['sched']['cpu_shares']}\b", shares)
     eventually(lambda: env.status_host(db) == ["host-b"], 10)
@@ -83,14 +83,14 @@ def test_a_guest_migrates_to_host_b_and_back_and_its_policy_follows(
     assert try_virsh("domstate", db).stdout.strip() == "running"
     assert env.on_b("domstate", db).returncode != 0
     eventually(lambda: enforced(env.a), 20)
-    assert vcpupin(virsh, db) == {"0": "1"}
+    assert vcpu_affinity(virsh("vcpupin", db)) == {"0": "1"}
     eventually(lambda: env.status_host(db) == ["host-a"], 10)
     assert "migrated in" in env.events(env.a, db)
     assert try_virsh("domstate", web).stdout.strip() == "running"
 
 
 def test_a_dedicated_guest_is_refused_where_there_is_no_room_then_placed_afresh(
-    two_hosts: Callable[..., Lab], make_guest: Callable[..., str], tmp_path: Path
+    two_hosts: Callable[[], Lab], make_guest: Callable[..., str], tmp_path: Path
 ) -> None:
     """The lab's hosts have 2 CPUs, one of which stays shared. ded (a dedicated
     vCPU) runs on host-a; host-b's only such CPU is held by hold, a dedicated guest
@@ -105,9 +105,7 @@ def test_a_dedicated_guest_is_refused_where_there_is_no_room_then_placed_afresh(
     for guest in (ded, hold):
         doc = {"guest": guest, "cpu": {"placement": "dedicated"}}
         assert run("apply", "-f", "-", input=json.dumps(doc)).exit_code == 0
-    xml = tmp_path / "hold.xml"
-    xml.write_text(GUEST_XML.format(name=hold, vcpus=1, boot="network", disk="", balloon=""))
-    assert env.on_b("define", str(xml)).returncode == 0
+    env.define_on_b(hold)
     virsh("start", ded)
 
     def dedicated(daemon: Daemon, guest: str, host: str | None = None) -> str | None:
@@ -118,7 +116,7 @@ def test_a_dedicated_guest_is_refused_where_there_is_no_room_then_placed_afresh(
 
     held = eventually(lambda: dedicated(env.a, hold, "host-b"), 20)
     cpu_a = eventually(lambda: dedicated(env.b, ded, "host-a"), 20)
-    eventually(lambda: vcpupin(virsh, ded) == {"0": cpu_a}, 20)
+    eventually(lambda: vcpu_affinity(virsh("vcpupin", ded)) == {"0": cpu_a}, 20)
     eventually(lambda: env.status_host(ded) == ["host-a"], 10)
     before = virsh("dumpxml", ded)
 
@@ -127,6 +125,9 @@ def test_a_dedicated_guest_is_refused_where_there_is_no_room_then_placed_afresh(
     assert f"{ded} cannot migrate to host-b: no room on host-b: {ded}: needs 1 dedicated" in why, (
         why
     )
+    dry = run("--server", str(env.a.socket), "migrate", ded, "--to", "host-b", "--dry-run")
+    assert dry.exit_code == 3, dry.output
+    assert dry.output.startswith(f"{ded} to host-b: refused: no room on host-b: {ded}: needs 1")
     assert run("--server", str(env.a.socket), "jobs", "-o", "json").stdout.strip() == "[]"
     # Past virtpolicy, host-b's hook refuses it with the same reason.
     direct = try_virsh("migrate", "--live", "--p2p", ded, env.uri_b, "--migrateuri",
@@ -138,12 +139,14 @@ def test_a_dedicated_guest_is_refused_where_there_is_no_room_then_placed_afresh(
 
     assert env.on_b("undefine", hold).returncode == 0
     eventually(lambda: dedicated(env.a, hold, "host-b") is None, 20)
+    asked = run("--server", str(env.a.socket), "migrate", ded, "--to", "host-b", "--dry-run")
+    assert (asked.exit_code, asked.output) == (0, f"{ded} to host-b: allowed\n")
     code, rows = env.migrate(env.a, ded, "host-b")
     assert code == 0, rows
     assert rows[0]["result"] == "migrated", rows
     cpu_b = eventually(lambda: dedicated(env.b, ded), 20)
     assert cpu_b == held  # the CPU hold had: the only one host-b can give
-    eventually(lambda: vcpupin(lambda *a: env.on_b(*a).stdout, ded) == {"0": cpu_b}, 20)
+    eventually(lambda: vcpu_affinity(env.on_b("vcpupin", ded).stdout) == {"0": cpu_b}, 20)
     # host-a: nothing dedicated left; the CPU ded held is shared again.
     eventually(lambda: ded not in env.placement(env.a)["guests"], 20)
     uses = {c["cpu"]: c["use"] for c in env.placement(env.a)["cpus"]}

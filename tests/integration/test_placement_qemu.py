@@ -8,13 +8,20 @@ for 2 dedicated CPUs, which cannot be had while pa holds one.
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Cli, Daemon, eventually, try_virsh, virsh, wait_connected
+from tests.conftest import (
+    Cli,
+    Daemon,
+    eventually,
+    try_virsh,
+    vcpu_affinity,
+    virsh,
+    wait_connected,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +41,7 @@ def pins(root: ET.Element) -> dict[str, str]:
 
 def live_affinity(name: str) -> dict[str, str]:
     """`virsh vcpupin NAME` of a running guest: vCPU -> CPU affinity."""
-    rows = (line.split() for line in virsh("vcpupin", name).splitlines() if line.strip())
-    return {row[0]: row[-1] for row in rows if re.fullmatch(r"\d+", row[0])}
+    return vcpu_affinity(virsh("vcpupin", name))
 
 
 def test_dedicated_and_shared_guests_on_qemu_and_a_refused_start(

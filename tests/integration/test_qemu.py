@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import virsh
+from tests.conftest import vcpu_affinity, virsh
 from virtpolicy.engine import changes
 from virtpolicy.engine.tuning.reconcile import Reconciler
 from virtpolicy.hypervisor.connection import LibvirtConnection
@@ -28,8 +28,7 @@ def hv(qemu_uri: str) -> Iterator[LibvirtConnection]:
 
 def vcpupin(guest: str, *flags: str) -> dict[int, str]:
     """`virsh vcpupin GUEST` as {vcpu: cpuset}."""
-    rows = [line.split() for line in virsh("vcpupin", guest, *flags).splitlines() if line.strip()]
-    return {int(vcpu): cpus for vcpu, cpus in rows}
+    return {int(v): cpus for v, cpus in vcpu_affinity(virsh("vcpupin", guest, *flags)).items()}
 
 
 def parameters(command: str, guest: str, *flags: str) -> dict[str, str]:

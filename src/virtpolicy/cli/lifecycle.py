@@ -192,9 +192,10 @@ def migrate_cmd(app: App, guests: tuple[str, ...], to: str, dry_run: bool, fmt: 
         answers = [service.migration(g, to) for g in request.guests]
         if fmt == "json":
             click.echo(json.dumps(answers, indent=2))
-        for a in answers if fmt == "table" else ():
-            verdict = "allowed" if a["allowed"] else "refused: " + "; ".join(a["reasons"])
-            click.echo(f"{a['guest']} to {to}: {verdict}")
+        else:
+            for a in answers:
+                verdict = "allowed" if a["allowed"] else "refused: " + "; ".join(a["reasons"])
+                click.echo(f"{a['guest']} to {to}: {verdict}")
         if not all(a["allowed"] for a in answers):
             raise SystemExit(EXIT_CONFLICT)
         return

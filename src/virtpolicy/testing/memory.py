@@ -242,7 +242,8 @@ class MemoryHypervisor:
         self._event(name, "migrated in")
 
     def migrate(self, name: str, uri: str, stream: str | None) -> None:
-        """The guest leaves for ``uri`` (recorded in :attr:`migrated`), undefined here."""
+        """The guest leaves for ``uri`` (recorded in :attr:`migrated`), undefined here;
+        as with libvirt, no UNDEFINED event follows its STOPPED/MIGRATED."""
         g = self._guest("migrate", name)
         if not g.running:
             raise HypervisorError(f"{name}: migrate: domain is not running")
@@ -250,7 +251,6 @@ class MemoryHypervisor:
         with self._lock:
             del self.guests_by_name[name]
             self.migrated.append((name, uri, stream))
-        self._event(name, "undefined")
 
     def agent_ping(self, name: str, timeout_s: int = 5) -> None:
         g = self._guest("agent_ping", name)

@@ -313,6 +313,18 @@ def test_postgres_feed_hears_each_write_by_name(db: str, store: SqlStore) -> Non
             [(changed, waited)] = woken
             assert changed
             assert waited < 30  # woken by the write, not by the 60 s poll
+            assert feed.wakes_on_write  # so the daemon waits long between looks
+            # Stopping ends a long wait at once, and it reports no change.
+            woken.clear()
+            listener = threading.Thread(target=listen)
+            listener.start()
+            time.sleep(0.2)
+            stop.set()
+            feed.interrupt()
+            listener.join(60)
+            [(changed, waited)] = woken
+            assert not changed
+            assert waited < 30
             return
         assert isinstance(feed, PostgresFeed)
         assert feed.written() is None  # before it listened: only the store can tell

@@ -189,6 +189,14 @@ class ChangeFeed(Protocol):
         one of them in full (PostgreSQL's notifications carry them); None when
         only the store can tell. Those of guests not ``wanted`` are not decoded."""
 
+    @property
+    def wakes_on_write(self) -> bool:
+        """Whether a wait ends as soon as another process writes, so that a caller
+        may wait long (:data:`~virtpolicy.store.feed.UNHEARD_S`)."""
+
+    def interrupt(self) -> None:
+        """From another thread: end a wait now (it returns False if ``stop`` is set)."""
+
     def close(self) -> None: ...
 
 

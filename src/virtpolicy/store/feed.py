@@ -7,8 +7,8 @@ soon, that some process wrote. Two ways, one interface
 - SQLite: ``PRAGMA data_version`` (a few microseconds; it moves whenever
   another connection commits), looked at as soon as the kernel says the
   database's directory changed (inotify: a commit writes the WAL file), and
-  every ``timeout`` seconds in any case (and only then where there is no
-  inotify).
+  every ``timeout`` seconds in any case (with inotify the daemon waits
+  :data:`UNHEARD_S`).
 - PostgreSQL: every write transaction sends ``NOTIFY virtpolicy_changes``
   with the revisions it wrote and the guests they are about, and the
   revisions themselves when they fit in a notification; the feed
@@ -104,6 +104,12 @@ class PollFeed:
     def written(self, wanted: Wanted | None = None) -> list[Revision] | None:
         return None  # only the store can tell
 
+    #: It hears nothing: it looks every ``timeout``.
+    wakes_on_write = False
+
+    def interrupt(self) -> None:
+        pass  # its wait is ``stop.wait``, which setting ``stop`` ends
+
     def check(self) -> bool:
         """Whether the policies changed since the last look (a store error counts:
         the reader finds out what it can)."""
@@ -128,23 +134,38 @@ class PollFeed:
 _IN_WRITTEN = 0x2 | 0x8 | 0x100 | 0x80
 #: A change heard before its commit is complete is looked at once more after this.
 _SETTLE_S = 0.02
+#: How long a caller waits on a feed that :attr:`~DirectoryFeed.wakes_on_write`
+#: (then the change marker is read all the same, in case a write went unheard).
+UNHEARD_S = 30.0
 
 
 class DirectoryFeed:
     """SQLite: a :class:`PollFeed` woken by inotify when the database's directory
-    changes, not only every ``timeout`` seconds (Linux; elsewhere only polled)."""
+    changes (Linux; elsewhere only polled). A commit writes the directory's
+    files, so with inotify a wait ends at a write (:attr:`wakes_on_write`), and
+    a caller can wait long: an idle daemon's thread need not wake every few
+    seconds for nothing."""
 
     def __init__(self, directory: str, poll: PollFeed) -> None:
         self._poll = poll
         self._fd = _watch(directory)
+        #: Wakes a wait at once (:meth:`interrupt`), as ``stop.wait`` would.
+        self._wake: int | None = None
+        if self._fd is not None:
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._closing = threading.Lock()
+
+    @property
+    def wakes_on_write(self) -> bool:
+        return self._fd is not None
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:
-        if self._fd is None:
+        if self._fd is None or self._wake is None:
             return self._poll.wait(timeout, stop)
-        ready, _, _ = select.select([self._fd], [], [], timeout)
+        ready, _, _ = select.select([self._fd, self._wake], [], [], timeout)
         if stop.is_set():
             return False
-        if not ready:
+        if self._fd not in ready:
             return self._poll.check()
         _drain(self._fd)
         if self._poll.check():
@@ -152,13 +173,20 @@ class DirectoryFeed:
         # The WAL may be written before the commit is visible: look once more.
         return not stop.wait(_SETTLE_S) and self._poll.check()
 
+    def interrupt(self) -> None:
+        with self._closing:  # never a descriptor closed meanwhile, or reused
+            if self._wake is not None:
+                os.eventfd_write(self._wake, 1)
+
     def written(self, wanted: Wanted | None = None) -> list[Revision] | None:
         return None
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._closing:
+            for fd in (self._fd, self._wake):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._wake = None
 
 
 def _watch(directory: str) -> int | None:
@@ -205,6 +233,12 @@ class PostgresFeed:
         #: (a reconnection, too many): then only the store can tell.
         self._news: collections.deque[str] | None = collections.deque()
         self._lock = threading.Lock()
+
+    #: It hears every write, but its wait's timeout also paces its reconnection.
+    wakes_on_write = False
+
+    def interrupt(self) -> None:
+        pass  # its wait ends within the caller's timeout
 
     def written(self, wanted: Wanted | None = None) -> list[Revision] | None:
         """The revisions the notifications since the last call carried, in order

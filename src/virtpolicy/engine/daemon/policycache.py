@@ -27,6 +27,7 @@ from virtpolicy.engine.runtime.outage import Outage
 from virtpolicy.errors import StoreError
 from virtpolicy.policy.model import GuestPolicy
 from virtpolicy.store.base import ChangeFeed, Policies, Revision, StoredPolicy, Wanted
+from virtpolicy.store.feed import UNHEARD_S
 
 log = logging.getLogger(__name__)
 
@@ -269,22 +270,27 @@ async def follow(
 
     A thread of its own waits on the store's change feed (PostgreSQL: a
     notification, at once; SQLite: its change marker, read when inotify says the
-    database's directory was written, and every ``interval`` seconds, every 4
-    intervals after :data:`QUIET_S` without a write) and wakes the loop only when
+    database's directory was written, and every :data:`UNHEARD_S` in case;
+    without inotify, every ``interval`` seconds, every 4 intervals after
+    :data:`QUIET_S` without a write) and wakes the loop only when
     something was written, so an idle daemon's loop does not wake for nothing.
     """
     loop = asyncio.get_running_loop()
     moved = moved or asyncio.Event()
     stop = threading.Event()
 
+    feeds: list[ChangeFeed] = []  # the watch's, to interrupt on the way out
+
     def watch() -> None:
         feed = cache.feed()
+        feeds.append(feed)
         changed_at = -math.inf  # quiet from the start: nothing was written yet
         first = True
         try:
             while not stop.is_set():
                 quiet = time.monotonic() - changed_at > QUIET_S
-                if feed.wait(interval * 4 if quiet else interval, stop):
+                timeout = interval * 4 if quiet else interval
+                if feed.wait(UNHEARD_S if feed.wakes_on_write else timeout, stop):
                     if not first:
                         changed_at = time.monotonic()
                     try:
@@ -314,3 +320,5 @@ async def follow(
                     on_change(written)
     finally:
         stop.set()
+        for feed in feeds:
+            feed.interrupt()

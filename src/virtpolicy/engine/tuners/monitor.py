@@ -350,7 +350,8 @@ class Monitor:
         """The optional groups to collect in the next sample; the host's memory
         every :data:`HOST_MEMORY_S` seconds whatever is read (for the fleet)."""
         now = time.monotonic()
-        recent = {g for g, at in self.wanted.items() if now - at < WANTED_S}
+        # A copy: readers on the loop add to it while the sampler's thread looks.
+        recent = {g for g, at in list(self.wanted.items()) if now - at < WANTED_S}
         if now - self._host_memory_at >= HOST_MEMORY_S:
             self._host_memory_at = now
             recent.add(HOST_MEMORY)

@@ -33,6 +33,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from virtpolicy.hypervisor.stats import NO_VIEW, GuestCounters, GuestView, VcpuCounters
 
@@ -132,9 +133,9 @@ def files_of(threads: Threads, proc: Path = PROC, cgroups: Path = CGROUPS) -> Fi
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Memory:
-    """A guest's memory as its cgroup counts it (KiB; faults and stall counters)."""
+class Memory(NamedTuple):
+    """A guest's memory as its cgroup counts it (KiB; faults and stall counters),
+    in the order of :class:`~virtpolicy.hypervisor.stats.GuestCounters`' fields."""
 
     anon_kib: int
     file_kib: int
@@ -326,37 +327,38 @@ def read_counters(
     if text is None:
         raise NotLocal(f"process {files.pid} is gone")
     stat = text if kind == "stat" else (read(files.stat) if rss else None)
-    fields = stat.rpartition(b")")[2].split() if stat is not None else []
+    # Split no further than field 24 of stat (rss), the 22nd after the ")".
+    fields = stat.rpartition(b")")[2].split(None, 22) if stat is not None else []
     if kind == "cpuacct":
         cpu_ns = int(text)
     elif kind == "cpu.stat":
         cpu_ns = (_field(text, b"usage_usec") or 0) * 1000
-    else:  # the process's utime + stime (fields 14 and 15 of stat)
+    else:
         cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
     if rss and len(fields) < 22:
         raise NotLocal(f"process {files.pid} is gone")
-    found = []
-    for sched in files.schedstat if vcpus else ():
-        run_wait = (read(sched) or b"").split()
-        run, wait = (int(run_wait[0]), int(run_wait[1])) if len(run_wait) >= 2 else (None, None)
-        found.append(VcpuCounters(time_ns=run, delay_ns=wait, wait_ns=None))
-    return GuestCounters(
-        name=name,
-        state=state,
-        cpu_ns=cpu_ns,
-        vcpus=tuple(found),
-        memory_kib=balloon.current_kib if balloon else None,
-        rss_kib=int(fields[21]) * PAGE // 1024 if rss else None,  # field 24 of stat
-        memory_max_kib=balloon.maximum_kib if balloon else None,
-        job=balloon.job if balloon else None,
-        hugepages=balloon.hugepages if balloon else None,
-        **view._asdict(),
-        anon_kib=memory.anon_kib if memory else None,
-        file_kib=memory.file_kib if memory else None,
-        swap_kib=memory.swap_kib if memory else None,
-        major_faults=memory.major_faults if memory else None,
-        memory_stall_ns=memory.stall_ns if memory else None,
+    found: tuple[VcpuCounters, ...] = ()
+    if vcpus:
+        found = tuple(_vcpu(read(sched)) for sched in files.schedstat)
+    rss_kib = int(fields[21]) * PAGE // 1024 if rss else None
+    b = balloon  # all 19 fields, as declared: made once per guest per sample
+    return GuestCounters._make(
+        (name, state, cpu_ns, found, b and b.current_kib, rss_kib, b and b.maximum_kib, *view)
+        + (memory or _NO_MEMORY)
+        + (b and b.job, b and b.hugepages)
     )
+
+
+def _vcpu(schedstat: bytes | None) -> VcpuCounters:
+    """A vCPU thread's run and wait time from its ``schedstat``."""
+    run_wait = (schedstat or b"").split()
+    if len(run_wait) < 2:
+        return _NO_VCPU
+    return VcpuCounters(int(run_wait[0]), int(run_wait[1]), None)
+
+
+_NO_VCPU = VcpuCounters(None, None, None)
+_NO_MEMORY = (None, None, None, None, None)
 
 
 def _tgid(proc: Path, tid: int) -> int | None:

@@ -151,6 +151,9 @@ class LocalSampler:
         self._files: dict[tuple[str, int], Files] = {}
         self._memory: dict[tuple[str, int], _Memory] = {}
         self._memory_at = -BALLOON_S
+        #: The domains as last sampled: while they stay the same object, no guest
+        #: started or stopped, and no file is to be let go of.
+        self._known: Mapping[str, tuple[int, int]] = {}
 
     def collect(
         self, conn: libvirt.virConnect, cpus: int, groups: Collection[str], nowait: int
@@ -173,21 +176,20 @@ class LocalSampler:
         guests: dict[str, stats.GuestCounters] = {}
         fallback: dict[str, str] = {}
         away: list[str] = []
-        live: set[tuple[str, int]] = set()
-        for name, (number, state) in self.domains.known.items():
+        known = self.domains.known
+        if known is not self._known:  # a guest started or stopped: let go of the gone
+            self._let_go(known)
+        read = self._read if "balloon" in groups else self._read_cpu
+        vcpus = "vcpu" in groups
+        for name, (number, state) in known.items():
             if number < 0:  # not active: no process to read (paused ones are read)
                 guests[name] = stats.GuestCounters(name, state, None, (), None, None, None)
                 continue
-            key = (name, number)
-            live.add(key)
             try:
-                guests[name] = self._read(key, state, groups, memory_due)
+                guests[name] = read((name, number), state, vcpus, memory_due)
             except NotLocal as exc:
                 fallback[name] = str(exc)
                 away.append(name)
-        for key in set(self._files) - live:  # stopped, or started again
-            self.open.close(self._files.pop(key).paths())
-            self._memory.pop(key, None)
         if memory_due and "balloon" in groups:
             self._memory_at = mono
         guests.update(_through_libvirt(conn, away, groups, nowait))
@@ -197,31 +199,46 @@ class LocalSampler:
             mono, wall, guests, host, source="kernel", fallback=fallback, host_memory=memory
         )
 
-    def _read(
-        self, key: tuple[str, int], state: int, groups: Collection[str], memory_due: bool
+    def _let_go(self, known: Mapping[str, tuple[int, int]]) -> None:
+        """Close the files of guests no longer running as they were (stopped, or
+        started again: a new ID)."""
+        live = {(name, number) for name, (number, _) in known.items() if number >= 0}
+        for key in set(self._files) - live:
+            self.open.close(self._files.pop(key).paths())
+            self._memory.pop(key, None)
+        self._known = known
+
+    def _files_of(self, key: tuple[str, int]) -> Files:
+        """Where a running guest's counters are, found at its first sample;
+        NotLocal when they cannot be read here."""
+        files = self._files.get(key)
+        if files is None:
+            status = status_of(key[0], self.status_dir)
+            files = files_of(threads_from_status(status, self.proc), self.proc, self.cgroups)
+            self._files[key] = files
+        return files
+
+    def _read_cpu(
+        self, key: tuple[str, int], state: int, vcpus: bool, _memory_due: bool
     ) -> stats.GuestCounters:
-        """One running guest's counters from the kernel; NotLocal when they cannot
-        be read here."""
-        name = key[0]
-        files = self._files.get(key) or files_of(
-            threads_from_status(status_of(name, self.status_dir), self.proc),
-            self.proc,
-            self.cgroups,
-        )
-        self._files[key] = files
-        if "balloon" not in groups:
-            return read_counters(
-                name, state, files, vcpus="vcpu" in groups, rss=False, read=self.open.read
-            )
+        """One running guest's CPU counters from the kernel (nothing reads memory)."""
+        files = self._files_of(key)
+        return read_counters(key[0], state, files, vcpus=vcpus, rss=False, read=self.open.read)
+
+    def _read(
+        self, key: tuple[str, int], state: int, vcpus: bool, memory_due: bool
+    ) -> stats.GuestCounters:
+        """One running guest's counters from the kernel, memory too."""
+        files = self._files_of(key)
         memory = self._memory.get(key)
         if memory is None or memory_due:
-            memory = self._memory[key] = self._memory_of(name, files, memory)
+            memory = self._memory[key] = self._memory_of(key[0], files, memory)
         view = memory.view
         return read_counters(
-            name,
+            key[0],
             state,
             files,
-            vcpus="vcpu" in groups,
+            vcpus=vcpus,
             memory=memory.cgroup,
             balloon=memory.balloon[1] if memory.balloon else None,
             view=view.figures if view else stats.NO_VIEW,

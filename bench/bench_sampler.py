@@ -78,14 +78,10 @@ def history_bytes(guests: int, vcpus: int) -> tuple[float, float]:
     before = tracemalloc.take_snapshot()
     monitor = Monitor(interval=5, window=3600)
     for i in range(monitor.history.capacity + 1):
-        values = {}
-        for g in range(guests):
-            values[f"g{g}", "cpu"] = 50.0
-            values[f"g{g}", "rss_kib"] = 1000.0
-            for v in range(vcpus):
-                values[f"g{g}", f"vcpu.{v}"] = 25.0
-                values[f"g{g}", f"steal.{v}"] = 1.0
-        monitor.history.add(float(i * 5), values)
+        metrics = ("cpu", "rss_kib", *(f"vcpu.{v}" for v in range(vcpus)))
+        metrics += tuple(f"steal.{v}" for v in range(vcpus))
+        row = (metrics, (50.0, 1000.0, *[25.0] * vcpus, *[1.0] * vcpus))
+        monitor.history.add(float(i * 5), {f"g{g}": row for g in range(guests)})
     after = tracemalloc.take_snapshot()
     allocated = sum(s.size_diff for s in after.compare_to(before, "filename"))
     tracemalloc.stop()

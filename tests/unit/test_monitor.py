@@ -75,7 +75,7 @@ def test_history_window_steps_and_wraps() -> None:
     """History window steps and wraps."""
     h = History(capacity=4)
     for i in range(6):  # wraps: only the last four are kept
-        h.add(100.0 + i, {("g", "cpu"): float(i), ("g", "rss_kib"): None})
+        h.add(100.0 + i, {"g": (("cpu", "rss_kib"), (float(i), None))})
     points = h.window("g", ["cpu", "rss_kib"], since=0, step=0)
     assert [p["time"] for p in points] == [102.0, 103.0, 104.0, 105.0]
     assert [p["cpu"] for p in points] == [2.0, 3.0, 4.0, 5.0]
@@ -88,11 +88,37 @@ def test_history_window_steps_and_wraps() -> None:
 def test_history_forgets_a_guest_gone_for_a_whole_window() -> None:
     """History forgets a guest gone for a whole window."""
     h = History(capacity=3)
-    h.add(1.0, {("old", "cpu"): 1.0, ("new", "cpu"): 1.0})
-    for t in range(2, 6):
-        h.add(float(t), {("new", "cpu"): 1.0})
+    h.add(1.0, {"old": (("cpu",), (1.0,)), "new": (("cpu",), (1.0,))})
+    h.add(2.0, {"new": (("cpu",), (1.0,))})
+    h.add(3.0, {"new": (("cpu",), (1.0,))})
+    assert h.owners() == {"old", "new"}  # its 1.0 is still in the window
+    assert [p["cpu"] for p in h.window("old", ["cpu"], since=0, step=0)] == [1.0, None, None]
+    for t in range(4, 6):
+        h.add(float(t), {"new": (("cpu",), (1.0,))})
     assert h.owners() == {"new"}
-    assert ("old", "cpu") not in h.series
+    assert h.metrics("old") == ()
+    assert h.series() == 1
+
+
+def test_history_keeps_a_readers_columns_after_it_has_gone() -> None:
+    """A guest's vCPU figures (sampled while a reader wants them) stay in the
+    window after they are no longer sampled, as gaps from then on; a new
+    metric widens the guest's row without losing what it had."""
+    h = History(capacity=4)
+    h.add(1.0, {"g": (("cpu", "rss_kib"), (10.0, 100))})
+    h.add(2.0, {"g": (("cpu", "rss_kib", "vcpu.0", "steal.0"), (20.0, 100, 15.0, 1.5))})
+    h.add(3.0, {"g": (("cpu", "rss_kib"), (30.0, None))})
+    assert h.metrics("g") == ("cpu", "rss_kib", "vcpu.0", "steal.0")
+    points = h.window("g", ["cpu", "rss_kib", "vcpu.0", "steal.0", "nothing"], since=0, step=0)
+    assert [p["cpu"] for p in points] == [10.0, 20.0, 30.0]
+    assert [p["rss_kib"] for p in points] == [100.0, 100.0, None]
+    assert [p["vcpu.0"] for p in points] == [None, 15.0, None]
+    assert [p["steal.0"] for p in points] == [None, 1.5, None]
+    assert {p["nothing"] for p in points} == {None}
+    assert h.window("nobody", ["cpu"], since=0, step=0) == [
+        {"time": t, "cpu": None} for t in (1.0, 2.0, 3.0)
+    ]
+    assert h.series() == 4
 
 
 def test_prometheus_text_parses_with_the_right_labels() -> None:

@@ -80,7 +80,7 @@ def host(who: Reader, daemon: DaemonDep) -> dict[str, Any]:
     cpus = int(daemon.host_info().get("cpus") or 0)
     latest = monitor.latest
     history = monitor.history
-    series = len(history.series)
+    series = history.series()
     owners = max(1, len(history.owners() - {"host"}))
     memory = monitor.host_memory
     return {

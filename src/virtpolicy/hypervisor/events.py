@@ -45,9 +45,6 @@ _MIGRATION = {
 #: (guest, what happened) -> None
 GuestCallback = Callable[[str, str], None]
 
-_KEEPALIVE_INTERVAL_S = 5
-_KEEPALIVE_COUNT = 3
-
 
 def use_asyncio(loop: asyncio.AbstractEventLoop) -> None:
     """Register ``loop`` as libvirt's event implementation (once per process)."""
@@ -79,13 +76,7 @@ class EventWatch:
     def register(self) -> None:
         """Subscribe on the connection (a new watch after each reconnect); raises
         libvirt's own errors, which the caller translates."""
-        conn = self.conn
-        try:
-            # Notices a hung libvirtd; local drivers (test:///) have no keepalive.
-            conn.setKeepAlive(_KEEPALIVE_INTERVAL_S, _KEEPALIVE_COUNT)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                raise
+        conn = self.conn  # its keepalive is the connection's (connection.py)
         self._ids = [
             conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, None

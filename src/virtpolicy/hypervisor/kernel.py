@@ -195,7 +195,7 @@ _PERIOD = re.compile(rb"<stats period='(\d+)'")
 _JOB = re.compile(rb"<job [^>]*async='([^']+)'")
 
 
-def read_balloon(path: Path, known: tuple[int, Balloon] | None) -> tuple[int, Balloon] | None:
+def read_balloon(path: str | Path, known: tuple[int, Balloon] | None) -> tuple[int, Balloon] | None:
     """(the file's mtime, the balloon) from libvirt's status at ``path``, read
     again only when libvirt rewrote it (``known`` otherwise); None when it cannot
     be read."""
@@ -203,7 +203,8 @@ def read_balloon(path: Path, known: tuple[int, Balloon] | None) -> tuple[int, Ba
         mtime = os.stat(path).st_mtime_ns
         if known is not None and known[0] == mtime:
             return known
-        text = path.read_bytes()
+        with open(path, "rb") as f:
+            text = f.read()
     except OSError:
         return None
     start = text.find(b"<memballoon")
@@ -337,9 +338,7 @@ def read_counters(
         cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
     if rss and len(fields) < 22:
         raise NotLocal(f"process {files.pid} is gone")
-    found: tuple[VcpuCounters, ...] = ()
-    if vcpus:
-        found = tuple(_vcpu(read(sched)) for sched in files.schedstat)
+    found = tuple(_vcpu(read(sched)) for sched in files.schedstat) if vcpus else ()
     rss_kib = int(fields[21]) * PAGE // 1024 if rss else None
     b = balloon  # all 19 fields, as declared: made once per guest per sample
     return GuestCounters._make(
@@ -352,9 +351,7 @@ def read_counters(
 def _vcpu(schedstat: bytes | None) -> VcpuCounters:
     """A vCPU thread's run and wait time from its ``schedstat``."""
     run_wait = (schedstat or b"").split()
-    if len(run_wait) < 2:
-        return _NO_VCPU
-    return VcpuCounters(int(run_wait[0]), int(run_wait[1]), None)
+    return VcpuCounters(int(run_wait[0]), int(run_wait[1]), None) if len(run_wait) > 1 else _NO_VCPU
 
 
 _NO_VCPU = VcpuCounters(None, None, None)

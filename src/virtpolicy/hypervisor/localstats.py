@@ -144,6 +144,7 @@ class LocalSampler:
 
     def __init__(self, status_dir: Path, proc: Path = PROC, cgroups: Path = CGROUPS) -> None:
         self.status_dir = status_dir
+        self._status_prefix = f"{status_dir}{os.sep}"
         self.proc = proc
         self.cgroups = cgroups
         self.domains = Domains()
@@ -248,7 +249,7 @@ class LocalSampler:
     def _memory_of(self, name: str, files: Files, known: _Memory | None) -> _Memory:
         """A guest's memory figures, read anew: its cgroup's, and the balloon as
         libvirt's status records it (read again only when libvirt rewrote it)."""
-        path = self.status_dir / f"{name}.xml"
+        path = f"{self._status_prefix}{name}.xml"  # not a Path: made per guest per read
         balloon = read_balloon(path, known.balloon if known else None)
         return _Memory(read_memory(files, self.open.read), balloon, known.view if known else None)
 

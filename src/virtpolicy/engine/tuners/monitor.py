@@ -15,12 +15,13 @@ of series: :meth:`History.bytes_for`.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -198,55 +199,113 @@ def rates(now: Sample, before: Sample | None) -> Rates:
     return Rates(now.wall, ns / 1e9, guests, tuple(host), now.host_memory)
 
 
-def series_of(r: Rates) -> dict[tuple[str, str], float | None]:
-    """The values one interval adds to the history, by (guest or "host", metric)."""
-    out: dict[tuple[str, str], float | None] = {}
+#: One owner's values of one interval: the metrics' names, then their values.
+Row = tuple[tuple[str, ...], Sequence[float | None]]
+
+
+@functools.cache
+def _guest_metrics(vcpus: int, stall: bool, memory: bool, usable: bool) -> tuple[str, ...]:
+    optional = (("memory_stall", stall), ("memory_kib", memory), ("usable_kib", usable))
+    return (
+        "cpu",
+        "rss_kib",
+        *(name for name, present in optional if present),
+        *(f"vcpu.{i}" for i in range(vcpus)),
+        *(f"steal.{i}" for i in range(vcpus)),
+    )
+
+
+@functools.cache
+def _host_metrics(cpus: int) -> tuple[str, ...]:
+    return tuple(f"cpu.{cpu}" for cpu in range(cpus))
+
+
+def series_of(r: Rates) -> dict[str, Row]:
+    """The values one interval adds to the history, a row per guest and one for
+    the "host". A guest's metrics: "cpu", "rss_kib"; where sampled,
+    "memory_stall", "memory_kib" (the balloon's), "usable_kib"; "vcpu.N" and
+    "steal.N" for each vCPU (the names made once per shape, not per sample)."""
+    out: dict[str, Row] = {}
     for name, g in r.guests.items():
-        out[name, "cpu"] = g.cpu_percent
-        out[name, "rss_kib"] = None if g.rss_kib is None else float(g.rss_kib)
-        if g.memory_stall_percent is not None:
-            out[name, "memory_stall"] = g.memory_stall_percent
-        if g.memory_kib is not None:  # only where the balloon is sampled
-            out[name, "memory_kib"] = float(g.memory_kib)
-        if g.usable_kib is not None:
-            out[name, "usable_kib"] = float(g.usable_kib)
-        for i, (used, steal) in enumerate(zip(g.vcpu_percent, g.vcpu_steal_percent, strict=True)):
-            out[name, f"vcpu.{i}"] = used
-            out[name, f"steal.{i}"] = steal
-    for cpu, busy in enumerate(r.host_busy_percent):
-        out["host", f"cpu.{cpu}"] = busy
+        stall, memory, usable = g.memory_stall_percent, g.memory_kib, g.usable_kib
+        metrics = _guest_metrics(
+            len(g.vcpu_percent), stall is not None, memory is not None, usable is not None
+        )
+        head: tuple[float | None, ...] = (g.cpu_percent, g.rss_kib)
+        if stall is not None or memory is not None or usable is not None:
+            head += tuple(v for v in (stall, memory, usable) if v is not None)
+        out[name] = (metrics, head + g.vcpu_percent + g.vcpu_steal_percent)
+    out["host"] = (_host_metrics(len(r.host_busy_percent)), r.host_busy_percent)
     return out
 
 
+_NAN = math.nan
+
+
+class _Owner:
+    """One owner's series: a ring of rows of 4-byte floats, a column per metric.
+    Its metrics only grow (a column seen once is kept, NaN when absent) until
+    the owner is forgotten, so a reader's figures stay in the window after the
+    reader has gone."""
+
+    __slots__ = ("blank", "column", "metrics", "ring", "seen")
+
+    def __init__(self, metrics: tuple[str, ...], capacity: int, seen: int) -> None:
+        self.metrics = metrics
+        self.column = {m: i for i, m in enumerate(metrics)}
+        self.blank = array("f", [_NAN]) * len(metrics)
+        self.ring = self.blank * capacity
+        self.seen = seen
+
+    def widened(self, metrics: Iterable[str], capacity: int) -> _Owner:
+        """Itself with ``metrics`` among its columns (the old values kept)."""
+        more = tuple(m for m in metrics if m not in self.column)
+        wide = _Owner(self.metrics + more, capacity, self.seen)
+        n, w = len(self.metrics), len(wide.metrics)
+        for slot in range(capacity):
+            wide.ring[slot * w : slot * w + n] = self.ring[slot * n : slot * n + n]
+        return wide
+
+
 class History:
-    """A ring of ``capacity`` samples per series; see the module docstring."""
+    """A ring of ``capacity`` samples per series; see the module docstring. Each
+    owner (a guest, or "host") keeps its series as one ring of rows, so that a
+    sample writes one row per owner, not one value per series."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
-        self.times = array("d", [math.nan]) * self.capacity
-        self.series: dict[tuple[str, str], array[float]] = {}
-        self._last_seen: dict[str, int] = {}
+        self.times = array("d", [_NAN]) * self.capacity
+        self._owners: dict[str, _Owner] = {}
         self.added = 0  # samples ever added; the newest is at (added - 1) % capacity
         self._lock = threading.Lock()
 
-    def add(self, wall: float, values: Mapping[tuple[str, str], float | None]) -> None:
+    def add(self, wall: float, rows: Mapping[str, Row]) -> None:
         with self._lock:
-            slot = self.added % self.capacity
+            slot, capacity = self.added % self.capacity, self.capacity
             self.times[slot] = wall
-            for key, old in self.series.items():
-                if key not in values:
-                    old[slot] = math.nan
-            for key, value in values.items():
-                ring = self.series.get(key)
-                if ring is None:
-                    ring = self.series[key] = array("f", [math.nan]) * self.capacity
-                ring[slot] = math.nan if value is None else value
-                self._last_seen[key[0]] = self.added
+            for name, (metrics, values) in rows.items():
+                owner = self._owners.get(name)
+                if owner is None:
+                    owner = self._owners[name] = _Owner(metrics, capacity, self.added)
+                elif owner.metrics != metrics and not owner.column.keys() >= set(metrics):
+                    owner = self._owners[name] = owner.widened(metrics, capacity)
+                n = len(owner.metrics)
+                if owner.metrics == metrics:
+                    row = array("f", [_NAN if v is None else v for v in values])
+                else:  # fewer than it has had: the others are NaN
+                    row = array("f", owner.blank)
+                    for metric, v in zip(metrics, values, strict=True):
+                        row[owner.column[metric]] = _NAN if v is None else v
+                owner.ring[slot * n : slot * n + n] = row
+                owner.seen = self.added
+            for name in self._owners.keys() - rows.keys():
+                owner = self._owners[name]
+                if self.added - owner.seen >= capacity:
+                    del self._owners[name]  # gone for a whole window: nothing left to show
+                else:
+                    n = len(owner.metrics)
+                    owner.ring[slot * n : slot * n + n] = owner.blank
             self.added += 1
-            # A guest gone for a whole window has nothing left to show: forget it.
-            stale = [k for k in self.series if self.added - self._last_seen[k[0]] > self.capacity]
-            for key in stale:
-                del self.series[key]
 
     def window(
         self, owner: str, metrics: Iterable[str], since: float, step: float
@@ -256,21 +315,36 @@ class History:
         with self._lock:
             count = min(self.added, self.capacity)
             first = self.added - count
-            rings = {m: self.series.get((owner, m)) for m in metrics}
+            kept = self._owners.get(owner)
+            n = len(kept.metrics) if kept else 0
+            columns = {m: kept.column.get(m) if kept else None for m in metrics}
             rows = []
-            for n in range(first, self.added):
-                slot = n % self.capacity
+            for s in range(first, self.added):
+                slot = s % self.capacity
                 t = self.times[slot]
                 if t <= since:
                     continue
-                rows.append(
-                    (t, {m: (r[slot] if r is not None else math.nan) for m, r in rings.items()})
-                )
+                values = {
+                    m: (kept.ring[slot * n + c] if kept and c is not None else _NAN)
+                    for m, c in columns.items()
+                }
+                rows.append((t, values))
         return _buckets(rows, step)
 
     def owners(self) -> set[str]:
         with self._lock:  # API threads ask while the sampler adds and forgets
-            return {owner for owner, _ in self.series}
+            return set(self._owners)
+
+    def metrics(self, owner: str) -> tuple[str, ...]:
+        """The series kept of ``owner`` (none if it has none)."""
+        with self._lock:
+            kept = self._owners.get(owner)
+            return kept.metrics if kept else ()
+
+    def series(self) -> int:
+        """How many series are kept, of every owner."""
+        with self._lock:
+            return sum(len(o.metrics) for o in self._owners.values())
 
     def bytes_for(self, series: int) -> int:
         """Bytes ``series`` series take for the whole window."""

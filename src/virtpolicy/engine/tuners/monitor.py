@@ -257,12 +257,13 @@ class _Owner:
         self.ring = self.blank * capacity
         self.seen = seen
 
-    def widened(self, metrics: Iterable[str], capacity: int) -> _Owner:
-        """Itself with ``metrics`` among its columns (the old values kept)."""
+    def widened(self, metrics: Iterable[str], capacity: int, filled: Iterable[int]) -> _Owner:
+        """Itself with ``metrics`` among its columns, the old values of the
+        ``filled`` slots kept."""
         more = tuple(m for m in metrics if m not in self.column)
         wide = _Owner(self.metrics + more, capacity, self.seen)
         n, w = len(self.metrics), len(wide.metrics)
-        for slot in range(capacity):
+        for slot in filled:
             wide.ring[slot * w : slot * w + n] = self.ring[slot * n : slot * n + n]
         return wide
 
@@ -288,7 +289,8 @@ class History:
                 if owner is None:
                     owner = self._owners[name] = _Owner(metrics, capacity, self.added)
                 elif owner.metrics != metrics and not owner.column.keys() >= set(metrics):
-                    owner = self._owners[name] = owner.widened(metrics, capacity)
+                    filled = range(min(self.added, capacity))
+                    owner = self._owners[name] = owner.widened(metrics, capacity, filled)
                 n = len(owner.metrics)
                 if owner.metrics == metrics:
                     row = array("f", [_NAN if v is None else v for v in values])

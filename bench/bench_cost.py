@@ -14,7 +14,9 @@ Two measurements on the lab's real libvirtd, each over --seconds, CPU time
   scrape). Both are reported per guest per sample, daemon and libvirtd
   together;
 - floor (``--only floor``): the same guests read by bench/floor_sampler.py, a
-  Python process that reads the same kernel files and does nothing else.
+  Python process that reads the same kernel files and does nothing else
+  (plain, in an asyncio loop's worker thread, and as a process hearing
+  libvirt's events with a sampling thread: libvirtd's CPU counted too).
 
 Every run is printed. Nothing is asserted.
 """
@@ -120,13 +122,19 @@ def measure(
                 accounted(daemon.pid) as used,
                 httpx.Client(transport=transport, base_url="http://vp") as api,
             ):
+                # A reader that has been reading for a while (a scrape): its first
+                # read, and what the daemon does once when a reader comes (each
+                # guest's status read, its history widened), are before the window.
+                next_read = time.monotonic()
+                if reader:
+                    api.get("/v1/stats/guests")
+                    next_read += 15
                 time.sleep(10)  # connected, first passes done
                 # /v1/host, not /v1/stats/host: reading the host CPUs' figures
                 # would make the daemon collect them.
                 before = api.get("/v1/host").json()["samples"]
                 lv = libvirtd_pid()
                 d0, l0, t0 = used(), thread_seconds(lv), time.monotonic()
-                next_read = t0
                 spy_args = ["-r", "1000", "-f", "raw", "-o", str(profile), "-d", str(int(seconds))]
                 spy = profile and subprocess.Popen(
                     [PY_SPY, "record", "--nonblocking", *spy_args, "-p", str(daemon.pid)],
@@ -179,6 +187,11 @@ def stopped(conn: libvirt.virConnect, names: list[str]) -> None:
 
 
 FLOOR = Path(__file__).with_name("floor_sampler.py")
+FLOOR_MODES = {
+    "plain": "plain loop",
+    "asyncio": "asyncio + worker thread",
+    "events": "libvirt events on asyncio + a sampling thread",
+}
 
 
 def floor(seconds: float, guests: int, interval: float) -> None:
@@ -190,27 +203,29 @@ def floor(seconds: float, guests: int, interval: float) -> None:
     try:
         started(conn, names)
         time.sleep(5)
-        for use_async in (False, True):
+        for mode in ("plain", "asyncio", "events"):
             for reader in (False, True):
-                flags = ["1" if reader else "0", "1" if use_async else "0"]
+                python = [sys.executable] if mode == "events" else ["/usr/bin/python3", "-S"]
                 proc = subprocess.Popen(
-                    ["/usr/bin/python3", "-S", str(FLOOR), str(interval), *flags, *names],
+                    [*python, str(FLOOR), str(interval), "1" if reader else "0", mode, *names],
                     stdout=subprocess.PIPE, text=True,
                 )  # fmt: skip
                 with accounted(proc.pid) as spent:
                     time.sleep(2)  # started, files opened
-                    c0, t0 = spent(), time.monotonic()
+                    lv = libvirtd_pid()
+                    c0, l0, t0 = spent(), thread_seconds(lv), time.monotonic()
                     time.sleep(seconds)
-                    used = spent() - c0
+                    used, lv_used = spent() - c0, thread_seconds(lv) - l0
                 proc.terminate()
                 taken = int(proc.communicate(timeout=10)[0].split()[-1])
-                per = used / max(1, taken * guests) * 1e6
+                per = (used + lv_used) / max(1, taken * guests) * 1e6
                 print(
                     f"floor, {guests} guests every {interval:g} s, "
-                    f"{'asyncio + worker thread' if use_async else 'plain loop'}, "
+                    f"{FLOOR_MODES[mode]}, "
                     f"{'with the vCPU files' if reader else 'CPU time only'}: "
-                    f"{used:.3f} s over {time.monotonic() - t0:.0f} s, {taken} samples: "
-                    f"{per:.0f} µs per guest per sample",
+                    f"{used:.3f} s (libvirtd {lv_used:.3f} s) over "
+                    f"{time.monotonic() - t0:.0f} s, {taken} samples: "
+                    f"{per:.0f} µs per guest per sample, libvirtd's included",
                     flush=True,
                 )
     finally:

@@ -1,24 +1,31 @@
 """The floor under any Python sampler of local QEMU guests: what reading the same
 kernel files as virtpolicy's local sampler costs a Python process that does
-nothing else (run by bench_cost.py --floor; standard library only, started
-with -S so that no site packages load).
+nothing else (run by bench_cost.py --floor; modes plain and asyncio use the
+standard library only, started with -S so that no site packages load).
 
-Usage: python3 -S floor_sampler.py INTERVAL READER ASYNC NAME...
+Usage: python3 [-S] floor_sampler.py INTERVAL READER MODE NAME...
 
 For each guest (its QEMU's pid from libvirt's pid file, its vCPU threads by
 the names QEMU gives them): every INTERVAL seconds one ``pread`` of
 ``/proc/PID/stat`` (user + system time); with READER=1 also each vCPU
 thread's ``schedstat`` (run and wait time). The files are opened once and
-held, as the daemon holds them. With ASYNC=1 each sample runs in a worker
-thread of an asyncio loop, as a daemon whose event loop never blocks must;
-with ASYNC=0, a plain loop of ``time.sleep``. Prints the samples taken when it
-gets SIGTERM.
+held, as the daemon holds them. MODE:
+
+- plain: a loop of ``time.sleep``;
+- asyncio: each sample in a worker thread of an asyncio loop;
+- events: as a daemon that hears libvirt's events must be: an asyncio loop
+  registered as libvirt's event loop, one connection subscribed to lifecycle
+  events (keepalive every 15 s, as the daemon's), and the samples on a thread
+  of their own with its own clock (needs libvirt-python: no -S).
+
+Prints the samples taken when it gets SIGTERM.
 """
 
 import asyncio
 import os
 import signal
 import sys
+import threading
 import time
 
 
@@ -44,7 +51,7 @@ def sample(guests: list[list[int]], totals: dict[int, int]) -> None:
 
 
 def main() -> None:
-    interval, reader, use_async = float(sys.argv[1]), sys.argv[2] == "1", sys.argv[3] == "1"
+    interval, reader, mode = float(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
     guests = [files(name, reader) for name in sys.argv[4:]]
     totals: dict[int, int] = {}
     taken = 0
@@ -53,14 +60,18 @@ def main() -> None:
         print(taken, flush=True)
         os._exit(0)
 
-    signal.signal(signal.SIGTERM, done)
-    if not use_async:
+    def sample_forever() -> None:
+        nonlocal taken
         due = time.monotonic()
         while True:
             due += interval
             time.sleep(max(0.0, due - time.monotonic()))
             sample(guests, totals)
             taken += 1
+
+    signal.signal(signal.SIGTERM, done)
+    if mode == "plain":
+        sample_forever()
 
     async def loop() -> None:
         nonlocal taken
@@ -72,7 +83,21 @@ def main() -> None:
             await asyncio.to_thread(sample, guests, totals)
             taken += 1
 
-    asyncio.run(loop())
+    async def events() -> None:
+        # Here, not at the top: the other modes run without site packages (-S).
+        import libvirt  # noqa: PLC0415
+        import libvirtaio  # noqa: PLC0415
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done)
+        libvirtaio.virEventRegisterAsyncIOImpl()
+        conn = libvirt.open("qemu:///system")
+        conn.setKeepAlive(15, 3)
+        event = libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+        conn.domainEventRegisterAny(None, event, lambda *_: None, None)
+        threading.Thread(target=sample_forever, daemon=True).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(loop() if mode == "asyncio" else events())
 
 
 main()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -336,3 +338,30 @@ def test_a_sample_that_fails_unexpectedly_is_skipped_and_sampling_goes_on(
         assert not c._stopping.is_set()
 
     run_with(tmp_path, [MemoryGuest("db", running=True)], scenario, settings)
+
+
+def test_samples_are_taken_on_the_samplers_own_thread_which_ends_with_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """Each sample, its rates and the tuners' round run on the sampler's thread,
+    not on the loop nor in its worker threads (the loop does not wake for a
+    sample); the thread ends when the daemon stops, without waiting out its
+    interval."""
+    settings = dataclasses.replace(SETTINGS, sample_interval=0.05)
+    where: set[str] = set()
+
+    async def scenario(c: Controller, host: MemoryHypervisor, store: SqlStore) -> None:
+        host.before = lambda method, _guest: (
+            where.add(threading.current_thread().name) if method == "sample" else None
+        )
+        await until(lambda: c.monitor.samples >= 3)
+        assert c.monitor.latest is not None  # taken in, rates and all
+        assert len(c.monitor.latest.host_busy_percent) == host.cpus
+
+    run_with(tmp_path, [MemoryGuest("db", running=True)], scenario, settings)
+    assert where == {"sampler"}
+    # run_with has stopped the daemon: the thread has been told, and ends at once.
+    deadline = time.monotonic() + 5
+    while any(t.name == "sampler" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the sampler's thread outlived the daemon"
+        time.sleep(0.01)

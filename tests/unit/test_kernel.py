@@ -308,6 +308,11 @@ def test_open_files_are_read_anew_and_let_go_when_gone(tmp_path: Path) -> None:
     assert held.read(str(tmp_path / "absent")) is None
     path.write_text("300 7 3\n")
     assert held.read(str(path)) == b"300 7 3\n"  # opened again
+    # Read in a page, and whole when longer (a page exactly, or several).
+    for size in (4095, 4096, 4097, 70000):
+        long = tmp_path / f"memory.stat.{size}"
+        long.write_bytes(b"x" * (size - 1) + b"\n")
+        assert held.read(str(long)) == long.read_bytes()
     held.close()
     assert held._fds == {}
 

@@ -7,24 +7,21 @@ and wait, its memory; each host CPU's busy share. A counter that went
 backwards (the guest restarted) or a field that is missing gives no rate
 for that interval rather than a spike.
 
-:class:`History` keeps one slot per sample for a window (default an hour):
-a shared ring of timestamps and, per series, a ring of 4-byte floats (NaN
-where there was no value), so memory is fixed by the window and the number
-of series: :meth:`History.bytes_for`.
+:func:`series_of` makes of them the rows a
+:class:`~virtpolicy.engine.tuners.history.History` keeps for a window.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import threading
 import time
-from array import array
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from virtpolicy.engine.tuners.history import History, Row
 from virtpolicy.hypervisor.stats import HOST_MEMORY, GuestCounters, HostMemory, Sample
 
 DEFAULT_INTERVAL_S = 5.0
@@ -87,14 +84,21 @@ class GuestRates(NamedTuple):
             "guest": self.guest,
             "running": self.running,
             "cpu_percent": _round(self.cpu_percent),
-            "vcpus": [
+            "vcpus": [  # from the columns: every reader's answer makes these
                 {
                     "vcpu": i,
-                    "percent": _round(v.percent),
-                    "steal_percent": _round(v.steal_percent),
-                    "wait_percent": _round(v.wait_percent),
+                    "percent": None if used is None else round(used, 2),
+                    "steal_percent": None if steal is None else round(steal, 2),
+                    "wait_percent": None if wait is None else round(wait, 2),
                 }
-                for i, v in enumerate(self.vcpus)
+                for i, (used, steal, wait) in enumerate(
+                    zip(
+                        self.vcpu_percent,
+                        self.vcpu_steal_percent,
+                        self.vcpu_wait_percent,
+                        strict=True,
+                    )
+                )
             ],
             "memory_kib": self.memory_kib,
             "rss_kib": self.rss_kib,
@@ -199,10 +203,6 @@ def rates(now: Sample, before: Sample | None) -> Rates:
     return Rates(now.wall, ns / 1e9, guests, tuple(host), now.host_memory)
 
 
-#: One owner's values of one interval: the metrics' names, then their values.
-Row = tuple[tuple[str, ...], Sequence[float | None]]
-
-
 @functools.cache
 def _guest_metrics(vcpus: int, stall: bool, memory: bool, usable: bool) -> tuple[str, ...]:
     optional = (("memory_stall", stall), ("memory_kib", memory), ("usable_kib", usable))
@@ -237,144 +237,6 @@ def series_of(r: Rates) -> dict[str, Row]:
         out[name] = (metrics, head + g.vcpu_percent + g.vcpu_steal_percent)
     out["host"] = (_host_metrics(len(r.host_busy_percent)), r.host_busy_percent)
     return out
-
-
-_NAN = math.nan
-
-
-class _Owner:
-    """One owner's series: a ring of rows of 4-byte floats, a column per metric.
-    Its metrics only grow (a column seen once is kept, NaN when absent) until
-    the owner is forgotten, so a reader's figures stay in the window after the
-    reader has gone."""
-
-    __slots__ = ("blank", "column", "metrics", "ring", "seen")
-
-    def __init__(self, metrics: tuple[str, ...], capacity: int, seen: int) -> None:
-        self.metrics = metrics
-        self.column = {m: i for i, m in enumerate(metrics)}
-        self.blank = array("f", [_NAN]) * len(metrics)
-        self.ring = self.blank * capacity
-        self.seen = seen
-
-    def widened(self, metrics: Iterable[str], capacity: int, filled: Iterable[int]) -> _Owner:
-        """Itself with ``metrics`` among its columns, the old values of the
-        ``filled`` slots kept."""
-        more = tuple(m for m in metrics if m not in self.column)
-        wide = _Owner(self.metrics + more, capacity, self.seen)
-        n, w = len(self.metrics), len(wide.metrics)
-        for slot in filled:
-            wide.ring[slot * w : slot * w + n] = self.ring[slot * n : slot * n + n]
-        return wide
-
-
-class History:
-    """A ring of ``capacity`` samples per series; see the module docstring. Each
-    owner (a guest, or "host") keeps its series as one ring of rows, so that a
-    sample writes one row per owner, not one value per series."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self.times = array("d", [_NAN]) * self.capacity
-        self._owners: dict[str, _Owner] = {}
-        self.added = 0  # samples ever added; the newest is at (added - 1) % capacity
-        self._lock = threading.Lock()
-
-    def add(self, wall: float, rows: Mapping[str, Row]) -> None:
-        with self._lock:
-            slot, capacity = self.added % self.capacity, self.capacity
-            self.times[slot] = wall
-            for name, (metrics, values) in rows.items():
-                owner = self._owners.get(name)
-                if owner is None:
-                    owner = self._owners[name] = _Owner(metrics, capacity, self.added)
-                elif owner.metrics != metrics and not owner.column.keys() >= set(metrics):
-                    filled = range(min(self.added, capacity))
-                    owner = self._owners[name] = owner.widened(metrics, capacity, filled)
-                n = len(owner.metrics)
-                if owner.metrics == metrics:
-                    row = array("f", [_NAN if v is None else v for v in values])
-                else:  # fewer than it has had: the others are NaN
-                    row = array("f", owner.blank)
-                    for metric, v in zip(metrics, values, strict=True):
-                        row[owner.column[metric]] = _NAN if v is None else v
-                owner.ring[slot * n : slot * n + n] = row
-                owner.seen = self.added
-            for name in self._owners.keys() - rows.keys():
-                owner = self._owners[name]
-                if self.added - owner.seen >= capacity:
-                    del self._owners[name]  # gone for a whole window: nothing left to show
-                else:
-                    n = len(owner.metrics)
-                    owner.ring[slot * n : slot * n + n] = owner.blank
-            self.added += 1
-
-    def window(
-        self, owner: str, metrics: Iterable[str], since: float, step: float
-    ) -> list[dict[str, float | None]]:
-        """Points of ``owner``'s ``metrics`` after ``since`` (unix time), oldest
-        first, averaged over buckets of ``step`` seconds (0: every sample)."""
-        with self._lock:
-            count = min(self.added, self.capacity)
-            first = self.added - count
-            kept = self._owners.get(owner)
-            n = len(kept.metrics) if kept else 0
-            columns = {m: kept.column.get(m) if kept else None for m in metrics}
-            rows = []
-            for s in range(first, self.added):
-                slot = s % self.capacity
-                t = self.times[slot]
-                if t <= since:
-                    continue
-                values = {
-                    m: (kept.ring[slot * n + c] if kept and c is not None else _NAN)
-                    for m, c in columns.items()
-                }
-                rows.append((t, values))
-        return _buckets(rows, step)
-
-    def owners(self) -> set[str]:
-        with self._lock:  # API threads ask while the sampler adds and forgets
-            return set(self._owners)
-
-    def metrics(self, owner: str) -> tuple[str, ...]:
-        """The series kept of ``owner`` (none if it has none)."""
-        with self._lock:
-            kept = self._owners.get(owner)
-            return kept.metrics if kept else ()
-
-    def series(self) -> int:
-        """How many series are kept, of every owner."""
-        with self._lock:
-            return sum(len(o.metrics) for o in self._owners.values())
-
-    def bytes_for(self, series: int) -> int:
-        """Bytes ``series`` series take for the whole window."""
-        return series * self.capacity * 4
-
-
-def _buckets(
-    rows: list[tuple[float, dict[str, float]]], step: float
-) -> list[dict[str, float | None]]:
-    points: list[dict[str, float | None]] = []
-    bucket: list[tuple[float, dict[str, float]]] = []
-
-    def flush() -> None:
-        if not bucket:
-            return
-        point: dict[str, float | None] = {"time": bucket[-1][0]}
-        for metric in bucket[0][1]:
-            values = [v[metric] for _, v in bucket if not math.isnan(v[metric])]
-            point[metric] = round(sum(values) / len(values), 2) if values else None
-        points.append(point)
-        bucket.clear()
-
-    for t, values in rows:
-        if bucket and (step <= 0 or t - bucket[0][0] >= step):
-            flush()
-        bucket.append((t, values))
-    flush()
-    return points
 
 
 #: How long a reader's interest in a stats group keeps it collected.

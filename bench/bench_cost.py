@@ -16,7 +16,9 @@ Two measurements on the lab's real libvirtd, each over --seconds, CPU time
 - floor (``--only floor``): the same guests read by bench/floor_sampler.py, a
   Python process that reads the same kernel files and does nothing else
   (plain, in an asyncio loop's worker thread, and as a process hearing
-  libvirt's events with a sampling thread: libvirtd's CPU counted too).
+  libvirt's events with a sampling thread: libvirtd's CPU counted too);
+- answer (``--only answer``): the daemon's CPU for one answer of
+  /v1/stats/guests with no guest.
 
 Every run is printed. Nothing is asserted.
 """
@@ -233,6 +235,32 @@ def floor(seconds: float, guests: int, interval: float) -> None:
         conn.close()
 
 
+def answers(count: int = 10) -> None:
+    """The daemon's CPU per answer of ``/v1/stats/guests`` with no guest: what any
+    reader's request costs before a guest is in it (the HTTP stack), its idle
+    CPU over as long subtracted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        args = ("--connect", URI, "--no-autostart", "--sample-interval", "3600")
+        transport = httpx.HTTPTransport(uds=str(run_dir / "virtpolicy-ro.sock"))
+        with (
+            serve(f"{tmp}/p.db", run_dir, *args) as daemon,
+            accounted(daemon.pid) as used,
+            httpx.Client(transport=transport, base_url="http://vp") as api,
+        ):
+            api.get("/v1/stats/guests")
+            time.sleep(5)
+            c0 = used()
+            for _ in range(count):
+                api.get("/v1/stats/guests")
+                time.sleep(0.5)
+            asked = used() - c0
+            c1 = used()
+            time.sleep(0.5 * count)
+            idle = used() - c1
+    print(f"one answer of /v1/stats/guests, no guest: {(asked - idle) / count * 1e3:.2f} ms of CPU")
+
+
 def libvirtd_alone(seconds: float, guests: int) -> float:
     """libvirtd's CPU seconds over ``seconds`` with the same guests and no daemon: what
     the guests cost it anyway (QEMU monitor traffic, reboots of guests with no OS)."""
@@ -255,7 +283,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--guests", type=int, default=20)
-    parser.add_argument("--only", choices=["idle", "sampling", "floor"])
+    parser.add_argument("--only", choices=["idle", "sampling", "floor", "answer"])
     parser.add_argument("--interval", type=float, default=5, help="sample interval (s)")
     parser.add_argument("--no-reader", action="store_true", help="only without a reader")
     parser.add_argument("--only-reader", action="store_true", help="only with a reader")
@@ -270,6 +298,9 @@ def main() -> None:
     for n in range(1, args.runs + 1):
         if args.only == "floor":
             floor(args.seconds, args.guests, args.interval)
+            continue
+        if args.only == "answer":
+            answers()
             continue
         if args.only != "sampling":
             d, lv, _ = measure(args.seconds, 0, 3600, reader=False)

@@ -7,7 +7,7 @@ import dataclasses
 from prometheus_client.parser import text_string_to_metric_families
 
 from virtpolicy.api import metrics
-from virtpolicy.engine.tuners.monitor import History, Monitor, rates
+from virtpolicy.engine.tuners.monitor import History, Monitor, rates, series_of
 from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.hypervisor.native import Field, Tuning
 from virtpolicy.hypervisor.stats import (
@@ -119,6 +119,26 @@ def test_history_keeps_a_readers_columns_after_it_has_gone() -> None:
         {"time": t, "cpu": None} for t in (1.0, 2.0, 3.0)
     ]
     assert h.series() == 4
+
+
+def test_a_samples_rows_name_each_value_by_its_metric() -> None:
+    """series_of gives one row per guest, its values under the names the history
+    and the guest's page read; a "host" row only while host CPUs are sampled."""
+    before = sample(0, guest("g", 0, [0, 0]))
+    after = sample(5, guest("g", S, [S, 2 * S]))
+    metrics, values = series_of(rates(after, before))["g"]
+    assert dict(zip(metrics, values, strict=True)) == {
+        "cpu": 20.0,
+        "rss_kib": 40000,
+        "memory_kib": 65536,
+        "vcpu.0": 20.0,
+        "vcpu.1": 40.0,
+        "steal.0": 2.0,
+        "steal.1": 4.0,
+    }
+    assert "host" not in series_of(rates(after, before))
+    host = series_of(rates(sample(5, host=((50, 50),)), sample(0, host=((0, 0),))))["host"]
+    assert host == (("cpu.0",), (50.0,))
 
 
 def test_prometheus_text_parses_with_the_right_labels() -> None:

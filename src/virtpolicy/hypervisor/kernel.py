@@ -334,7 +334,7 @@ def read_counters(
         cpu_ns = int(text)
     elif kind == "cpu.stat":
         cpu_ns = (_field(text, b"usage_usec") or 0) * 1000
-    else:
+    else:  # the process's utime + stime (fields 14 and 15 of stat)
         cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
     if rss and len(fields) < 22:
         raise NotLocal(f"process {files.pid} is gone")

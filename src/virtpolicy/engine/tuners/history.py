@@ -66,16 +66,16 @@ class History:
                 owner = self._owners.get(name)
                 if owner is None:
                     owner = self._owners[name] = _Owner(metrics, capacity, self.added)
-                elif owner.metrics != metrics and not owner.column.keys() >= set(metrics):
-                    filled = range(min(self.added, capacity))
-                    owner = self._owners[name] = owner.widened(metrics, capacity, filled)
-                n = len(owner.metrics)
-                if owner.metrics == metrics:
+                if owner.metrics is metrics or owner.metrics == metrics:  # the same shape
                     row = array("f", [_NAN if v is None else v for v in values])
-                else:  # fewer than it has had: the others are NaN
+                else:  # another shape: a new metric widens it; one it lacks now is NaN
+                    if not owner.column.keys() >= set(metrics):
+                        filled = range(min(self.added, capacity))
+                        owner = self._owners[name] = owner.widened(metrics, capacity, filled)
                     row = array("f", owner.blank)
                     for metric, v in zip(metrics, values, strict=True):
                         row[owner.column[metric]] = _NAN if v is None else v
+                n = len(owner.metrics)
                 owner.ring[slot * n : slot * n + n] = row
                 owner.seen = self.added
             for name in self._owners.keys() - rows.keys():

@@ -235,7 +235,8 @@ def series_of(r: Rates) -> dict[str, Row]:
         if stall is not None or memory is not None or usable is not None:
             head += tuple(v for v in (stall, memory, usable) if v is not None)
         out[name] = (metrics, head + g.vcpu_percent + g.vcpu_steal_percent)
-    out["host"] = (_host_metrics(len(r.host_busy_percent)), r.host_busy_percent)
+    if r.host_busy_percent:  # only while the host CPUs are sampled
+        out["host"] = (_host_metrics(len(r.host_busy_percent)), r.host_busy_percent)
     return out
 
 

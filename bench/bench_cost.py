@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -91,13 +92,50 @@ def thread_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def per_thread(pid: int) -> dict[int, int]:
+    """Each thread of ``pid`` now and its CPU so far (schedstat, ns)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+    return found
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """The Python name of each thread of ``pid`` (py-spy's dump, read from outside)."""
+    out = subprocess.run(
+        [PY_SPY, "dump", "--nonblocking", "-p", str(pid)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]*)"', out, re.M)}
+
+
+def by_thread(pid: int, before: dict[int, int], total: float) -> str:
+    """What each thread of ``pid`` used since ``before``, in ms; threads gone since
+    (or started and gone) as the rest of ``total`` (s)."""
+    after, names = per_thread(pid), thread_names(pid)
+    used: dict[str, float] = {}
+    for tid, ns in after.items():
+        name = re.sub(r"_\d+$", "", names.get(tid, str(tid)))  # a pool's threads together
+        used[name] = used.get(name, 0.0) + (ns - before.get(tid, 0)) / 1e6
+    used["threads now gone"] = total * 1e3 - sum(used.values())
+    return ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
+
+
 def libvirtd_pid() -> int:
     out = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[0])
 
 
 def measure(
-    seconds: float, guests: int, sample: float, reader: bool, profile: Path | None = None
+    seconds: float,
+    guests: int,
+    sample: float,
+    reader: bool,
+    profile: Path | None = None,
+    threads: bool = False,
 ) -> tuple[float, float, int]:
     """(daemon CPU s, libvirtd CPU s, samples taken) over ``seconds``; with ``profile``,
     py-spy's samples of the daemon over the same time written there (collapsed
@@ -136,6 +174,7 @@ def measure(
                 # would make the daemon collect them.
                 before = api.get("/v1/host").json()["samples"]
                 lv = libvirtd_pid()
+                each = per_thread(daemon.pid)
                 d0, l0, t0 = used(), thread_seconds(lv), time.monotonic()
                 spy_args = ["-r", "1000", "-f", "raw", "-o", str(profile), "-d", str(int(seconds))]
                 spy = profile and subprocess.Popen(
@@ -149,6 +188,8 @@ def measure(
                         next_read += 15
                     time.sleep(0.5)
                 d1, l1 = used(), thread_seconds(lv)
+                if threads:
+                    print(f"  by thread (ms): {by_thread(daemon.pid, each, d1 - d0)}", flush=True)
                 if spy:
                     spy.wait()
                 taken = api.get("/v1/host").json()["samples"] - before
@@ -291,6 +332,9 @@ def main() -> None:
         "--profile", type=Path, help="py-spy the daemon into this folder (figures then skewed)"
     )
     parser.add_argument(
+        "--threads", action="store_true", help="the daemon's CPU by thread (py-spy names them)"
+    )
+    parser.add_argument(
         "--no-alone", action="store_true", help="skip libvirtd with the guests and no daemon"
     )
     args = parser.parse_args()
@@ -319,7 +363,9 @@ def main() -> None:
             for reader in readers:
                 label = "reader" if reader else "default"
                 spy = args.profile and args.profile / f"run{n}-{label}.txt"
-                d, lv, taken = measure(args.seconds, args.guests, args.interval, reader, spy)
+                d, lv, taken = measure(
+                    args.seconds, args.guests, args.interval, reader, spy, args.threads
+                )
                 per = (d + lv) / max(1, taken * args.guests) * 1e6
                 print(
                     f"run {n} sampling {args.guests} guests every {args.interval:g} s"

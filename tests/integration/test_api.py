@@ -48,7 +48,7 @@ class FakeDaemon:
         self.monitor = Monitor(interval=5)
         self.tuners = Tuners([])
         for t, cpu in ((0.0, 0), (5.0, 2_000_000_000)):
-            web = GuestCounters("web", 1, cpu, (VcpuCounters(cpu, 0, None),), 65536, 4, 65536)
+            web = GuestCounters("web", 1, cpu, (VcpuCounters(cpu, 0, None),), 4, 65536, 65536)
             self.monitor.ingest(Sample(t, 1e9 + t, {"web": web}, ((cpu, 0),)), 0.001)
 
     def this_host(self) -> str:

@@ -13,6 +13,7 @@ import pytest
 from virtpolicy.hypervisor.kernel import (
     NotLocal,
     files_of,
+    memory_tail,
     parse_cgroup,
     read_counters,
     read_memory,
@@ -74,7 +75,7 @@ def test_cgroup_v2_gives_cpu_memory_and_pressure(tmp_path: Path) -> None:
     threads = threads_from_status(status(900, [901, 902]), proc)
     assert (threads.pid, threads.vcpus) == (900, (901, 902))
     files = files_of(threads, proc, cgroups)
-    found = read_counters("web", 1, files, memory=read_memory(files))
+    found = read_counters("web", 1, files, tail=memory_tail(read_memory(files)))
     assert found.cpu_ns == 7_500_000_000
     assert [(v.time_ns, v.delay_ns) for v in found.vcpus] == [
         (2_000_000_000, 1000),
@@ -108,7 +109,7 @@ def test_cgroup_v1_reads_cpuacct_and_memory_where_they_are_mounted(tmp_path: Pat
     )
     threads = threads_from_status(status(900, [901]), proc)
     files = files_of(threads, proc, cgroups)
-    found = read_counters("web", 1, files, memory=read_memory(files))
+    found = read_counters("web", 1, files, tail=memory_tail(read_memory(files)))
     assert found.cpu_ns == 123456789
     assert (found.anon_kib, found.file_kib, found.swap_kib, found.major_faults) == (16, 8, 0, 3)
     assert found.memory_stall_ns is None  # v1 keeps no pressure per group
@@ -294,7 +295,7 @@ def test_status_folders_of_the_system_and_session_drivers(tmp_path: Path) -> Non
 def test_open_files_are_read_anew_and_let_go_when_gone(tmp_path: Path) -> None:
     """A held file reads its current content at each read; one that reads nothing
     (the kernel's answer for a process that is gone) is closed and None."""
-    from virtpolicy.hypervisor.kernel import OpenFiles  # noqa: PLC0415
+    from virtpolicy.hypervisor.procfiles import OpenFiles  # noqa: PLC0415
 
     path = tmp_path / "schedstat"
     path.write_text("100 5 1\n")
@@ -397,7 +398,8 @@ def test_a_missed_answer_of_the_balloon_driver_keeps_what_it_last_said(tmp_path:
     figures. What the driver said before stands and it is asked again at the
     next sample, not left for ten times the cadence as a guest that never said."""
     from virtpolicy.hypervisor.kernel import Balloon  # noqa: PLC0415
-    from virtpolicy.hypervisor.localstats import LocalSampler, _Memory  # noqa: PLC0415
+    from virtpolicy.hypervisor.localstats import LocalSampler, _memory  # noqa: PLC0415
+    from virtpolicy.hypervisor.stats import GuestCounters  # noqa: PLC0415
 
     answers = [
         {"balloon.last-update": 5, "balloon.unused": 1000, "balloon.usable": 2000},
@@ -417,7 +419,7 @@ def test_a_missed_answer_of_the_balloon_driver_keeps_what_it_last_said(tmp_path:
 
     sampler = LocalSampler(tmp_path)
     key = ("g", 3)
-    sampler._memory[key] = _Memory(None, (1, Balloon(1024, 2048, 1)), None)
+    sampler._memory[key] = _memory(None, (1, Balloon(1024, 2048, 1)), None)
     conn = Conn()
     seen = []
     for now in (0.0, 1.0, 2.0):
@@ -427,6 +429,9 @@ def test_a_missed_answer_of_the_balloon_driver_keeps_what_it_last_said(tmp_path:
         seen.append((view.figures.unused_kib, view.figures.usable_kib, view.reported))
     assert Conn.asked == 3  # asked each time: the missed answer did not stop it
     assert seen == [(1000, 2000, True), (1000, 2000, True), (900, 1800, True)]
+    # What each sample's counters end with is made again from the newest answer.
+    counters = GuestCounters("g", 1, 0, (), 0, *sampler._memory[key].tail)
+    assert (counters.memory_kib, counters.unused_kib, counters.usable_kib) == (1024, 900, 1800)
 
 
 def test_a_guest_libvirt_gives_no_record_of_is_left_out() -> None:

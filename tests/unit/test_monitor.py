@@ -29,8 +29,8 @@ def guest(name: str, cpu: int | None, vcpus: list[int], state: int = RUNNING) ->
         state,
         cpu,
         tuple(VcpuCounters(t, t // 10, None) for t in vcpus),
-        65536,
         40000,
+        65536,
         65536,
     )
 

@@ -25,16 +25,16 @@ same series with the same units as the bulk call's.
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from virtpolicy.hypervisor.procfiles import read_once
 from virtpolicy.hypervisor.stats import NO_VIEW, GuestCounters, GuestView, VcpuCounters
 
 PROC = Path("/proc")
@@ -147,7 +147,7 @@ class Memory(NamedTuple):
 
 def read_memory(files: Files, read: Reader | None = None) -> Memory | None:
     """The guest's memory cgroup's figures; None where it has none."""
-    read = read or _raw
+    read = read or read_once
     stat = read(files.memory_stat)
     if not stat:
         return None
@@ -310,19 +310,15 @@ def read_counters(
     *,
     vcpus: bool = True,
     rss: bool = True,
-    memory: Memory | None = None,
-    balloon: Balloon | None = None,
-    view: GuestView = NO_VIEW,
+    tail: tuple[object, ...] = (),
     read: Reader | None = None,
 ) -> GuestCounters:
     """One guest's counters from the kernel: its CPU time; each vCPU's with
-    ``vcpus``; its resident memory with ``rss``; ``memory``, its cgroup's memory
-    figures as last read (:func:`read_memory`, on a cadence of its own), and as
-    last known, the ``balloon`` and the guest's own ``view`` of its memory,
-    both from libvirt. ``read``: how a file is read
-    (:meth:`OpenFiles.read` holds them open). NotLocal when its process is gone
-    (it stopped between the listing and now)."""
-    read = read or _raw
+    ``vcpus``; its resident memory with ``rss``; then ``tail``, what is read on a
+    cadence of its own (:func:`memory_tail`: none by default). ``read``: how a
+    file is read (``OpenFiles.read`` holds them open). NotLocal when its process
+    is gone (it stopped between the listing and now)."""
+    read = read or read_once
     kind, path = files.cpu
     text = read(path)
     if text is None:
@@ -338,24 +334,43 @@ def read_counters(
         cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
     if rss and len(fields) < 22:
         raise NotLocal(f"process {files.pid} is gone")
-    found = tuple(_vcpu(read(sched)) for sched in files.schedstat) if vcpus else ()
+    found = _vcpus(files.schedstat, read) if vcpus else ()
     rss_kib = int(fields[21]) * PAGE // 1024 if rss else None
-    b = balloon  # all 19 fields, as declared: made once per guest per sample
-    return GuestCounters._make(
-        (name, state, cpu_ns, found, b and b.current_kib, rss_kib, b and b.maximum_kib, *view)
-        + (memory or _NO_MEMORY)
+    return _new(GuestCounters, (name, state, cpu_ns, found, rss_kib, *(tail or _NO_TAIL)))
+
+
+def memory_tail(
+    memory: Memory | None = None, balloon: Balloon | None = None, view: GuestView = NO_VIEW
+) -> tuple[object, ...]:
+    """A guest's counters after ``rss_kib``, in their order: ``memory``, its
+    cgroup's figures (:func:`read_memory`), and as last known from libvirt the
+    ``balloon`` and the guest's own ``view``. Made when they are read (every
+    30 s), not per sample."""
+    b = balloon
+    return (
+        (b and b.current_kib, b and b.maximum_kib, *view)
+        + (memory or (None,) * len(Memory._fields))
         + (b and b.job, b and b.hugepages)
     )
 
 
-def _vcpu(schedstat: bytes | None) -> VcpuCounters:
-    """A vCPU thread's run and wait time from its ``schedstat``."""
-    run_wait = (schedstat or b"").split()
-    return VcpuCounters(int(run_wait[0]), int(run_wait[1]), None) if len(run_wait) > 1 else _NO_VCPU
+def _vcpus(paths: tuple[str, ...], read: Reader) -> tuple[VcpuCounters, ...]:
+    """Each vCPU thread's run and wait time from its ``schedstat`` (one loop, the
+    records made as plain tuples: per vCPU per sample, the hottest loop here)."""
+    found = []
+    for path in paths:
+        run_wait = (read(path) or b"").split()
+        found.append(
+            _new(VcpuCounters, (int(run_wait[0]), int(run_wait[1]), None))
+            if len(run_wait) > 1
+            else _NO_VCPU
+        )
+    return tuple(found)
 
 
+_new = tuple.__new__
 _NO_VCPU = VcpuCounters(None, None, None)
-_NO_MEMORY = (None, None, None, None, None)
+_NO_TAIL = memory_tail()
 
 
 def _tgid(proc: Path, tid: int) -> int | None:
@@ -383,63 +398,6 @@ def _under(root: Path, path: str) -> Path:
 
 def _existing(path: Path) -> str | None:
     return str(path) if path.exists() else None
-
-
-class OpenFiles:
-    """Counter files held open between samples: each read is then one ``pread``
-    at offset 0 (procfs and cgroup files are made anew at each read from the
-    start), not a path walk, a read and a close. A file of a process that is gone
-    reads as None (the kernel answers ESRCH), and is closed. Where no descriptor
-    is left (the process's limit), files are read as before, not held."""
-
-    def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
-
-    def read(self, path: str | None) -> bytes | None:
-        if path is None:
-            return None
-        fd = self._fds.get(path)
-        if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                return _raw(path) if exc.errno in (errno.EMFILE, errno.ENFILE) else None
-            self._fds[path] = fd
-        try:
-            size = 4096  # a page: these files are smaller (a 16 KiB buffer cost 1 µs more)
-            while len(data := os.pread(fd, size, 0)) == size:  # it may be longer: all of it
-                size *= 4
-        except OSError:
-            data = b""
-        if not data:
-            self.close([path])
-            return None
-        return data
-
-    def close(self, paths: Iterable[str | None] | None = None) -> None:
-        """Close ``paths`` (default: every file held)."""
-        for path in list(self._fds) if paths is None else paths:
-            fd = self._fds.pop(path, None) if path is not None else None
-            if fd is not None:
-                os.close(fd)
-
-
-def _raw(path: str | None) -> bytes | None:
-    """A small file's bytes in one read (procfs and cgroup files are read whole
-    by the kernel at the first read), or None: a few microseconds, where
-    ``Path.read_text`` costs ten times that."""
-    if path is None:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 16384)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path) -> str | None:

@@ -17,7 +17,6 @@ series with the same names and units either way.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import Collection, Mapping
@@ -36,14 +35,15 @@ from virtpolicy.hypervisor.kernel import (
     Files,
     Memory,
     NotLocal,
-    OpenFiles,
     files_of,
+    memory_tail,
     read_balloon,
     read_counters,
     read_memory,
     status_of,
     threads_from_status,
 )
+from virtpolicy.hypervisor.procfiles import OpenFiles
 
 #: How often the balloon's figures are asked of libvirt while they are read (s).
 BALLOON_S = 30.0
@@ -234,16 +234,8 @@ class LocalSampler:
         memory = self._memory.get(key)
         if memory is None or memory_due:
             memory = self._memory[key] = self._memory_of(key[0], files, memory)
-        view = memory.view
         return read_counters(
-            key[0],
-            state,
-            files,
-            vcpus=vcpus,
-            memory=memory.cgroup,
-            balloon=memory.balloon[1] if memory.balloon else None,
-            view=view.figures if view else stats.NO_VIEW,
-            read=self.open.read,
+            key[0], state, files, vcpus=vcpus, tail=memory.tail, read=self.open.read
         )
 
     def _memory_of(self, name: str, files: Files, known: _Memory | None) -> _Memory:
@@ -251,7 +243,7 @@ class LocalSampler:
         libvirt's status records it (read again only when libvirt rewrote it)."""
         path = f"{self._status_prefix}{name}.xml"  # not a Path: made per guest per read
         balloon = read_balloon(path, known.balloon if known else None)
-        return _Memory(read_memory(files, self.open.read), balloon, known.view if known else None)
+        return _memory(read_memory(files, self.open.read), balloon, known.view if known else None)
 
     def _ask_guests(self, conn: libvirt.virConnect, now: float, nowait: int, every: float) -> None:
         """The guest's own view of its memory (its balloon driver's statistics),
@@ -288,7 +280,8 @@ class LocalSampler:
                 # what the driver last said stands, asked again next time.
                 continue
             view = _View(stats.guest_view(record), reported, now)
-            self._memory[key] = dataclasses.replace(self._memory[key], view=view)
+            held = self._memory[key]
+            self._memory[key] = _memory(held.cgroup, held.balloon, view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +300,17 @@ class _Memory:
     cgroup: Memory | None
     balloon: tuple[int, Balloon] | None
     view: _View | None
+    #: The three as the guest's counters end (:func:`memory_tail`), made once.
+    tail: tuple[object, ...]
+
+
+def _memory(
+    cgroup: Memory | None, balloon: tuple[int, Balloon] | None, view: _View | None
+) -> _Memory:
+    """What is kept of a guest's memory, its counters' tail made from it at once."""
+    figures = view.figures if view else stats.NO_VIEW
+    tail = memory_tail(cgroup, balloon[1] if balloon else None, figures)
+    return _Memory(cgroup, balloon, view, tail)
 
 
 def _through_libvirt(

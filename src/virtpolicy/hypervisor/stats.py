@@ -58,8 +58,10 @@ class GuestCounters(NamedTuple):
     state: int
     cpu_ns: int | None
     vcpus: tuple[VcpuCounters, ...]
-    memory_kib: int | None  # balloon.current
     rss_kib: int | None
+    #: From here on, what a sampler reads on a cadence of its own (every field
+    #: after rss_kib: see kernel.memory_tail).
+    memory_kib: int | None  # balloon.current
     memory_max_kib: int | None
     #: The guest's own view, from its balloon driver (None without one).
     available_kib: int | None = None

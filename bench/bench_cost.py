@@ -166,10 +166,14 @@ def measure(
                 # read, and what the daemon does once when a reader comes (each
                 # guest's status read, its history widened), are before the window.
                 next_read = time.monotonic()
-                if reader:
-                    api.get("/v1/stats/guests")
-                    next_read += 15
-                time.sleep(10)  # connected, first passes done
+                settled = next_read + 10  # connected, first passes done
+                # ... and three samples taken: the first, which found each guest's
+                # files (and with a reader read their memory), is not in the window.
+                while time.monotonic() < settled or api.get("/v1/host").json()["samples"] < 3:
+                    if reader and time.monotonic() >= next_read:
+                        api.get("/v1/stats/guests")
+                        next_read += 15
+                    time.sleep(0.5)
                 # /v1/host, not /v1/stats/host: reading the host CPUs' figures
                 # would make the daemon collect them.
                 before = api.get("/v1/host").json()["samples"]

@@ -103,7 +103,7 @@ class Controller:
         self.monitor = Monitor(
             settings.sample_interval,
             settings.history,
-            keep=self.tuners.window,
+            keep=self.tuners.window if self.tuners.acting else 0.0,  # none for no tuner
             # What the tuners read every round: per-vCPU and host CPU figures
             # for a tuner that does not say (memory figures for the memory tuner).
             always=frozenset().union(

@@ -113,7 +113,7 @@ class Sampling:
             log.exception("statistics: sample failed")
             return
         rates = self.monitor.ingest(sample, time.thread_time() - before)
-        if any(name != "static" for name in self.tuners.names):
+        if self.tuners.acting:
             self._decide()
         if streaming:  # else nobody listens: build no event
             self.events.publish(

@@ -142,6 +142,11 @@ class Tuners:
     def names(self) -> list[str]:
         return [t.name for t in self.tuners]
 
+    @property
+    def acting(self) -> bool:
+        """Whether any tuner acts on the samples (``static`` only applies policy)."""
+        return any(t.name != "static" for t in self.tuners)
+
     def notes(self) -> dict[str, dict[str, str]]:
         """guest -> tuner -> why that tuner leaves it as it is, from the last
         round (a tuner may keep such notes: its ``notes`` attribute)."""

@@ -167,9 +167,11 @@ def measure(
                 # guest's status read, its history widened), are before the window.
                 next_read = time.monotonic()
                 settled = next_read + 10  # connected, first passes done
-                # ... and three samples taken: the first, which found each guest's
-                # files (and with a reader read their memory), is not in the window.
-                while time.monotonic() < settled or api.get("/v1/host").json()["samples"] < 3:
+                # ... and with guests, three samples taken: the first, which found
+                # each guest's files (and with a reader read their memory), is not
+                # in the window.
+                warm = 3 if names else 0
+                while time.monotonic() < settled or api.get("/v1/host").json()["samples"] < warm:
                     if reader and time.monotonic() >= next_read:
                         api.get("/v1/stats/guests")
                         next_read += 15

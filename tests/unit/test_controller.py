@@ -365,3 +365,21 @@ def test_samples_are_taken_on_the_samplers_own_thread_which_ends_with_the_daemon
     while any(t.name == "sampler" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "the sampler's thread outlived the daemon"
         time.sleep(0.01)
+
+
+def test_the_newest_rates_are_kept_only_for_a_tuner_that_acts(tmp_path: Path) -> None:
+    """The tuners' window of the newest rates (a minute of every guest's) is
+    kept only while a tuner acts on it; ``static`` alone keeps the two the
+    rates are made from."""
+
+    async def main() -> None:
+        store = SqlStore(str(tmp_path / "p.db"))
+        host = MemoryHypervisor([MemoryGuest("web")])
+        acting = dataclasses.replace(SETTINGS, tuners=("static", "balance"), sample_interval=5)
+        kept = [
+            Controller(store, host, settings).monitor.recent.maxlen
+            for settings in (dataclasses.replace(SETTINGS, sample_interval=5), acting)
+        ]
+        assert kept == [2, 13]  # 60 s of 5 s samples, and the one before them
+
+    asyncio.run(main())

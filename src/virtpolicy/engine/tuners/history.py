@@ -13,11 +13,16 @@ import math
 import threading
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 #: One owner's values of one interval: the metrics' names, then their values.
 Row = tuple[tuple[str, ...], Sequence[float | None]]
 
 _NAN = math.nan
+
+
+def _nan_for_none(values: Iterable[float | None]) -> list[float]:
+    return [_NAN if v is None else v for v in values]
 
 
 class _Owner:
@@ -67,7 +72,9 @@ class History:
                 if owner is None:
                     owner = self._owners[name] = _Owner(metrics, capacity, self.added)
                 if owner.metrics is metrics or owner.metrics == metrics:  # the same shape
-                    row = array("f", [_NAN if v is None else v for v in values])
+                    # Most rows have no None: made straight from the values.
+                    whole = cast("Sequence[float]", values)
+                    row = array("f", whole if None not in values else _nan_for_none(values))
                 else:  # another shape: a new metric widens it; one it lacks now is NaN
                     if not owner.column.keys() >= set(metrics):
                         filled = range(min(self.added, capacity))

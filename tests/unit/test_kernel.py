@@ -451,3 +451,45 @@ def test_a_guest_libvirt_gives_no_record_of_is_left_out() -> None:
     found = _through_libvirt(Conn(), ["gone", "here"], {"cpu"}, 0)  # type: ignore[arg-type]
     assert list(found) == ["here"]
     assert found["here"].cpu_ns == 5
+
+
+def test_a_guests_memory_figures_end_its_counters_each_under_its_own_name() -> None:
+    """What is read every 30 s (the cgroup's memory, the balloon, the guest's own
+    view) is made once into the end of the counters: each figure lands in the
+    field of its name."""
+    from virtpolicy.hypervisor.kernel import Balloon, Memory  # noqa: PLC0415
+    from virtpolicy.hypervisor.stats import GuestCounters, GuestView  # noqa: PLC0415
+
+    tail = memory_tail(
+        Memory(anon_kib=1, file_kib=2, swap_kib=3, major_faults=4, stall_ns=5),
+        Balloon(current_kib=6, maximum_kib=7, period=5, job="migration out", hugepages=True),
+        GuestView(
+            available_kib=8,
+            unused_kib=9,
+            usable_kib=10,
+            guest_swap_in_kib=11,
+            guest_major_faults=12,
+        ),
+    )
+    found = GuestCounters("web", 1, 100, (), 13, *tail)._asdict()
+    del found["name"], found["state"], found["cpu_ns"], found["vcpus"]
+    assert found == {
+        "rss_kib": 13,
+        "memory_kib": 6,
+        "memory_max_kib": 7,
+        "available_kib": 8,
+        "unused_kib": 9,
+        "usable_kib": 10,
+        "guest_swap_in_kib": 11,
+        "guest_major_faults": 12,
+        "anon_kib": 1,
+        "file_kib": 2,
+        "swap_kib": 3,
+        "major_faults": 4,
+        "memory_stall_ns": 5,
+        "job": "migration out",
+        "hugepages": True,
+    }
+    # Nothing read yet: every figure unknown, none shifted into another's place.
+    empty = GuestCounters("web", 1, 100, (), None, *memory_tail())
+    assert empty == GuestCounters("web", 1, 100, (), None, None, None)

@@ -87,9 +87,9 @@ class GuestRates(NamedTuple):
             "vcpus": [  # from the columns: every reader's answer makes these
                 {
                     "vcpu": i,
-                    "percent": None if used is None else round(used, 2),
-                    "steal_percent": None if steal is None else round(steal, 2),
-                    "wait_percent": None if wait is None else round(wait, 2),
+                    "percent": _round(used),
+                    "steal_percent": _round(steal),
+                    "wait_percent": _round(wait),
                 }
                 for i, (used, steal, wait) in enumerate(
                     zip(

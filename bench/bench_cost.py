@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -167,18 +168,21 @@ def measure(
                 # guest's status read, its history widened), are before the window.
                 next_read = time.monotonic()
                 settled = next_read + 10  # connected, first passes done
-                # ... and with guests, three samples taken: the first, which found
-                # each guest's files (and with a reader read their memory), is not
-                # in the window.
-                warm = 3 if names else 0
-                while time.monotonic() < settled or api.get("/v1/host").json()["samples"] < warm:
+                # ... and with guests, the daemon's first pass over them done (it
+                # enforces each policy: libvirt rewrites each guest's status), and
+                # then a round of memory reads (every 30 s), which reads those
+                # statuses again: once per start, not in the window.
+                warm: int | None = None if names else 0
+                while warm is None or time.monotonic() < settled or samples(api) < warm:
+                    if warm is None and api.get("/v1/host").json()["pass_cpu_s"]["last_full"]:
+                        warm = samples(api) + math.ceil(30 / sample) + 1
                     if reader and time.monotonic() >= next_read:
                         api.get("/v1/stats/guests")
                         next_read += 15
                     time.sleep(0.5)
                 # /v1/host, not /v1/stats/host: reading the host CPUs' figures
                 # would make the daemon collect them.
-                before = api.get("/v1/host").json()["samples"]
+                before = samples(api)
                 lv = libvirtd_pid()
                 each = per_thread(daemon.pid)
                 d0, l0, t0 = used(), thread_seconds(lv), time.monotonic()
@@ -198,11 +202,16 @@ def measure(
                     print(f"  by thread (ms): {by_thread(daemon.pid, each, d1 - d0)}", flush=True)
                 if spy:
                     spy.wait()
-                taken = api.get("/v1/host").json()["samples"] - before
+                taken = samples(api) - before
             return d1 - d0, l1 - l0, taken
         finally:
             stopped(conn, names)
             conn.close()
+
+
+def samples(api: httpx.Client) -> int:
+    """How many samples the daemon took."""
+    return int(api.get("/v1/host").json()["samples"])
 
 
 #: From this many guests on, each is suspended once booted (as the issue's

@@ -263,6 +263,7 @@ def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
     assert (again[1].job, again[1].hugepages) == ("", False)
     path.write_text(  # a migration's source, as libvirt's status of it reads then
         "<domstatus state='running' reason='booted' pid='1'>"
+        "<qemuCaps><flag name='kvm'/></qemuCaps>"
         "<job type='none' async='migration out' phase='perform3' flags='0x1'/>"
         "<domain><memory unit='KiB'>1048576</memory><memoryBacking><hugepages/>"
         "</memoryBacking></domain></domstatus>"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from virtpolicy.api import metrics
-from virtpolicy.engine.tuners.monitor import History, Monitor, rates, series_of
+from virtpolicy.engine.tuners.monitor import History, Monitor, rates, rows_of
 from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.hypervisor.native import Field, Tuning
 from virtpolicy.hypervisor.stats import (
@@ -122,11 +124,11 @@ def test_history_keeps_a_readers_columns_after_it_has_gone() -> None:
 
 
 def test_a_samples_rows_name_each_value_by_its_metric() -> None:
-    """series_of gives one row per guest, its values under the names the history
+    """rows_of gives one row per guest, its values under the names the history
     and the guest's page read; a "host" row only while host CPUs are sampled."""
     before = sample(0, guest("g", 0, [0, 0]))
     after = sample(5, guest("g", S, [S, 2 * S]))
-    metrics, values = series_of(rates(after, before))["g"]
+    metrics, values = rows_of(after, before)["g"]
     assert dict(zip(metrics, values, strict=True)) == {
         "cpu": 20.0,
         "rss_kib": 40000,
@@ -136,9 +138,73 @@ def test_a_samples_rows_name_each_value_by_its_metric() -> None:
         "steal.0": 2.0,
         "steal.1": 4.0,
     }
-    assert "host" not in series_of(rates(after, before))
-    host = series_of(rates(sample(5, host=((50, 50),)), sample(0, host=((0, 0),))))["host"]
+    assert "host" not in rows_of(after, before)
+    host = rows_of(sample(5, host=((50, 50),)), sample(0, host=((0, 0),)))["host"]
     assert host == (("cpu.0",), (50.0,))
+
+
+_counter = st.none() | st.integers(0, 10**15)
+_counters = st.builds(
+    lambda state, cpu, vcpus, rss, memory, usable, stall: GuestCounters(
+        "g", state, cpu, tuple(VcpuCounters(*v) for v in vcpus), rss, memory, None
+    )._replace(usable_kib=usable, memory_stall_ns=stall),
+    st.sampled_from([RUNNING, SHUTOFF, 3]),
+    _counter,
+    st.lists(st.tuples(_counter, _counter, _counter), max_size=4),
+    _counter,
+    _counter,
+    _counter,
+    _counter,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(now=_counters, before=st.none() | _counters, seconds=st.floats(0, 100))
+def test_each_history_value_is_the_rates_own(
+    now: GuestCounters, before: GuestCounters | None, seconds: float
+) -> None:
+    """The history's rows are made straight from the counters, the rates only
+    when read: whatever the counters (a guest stopped, restarted, with vCPUs
+    added, fields missing), each value in the row is its rate's, None as None."""
+    first = sample(0, *([before] if before else []), host=((0, 0),))
+    second = sample(seconds, now, host=((5 * S, 5 * S),))
+    r, rows = rates(second, first), rows_of(second, first)
+    g = r.guests["g"]
+    metrics, values = rows["g"]
+    expected = {
+        "cpu": g.cpu_percent,
+        "rss_kib": g.rss_kib,
+        "memory_stall": g.memory_stall_percent,
+        "memory_kib": g.memory_kib,
+        "usable_kib": g.usable_kib,
+        **{f"vcpu.{i}": v for i, v in enumerate(g.vcpu_percent)},
+        **{f"steal.{i}": v for i, v in enumerate(g.vcpu_steal_percent)},
+    }
+    # A metric left out of the row is one with no value.
+    assert dict(zip(metrics, values, strict=True)) == {
+        m: v for m, v in expected.items() if v is not None or not m.startswith(("memory", "usable"))
+    }
+    assert rows["host"] == (("cpu.0",), r.host_busy_percent)
+
+
+def test_rates_are_made_when_read_and_kept_only_for_a_tuner() -> None:
+    """A monitor keeps the newest rates for its tuners only when it has some
+    (``keep``); its latest rates are made when read, once per sample."""
+    monitor, kept = Monitor(interval=5, keep=0.0), Monitor(interval=5)
+    for t in range(3):
+        for m in (monitor, kept):
+            m.ingest(sample(5 * t, guest("g", t * S, [t * S])), 0.001)
+    assert len(monitor.recent) == 0
+    assert [r.wall for r in kept.recent] == [1_700_000_005, 1_700_000_010]
+    latest = monitor.latest
+    assert latest is not None
+    assert latest.guests["g"].cpu_percent == 20.0
+    assert monitor.latest is latest  # made once for this sample
+    monitor.ingest(sample(15, guest("g", 4 * S, [3 * S])), 0.001)
+    assert monitor.latest is not latest
+    newer = monitor.latest
+    assert newer is not None
+    assert newer.guests["g"].cpu_percent == 40.0
 
 
 def test_prometheus_text_parses_with_the_right_labels() -> None:

@@ -203,19 +203,33 @@ def read_balloon(path: str | Path, known: tuple[int, Balloon] | None) -> tuple[i
         mtime = os.stat(path).st_mtime_ns
         if known is not None and known[0] == mtime:
             return known
-        with open(path, "rb") as f:
-            text = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # in one read (about 10 KB), not through a file object
+            text = os.read(fd, os.fstat(fd).st_size + 4096)
+        finally:
+            os.close(fd)
     except OSError:
         return None
-    start = text.find(b"<memballoon")
+    return mtime, _balloon(text)
+
+
+def _balloon(text: bytes) -> Balloon:
+    """The balloon from a status's text. The domain's own XML ends the status,
+    after libvirt's records of it: QEMU's capabilities (most of the file), then
+    the job. Each is found from the end, and each figure looked for where it is
+    (the job between the two), not in the whole file."""
+    domain = max(0, text.rfind(b"<domain"))
+    start = text.find(b"<memballoon", domain)
     end = text.find(b"</memballoon>", start)
     period = _PERIOD.search(text, start, end) if start >= 0 and end >= 0 else None
-    return mtime, Balloon(
-        current_kib=_kib(_CURRENT.search(text)),
-        maximum_kib=_kib(_MAXIMUM.search(text)),
+    at = text.find(b"<job ", max(0, text.rfind(b"</qemuCaps>", 0, domain)), domain)
+    job = _JOB.match(text, at, domain) if at >= 0 else None
+    return Balloon(
+        current_kib=_kib(_CURRENT.search(text, domain)),
+        maximum_kib=_kib(_MAXIMUM.search(text, domain)),
         period=int(period.group(1)) if period else 0,
-        job=job.group(1).decode(errors="replace") if (job := _JOB.search(text)) else "",
-        hugepages=b"<hugepages" in text,
+        job=job.group(1).decode(errors="replace") if job else "",
+        hugepages=text.find(b"<hugepages", domain) >= 0,
     )
 
 

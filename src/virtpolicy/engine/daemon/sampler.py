@@ -112,10 +112,10 @@ class Sampling:
             self.monitor.failed(f"sample failed: {exc!r}")
             log.exception("statistics: sample failed")
             return
-        rates = self.monitor.ingest(sample, time.thread_time() - before)
+        self.monitor.ingest(sample, time.thread_time() - before)
         if self.tuners.acting:
             self._decide()
-        if streaming:  # else nobody listens: build no event
+        if streaming and (rates := self.monitor.latest):  # else nobody listens: no event
             self.events.publish(
                 "stats",
                 keep=False,

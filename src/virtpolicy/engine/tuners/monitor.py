@@ -7,8 +7,10 @@ and wait, its memory; each host CPU's busy share. A counter that went
 backwards (the guest restarted) or a field that is missing gives no rate
 for that interval rather than a spike.
 
-:func:`series_of` makes of them the rows a
-:class:`~virtpolicy.engine.tuners.history.History` keeps for a window.
+:func:`rows_of` makes the rows a
+:class:`~virtpolicy.engine.tuners.history.History` keeps for a window
+straight from the counters: the sampler keeps every interval's figures, and
+most intervals nobody reads the rates themselves.
 """
 
 from __future__ import annotations
@@ -19,10 +21,16 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from virtpolicy.engine.tuners.history import History, Row
-from virtpolicy.hypervisor.stats import HOST_MEMORY, GuestCounters, HostMemory, Sample
+from virtpolicy.hypervisor.stats import (
+    HOST_MEMORY,
+    RUNNING,
+    GuestCounters,
+    HostMemory,
+    Sample,
+)
 
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_WINDOW_S = 3600.0
@@ -138,22 +146,41 @@ def _per_cent(now: int | None, before: int | None, elapsed_ns: float) -> float |
     return (now - before) / elapsed_ns * 100.0
 
 
+def _from(now: GuestCounters, before: GuestCounters | None) -> GuestCounters | None:
+    """``before`` if the guest ran at both ends of the interval (else no share of
+    it is known: it started, stopped or restarted in between)."""
+    if before is None or before.state != RUNNING or now.state != RUNNING:
+        return None
+    return before
+
+
+def _per_vcpu(
+    now: GuestCounters, before: GuestCounters | None, ns: float, counter: int
+) -> tuple[float | None, ...]:
+    """Each vCPU's ``counter`` (0: run time, 1: steal, 2: wait) as a share of
+    one host CPU over the interval; None for each without ``before`` (and for
+    a vCPU it did not have)."""
+    vcpus = now.vcpus
+    if before is None:
+        return (None,) * len(vcpus)
+    old: tuple[tuple[int | None, ...], ...] = before.vcpus
+    if len(old) < len(vcpus):
+        old += _NO_VCPUS * (len(vcpus) - len(old))
+    return tuple([_per_cent(v[counter], o[counter], ns) for v, o in zip(vcpus, old, strict=False)])
+
+
+_NO_VCPUS: tuple[tuple[int | None, ...], ...] = ((None, None, None),)
+
+
 def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) -> GuestRates:
-    fresh = before is None or not before.running or not now.running
-    cpu = None if fresh or before is None else _per_cent(now.cpu_ns, before.cpu_ns, ns)
-    used, steal, wait = [], [], []
-    for i, v in enumerate(now.vcpus):
-        b = None if fresh or before is None or i >= len(before.vcpus) else before.vcpus[i]
-        used.append(_per_cent(v.time_ns, b.time_ns, ns) if b else None)
-        steal.append(_per_cent(v.delay_ns, b.delay_ns, ns) if b else None)
-        wait.append(_per_cent(v.wait_ns, b.wait_ns, ns) if b else None)
+    ran = _from(now, before)
     return GuestRates(
         now.name,
         now.running,
-        cpu,
-        tuple(used),
-        tuple(steal),
-        tuple(wait),
+        None if ran is None else _per_cent(now.cpu_ns, ran.cpu_ns, ns),
+        _per_vcpu(now, ran, ns, 0),
+        _per_vcpu(now, ran, ns, 1),
+        _per_vcpu(now, ran, ns, 2),
         now.memory_kib,
         now.rss_kib,
         now.memory_max_kib,
@@ -165,9 +192,7 @@ def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) ->
         now.swap_kib,
         now.major_faults,
         now.memory_stall_ns,
-        None
-        if fresh or before is None
-        else _per_cent(now.memory_stall_ns, before.memory_stall_ns, ns),
+        None if ran is None else _per_cent(now.memory_stall_ns, ran.memory_stall_ns, ns),
         now.usable_kib,
         None
         if before is None
@@ -185,13 +210,12 @@ def _per_second(now: int | None, before: int | None, elapsed_ns: float) -> float
     return None if per_cent is None else per_cent * 1e7
 
 
-def rates(now: Sample, before: Sample | None) -> Rates:
-    """The rates over the interval between two samples (none the first time)."""
-    ns = (now.monotonic - before.monotonic) * 1e9 if before else 0.0
-    guests = {
-        name: _guest_rates(g, before.guests.get(name) if before else None, ns)
-        for name, g in now.guests.items()
-    }
+def _elapsed_ns(now: Sample, before: Sample | None) -> float:
+    return (now.monotonic - before.monotonic) * 1e9 if before else 0.0
+
+
+def _host_busy(now: Sample, before: Sample | None) -> tuple[float | None, ...]:
+    """Each host CPU's busy share over the interval."""
     host: list[float | None] = []
     for cpu, (busy, idle) in enumerate(now.host_cpus):
         if before is None or cpu >= len(before.host_cpus):
@@ -200,7 +224,17 @@ def rates(now: Sample, before: Sample | None) -> Rates:
         d_busy, d_idle = busy - before.host_cpus[cpu][0], idle - before.host_cpus[cpu][1]
         total = d_busy + d_idle
         host.append(d_busy / total * 100.0 if d_busy >= 0 and d_idle >= 0 and total > 0 else None)
-    return Rates(now.wall, ns / 1e9, guests, tuple(host), now.host_memory)
+    return tuple(host)
+
+
+def rates(now: Sample, before: Sample | None) -> Rates:
+    """The rates over the interval between two samples (none the first time)."""
+    ns = _elapsed_ns(now, before)
+    guests = {
+        name: _guest_rates(g, before.guests.get(name) if before else None, ns)
+        for name, g in now.guests.items()
+    }
+    return Rates(now.wall, ns / 1e9, guests, _host_busy(now, before), now.host_memory)
 
 
 @functools.cache
@@ -220,23 +254,32 @@ def _host_metrics(cpus: int) -> tuple[str, ...]:
     return tuple(f"cpu.{cpu}" for cpu in range(cpus))
 
 
-def series_of(r: Rates) -> dict[str, Row]:
-    """The values one interval adds to the history, a row per guest and one for
-    the "host". A guest's metrics: "cpu", "rss_kib"; where sampled,
-    "memory_stall", "memory_kib" (the balloon's), "usable_kib"; "vcpu.N" and
-    "steal.N" for each vCPU (the names made once per shape, not per sample)."""
+def rows_of(now: Sample, before: Sample | None) -> dict[str, Row]:
+    """The values one interval adds to the history, straight from the counters
+    (the rates themselves are made only when read: see :attr:`Monitor.latest`):
+    a row per guest and one for the "host". A guest's metrics: "cpu",
+    "rss_kib"; where sampled, "memory_stall", "memory_kib" (the balloon's),
+    "usable_kib"; "vcpu.N" and "steal.N" for each vCPU (the names made once per
+    shape, not per sample). Each value is its :class:`GuestRates` field's."""
+    ns = _elapsed_ns(now, before)
+    prior = before.guests if before else {}
     out: dict[str, Row] = {}
-    for name, g in r.guests.items():
-        stall, memory, usable = g.memory_stall_percent, g.memory_kib, g.usable_kib
+    for name, g in now.guests.items():
+        ran = _from(g, prior.get(name))
+        cpu = stall = None
+        if ran is not None:
+            cpu = _per_cent(g.cpu_ns, ran.cpu_ns, ns)
+            stall = _per_cent(g.memory_stall_ns, ran.memory_stall_ns, ns)
+        memory, usable = g.memory_kib, g.usable_kib
         metrics = _guest_metrics(
-            len(g.vcpu_percent), stall is not None, memory is not None, usable is not None
+            len(g.vcpus), stall is not None, memory is not None, usable is not None
         )
-        head: tuple[float | None, ...] = (g.cpu_percent, g.rss_kib)
+        head: tuple[float | None, ...] = (cpu, g.rss_kib)
         if stall is not None or memory is not None or usable is not None:
             head += tuple(v for v in (stall, memory, usable) if v is not None)
-        out[name] = (metrics, head + g.vcpu_percent + g.vcpu_steal_percent)
-    if r.host_busy_percent:  # only while the host CPUs are sampled
-        out["host"] = (_host_metrics(len(r.host_busy_percent)), r.host_busy_percent)
+        out[name] = (metrics, head + _per_vcpu(g, ran, ns, 0) + _per_vcpu(g, ran, ns, 1))
+    if now.host_cpus:  # only while the host CPUs are sampled
+        out["host"] = (_host_metrics(len(now.host_cpus)), _host_busy(now, before))
     return out
 
 
@@ -252,8 +295,6 @@ class Monitor:
 
     interval: float = DEFAULT_INTERVAL_S
     window: float = DEFAULT_WINDOW_S
-    last: Sample | None = None
-    latest: Rates | None = None
     samples: int = 0
     errors: int = 0
     last_error: str = ""
@@ -263,7 +304,8 @@ class Monitor:
     history: History = field(init=False)
     #: How many seconds of the newest rates themselves to keep, for dynamic
     #: policies. Only as many as they look at: at 1,000 guests one sample is
-    #: some 5,000 objects for the garbage collector to walk.
+    #: some 5,000 objects for the garbage collector to walk. With 0, none are
+    #: kept, nor made unless something reads them.
     keep: float = RECENT_S
     recent: deque[Rates] = field(init=False)
 
@@ -276,6 +318,28 @@ class Monitor:
         self._host_memory_at = -math.inf
         self.history = History(int(self.window / self.interval))
         self.recent = deque(maxlen=max(2, int(self.keep / self.interval) + 1))
+        #: The last two samples, replaced at once (API threads read them while
+        #: the sampler's thread samples), and the rates between them once made.
+        self._pair: tuple[Sample | None, Sample | None] = (None, None)
+        self._rated: tuple[Sample, Rates] | None = None
+
+    @property
+    def last(self) -> Sample | None:
+        """The newest sample's counters."""
+        return self._pair[0]
+
+    @property
+    def latest(self) -> Rates | None:
+        """The rates over the last interval (none yet after the first sample,
+        which only sets the base), made when first read after each sample: most
+        intervals nobody reads them (the history's rows come from the counters)."""
+        now, before = self._pair
+        if now is None:
+            return None
+        rated = self._rated
+        if rated is None or rated[0] is not now:
+            rated = self._rated = (now, rates(now, before))
+        return rated[1]
 
     def want(self, *groups: str) -> None:
         """A reader uses these optional groups ("vcpu", "balloon"): collect them for
@@ -296,17 +360,18 @@ class Monitor:
             recent.add(HOST_MEMORY)
         return self.always | recent
 
-    def ingest(self, sample: Sample, duration: float) -> Rates:
-        """Take one sample: derive its rates and keep them."""
-        r = rates(sample, self.last)
-        self.last, self.latest = sample, r
+    def ingest(self, sample: Sample, duration: float) -> None:
+        """Take one sample: its figures into the history, and the rates
+        themselves kept for the tuners (only while they act: :attr:`keep`)."""
+        before = self._pair[0]
+        self._pair = (sample, before)
         self.host_memory = sample.host_memory or self.host_memory
         self.samples += 1
         self.last_duration = duration
         if self.samples > 1:  # the first sample only sets the base
-            self.history.add(sample.wall, series_of(r))
-            self.recent.append(r)
-        return r
+            self.history.add(sample.wall, rows_of(sample, before))
+            if self.keep > 0:
+                self.recent.append(cast("Rates", self.latest))
 
     def failed(self, error: str) -> None:
         self.errors += 1

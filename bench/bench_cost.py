@@ -93,12 +93,14 @@ def thread_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def per_thread(pid: int) -> dict[int, int]:
-    """Each thread of ``pid`` now and its CPU so far (schedstat, ns)."""
+def per_thread(pid: int) -> dict[int, tuple[int, int]]:
+    """Each thread of ``pid`` now: its CPU so far (ns) and how many times it ran
+    (its schedstat: a thread that sleeps between runs woke that often)."""
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
-            found[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+            ran, _, runs = (task / "schedstat").read_text().split()[:3]
+            found[int(task.name)] = (int(ran), int(runs))
     return found
 
 
@@ -113,16 +115,25 @@ def thread_names(pid: int) -> dict[int, str]:
     return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]*)"', out, re.M)}
 
 
-def by_thread(pid: int, before: dict[int, int], total: float) -> str:
-    """What each thread of ``pid`` used since ``before``, in ms; threads gone since
-    (or started and gone) as the rest of ``total`` (s)."""
+def by_thread(pid: int, before: dict[int, tuple[int, int]], total: float) -> str:
+    """What each thread of ``pid`` used since ``before``, in ms, and how many times
+    it ran; threads gone since (or started and gone) as the rest of ``total`` (s)."""
     after, names = per_thread(pid), thread_names(pid)
-    used: dict[str, float] = {}
-    for tid, ns in after.items():
+    used: dict[str, list[float]] = {}
+    for tid, (ns, runs) in after.items():
         name = re.sub(r"_\d+$", "", names.get(tid, str(tid)))  # a pool's threads together
-        used[name] = used.get(name, 0.0) + (ns - before.get(tid, 0)) / 1e6
-    used["threads now gone"] = total * 1e3 - sum(used.values())
-    return ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
+        was = before.get(tid, (0, 0))
+        figures = used.setdefault(name, [0.0, 0])
+        figures[0] += (ns - was[0]) / 1e6
+        figures[1] += runs - was[1]
+    gone = total * 1e3 - sum(ms for ms, _ in used.values())
+    return ", ".join(
+        [
+            f"{k} {ms:.1f} ({runs:.0f} runs)"
+            for k, (ms, runs) in sorted(used.items(), key=lambda kv: -kv[1][0])
+        ]
+        + [f"threads now gone {gone:.1f}"]
+    )
 
 
 def libvirtd_pid() -> int:
@@ -362,7 +373,7 @@ def main() -> None:
             answers()
             continue
         if args.only != "sampling":
-            d, lv, _ = measure(args.seconds, 0, 3600, reader=False)
+            d, lv, _ = measure(args.seconds, 0, 3600, reader=False, threads=args.threads)
             print(
                 f"run {n} idle: daemon {d:.3f} s, libvirtd {lv:.3f} s CPU per {args.seconds:.0f} s",
                 flush=True,

@@ -2,7 +2,12 @@
 interpreter, then each layer of what ``virtpolicy serve`` imports, one after
 the other in the same process (each layer's figure includes those before it).
 
-Usage: .venv/bin/python bench/rss_floor.py
+Usage: .venv/bin/python bench/rss_floor.py [--least]
+
+With ``--least``, the layers of the least a fleet daemon in Python must import:
+libvirt's binding, PostgreSQL's driver alone (no SQLAlchemy) and asyncio's
+own streams (no web framework): what a daemon would start from that did
+without the libraries this one is built on.
 
 Prints, per layer, the process's RSS and its two parts (``RssAnon``: the
 interpreter's objects, private to the process; ``RssFile``: pages of shared
@@ -34,6 +39,13 @@ LAYERS = [
     ),
 ]
 
+LEAST = [
+    ("a bare interpreter", []),
+    ("libvirt's binding", ["libvirt"]),
+    ("psycopg alone", ["psycopg"]),
+    ("asyncio's streams, json, ssl", ["asyncio", "json", "ssl"]),
+]
+
 
 def memory() -> dict[str, float]:
     status = Path("/proc/self/status").read_text()
@@ -46,7 +58,7 @@ def memory() -> dict[str, float]:
 def main() -> None:
     print("| layer | RSS | anonymous | file-backed | modules |")
     print("|---|---|---|---|---|")
-    for label, modules in LAYERS:
+    for label, modules in LEAST if "--least" in sys.argv[1:] else LAYERS:
         for name in modules:
             importlib.import_module(name)
         m = memory()

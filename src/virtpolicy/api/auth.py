@@ -18,6 +18,7 @@ import hashlib
 import os
 import pwd
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,8 +85,23 @@ def identify(
     return Principal(_user(uid), "admin" if uid == 0 else "operator")
 
 
+#: How long a peer's user name is kept: it is asked of the system's user
+#: database (a file, or a directory server through NSS) on the loop, so once a
+#: minute per uid, not at every request.
+NAME_TTL_S = 60.0
+_names: dict[int, tuple[str, float]] = {}
+
+
 def _user(uid: int) -> str:
+    now = time.monotonic()
+    known = _names.get(uid)
+    if known is not None and now - known[1] < NAME_TTL_S:
+        return known[0]
     try:
-        return pwd.getpwuid(uid).pw_name
+        name = pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"uid {uid}"
+        name = f"uid {uid}"
+    if len(_names) >= 1024:  # bounded, whoever connects
+        _names.clear()
+    _names[uid] = (name, now)
+    return name

@@ -17,14 +17,16 @@ from __future__ import annotations
 import functools
 import mimetypes
 from importlib import resources
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from virtpolicy import __version__
 from virtpolicy.errors import NotFoundError
+
+if TYPE_CHECKING:
+    import jinja2
 
 router = APIRouter(include_in_schema=False)
 
@@ -49,7 +51,11 @@ _HEADERS = {
 
 
 @functools.cache
-def _templates() -> Environment:
+def _templates() -> jinja2.Environment:
+    # Imported at the first page asked for: a daemon nobody opens the page of
+    # does not hold Jinja2 (about 6 MiB of a process's memory).
+    from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: PLC0415
+
     return Environment(
         loader=PackageLoader("virtpolicy.web", "templates"),
         autoescape=select_autoescape(default=True),

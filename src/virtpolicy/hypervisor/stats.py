@@ -31,7 +31,8 @@ OPTIONAL_GROUPS = {
 #: cadence (what the memory tuner acts on must be the newest).
 MEMORY_NOW = "memory-now"
 #: The host's memory alone (its daemon publishes it with its heartbeat): asked
-#: for on a slow cadence of its own when no reader wants the "balloon" group.
+#: for on a slow cadence of its own; every sample only for a reader of the
+#: host's figures ("host") and the memory tuner.
 HOST_MEMORY = "host-memory"
 #: The host CPUs' times: one call per host CPU (libvirt has no bulk call for
 #: them), so also only when read.
@@ -221,8 +222,10 @@ def collect(
 
 
 def wants_host_memory(groups: Collection[str]) -> bool:
-    """Whether a sample of these groups reads the host's memory."""
-    return "balloon" in groups or HOST_MEMORY in groups
+    """Whether a sample of these groups reads the host's memory: for a reader
+    of the host's figures, for the memory tuner, and on its own slow cadence
+    (a reader of the guests' memory alone does not show it)."""
+    return HOST_MEMORY in groups or HOST_GROUP in groups or MEMORY_NOW in groups
 
 
 def host_memory(conn: libvirt.virConnect) -> HostMemory | None:

@@ -9,17 +9,19 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import NODE, Daemon, api_client, eventually, snapshot
+from tests.conftest import NODE, VIRTPOLICY, Daemon, api_client, eventually, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +35,38 @@ def test_socket_modes(run_dir: Path) -> None:
     """The read-write socket is 0660, the read-only one 0666, like libvirt's."""
     assert stat.S_IMODE(os.stat(run_dir / "virtpolicy.sock").st_mode) == 0o660
     assert stat.S_IMODE(os.stat(run_dir / "virtpolicy-ro.sock").st_mode) == 0o666
+
+
+def test_a_stop_as_soon_as_the_sockets_appear_is_a_clean_one(
+    tmp_path: Path, short_dir: Callable[[], Path]
+) -> None:
+    """A client may stop the daemon the moment it sees its sockets, before the
+    event loop has its handlers: the daemon still stops cleanly (exit status 0),
+    not killed by the signal. Before the signal was held, 10 of 12 such stops
+    here were deaths by SIGTERM."""
+    codes = []
+    for n in range(5):
+        run_dir = short_dir()
+        proc = subprocess.Popen(
+            [str(VIRTPOLICY), "--db", str(tmp_path / f"p{n}.db"), "serve", *_on_test(run_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not (run_dir / "virtpolicy.sock").exists():  # at once, not every 0.1 s
+                assert proc.poll() is None
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+            proc.send_signal(signal.SIGTERM)
+            codes.append(proc.wait(timeout=20))
+        finally:
+            proc.kill()
+    assert codes == [0] * 5
+
+
+def _on_test(run_dir: Path) -> list[str]:
+    return ["--run-dir", str(run_dir), "--connect", f"test://{NODE}"]
 
 
 def test_write_records_the_peer_and_is_enforced(run_dir: Path, db: str) -> None:

@@ -239,6 +239,11 @@ def serve(
         ",".join(settings.tuners),
         " (dry run)" if settings.dry_run else "",
     )
+    # A client may stop the daemon as soon as it sees its sockets, before the
+    # loop's own handlers are in place: such a signal is held until then.
+    held: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: held.append(signum))
     apis = server.servers(
         store,
         controller,
@@ -258,11 +263,11 @@ def serve(
     )
     if settings.listen:
         log.info("API on https://%s (bearer tokens)", settings.listen)
-    aio.run(_run(controller, apis), workers=aio.WORKER_THREADS)
+    aio.run(_run(controller, apis, held), workers=aio.WORKER_THREADS)
     store.close()
 
 
-async def _run(controller: Controller, apis: list[uvicorn.Server]) -> None:
+async def _run(controller: Controller, apis: list[uvicorn.Server], held: list[int]) -> None:
     loop = asyncio.get_running_loop()
     use_asyncio(loop)  # libvirt's events through this loop, before any connection
 
@@ -273,6 +278,8 @@ async def _run(controller: Controller, apis: list[uvicorn.Server]) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    if held:  # a stop asked for while starting: stop once running
+        loop.call_soon(stop)
     # What start-up made (modules, the app, settings: some 100,000 objects) lives
     # as long as the daemon: frozen, the collector's full passes skip it (a pass
     # over it costs some 50 ms here). Once stopping is the daemon's own.

@@ -47,10 +47,11 @@ def test_lifecycle_and_dependency_events_and_resume(
     start_daemon: Callable[..., Daemon],
     make_guest: Callable[[str], str],
 ) -> None:
-    """A lifecycle event arrives within a second of `virsh start` (the stream's read
-    timeout), a destroyed dependency gives a dependency event for its dependent, a
-    policy written through the store by another process an event of its own (within
-    the store watch's interval), and a reconnect with Last-Event-ID resumes."""
+    """A lifecycle event arrives after `virsh start`, a destroyed dependency gives a
+    dependency event for its dependent, a policy written through the store by
+    another process an event of its own, and a reconnect with Last-Event-ID
+    resumes. (The streams' read timeouts only keep a lost event from hanging the
+    test: no timing is asserted; a loaded machine once took over a second.)"""
     dbg, web = make_guest("edb"), make_guest("eweb")
     run("policy", "set", web, "--requires", dbg)
     daemon = start_daemon(db, "--connect", qemu_uri, "--reconcile-interval", "3600")
@@ -79,12 +80,10 @@ def test_lifecycle_and_dependency_events_and_resume(
             "event": "stopped",
             "action": "none",
         }
-    # A write by another process through the store is noticed within the store
-    # watch's interval (2 s when quiet): a stream that waits longer between events.
+    # A write by another process through the store is noticed by the store watch.
     run("policy", "set", dbg, "--weight", "200")
-    patient = httpx.Timeout(10.0, read=5.0)
     with (
-        httpx.Client(transport=transport, base_url="http://vp", timeout=patient) as api,
+        httpx.Client(transport=transport, base_url="http://vp", timeout=timeout) as api,
         api.stream(
             "GET",
             "/v1/events",

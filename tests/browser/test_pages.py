@@ -450,7 +450,8 @@ def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     # Another host of the fleet (on the same store): picked, its own map, as
     # its daemon published it.
     run("policy", "set", "batch", "--weight", "100")  # its guest, with a policy
-    served("--host", "other-host", uri=f"test://{OTHER}")
+    # (A beat every second: its first comes after one, not five.)
+    served("--host", "other-host", "--heartbeat", "1", uri=f"test://{OTHER}")
 
     def pick(d: Any) -> bool:
         for option in d.find_elements(By.CSS_SELECTOR, "#cpu-host option"):
@@ -513,7 +514,7 @@ def test_a_pin_changed_by_hand_is_shown_put_back_without_a_reload(
     guest = make_guest("webdrift", vcpus=1)
     run("policy", "set", guest, "--vcpupin", "0:0")
     virsh("start", guest)
-    _daemon, url = served("--sample-interval", "1", uri=qemu_uri)
+    _daemon, url = served("--sample-interval", "1", "--heartbeat", "1", uri=qemu_uri)
     browser.get(url + f"/guests/{guest}")
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "drift"), "No drift."))
     browser.execute_script("window.notReloaded = true")

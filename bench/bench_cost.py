@@ -184,9 +184,13 @@ def measure(
                 # then a round of memory reads (every 30 s), which reads those
                 # statuses again: once per start, not in the window.
                 warm: int | None = None if names else 0
-                while warm is None or time.monotonic() < settled or samples(api) < warm:
-                    if warm is None and api.get("/v1/host").json()["pass_cpu_s"]["last_full"]:
-                        warm = samples(api) + math.ceil(30 / sample) + 1
+                while True:
+                    host = api.get("/v1/host").json()
+                    if warm is None and host["pass_cpu_s"]["last_full"]:
+                        warm = host["samples"] + math.ceil(30 / sample) + 1
+                    ready = warm is not None and host["samples"] >= warm
+                    if ready and time.monotonic() >= settled:
+                        break
                     if reader and time.monotonic() >= next_read:
                         api.get("/v1/stats/guests")
                         next_read += 15

@@ -272,6 +272,14 @@ def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
     moving = read_balloon(path, again)
     assert moving is not None
     assert (moving[1].job, moving[1].hugepages) == ("migration out", True)
+    path.write_text(  # a status without QEMU's capabilities: the job found all the same
+        "<domstatus><job type='none' async='save' phase='none' flags='0x0'/>"
+        "<domain><memory unit='KiB'>1048576</memory></domain></domstatus>"
+    )
+    os.utime(path, ns=(first[0] + 3, first[0] + 3))
+    saving = read_balloon(path, moving)
+    assert saving is not None
+    assert (saving[1].job, saving[1].hugepages) == ("save", False)
     path.unlink()
     assert read_balloon(path, again) is None
 

@@ -53,7 +53,7 @@ _HEADERS = {
 @functools.cache
 def _templates() -> jinja2.Environment:
     # Imported at the first page asked for: a daemon nobody opens the page of
-    # does not hold Jinja2 (about 6 MiB of a process's memory).
+    # does not hold Jinja2 (1-2 MiB of the daemon's memory, bench/rss_floor.py).
     from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: PLC0415
 
     return Environment(

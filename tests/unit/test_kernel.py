@@ -238,7 +238,7 @@ def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
 ) -> None:
     """balloon.current and .maximum as libvirt's status records them, and whether
     the balloon has a statistics period (else QEMU has no figures of the guest's)."""
-    from virtpolicy.hypervisor.kernel import read_balloon  # noqa: PLC0415
+    from virtpolicy.hypervisor.kernel import Balloon, read_balloon  # noqa: PLC0415
 
     path = tmp_path / "web.xml"
     path.write_text(
@@ -251,37 +251,41 @@ def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
     assert first is not None
     assert (first[1].current_kib, first[1].maximum_kib, first[1].period) == (524288, 1048576, 5)
     assert read_balloon(path, first) is first  # not rewritten: not read again
-    path.write_text(
+    mtime = first[0]
+
+    def rewritten(text: str) -> Balloon:
+        """The balloon once libvirt rewrote the status as ``text`` (a newer mtime)."""
+        nonlocal mtime
+        path.write_text(text)
+        mtime += 1
+        os.utime(path, ns=(mtime, mtime))
+        found = read_balloon(path, first)
+        assert found is not None
+        assert found[0] == mtime
+        return found[1]
+
+    again = rewritten(
         "<domstatus><domain><memory unit='MiB'>1024</memory>"
         "<currentMemory unit='MiB'>1024</currentMemory><devices><memballoon model='virtio'/>"
         "<rng><stats period='9'/></rng></devices></domain></domstatus>"
     )
-    os.utime(path, ns=(first[0] + 1, first[0] + 1))
-    again = read_balloon(path, first)
-    assert again is not None
-    assert (again[1].current_kib, again[1].maximum_kib, again[1].period) == (1048576, 1048576, 0)
-    assert (again[1].job, again[1].hugepages) == ("", False)
-    path.write_text(  # a migration's source, as libvirt's status of it reads then
+    assert (again.current_kib, again.maximum_kib, again.period) == (1048576, 1048576, 0)
+    assert (again.job, again.hugepages) == ("", False)
+    moving = rewritten(  # a migration's source, as libvirt's status of it reads then
         "<domstatus state='running' reason='booted' pid='1'>"
         "<qemuCaps><flag name='kvm'/></qemuCaps>"
         "<job type='none' async='migration out' phase='perform3' flags='0x1'/>"
         "<domain><memory unit='KiB'>1048576</memory><memoryBacking><hugepages/>"
         "</memoryBacking></domain></domstatus>"
     )
-    os.utime(path, ns=(first[0] + 2, first[0] + 2))
-    moving = read_balloon(path, again)
-    assert moving is not None
-    assert (moving[1].job, moving[1].hugepages) == ("migration out", True)
-    path.write_text(  # a status without QEMU's capabilities: the job found all the same
+    assert (moving.job, moving.hugepages) == ("migration out", True)
+    saving = rewritten(  # a status without QEMU's capabilities: the job found all the same
         "<domstatus><job type='none' async='save' phase='none' flags='0x0'/>"
         "<domain><memory unit='KiB'>1048576</memory></domain></domstatus>"
     )
-    os.utime(path, ns=(first[0] + 3, first[0] + 3))
-    saving = read_balloon(path, moving)
-    assert saving is not None
-    assert (saving[1].job, saving[1].hugepages) == ("save", False)
+    assert (saving.job, saving.hugepages) == ("save", False)
     path.unlink()
-    assert read_balloon(path, again) is None
+    assert read_balloon(path, first) is None
 
 
 def test_status_folders_of_the_system_and_session_drivers(tmp_path: Path) -> None:

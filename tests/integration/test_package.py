@@ -71,9 +71,11 @@ def deb(which: str = "") -> Path:
 
 def apt(*args: str) -> subprocess.CompletedProcess[str]:
     """apt-get as an operator runs it (no questions; what the package recommends,
-    libvirtd's own Debian packages, is not pulled in over the lab's libvirtd)."""
+    libvirtd's own Debian packages, is not pulled in over the lab's libvirtd),
+    waiting for dpkg's lock: a lab built on a fresh machine (tests/lab/linux-guest)
+    may be installing what it needs meanwhile."""
     done = subprocess.run(
-        ["apt-get", "-y", "-q", "--no-install-recommends", *args],
+        ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=240", "--no-install-recommends", *args],
         capture_output=True, text=True, check=False, timeout=300,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )  # fmt: skip

@@ -618,7 +618,10 @@ def test_processes_starting_at_once_on_a_new_store_all_open_it(db: str) -> None:
         for _ in range(6)
     ]
     answers = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in answers]
+    # Each failure's traceback whole: where it waited is what tells (pytest would
+    # cut a list of them short).
+    failed = "\n".join(err for p, (_, err) in zip(procs, answers, strict=True) if p.returncode)
+    assert [p.returncode for p in procs] == [0] * 6, failed
     assert [out.strip() for out, _ in answers] == ["0"] * 6
     SqlStore(db).close()
 

@@ -41,6 +41,7 @@ def qemu_process(proc: Path, pid: int, tids: list[int], cgroup: str) -> None:
     fields = ["S"] + ["0"] * 10 + [str(3 * TICKS), str(TICKS)] + ["0"] * 8
     fields += [str(20480 * 4096 // PAGE)] + ["0"] * 20
     (base / "stat").write_text(f"{pid} (qemu-system-x86) {' '.join(fields)}\n")
+    (base / "statm").write_text(f"{40960 * 4096 // PAGE} {20480 * 4096 // PAGE} 7 1 0 9 0\n")
     (base / "cgroup").write_text(cgroup)
 
 

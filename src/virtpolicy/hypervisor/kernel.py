@@ -2,9 +2,10 @@
 
 For a guest of a local QEMU driver every CPU and memory counter libvirt's bulk
 stats call returns is already in a few small files: the QEMU process's
-``stat`` (CPU time and resident memory), each vCPU thread's ``schedstat`` (run time, and time
-runnable but waiting: libvirt's ``vcpu.N.delay`` comes from the same file),
-and the guest's cgroup (``cpuacct.usage`` on cgroup v1, ``cpu.stat`` on v2,
+``statm`` (resident memory; ``stat`` for its CPU time where no cgroup keeps
+it), each vCPU thread's ``schedstat`` (run time, and time runnable but waiting:
+libvirt's ``vcpu.N.delay`` comes from the same file), and the guest's cgroup
+(``cpuacct.usage`` on cgroup v1, ``cpu.stat`` on v2,
 ``memory.pressure`` and ``memory.stat`` where the cgroup has them). Reading
 them costs microseconds; asking libvirtd costs it hundreds per guest.
 
@@ -95,6 +96,9 @@ class Files:
     (a file missing then is not looked for at every sample)."""
 
     stat: str
+    #: The resident memory, where the CPU time is the cgroup's: ``statm`` costs
+    #: the kernel a third of ``stat`` (which sums every thread's times).
+    statm: str
     #: ("cpuacct", cpuacct.usage) on v1, ("cpu.stat", cpu.stat) on v2, or
     #: ("stat", /proc/PID/stat) where no cgroup keeps the group's CPU time.
     cpu: tuple[str, str]
@@ -108,7 +112,15 @@ class Files:
 
     def paths(self) -> tuple[str | None, ...]:
         """Every file named here (what a sampler holding them open lets go of)."""
-        return (self.stat, self.cpu[1], *self.schedstat, self.memory_stat, self.swap, self.pressure)
+        return (
+            self.stat,
+            self.statm,
+            self.cpu[1],
+            *self.schedstat,
+            self.memory_stat,
+            self.swap,
+            self.pressure,
+        )
 
 
 def files_of(threads: Threads, proc: Path = PROC, cgroups: Path = CGROUPS) -> Files:
@@ -123,6 +135,7 @@ def files_of(threads: Threads, proc: Path = PROC, cgroups: Path = CGROUPS) -> Fi
     v1_memory = group.v1_file(cgroups, "memory", "memory.stat")
     return Files(
         stat=str(base / "stat"),
+        statm=str(base / "statm"),
         cpu=cpu,
         schedstat=tuple(str(base / "task" / str(tid) / "schedstat") for tid in threads.vcpus),
         memory_stat=v1_memory or group.v2_file(cgroups, "memory.stat"),
@@ -337,19 +350,22 @@ def read_counters(
     text = read(path)
     if text is None:
         raise NotLocal(f"process {files.pid} is gone")
-    stat = text if kind == "stat" else (read(files.stat) if rss else None)
-    # Split no further than field 24 of stat (rss), the 22nd after the ")".
-    fields = stat.rpartition(b")")[2].split(None, 22) if stat is not None else []
-    if kind == "cpuacct":
-        cpu_ns = int(text)
-    elif kind == "cpu.stat":
-        cpu_ns = (_field(text, b"usage_usec") or 0) * 1000
-    else:  # the process's utime + stime (fields 14 and 15 of stat)
+    rss_kib = None
+    if kind == "stat":  # the process's utime + stime (fields 14 and 15), rss (24)
+        # Split no further than field 24, the 22nd after the ")".
+        fields = text.rpartition(b")")[2].split(None, 22)
+        if len(fields) < 22:
+            raise NotLocal(f"process {files.pid} is gone")
         cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
-    if rss and len(fields) < 22:
-        raise NotLocal(f"process {files.pid} is gone")
+        rss_kib = int(fields[21]) * PAGE // 1024 if rss else None
+    else:
+        cpu_ns = int(text) if kind == "cpuacct" else (_field(text, b"usage_usec") or 0) * 1000
+        if rss:  # statm: size, then resident (pages)
+            sizes = (read(files.statm) or b"").split(None, 2)
+            if len(sizes) < 2:
+                raise NotLocal(f"process {files.pid} is gone")
+            rss_kib = int(sizes[1]) * PAGE // 1024
     found = _vcpus(files.schedstat, read) if vcpus else ()
-    rss_kib = int(fields[21]) * PAGE // 1024 if rss else None
     return _new(GuestCounters, (name, state, cpu_ns, found, rss_kib, *(tail or _NO_TAIL)))
 
 

@@ -260,27 +260,51 @@ def rows_of(now: Sample, before: Sample | None) -> dict[str, Row]:
     a row per guest and one for the "host". A guest's metrics: "cpu",
     "rss_kib"; where sampled, "memory_stall", "memory_kib" (the balloon's),
     "usable_kib"; "vcpu.N" and "steal.N" for each vCPU (the names made once per
-    shape, not per sample). Each value is its :class:`GuestRates` field's."""
+    shape, not per sample). Each value is its :class:`GuestRates` field's.
+
+    Per guest per sample, the hottest loop after reading the files: each row is
+    one list, each vCPU's two shares made in one pass (2 µs a guest, against 4-7
+    through :func:`_per_vcpu`)."""
     ns = _elapsed_ns(now, before)
     prior = before.guests if before else {}
     out: dict[str, Row] = {}
     for name, g in now.guests.items():
-        ran = _from(g, prior.get(name))
-        cpu = stall = None
-        if ran is not None:
-            cpu = _per_cent(g.cpu_ns, ran.cpu_ns, ns)
+        vcpus, memory, usable = g.vcpus, g.memory_kib, g.usable_kib
+        ran = _from(g, prior.get(name)) if ns > 0 else None
+        if ran is None:
+            stall = None
+            values: list[float | None] = [None, g.rss_kib]
+        else:
             stall = _per_cent(g.memory_stall_ns, ran.memory_stall_ns, ns)
-        memory, usable = g.memory_kib, g.usable_kib
+            values = [_per_cent(g.cpu_ns, ran.cpu_ns, ns), g.rss_kib]
+        for optional in (stall, memory, usable):
+            if optional is not None:
+                values.append(optional)
+        if ran is None:
+            values += (None,) * (2 * len(vcpus))
+        else:
+            old, steals = ran.vcpus, []
+            for i, (used, steal, _) in enumerate(vcpus):
+                was_used, was_steal = old[i][:2] if i < len(old) else (None, None)
+                values.append(_share(used, was_used, ns))
+                steals.append(_share(steal, was_steal, ns))
+            values += steals
         metrics = _guest_metrics(
-            len(g.vcpus), stall is not None, memory is not None, usable is not None
+            len(vcpus), stall is not None, memory is not None, usable is not None
         )
-        head: tuple[float | None, ...] = (cpu, g.rss_kib)
-        if stall is not None or memory is not None or usable is not None:
-            head += tuple(v for v in (stall, memory, usable) if v is not None)
-        out[name] = (metrics, head + _per_vcpu(g, ran, ns, 0) + _per_vcpu(g, ran, ns, 1))
+        out[name] = (metrics, values)
     if now.host_cpus:  # only while the host CPUs are sampled
         out["host"] = (_host_metrics(len(now.host_cpus)), _host_busy(now, before))
     return out
+
+
+def _share(now: int | None, before: int | None, ns: float) -> float | None:
+    """:func:`_per_cent` for an interval known to be longer than 0."""
+    return (
+        (now - before) / ns * 100.0
+        if now is not None and before is not None and now >= before
+        else None
+    )
 
 
 #: How long a reader's interest in a stats group keeps it collected.

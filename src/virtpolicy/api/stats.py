@@ -23,11 +23,9 @@ def guests(who: Reader, daemon: DaemonDep) -> Response:
     collected from the sample after the first such read on, for 5 minutes after the
     last."""
     latest = daemon.utilization("vcpu", "balloon").latest
+    interval = round(latest.interval, 3) if latest is not None else 0.0
     rows = (
-        [
-            {"time": latest.wall, "interval": round(latest.interval, 3), **g.to_dict()}
-            for _, g in sorted(latest.guests.items())
-        ]
+        [g.to_dict(time=latest.wall, interval=interval) for _, g in sorted(latest.guests.items())]
         if latest is not None
         else []
     )

@@ -87,17 +87,20 @@ class GuestRates(NamedTuple):
             )
         )
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self, **first: object) -> dict[str, object]:
+        """As a reader gets it: ``first``'s keys, then the guest's (made for every
+        guest at every answer: the shares rounded inline, not through a call)."""
         return {
+            **first,
             "guest": self.guest,
             "running": self.running,
             "cpu_percent": _round(self.cpu_percent),
-            "vcpus": [  # from the columns: every reader's answer makes these
+            "vcpus": [
                 {
                     "vcpu": i,
-                    "percent": _round(used),
-                    "steal_percent": _round(steal),
-                    "wait_percent": _round(wait),
+                    "percent": None if used is None else round(used, 2),
+                    "steal_percent": None if steal is None else round(steal, 2),
+                    "wait_percent": None if wait is None else round(wait, 2),
                 }
                 for i, (used, steal, wait) in enumerate(
                     zip(
@@ -154,22 +157,34 @@ def _from(now: GuestCounters, before: GuestCounters | None) -> GuestCounters | N
     return before
 
 
-def _per_vcpu(
-    now: GuestCounters, before: GuestCounters | None, ns: float, counter: int
-) -> tuple[float | None, ...]:
-    """Each vCPU's ``counter`` (0: run time, 1: steal, 2: wait) as a share of
-    one host CPU over the interval; None for each without ``before`` (and for
-    a vCPU it did not have)."""
+def _vcpu_shares(
+    now: GuestCounters, before: GuestCounters | None, ns: float
+) -> tuple[tuple[float | None, ...], tuple[float | None, ...], tuple[float | None, ...]]:
+    """Each vCPU's run, steal and wait time as shares of one host CPU over the
+    interval, in one pass (per guest per sample, and per answer: a hot loop);
+    None for each without ``before`` (the guest did not run throughout: see
+    :func:`_from`) or without an interval, and for a vCPU it did not have."""
     vcpus = now.vcpus
-    if before is None:
-        return (None,) * len(vcpus)
-    old: tuple[tuple[int | None, ...], ...] = before.vcpus
-    if len(old) < len(vcpus):
-        old += _NO_VCPUS * (len(vcpus) - len(old))
-    return tuple([_per_cent(v[counter], o[counter], ns) for v, o in zip(vcpus, old, strict=False)])
+    if before is None or ns <= 0:
+        nones = (None,) * len(vcpus)
+        return nones, nones, nones
+    old = before.vcpus
+    used, steal, wait = [], [], []
+    for i, (run, delay, waited) in enumerate(vcpus):
+        was_run, was_delay, was_waited = old[i] if i < len(old) else (None, None, None)
+        used.append(_share(run, was_run, ns))
+        steal.append(_share(delay, was_delay, ns))
+        wait.append(_share(waited, was_waited, ns))
+    return tuple(used), tuple(steal), tuple(wait)
 
 
-_NO_VCPUS: tuple[tuple[int | None, ...], ...] = ((None, None, None),)
+def _share(now: int | None, before: int | None, ns: float) -> float | None:
+    """:func:`_per_cent` for an interval known to be longer than 0."""
+    return (
+        (now - before) / ns * 100.0
+        if now is not None and before is not None and now >= before
+        else None
+    )
 
 
 def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) -> GuestRates:
@@ -178,9 +193,7 @@ def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) ->
         now.name,
         now.running,
         None if ran is None else _per_cent(now.cpu_ns, ran.cpu_ns, ns),
-        _per_vcpu(now, ran, ns, 0),
-        _per_vcpu(now, ran, ns, 1),
-        _per_vcpu(now, ran, ns, 2),
+        *_vcpu_shares(now, ran, ns),
         now.memory_kib,
         now.rss_kib,
         now.memory_max_kib,
@@ -263,8 +276,7 @@ def rows_of(now: Sample, before: Sample | None) -> dict[str, Row]:
     shape, not per sample). Each value is its :class:`GuestRates` field's.
 
     Per guest per sample, the hottest loop after reading the files: each row is
-    one list, each vCPU's two shares made in one pass (2 µs a guest, against 4-7
-    through :func:`_per_vcpu`)."""
+    one list (2-3 µs a guest; 4-7 before, joining tuples)."""
     ns = _elapsed_ns(now, before)
     prior = before.guests if before else {}
     out: dict[str, Row] = {}
@@ -280,15 +292,9 @@ def rows_of(now: Sample, before: Sample | None) -> dict[str, Row]:
         for optional in (stall, memory, usable):
             if optional is not None:
                 values.append(optional)
-        if ran is None:
-            values += (None,) * (2 * len(vcpus))
-        else:
-            old, steals = ran.vcpus, []
-            for i, (used, steal, _) in enumerate(vcpus):
-                was_used, was_steal = old[i][:2] if i < len(old) else (None, None)
-                values.append(_share(used, was_used, ns))
-                steals.append(_share(steal, was_steal, ns))
-            values += steals
+        used, steal, _ = _vcpu_shares(g, ran, ns)
+        values += used
+        values += steal
         metrics = _guest_metrics(
             len(vcpus), stall is not None, memory is not None, usable is not None
         )
@@ -296,15 +302,6 @@ def rows_of(now: Sample, before: Sample | None) -> dict[str, Row]:
     if now.host_cpus:  # only while the host CPUs are sampled
         out["host"] = (_host_metrics(len(now.host_cpus)), _host_busy(now, before))
     return out
-
-
-def _share(now: int | None, before: int | None, ns: float) -> float | None:
-    """:func:`_per_cent` for an interval known to be longer than 0."""
-    return (
-        (now - before) / ns * 100.0
-        if now is not None and before is not None and now >= before
-        else None
-    )
 
 
 #: How long a reader's interest in a stats group keeps it collected.

@@ -224,7 +224,7 @@ def test_no_server_errors_in_process(tmp_path: Path, mode: GenerationMode) -> No
 
     schema = schemathesis.openapi.from_asgi("/v1/openapi.json", as_root, config=CONFIG)
     try:
-        answered = fuzz(schema, lambda case: case.call(), examples=18, modes=(mode,))
+        answered = fuzz(schema, lambda case: case.call(), examples=12, modes=(mode,))
     finally:
         store.close()
     if mode == GenerationMode.POSITIVE:

@@ -165,6 +165,8 @@ def _vcpu_shares(
     None for each without ``before`` (the guest did not run throughout: see
     :func:`_from`) or without an interval, and for a vCPU it did not have."""
     vcpus = now.vcpus
+    if not vcpus:  # not sampled (nothing reads them): nothing to make
+        return _NO_SHARES
     if before is None or ns <= 0:
         nones = (None,) * len(vcpus)
         return nones, nones, nones
@@ -176,6 +178,13 @@ def _vcpu_shares(
         steal.append(_share(delay, was_delay, ns))
         wait.append(_share(waited, was_waited, ns))
     return tuple(used), tuple(steal), tuple(wait)
+
+
+_NO_SHARES: tuple[tuple[float | None, ...], tuple[float | None, ...], tuple[float | None, ...]] = (
+    (),
+    (),
+    (),
+)
 
 
 def _share(now: int | None, before: int | None, ns: float) -> float | None:

@@ -144,9 +144,9 @@ def _round(value: float | None) -> float | None:
 
 
 def _per_cent(now: int | None, before: int | None, elapsed_ns: float) -> float | None:
-    if now is None or before is None or now < before or elapsed_ns <= 0:
-        return None
-    return (now - before) / elapsed_ns * 100.0
+    """How much ``now`` moved since ``before`` as a share of the interval (None
+    without either, when it went back, or without an interval)."""
+    return _share(now, before, elapsed_ns) if elapsed_ns > 0 else None
 
 
 def _from(now: GuestCounters, before: GuestCounters | None) -> GuestCounters | None:

@@ -23,13 +23,12 @@ def guests(who: Reader, daemon: DaemonDep) -> Response:
     collected from the sample after the first such read on, for 5 minutes after the
     last."""
     latest = daemon.utilization("vcpu", "balloon").latest
-    interval = round(latest.interval, 3) if latest is not None else 0.0
-    rows = (
+    if latest is None:
+        return _json([])
+    interval = round(latest.interval, 3)
+    return _json(
         [g.to_dict(time=latest.wall, interval=interval) for _, g in sorted(latest.guests.items())]
-        if latest is not None
-        else []
     )
-    return _json(rows)
 
 
 def _json(content: object) -> Response:

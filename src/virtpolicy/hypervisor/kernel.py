@@ -95,7 +95,6 @@ class Files:
     """The files a running guest's counters are read from, found once per start
     (a file missing then is not looked for at every sample)."""
 
-    stat: str
     #: The resident memory, where the CPU time is the cgroup's: ``statm`` costs
     #: the kernel a third of ``stat`` (which sums every thread's times).
     statm: str
@@ -113,7 +112,6 @@ class Files:
     def paths(self) -> tuple[str | None, ...]:
         """Every file named here (what a sampler holding them open lets go of)."""
         return (
-            self.stat,
             self.statm,
             self.cpu[1],
             *self.schedstat,
@@ -134,7 +132,6 @@ def files_of(threads: Threads, proc: Path = PROC, cgroups: Path = CGROUPS) -> Fi
         cpu = ("cpu.stat", found)
     v1_memory = group.v1_file(cgroups, "memory", "memory.stat")
     return Files(
-        stat=str(base / "stat"),
         statm=str(base / "statm"),
         cpu=cpu,
         schedstat=tuple(str(base / "task" / str(tid) / "schedstat") for tid in threads.vcpus),

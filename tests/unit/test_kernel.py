@@ -168,7 +168,7 @@ def test_a_process_gone_is_not_local(tmp_path: Path) -> None:
 def test_host_cpu_times_come_from_proc_stat(tmp_path: Path) -> None:
     """Busy is user + nice + system + irq + softirq, idle is idle + iowait: what
     libvirt's node CPU stats make of the same lines."""
-    from virtpolicy.hypervisor.localstats import host_cpu_times  # noqa: PLC0415
+    from virtpolicy.hypervisor.hostfiles import host_cpu_times  # noqa: PLC0415
 
     (tmp_path / "stat").write_text(
         "cpu  10 0 10 100 0 0 0 0 0 0\n"
@@ -239,7 +239,7 @@ def test_the_balloon_comes_from_libvirts_status_read_again_only_when_rewritten(
 ) -> None:
     """balloon.current and .maximum as libvirt's status records them, and whether
     the balloon has a statistics period (else QEMU has no figures of the guest's)."""
-    from virtpolicy.hypervisor.kernel import Balloon, read_balloon  # noqa: PLC0415
+    from virtpolicy.hypervisor.domstatus import Balloon, read_balloon  # noqa: PLC0415
 
     path = tmp_path / "web.xml"
     path.write_text(
@@ -361,7 +361,7 @@ def test_a_sampler_lets_go_of_every_file_of_a_guest_that_stopped(tmp_path: Path)
 
 
 def test_the_hosts_memory_and_its_stall_come_from_procfs(tmp_path: Path) -> None:
-    from virtpolicy.hypervisor.localstats import host_memory  # noqa: PLC0415
+    from virtpolicy.hypervisor.hostfiles import host_memory  # noqa: PLC0415
 
     (tmp_path / "meminfo").write_text(
         "MemTotal:       16384000 kB\nMemFree:         1000000 kB\n"
@@ -411,7 +411,7 @@ def test_a_missed_answer_of_the_balloon_driver_keeps_what_it_last_said(tmp_path:
     """QEMU busy (the call does not wait for it): the answer lacks the guest's
     figures. What the driver said before stands and it is asked again at the
     next sample, not left for ten times the cadence as a guest that never said."""
-    from virtpolicy.hypervisor.kernel import Balloon  # noqa: PLC0415
+    from virtpolicy.hypervisor.domstatus import Balloon  # noqa: PLC0415
     from virtpolicy.hypervisor.localstats import LocalSampler, _memory  # noqa: PLC0415
     from virtpolicy.hypervisor.stats import GuestCounters  # noqa: PLC0415
 
@@ -471,7 +471,8 @@ def test_a_guests_memory_figures_end_its_counters_each_under_its_own_name() -> N
     """What is read every 30 s (the cgroup's memory, the balloon, the guest's own
     view) is made once into the end of the counters: each figure lands in the
     field of its name."""
-    from virtpolicy.hypervisor.kernel import Balloon, Memory  # noqa: PLC0415
+    from virtpolicy.hypervisor.domstatus import Balloon  # noqa: PLC0415
+    from virtpolicy.hypervisor.kernel import Memory  # noqa: PLC0415
     from virtpolicy.hypervisor.stats import GuestCounters, GuestView  # noqa: PLC0415
 
     tail = memory_tail(

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from virtpolicy.api import metrics
-from virtpolicy.engine.tuners.monitor import History, Monitor, rates, rows_of
+from virtpolicy.engine.tuners.intervals import rows_of
+from virtpolicy.engine.tuners.monitor import History, Monitor, rates
 from virtpolicy.engine.tuning.reconcile import GuestStatus
 from virtpolicy.hypervisor.native import Field, Tuning
 from virtpolicy.hypervisor.stats import (

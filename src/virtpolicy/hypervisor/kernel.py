@@ -28,19 +28,21 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from virtpolicy.hypervisor.domstatus import Balloon
 from virtpolicy.hypervisor.procfiles import read_once
-from virtpolicy.hypervisor.stats import NO_VIEW, GuestCounters, GuestView, VcpuCounters
+from virtpolicy.hypervisor.stats import MISSING, NO_VIEW, GuestCounters, GuestView, VcpuCounters
 
 PROC = Path("/proc")
 CGROUPS = Path("/sys/fs/cgroup")
 TICKS = os.sysconf("SC_CLK_TCK")
+NS_PER_TICK = 1_000_000_000 // TICKS
 PAGE = os.sysconf("SC_PAGE_SIZE")
 #: Where the system QEMU driver keeps each running domain's status.
 STATUS_DIR = Path("/run/libvirt/qemu")
@@ -181,74 +183,6 @@ def read_memory(files: Files, read: Reader | None = None) -> Memory | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Balloon:
-    """The balloon as libvirt's status of the running guest records it (libvirt
-    keeps it current from QEMU's balloon events: the figures its bulk call gives
-    as ``balloon.current`` and ``balloon.maximum``), and the balloon driver's
-    statistics period: with none set, QEMU has no figures of the guest's own."""
-
-    current_kib: int | None
-    maximum_kib: int | None
-    period: int
-    #: libvirt's long job on the guest ("migration out", "save", ...; "" none)
-    #: and whether huge pages back its memory (a balloon frees none of them).
-    job: str = ""
-    hugepages: bool = False
-
-
-_UNITS = {b"b": 1, b"bytes": 1, b"KiB": 1024, b"k": 1024, b"MiB": 1 << 20, b"M": 1 << 20}
-_UNITS |= {b"GiB": 1 << 30, b"G": 1 << 30}
-_MAXIMUM = re.compile(rb"<memory unit='(\w+)'>(\d+)</memory>")
-_CURRENT = re.compile(rb"<currentMemory unit='(\w+)'>(\d+)</currentMemory>")
-_PERIOD = re.compile(rb"<stats period='(\d+)'")
-_JOB = re.compile(rb"<job [^>]*async='([^']+)'")
-
-
-def read_balloon(path: str | Path, known: tuple[int, Balloon] | None) -> tuple[int, Balloon] | None:
-    """(the file's mtime, the balloon) from libvirt's status at ``path``, read
-    again only when libvirt rewrote it (``known`` otherwise); None when it cannot
-    be read."""
-    try:
-        mtime = os.stat(path).st_mtime_ns
-        if known is not None and known[0] == mtime:
-            return known
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:  # in one read (about 10 KB), not through a file object
-            text = os.read(fd, os.fstat(fd).st_size + 4096)
-        finally:
-            os.close(fd)
-    except OSError:
-        return None
-    return mtime, _balloon(text)
-
-
-def _balloon(text: bytes) -> Balloon:
-    """The balloon from a status's text. The domain's own XML ends the status,
-    after libvirt's records of it: QEMU's capabilities (most of the file), then
-    the job. Each is found from the end, and each figure looked for where it is
-    (the job between the two), not in the whole file."""
-    domain = max(0, text.rfind(b"<domain"))
-    start = text.find(b"<memballoon", domain)
-    end = text.find(b"</memballoon>", start)
-    period = _PERIOD.search(text, start, end) if start >= 0 and end >= 0 else None
-    at = text.find(b"<job ", max(0, text.rfind(b"</qemuCaps>", 0, domain)), domain)
-    job = _JOB.match(text, at, domain) if at >= 0 else None
-    return Balloon(
-        current_kib=_kib(_CURRENT.search(text, domain)),
-        maximum_kib=_kib(_MAXIMUM.search(text, domain)),
-        period=int(period.group(1)) if period else 0,
-        job=job.group(1).decode(errors="replace") if job else "",
-        hugepages=text.find(b"<hugepages", domain) >= 0,
-    )
-
-
-def _kib(found: re.Match[bytes] | None) -> int | None:
-    if found is None or found.group(1) not in _UNITS:
-        return None
-    return int(found.group(2)) * _UNITS[found.group(1)] // 1024
-
-
 def _field(text: bytes, key: bytes) -> int | None:
     """The number on ``key``'s line of a ``key value`` file (memory.stat, cpu.stat):
     found, not parsed whole (memory.stat has some 40 lines; a few are read)."""
@@ -345,25 +279,57 @@ def read_counters(
     read = read or read_once
     kind, path = files.cpu
     text = read(path)
-    if text is None:
-        raise NotLocal(f"process {files.pid} is gone")
-    rss_kib = None
+    statm = read(files.statm) if rss and kind != "stat" else None
+    try:
+        if text is None or (rss and kind != "stat" and statm is None):
+            raise ValueError
+        cpu_ns, rss_kib = cpu_and_rss(kind, text, statm)
+    except (ValueError, IndexError):
+        raise NotLocal(f"process {files.pid} is gone") from None
+    found = _vcpus(files.schedstat, read) if vcpus else ()
+    kept = rss_kib if rss and rss_kib != MISSING else None
+    return _new(GuestCounters, (name, state, cpu_ns, found, kept, *(tail or NO_TAIL)))
+
+
+def cpu_and_rss(kind: str, text: bytes, statm: bytes | None) -> tuple[int, int]:
+    """A guest's CPU time (ns) and resident memory (KiB; MISSING without
+    ``statm`` where the CPU file is the cgroup's) from its CPU file's ``text``
+    of ``kind`` (see :attr:`Files.cpu`). ValueError or IndexError when the
+    text is not such a file's (its process gone)."""
+    if not text:
+        raise ValueError("empty")
     if kind == "stat":  # the process's utime + stime (fields 14 and 15), rss (24)
         # Split no further than field 24, the 22nd after the ")".
         fields = text.rpartition(b")")[2].split(None, 22)
-        if len(fields) < 22:
-            raise NotLocal(f"process {files.pid} is gone")
-        cpu_ns = (int(fields[11]) + int(fields[12])) * 1_000_000_000 // TICKS
-        rss_kib = int(fields[21]) * PAGE // 1024 if rss else None
-    else:
-        cpu_ns = int(text) if kind == "cpuacct" else (_field(text, b"usage_usec") or 0) * 1000
-        if rss:  # statm: size, then resident (pages)
-            sizes = (read(files.statm) or b"").split(None, 2)
-            if len(sizes) < 2:
-                raise NotLocal(f"process {files.pid} is gone")
-            rss_kib = int(sizes[1]) * PAGE // 1024
-    found = _vcpus(files.schedstat, read) if vcpus else ()
-    return _new(GuestCounters, (name, state, cpu_ns, found, rss_kib, *(tail or _NO_TAIL)))
+        return (int(fields[11]) + int(fields[12])) * NS_PER_TICK, int(fields[21]) * PAGE // 1024
+    cpu_ns = int(text) if kind == "cpuacct" else (_field(text, b"usage_usec") or 0) * 1000
+    if statm is None:
+        return cpu_ns, MISSING
+    return cpu_ns, int(statm.split(None, 2)[1]) * PAGE // 1024  # size, then resident
+
+
+#: How a sampler reads one guest from files it holds open: its CPU file's kind
+#: and descriptor, its ``statm``'s (-1: not read), each vCPU's ``schedstat``'s.
+Plan = tuple[str, int, int, tuple[int, ...]]
+
+
+def read_packed(plans: Iterable[Plan]) -> array[int]:
+    """Every planned guest's numbers as :class:`~virtpolicy.hypervisor.stats.Packed`
+    holds them, each file read with one ``pread``: the hottest loop of a sample,
+    with no object made per guest but the files' bytes. OSError, ValueError or
+    IndexError when a file cannot be read as it was (a process gone)."""
+    values: array[int] = array("q")
+    extend, pread = values.extend, os.pread
+    for kind, cpu, statm, vcpus in plans:
+        resident = pread(statm, 4096, 0) if statm >= 0 else None
+        extend(cpu_and_rss(kind, pread(cpu, 4096, 0), resident))
+        for fd in vcpus:
+            run_delay = pread(fd, 256, 0).split()
+            extend((int(run_delay[0]), int(run_delay[1])) if len(run_delay) > 1 else _NO_RUN)
+    return values
+
+
+_NO_RUN = (MISSING, MISSING)
 
 
 def memory_tail(
@@ -397,7 +363,7 @@ def _vcpus(paths: tuple[str, ...], read: Reader) -> tuple[VcpuCounters, ...]:
 
 _new = tuple.__new__
 _NO_VCPU = VcpuCounters(None, None, None)
-_NO_TAIL = memory_tail()
+NO_TAIL = memory_tail()
 
 
 def _tgid(proc: Path, tid: int) -> int | None:

@@ -22,24 +22,27 @@ import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import libvirt
 
 from virtpolicy.hypervisor import stats
+from virtpolicy.hypervisor.domstatus import Balloon, read_balloon
+from virtpolicy.hypervisor.hostfiles import host_cpu_times, host_memory
 from virtpolicy.hypervisor.kernel import (
     CGROUPS,
+    NO_TAIL,
     PROC,
     STATUS_DIR,
-    Balloon,
     Files,
     Memory,
     NotLocal,
+    Plan,
     files_of,
     memory_tail,
-    read_balloon,
     read_counters,
     read_memory,
+    read_packed,
     status_of,
     threads_from_status,
 )
@@ -150,6 +153,7 @@ class LocalSampler:
         self.domains = Domains()
         self.open = OpenFiles()
         self._files: dict[tuple[str, int], Files] = {}
+        self._plan: _Plan | None = None
         self._memory: dict[tuple[str, int], _Memory] = {}
         self._memory_at = -BALLOON_S
         #: The domains as last sampled: while they stay the same object, no guest
@@ -174,12 +178,36 @@ class LocalSampler:
         memory_due = fresh or mono - self._memory_at >= BALLOON_S
         if "balloon" in groups:  # for the guests read before: a new one's next time
             self._ask_guests(conn, mono, nowait, 0.0 if fresh else BALLOON_S)
-        guests: dict[str, stats.GuestCounters] = {}
-        fallback: dict[str, str] = {}
-        away: list[str] = []
         known = self.domains.known
         if known is not self._known:  # a guest started or stopped: let go of the gone
             self._let_go(known)
+        memory, vcpus = "balloon" in groups, "vcpu" in groups
+        guests: Mapping[str, stats.GuestCounters] | None
+        fallback: dict[str, str] = {}
+        guests = self._packed(known, vcpus, memory, memory_due)
+        if guests is None:
+            guests, fallback = self._one_by_one(conn, known, groups, memory_due, nowait)
+        if memory_due and memory:
+            self._memory_at = mono
+        host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()
+        host_mem = host_memory(self.proc) if stats.wants_host_memory(groups) else None
+        return stats.Sample(
+            mono, wall, guests, host, source="kernel", fallback=fallback, host_memory=host_mem
+        )
+
+    def _one_by_one(
+        self,
+        conn: libvirt.virConnect,
+        known: Mapping[str, tuple[int, int]],
+        groups: Collection[str],
+        memory_due: bool,
+        nowait: int,
+    ) -> tuple[dict[str, stats.GuestCounters], dict[str, str]]:
+        """Each guest's counters read on its own, those of a guest that cannot
+        be read here through libvirt; and why, for each of those."""
+        guests: dict[str, stats.GuestCounters] = {}
+        fallback: dict[str, str] = {}
+        away: list[str] = []
         read = self._read if "balloon" in groups else self._read_cpu
         vcpus = "vcpu" in groups
         for name, (number, state) in known.items():
@@ -191,14 +219,66 @@ class LocalSampler:
             except NotLocal as exc:
                 fallback[name] = str(exc)
                 away.append(name)
-        if memory_due and "balloon" in groups:
-            self._memory_at = mono
         guests.update(_through_libvirt(conn, away, groups, nowait))
-        host = host_cpu_times(cpus, self.proc) if stats.HOST_GROUP in groups else ()
-        memory = host_memory(self.proc) if stats.wants_host_memory(groups) else None
-        return stats.Sample(
-            mono, wall, guests, host, source="kernel", fallback=fallback, host_memory=memory
-        )
+        return guests, fallback
+
+    def _packed(
+        self, known: Mapping[str, tuple[int, int]], vcpus: bool, memory: bool, memory_due: bool
+    ) -> stats.Packed | None:
+        """Every guest's counters in one pass over the files held open for them
+        (:func:`~virtpolicy.hypervisor.kernel.read_packed`), or None where a
+        guest is not sampled here (it goes through libvirt) or a file cannot be
+        read as it was (a process gone since the listing): that sample is then
+        taken guest by guest, as before, with the reasons."""
+        plan = self._plan
+        if plan is None or plan.known is not known or plan.vcpus != vcpus or plan.memory != memory:
+            plan = self._plan = self._plan_of(known, vcpus, memory)
+            if plan is None:
+                return None
+        if memory:  # the memory figures, every guest's on their cadence
+            for key, files in plan.files:
+                held = self._memory.get(key)
+                if held is None or memory_due:
+                    self._memory[key] = self._memory_of(key[0], files, held)
+            tails = tuple(self._memory[key].tail for key, _ in plan.files)
+        else:
+            tails = plan.no_tails
+        try:
+            values = read_packed(plan.reads)
+        except (OSError, ValueError, IndexError):
+            self._plan = None
+            return None
+        return stats.Packed(plan.shape, values, tails, plan.others)
+
+    def _plan_of(
+        self, known: Mapping[str, tuple[int, int]], vcpus: bool, memory: bool
+    ) -> _Plan | None:
+        """How to read every running guest of ``known`` in one pass: None if one
+        cannot be read here, or a file of its cannot be opened."""
+        files, reads, shape, others = [], [], [], {}
+        for name, (number, state) in known.items():
+            if number < 0:  # not active: no process to read (paused ones are read)
+                others[name] = stats.GuestCounters(name, state, None, (), None, None, None)
+                continue
+            try:
+                found = self._files_of((name, number))
+            except NotLocal:
+                return None
+            kind, cpu = found.cpu
+            statm = found.statm if memory and kind != "stat" else None
+            vcpu_files = found.schedstat if vcpus else ()
+            fds = [self.open.fd(path) for path in (cpu, *vcpu_files)]
+            resident = -1 if statm is None else self.open.fd(statm)
+            if resident is None or None in fds:
+                return None
+            held = cast("list[int]", fds)
+            files.append(((name, number), found))
+            reads.append((kind, held[0], resident, tuple(held[1:])))
+            shape.append((name, state, len(vcpu_files)))
+        return _Plan(
+            known, vcpus, memory, stats.Shape.of(shape), tuple(files), tuple(reads), others,
+            (NO_TAIL,) * len(files),
+        )  # fmt: skip
 
     def _let_go(self, known: Mapping[str, tuple[int, int]]) -> None:
         """Close the files of guests no longer running as they were (stopped, or
@@ -284,6 +364,23 @@ class LocalSampler:
             self._memory[key] = _memory(held.cgroup, held.balloon, view)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Plan:
+    """How a sampler reads every running guest in one pass (see
+    :meth:`LocalSampler._packed`), made again when a guest starts or stops, or
+    what is read changes: the shape of the samples it makes, each guest's
+    files, and the descriptors read."""
+
+    known: Mapping[str, tuple[int, int]]
+    vcpus: bool
+    memory: bool
+    shape: stats.Shape
+    files: tuple[tuple[tuple[str, int], Files], ...]
+    reads: tuple[Plan, ...]
+    others: Mapping[str, stats.GuestCounters]
+    no_tails: tuple[tuple[object, ...], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _View:
     """The guest's own view of its memory, as its balloon driver last told."""
@@ -331,55 +428,3 @@ def _through_libvirt(
         for _, record in records[:1]:
             found[name] = stats.parse_domain_stats(name, record)
     return found
-
-
-def host_cpu_times(cpus: int, proc: Path = PROC) -> tuple[tuple[int, int], ...]:
-    """(busy, idle) ns of each host CPU from ``/proc/stat``, as libvirt's
-    ``virNodeGetCPUStats`` reads them: busy is user + nice + system + irq +
-    softirq, idle is idle + iowait."""
-    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    found: dict[int, tuple[int, int]] = {}
-    for line in (proc / "stat").read_text().splitlines():
-        name, *fields = line.split()
-        if not name.startswith("cpu") or name == "cpu":
-            continue
-        user, nice, system, idle, iowait, irq, softirq = map(int, fields[:7])
-        found[int(name[3:])] = (
-            (user + nice + system + irq + softirq) * tick_ns,
-            (idle + iowait) * tick_ns,
-        )
-    return tuple(found.get(cpu, (0, 0)) for cpu in range(cpus))
-
-
-def host_memory(proc: Path = PROC) -> stats.HostMemory | None:
-    """The host's memory from ``/proc/meminfo`` (its total and what is available
-    without swapping) and how much its tasks stall for memory from
-    ``/proc/pressure/memory`` (where the kernel has PSI)."""
-    try:
-        text = (proc / "meminfo").read_bytes()
-    except OSError:
-        return None
-    found = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition(b":")
-        if name in (b"MemTotal", b"MemAvailable") and rest.split():
-            found[name] = int(rest.split()[0])
-    total, available = found.get(b"MemTotal"), found.get(b"MemAvailable")
-    if not total or available is None:
-        return None
-    try:
-        stall = _stalled_avg10((proc / "pressure" / "memory").read_bytes())
-    except OSError:
-        stall = None
-    return stats.HostMemory(total, available, stall)
-
-
-def _stalled_avg10(text: bytes) -> float | None:
-    """``some avg10`` of a PSI file (%)."""
-    for line in text.splitlines():
-        if line.startswith(b"some "):
-            for part in line.split()[1:]:
-                key, _, value = part.partition(b"=")
-                if key == b"avg10":
-                    return float(value)
-    return None

@@ -19,16 +19,25 @@ class OpenFiles:
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
 
+    def fd(self, path: str) -> int | None:
+        """``path`` held open (opened now if it is not yet); None if it cannot be."""
+        fd = self._fds.get(path)
+        if fd is None:
+            try:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+        return fd
+
     def read(self, path: str | None) -> bytes | None:
         if path is None:
             return None
         fd = self._fds.get(path)
         if fd is None:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError as exc:
                 return read_once(path) if exc.errno in (errno.EMFILE, errno.ENFILE) else None
-            self._fds[path] = fd
         try:
             size = 4096  # a page: these files are smaller (a 16 KiB buffer cost 1 µs more)
             while len(data := os.pread(fd, size, 0)) == size:  # it may be longer: all of it

@@ -12,7 +12,8 @@ None, never 0, so that it cannot turn into a spike.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from array import array
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -90,6 +91,12 @@ class GuestCounters(NamedTuple):
         return self.state == RUNNING
 
 
+#: Where a guest's counters read on their own cadence begin (after ``rss_kib``),
+#: and the place of each among them.
+TAIL = GuestCounters._fields.index("rss_kib") + 1
+TAIL_AT = {name: i for i, name in enumerate(GuestCounters._fields[TAIL:])}
+
+
 @dataclass(frozen=True, slots=True)
 class HostMemory:
     """The host's memory, in KiB; ``stall``: the share of the last ten seconds
@@ -111,6 +118,99 @@ class HostMemory:
             "used_percent": round(self.used_percent, 1),
             "stall_percent": self.stall,
         }
+
+
+#: A missing counter in :class:`Packed` values (counters are never negative).
+MISSING = -1
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Shape:
+    """Which guests a :class:`Packed` sample holds, in order, and where each
+    one's numbers are. Made when a guest starts, stops or changes state (or
+    what is read changes), and shared by every sample until then: two samples
+    of the same shape hold the same guests at the same places."""
+
+    names: tuple[str, ...]
+    states: tuple[int, ...]
+    #: Where each guest's numbers begin: its CPU time, its resident memory,
+    #: then run and delay time of each vCPU read (``vcpus`` of them).
+    offsets: tuple[int, ...]
+    vcpus: tuple[int, ...]
+    index: Mapping[str, int]
+
+    @classmethod
+    def of(cls, guests: list[tuple[str, int, int]]) -> Shape:
+        """From (name, state, vCPUs read) of each guest."""
+        offsets, at = [], 0
+        for _, _, vcpus in guests:
+            offsets.append(at)
+            at += 2 + 2 * vcpus
+        names = tuple(name for name, _, _ in guests)
+        return cls(
+            names,
+            tuple(state for _, state, _ in guests),
+            tuple(offsets),
+            tuple(vcpus for _, _, vcpus in guests),
+            {name: i for i, name in enumerate(names)},
+        )
+
+
+class Packed(Mapping[str, GuestCounters]):
+    """Guests' counters as one array of numbers per sample, not objects: what a
+    sampler of local guests makes every few seconds for every guest. Made as
+    :class:`GuestCounters` only when asked for one (a reader, a tuner); the
+    history's rows are made from the numbers (see monitor.rows_of). Guests
+    read otherwise (through libvirt, or not running) are in ``others``."""
+
+    __slots__ = ("numbers", "others", "shape", "tails")
+
+    def __init__(
+        self,
+        shape: Shape,
+        numbers: array[int],
+        tails: tuple[tuple[Any, ...], ...],
+        others: Mapping[str, GuestCounters],
+    ) -> None:
+        self.shape = shape
+        #: Per guest at its offset: CPU ns, resident KiB, then (run ns, delay ns)
+        #: of each vCPU; MISSING where a counter could not be read.
+        self.numbers = numbers
+        #: Per guest, its counters after ``rss_kib`` (read on their own cadence).
+        self.tails = tails
+        self.others = others
+
+    def __getitem__(self, name: str) -> GuestCounters:
+        i = self.shape.index.get(name)
+        return self.others[name] if i is None else self.counters(i)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.shape.index or name in self.others
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.shape.names
+        yield from self.others
+
+    def __len__(self) -> int:
+        return len(self.shape.names) + len(self.others)
+
+    def counters(self, i: int) -> GuestCounters:
+        """The ``i``-th guest of the shape's counters."""
+        shape, v = self.shape, self.numbers
+        at = shape.offsets[i]
+        vcpus = tuple(
+            VcpuCounters(_kept(v[j]), _kept(v[j + 1]), None)
+            for j in range(at + 2, at + 2 + 2 * shape.vcpus[i], 2)
+        )
+        head = (shape.names[i], shape.states[i], _kept(v[at]), vcpus, _kept(v[at + 1]))
+        return _new(GuestCounters, head + self.tails[i])
+
+
+_new = tuple.__new__
+
+
+def _kept(value: int) -> int | None:
+    return None if value == MISSING else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,28 +7,39 @@ and wait, its memory; each host CPU's busy share. A counter that went
 backwards (the guest restarted) or a field that is missing gives no rate
 for that interval rather than a spike.
 
-:func:`rows_of` makes the rows a
-:class:`~virtpolicy.engine.tuners.history.History` keeps for a window
-straight from the counters: the sampler keeps every interval's figures, and
-most intervals nobody reads the rates themselves.
+:class:`Monitor` keeps the history's rows of every interval
+(:func:`~virtpolicy.engine.tuners.intervals.rows_of`) and makes the rates
+only when they are read.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
-from virtpolicy.engine.tuners.history import History, Row
+from virtpolicy.engine.tuners.history import History
+from virtpolicy.engine.tuners.intervals import (
+    elapsed_ns,
+    host_busy,
+    packed_vcpu_shares,
+    per_cent,
+    ran_throughout,
+    rows_of,
+    vcpu_shares,
+)
 from virtpolicy.hypervisor.stats import (
     HOST_MEMORY,
+    MISSING,
     RUNNING,
+    TAIL,
+    TAIL_AT,
     GuestCounters,
     HostMemory,
+    Packed,
     Sample,
 )
 
@@ -143,174 +154,120 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def _per_cent(now: int | None, before: int | None, elapsed_ns: float) -> float | None:
-    """How much ``now`` moved since ``before`` as a share of the interval (None
-    without either, when it went back, or without an interval)."""
-    return _share(now, before, elapsed_ns) if elapsed_ns > 0 else None
+def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) -> GuestRates:
+    ran = ran_throughout(now, before)
+    return _rates_of(
+        now.name,
+        now.running,
+        None if ran is None else ran.cpu_ns,
+        now.cpu_ns,
+        vcpu_shares(now, ran, ns),
+        now.rss_kib,
+        now[TAIL:],
+        None if before is None else before[TAIL:],
+        ns,
+        ran is not None,
+    )
 
 
-def _from(now: GuestCounters, before: GuestCounters | None) -> GuestCounters | None:
-    """``before`` if the guest ran at both ends of the interval (else no share of
-    it is known: it started, stopped or restarted in between)."""
-    if before is None or before.state != RUNNING or now.state != RUNNING:
-        return None
-    return before
+def _packed_rates(out: dict[str, GuestRates], now: Packed, before: Packed, ns: float) -> None:
+    """:func:`_guest_rates` of every guest of two samples of one shape, from
+    their numbers: the same rates, with no guest's counters made."""
+    shape, new, old = now.shape, now.numbers, before.numbers
+    for i, name in enumerate(shape.names):
+        at, running = shape.offsets[i], shape.states[i] == RUNNING  # the same in both
+        rss = new[at + 1]
+        out[name] = _rates_of(
+            name,
+            running,
+            old[at],
+            new[at],
+            packed_vcpu_shares(new, old, at, shape.vcpus[i], ns if running else 0.0),
+            None if rss == MISSING else rss,
+            now.tails[i],
+            before.tails[i],
+            ns,
+            running,
+        )
 
 
-def _vcpu_shares(
-    now: GuestCounters, before: GuestCounters | None, ns: float
-) -> tuple[tuple[float | None, ...], tuple[float | None, ...], tuple[float | None, ...]]:
-    """Each vCPU's run, steal and wait time as shares of one host CPU over the
-    interval, in one pass (per guest per sample, and per answer: a hot loop);
-    None for each without ``before`` (the guest did not run throughout: see
-    :func:`_from`) or without an interval, and for a vCPU it did not have."""
-    vcpus = now.vcpus
-    if not vcpus:  # not sampled (nothing reads them): nothing to make
-        return _NO_SHARES
-    if before is None or ns <= 0:
-        nones = (None,) * len(vcpus)
-        return nones, nones, nones
-    old = before.vcpus
-    used, steal, wait = [], [], []
-    for i, (run, delay, waited) in enumerate(vcpus):
-        was_run, was_delay, was_waited = old[i] if i < len(old) else (None, None, None)
-        used.append(_share(run, was_run, ns))
-        steal.append(_share(delay, was_delay, ns))
-        wait.append(_share(waited, was_waited, ns))
-    return tuple(used), tuple(steal), tuple(wait)
+#: Each vCPU's run, steal and wait shares (see vcpu_shares).
+Shares = tuple[tuple[float | None, ...], tuple[float | None, ...], tuple[float | None, ...]]
 
 
-_NO_SHARES: tuple[tuple[float | None, ...], tuple[float | None, ...], tuple[float | None, ...]] = (
-    (),
-    (),
-    (),
+def _rates_of(
+    name: str,
+    running: bool,
+    was_cpu: int | None,
+    cpu: int | None,
+    shares: Shares,
+    rss: int | None,
+    tail: tuple[Any, ...],
+    was: tuple[Any, ...] | None,
+    ns: float,
+    ran: bool,
+) -> GuestRates:
+    """One guest's rates: its CPU and vCPU shares (``ran``: it ran throughout the
+    interval), its memory now, and the figures after ``rss_kib`` of its
+    counters now (``tail``) and at the interval's start (``was``: None without one)."""
+    (memory, most, available, unused, usable, swap_in, faults) = tail[:7]
+    (anon, file, swap, major, stall, job, huge) = tail[7:]
+    return GuestRates(
+        name,
+        running,
+        per_cent(cpu, was_cpu, ns) if ran else None,
+        shares[0],
+        shares[1],
+        shares[2],
+        memory,
+        rss,
+        most,
+        cpu,
+        available,
+        unused,
+        anon,
+        file,
+        swap,
+        major,
+        stall,
+        per_cent(stall, was[_STALL], ns) if ran and was is not None else None,
+        usable,
+        None if was is None else _per_second(swap_in, was[_SWAP_IN], ns),
+        None if was is None else _per_second(faults, was[_FAULTS], ns),
+        job,
+        huge,
+    )
+
+
+#: The tail's fields in the order _rates_of takes them apart.
+_TAIL_FIELDS = (
+    "memory_kib", "memory_max_kib", "available_kib", "unused_kib", "usable_kib",
+    "guest_swap_in_kib", "guest_major_faults", "anon_kib", "file_kib", "swap_kib",
+    "major_faults", "memory_stall_ns", "job", "hugepages",
+)  # fmt: skip
+if GuestCounters._fields[TAIL:] != _TAIL_FIELDS:  # pragma: no cover - a field added or moved
+    raise ImportError("GuestCounters' fields after rss_kib are not as _rates_of reads them")
+_STALL, _SWAP_IN, _FAULTS = (
+    TAIL_AT[name] for name in ("memory_stall_ns", "guest_swap_in_kib", "guest_major_faults")
 )
 
 
-def _share(now: int | None, before: int | None, ns: float) -> float | None:
-    """:func:`_per_cent` for an interval known to be longer than 0."""
-    return (
-        (now - before) / ns * 100.0
-        if now is not None and before is not None and now >= before
-        else None
-    )
-
-
-def _guest_rates(now: GuestCounters, before: GuestCounters | None, ns: float) -> GuestRates:
-    ran = _from(now, before)
-    return GuestRates(
-        now.name,
-        now.running,
-        None if ran is None else _per_cent(now.cpu_ns, ran.cpu_ns, ns),
-        *_vcpu_shares(now, ran, ns),
-        now.memory_kib,
-        now.rss_kib,
-        now.memory_max_kib,
-        now.cpu_ns,
-        now.available_kib,
-        now.unused_kib,
-        now.anon_kib,
-        now.file_kib,
-        now.swap_kib,
-        now.major_faults,
-        now.memory_stall_ns,
-        None if ran is None else _per_cent(now.memory_stall_ns, ran.memory_stall_ns, ns),
-        now.usable_kib,
-        None
-        if before is None
-        else _per_second(now.guest_swap_in_kib, before.guest_swap_in_kib, ns),
-        None
-        if before is None
-        else _per_second(now.guest_major_faults, before.guest_major_faults, ns),
-        now.job,
-        now.hugepages,
-    )
-
-
-def _per_second(now: int | None, before: int | None, elapsed_ns: float) -> float | None:
-    per_cent = _per_cent(now, before, elapsed_ns)
-    return None if per_cent is None else per_cent * 1e7
-
-
-def _elapsed_ns(now: Sample, before: Sample | None) -> float:
-    return (now.monotonic - before.monotonic) * 1e9 if before else 0.0
-
-
-def _host_busy(now: Sample, before: Sample | None) -> tuple[float | None, ...]:
-    """Each host CPU's busy share over the interval."""
-    host: list[float | None] = []
-    for cpu, (busy, idle) in enumerate(now.host_cpus):
-        if before is None or cpu >= len(before.host_cpus):
-            host.append(None)
-            continue
-        d_busy, d_idle = busy - before.host_cpus[cpu][0], idle - before.host_cpus[cpu][1]
-        total = d_busy + d_idle
-        host.append(d_busy / total * 100.0 if d_busy >= 0 and d_idle >= 0 and total > 0 else None)
-    return tuple(host)
+def _per_second(now: int | None, before: int | None, ns: float) -> float | None:
+    share = per_cent(now, before, ns)
+    return None if share is None else share * 1e7
 
 
 def rates(now: Sample, before: Sample | None) -> Rates:
     """The rates over the interval between two samples (none the first time)."""
-    ns = _elapsed_ns(now, before)
-    guests = {
-        name: _guest_rates(g, before.guests.get(name) if before else None, ns)
-        for name, g in now.guests.items()
-    }
-    return Rates(now.wall, ns / 1e9, guests, _host_busy(now, before), now.host_memory)
-
-
-@functools.cache
-def _guest_metrics(vcpus: int, stall: bool, memory: bool, usable: bool) -> tuple[str, ...]:
-    optional = (("memory_stall", stall), ("memory_kib", memory), ("usable_kib", usable))
-    return (
-        "cpu",
-        "rss_kib",
-        *(name for name, present in optional if present),
-        *(f"vcpu.{i}" for i in range(vcpus)),
-        *(f"steal.{i}" for i in range(vcpus)),
-    )
-
-
-@functools.cache
-def _host_metrics(cpus: int) -> tuple[str, ...]:
-    return tuple(f"cpu.{cpu}" for cpu in range(cpus))
-
-
-def rows_of(now: Sample, before: Sample | None) -> dict[str, Row]:
-    """The values one interval adds to the history, straight from the counters
-    (the rates themselves are made only when read: see :attr:`Monitor.latest`):
-    a row per guest and one for the "host". A guest's metrics: "cpu",
-    "rss_kib"; where sampled, "memory_stall", "memory_kib" (the balloon's),
-    "usable_kib"; "vcpu.N" and "steal.N" for each vCPU (the names made once per
-    shape, not per sample). Each value is its :class:`GuestRates` field's.
-
-    Per guest per sample, the hottest loop after reading the files: each row is
-    one list (2-3 µs a guest; 4-7 before, joining tuples)."""
-    ns = _elapsed_ns(now, before)
-    prior = before.guests if before else {}
-    out: dict[str, Row] = {}
-    for name, g in now.guests.items():
-        vcpus, memory, usable = g.vcpus, g.memory_kib, g.usable_kib
-        ran = _from(g, prior.get(name)) if ns > 0 else None
-        if ran is None:
-            stall = None
-            values: list[float | None] = [None, g.rss_kib]
-        else:
-            stall = _per_cent(g.memory_stall_ns, ran.memory_stall_ns, ns)
-            values = [_per_cent(g.cpu_ns, ran.cpu_ns, ns), g.rss_kib]
-        for optional in (stall, memory, usable):
-            if optional is not None:
-                values.append(optional)
-        used, steal, _ = _vcpu_shares(g, ran, ns)
-        values += used
-        values += steal
-        metrics = _guest_metrics(
-            len(vcpus), stall is not None, memory is not None, usable is not None
-        )
-        out[name] = (metrics, values)
-    if now.host_cpus:  # only while the host CPUs are sampled
-        out["host"] = (_host_metrics(len(now.host_cpus)), _host_busy(now, before))
-    return out
+    ns = elapsed_ns(now, before)
+    out: dict[str, GuestRates] = {}
+    guests, prior = now.guests, before.guests if before else {}
+    if isinstance(guests, Packed) and isinstance(prior, Packed) and guests.shape is prior.shape:
+        _packed_rates(out, guests, prior, ns)  # the same guests at the same places
+        guests, prior = guests.others, prior.others
+    for name, g in guests.items():
+        out[name] = _guest_rates(g, prior.get(name) if before else None, ns)
+    return Rates(now.wall, ns / 1e9, out, host_busy(now, before), now.host_memory)
 
 
 #: How long a reader's interest in a stats group keeps it collected.

@@ -21,23 +21,24 @@ class OpenFiles:
 
     def fd(self, path: str) -> int | None:
         """``path`` held open (opened now if it is not yet); None if it cannot be."""
+        try:
+            return self._held(path)
+        except OSError:
+            return None
+
+    def _held(self, path: str) -> int:
         fd = self._fds.get(path)
         if fd is None:
-            try:
-                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return None
+            fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         return fd
 
     def read(self, path: str | None) -> bytes | None:
         if path is None:
             return None
-        fd = self._fds.get(path)
-        if fd is None:
-            try:
-                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                return read_once(path) if exc.errno in (errno.EMFILE, errno.ENFILE) else None
+        try:
+            fd = self._held(path)
+        except OSError as exc:
+            return read_once(path) if exc.errno in (errno.EMFILE, errno.ENFILE) else None
         try:
             size = 4096  # a page: these files are smaller (a 16 KiB buffer cost 1 µs more)
             while len(data := os.pread(fd, size, 0)) == size:  # it may be longer: all of it

@@ -123,24 +123,16 @@ def rows_of(now: Sample, before: Sample | None) -> dict[str, Row]:
         _packed_rows(out, guests, prior, ns)
         guests, prior = guests.others, prior.others
     for name, g in guests.items():
-        vcpus, memory, usable = g.vcpus, g.memory_kib, g.usable_kib
         ran = ran_throughout(g, prior.get(name)) if ns > 0 else None
-        if ran is None:
-            stall = None
-            values: list[float | None] = [None, g.rss_kib]
-        else:
-            stall = per_cent(g.memory_stall_ns, ran.memory_stall_ns, ns)
-            values = [per_cent(g.cpu_ns, ran.cpu_ns, ns), g.rss_kib]
-        for optional in (stall, memory, usable):
-            if optional is not None:
-                values.append(optional)
-        used, steal, _ = vcpu_shares(g, ran, ns)
-        values += used
-        values += steal
-        metrics = _guest_metrics(
-            len(vcpus), stall is not None, memory is not None, usable is not None
+        out[name] = _row(
+            None if ran is None else per_cent(g.cpu_ns, ran.cpu_ns, ns),
+            g.rss_kib,
+            None if ran is None else per_cent(g.memory_stall_ns, ran.memory_stall_ns, ns),
+            g.memory_kib,
+            g.usable_kib,
+            vcpu_shares(g, ran, ns),
+            len(g.vcpus),
         )
-        out[name] = (metrics, values)
     if now.host_cpus:  # only while the host CPUs are sampled
         out["host"] = (_host_metrics(len(now.host_cpus)), host_busy(now, before))
     return out
@@ -158,20 +150,37 @@ def _packed_rows(out: dict[str, Row], now: Packed, before: Packed, ns: float) ->
         at, vcpus, tail = shape.offsets[i], shape.vcpus[i], now.tails[i]
         rss = new[at + 1]
         running = shape.states[i] == RUNNING  # the same in both: one shape
-        stall = share(tail[_STALL], before.tails[i][_STALL], ns) if running else None
-        values = [
+        out[name] = _row(
             share(new[at], old[at], ns) if running else None,
             None if rss == MISSING else rss,
-        ]
-        memory, usable = tail[_MEMORY], tail[_USABLE]
-        for optional in (stall, memory, usable):
-            if optional is not None:
-                values.append(optional)
-        used, steal, _ = packed_vcpu_shares(new, old, at, vcpus, ns if running else 0.0)
-        values += used
-        values += steal
-        metrics = _guest_metrics(vcpus, stall is not None, memory is not None, usable is not None)
-        out[name] = (metrics, values)
+            share(tail[_STALL], before.tails[i][_STALL], ns) if running else None,
+            tail[_MEMORY],
+            tail[_USABLE],
+            packed_vcpu_shares(new, old, at, vcpus, ns if running else 0.0),
+            vcpus,
+        )
+
+
+def _row(
+    cpu: float | None,
+    rss: int | None,
+    stall: float | None,
+    memory: int | None,
+    usable: int | None,
+    shares: tuple[tuple[float | None, ...], ...],
+    vcpus: int,
+) -> Row:
+    """A guest's row: CPU share and resident memory; the stall share, the
+    balloon's memory and what the guest could use, where known; each vCPU's run
+    share, then each one's steal share (see :func:`rows_of`)."""
+    values: list[float | None] = [cpu, rss]
+    for optional in (stall, memory, usable):
+        if optional is not None:
+            values.append(optional)
+    values += shares[0]
+    values += shares[1]
+    metrics = _guest_metrics(vcpus, stall is not None, memory is not None, usable is not None)
+    return metrics, values
 
 
 def packed_vcpu_shares(

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
 from virtpolicy.engine.daemon.policycache import PolicyCache
 from virtpolicy.errors import ConflictError, CycleError, NotFoundError, PolicyError, StoreError
 from virtpolicy.policy.model import parse_policy
-from virtpolicy.store import Delete, Put, SqlStore, sqlengine
+from virtpolicy.store import Delete, Put, SqlStore, migrate, sqlengine
 from virtpolicy.store.base import GuestState, HostRecord, Revision
 from virtpolicy.store.feed import CHANNEL, DirectoryFeed, PostgresFeed, channel
-from virtpolicy.store.schema import SCHEMA_REVISION
+from virtpolicy.store.schema import SCHEMA_REVISION, metadata
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +46,65 @@ def test_schema_revision_is_alembic_head() -> None:
     config = Config()
     config.set_main_option("script_location", "virtpolicy.store:migrations")
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+
+
+def describe(url: str) -> dict[str, object]:
+    """Everything of a store's schema that its code relies on, and every row."""
+    engine = create_engine(sqlengine.to_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            seen = inspect(conn)
+            tables: dict[str, object] = {}
+            for name in sorted(seen.get_table_names()):
+                columns = [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                    for c in seen.get_columns(name)
+                ]
+                tables[name] = {
+                    "columns": columns,
+                    "key": seen.get_pk_constraint(name)["constrained_columns"],
+                    "indexes": sorted(
+                        (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                        for i in seen.get_indexes(name)
+                    ),
+                    "unique": sorted(
+                        (u["name"], tuple(u["column_names"]))
+                        for u in seen.get_unique_constraints(name)
+                    ),
+                    "foreign": sorted(
+                        (
+                            tuple(f["constrained_columns"]),
+                            f["referred_table"],
+                            tuple(f["referred_columns"]),
+                            tuple(sorted(f["options"].items())),
+                        )
+                        for f in seen.get_foreign_keys(name)
+                    ),
+                    "rows": sorted(map(tuple, conn.execute(text(f"SELECT * FROM {name}")))),
+                }
+            return tables
+    finally:
+        engine.dispose()
+
+
+def test_a_new_store_is_what_the_migrations_make(db: str) -> None:
+    """A new store is made from the tables of ``schema.py`` at once, without
+    Alembic: the same tables, columns, keys, indexes, constraints and first rows
+    as every migration run from an empty database makes, on both backends."""
+    SqlStore(db).close()
+    made = describe(db)
+    assert set(made) == {*metadata.tables, "alembic_version"}
+    engine = create_engine(sqlengine.to_url(db), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for name in made:
+                conn.execute(text(f"DROP TABLE {name}{' CASCADE' if '://' in db else ''}"))
+        assert describe(db) == {}
+        with engine.begin() as conn:
+            migrate._upgrade(conn, None, engine.url)  # every migration, from nothing
+    finally:
+        engine.dispose()
+    assert describe(db) == made
 
 
 def test_new_store_file_is_private(tmp_path: Path) -> None:

@@ -55,6 +55,13 @@ from sqlalchemy import (
 
 #: The Alembic revision this code expects; a test checks it is the head.
 SCHEMA_REVISION = "0009"
+#: The rows a store holds at :data:`SCHEMA_REVISION` before anything is written
+#: (what the migrations insert): a new store is made from these tables and rows
+#: (see ``migrate``); a test checks that they are what the migrations make.
+FIRST_ROWS: dict[str, list[dict[str, object]]] = {
+    "store_state": [{"id": 1, "revision": 0}],
+    "schema_compat": [{"id": 1, "readers_from": "0007", "needs_version": "0.1.0"}],
+}
 
 metadata = MetaData()
 

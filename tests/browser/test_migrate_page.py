@@ -26,6 +26,7 @@ def answer(driver: Any) -> str:
     return text
 
 
+@pytest.mark.long
 def test_a_guest_migrates_from_its_page_only_where_the_destination_takes_it(
     browser: Any,
     tunnel: Callable[[Path], str],

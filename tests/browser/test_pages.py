@@ -405,6 +405,7 @@ NUMA2 = Path(__file__).parents[1] / "integration" / "nodes" / "numa2smt.xml"
 OTHER = Path(__file__).parents[1] / "integration" / "nodes" / "other-host.xml"
 
 
+@pytest.mark.long
 def test_the_cpu_map_shows_a_dedicated_guest_on_its_cores(
     browser: Any,
     served: Served,

@@ -211,6 +211,7 @@ def _cases(
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+@pytest.mark.long
 def test_no_server_errors_in_process(tmp_path: Path, mode: GenerationMode) -> None:
     """Generated requests for every operation get 2xx or 4xx answers, never 5xx:
     schema-valid ones, and schema-violating ones (two tests, run side by side)."""
@@ -232,6 +233,7 @@ def test_no_server_errors_in_process(tmp_path: Path, mode: GenerationMode) -> No
         assert reached & {"PUT /v1/policies/{guest}", "POST /v1/validate", "POST /v1/apply"}
 
 
+@pytest.mark.long
 def test_no_server_errors_over_tls_with_a_token(
     https: str, tls: tuple[Path, Path], run: Cli
 ) -> None:

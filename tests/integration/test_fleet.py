@@ -362,6 +362,7 @@ def test_a_fleet_wide_job_runs_each_guest_on_its_own_host_in_order(
     assert row["detail"] == "its host host-a is lost: no daemon finished its step"
 
 
+@pytest.mark.long
 def test_three_hosts_one_of_them_real(
     pg_db: str,
     fleet_host: Callable[[str], Daemon],
@@ -446,6 +447,7 @@ def knows_the_fleet(run: Cli, daemon: Daemon) -> None:
     eventually(lambda: there() or None, 20)
 
 
+@pytest.mark.long
 def test_a_fleet_job_ends_though_a_daemon_is_killed_and_restarted_mid_way(
     pg_db: str, fleet_host: Callable[..., Daemon]
 ) -> None:

@@ -136,6 +136,7 @@ def results(output: str) -> dict[str, dict[str, object]]:
     return {r["guest"]: r for r in json.loads(output)}
 
 
+@pytest.mark.long
 def test_requires_agent_waits_for_the_agent(
     linux_guest: Callable[..., str], make_guest: Callable[..., str], run: Cli, qemu_uri: str
 ) -> None:
@@ -162,6 +163,7 @@ def test_requires_agent_waits_for_the_agent(
     assert virsh("domstate", app2).strip() == "shut off"
 
 
+@pytest.mark.long
 def test_shutdown_within_its_timeout_and_escalation_only_when_asked(
     linux_guest: Callable[..., str], run: Cli, qemu_uri: str
 ) -> None:
@@ -189,6 +191,7 @@ def test_shutdown_within_its_timeout_and_escalation_only_when_asked(
     assert virsh("domstate", deaf).strip() == "shut off"
 
 
+@pytest.mark.long
 def test_ordered_stop_of_a_chain(linux_guest: Callable[..., str], run: Cli, qemu_uri: str) -> None:
     """c requires b requires a, all real: `stop a` shuts down c, then b, then a, each
     through its OS."""

@@ -31,6 +31,7 @@ from tests.twohosts import Lab, two_hosts_fixture  # noqa: F401 (the fixture)
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.long
 def test_a_guest_migrates_to_host_b_and_back_and_its_policy_follows(
     two_hosts: Callable[[], Lab], make_guest: Callable[..., str]
 ) -> None:

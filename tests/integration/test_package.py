@@ -20,7 +20,6 @@ that daemon is down the hook lets the start go on at once (the tests set
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -42,8 +41,6 @@ from tests.conftest import GUEST_HOOKS, api_client, eventually, try_virsh, virsh
 pytestmark = [pytest.mark.integration, pytest.mark.alone("package")]
 
 DEB_LAB = Path(__file__).parents[1] / "lab" / "deb"
-#: Where tests/lab/deb keeps its builds (its DEB_LAB).
-DEB_CACHE = Path(os.environ.get("DEB_LAB", "/var/cache/virtpolicy-lab/deb"))
 UNIT = Path("/lib/systemd/system/virtpolicy.service")
 RUN = Path("/run/virtpolicy")
 STATE = Path("/var/lib/virtpolicy")
@@ -57,15 +54,9 @@ UNIT_ENV = {
 
 
 def deb(which: str = "") -> Path:
-    """The built package at this source's version (``next``: at N+1), once a
-    build under way (``tests/lab/deb up``, started by scripts/test beside the
-    tests) is done."""
+    """The built package at this source's version (``next``: at N+1)."""
     if os.geteuid() != 0:
         pytest.skip("installing a package needs root")
-    building = DEB_CACHE / "build.lock"
-    if building.exists():
-        with building.open() as lock:
-            fcntl.flock(lock, fcntl.LOCK_SH)  # held by a build until its end
     found = subprocess.run(
         [str(DEB_LAB), "path", *([which] if which else [])],
         capture_output=True, text=True, check=False, timeout=30,

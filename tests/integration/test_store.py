@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import BROKEN_DOC, Cli, break_policy, snapshot
@@ -48,9 +48,14 @@ def test_schema_revision_is_alembic_head() -> None:
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
 
 
+def plain_engine(db: str) -> Engine:
+    """An engine on the store ``db`` with none of the store's own settings."""
+    return create_engine(sqlengine.to_url(db), poolclass=NullPool)
+
+
 def describe(url: str) -> dict[str, object]:
     """Everything of a store's schema that its code relies on, and every row."""
-    engine = create_engine(sqlengine.to_url(url), poolclass=NullPool)
+    engine = plain_engine(url)
     try:
         with engine.connect() as conn:
             seen = inspect(conn)
@@ -94,7 +99,7 @@ def test_a_new_store_is_what_the_migrations_make(db: str) -> None:
     SqlStore(db).close()
     made = describe(db)
     assert set(made) == {*metadata.tables, "alembic_version"}
-    engine = create_engine(sqlengine.to_url(db), poolclass=NullPool)
+    engine = plain_engine(db)
     try:
         with engine.begin() as conn:
             for name in made:
